@@ -1,0 +1,43 @@
+"""Settings, read once at the entry point and passed down frozen (prefix ``DQPULSE_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process settings. Library code receives this object; it never reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DQPULSE_", frozen=True, extra="ignore")
+
+    database_url: str = "postgresql+psycopg://dqpulse@127.0.0.1:55432/dqpulse"
+    config_file: str = "dqpulse.yaml"
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_client: Literal["confluent", "kafka-python"] = "confluent"
+    kafka_group: str = "dqpulse-ingest"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    dead_letter_topic: str | None = None
+    schema_registry_url: str | None = None
+
+    poll_max_records: int = Field(default=5000, ge=1)
+    poll_timeout_s: float = Field(default=0.5, gt=0)
+    checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    max_message_bytes: int = Field(default=1_048_576, ge=1)
+    idle_partition_timeout_s: float = Field(default=10.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    worker_metrics_port: int = 9108
+    public_url: str = "http://127.0.0.1:8000"
+    api_tokens: SecretStr | None = None
+    field_metric_budget: int = Field(default=200, ge=0)
+
+    log_level: str = "INFO"

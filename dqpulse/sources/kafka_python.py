@@ -1,0 +1,133 @@
+"""Kafka source on kafka-python (pure Python): same interface, slower per record."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KpTopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from dqpulse.config import Settings
+from dqpulse.records import RawMessage
+from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username:
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password:
+        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_cafile:
+        config["ssl_cafile"] = settings.kafka_ssl_cafile
+    return config
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaPythonSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: list[KpTopicPartition]) -> None:
+        if revoked and self.source._on_revoke is not None:
+            self.source._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: list[KpTopicPartition]) -> None:
+        if not assigned or self.source._on_assign is None:
+            return
+        starts = self.source._on_assign([(tp.topic, tp.partition) for tp in assigned])
+        consumer = self.source._consumer
+        for tp in assigned:
+            start = starts.get((tp.topic, tp.partition))
+            if start is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+
+
+class KafkaPythonSource:
+    def __init__(self, settings: Settings, *, group_id: str | None = None,
+                 client_id: str = "dqpulse-ingest") -> None:
+        config = client_config(settings)
+        self._consumer = KafkaConsumer(
+            group_id=group_id or settings.kafka_group,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_records=settings.poll_max_records,
+            fetch_max_bytes=52_428_800,
+            max_partition_fetch_bytes=4_194_304,
+            **config,
+        )
+        self._on_assign: AssignCallback | None = None
+        self._on_revoke: RevokeCallback | None = None
+
+    def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
+                  on_revoke: RevokeCallback) -> None:
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._consumer.subscribe(list(topics), listener=_Listener(self))
+
+    def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        out: list[RawMessage] = []
+        for tp, records in batches.items():
+            topic, partition = tp.topic, tp.partition
+            out.extend(RawMessage(topic, partition, r.offset, r.timestamp, r.value, r.key)
+                       for r in records)
+        return out
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if offsets:
+            self._consumer.commit({KpTopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()})
+
+    def seek(self, topic: str, partition: int, offset: int | None) -> None:
+        tp = KpTopicPartition(topic, partition)
+        try:
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+        except Exception:  # noqa: BLE001 - not assigned any more: the new owner resumes
+            log.info("seek %s[%s] skipped: partition no longer assigned", topic, partition)
+
+    def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = self._consumer.end_offsets([KpTopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+
+    def partition_count(self, topic: str) -> int:
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            self._consumer.topics()
+            partitions = self._consumer.partitions_for_topic(topic) or set()
+        return len(partitions)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaPythonDeadLetterSink:
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._producer = KafkaProducer(max_request_size=16_777_216, linger_ms=20,
+                                       **client_config(settings))
+        self._topic = topic
+
+    def send(self, message: RawMessage, reason: str, detail: str) -> None:
+        headers = [("dqpulse.reason", reason.encode()), ("dqpulse.detail", detail[:500].encode()),
+                   ("dqpulse.source", f"{message.topic}:{message.partition}:{message.offset}"
+                    .encode())]
+        self._producer.send(self._topic, value=message.value, key=message.key, headers=headers)
+
+    def flush(self) -> None:
+        self._producer.flush(30.0)

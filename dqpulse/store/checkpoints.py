@@ -1,0 +1,152 @@
+"""Checkpoints: per-partition partial states and next offsets, saved in one transaction.
+
+This is the exactly-once mechanism: the worker commits Kafka offsets only after
+``save`` commits, and on assignment restores the state and seeks to ``next_offset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from dqpulse.store.tables import dataset_partitions, partition_checkpoints, window_partials
+
+
+class FencedError(Exception):
+    """Another worker saved this partition since we loaded it: our progress is stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    dataset: str
+    partition: int
+    next_offset: int
+    watermark: float
+    last_record_at: float | None
+    state: bytes
+    version: int
+
+
+def get(conn: Connection, *, dataset: str, partition: int) -> Checkpoint | None:
+    row = conn.execute(select(partition_checkpoints).where(
+        partition_checkpoints.c.dataset == dataset,
+        partition_checkpoints.c.partition == partition)).mappings().first()
+    if row is None:
+        return None
+    return Checkpoint(dataset, partition, row["next_offset"], row["watermark"],
+                      row["last_record_at"], bytes(row["state"]), row["version"])
+
+
+def save(
+    conn: Connection,
+    *,
+    dataset: str,
+    partition: int,
+    loaded_version: int | None,
+    next_offset: int,
+    watermark: float,
+    last_record_at: float | None,
+    high_watermark_offset: int | None,
+    state: bytes,
+    closed: Sequence[tuple[float, bytes]],
+    owner_id: str,
+) -> int:
+    """Write a partition's checkpoint and its newly closed window partials; return the version.
+
+    Raises ``FencedError`` when the stored version is not ``loaded_version`` (the caller
+    must roll back, drop the partition's in-memory state and reload).
+    """
+    values = dict(next_offset=next_offset, watermark=watermark, last_record_at=last_record_at,
+                  high_watermark_offset=high_watermark_offset, state=state, owner_id=owner_id,
+                  updated_at=func.now())
+    if loaded_version is None:
+        exists = conn.execute(select(partition_checkpoints.c.version).where(
+            partition_checkpoints.c.dataset == dataset,
+            partition_checkpoints.c.partition == partition)).first()
+        if exists is not None:
+            raise FencedError(f"{dataset}[{partition}] was checkpointed by another worker")
+        conn.execute(insert(partition_checkpoints).values(
+            dataset=dataset, partition=partition, version=1, **values))
+        new_version = 1
+    else:
+        new_version = loaded_version + 1
+        result = conn.execute(update(partition_checkpoints).where(
+            partition_checkpoints.c.dataset == dataset,
+            partition_checkpoints.c.partition == partition,
+            partition_checkpoints.c.version == loaded_version).values(version=new_version, **values))
+        if result.rowcount != 1:
+            raise FencedError(f"{dataset}[{partition}] was checkpointed by another worker")
+    if closed:
+        conn.execute(insert(window_partials), [
+            {"dataset": dataset, "partition": partition, "window_start": start, "state": blob}
+            for start, blob in closed])
+    return new_version
+
+
+def set_partition_count(conn: Connection, *, dataset: str, partition_count: int) -> None:
+    row = conn.execute(select(dataset_partitions.c.partition_count).where(
+        dataset_partitions.c.dataset == dataset)).first()
+    if row is None:
+        conn.execute(insert(dataset_partitions).values(dataset=dataset,
+                                                       partition_count=partition_count))
+    elif row.partition_count != partition_count:
+        conn.execute(update(dataset_partitions).where(dataset_partitions.c.dataset == dataset)
+                     .values(partition_count=partition_count))
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetProgress:
+    partition_count: int
+    partitions_seen: int
+    min_watermark: float | None
+    last_record_at: float | None
+    consumer_lag_records: int | None
+    finalized_until: float | None
+    baseline: bytes | None
+    last_schema: dict[str, list[str]] | None
+
+
+def get_progress(conn: Connection, *, dataset: str) -> DatasetProgress | None:
+    meta = conn.execute(select(dataset_partitions).where(
+        dataset_partitions.c.dataset == dataset).with_for_update()).mappings().first() \
+        if conn.dialect.name == "postgresql" else conn.execute(select(dataset_partitions).where(
+            dataset_partitions.c.dataset == dataset)).mappings().first()
+    if meta is None:
+        return None
+    agg = conn.execute(select(
+        func.count().label("n"), func.min(partition_checkpoints.c.watermark).label("wm"),
+        func.max(partition_checkpoints.c.last_record_at).label("last"),
+        func.sum(func.coalesce(partition_checkpoints.c.high_watermark_offset,
+                               partition_checkpoints.c.next_offset)
+                 - partition_checkpoints.c.next_offset).label("lag"),
+    ).where(partition_checkpoints.c.dataset == dataset)).mappings().one()
+    return DatasetProgress(
+        partition_count=meta["partition_count"], partitions_seen=agg["n"],
+        min_watermark=agg["wm"], last_record_at=agg["last"],
+        consumer_lag_records=None if agg["lag"] is None else int(agg["lag"]),
+        finalized_until=meta["finalized_until"],
+        baseline=None if meta["baseline"] is None else bytes(meta["baseline"]),
+        last_schema=meta["last_schema"])
+
+
+def first_partial_window(conn: Connection, *, dataset: str) -> float | None:
+    return conn.execute(select(func.min(window_partials.c.window_start)).where(
+        window_partials.c.dataset == dataset)).scalar()
+
+
+def take_partials(conn: Connection, *, dataset: str, window_start: float) -> list[bytes]:
+    """Read and delete every partition's partial of one window (inside the finalize txn)."""
+    rows = conn.execute(select(window_partials.c.state).where(
+        window_partials.c.dataset == dataset,
+        window_partials.c.window_start == window_start)).all()
+    conn.execute(delete(window_partials).where(
+        window_partials.c.dataset == dataset, window_partials.c.window_start == window_start))
+    return [bytes(row.state) for row in rows]
+
+
+def mark_finalized(conn: Connection, *, dataset: str, until: float, baseline: bytes,
+                   last_schema: dict[str, list[str]]) -> None:
+    conn.execute(update(dataset_partitions).where(dataset_partitions.c.dataset == dataset)
+                 .values(finalized_until=until, baseline=baseline, last_schema=last_schema))

@@ -1,0 +1,116 @@
+"""Repository of metric points (one row per dataset, metric, field and window)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from dqpulse.records import MetricPoint
+from dqpulse.store.tables import metric_points
+
+
+def create_window(
+    conn: Connection,
+    *,
+    dataset: str,
+    window_start: float,
+    window_end: float,
+    points: Sequence[MetricPoint],
+) -> None:
+    """Insert a window's points; a repeated window (replayed finalize) replaces values."""
+    if not points:
+        return
+    rows = [
+        {
+            "dataset": dataset,
+            "metric": p.metric,
+            "field": p.field,
+            "window_start": window_start,
+            "window_end": window_end,
+            "value": p.value,
+            "anomalous": False,
+            "explanation": dict(p.extra) if p.extra else None,
+        }
+        for p in points
+    ]
+    insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert_fn(metric_points)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["dataset", "metric", "field", "window_start"],
+        set_={"value": stmt.excluded.value, "window_end": stmt.excluded.window_end,
+              "explanation": stmt.excluded.explanation},
+    )
+    for start in range(0, len(rows), 1000):
+        conn.execute(stmt, rows[start:start + 1000])
+
+
+def update_scores(
+    conn: Connection,
+    *,
+    dataset: str,
+    window_start: float,
+    scores: Sequence[tuple[str, str, float, bool, dict[str, Any] | None]],
+) -> None:
+    """Set (score, anomalous, explanation) of points given as (metric, field, ...)."""
+    for metric, field, score, anomalous, explanation in scores:
+        conn.execute(
+            update(metric_points)
+            .where(and_(metric_points.c.dataset == dataset, metric_points.c.metric == metric,
+                        metric_points.c.field == field,
+                        metric_points.c.window_start == window_start))
+            .values(score=score, anomalous=anomalous, explanation=explanation)
+        )
+
+
+def get_series_list(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
+    """Every (metric, field) series of a dataset with its point count and time range."""
+    stmt = (
+        select(metric_points.c.metric, metric_points.c.field,
+               func.count().label("points"),
+               func.min(metric_points.c.window_start).label("first_window"),
+               func.max(metric_points.c.window_start).label("last_window"))
+        .where(metric_points.c.dataset == dataset)
+        .group_by(metric_points.c.metric, metric_points.c.field)
+        .order_by(metric_points.c.metric, metric_points.c.field)
+    )
+    return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def get_points(
+    conn: Connection,
+    *,
+    dataset: str,
+    metric: str,
+    field: str = "",
+    start: float | None = None,
+    end: float | None = None,
+    limit: int = 10_000,
+) -> list[dict[str, Any]]:
+    stmt = select(metric_points.c.window_start, metric_points.c.window_end,
+                  metric_points.c.value, metric_points.c.score, metric_points.c.anomalous,
+                  metric_points.c.explanation).where(
+        metric_points.c.dataset == dataset, metric_points.c.metric == metric,
+        metric_points.c.field == field)
+    if start is not None:
+        stmt = stmt.where(metric_points.c.window_start >= start)
+    if end is not None:
+        stmt = stmt.where(metric_points.c.window_start < end)
+    stmt = stmt.order_by(metric_points.c.window_start.desc()).limit(limit)
+    rows = [dict(row) for row in conn.execute(stmt).mappings()]
+    rows.reverse()
+    return rows
+
+
+def get_latest_window(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
+    """All points of the dataset's newest finalized window."""
+    last = conn.execute(select(func.max(metric_points.c.window_start))
+                        .where(metric_points.c.dataset == dataset)).scalar()
+    if last is None:
+        return []
+    stmt = select(metric_points).where(metric_points.c.dataset == dataset,
+                                       metric_points.c.window_start == last)
+    return [dict(row) for row in conn.execute(stmt).mappings()]

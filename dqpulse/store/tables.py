@@ -1,0 +1,242 @@
+"""SQLAlchemy tables: the one place that knows the relational schema.
+
+Alembic migrations under ``migrations/`` create and change this schema; nothing in a
+production path calls ``create_all``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Timestamps are stored as float epoch seconds where they are window/event times
+# (exact, sortable, cheap) and as timezone-aware DateTime where they are audit times.
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("topic", String(255), nullable=False),
+    Column("owner", String(200)),
+    Column("spec", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+# One row per (dataset, partition): the checkpoint of that partition's consumer.
+# ``state`` holds the open-window partial states + watermark; written together with
+# ``next_offset`` in one transaction (exactly-once metrics).
+partition_checkpoints = Table(
+    "partition_checkpoints",
+    metadata,
+    Column("dataset", String(200), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("watermark", Float, nullable=False),
+    Column("last_record_at", Float),
+    Column("high_watermark_offset", BigInteger),
+    Column("state", LargeBinary, nullable=False),
+    # compare-and-set fencing: a save must name the version it loaded, so a zombie owner
+    # that lost the partition in a rebalance cannot overwrite its successor's progress
+    Column("version", BigInteger, nullable=False, server_default="0"),
+    Column("owner_id", String(200)),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+# Closed per-partition partial states of a window, waiting for every partition to pass
+# the window; merged and deleted by the finalizer in one transaction.
+window_partials = Table(
+    "window_partials",
+    metadata,
+    Column("dataset", String(200), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("window_start", Float, primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+)
+
+# Number of partitions of each dataset's topic, so the finalizer knows when a window is
+# final for all partitions.
+dataset_partitions = Table(
+    "dataset_partitions",
+    metadata,
+    Column("dataset", String(200), primary_key=True),
+    Column("partition_count", Integer, nullable=False),
+    Column("finalized_until", Float),
+    Column("baseline", LargeBinary),
+    Column("last_schema", JSON),
+)
+
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dataset", String(200), nullable=False),
+    Column("metric", String(120), nullable=False),
+    Column("field", String(500), nullable=False, server_default=""),
+    Column("window_start", Float, nullable=False),
+    Column("window_end", Float, nullable=False),
+    Column("value", Float),
+    Column("score", Float),
+    Column("anomalous", Boolean, nullable=False, server_default=false()),
+    Column("explanation", JSON),
+    UniqueConstraint("dataset", "metric", "field", "window_start", name="uq_metric_point"),
+)
+Index("ix_metric_points_series", metric_points.c.dataset, metric_points.c.metric,
+      metric_points.c.field, metric_points.c.window_start)
+
+schema_versions = Table(
+    "schema_versions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dataset", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("fields", JSON, nullable=False),
+    Column("diff", JSON, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    UniqueConstraint("dataset", "version", name="uq_schema_version"),
+)
+
+detector_states = Table(
+    "detector_states",
+    metadata,
+    Column("dataset", String(200), primary_key=True),
+    Column("series", String(700), primary_key=True),
+    Column("detector", String(100), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dataset", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("metric", String(120)),
+    Column("field", String(500)),
+    Column("severity", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("dedup_key", String(300), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("last_alert_at", DateTime(timezone=True), nullable=False),
+    Column("healthy_windows", Integer, nullable=False, server_default="0"),
+    Column("reopen_count", Integer, nullable=False, server_default="0"),
+    Column("alert_count", Integer, nullable=False, server_default="0"),
+    Column("summary", Text, nullable=False),
+    Column("score", Float),
+    Column("details", JSON),
+    Column("feedback", String(20)),
+)
+Index("ix_incidents_dataset_status", incidents.c.dataset, incidents.c.status)
+Index("ix_incidents_dedup", incidents.c.dedup_key)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE")),
+    Column("dataset", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("metric", String(120), nullable=False),
+    Column("field", String(500), nullable=False, server_default=""),
+    Column("window_start", Float, nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("explanation", JSON),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+incident_events = Table(
+    "incident_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("comment", Text),
+    Column("at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("channel", String(200), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("idempotency_key", String(300), nullable=False, unique=True),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+)
+Index("ix_outbox_due", notification_outbox.c.status, notification_outbox.c.next_attempt_at)
+
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dataset", String(200)),
+    Column("owner", String(200)),
+    Column("kind", String(40)),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("comment", Text),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+lineage_edges = Table(
+    "lineage_edges",
+    metadata,
+    Column("source", String(300), primary_key=True),
+    Column("target", String(300), primary_key=True),
+    Column("job", String(300), nullable=False, server_default=""),
+    Column("origin", String(20), nullable=False, server_default="declared"),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("token_hash", String(128), nullable=False, unique=True),
+    Column("owner", String(200)),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)

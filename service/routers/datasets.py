@@ -1,0 +1,131 @@
+"""Datasets, their metric series and schema versions."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from dqpulse.errors import ValidationError
+from dqpulse.store import datasets as dataset_store
+from dqpulse.store import metrics as metric_store
+from dqpulse.store import schemas as schema_store
+from service.deps import ConnDep
+from service.schemas import (
+    DatasetRead,
+    MetricSeriesRead,
+    PointRead,
+    QualityScores,
+    SchemaVersionRead,
+    SeriesRead,
+)
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def _to_read(conn: ConnDep, name: str) -> DatasetRead:
+    spec = dataset_store.get_or_raise(conn, name=name)
+    latest = metric_store.get_latest_window(conn, dataset=name)
+    quality = {p["metric"].split(".", 1)[1]: p["value"] for p in latest
+               if p["metric"].startswith("quality.") and p["field"] == ""}
+    return DatasetRead(
+        name=spec.name, topic=spec.topic, format=spec.format, owner=spec.owner,
+        window_seconds=spec.window, lateness_seconds=spec.lateness,
+        freshness_sla_seconds=spec.freshness_sla,
+        last_window_start=latest[0]["window_start"] if latest else None,
+        quality=QualityScores(**{k: v for k, v in quality.items()
+                                 if k in QualityScores.model_fields}),
+    )
+
+
+@router.get("", response_model=list[DatasetRead], summary="List datasets with quality scores")
+def list_datasets(conn: ConnDep) -> list[DatasetRead]:
+    return [_to_read(conn, spec.name) for spec in dataset_store.get_all(conn)]
+
+
+@router.get("/{name}", response_model=DatasetRead, summary="One dataset with quality scores")
+def get_dataset(name: str, conn: ConnDep) -> DatasetRead:
+    return _to_read(conn, name)
+
+
+@router.get("/{name}/metrics", response_model=list[SeriesRead],
+            summary="Metric series of a dataset")
+def list_series(name: str, conn: ConnDep) -> list[SeriesRead]:
+    dataset_store.get_or_raise(conn, name=name)
+    return [SeriesRead(**row) for row in metric_store.get_series_list(conn, dataset=name)]
+
+
+def parse_time(value: str | None, parameter: str) -> float | None:
+    """Epoch seconds or ISO-8601 -> epoch seconds; a precise 422 otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(
+                f"query parameter {parameter!r}: expected epoch seconds or ISO-8601, "
+                f"got {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValidationError(
+                f"query parameter {parameter!r}: ISO-8601 time needs a timezone "
+                f"(e.g. 'Z'), got {value!r}")
+        return parsed.timestamp()
+    if not math.isfinite(number):
+        raise ValidationError(f"query parameter {parameter!r}: must be finite")
+    return number
+
+
+def _downsample(points: list[PointRead], step: float) -> list[PointRead]:
+    """Aggregate points into buckets of ``step`` seconds: mean value, max score."""
+    buckets: dict[float, list[PointRead]] = {}
+    for point in points:
+        buckets.setdefault(math.floor(point.window_start / step) * step, []).append(point)
+    out: list[PointRead] = []
+    for start in sorted(buckets):
+        group = buckets[start]
+        values = [p.value for p in group if p.value is not None]
+        scores = [p.score for p in group if p.score is not None]
+        out.append(PointRead(window_start=start,
+                             value=sum(values) / len(values) if values else None,
+                             score=max(scores) if scores else None,
+                             anomalous=any(p.anomalous for p in group)))
+    return out
+
+
+@router.get("/{name}/metrics/{metric}", response_model=MetricSeriesRead,
+            summary="Points of one metric series")
+def get_series(
+    name: str,
+    metric: str,
+    conn: ConnDep,
+    field: Annotated[str, Query(description="Field path for per-field metrics")] = "",
+    start: Annotated[str | None, Query(description="Epoch seconds or ISO-8601")] = None,
+    end: Annotated[str | None, Query(description="Epoch seconds or ISO-8601")] = None,
+    step: Annotated[float | None, Query(gt=0, description="Bucket size in seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> MetricSeriesRead:
+    dataset_store.get_or_raise(conn, name=name)
+    start_s, end_s = parse_time(start, "start"), parse_time(end, "end")
+    if start_s is not None and end_s is not None and start_s >= end_s:
+        raise ValidationError("query parameters 'start' and 'end': start must be before end")
+    rows = metric_store.get_points(conn, dataset=name, metric=metric, field=field,
+                                   start=start_s, end=end_s, limit=limit)
+    points = [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
+                        anomalous=bool(r["anomalous"]), explanation=r["explanation"])
+              for r in rows]
+    if step is not None:
+        points = _downsample(points, step)
+    return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step, points=points)
+
+
+@router.get("/{name}/schema", response_model=list[SchemaVersionRead],
+            summary="Observed schema versions with diffs")
+def get_schema(name: str, conn: ConnDep) -> list[SchemaVersionRead]:
+    dataset_store.get_or_raise(conn, name=name)
+    return [SchemaVersionRead(**{k: row[k] for k in SchemaVersionRead.model_fields})
+            for row in schema_store.get_all(conn, dataset=name)]

@@ -1,0 +1,33 @@
+"""Liveness, readiness and Prometheus exposition (outside /api/v1)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from service.deps import EngineDep, TelemetryDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database answers and is migrated")
+def readyz(engine: EngineDep) -> Response:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1 FROM datasets LIMIT 1"))
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        return JSONResponse(status_code=503,
+                            content={"status": "unavailable", "detail": type(exc).__name__})
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", summary="Prometheus metrics of this process", include_in_schema=False)
+def metrics(telemetry: TelemetryDep) -> Response:
+    return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

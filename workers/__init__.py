@@ -1,0 +1,1 @@
+"""Process entry points and loops: ingest, score, notify, demo."""
