@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -67,7 +67,7 @@ class IngestWorker:
         telemetry: Telemetry | None = None,
         hooks: Sequence[WindowHook] = (),
         finalize: bool = True,
-        clock: object = time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -76,6 +76,7 @@ class IngestWorker:
         self.telemetry = telemetry or Telemetry()
         self.hooks = list(hooks)
         self.finalize = finalize
+        self.clock = clock
         self.owner_id = f"{socket.gethostname()}:{os.getpid()}"
         self.by_topic: dict[str, list[DatasetSpec]] = defaultdict(list)
         for dataset in datasets:
@@ -161,7 +162,7 @@ class IngestWorker:
                 self.finalize_ready()
 
     def _ingest(self, messages: list[RawMessage]) -> None:
-        now = time.time()
+        now = self.clock()
         self.stats.polled += len(messages)
         groups: dict[tuple[str, int], list[RawMessage]] = defaultdict(list)
         for message in messages:
@@ -220,7 +221,7 @@ class IngestWorker:
         keys = list(self.owned) if only is None else [k for k in only if k in self.owned]
         if not keys:
             return
-        now = time.time()
+        now = self.clock()
         end_offsets = self._end_offsets(keys)
         if self.dead_letter is not None:
             self.dead_letter.flush()  # dead letters are durable before offsets move on
@@ -310,8 +311,8 @@ class IngestWorker:
         total = 0
         for dataset in self.datasets:
             try:
-                windows = finalize_ready(self.engine, dataset, hooks=self.hooks,
-                                         telemetry=self.telemetry)
+                windows = finalize_ready(self.engine, dataset, now=self.clock(),
+                                         hooks=self.hooks, telemetry=self.telemetry)
             except Exception:  # noqa: BLE001 - scoring trouble must not stop ingest
                 log.exception("finalizing %s failed; will retry", dataset.name)
                 continue
