@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     dead_letter_topic: str | None = None
     schema_registry_url: str | None = None
 

@@ -43,7 +43,7 @@ class ConfluentSource:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10_000,
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
             "fetch.max.bytes": 52_428_800,

@@ -63,7 +63,7 @@ class KafkaPythonSource:
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=1_000,
             max_poll_records=settings.poll_max_records,
             fetch_max_bytes=52_428_800,
