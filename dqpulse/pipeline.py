@@ -128,13 +128,144 @@ def export_window(telemetry: Telemetry, window: FinalizedWindow) -> None:
             telemetry.set_field_metric(window.dataset, point.field, point.metric, point.value)
 
 
+# Series that detectors watch and that can raise alerts. Every other metric is kept as
+# history (and scored by nothing): watching fewer, well-chosen series is how dqpulse keeps
+# false alarms down. Prefix match on the metric name.
+DETECTED_METRICS = (
+    "volume.records",
+    "freshness.seconds_since_last_record",
+    "freshness.event_lag_p95_seconds",
+    "volume.late_records",
+    "completeness.null_ratio",
+    "completeness.required_violations",
+    "distribution.mean",
+    "distribution.p50",
+    "distribution.distinct_count",
+    "distribution.psi",
+    "schema.new_fields",
+    "schema.removed_fields",
+    "schema.type_changes",
+    "schema.contract_violations",
+    "validity.violation_ratio",
+    "uniqueness.duplicate_ratio",
+    "ml_data.parity_difference",
+    "ml_data.minority_ratio",
+)
+
+
+def is_detected(metric: str) -> bool:
+    return metric in DETECTED_METRICS
+
+
+class ScoringHook:
+    """Runs the detectors on a finalized window and turns anomalies into incidents.
+
+    Detector state per series is loaded from and saved to Postgres in the finalize
+    transaction, which holds the dataset's advisory lock: one worker at a time updates a
+    dataset's detectors, and the state survives restarts and moves with the work.
+    """
+
+    def __init__(self, spec: Spec, settings: Settings, telemetry: Telemetry | None = None,
+                 *, alerting: bool = True) -> None:
+        from dqpulse.detectors.scoring import SeriesScorer
+
+        self.spec = spec
+        self.settings = settings
+        self.telemetry = telemetry
+        self.alerting = alerting
+        self.scorers = {d.name: SeriesScorer(d) for d in spec.datasets}
+
+    def __call__(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow) -> None:
+        from dqpulse.store import detector_states
+
+        scorer = self.scorers.get(dataset.name)
+        if scorer is None:
+            from dqpulse.detectors.scoring import SeriesScorer
+
+            scorer = self.scorers[dataset.name] = SeriesScorer(dataset)
+        points = [p for p in window.points if is_detected(p.metric)]
+        saved = detector_states.get_all(conn, dataset=dataset.name)
+        states = {key: blob for key, (_name, blob) in saved.items()}
+        scored, updated = scorer.score_window(window.window_start, points, states)
+        changed = {}
+        for point in scored:
+            key = f"{point.metric}|{point.field}"
+            if key in updated and updated[key] is not states.get(key):
+                changed[key] = (point.detector, updated[key])
+        detector_states.save_all(conn, dataset=dataset.name, states=changed, known=set(saved))
+        metric_store.update_scores(conn, dataset=dataset.name, window_start=window.window_start,
+                                   scores=[(p.metric, p.field, p.score, p.anomalous,
+                                            _json_safe(p.explanation)) for p in scored])
+        if not self.alerting:
+            return
+        from dqpulse.alerts.incidents import Anomaly, kind_of_metric, process_window
+
+        anomalies = [
+            Anomaly(dataset=dataset.name, kind=kind_of_metric(p.metric), metric=p.metric,
+                    field=p.field, window_start=window.window_start,
+                    window_end=window.window_end, score=p.score,
+                    explanation=_json_safe(p.explanation) or {})
+            for p in scored if p.anomalous
+        ]
+        if self.telemetry is not None:
+            for anomaly in anomalies:
+                self.telemetry.anomalies.labels(dataset.name, anomaly.kind).inc()
+        outcome = process_window(conn, dataset=dataset, window_start=window.window_start,
+                                 window_end=window.window_end, anomalies=anomalies,
+                                 notifications=list(self.spec.notifications),
+                                 public_url=self.settings.public_url)
+        if self.telemetry is not None:
+            self.telemetry.incidents_open.labels(dataset.name).set(outcome.open_incidents)
+
+
+def _json_safe(value: object) -> dict[str, object] | None:
+    """Explanations go into JSON columns: NaN/inf become None, numpy scalars become floats."""
+    if value is None:
+        return None
+
+    def clean(item: object) -> object:
+        if isinstance(item, dict):
+            return {str(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            return item
+        if isinstance(item, int | float):
+            number = float(item)
+            return item if math.isfinite(number) else None
+        try:
+            number = float(item)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return str(item)
+        return number if math.isfinite(number) else None
+
+    cleaned = clean(value)
+    return cleaned if isinstance(cleaned, dict) else {"value": cleaned}
+
+
+def apply_feedback(conn: Connection, spec: DatasetSpec, *,
+                   alerts: Sequence[tuple[str, str, float]], verdict: str) -> int:
+    """Hand a human verdict on an incident's alerts to the detectors of those series."""
+    from dqpulse.detectors.scoring import SeriesScorer
+    from dqpulse.store import detector_states
+
+    scorer = SeriesScorer(spec)
+    saved = detector_states.get_all(conn, dataset=spec.name)
+    changed: dict[str, tuple[str, bytes]] = {}
+    for metric, field, window_start in alerts:
+        key = f"{metric}|{field}"
+        rows = metric_store.get_points(conn, dataset=spec.name, metric=metric, field=field,
+                                       start=window_start, end=window_start + 1e-6, limit=1)
+        value = rows[0]["value"] if rows else None
+        state = changed.get(key, saved.get(key, ("", None)))[1]
+        blob = scorer.feedback(metric, field, window_start, value, verdict,  # type: ignore[arg-type]
+                               state)
+        changed[key] = (saved.get(key, (metric, b""))[0] or metric, blob)
+    detector_states.save_all(conn, dataset=spec.name, states=changed, known=set(saved))
+    return len(changed)
+
+
 def default_hooks(spec: Spec, settings: Settings, telemetry: Telemetry | None = None
                   ) -> list[WindowHook]:
     """The hooks every process runs on a finalized window: detectors, then incidents."""
-    hooks: list[WindowHook] = []
-    try:
-        from dqpulse.scoring_hook import make_scoring_hook
-    except ImportError:
-        return hooks
-    hooks.append(make_scoring_hook(spec, settings, telemetry))
-    return hooks
+    return [ScoringHook(spec, settings, telemetry)]

@@ -5,7 +5,9 @@ The columnar batch type that decoding produces lives here too (see ``ColumnBatch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +38,7 @@ class MetricPoint:
     metric: str
     value: float | None
     field: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -59,10 +61,13 @@ class ColumnBatch:
     types: dict[str, str]
     sizes: npt.NDArray[np.int64]
     timestamps: npt.NDArray[np.float64]
-    other_types: dict[str, dict[str, npt.NDArray[np.bool_]]] = field(default_factory=dict)
+    other_types: dict[str, dict[str, npt.NDArray[np.bool_]]] = dataclasses.field(
+        default_factory=dict)
     event_times: npt.NDArray[np.float64] | None = None
     ingest_time: float = 0.0
     partition: int = -1
+    #: values derived from the batch once and shared by the metric families (per batch)
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def n(self) -> int:

@@ -41,6 +41,7 @@ class _Owned:
     next_offset: int | None
     dirty: bool = True
     idle_polls: int = 0
+    saved_watermark: float | None = None
 
 
 @dataclass
@@ -237,7 +238,8 @@ class IngestWorker:
                     if caught_up or (owned.next_offset is None and end == 0):
                         owned.aggregator.tick(now)
                     closed = owned.aggregator.pop_closed()
-                    if not closed and not owned.dirty and owned.version is not None:
+                    if (not closed and not owned.dirty and owned.version is not None
+                            and owned.saved_watermark == owned.aggregator.watermark):
                         continue
                     next_offset = owned.next_offset if owned.next_offset is not None else 0
                     version = checkpoints.save(
@@ -247,6 +249,7 @@ class IngestWorker:
                         high_watermark_offset=end, state=owned.aggregator.snapshot(),
                         closed=closed, owner_id=self.owner_id)
                     pending.append((key, version, next_offset))
+                    owned.saved_watermark = owned.aggregator.watermark
         except checkpoints.FencedError as exc:
             self.stats.fenced += 1
             self.telemetry.checkpoint_fenced.inc()

@@ -156,6 +156,12 @@ incidents = Table(
     Column("score", Float),
     Column("details", JSON),
     Column("feedback", String(20)),
+    # added in 0002: routing owner, data-time span, notification sequence, flapping flag
+    Column("owner", String(200)),
+    Column("first_window_start", Float),
+    Column("last_window_end", Float),
+    Column("event_seq", Integer, nullable=False, server_default="0"),
+    Column("flapping", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_incidents_dataset_status", incidents.c.dataset, incidents.c.status)
 Index("ix_incidents_dedup", incidents.c.dedup_key)
@@ -175,6 +181,7 @@ alerts = Table(
     Column("explanation", JSON),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
+Index("ix_alerts_incident", alerts.c.incident_id)
 
 incident_events = Table(
     "incident_events",
@@ -187,6 +194,7 @@ incident_events = Table(
     Column("comment", Text),
     Column("at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
+Index("ix_incident_events_incident", incident_events.c.incident_id)
 
 notification_outbox = Table(
     "notification_outbox",
@@ -206,6 +214,9 @@ notification_outbox = Table(
     Column("delivered_at", DateTime(timezone=True)),
 )
 Index("ix_outbox_due", notification_outbox.c.status, notification_outbox.c.next_attempt_at)
+# delivery runs in order per (incident, channel): the dispatcher walks this chain
+Index("ix_outbox_chain", notification_outbox.c.incident_id, notification_outbox.c.channel,
+      notification_outbox.c.id)
 
 silences = Table(
     "silences",

@@ -1,0 +1,294 @@
+"""Compute-path benchmark: dqpulse vs bare orjson decoding vs whylogs, on the same records.
+
+Generates N JSON records of 10 top-level fields (ids, floats, a Zipf category, a status,
+an email, a bool, a 5%-null float, an ISO timestamp, a nested object), writes them once
+as NDJSON, cuts them into 5000-message batches of ``RawMessage`` and measures, in one run:
+
+1. bare ``orjson.loads`` per record (the decoding ceiling),
+2. dqpulse ``PartitionAggregator.add`` over all batches, then ``pop_closed`` +
+   ``merge_partials`` + ``finalize_window`` of every window (the full metric set),
+   in 1 worker process, and with ``--workers 2`` also in 2 processes on half the data each,
+3. whylogs 1.6.4 profiling the same records (parse + flatten + DataFrame + ``why.log``
+   per 10k records, and the profiling step alone), in its own virtualenv
+   ``bench/.venv-whylogs`` (whylogs needs numpy<2; created on first use).
+
+Each measured path runs in a fresh process reading the data file, pinned to one core
+(two workers: one core each), so peak RSS and rec/s are per worker process.
+Usage: ``.venv/bin/python bench/ingest_compute.py [--records N] [--workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WHYLOGS_VENV = HERE / ".venv-whylogs"
+BATCH = 5000
+BASE_EPOCH = 1_764_324_000  # 2025-11-28T10:00:00Z
+RATE = 2000  # records per second of event time -> 1M records span ~8 minutes
+
+
+def generate(path: Path, n: int, seed: int = 7) -> None:
+    import numpy as np
+    import orjson
+
+    rng = np.random.default_rng(seed)
+    categories = np.array([f"cat{i:02d}" for i in range(50)])
+    zipf = 1.0 / np.arange(1, 51)
+    zipf /= zipf.sum()
+    category = categories[rng.choice(50, size=n, p=zipf)]
+    statuses = np.array(["ok", "failed", "pending", "refunded", "void"])
+    status = statuses[rng.choice(5, size=n, p=[0.8, 0.05, 0.1, 0.03, 0.02])]
+    user = rng.integers(0, 200_000, size=n)
+    amount = np.round(rng.lognormal(3, 1, size=n), 2)
+    score = rng.normal(0, 1, size=n)
+    flag = rng.random(n) < 0.1
+    discount = rng.random(n)
+    discount_null = rng.random(n) < 0.05
+    oses = np.array(["ios", "android", "web"])
+    os_ = oses[rng.integers(0, 3, size=n)]
+    version = rng.integers(1, 20, size=n)
+    import datetime as dt
+
+    with open(path, "wb") as out:
+        for i in range(n):
+            seconds = BASE_EPOCH + i / RATE
+            stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="milliseconds")
+            record = {
+                "order_id": i,
+                "user_id": int(user[i]),
+                "amount": float(amount[i]),
+                "score": float(score[i]),
+                "category": str(category[i]),
+                "status": str(status[i]),
+                "email": f"user{int(user[i])}@example.com",
+                "is_test": bool(flag[i]),
+                "discount": None if discount_null[i] else float(discount[i]),
+                "ts": stamp.replace("+00:00", "Z"),
+                "device": {"os": str(os_[i]), "version": int(version[i])},
+            }
+            out.write(orjson.dumps(record) + b"\n")
+
+
+def read_values(path: Path, part: int = 0, parts: int = 1) -> list[bytes]:
+    values = path.read_bytes().splitlines()
+    size = (len(values) + parts - 1) // parts
+    return values[part * size:(part + 1) * size]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- children ----------------------------------------------------------------------------
+def child_orjson(path: Path) -> dict[str, float]:
+    import orjson
+
+    pin(1)
+    values = read_values(path)
+    loads = orjson.loads
+    started = time.perf_counter()
+    for value in values:
+        loads(value)
+    elapsed = time.perf_counter() - started
+    return {"records": len(values), "seconds": elapsed, "peak_rss_mib": peak_rss_mib()}
+
+
+def pin(cpu: int) -> None:
+    """One core per worker process, as the measured notes do (no-op where unsupported)."""
+    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def child_dqpulse(path: Path, part: int, parts: int) -> dict[str, float]:
+    pin(part if parts > 1 else 1)
+    sys.path.insert(0, str(ROOT))
+    from dqpulse.aggregate import PartitionAggregator
+    from dqpulse.metrics import FinalizeContext, finalize_window, merge_partials
+    from dqpulse.records import RawMessage
+    from dqpulse.spec import DatasetSpec, FieldSpec
+
+    spec = DatasetSpec(
+        name="orders", topic="orders", event_time="ts", window=60, lateness=30,
+        key="order_id", label="status", fairness={"group": "device.os", "outcome": "is_test"},
+        fields={
+            "amount": FieldSpec(type="number", required=True, min=0),
+            "status": FieldSpec(type="string", allowed=["ok", "failed", "pending", "refunded"]),
+            "email": FieldSpec(type="string", pattern=r"^[^@]+@[^@]+$"),
+        },
+    )
+    values = read_values(path, part, parts)
+    first = part * len(values)
+    messages = [
+        RawMessage("orders", part, first + i, int((BASE_EPOCH + (first + i) / RATE) * 1000), v)
+        for i, v in enumerate(values)
+    ]
+    batches = [messages[i:i + BATCH] for i in range(0, len(messages), BATCH)]
+    del messages
+    aggregator = PartitionAggregator(spec, part)
+    now = BASE_EPOCH + 1.0
+    started = time.perf_counter()
+    closed: list[tuple[float, bytes]] = []
+    accepted = 0
+    for batch in batches:
+        now = batch[-1].timestamp_ms / 1000 + 0.5
+        report = aggregator.add(batch, now)
+        accepted += report.accepted
+        closed += aggregator.pop_closed()
+    add_seconds = time.perf_counter() - started
+    aggregator.tick(now + 3600)
+    closed += aggregator.pop_closed()
+    baseline = None
+    points = 0
+    for start, blob in closed:
+        state = merge_partials(spec, [blob])
+        ctx = FinalizeContext(start, start + spec.window, now, aggregator.last_record_at, 0)
+        result = finalize_window(spec, state, ctx, baseline)
+        baseline = result.baseline
+        points += len(result.points)
+    elapsed = time.perf_counter() - started
+    return {"records": len(values), "accepted": accepted, "seconds": elapsed,
+            "add_seconds": add_seconds, "windows": len(closed), "points": points,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def child_whylogs(path: Path) -> dict[str, float]:
+    import orjson
+    import pandas as pd
+    import whylogs as why
+
+    pin(1)
+    values = read_values(path)
+    chunk = 10_000
+    started = time.perf_counter()
+    profile = None
+    for i in range(0, len(values), chunk):
+        rows = [orjson.loads(v) for v in values[i:i + chunk]]
+        frame = pd.json_normalize(rows)
+        view = why.log(pandas=frame).view()
+        profile = view if profile is None else profile.merge(view)
+    total = time.perf_counter() - started
+    # the profiling step alone, DataFrames prebuilt (first 200k records)
+    sample = values[: min(len(values), 200_000)]
+    frames = [pd.json_normalize([orjson.loads(v) for v in sample[i:i + chunk]])
+              for i in range(0, len(sample), chunk)]
+    started = time.perf_counter()
+    for frame in frames:
+        why.log(pandas=frame).view()
+    profile_only = time.perf_counter() - started
+    return {"records": len(values), "seconds": total, "profile_only_records": len(sample),
+            "profile_only_seconds": profile_only, "peak_rss_mib": peak_rss_mib()}
+
+
+# -- parent ------------------------------------------------------------------------------
+def run_child(python: str, *args: str) -> dict[str, float]:
+    output = subprocess.run([python, str(Path(__file__).resolve()), "--child", *args],
+                            check=True, capture_output=True, text=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def ensure_whylogs() -> str | None:
+    python = WHYLOGS_VENV / "bin" / "python"
+    if not python.exists():
+        print("creating bench/.venv-whylogs (whylogs 1.6.4, numpy<2) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(WHYLOGS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "whylogs==1.6.4",
+                        "numpy<2", "pandas", "orjson"], check=True)
+    return str(python)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--skip-whylogs", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        kind, path = args.child[0], Path(args.child[1])
+        if kind == "orjson":
+            result = child_orjson(path)
+        elif kind == "whylogs":
+            result = child_whylogs(path)
+        else:
+            result = child_dqpulse(path, int(args.child[2]), int(args.child[3]))
+        print(json.dumps(result))
+        return
+
+    data = args.data or Path(tempfile.gettempdir()) / f"dqpulse-bench-{args.records}.ndjson"
+    if not data.exists():
+        print(f"generating {args.records:,} records -> {data}", file=sys.stderr)
+        generate(data, args.records)
+    size = data.stat().st_size
+    print(f"data: {args.records:,} records, {size / args.records:.0f} bytes/record, "
+          f"batches of {BATCH}; cpu count {os.cpu_count()}")
+
+    me = sys.executable
+    # Shared machines are noisy: run the two single-process paths interleaved
+    # ``--repeat`` times and keep each one's fastest run.
+    bare_runs, one_runs = [], []
+    for _ in range(args.repeat):
+        bare_runs.append(run_child(me, "orjson", str(data)))
+        one_runs.append(run_child(me, "dqpulse", str(data), "0", "1"))
+    bare = min(bare_runs, key=lambda r: r["seconds"])
+    one = min(one_runs, key=lambda r: r["seconds"])
+    def rates(runs: list[dict[str, float]]) -> str:
+        return ", ".join(f"{r['records'] / r['seconds']:,.0f}" for r in runs)
+
+    print(f"runs (rec/s): orjson {rates(bare_runs)} | dqpulse {rates(one_runs)}")
+    rows = [("orjson.loads per record (ceiling)", bare)]
+    rows.append(("dqpulse, 1 worker process", one))
+    two_rate = None
+    if args.workers == 2:
+        started = time.perf_counter()
+        procs = [subprocess.Popen([me, str(Path(__file__).resolve()), "--child", "dqpulse",
+                                   str(data), str(p), "2"], stdout=subprocess.PIPE, text=True)
+                 for p in range(2)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        wall = time.perf_counter() - started
+        total = sum(o["records"] for o in outs)
+        slowest = max(o["seconds"] for o in outs)
+        two = {"records": total, "seconds": slowest,
+               "peak_rss_mib": max(o["peak_rss_mib"] for o in outs), "wall_incl_load": wall}
+        rows.append(("dqpulse, 2 worker processes (aggregate)", two))
+        two_rate = total / slowest
+    why_result = None
+    if not args.skip_whylogs:
+        python = ensure_whylogs()
+        if python:
+            why_result = run_child(python, "whylogs", str(data))
+            rows.append(("whylogs 1.6.4: parse+flatten+DataFrame+profile", why_result))
+
+    print(f"{'path':50s} {'rec/s':>12s} {'seconds':>9s} {'peak RSS MiB':>13s}")
+    for name, result in rows:
+        rate = result["records"] / result["seconds"]
+        print(f"{name:50s} {rate:12,.0f} {result['seconds']:9.2f} {result['peak_rss_mib']:13.0f}")
+    dq_rate = one["records"] / one["seconds"]
+    bare_rate = bare["records"] / bare["seconds"]
+    print(f"\ndqpulse add() only: {one['records'] / one['add_seconds']:,.0f} rec/s; "
+          f"{one['windows']} windows finalized, {one['points']} points")
+    print(f"dqpulse / orjson.loads = {dq_rate / bare_rate:.2f} (target >= 0.30)")
+    if why_result:
+        why_rate = why_result["records"] / why_result["seconds"]
+        only = why_result["profile_only_records"] / why_result["profile_only_seconds"]
+        print(f"whylogs profiling step alone (DataFrame prebuilt): {only:,.0f} rec/s")
+        print(f"dqpulse / whylogs = {dq_rate / why_rate:.1f}x end-to-end, "
+              f"{dq_rate / only:.1f}x vs profiling alone (target >= 8x)")
+    if two_rate:
+        print(f"scaling 1 -> 2 processes: {two_rate / dq_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

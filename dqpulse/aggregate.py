@@ -1,0 +1,242 @@
+"""Poll batches -> per-window partial states of one (dataset, partition).
+
+``PartitionAggregator.add`` takes a poll batch of raw messages of one partition:
+
+1. Values that are missing/blank (``empty``) or longer than ``max_message_bytes``
+   (``oversized``) are rejected before decoding; the decoder rejects the rest of the bad
+   ones (see ``dqpulse.decode`` for the reasons). Each becomes a ``BadRecord`` for the
+   dead-letter topic and is counted in ``AddReport.bad_by_reason``; it is in no metric.
+2. Event times come from ``spec.event_time`` (epoch s/ms/us/ns or ISO-8601). When the
+   field is declared but absent, null, unparseable, or more than ``max_future_s`` ahead of
+   the ingest clock, the Kafka timestamp is used instead and the record is counted in
+   ``AddReport.event_time_fallbacks`` (it is otherwise a normal record). Without
+   ``event_time`` the Kafka timestamp is the event time.
+3. Each record goes to the window ``floor(event_time / window) * window``. If that window
+   is already closed for this partition (``window_end + lateness <= watermark``, with the
+   watermark as it stood before this batch), the record is *late*: counted in
+   ``AddReport.late`` and in ``volume.late_records`` of the partition's newest open window
+   (the window holding the watermark), and in no other metric, so no window's
+   ``volume.records`` changes after it was emitted.
+4. The watermark then moves up to the newest event time of the batch.
+
+``pop_closed`` hands out the windows that are now closed (oldest first) and forgets them.
+Windows without records are never produced here: a finalizer treats a window as final
+once every partition's watermark has passed its end plus lateness, and merges whatever
+partials exist (``merge_partials`` of none is the zero state).
+
+``snapshot``/``restore`` cover all state; the bytes are deterministic for a given state
+(a restored state's bytes may differ in sketch layout: DataSketches' frequent-items
+serialization is not canonical). After ``restore`` + ``add`` every count equals that of
+the uninterrupted aggregator exactly and so do HLL and frequent-items estimates,
+and KLL quantile sketches use randomized compaction, so quantiles agree within the
+sketch's error bound (identical while a window holds fewer than ~200 values per field).
+Within one batch, event-time values of a minority type (say one epoch number among ISO
+strings) cannot be read back from the columns and fall back to the Kafka timestamp.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dqpulse.decode import Decoder, DecodeResult, decoder_for
+from dqpulse.metrics.codec import pack, unpack
+from dqpulse.metrics.window import WindowState
+from dqpulse.records import ColumnBatch, RawMessage
+from dqpulse.spec import DatasetSpec
+from dqpulse.windows import PartitionClock, parse_event_times, window_starts
+
+_timestamp_ms = attrgetter("timestamp_ms")
+
+
+@dataclass(slots=True)
+class BadRecord:
+    """A message that could not be used, for the dead-letter topic."""
+
+    message: RawMessage
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class AddReport:
+    accepted: int
+    late: int
+    bad: list[BadRecord]
+    event_time_fallbacks: int = 0
+    bad_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class PartitionAggregator:
+    """Open windows and the watermark of one (dataset, partition)."""
+
+    def __init__(self, spec: DatasetSpec, partition: int, *,
+                 max_message_bytes: int = 1_048_576, idle_timeout_s: float = 10.0,
+                 decoder: Decoder | None = None, max_future_s: float = 86_400.0) -> None:
+        self.spec = spec
+        self.partition = partition
+        self.max_message_bytes = max_message_bytes
+        self.max_future_s = max_future_s
+        self.decoder = decoder if decoder is not None else decoder_for(spec)
+        self._clock = PartitionClock(spec.window, spec.lateness, idle_timeout_s)
+        self._windows: dict[float, WindowState] = {}
+        self.counters: dict[str, int] = {
+            "accepted": 0, "late": 0, "event_time_fallbacks": 0}
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def watermark(self) -> float:
+        return self._clock.watermark
+
+    @property
+    def last_record_at(self) -> float | None:
+        return self._clock.last_record_at
+
+    @property
+    def open_windows(self) -> list[float]:
+        return sorted(self._windows)
+
+    # -- ingest --------------------------------------------------------------------------
+    def add(self, messages: Sequence[RawMessage], now: float) -> AddReport:
+        bad: list[BadRecord] = []
+        values = [m.value for m in messages]
+        try:
+            sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))  # type: ignore[arg-type]
+            clean = not ((sizes == 0).any() or (sizes > self.max_message_bytes).any())
+        except TypeError:  # a None value (tombstone)
+            clean = False
+        if clean:
+            candidates = list(messages)
+        else:
+            candidates = []
+            for message in messages:
+                value = message.value
+                if not value:
+                    bad.append(BadRecord(message, "empty", "no value"))
+                elif len(value) > self.max_message_bytes:
+                    bad.append(BadRecord(
+                        message, "oversized", f"{len(value)} bytes > {self.max_message_bytes}"))
+                else:
+                    candidates.append(message)
+            values = [m.value for m in candidates]
+        result: DecodeResult = self.decoder.decode(values)  # type: ignore[arg-type]
+        for failure in result.failures:
+            bad.append(BadRecord(candidates[failure.index], failure.reason, failure.detail))
+        by_reason: dict[str, int] = {}
+        for record in bad:
+            by_reason[record.reason] = by_reason.get(record.reason, 0) + 1
+        for reason, count in by_reason.items():
+            key = f"bad.{reason}"
+            self.counters[key] = self.counters.get(key, 0) + count
+
+        batch = result.batch
+        if batch.n == 0:
+            return AddReport(0, 0, bad, 0, by_reason)
+        stamps = np.fromiter(map(_timestamp_ms, candidates), dtype=np.float64,
+                             count=len(candidates))
+        batch.timestamps = stamps[result.rows] / 1000.0
+        batch.ingest_time = now
+        batch.partition = self.partition
+        fallbacks = self._set_event_times(batch, now)
+        late = self._route(batch)
+        assert batch.event_times is not None
+        self._clock.observe(float(batch.event_times.max()), now)
+        accepted = batch.n - late
+        self.counters["accepted"] += accepted
+        self.counters["late"] += late
+        self.counters["event_time_fallbacks"] += fallbacks
+        return AddReport(accepted, late, bad, fallbacks, by_reason)
+
+    def _set_event_times(self, batch: ColumnBatch, now: float) -> int:
+        path = self.spec.event_time
+        if path is None:
+            batch.event_times = batch.timestamps.copy()
+            return 0
+        type_name = batch.types.get(path)
+        if type_name is None:
+            times = np.full(batch.n, math.nan)
+        else:
+            times = parse_event_times(batch.frame.get_column(path), type_name)
+        invalid = ~np.isfinite(times) | (times > now + self.max_future_s)
+        fallbacks = int(np.count_nonzero(invalid))
+        if fallbacks:
+            times = np.where(invalid, batch.timestamps, times)
+        batch.event_times = times
+        return fallbacks
+
+    def _route(self, batch: ColumnBatch) -> int:
+        """Add the batch's records to their windows; returns how many were late."""
+        assert batch.event_times is not None
+        starts = window_starts(batch.event_times, self.spec.window)
+        late_mask = self._clock.closed_mask(starts)
+        late = int(np.count_nonzero(late_mask))
+        if late == batch.n:
+            on_time_starts: npt.NDArray[np.float64] = np.zeros(0)
+        else:
+            on_time_starts = starts[~late_mask] if late else starts
+        unique = np.unique(on_time_starts)
+        if unique.size == 1 and not late:
+            self._window(float(unique[0])).update(batch)
+        else:
+            for start in unique.tolist():
+                rows = np.flatnonzero((starts == start) & ~late_mask)
+                self._window(start).update(batch.take(rows))
+        if late:
+            newest = self._newest_open_start()
+            self._window(newest).add_late(late)
+        return late
+
+    def _newest_open_start(self) -> float:
+        """The window holding the watermark (it is open: its end is past the watermark)."""
+        watermark = self._clock.watermark
+        start = math.floor(watermark / self.spec.window) * self.spec.window
+        if self._windows:
+            start = max(start, max(self._windows))
+        return float(start)
+
+    def _window(self, start: float) -> WindowState:
+        state = self._windows.get(start)
+        if state is None:
+            state = self._windows[start] = WindowState.zero(self.spec)
+        return state
+
+    # -- time ----------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Advance the watermark to the wall clock if the partition has been idle."""
+        self._clock.tick(now)
+
+    def snapshot_window(self, start: float) -> bytes:
+        """The current partial state of one open window (for inspection and tests)."""
+        return self._windows[start].to_bytes()
+
+    def pop_closed(self) -> list[tuple[float, bytes]]:
+        closed = sorted(s for s in self._windows if self._clock.is_closed(s))
+        return [(start, self._windows.pop(start).to_bytes()) for start in closed]
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        starts = sorted(self._windows)
+        header: dict[str, Any] = {
+            "dataset": self.spec.name, "partition": self.partition,
+            "clock": self._clock.to_dict(), "windows": starts, "counters": self.counters,
+        }
+        return pack(header, [self._windows[s].to_bytes() for s in starts])
+
+    @classmethod
+    def restore(cls, spec: DatasetSpec, partition: int, blob: bytes,
+                **kwargs: Any) -> PartitionAggregator:
+        aggregator = cls(spec, partition, **kwargs)
+        header, blobs = unpack(blob)
+        aggregator._clock.load(header["clock"])
+        aggregator.counters = dict(header["counters"])
+        aggregator._windows = {
+            float(start): WindowState.from_bytes(spec, data)
+            for start, data in zip(header["windows"], blobs, strict=True)
+        }
+        return aggregator

@@ -1,0 +1,48 @@
+"""Which notification channels an incident goes to (``notifications[].match`` in dqpulse.yaml).
+
+A channel matches when every key of its ``match`` matches; a key left out matches
+anything. ``owner`` and ``dataset`` take one value or a list, and ``dataset`` values may be
+shell-style patterns (``orders*``); ``severity`` and ``kind`` take lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+from dqpulse.spec import MatchSpec, NotificationSpec
+
+
+def _as_list(value: str | list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def matches(match: MatchSpec, *, dataset: str, owner: str | None, severity: str,
+            kind: str) -> bool:
+    """Whether an incident with these attributes satisfies ``match``.
+
+    >>> from dqpulse.spec import MatchSpec
+    >>> m = MatchSpec(owner="payments", severity=["critical"])
+    >>> matches(m, dataset="orders", owner="payments", severity="critical", kind="volume")
+    True
+    >>> matches(m, dataset="orders", owner="payments", severity="info", kind="volume")
+    False
+    """
+    owners = _as_list(match.owner)
+    if owners is not None and owner not in owners:
+        return False
+    datasets = _as_list(match.dataset)
+    if datasets is not None and not any(fnmatchcase(dataset, p) for p in datasets):
+        return False
+    if match.severity is not None and severity not in match.severity:
+        return False
+    return match.kind is None or kind in match.kind
+
+
+def route(channels: Iterable[NotificationSpec], *, dataset: str, owner: str | None,
+          severity: str, kind: str) -> list[NotificationSpec]:
+    """The channels whose match an incident satisfies, in configuration order."""
+    return [c for c in channels
+            if matches(c.match, dataset=dataset, owner=owner, severity=severity, kind=kind)]

@@ -1,0 +1,94 @@
+"""Decoders: raw message values -> one ``ColumnBatch`` plus the values that failed.
+
+A decoder turns a whole poll batch into columns at once; per-record Python is the
+fallback for batches a columnar parser rejects. Every failure is reported with a stable
+``reason`` (a counter label), never raised:
+
+==================  ==========================================================
+reason              meaning
+==================  ==========================================================
+``empty``           no value (tombstone) or only whitespace
+``oversized``       value longer than ``max_message_bytes`` (checked by the caller)
+``invalid_json``    not JSON (syntax error, not UTF-8)
+``truncated``       JSON that ends early (cut message)
+``not_an_object``   valid JSON whose top level is not an object
+``avro_decode``     Avro bytes that do not match the writer schema, bad magic byte
+``unknown_schema``  Confluent wire format whose schema id the registry cannot resolve
+==================  ==========================================================
+
+Decoders are registered by format name (``json``, ``avro``); registering a name twice
+raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from dqpulse.records import ColumnBatch
+from dqpulse.spec import DatasetSpec
+
+BAD_REASONS = (
+    "empty", "oversized", "invalid_json", "truncated", "not_an_object", "avro_decode",
+    "unknown_schema",
+)
+
+
+@dataclass(slots=True)
+class DecodeFailure:
+    """One value that could not be decoded: its position in the input and why."""
+
+    index: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """Decoded records (``batch``, one row per entry of ``rows``) and the failures.
+
+    ``rows[i]`` is the position in the decoder's input of the batch's row ``i``.
+    """
+
+    batch: ColumnBatch
+    rows: npt.NDArray[np.int64]
+    failures: list[DecodeFailure] = field(default_factory=list)
+
+
+class Decoder(Protocol):
+    """Decodes a sequence of message values; must not raise on bad input."""
+
+    format: str
+
+    def decode(self, values: Sequence[bytes]) -> DecodeResult: ...
+
+
+DecoderFactory = Callable[..., Decoder]
+_REGISTRY: dict[str, DecoderFactory] = {}
+
+
+def register_decoder(name: str, factory: DecoderFactory) -> None:
+    """Register a decoder factory under a format name; a name registers once."""
+    if name in _REGISTRY:
+        raise ValueError(f"decoder {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def registered_decoders() -> dict[str, DecoderFactory]:
+    return dict(_REGISTRY)
+
+
+def decoder_for(spec: DatasetSpec, **options: Any) -> Decoder:
+    """The decoder for ``spec.format``; ``options`` go to its factory (e.g. a schema lookup)."""
+    from dqpulse.decode import avro as _avro  # noqa: F401  (registers "avro")
+    from dqpulse.decode import json as _json  # noqa: F401  (registers "json")
+
+    try:
+        factory = _REGISTRY[spec.format]
+    except KeyError:
+        raise ValueError(f"no decoder for format {spec.format!r}") from None
+    return factory(spec, **options)

@@ -1,0 +1,154 @@
+"""JSON decoder: a whole batch through Arrow's JSON reader, per-record orjson as fallback.
+
+Fast path: the values are joined with newlines and read by ``pyarrow.json`` with the
+schema learned from earlier batches (new fields are still inferred, so schema drift is
+seen; a type change makes the read fail). When the read fails, the batch is read again
+with full type inference; when that fails too, every value is parsed by ``orjson`` on its
+own: bad values are split out with their reason, and the good ones are read columnar again,
+or, if their types conflict, built into columns one value at a time, recording the types
+seen (``ColumnBatch.other_types``). A value holding a raw newline breaks the line framing and
+sends its batch the per-record way (``orjson`` parses it fine).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from dqpulse.decode import DecodeFailure, DecodeResult, register_decoder
+from dqpulse.decode.columns import batch_from_arrow, batch_from_records
+from dqpulse.records import ColumnBatch
+from dqpulse.spec import DatasetSpec
+
+_READ_OPTIONS = pa_json.ReadOptions(block_size=1 << 26, use_threads=False)
+
+
+def classify_json_error(value: bytes, error: orjson.JSONDecodeError) -> tuple[str, str]:
+    """(reason, detail) for a value orjson rejected: ``truncated`` or ``invalid_json``."""
+    message = str(error)
+    if message.startswith("unexpected end of data") or error.pos >= len(value.rstrip()):
+        return "truncated", message
+    return "invalid_json", message
+
+
+def parse_record(value: bytes) -> dict[str, Any] | DecodeFailure:
+    """One value parsed by orjson, or why it is bad (index left 0 for the caller to set)."""
+    if not value.strip():
+        return DecodeFailure(0, "empty", "blank value")
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        reason, detail = classify_json_error(value, exc)
+        return DecodeFailure(0, reason, detail)
+    if not isinstance(record, dict):
+        return DecodeFailure(0, "not_an_object", f"top level is {type(record).__name__}")
+    return record
+
+
+class JsonDecoder:
+    """Decodes JSON objects (nested objects become dotted paths).
+
+    >>> from dqpulse.spec import DatasetSpec
+    >>> decoder = JsonDecoder(DatasetSpec(name="d", topic="t"))
+    >>> result = decoder.decode([b'{"a": 1, "b": {"c": "x"}}', b'[1]', b'{"a": 2'])
+    >>> result.batch.types, [(f.index, f.reason) for f in result.failures]
+    ({'a': 'integer', 'b.c': 'string'}, [(1, 'not_an_object'), (2, 'truncated')])
+    """
+
+    format = "json"
+
+    def __init__(self, spec: DatasetSpec | None = None) -> None:
+        self._schema: pa.Schema | None = None
+        self.fallback_batches = 0  # batches that needed the per-record path
+
+    def decode(self, values: Sequence[bytes]) -> DecodeResult:
+        n = len(values)
+        sizes = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        zeros = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return DecodeResult(ColumnBatch.empty(), np.zeros(0, dtype=np.int64))
+        table = self._read_columnar(values)
+        if table is not None:
+            return DecodeResult(batch_from_arrow(table, sizes, zeros), np.arange(n))
+        return self._decode_per_record(values, sizes)
+
+    def _read_columnar(self, values: Sequence[bytes]) -> pa.Table | None:
+        # A value with a raw newline (pretty-printed JSON) or several objects breaks the
+        # one-line-per-record framing: the read fails or the row count differs, and the
+        # batch goes the per-record way.
+        data = b"\n".join(values)
+        table = None
+        if self._schema is not None:
+            table = _read(data, self._schema)
+        if table is None:
+            table = _read(data, None)
+        if table is None or table.num_rows != len(values):
+            return None
+        self._learn_schema(table.schema)
+        return table
+
+    def _learn_schema(self, schema: pa.Schema) -> None:
+        # Null-typed columns (all null so far) are left to inference, or a later value
+        # would be reported as a type change.
+        fields = [f for f in schema if not _has_null_type(f.type)]
+        self._schema = pa.schema(fields)
+
+    def _decode_per_record(self, values: Sequence[bytes], sizes: np.ndarray) -> DecodeResult:
+        self.fallback_batches += 1
+        failures: list[DecodeFailure] = []
+        records: list[dict[str, Any]] = []
+        good: list[int] = []
+        for index, value in enumerate(values):
+            parsed = parse_record(value)
+            if isinstance(parsed, DecodeFailure):
+                parsed.index = index
+                failures.append(parsed)
+            else:
+                records.append(parsed)
+                good.append(index)
+        rows = np.asarray(good, dtype=np.int64)
+        good_sizes = sizes[rows]
+        zeros = np.zeros(len(rows), dtype=np.float64)
+        if not records:
+            batch = ColumnBatch.empty()
+            batch.sizes, batch.timestamps = good_sizes, zeros
+            return DecodeResult(batch, rows, failures)
+        # The bad values, or raw newlines, may have been all that broke the columnar read.
+        table = _read(b"\n".join(orjson.dumps(r) for r in records), None)
+        if table is not None and table.num_rows == len(records):
+            self._learn_schema(table.schema)
+            return DecodeResult(batch_from_arrow(table, good_sizes, zeros), rows, failures)
+        return DecodeResult(batch_from_records(records, good_sizes, zeros), rows, failures)
+
+
+def _has_null_type(data_type: pa.DataType) -> bool:
+    if pa.types.is_null(data_type):
+        return True
+    if pa.types.is_struct(data_type):
+        return any(_has_null_type(data_type.field(i).type) for i in range(data_type.num_fields))
+    if pa.types.is_list(data_type):
+        return _has_null_type(data_type.value_type)
+    return False
+
+
+def _read(data: bytes, schema: pa.Schema | None) -> pa.Table | None:
+    if schema is None:
+        options = pa_json.ParseOptions(newlines_in_values=False)
+    else:
+        options = pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=False
+        )
+    try:
+        return pa_json.read_json(io.BytesIO(data), read_options=_READ_OPTIONS,
+                                 parse_options=options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+register_decoder("json", JsonDecoder)

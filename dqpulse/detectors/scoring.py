@@ -1,0 +1,246 @@
+"""Score one dataset window: pick a detector per series, run score-before-learn, add rules.
+
+Pure: a :class:`SeriesScorer` takes the window's metric points and the saved detector
+states (``{series_key: bytes}``, ``series_key = f"{metric}|{field}"``) and returns the
+scored points with the updated states; the caller persists the states (Postgres) and
+serialises scoring per dataset, so the result is the same on any worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dqpulse.detectors.base import (
+    Detector,
+    DetectorStateError,
+    Explanation,
+    Verdict,
+    create,
+    finite,
+    state_detector_name,
+)
+from dqpulse.detectors.rules import (
+    FreshnessSlaRule,
+    SchemaContractRule,
+    ThresholdRule,
+    ValidityRule,
+)
+from dqpulse.records import MetricPoint
+from dqpulse.spec import DatasetSpec
+
+__all__ = [
+    "CONTRACT_METRICS",
+    "WINDOW_METRIC",
+    "ScoredPoint",
+    "SeriesScorer",
+    "default_detector_for",
+    "default_params_for",
+    "detector_for",
+    "rules_for",
+    "series_key",
+]
+
+#: Metrics that count violations of a declared contract; any count above 0 is an incident.
+CONTRACT_METRICS = frozenset({
+    "schema.contract_violations",
+    "schema.type_changes",
+    "schema.removed_fields",
+    "schema.missing_required",
+    "completeness.required_violations",
+})
+#: Pseudo-metric under which the multivariate detector's window score is returned.
+WINDOW_METRIC = "anomaly.window"
+
+_SEASONAL_FAMILIES = ("volume.", "freshness.")
+# Series where only an increase is bad: a drop in lag, nulls or drift is good news.
+_UP_ONLY_FAMILIES = ("freshness.", "schema.", "validity.", "uniqueness.")
+_UP_ONLY_WORDS = ("null_ratio", "empty_ratio", "missing", "violation", "duplicate", "psi",
+                  "ks", "js", "jensen", "wasserstein", "chi2", "chi_square", "linf", "drift",
+                  "late_records", "decode_errors")
+
+
+def series_key(metric: str, field: str = "") -> str:
+    return f"{metric}|{field}"
+
+
+def default_detector_for(metric: str) -> str:
+    """``seasonal`` for volume and freshness, ``robust`` for everything else.
+
+    >>> default_detector_for("volume.records"), default_detector_for("completeness.null_ratio")
+    ('seasonal', 'robust')
+    """
+    return "seasonal" if metric.startswith(_SEASONAL_FAMILIES) else "robust"
+
+
+def default_params_for(metric: str) -> dict[str, Any]:
+    """Defaults that depend on the metric: one-sided series only alert upwards.
+
+    >>> default_params_for("freshness.seconds_since_last_record")
+    {'side': 'up'}
+    >>> default_params_for("volume.records")
+    {}
+    """
+    name = metric.split(".", 1)[-1]
+    if metric.startswith(_UP_ONLY_FAMILIES) or any(word in name for word in _UP_ONLY_WORDS):
+        return {"side": "up"}
+    return {}
+
+
+def detector_for(spec: DatasetSpec, metric: str, field: str = "") -> tuple[str, dict[str, Any]]:
+    """Detector name and params for a series, honouring ``spec.detectors`` overrides.
+
+    An override for the exact field wins over one without a field; params of the override
+    are applied over the metric's defaults when the detector is the default one.
+    """
+    chosen = None
+    for override in spec.detectors:
+        if override.metric != metric:
+            continue
+        if override.field == (field or None):
+            chosen = override
+            break
+        if override.field is None and chosen is None:
+            chosen = override
+    default = default_detector_for(metric)
+    if chosen is None:
+        return default, default_params_for(metric)
+    params = default_params_for(metric) if chosen.detector == default else {}
+    params.update(chosen.params)
+    return chosen.detector, params
+
+
+def rules_for(spec: DatasetSpec, metric: str, field: str = "") -> list[Detector]:
+    """Static rules that ``spec`` implies for a series (beside its statistical detector)."""
+    rules: list[Detector] = []
+    if metric == "freshness.seconds_since_last_record" and spec.freshness_sla:
+        rules.append(FreshnessSlaRule(sla_seconds=spec.freshness_sla))
+    field_spec = spec.fields.get(field) if field else None
+    if field_spec is not None:
+        if metric == "distribution.min" and field_spec.min is not None:
+            rules.append(ThresholdRule(min=field_spec.min))
+        if metric == "distribution.max" and field_spec.max is not None:
+            rules.append(ThresholdRule(max=field_spec.max))
+        if metric.startswith("validity.") and metric.endswith("ratio"):
+            rules.append(ValidityRule(tolerance=0.0))
+    if metric in CONTRACT_METRICS and (spec.fields or spec.avro_schema):
+        rules.append(SchemaContractRule(tolerance=0.0))
+    return rules
+
+
+@dataclass(frozen=True)
+class ScoredPoint:
+    """One scored metric point; ``explanation`` comes from the highest-scoring detector."""
+
+    metric: str
+    field: str
+    value: float | None
+    score: float
+    anomalous: bool
+    detector: str
+    explanation: Explanation = dataclasses.field(default_factory=dict)
+
+
+class SeriesScorer:
+    """Scores the windows of one dataset, series by series, plus an optional window vector.
+
+    Parameters
+    ----------
+    spec
+        The dataset; its ``detectors`` overrides, ``freshness_sla`` and ``fields`` apply.
+    multivariate
+        Registry name of a detector over the whole window vector (``"hst"``,
+        ``"autoencoder"``) or ``None``; its result is returned as a point with metric
+        :data:`WINDOW_METRIC`. The worker may instead batch autoencoders across datasets
+        with :class:`dqpulse.detectors.autoencoder.AutoencoderBank`.
+
+    Examples
+    --------
+    >>> from dqpulse.spec import DatasetSpec
+    >>> scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders", freshness_sla=300))
+    >>> points = [MetricPoint("freshness.seconds_since_last_record", 900.0)]
+    >>> scored, states = scorer.score_window(0.0, points, {})
+    >>> scored[0].anomalous, scored[0].detector, sorted(states)
+    (True, 'freshness_sla', ['freshness.seconds_since_last_record|'])
+    """
+
+    def __init__(self, spec: DatasetSpec, multivariate: str | None = None,
+                 multivariate_params: Mapping[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.multivariate = multivariate
+        self.multivariate_params = dict(multivariate_params or {})
+
+    def _detector(self, key: str, name: str, params: Mapping[str, Any],
+                  states: Mapping[str, bytes]) -> Detector:
+        fresh = create(name, **params)
+        saved = states.get(key)
+        if saved is None:
+            return fresh
+        try:
+            if state_detector_name(saved) != name:
+                return fresh  # the override changed: start a new baseline
+            loaded = Detector.from_bytes(saved)
+        except DetectorStateError:
+            return fresh
+        # changed params in dqpulse.yaml also start a new baseline
+        return loaded if loaded._get_params() == fresh._get_params() else fresh
+
+    def score_window(self, window_start: float, points: Sequence[MetricPoint],
+                     states: Mapping[str, bytes]) -> tuple[list[ScoredPoint], dict[str, bytes]]:
+        """Score every point (score before learn), then learn the non-anomalous ones.
+
+        Returns the scored points in input order and the new states of every series seen
+        in this window (states of series absent from the window are passed through).
+        """
+        updated = dict(states)
+        scored: list[ScoredPoint] = []
+        vector: dict[str, Any] = {}
+        for point in points:
+            key = series_key(point.metric, point.field)
+            name, params = detector_for(self.spec, point.metric, point.field)
+            model = self._detector(key, name, params, states)
+            x = {"value": point.value, "t": window_start}
+            results = [(model, model.score_one(x))]
+            results += [(rule, rule.score_one(x)) for rule in
+                        rules_for(self.spec, point.metric, point.field)]
+            top, score = max(results, key=lambda item: item[1])
+            explanation = top.explain(x)
+            explanation["scores"] = {detector.name: s for detector, s in results}
+            model.learn_one(x)
+            updated[key] = model.to_bytes()
+            scored.append(ScoredPoint(
+                metric=point.metric, field=point.field, value=finite(point.value),
+                score=score, anomalous=any(d.is_anomalous(s) for d, s in results),
+                detector=top.name, explanation=explanation,
+            ))
+            value = finite(point.value)
+            if value is not None:
+                vector[key if point.field else point.metric] = value
+        if self.multivariate is not None:
+            key = series_key(WINDOW_METRIC)
+            model = self._detector(key, self.multivariate, self.multivariate_params, states)
+            vector["t"] = window_start
+            score = model.score_one(vector)
+            explanation = model.explain(vector)
+            model.learn_one(vector)
+            updated[key] = model.to_bytes()
+            scored.append(ScoredPoint(
+                metric=WINDOW_METRIC, field="", value=None, score=score,
+                anomalous=model.is_anomalous(score), detector=model.name,
+                explanation=explanation,
+            ))
+        return scored, updated
+
+    def feedback(self, metric: str, field: str, window_start: float, value: float | None,
+                 verdict: Verdict, state: bytes | None) -> bytes:
+        """Apply a human verdict on one point to the series' state; returns the new state."""
+        name, params = detector_for(self.spec, metric, field)
+        key = series_key(metric, field)
+        model = self._detector(key, name, params, {} if state is None else {key: state})
+        x = {"value": value, "t": window_start}
+        if not (value is None or math.isnan(value)):
+            model.feedback(x, verdict)
+        return model.to_bytes()

@@ -1,0 +1,167 @@
+"""Repository of incidents, their alerts and their audit trail (``incident_events``).
+
+Keyword-only functions over an open ``Connection``; the caller owns the transaction, so an
+incident change, its alerts, its audit row and its notification rows commit together.
+Times are timezone-aware UTC ``datetime`` objects on the way in and out (SQLite hands back
+naive values, which :func:`aware` reads as UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import update as sa_update
+
+from dqpulse.errors import NotFoundError
+from dqpulse.store.tables import alerts, incident_events, incidents
+
+ACTIVE_STATUSES = ("open", "acknowledged")
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """``value`` as an aware UTC datetime (SQLite returns naive UTC values)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _row(mapping: Any) -> dict[str, Any]:
+    row = dict(mapping)
+    for key in ("opened_at", "acknowledged_at", "resolved_at", "last_alert_at"):
+        if key in row:
+            row[key] = aware(row[key])
+    return row
+
+
+def get(conn: Connection, *, incident_id: int, for_update: bool = False) -> dict[str, Any] | None:
+    query = select(incidents).where(incidents.c.id == incident_id)
+    if for_update:
+        query = query.with_for_update()
+    found = conn.execute(query).mappings().first()
+    return None if found is None else _row(found)
+
+
+def get_or_raise(conn: Connection, *, incident_id: int,
+                 for_update: bool = False) -> dict[str, Any]:
+    found = get(conn, incident_id=incident_id, for_update=for_update)
+    if found is None:
+        raise NotFoundError(f"incident {incident_id} does not exist")
+    return found
+
+
+def get_active(conn: Connection, *, dataset: str, dedup_key: str,
+               for_update: bool = True) -> dict[str, Any] | None:
+    """The open or acknowledged incident with ``dedup_key`` (at most one by construction)."""
+    query = (select(incidents)
+             .where(incidents.c.dataset == dataset, incidents.c.dedup_key == dedup_key,
+                    incidents.c.status.in_(ACTIVE_STATUSES))
+             .order_by(incidents.c.id.desc()).limit(1))
+    if for_update:
+        query = query.with_for_update()
+    found = conn.execute(query).mappings().first()
+    return None if found is None else _row(found)
+
+
+def get_all_active(conn: Connection, *, dataset: str,
+                   for_update: bool = True) -> list[dict[str, Any]]:
+    query = (select(incidents)
+             .where(incidents.c.dataset == dataset, incidents.c.status.in_(ACTIVE_STATUSES))
+             .order_by(incidents.c.id))
+    if for_update:
+        query = query.with_for_update()
+    return [_row(r) for r in conn.execute(query).mappings()]
+
+
+def get_last_resolved(conn: Connection, *, dataset: str, dedup_key: str,
+                      resolved_after: datetime) -> dict[str, Any] | None:
+    """The newest incident with ``dedup_key`` resolved at or after ``resolved_after``."""
+    query = (select(incidents)
+             .where(incidents.c.dataset == dataset, incidents.c.dedup_key == dedup_key,
+                    incidents.c.status == "resolved",
+                    incidents.c.resolved_at >= resolved_after)
+             .order_by(incidents.c.id.desc()).limit(1).with_for_update())
+    found = conn.execute(query).mappings().first()
+    return None if found is None else _row(found)
+
+
+def count_active(conn: Connection, *, dataset: str) -> int:
+    return int(conn.execute(
+        select(func.count()).select_from(incidents)
+        .where(incidents.c.dataset == dataset, incidents.c.status.in_(ACTIVE_STATUSES))
+    ).scalar_one())
+
+
+def get_page(conn: Connection, *, dataset: str | None = None, statuses: Sequence[str] = (),
+             kind: str | None = None, since: datetime | None = None,
+             before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Incidents newest first (``id`` descending), starting below ``before_id``."""
+    query = select(incidents)
+    if dataset is not None:
+        query = query.where(incidents.c.dataset == dataset)
+    if statuses:
+        query = query.where(incidents.c.status.in_(list(statuses)))
+    if kind is not None:
+        query = query.where(incidents.c.kind == kind)
+    if since is not None:
+        query = query.where(incidents.c.opened_at >= since)
+    if before_id is not None:
+        query = query.where(incidents.c.id < before_id)
+    query = query.order_by(incidents.c.id.desc()).limit(limit)
+    return [_row(r) for r in conn.execute(query).mappings()]
+
+
+def create(conn: Connection, **values: Any) -> int:
+    result = conn.execute(insert(incidents).values(**values).returning(incidents.c.id))
+    return int(result.scalar_one())
+
+
+def update(conn: Connection, *, incident_id: int, **values: Any) -> None:
+    conn.execute(sa_update(incidents).where(incidents.c.id == incident_id).values(**values))
+
+
+def next_event_seq(conn: Connection, *, incident_id: int) -> int:
+    """Advance and return the incident's notification sequence (row is locked by caller)."""
+    current = conn.execute(select(incidents.c.event_seq)
+                           .where(incidents.c.id == incident_id)).scalar_one()
+    seq = int(current) + 1
+    conn.execute(sa_update(incidents).where(incidents.c.id == incident_id).values(event_seq=seq))
+    return seq
+
+
+def create_alerts(conn: Connection, *, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(alerts), rows)
+
+
+def get_alerts(conn: Connection, *, incident_id: int, limit: int = 500) -> list[dict[str, Any]]:
+    query = (select(alerts).where(alerts.c.incident_id == incident_id)
+             .order_by(alerts.c.window_start, alerts.c.id).limit(limit))
+    out = []
+    for r in conn.execute(query).mappings():
+        row = dict(r)
+        row["created_at"] = aware(row["created_at"])
+        out.append(row)
+    return out
+
+
+def create_event(conn: Connection, *, incident_id: int, action: str, actor: str,
+                 comment: str | None = None, at: datetime | None = None) -> None:
+    values: dict[str, Any] = {"incident_id": incident_id, "action": action, "actor": actor,
+                              "comment": comment}
+    if at is not None:
+        values["at"] = at
+    conn.execute(insert(incident_events).values(**values))
+
+
+def get_events(conn: Connection, *, incident_id: int) -> list[dict[str, Any]]:
+    query = (select(incident_events).where(incident_events.c.incident_id == incident_id)
+             .order_by(incident_events.c.id))
+    out = []
+    for r in conn.execute(query).mappings():
+        row = dict(r)
+        row["at"] = aware(row["at"])
+        out.append(row)
+    return out

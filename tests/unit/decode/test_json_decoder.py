@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import orjson
+
+from dqpulse.decode import decoder_for
+from dqpulse.decode.json import JsonDecoder
+from dqpulse.spec import DatasetSpec
+
+SPEC = DatasetSpec(name="d", topic="t")
+
+
+def test_nested_objects_become_dotted_paths():
+    result = JsonDecoder(SPEC).decode([b'{"a": 1, "b": {"c": "x", "d": {"e": true}}}'])
+    assert result.batch.types == {"a": "integer", "b.c": "string", "b.d.e": "boolean"}
+    assert result.batch.frame.row(0) == (1, "x", True)
+    assert result.failures == []
+
+
+def test_bad_values_are_split_out_with_reasons_and_good_ones_kept():
+    values = [b'{"a": 1}', b"[1, 2]", b'{"a": 2', b"not json", b'{"a": 3}', b"  ", b"5"]
+    result = JsonDecoder(SPEC).decode(values)
+    reasons = [(f.index, f.reason) for f in result.failures]
+    assert reasons == [(1, "not_an_object"), (2, "truncated"), (3, "invalid_json"),
+                       (5, "empty"), (6, "not_an_object")]
+    assert result.rows.tolist() == [0, 4]
+    assert result.batch.frame["a"].to_list() == [1, 3]
+    assert result.batch.sizes.tolist() == [8, 8]
+
+
+def test_type_change_inside_a_batch_keeps_the_majority_type_and_marks_the_others():
+    values = [b'{"a": 1}', b'{"a": 2}', b'{"a": "x"}', b'{"a": null}']
+    result = JsonDecoder(SPEC).decode(values)
+    batch = result.batch
+    assert batch.types["a"] == "integer"
+    assert batch.frame["a"].to_list() == [1, 2, None, None]
+    assert batch.other_types["a"]["string"].tolist() == [False, False, True, False]
+    assert batch.present_count("a") == 3
+
+
+def test_type_change_between_batches_is_reinferred_not_nulled():
+    decoder = JsonDecoder(SPEC)
+    decoder.decode([b'{"a": 1, "s": "x"}'])
+    result = decoder.decode([b'{"a": 1.5, "s": 7}'])
+    assert result.batch.types == {"a": "number", "s": "integer"}
+    assert result.batch.frame.row(0) == (1.5, 7)
+    assert decoder.fallback_batches == 0
+
+
+def test_a_field_first_seen_deep_in_a_batch_is_not_lost():
+    values = [orjson.dumps({"a": i}) for i in range(300)] + [b'{"a": 1, "late": "x"}']
+    decoder = JsonDecoder(SPEC)
+    decoder.decode(values[:10])  # learn a schema without "late"
+    result = decoder.decode(values)
+    assert result.batch.types["late"] == "string"
+    assert result.batch.frame["late"].null_count() == 300
+
+
+def test_pretty_printed_json_is_decoded():
+    values = [b'{\n  "a": 1\n}', b'{"a": 2}']
+    result = JsonDecoder(SPEC).decode(values)
+    assert result.failures == []
+    assert result.batch.frame["a"].to_list() == [1, 2]
+
+
+def test_arrays_become_their_length():
+    result = JsonDecoder(SPEC).decode([b'{"l": [1, 2, 3]}', b'{"l": []}', b'{"l": null}'])
+    assert result.batch.types["l"] == "array"
+    assert result.batch.frame["l"].to_list() == [3, 0, None]
+
+
+def test_registry_returns_the_json_decoder():
+    assert decoder_for(SPEC).format == "json"

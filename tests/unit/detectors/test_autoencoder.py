@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+pytest.importorskip("torch")
+
+from dqpulse.detectors.autoencoder import AutoencoderBank, AutoencoderDetector  # noqa: E402
+
+FEATURES = [f"m{i}" for i in range(8)]
+
+
+def window(rng: random.Random, shift: dict[str, float] | None = None) -> dict[str, float]:
+    level = rng.gauss(100, 5)
+    x = {name: level * (i + 1) + rng.gauss(0, 2) for i, name in enumerate(FEATURES)}
+    for name, delta in (shift or {}).items():
+        x[name] += delta
+    return x
+
+
+def trained(seed: int = 0, n: int = 300) -> AutoencoderDetector:
+    rng = random.Random(seed)
+    detector = AutoencoderDetector(device="cpu", warm_up=64, batch_size=32, seed=seed)
+    for _ in range(n):
+        x = window(rng)
+        detector.score_one(x)
+        detector.learn_one(x)
+    return detector
+
+
+def test_autoencoder_flags_a_shifted_feature_and_attributes_it() -> None:
+    detector = trained()
+    rng = random.Random(9)
+    normal = [detector.score_one(window(rng)) for _ in range(50)]
+    assert sum(s >= detector.threshold for s in normal) <= 1
+    broken = window(rng, {"m3": 150.0})
+    assert detector.score_one(broken) >= detector.threshold
+    explanation = detector.explain(broken)
+    assert explanation["top_feature"] == "m3"
+    assert explanation["direction"] == "up"
+
+
+def test_autoencoder_false_positive_feedback_lowers_the_score() -> None:
+    detector = trained()
+    x = window(random.Random(4), {"m1": 60.0})
+    before = detector.score_one(x)
+    detector.feedback(x, "false_positive")
+    assert detector.score_one(x) < before
+
+
+def test_autoencoder_confirmed_feedback_removes_the_window_from_the_buffer() -> None:
+    detector = AutoencoderDetector(device="cpu", warm_up=10, learn_anomalies=True)
+    rng = random.Random(1)
+    for _ in range(20):
+        detector.learn_one(window(rng))
+    spike = window(rng, {"m0": 1e4})
+    detector.learn_one(spike)
+    size = detector._buffer_len
+    detector.feedback(spike, "confirmed")
+    assert detector._buffer_len == size - 1
+
+
+def test_bank_batch_scores_match_single_scores() -> None:
+    bank = AutoencoderBank(device="cpu", warm_up=64, batch_size=32)
+    rngs = {name: random.Random(i) for i, name in enumerate(["a", "b", "c"])}
+    for _ in range(200):
+        items = [(name, window(rng)) for name, rng in rngs.items()]
+        bank.score_many(items)
+        bank.learn_many(items)
+    probe = [(name, window(random.Random(50), {"m2": 100.0 * i})) for i, name in
+             enumerate(rngs)]
+    batched = bank.score_many(probe)
+    singles = [bank.detector(name).score_one(x) for name, x in probe]
+    bank.detector("a")._cache = None
+    assert batched == pytest.approx(singles, abs=1e-5)
+    assert bank.detector("a").score_one(probe[0][1]) == pytest.approx(batched[0], abs=1e-5)
+
+
+def test_bank_round_trips_a_dataset() -> None:
+    bank = AutoencoderBank(device="cpu")
+    rng = random.Random(0)
+    for _ in range(100):
+        bank.learn_many([("orders", window(rng))])
+    other = AutoencoderBank(device="cpu")
+    other.load("orders", bank.dump("orders"))
+    x = window(rng)
+    assert other.score_many([("orders", x)]) == bank.score_many([("orders", x)])

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from dqpulse.detectors.river_models import RobustDetector, SeasonalDetector
+
+HOUR = 3600.0
+
+
+def daily_volume(hour: int, rng: random.Random) -> float:
+    """Busy days, quiet nights (trough at 03:00), weekends at 60%."""
+    level = 1000.0 + 800.0 * math.sin(2 * math.pi * (hour % 24 - 9) / 24)
+    if (hour // 24) % 7 in (5, 6):
+        level *= 0.6
+    return rng.gauss(level, math.sqrt(level))
+
+
+def trained_seasonal(weeks: int = 3, **params: object) -> SeasonalDetector:
+    rng = random.Random(3)
+    detector = SeasonalDetector(**params)  # type: ignore[arg-type]
+    for hour in range(24 * 7 * weeks):
+        x = {"value": daily_volume(hour, rng), "t": hour * HOUR}
+        detector.score_one(x)
+        detector.learn_one(x)
+    return detector
+
+
+def test_seasonal_flags_a_drop_at_noon_but_not_the_nightly_trough() -> None:
+    detector = trained_seasonal()
+    base = 24 * 7 * 3  # a Monday, 00:00
+    trough = {"value": daily_volume(base + 3, random.Random(1)), "t": (base + 3) * HOUR}
+    drop = {"value": 1000.0, "t": (base + 15) * HOUR}  # 15:00 normally sees ~1800
+    assert detector.score_one(trough) < 0.5
+    assert detector.score_one(drop) >= detector.threshold
+    assert detector.explain(drop)["direction"] == "down"
+
+
+def test_seasonal_learns_the_weekend_and_does_not_alert_on_it() -> None:
+    detector = trained_seasonal()
+    rng = random.Random(11)
+    saturday = 24 * 7 * 3 + 24 * 5
+    scores = [detector.score_one({"value": daily_volume(h, rng), "t": h * HOUR})
+              for h in range(saturday, saturday + 48)]
+    assert max(scores) < detector.threshold
+
+
+def test_seasonal_has_few_false_positives_on_normal_noise() -> None:
+    detector = trained_seasonal(weeks=2)
+    rng = random.Random(5)
+    start = 24 * 7 * 2
+    flagged = 0
+    for hour in range(start, start + 24 * 7 * 2):
+        x = {"value": daily_volume(hour, rng), "t": hour * HOUR}
+        flagged += detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+    assert flagged <= 2
+
+
+def test_seasonal_side_up_ignores_drops() -> None:
+    detector = SeasonalDetector(side="up", warm_up=5)
+    for i in range(50):
+        detector.learn_one({"value": 10.0 + (i % 3), "t": i * 60.0})
+    assert detector.score_one({"value": 0.0, "t": 3000.0}) == 0.0
+    assert detector.score_one({"value": 600.0, "t": 3000.0}) >= detector.threshold
+
+
+def test_seasonal_without_timestamp_uses_the_local_level() -> None:
+    detector = SeasonalDetector(warm_up=5)
+    for _ in range(30):
+        detector.learn_one({"value": 100.0})
+    assert detector.score_one({"value": 100.0}) == 0.0
+    assert detector.score_one({"value": 10.0}) >= detector.threshold
+
+
+def test_robust_on_an_all_zero_ratio_flags_a_jump_but_not_noise() -> None:
+    detector = RobustDetector()
+    for _ in range(200):
+        detector.learn_one({"value": 0.0})
+    assert detector.score_one({"value": 0.001}) < 0.1
+    assert detector.score_one({"value": 0.3}) >= detector.threshold
+    assert detector.explain({"value": 0.3})["direction"] == "up"
+
+
+def test_robust_noisy_ratio_keeps_a_low_false_positive_rate() -> None:
+    rng = random.Random(2)
+    detector = RobustDetector()
+    flagged = 0
+    for i in range(2000):
+        x = {"value": min(max(rng.gauss(0.05, 0.01), 0.0), 1.0)}
+        flagged += i > 20 and detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+    assert flagged <= 2
+
+
+@pytest.mark.parametrize("cls", [SeasonalDetector, RobustDetector])
+def test_false_positive_feedback_lowers_sensitivity_boundedly(cls: type) -> None:
+    detector = cls(warm_up=5)
+    rng = random.Random(0)
+    for i in range(100):
+        detector.learn_one({"value": rng.gauss(100, 2), "t": i * 60.0})
+    x = {"value": 120.0, "t": 100 * 60.0}
+    before = detector.score_one(x)
+    assert before >= detector.threshold
+    detector.feedback(x, "false_positive")
+    after = detector.score_one(x)
+    assert after < before
+    for _ in range(50):
+        detector.feedback(x, "false_positive")
+    assert detector.sensitivity == pytest.approx(detector.max_desensitization)
+
+
+@pytest.mark.parametrize("cls", [SeasonalDetector, RobustDetector])
+def test_confirmed_feedback_takes_a_learned_point_back_out(cls: type) -> None:
+    detector = cls(warm_up=5, learn_anomalies=True)
+    for i in range(30):
+        detector.learn_one({"value": 10.0, "t": i * 60.0})
+    probe = {"value": 10.0, "t": 31 * 60.0}
+    clean = detector.score_one({"value": 40.0, "t": 31 * 60.0})
+    spike = {"value": 500.0, "t": 30 * 60.0}
+    detector.learn_one(spike)  # learned because learn_anomalies=True
+    detector.feedback(spike, "confirmed")
+    assert detector.score_one({"value": 40.0, "t": 31 * 60.0}) == pytest.approx(clean, abs=1e-6)
+    assert detector.score_one(probe) < 0.5
+
+
+def test_relearn_after_accepts_a_lasting_level_shift() -> None:
+    detector = RobustDetector(warm_up=5, relearn_after=3, window_size=16)
+    for _ in range(16):
+        detector.learn_one({"value": 1.0})
+    scores = []
+    for _ in range(40):
+        x = {"value": 5.0}
+        scores.append(detector.score_one(x))
+        detector.learn_one(x)
+    assert scores[0] >= detector.threshold and scores[-1] < detector.threshold

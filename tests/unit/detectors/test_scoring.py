@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import io
+import math
+import random
+
+from dqpulse.detectors.offline import detect_csv
+from dqpulse.detectors.scoring import (
+    WINDOW_METRIC,
+    SeriesScorer,
+    default_detector_for,
+    detector_for,
+    rules_for,
+)
+from dqpulse.records import MetricPoint
+from dqpulse.spec import DatasetSpec, DetectorOverride, FieldSpec
+
+SPEC = DatasetSpec(
+    name="orders", topic="orders", freshness_sla=300,
+    fields={"amount": FieldSpec(type="number", min=0, max=1000)},
+    detectors=[
+        DetectorOverride(metric="distribution.mean", detector="robust", params={"z_threshold": 4}),
+        DetectorOverride(metric="distribution.mean", field="amount", detector="threshold",
+                         params={"max": 500}),
+    ],
+)
+
+
+def test_default_detectors_by_metric_family() -> None:
+    assert default_detector_for("volume.records") == "seasonal"
+    assert default_detector_for("freshness.event_lag_p95_seconds") == "seasonal"
+    assert default_detector_for("completeness.null_ratio") == "robust"
+    assert default_detector_for("distribution.psi") == "robust"
+
+
+def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
+    assert detector_for(SPEC, "distribution.mean", "amount") == ("threshold", {"max": 500})
+    assert detector_for(SPEC, "distribution.mean", "price") == ("robust", {"z_threshold": 4})
+    assert detector_for(SPEC, "completeness.null_ratio", "amount") == ("robust", {"side": "up"})
+
+
+def test_rules_come_from_the_spec() -> None:
+    names = lambda metric, field="": [r.name for r in rules_for(SPEC, metric, field)]  # noqa: E731
+    assert names("freshness.seconds_since_last_record") == ["freshness_sla"]
+    assert names("distribution.min", "amount") == ["threshold"]
+    assert names("validity.violation_ratio", "amount") == ["validity"]
+    assert names("schema.type_changes") == ["schema_contract"]
+    assert names("volume.records") == []
+
+
+def windows(n: int, seed: int = 0) -> list[list[MetricPoint]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        volume = 1000 + 300 * math.sin(2 * math.pi * i / 24) + rng.gauss(0, 20)
+        out.append([
+            MetricPoint("volume.records", volume),
+            MetricPoint("completeness.null_ratio", 0.0, field="email"),
+            MetricPoint("freshness.seconds_since_last_record", rng.uniform(0, 5)),
+        ])
+    return out
+
+
+def run(scorer: SeriesScorer, batches: list[list[MetricPoint]], states: dict[str, bytes],
+        start: int = 0) -> tuple[list[list[tuple[float, bool]]], dict[str, bytes]]:
+    results = []
+    for i, points in enumerate(batches, start=start):
+        scored, states = scorer.score_window(i * 3600.0, points, states)
+        results.append([(p.score, p.anomalous) for p in scored])
+    return results, states
+
+
+def test_series_scorer_is_deterministic_and_resumes_from_states() -> None:
+    scorer = SeriesScorer(SPEC)
+    data = windows(80)
+    full, _ = run(scorer, data, {})
+    first, states = run(scorer, data[:50], {})
+    second, _ = run(SeriesScorer(SPEC), data[50:], states, start=50)
+    assert first + second == full
+    assert not any(anomalous for window in full for _, anomalous in window)
+
+
+def test_series_scorer_flags_incidents_and_explains_them() -> None:
+    scorer = SeriesScorer(SPEC, multivariate="hst", multivariate_params={"window_size": 20,
+                                                                         "warm_up": 40})
+    _, states = run(scorer, windows(80), {})
+    broken = [
+        MetricPoint("volume.records", 0.0),
+        MetricPoint("completeness.null_ratio", 0.4, field="email"),
+        MetricPoint("freshness.seconds_since_last_record", 900.0),
+    ]
+    scored, states = scorer.score_window(80 * 3600.0, broken, states)
+    by_metric = {p.metric: p for p in scored}
+    assert by_metric["volume.records"].anomalous
+    assert by_metric["volume.records"].explanation["direction"] == "down"
+    assert by_metric["completeness.null_ratio"].anomalous
+    assert by_metric["freshness.seconds_since_last_record"].anomalous
+    assert WINDOW_METRIC in by_metric
+    assert set(states) >= {"volume.records|", "completeness.null_ratio|email"}
+
+
+def test_feedback_through_the_scorer_changes_the_state() -> None:
+    scorer = SeriesScorer(SPEC)
+    _, states = run(scorer, windows(80), {})
+    key = "volume.records|"
+    x_value = 1600.0
+    before, _ = scorer.score_window(80 * 3600.0, [MetricPoint("volume.records", x_value)], states)
+    states[key] = scorer.feedback("volume.records", "", 80 * 3600.0, x_value,
+                                  "false_positive", states[key])
+    after, _ = scorer.score_window(80 * 3600.0, [MetricPoint("volume.records", x_value)], states)
+    assert after[0].score < before[0].score
+
+
+def test_detect_csv_streams_scores_without_look_ahead() -> None:
+    lines = ["timestamp,value"]
+    for i in range(120):
+        lines.append(f"2024-01-01T00:00:00+00:00,{10 + (i % 3)}".replace(
+            "00:00:00", f"{i // 60:02d}:{i % 60:02d}:00"))
+    lines.append("2024-01-01T02:00:00Z,")
+    lines.append("2024-01-01T02:01:00Z,500")
+    text = "\n".join(lines)
+    rows = list(detect_csv(io.StringIO(text), "robust"))
+    assert len(rows) == 122
+    assert math.isnan(rows[-2][1]) and rows[-2][2] == 0.0
+    assert rows[-1][2] >= 0.9
+    prefix = list(detect_csv(io.StringIO("\n".join(lines[:60])), "robust"))
+    assert [r[2] for r in prefix] == [r[2] for r in rows[:59]]
+
+
+def test_detect_csv_accepts_epoch_without_header() -> None:
+    rows = list(detect_csv(io.StringIO("1700000000,1\n1700003600,2\n")))
+    assert [r[0] for r in rows] == ["1700000000", "1700003600"]

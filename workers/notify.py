@@ -1,0 +1,144 @@
+"""The notify worker: deliver the notification outbox until stopped.
+
+Loop: one :func:`dqpulse.alerts.dispatch.deliver_due` pass; sleep ``poll_interval_s`` unless
+the pass was full (more rows are due); every ``refresh_interval_s`` re-send active
+incidents to Alertmanager channels so they keep firing. A database error is logged and
+retried with a growing pause; it never ends the loop. Safe to run several copies: claims
+use ``FOR UPDATE SKIP LOCKED`` and a lease. Killed at any point, it loses nothing: a row
+is pending until its delivery is recorded.
+
+``python -m workers.notify --help`` runs it stand-alone (the lead wires
+``dqpulse worker notify`` to :func:`run_notifier`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from dqpulse.alerts.dispatch import DispatchOptions, deliver_due, refresh_firing
+from dqpulse.alerts.notifiers import Notifier, build_notifiers
+from dqpulse.config import Settings
+from dqpulse.spec import Spec
+from dqpulse.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def options_from_settings(settings: Settings) -> DispatchOptions:
+    """Dispatch options from ``DQPULSE_NOTIFY_*`` settings where the Settings class has them."""
+    defaults = DispatchOptions()
+    return DispatchOptions(
+        base_backoff_s=float(getattr(settings, "notify_backoff_base_s",
+                                     defaults.base_backoff_s)),
+        max_backoff_s=float(getattr(settings, "notify_backoff_max_s", defaults.max_backoff_s)),
+        max_attempts=int(getattr(settings, "notify_max_attempts", defaults.max_attempts)),
+        claim_lease_s=float(getattr(settings, "notify_claim_lease_s",
+                                    defaults.claim_lease_s)),
+        max_parallel=int(getattr(settings, "notify_max_parallel", defaults.max_parallel)),
+    )
+
+
+def run_notifier(
+    settings: Settings,
+    engine: Engine,
+    spec: Spec,
+    *,
+    stop_event: threading.Event,
+    poll_interval_s: float = 1.0,
+    options: DispatchOptions | None = None,
+    telemetry: Telemetry | None = None,
+    channels: Mapping[str, Notifier] | None = None,
+    refresh_interval_s: float = 900.0,
+    batch_size: int = 100,
+    timeout_s: float = 10.0,
+) -> None:
+    """Deliver due notifications until ``stop_event`` is set."""
+    options = options or options_from_settings(settings)
+    own = channels is None
+    notifiers = dict(channels) if channels is not None else dict(
+        build_notifiers(spec.notifications, timeout_s=timeout_s))
+    log.info("notifier started: channels %s", ", ".join(sorted(notifiers)) or "(none)")
+    failures = 0
+    next_refresh = time.monotonic() + refresh_interval_s
+    try:
+        while not stop_event.is_set():
+            try:
+                report = deliver_due(engine, channels=notifiers, limit=batch_size,
+                                     options=options, telemetry=telemetry)
+                if time.monotonic() >= next_refresh:
+                    refresh_firing(engine, channels=notifiers)
+                    next_refresh = time.monotonic() + refresh_interval_s
+                failures = 0
+            except SQLAlchemyError as exc:
+                failures += 1
+                pause = min(30.0, poll_interval_s * 2 ** min(failures, 8))
+                log.warning("notifier: database error (%s); retrying in %.1fs",
+                            type(exc).__name__, pause)
+                stop_event.wait(pause)
+                continue
+            if report.claimed < batch_size:
+                stop_event.wait(poll_interval_s)
+    finally:
+        if own:
+            for notifier in notifiers.values():
+                notifier.close()
+        log.info("notifier stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dqpulse.spec import load_spec
+    from dqpulse.store.db import make_engine
+
+    parser = argparse.ArgumentParser(prog="python -m workers.notify",
+                                     description="Deliver dqpulse's notification outbox.")
+    parser.add_argument("--config", help="dqpulse.yaml (default: DQPULSE_CONFIG_FILE)")
+    parser.add_argument("--database-url", help="default: DQPULSE_DATABASE_URL")
+    parser.add_argument("--poll-interval", type=float, default=1.0)
+    parser.add_argument("--base-backoff", type=float)
+    parser.add_argument("--max-backoff", type=float)
+    parser.add_argument("--max-attempts", type=int)
+    parser.add_argument("--lease", type=float, help="claim lease in seconds")
+    parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout (s)")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = load_spec(args.config or settings.config_file)
+    engine = make_engine(args.database_url or settings.database_url)
+    base = options_from_settings(settings)
+    options = DispatchOptions(
+        base_backoff_s=args.base_backoff or base.base_backoff_s,
+        max_backoff_s=args.max_backoff or base.max_backoff_s,
+        max_attempts=args.max_attempts or base.max_attempts,
+        claim_lease_s=args.lease or base.claim_lease_s,
+        max_parallel=base.max_parallel,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        run_notifier(settings, engine, spec, stop_event=stop,
+                     poll_interval_s=args.poll_interval, options=options,
+                     timeout_s=args.timeout)
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
