@@ -54,8 +54,9 @@ class Reader:
         return value
 
 
-def kafka_call(sock: socket.socket, api_key: int, version: int, correlation: int,
-               body: bytes) -> Reader:
+def kafka_call(
+    sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes
+) -> Reader:
     client_id = b"dqpulse-stack-probe"
     header = struct.pack(">hhih", api_key, version, correlation, len(client_id)) + client_id
     request = header + body
@@ -98,7 +99,10 @@ def probe_kafka(host: str, port: int) -> None:
         brokers = []
         for _ in range(metadata.take(">i")):
             node_id, broker_host, broker_port = (
-                metadata.take(">i"), metadata.string(), metadata.take(">i"))
+                metadata.take(">i"),
+                metadata.string(),
+                metadata.take(">i"),
+            )
             metadata.string()  # rack
             brokers.append((node_id, broker_host, broker_port))
         cluster_id = metadata.string()

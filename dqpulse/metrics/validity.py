@@ -294,8 +294,9 @@ class ValidityState(FamilyState):
             extra: dict[str, object] = {
                 "path": path, "rule": rule, "violations": violations, "checked": checked,
             }
-            if rule == "expression":
-                compiled = self._expression(path, self.spec.fields[path].expression or "")
+            field_spec = self.spec.fields.get(path)
+            if rule == "expression" and field_spec is not None:
+                compiled = self._expression(path, field_spec.expression or "")
                 if isinstance(compiled, ExpressionError):
                     extra["error"] = str(compiled)
             points.append(
@@ -305,12 +306,9 @@ class ValidityState(FamilyState):
 
 
 def _allowed_for(allowed: list[Any], column_type: str) -> list[Any]:
-    wanted: tuple[type, ...]
+    """The allowed values comparable with a column of ``column_type``."""
     if column_type == "boolean":
-        wanted = (bool,)
-    elif column_type in NUMERIC_TYPES:
-        wanted = (int, float)
+        return [v for v in allowed if isinstance(v, bool)]
+    if column_type in NUMERIC_TYPES:
         return [v for v in allowed if isinstance(v, int | float) and not isinstance(v, bool)]
-    else:
-        wanted = (str,)
-    return [v for v in allowed if isinstance(v, wanted)]
+    return [v for v in allowed if isinstance(v, str)]

@@ -56,6 +56,10 @@ class StreamProfile:
     weekly_weekend_factor: float = 0.7
     noise: float = 0.08
     kind: str = "orders"   # "orders" | "payments" | "clicks"
+    # Slow multiplicative noise on the rate (log-AR(1), updated each simulated minute):
+    # real traffic wanders for tens of minutes, which per-second noise averages away.
+    level_noise: float = 0.0
+    level_noise_minutes: float = 30.0
 
 
 @dataclass
@@ -80,6 +84,7 @@ class EmbeddedSource:
         self._positions: dict[TopicPartition, int] = {}
         self._log: dict[TopicPartition, list[RawMessage]] = {}
         self._base: dict[TopicPartition, int] = {}  # offset of _log[tp][0] after trimming
+        self._level: dict[str, tuple[float, float]] = {}  # topic -> (minute, log level)
 
     # -- Source interface ----------------------------------------------------------------
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
@@ -160,6 +165,8 @@ class EmbeddedSource:
         if "volume_spike" in active:
             rate *= 4.0
         rate *= max(0.0, 1.0 + self._rng.gauss(0.0, profile.noise))
+        if profile.level_noise > 0.0:
+            rate *= math.exp(self._slow_level(profile, t))
         count = _poisson(self._rng, rate)
         for _ in range(count):
             event_time = t + self._rng.random()
@@ -173,6 +180,16 @@ class EmbeddedSource:
             log.append(RawMessage(profile.topic, partition, offset, int(t * 1000),
                                   orjson.dumps(record), None))
 
+    def _slow_level(self, profile: StreamProfile, t: float) -> float:
+        minute = math.floor(t / 60.0)
+        last_minute, level = self._level.get(profile.topic, (minute - 1.0, 0.0))
+        if minute != last_minute:
+            phi = math.exp(-1.0 / max(profile.level_noise_minutes, 1e-9))
+            level = phi * level + math.sqrt(1.0 - phi * phi) * self._rng.gauss(
+                0.0, profile.level_noise)
+            self._level[profile.topic] = (minute, level)
+        return level
+
     def _record(self, profile: StreamProfile, event_time: float,
                 active: Mapping[str, Injection]) -> dict[str, object]:
         rng = self._rng
@@ -181,15 +198,11 @@ class EmbeddedSource:
         if "duplicate_burst" in active and rng.random() < 0.3:
             order_id = 42
         amount: object = round(rng.lognormvariate(3.5, 0.6), 2)
-        if "distribution_shift" in active:
-            amount = round(float(amount) * 3.0, 2)  # type: ignore[arg-type]
         if rng.random() < 0.01:
             amount = None
         null_field = active["null_spike"].field if "null_spike" in active else None
         country = rng.choices(["DE", "FR", "US", "GB", "NL", "ES"],
                               weights=[30, 20, 25, 10, 10, 5])[0]
-        if "category_explosion" in active and rng.random() < 0.5:
-            country = "".join(rng.choices(string.ascii_uppercase, k=2)) + str(rng.randrange(99))
         record: dict[str, object] = {
             "order_id": order_id,
             "ts": ts,
@@ -201,12 +214,22 @@ class EmbeddedSource:
             "is_fraud": rng.random() < 0.03,
             "customer": {"age": rng.randint(18, 80), "segment": rng.choice(["a", "b", "c"])},
         }
+        if "distribution_shift" in active:
+            name = active["distribution_shift"].field or "amount"
+            if isinstance(record.get(name), int | float) and not isinstance(record[name], bool):
+                record[name] = round(float(record[name]) * 3.0, 2)  # type: ignore[arg-type]
+        if "category_explosion" in active and rng.random() < 0.5:
+            name = active["category_explosion"].field or "country"
+            record[name] = "".join(rng.choices(string.ascii_uppercase, k=2)) + str(
+                rng.randrange(99))
         if "type_change" in active:
-            record["amount"] = f"{amount}"
+            name = active["type_change"].field or "amount"
+            if record.get(name) is not None:
+                record[name] = f"{record[name]}"
         if "new_field" in active:
-            record["coupon_code"] = "X" + str(rng.randrange(1000))
+            record[active["new_field"].field or "coupon_code"] = "X" + str(rng.randrange(1000))
         if "removed_field" in active:
-            record.pop("email", None)
+            record.pop(active["removed_field"].field or "email", None)
         if null_field is not None and rng.random() < 0.6:
             record[null_field] = None
         return record

@@ -1,0 +1,429 @@
+"""Labeled incident benchmark: dqpulse's detectors vs a mean +- 3 sigma baseline.
+
+Runs the real pipeline (EmbeddedSource -> IngestWorker -> PartitionAggregator -> checkpoint
+-> finalize_ready -> metric points -> ScoringHook: detectors, rules, incidents) on SQLite,
+on a manual simulated clock, over a seasonal stream with realistic noise. After a warm-up
+the stream gets the twelve incident kinds of ``INJECTION_KINDS``, each several times at
+seeded random, non-overlapping moments. The injections are the ground truth.
+
+Both detectors are read from the same database and counted the same way:
+
+* dqpulse: ``metric_points.anomalous`` as the ScoringHook stored it.
+* baseline: per series of the same detected metrics (``dqpulse.pipeline.is_detected``), a
+  point is flagged when it leaves mean +- 3 sigma of the previous ``--baseline-windows``
+  values of that series (at least half of them present).
+
+A window *alerts* when any detected series of the dataset is anomalous in it. See
+``README.md`` for how recall, delay and precision are counted.
+
+Usage: ``.venv/bin/python bench/incidents/run.py [--quick] [--seed N] [--write-docs]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import select  # noqa: E402
+
+from dqpulse.config import Settings  # noqa: E402
+from dqpulse.pipeline import default_hooks, is_detected  # noqa: E402
+from dqpulse.sources.embedded import (  # noqa: E402
+    INJECTION_KINDS,
+    EmbeddedSource,
+    Injection,
+    StreamProfile,
+)
+from dqpulse.spec import parse_spec  # noqa: E402
+from dqpulse.store import datasets as dataset_store  # noqa: E402
+from dqpulse.store.db import make_engine, upgrade_to_head  # noqa: E402
+from dqpulse.store.tables import metric_points  # noqa: E402
+from dqpulse.telemetry import Telemetry  # noqa: E402
+from workers.ingest import IngestWorker  # noqa: E402
+
+DATASET = "orders"
+WINDOW = 300.0           # 5-minute windows
+STEP = 60.0              # the simulated clock advances one minute per poll
+START = 1_736_121_600.0  # Monday 2025-01-06 00:00:00Z
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Incident detection"
+
+SPEC = """
+datasets:
+  - name: orders
+    topic: orders
+    format: json
+    event_time: ts
+    window: 5m
+    lateness: 30s
+    owner: payments
+    freshness_sla: 3m
+    key: order_id
+    label: is_fraud
+    fields:
+      amount:  {type: number, min: 0}
+      country: {type: string, allowed: [DE, FR, US, GB, NL, ES]}
+      email:   {type: string, pattern: '^[^@]+@[^@]+$'}
+"""
+
+PROFILE = StreamProfile(DATASET, base_rate=2.0, partitions=2, daily_amplitude=0.6,
+                        weekly_weekend_factor=0.7, noise=0.08, kind="orders",
+                        level_noise=0.04, level_noise_minutes=30.0)
+
+# (windows it lasts: low, high) per kind; a seasonal shift only shows over hours
+DURATION_WINDOWS: dict[str, tuple[int, int]] = {kind: (3, 6) for kind in INJECTION_KINDS}
+DURATION_WINDOWS["seasonal_shift"] = (36, 48)
+# which field an injection hits (None: the source's default)
+FIELDS: dict[str, Sequence[str | None]] = {
+    "null_spike": ("amount", "country", "status", "email"),
+    "distribution_shift": ("amount",),
+    "category_explosion": ("country", "status"),
+    "new_field": ("coupon_code", "referrer", "device"),
+    "removed_field": ("email", "status", "country"),
+    "type_change": ("amount",),
+}
+GAP_WINDOWS = 24  # clean windows at least between two incidents (2 hours)
+
+
+@dataclass(frozen=True)
+class Config:
+    warmup_days: float
+    test_days: float
+    per_kind: int
+    seed: int
+    baseline_windows: int
+
+
+def plan_injections(cfg: Config) -> list[Injection]:
+    """Seeded random, non-overlapping incidents over the test period."""
+    rng = random.Random(cfg.seed)
+    test_start = START + cfg.warmup_days * 86400.0
+    test_end = test_start + cfg.test_days * 86400.0
+    kinds = [kind for kind in INJECTION_KINDS for _ in range(cfg.per_kind)]
+    rng.shuffle(kinds)
+    total = sum(sum(DURATION_WINDOWS[k]) / 2 + GAP_WINDOWS for k in kinds) * WINDOW
+    span = test_end - test_start - 2 * GAP_WINDOWS * WINDOW
+    if total > span:
+        raise SystemExit(f"{len(kinds)} incidents do not fit into {cfg.test_days} test days")
+    # random slack between incidents: a random partition of the free time
+    slack = span - total
+    cuts = sorted(rng.random() * slack for _ in kinds)
+    injections = []
+    cursor = test_start + GAP_WINDOWS * WINDOW
+    previous_cut = 0.0
+    for kind, cut in zip(kinds, cuts, strict=True):
+        cursor += cut - previous_cut
+        previous_cut = cut
+        low, high = DURATION_WINDOWS[kind]
+        length = rng.uniform(low, high) * WINDOW
+        start = cursor
+        field = rng.choice(FIELDS[kind]) if kind in FIELDS else None
+        injections.append(Injection(kind, DATASET, start, start + length, field))
+        cursor = start + (sum(DURATION_WINDOWS[kind]) / 2 + GAP_WINDOWS) * WINDOW
+    return injections
+
+
+def simulate(cfg: Config, injections: Sequence[Injection], database: str) -> dict[str, float]:
+    """Run the pipeline over warm-up + test; returns timings."""
+    settings = Settings(database_url=database, checkpoint_interval_s=1e9, poll_timeout_s=0.01,
+                        poll_max_records=100_000, idle_partition_timeout_s=STEP,
+                        worker_metrics_port=0)
+    upgrade_to_head(database)
+    engine = make_engine(database)
+    spec = parse_spec(SPEC, source="bench-incidents.yaml")
+    with engine.begin() as conn:
+        dataset_store.apply_spec(conn, spec=spec)
+    now = [START]
+    source = EmbeddedSource([PROFILE], start=START, clock=lambda: now[0],
+                            injections=injections, seed=cfg.seed)
+    telemetry = Telemetry()
+    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                          source=source, telemetry=telemetry, clock=lambda: now[0],
+                          hooks=default_hooks(spec, settings, telemetry))
+    worker.start()
+    end = START + (cfg.warmup_days + cfg.test_days) * 86400.0 + 3 * WINDOW
+    started = time.perf_counter()
+    steps = 0
+    while now[0] < end:
+        now[0] += STEP
+        worker.run_once()
+        steps += 1
+        if steps % int(WINDOW / STEP) == 0:
+            worker.checkpoint(commit=True)
+            worker.finalize_ready()
+        if steps % (int(86400 / STEP)) == 0:
+            day = (now[0] - START) / 86400.0
+            print(f"  simulated day {day:4.1f}: {worker.stats.windows} windows, "
+                  f"{worker.stats.accepted} records, {time.perf_counter() - started:6.1f}s",
+                  file=sys.stderr, flush=True)
+    worker.checkpoint(commit=True)
+    worker.finalize_ready()
+    engine.dispose()
+    return {"seconds": time.perf_counter() - started, "records": float(worker.stats.accepted),
+            "windows": float(worker.stats.windows)}
+
+
+# -- evaluation ---------------------------------------------------------------------------
+Series = dict[tuple[str, str], list[tuple[float, float | None, bool]]]
+
+
+def load_series(database: str) -> Series:
+    engine = make_engine(database)
+    series: Series = defaultdict(list)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(metric_points.c.metric, metric_points.c.field, metric_points.c.window_start,
+                   metric_points.c.value, metric_points.c.anomalous)
+            .where(metric_points.c.dataset == DATASET)
+            .order_by(metric_points.c.window_start))
+        for metric, field, window_start, value, anomalous in rows:
+            if is_detected(metric):
+                series[(metric, field)].append((window_start, value, bool(anomalous)))
+    engine.dispose()
+    return series
+
+
+def dqpulse_alerts(series: Series) -> dict[float, set[str]]:
+    alerts: dict[float, set[str]] = defaultdict(set)
+    for (metric, field), points in series.items():
+        for window_start, _value, anomalous in points:
+            if anomalous:
+                alerts[window_start].add(f"{metric}|{field}")
+    return alerts
+
+
+def baseline_alerts(series: Series, trailing: int) -> dict[float, set[str]]:
+    """Static threshold: outside mean +- 3 sigma of the previous ``trailing`` values."""
+    alerts: dict[float, set[str]] = defaultdict(set)
+    for (metric, field), points in series.items():
+        history: list[float | None] = []
+        for window_start, value, _ in points:
+            recent = [v for v in history[-trailing:] if v is not None]
+            if value is not None and math.isfinite(value) and len(recent) >= trailing // 2:
+                mean = statistics.fmean(recent)
+                sigma = statistics.pstdev(recent)
+                if abs(value - mean) > 3.0 * sigma + 1e-9 * max(1.0, abs(mean)):
+                    alerts[window_start].add(f"{metric}|{field}")
+            history.append(value if value is None or math.isfinite(value) else None)
+    return alerts
+
+
+@dataclass
+class Scores:
+    detected: dict[str, list[int]]          # kind -> delays (windows) of detected incidents
+    missed: dict[str, int]
+    episodes: int
+    true_episodes: int
+    alert_windows: int
+    true_alert_windows: int
+    false_series: dict[str, int]            # series -> false alert windows
+
+    def recall(self, kind: str | None = None) -> float:
+        kinds = [kind] if kind else list(self.detected.keys() | self.missed.keys())
+        found = sum(len(self.detected.get(k, [])) for k in kinds)
+        total = found + sum(self.missed.get(k, 0) for k in kinds)
+        return found / total if total else math.nan
+
+    def delays(self, kind: str | None = None) -> list[int]:
+        if kind:
+            return self.detected.get(kind, [])
+        return [d for values in self.detected.values() for d in values]
+
+    @property
+    def precision(self) -> float:
+        return self.true_episodes / self.episodes if self.episodes else math.nan
+
+    @property
+    def window_precision(self) -> float:
+        return self.true_alert_windows / self.alert_windows if self.alert_windows else math.nan
+
+
+def window_of(t: float) -> int:
+    return math.floor(t / WINDOW)
+
+
+def evaluate(alerts: dict[float, set[str]], injections: Sequence[Injection],
+             test_start: float, test_end: float) -> Scores:
+    alert_windows = sorted(window_of(t) for t in alerts if test_start <= t < test_end)
+    # each injection covers [start window - 1, end window + 1] for precision,
+    # [start window, end window + 1] for recall
+    spans = [(window_of(i.start), window_of(i.end - 1e-6) + 1, i) for i in injections]
+    detected: dict[str, list[int]] = defaultdict(list)
+    missed: dict[str, int] = defaultdict(int)
+    alert_set = set(alert_windows)
+    for first, last, injection in spans:
+        hits = [w for w in range(first, last + 1) if w in alert_set]
+        if hits:
+            detected[injection.kind].append(hits[0] - first)
+        else:
+            missed[injection.kind] += 1
+
+    def explained(w: int) -> bool:
+        return any(first - 1 <= w <= last for first, last, _ in spans)
+
+    # episodes: alert windows at most 2 apart (one quiet window between) belong together
+    episodes: list[list[int]] = []
+    for w in alert_windows:
+        if episodes and w - episodes[-1][-1] <= 2:
+            episodes[-1].append(w)
+        else:
+            episodes.append([w])
+    true_episodes = sum(1 for e in episodes if any(explained(w) for w in e))
+    false_series: dict[str, int] = defaultdict(int)
+    for t, keys in alerts.items():
+        if test_start <= t < test_end and not explained(window_of(t)):
+            for key in keys:
+                false_series[key] += 1
+    return Scores(detected=dict(detected), missed=dict(missed), episodes=len(episodes),
+                  true_episodes=true_episodes, alert_windows=len(alert_windows),
+                  true_alert_windows=sum(1 for w in alert_windows if explained(w)),
+                  false_series=dict(false_series))
+
+
+# -- report -------------------------------------------------------------------------------
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
+
+
+def _median(values: list[int]) -> float:
+    return float(statistics.median(values)) if values else math.nan
+
+
+def report(ours: Scores, base: Scores, injections: Sequence[Injection], cfg: Config,
+           timings: dict[str, float], baseline_windows: int) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for injection in injections:
+        counts[injection.kind] += 1
+    lines = [
+        "| incident type | n | dqpulse recall | dqpulse median delay | baseline recall "
+        "| baseline median delay |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in INJECTION_KINDS:
+        lines.append(
+            f"| {kind} | {counts[kind]} | {_fmt(ours.recall(kind))} "
+            f"| {_fmt(_median(ours.delays(kind)), 1)} | {_fmt(base.recall(kind))} "
+            f"| {_fmt(_median(base.delays(kind)), 1)} |")
+    lines += [
+        "",
+        "| overall | dqpulse | baseline |",
+        "|---|---:|---:|",
+        f"| recall | {_fmt(ours.recall())} | {_fmt(base.recall())} |",
+        f"| precision (alert episodes) | {_fmt(ours.precision)} ({ours.true_episodes}/"
+        f"{ours.episodes}) | {_fmt(base.precision)} ({base.true_episodes}/{base.episodes}) |",
+        f"| precision (alert windows) | {_fmt(ours.window_precision)} "
+        f"({ours.true_alert_windows}/{ours.alert_windows}) | {_fmt(base.window_precision)} "
+        f"({base.true_alert_windows}/{base.alert_windows}) |",
+        f"| median delay (windows) | {_fmt(_median(ours.delays()), 1)} "
+        f"| {_fmt(_median(base.delays()), 1)} |",
+        f"| false alert windows | {ours.alert_windows - ours.true_alert_windows} "
+        f"| {base.alert_windows - base.true_alert_windows} |",
+    ]
+    setup = (
+        f"{len(injections)} incidents ({cfg.per_kind} per type) over {cfg.test_days:g} test "
+        f"days after {cfg.warmup_days:g} warm-up days; 5-minute windows "
+        f"({int(cfg.test_days * 288)} test windows), seed {cfg.seed}; "
+        f"{timings['records']:.0f} records, {timings['windows']:.0f} windows through the "
+        f"pipeline in {timings['seconds']:.0f} s; baseline: mean +- 3 sigma over the "
+        f"previous {baseline_windows} windows of each series.")
+    return setup + "\n\n" + "\n".join(lines)
+
+
+def write_docs(table: str, command: str) -> None:
+    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, " \
+              f"Python {platform.python_version()}"
+    try:
+        import os
+        machine += f", {os.cpu_count()} cores"
+    except Exception:  # noqa: BLE001, S110
+        pass
+    body = (
+        f"{SECTION}\n\n"
+        f"`{command}` on {machine}, {datetime.now(UTC):%Y-%m-%d}. "
+        "Labeled incidents injected into the embedded source, run through the real pipeline "
+        "(ingest -> metric engine -> detectors) on SQLite with a simulated clock; how recall, "
+        "delay and precision are counted: `bench/incidents/README.md`.\n\n"
+        f"{table}\n"
+    )
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        following = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + ("" if following == -1 else "\n" + text[following + 1:])
+    DOCS.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter run: 2 incidents per type over 2 test days")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--warmup-days", type=float, default=None)
+    parser.add_argument("--test-days", type=float, default=None)
+    parser.add_argument("--per-kind", type=int, default=None)
+    parser.add_argument("--baseline-windows", type=int, default=24)
+    parser.add_argument("--database", default=None, help="SQLite URL (default: a temp file)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write the table into docs/benchmarks.md")
+    parser.add_argument("--details", action="store_true",
+                        help="print the series behind false alerts and missed incidents")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    cfg = Config(
+        warmup_days=args.warmup_days or (8.0 if not args.quick else 3.0),
+        test_days=args.test_days or (6.0 if not args.quick else 2.0),
+        per_kind=args.per_kind or (4 if not args.quick else 1),
+        seed=args.seed, baseline_windows=args.baseline_windows)
+    injections = plan_injections(cfg)
+    with tempfile.TemporaryDirectory(prefix="dqpulse-bench-") as tmp:
+        database = args.database or f"sqlite:///{tmp}/bench.db"
+        timings = simulate(cfg, injections, database)
+        series = load_series(database)
+    test_start = START + cfg.warmup_days * 86400.0
+    test_end = test_start + cfg.test_days * 86400.0
+    ours = evaluate(dqpulse_alerts(series), injections, test_start, test_end)
+    base = evaluate(baseline_alerts(series, cfg.baseline_windows), injections, test_start,
+                    test_end)
+    table = report(ours, base, injections, cfg, timings, cfg.baseline_windows)
+    print(table)
+    if args.details:
+        print("\nfalse alert windows by series (dqpulse):")
+        for key, count in sorted(ours.false_series.items(), key=lambda kv: -kv[1])[:20]:
+            print(f"  {count:4d}  {key}")
+        print("missed by dqpulse:")
+        alerts = dqpulse_alerts(series)
+        for injection in injections:
+            first = window_of(injection.start)
+            last = window_of(injection.end - 1e-6) + 1
+            hit = any(window_of(t) in range(first, last + 1) for t in alerts)
+            if not hit:
+                print(f"  {injection.kind} field={injection.field} "
+                      f"{datetime.fromtimestamp(injection.start, UTC):%a %H:%M} "
+                      f"{(injection.end - injection.start) / WINDOW:.1f} windows")
+    if args.write_docs:
+        command = "python bench/incidents/run.py" + (" --quick" if args.quick else "")
+        write_docs(table, command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

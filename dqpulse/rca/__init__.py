@@ -1,0 +1,1 @@
+"""Root cause: lineage between datasets and field/segment attribution of incidents."""

@@ -1,0 +1,102 @@
+"""The lineage graph: declared edges (dqpulse.yaml) and edges learned from OpenLineage.
+
+OpenLineage run events (https://openlineage.io/spec) name a job with its input and output
+datasets; every (input, output) pair becomes an edge ``input -> output``. A dataset
+is matched to a dqpulse dataset by its name, or by its Kafka topic when the
+OpenLineage namespace is a ``kafka://`` URI.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dqpulse.errors import ValidationError
+
+Direction = Literal["upstream", "downstream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: str
+    target: str
+    job: str = ""
+    origin: str = "declared"
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    dataset: str
+    depth: int
+    via: tuple[str, ...]  # the path from the start, excluding the start
+
+
+class LineageGraph:
+    def __init__(self, edges: Iterable[Edge]) -> None:
+        self.edges = list(edges)
+        self._down: dict[str, list[Edge]] = {}
+        self._up: dict[str, list[Edge]] = {}
+        for edge in self.edges:
+            self._down.setdefault(edge.source, []).append(edge)
+            self._up.setdefault(edge.target, []).append(edge)
+
+    def walk(self, start: str, direction: Direction, depth: int = 5) -> list[Reached]:
+        """Datasets reachable from ``start`` (breadth first, nearest first, no cycles)."""
+        if depth < 1:
+            raise ValidationError("depth must be at least 1")
+        neighbours = self._up if direction == "upstream" else self._down
+        seen = {start}
+        out: list[Reached] = []
+        queue: deque[tuple[str, int, tuple[str, ...]]] = deque([(start, 0, ())])
+        while queue:
+            node, level, path = queue.popleft()
+            if level >= depth:
+                continue
+            for edge in neighbours.get(node, []):
+                nxt = edge.source if direction == "upstream" else edge.target
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                reached = Reached(nxt, level + 1, (*path, nxt))
+                out.append(reached)
+                queue.append((nxt, level + 1, reached.via))
+        return out
+
+    def subgraph(self, nodes: Iterable[str]) -> list[Edge]:
+        wanted = set(nodes)
+        return [e for e in self.edges if e.source in wanted and e.target in wanted]
+
+
+def edges_from_openlineage(event: Mapping[str, Any],
+                           topic_to_dataset: Mapping[str, str]) -> list[Edge]:
+    """Edges of one OpenLineage run event; raises ValidationError naming the bad field."""
+    if not isinstance(event, Mapping):
+        raise ValidationError("OpenLineage event: expected a JSON object")
+    job = event.get("job")
+    if not isinstance(job, Mapping) or not isinstance(job.get("name"), str):
+        raise ValidationError("OpenLineage event: 'job.name' is required and must be a string")
+    job_name = f"{job.get('namespace', '')}/{job['name']}".lstrip("/")
+
+    def names(key: str) -> list[str]:
+        items = event.get(key, [])
+        if not isinstance(items, list):
+            raise ValidationError(f"OpenLineage event: '{key}' must be a list")
+        out = []
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                raise ValidationError(f"OpenLineage event: '{key}[{index}].name' is required")
+            out.append(_resolve(item, topic_to_dataset))
+        return out
+
+    inputs, outputs = names("inputs"), names("outputs")
+    return [Edge(i, o, job_name, "openlineage") for i in inputs for o in outputs if i != o]
+
+
+def _resolve(item: Mapping[str, Any], topic_to_dataset: Mapping[str, str]) -> str:
+    name = str(item["name"])
+    namespace = str(item.get("namespace", ""))
+    if namespace.startswith("kafka://") and name in topic_to_dataset:
+        return topic_to_dataset[name]
+    return topic_to_dataset.get(name, name)
