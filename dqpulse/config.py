@@ -41,4 +41,10 @@ class Settings(BaseSettings):
     api_tokens: SecretStr | None = None
     field_metric_budget: int = Field(default=200, ge=0)
 
+    notify_backoff_base_s: float = Field(default=5.0, gt=0)
+    notify_backoff_max_s: float = Field(default=600.0, gt=0)
+    notify_max_attempts: int = Field(default=12, ge=1)
+    notify_claim_lease_s: float = Field(default=60.0, gt=0)
+    notify_max_parallel: int = Field(default=8, ge=1)
+
     log_level: str = "INFO"

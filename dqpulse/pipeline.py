@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from dqpulse.metrics import FinalizeContext, diff_schema, finalize_window, merge_partials
 from dqpulse.config import Settings
+from dqpulse.metrics import FinalizeContext, diff_schema, finalize_window, merge_partials
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec, Spec
 from dqpulse.store import checkpoints, schemas

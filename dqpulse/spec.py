@@ -24,6 +24,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Severity = Literal["critical", "warning", "info"]
+FieldType = Literal["number", "integer", "string", "boolean", "object", "array", "timestamp"]
 Kind = Literal[
     "freshness", "volume", "completeness", "distribution", "schema", "validity",
     "uniqueness", "ml_data",
@@ -53,7 +54,7 @@ class _Strict(BaseModel):
 class FieldSpec(_Strict):
     """Declared contract and validity rules of one field (dotted path)."""
 
-    type: Literal["number", "integer", "string", "boolean", "object", "array", "timestamp"] | None = None
+    type: FieldType | None = None
     required: bool = False
     nullable: bool = True
     min: float | None = None

@@ -4,21 +4,44 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from dqpulse.config import Settings
+from dqpulse.pipeline import apply_feedback
+from dqpulse.spec import Spec, load_spec
+from dqpulse.store import datasets as dataset_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
-from service.routers import datasets, health
+from service.routers import datasets, health, incidents, lineage, silences
 
 API_PREFIX = "/api/v1"
 
 
+def _load_spec(settings: Settings) -> Spec | None:
+    """The dqpulse.yaml model for notification routing; None when there is no file."""
+    if Path(settings.config_file).is_file():
+        return load_spec(settings.config_file)
+    return None
+
+
+def _feedback_to_detectors(app: FastAPI) -> Callable[[Connection, Any], None]:
+    """Verdicts on incidents reach the detectors of the alerted series (same transaction)."""
+
+    def hook(conn: Connection, target: Any) -> None:
+        spec = dataset_store.get(conn, name=target.dataset)
+        if spec is not None and target.alerts:
+            apply_feedback(conn, spec, alerts=target.alerts, verdict=target.verdict)
+
+    return hook
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               telemetry: Telemetry | None = None) -> FastAPI:
+               telemetry: Telemetry | None = None, spec: Spec | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="dqpulse",
@@ -33,14 +56,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.telemetry = telemetry or Telemetry(field_metric_budget=settings.field_metric_budget)
     errors.install(app)
 
+    app.state.spec = spec if spec is not None else _load_spec(settings)
+    app.state.feedback_hook = _feedback_to_detectors(app)
+
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(datasets.router)
-    for module_name in ("incidents", "silences", "lineage"):
-        try:
-            module = __import__(f"service.routers.{module_name}", fromlist=["router"])
-        except ModuleNotFoundError:
-            continue
-        api.include_router(module.router)
+    for router in (datasets.router, incidents.router, silences.router, lineage.router):
+        api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
 

@@ -106,8 +106,7 @@ def run_demo(*, port: int = 8000, database: str = "sqlite:///dqpulse-demo.db",
 
     settings, engine, spec, source, clock = build_demo(database, speed)
     telemetry = Telemetry()
-    app = create_app(settings, engine=engine, telemetry=telemetry)  # type: ignore[arg-type]
-    app.state.spec = spec
+    app = create_app(settings, engine=engine, telemetry=telemetry, spec=spec)  # type: ignore[arg-type]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,  # type: ignore[arg-type]

@@ -89,7 +89,8 @@ class IngestWorker:
         self._last_checkpoint = time.monotonic()
 
     # -- rebalance callbacks -------------------------------------------------------------
-    def on_assign(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int | None]:
+    def on_assign(self, partitions: Sequence[TopicPartition]
+                  ) -> Mapping[TopicPartition, int | None]:
         starts: dict[TopicPartition, int | None] = {}
         counts = {topic: self.source.partition_count(topic) for topic, _ in partitions}
         with self.engine.begin() as conn:

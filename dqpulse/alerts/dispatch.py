@@ -113,7 +113,8 @@ def deliver_due(engine: Engine, *, channels: Mapping[str, Notifier],
     """One delivery pass over due outbox rows of ``channels``; returns what happened."""
     options = options or DispatchOptions()
     rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-    fixed = now
+    fixed = None if now is None else (now.replace(tzinfo=UTC) if now.tzinfo is None
+                                      else now.astimezone(UTC))
 
     def clock() -> datetime:
         return fixed if fixed is not None else datetime.now(UTC)

@@ -105,7 +105,9 @@ def dedup_key(dataset: str, group: str) -> str:
 
 
 def severity_from_score(score: float) -> str:
-    """>>> severity_from_score(0.99), severity_from_score(0.95), severity_from_score(0.5)
+    """Severity when nothing configures one: >= 0.98 critical, >= 0.9 warning, else info.
+
+    >>> severity_from_score(0.99), severity_from_score(0.95), severity_from_score(0.5)
     ('critical', 'warning', 'info')
     """
     if score >= 0.98:
@@ -244,6 +246,16 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     return f"{dataset}: {what} {verb} {_number(observed)}{expected}"
 
 
+def utc(moment: datetime | None) -> datetime:
+    """``moment`` (default: now) as aware UTC; naive values are taken as UTC.
+
+    SQLite stores datetimes without an offset, so every time written must be UTC.
+    """
+    if moment is None:
+        return datetime.now(UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _jsonable(value: Any) -> Any:
     """``value`` with numpy scalars, NaN and other odd values made JSON-safe."""
     def default(obj: Any) -> Any:
@@ -334,7 +346,7 @@ def process_window(
     Call once per finalized window (also windows without anomalies: they count as healthy),
     inside the transaction that finalizes the window.
     """
-    now = now or datetime.now(UTC)
+    now = utc(now)
     options = options or IncidentOptions()
     result = WindowOutcome()
     silences = silence_store.get_active_for(conn, dataset=dataset.name, owner=dataset.owner,
@@ -554,7 +566,7 @@ def acknowledge(conn: Connection, *, incident_id: int, actor: str, comment: str 
                 notifications: Sequence[NotificationSpec] = (), public_url: str = "",
                 now: datetime | None = None) -> dict[str, Any]:
     """Move an open incident to acknowledged; 409 (ConflictError) from any other status."""
-    now = now or datetime.now(UTC)
+    now = utc(now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
     if row["status"] != "open":
         raise ConflictError(f"incident {incident_id} is {row['status']}; only an open "
@@ -574,7 +586,7 @@ def resolve(conn: Connection, *, incident_id: int, actor: str, comment: str | No
             notifications: Sequence[NotificationSpec] = (), public_url: str = "",
             now: datetime | None = None) -> dict[str, Any]:
     """Resolve an open or acknowledged incident; 409 (ConflictError) if already resolved."""
-    now = now or datetime.now(UTC)
+    now = utc(now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
     if row["status"] == "resolved":
         raise ConflictError(f"incident {incident_id} is already resolved")
@@ -592,7 +604,7 @@ def add_feedback(conn: Connection, *, incident_id: int, verdict: str, comment: s
     """
     if verdict not in VERDICTS:
         raise ValidationError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
-    now = now or datetime.now(UTC)
+    now = utc(now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
     incident_store.update(conn, incident_id=incident_id, feedback=verdict)
     incident_store.create_event(conn, incident_id=incident_id, action=f"feedback.{verdict}",

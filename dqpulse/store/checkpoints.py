@@ -75,7 +75,8 @@ def save(
         result = conn.execute(update(partition_checkpoints).where(
             partition_checkpoints.c.dataset == dataset,
             partition_checkpoints.c.partition == partition,
-            partition_checkpoints.c.version == loaded_version).values(version=new_version, **values))
+            partition_checkpoints.c.version == loaded_version,
+        ).values(version=new_version, **values))
         if result.rowcount != 1:
             raise FencedError(f"{dataset}[{partition}] was checkpointed by another worker")
     if closed:

@@ -16,7 +16,8 @@ def apply_spec(conn: Connection, *, spec: Spec, prune: bool = False) -> dict[str
 
     Runs inside the caller's transaction, so a failure applies nothing.
     """
-    existing = {row.name: row.spec for row in conn.execute(select(datasets.c.name, datasets.c.spec))}
+    rows = conn.execute(select(datasets.c.name, datasets.c.spec))
+    existing = {row.name: row.spec for row in rows}
     changes: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": [], "deleted": []}
     for dataset in spec.datasets:
         body = dataset.model_dump(mode="json")

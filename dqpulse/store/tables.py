@@ -26,6 +26,9 @@ from sqlalchemy import (
     func,
 )
 
+# BIGINT ids on Postgres; SQLite autoincrements only an INTEGER PRIMARY KEY
+ID_TYPE = BigInteger().with_variant(Integer, "sqlite")
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -95,7 +98,7 @@ dataset_partitions = Table(
 metric_points = Table(
     "metric_points",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("dataset", String(200), nullable=False),
     Column("metric", String(120), nullable=False),
     Column("field", String(500), nullable=False, server_default=""),
@@ -113,7 +116,7 @@ Index("ix_metric_points_series", metric_points.c.dataset, metric_points.c.metric
 schema_versions = Table(
     "schema_versions",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("dataset", String(200), nullable=False),
     Column("version", Integer, nullable=False),
     Column("fingerprint", String(64), nullable=False),
@@ -137,7 +140,7 @@ detector_states = Table(
 incidents = Table(
     "incidents",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("dataset", String(200), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("metric", String(120)),
@@ -169,7 +172,7 @@ Index("ix_incidents_dedup", incidents.c.dedup_key)
 alerts = Table(
     "alerts",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE")),
     Column("dataset", String(200), nullable=False),
     Column("kind", String(40), nullable=False),
@@ -186,7 +189,7 @@ Index("ix_alerts_incident", alerts.c.incident_id)
 incident_events = Table(
     "incident_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
            nullable=False),
     Column("action", String(40), nullable=False),
@@ -199,7 +202,7 @@ Index("ix_incident_events_incident", incident_events.c.incident_id)
 notification_outbox = Table(
     "notification_outbox",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
            nullable=False),
     Column("channel", String(200), nullable=False),
@@ -221,7 +224,7 @@ Index("ix_outbox_chain", notification_outbox.c.incident_id, notification_outbox.
 silences = Table(
     "silences",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("dataset", String(200)),
     Column("owner", String(200)),
     Column("kind", String(40)),
@@ -245,7 +248,7 @@ lineage_edges = Table(
 api_tokens = Table(
     "api_tokens",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("token_hash", String(128), nullable=False, unique=True),
     Column("owner", String(200)),

@@ -64,20 +64,24 @@ def parse_time(value: str | None, parameter: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError(
-                f"query parameter {parameter!r}: expected epoch seconds or ISO-8601, "
-                f"got {value!r}") from None
-        if parsed.tzinfo is None:
-            raise ValidationError(
-                f"query parameter {parameter!r}: ISO-8601 time needs a timezone "
-                f"(e.g. 'Z'), got {value!r}")
-        return parsed.timestamp()
+        return _parse_iso(value, parameter)
     if not math.isfinite(number):
         raise ValidationError(f"query parameter {parameter!r}: must be finite")
     return number
+
+
+def _parse_iso(value: str, parameter: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            f"query parameter {parameter!r}: expected epoch seconds or ISO-8601, "
+            f"got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValidationError(
+            f"query parameter {parameter!r}: ISO-8601 time needs a timezone "
+            f"(e.g. 'Z'), got {value!r}")
+    return parsed.timestamp()
 
 
 def _downsample(points: list[PointRead], step: float) -> list[PointRead]:

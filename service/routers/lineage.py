@@ -73,7 +73,8 @@ def get_lineage(
 
 @router.post("/lineage/openlineage", response_model=OpenLineageAccepted, status_code=202,
              summary="Accept an OpenLineage run event; its inputs -> outputs become edges")
-def post_openlineage(conn: ConnDep, event: Annotated[dict[str, Any], Body()]) -> OpenLineageAccepted:
+def post_openlineage(conn: ConnDep,
+                     event: Annotated[dict[str, Any], Body()]) -> OpenLineageAccepted:
     topics = {spec.topic: spec.name for spec in dataset_store.get_all(conn)}
     edges = edges_from_openlineage(event, topics)
     for edge in edges:

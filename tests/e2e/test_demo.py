@@ -20,7 +20,7 @@ def test_demo_serves_datasets_metrics_incidents_and_root_cause_within_a_minute(t
     port = _free_port()
     database = f"sqlite:///{tmp_path / 'demo.db'}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dqpulse.cli", "demo", "--port", str(port), "--database",
+        [sys.executable, "-m", "workers.cli", "demo", "--port", str(port), "--database",
          database, "--speed", "120", "--max-seconds", "90"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -29,7 +29,7 @@ WINDOW_S = 5
 
 def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "dqpulse.cli", "worker", "ingest"],
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

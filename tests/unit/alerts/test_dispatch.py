@@ -219,3 +219,24 @@ def test_inc_process_window_and_ack_keep_per_channel_sequence(engine):
     notifier = ScriptedNotifier(spec)
     deliver_due(engine, channels={"oncall": notifier}, now=at(5))
     assert [k.split(":")[1] for k, _ in notifier.sent] == ["opened", "acknowledged", "resolved"]
+
+
+def test_alertmanager_heartbeat_resends_only_active_incidents(engine):
+    from dqpulse.alerts.dispatch import refresh_firing
+
+    class FakeAlertmanager(ScriptedNotifier):
+        type = "alertmanager"
+
+    spec = channel("am")
+    keep = open_and_resolve(engine, [spec], index=0, ds=dataset(name="resolved-one"))
+    s, e = window(5)
+    with engine.begin() as conn:
+        active = inc.process_window(conn, dataset=dataset(name="still-bad"), window_start=s,
+                                    window_end=e, anomalies=[anomaly(5)], notifications=[spec],
+                                    public_url=URL, now=at(5)).opened[0]
+    notifier = FakeAlertmanager(spec)
+    deliver_due(engine, channels={"am": notifier}, now=at(6))
+    assert len(notifier.sent) == 3
+    assert refresh_firing(engine, channels={"am": notifier}, now=at(7)) == 1
+    assert notifier.sent[-1][0] == f"{active}:opened:1:am" and keep != active
+    assert refresh_firing(engine, channels={"am": ScriptedNotifier(spec)}) == 0  # not AM
