@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        path = getattr(route, "path", "unmatched")  # the template: bounded label values
+        if request.url.path.startswith(API_PREFIX) and not path.startswith(API_PREFIX):
+            path = API_PREFIX + path
         app.state.telemetry.http_requests.labels(request.method, path,
                                                  str(response.status_code)).inc()
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
