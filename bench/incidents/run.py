@@ -59,7 +59,7 @@ from workers.ingest import IngestWorker  # noqa: E402
 
 DATASET = "orders"
 WINDOW = 300.0           # 5-minute windows
-STEP = 60.0              # the simulated clock advances one minute per poll
+STEP = 300.0             # the simulated clock advances one window per poll
 START = 1_736_121_600.0  # Monday 2025-01-06 00:00:00Z
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Incident detection"
@@ -82,7 +82,7 @@ datasets:
       email:   {type: string, pattern: '^[^@]+@[^@]+$'}
 """
 
-PROFILE = StreamProfile(DATASET, base_rate=2.0, partitions=2, daily_amplitude=0.6,
+PROFILE = StreamProfile(DATASET, base_rate=1.5, partitions=2, daily_amplitude=0.6,
                         weekly_weekend_factor=0.7, noise=0.08, kind="orders",
                         level_noise=0.04, level_noise_minutes=30.0)
 

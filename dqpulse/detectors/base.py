@@ -24,6 +24,7 @@ towards 1 beyond it. ``z_threshold`` is therefore *the* sensitivity knob.
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 import math
 import pickle  # noqa: S403  # detector state is written and read only by dqpulse itself
@@ -130,13 +131,7 @@ class Detector(abc.ABC):
 
     def _get_params(self) -> dict[str, Any]:
         """Constructor arguments, read back from the attributes of the same name."""
-        params: dict[str, Any] = {}
-        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
-            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
-                                                    parameter.VAR_KEYWORD):
-                continue
-            params[name] = getattr(self, name)
-        return params
+        return {name: getattr(self, name) for name in _param_names(type(self))}
 
     def clone(self) -> Detector:
         """A fresh detector with the same parameters and no learned state."""
@@ -185,6 +180,15 @@ class Detector(abc.ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+@functools.cache
+def _param_names(cls: type[Detector]) -> tuple[str, ...]:
+    """Constructor parameter names of ``cls`` (cached: scoring asks once per series and window)."""
+    return tuple(
+        name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL,
+                                                     parameter.VAR_KEYWORD))
 
 
 def state_detector_name(data: bytes) -> str:
