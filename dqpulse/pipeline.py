@@ -149,12 +149,23 @@ DETECTED_METRICS = (
     "validity.violation_ratio",
     "uniqueness.duplicate_ratio",
     "ml_data.parity_difference",
-    "ml_data.minority_ratio",
+    # not "ml_data.minority_ratio": a window where one class is absent reports 1.0
+    # (perfect balance) instead of 0, so quiet night windows without a rare class alert.
 )
+# Metrics describing a field's value distribution; meaningless on the dataset's key (an
+# identifier: its mean and drift are noise, its duplicates are uniqueness' business).
+_VALUE_DISTRIBUTION = ("distribution.",)
 
 
 def is_detected(metric: str) -> bool:
     return metric in DETECTED_METRICS
+
+
+def is_watched(spec: DatasetSpec, metric: str, field: str = "") -> bool:
+    """Whether the detectors watch the series (metric, field) of ``spec``."""
+    if not is_detected(metric):
+        return False
+    return not (field and field == spec.key and metric.startswith(_VALUE_DISTRIBUTION))
 
 
 class ScoringHook:
@@ -183,7 +194,7 @@ class ScoringHook:
             from dqpulse.detectors.scoring import SeriesScorer
 
             scorer = self.scorers[dataset.name] = SeriesScorer(dataset)
-        points = [p for p in window.points if is_detected(p.metric)]
+        points = [p for p in window.points if is_watched(dataset, p.metric, p.field)]
         saved = detector_states.get_all(conn, dataset=dataset.name)
         states = {key: blob for key, (_name, blob) in saved.items()}
         scored, updated = scorer.score_window(window.window_start, points, states)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Connection, Engine
 
 from dqpulse.config import Settings
@@ -17,6 +17,7 @@ from dqpulse.store import datasets as dataset_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
+from service.auth import TokenAuth
 from service.routers import datasets, health, incidents, lineage, silences
 
 API_PREFIX = "/api/v1"
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.spec = spec if spec is not None else _load_spec(settings)
     app.state.feedback_hook = _feedback_to_detectors(app)
 
-    api = APIRouter(prefix=API_PREFIX)
+    auth = TokenAuth(settings, app.state.engine)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])
     for router in (datasets.router, incidents.router, silences.router, lineage.router):
         api.include_router(router)
     app.include_router(api)

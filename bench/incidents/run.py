@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import select  # noqa: E402
 
 from dqpulse.config import Settings  # noqa: E402
-from dqpulse.pipeline import default_hooks, is_detected  # noqa: E402
+from dqpulse.pipeline import default_hooks, is_watched  # noqa: E402
 from dqpulse.sources.embedded import (  # noqa: E402
     INJECTION_KINDS,
     EmbeddedSource,
@@ -184,6 +184,8 @@ Series = dict[tuple[str, str], list[tuple[float, float | None, bool]]]
 
 
 def load_series(database: str) -> Series:
+    """Every series the detectors watch, as (window_start, value, anomalous) in time order."""
+    spec = parse_spec(SPEC, source="bench-incidents.yaml").datasets[0]
     engine = make_engine(database)
     series: Series = defaultdict(list)
     with engine.connect() as conn:
@@ -193,7 +195,7 @@ def load_series(database: str) -> Series:
             .where(metric_points.c.dataset == DATASET)
             .order_by(metric_points.c.window_start))
         for metric, field, window_start, value, anomalous in rows:
-            if is_detected(metric):
+            if is_watched(spec, metric, field):
                 series[(metric, field)].append((window_start, value, bool(anomalous)))
     engine.dispose()
     return series

@@ -230,7 +230,9 @@ class SeasonalDetector(UnivariateDetector):
                     break
             elif profile.err_count < self.bucket_warm * 4:
                 continue
-            found = profile.expected(t or 0.0, 1)
+            # a season bucket speaks only once it holds a few points: the first point of a
+            # new hour-of-week would otherwise be the whole expectation for that hour
+            found = profile.expected(t or 0.0, self.bucket_warm)
             if found is not None and (best is None or profile.err < best[3]):
                 best = (*found, profile.err)
         return best if best is not None else (0.0, 0.0, 0, 0.0)

@@ -56,6 +56,17 @@ CONTRACT_METRICS = frozenset({
 WINDOW_METRIC = "anomaly.window"
 
 _SEASONAL_FAMILIES = ("volume.", "freshness.")
+# Drift scores between samples and distinct counts grow with sample noise as the volume
+# falls: a window at 4 a.m. compares a few dozen values and scores "drift" that a noon
+# window with a thousand never shows. Their normal level follows the traffic's daily
+# season, so they get the seasonal baseline too (one profile per hour of day and week).
+_DRIFT_SCORES = ("psi", "ks", "js", "wasserstein", "linf", "chi2")
+_SEASONAL_METRICS = frozenset(
+    {f"distribution.{name}{suffix}" for name in _DRIFT_SCORES for suffix in ("", "_baseline")}
+    | {"distribution.distinct_count"})
+# Drift scores live in [0, ~2]: the seasonal detector's absolute scale floor (1.0, meant
+# for counts and seconds) would hide every drift; this floor ignores drift below ~0.02.
+_DRIFT_MIN_SCALE = 0.005
 # Series where only an increase is bad: a drop in lag, nulls or drift is good news.
 _UP_ONLY_FAMILIES = ("freshness.", "schema.", "validity.", "uniqueness.")
 _UP_ONLY_WORDS = ("null_ratio", "empty_ratio", "missing", "violation", "duplicate", "psi",
@@ -68,12 +79,16 @@ def series_key(metric: str, field: str = "") -> str:
 
 
 def default_detector_for(metric: str) -> str:
-    """``seasonal`` for volume and freshness, ``robust`` for everything else.
+    """``seasonal`` for volume, freshness, drift scores and distinct counts, else ``robust``.
 
     >>> default_detector_for("volume.records"), default_detector_for("completeness.null_ratio")
     ('seasonal', 'robust')
+    >>> default_detector_for("distribution.psi")
+    'seasonal'
     """
-    return "seasonal" if metric.startswith(_SEASONAL_FAMILIES) else "robust"
+    if metric.startswith(_SEASONAL_FAMILIES) or metric in _SEASONAL_METRICS:
+        return "seasonal"
+    return "robust"
 
 
 def default_params_for(metric: str) -> dict[str, Any]:
@@ -83,11 +98,16 @@ def default_params_for(metric: str) -> dict[str, Any]:
     {'side': 'up'}
     >>> default_params_for("volume.records")
     {}
+    >>> default_params_for("distribution.psi")
+    {'side': 'up', 'min_scale': 0.005}
     """
     name = metric.split(".", 1)[-1]
+    params: dict[str, Any] = {}
     if metric.startswith(_UP_ONLY_FAMILIES) or any(word in name for word in _UP_ONLY_WORDS):
-        return {"side": "up"}
-    return {}
+        params["side"] = "up"
+    if metric in _SEASONAL_METRICS and metric != "distribution.distinct_count":
+        params["min_scale"] = _DRIFT_MIN_SCALE
+    return params
 
 
 def detector_for(spec: DatasetSpec, metric: str, field: str = "") -> tuple[str, dict[str, Any]]:
