@@ -79,16 +79,19 @@ def parse_event_times(column: pl.Series, type_name: str) -> npt.NDArray[np.float
     if type_name in ("string", "bytes"):
         try:  # Arrow's ISO-8601 parser is ~15x faster than polars' format inference
             stamps = pc.cast(column.to_arrow(), pa.timestamp("us", tz="UTC"))
-            micros = pl.Series(pc.cast(stamps, pa.int64()))
+            missing = stamps.null_count
+            micros = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            seconds = np.asarray(micros, dtype=np.float64) / 1e6  # nulls arrive as NaN
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             parsed = column.str.to_datetime(strict=False, time_zone="UTC", time_unit="us")
-            micros = parsed.dt.epoch("us")
-        seconds = np.asarray(
-            micros.cast(pl.Float64).fill_null(math.nan).to_numpy(), dtype=np.float64
-        ) / 1e6
-        # polars infers one format per column; odd values get Python's parser
-        missed = np.flatnonzero(np.isnan(seconds) & column.is_not_null().to_numpy())
-        if missed.size:
+            missing = parsed.null_count()
+            seconds = np.asarray(
+                parsed.dt.epoch("us").cast(pl.Float64).fill_null(math.nan).to_numpy(),
+                dtype=np.float64,
+            ) / 1e6
+        if missing > column.null_count():
+            # polars infers one format per column; odd values get Python's parser
+            missed = np.flatnonzero(np.isnan(seconds) & column.is_not_null().to_numpy())
             strings = column.gather(missed).to_list()
             seconds[missed] = [_parse_iso(s) for s in strings]
         return seconds

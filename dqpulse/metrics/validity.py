@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from dqpulse.metrics.base import FamilyState, ratio, register_family
+from dqpulse.metrics.batchstats import value_counts
 from dqpulse.metrics.codec import pack, unpack
 from dqpulse.records import NUMERIC_TYPES, ColumnBatch, MetricPoint
 from dqpulse.spec import DatasetSpec, FieldSpec
@@ -236,34 +237,45 @@ class ValidityState(FamilyState):
                 self._add(f"{path}:not_null", batch.n - batch.present_count(path), batch.n)
             if column is None or column_type == "null":
                 continue
-            values = column.drop_nulls()
-            if not len(values):
+            # Rules count over the non-null values; a comparison or match with a null is
+            # null, which ``sum`` skips, so most rules need no ``drop_nulls`` copy.
+            present = len(column) - column.null_count()
+            if not present:
                 continue
             numeric = column_type in NUMERIC_TYPES
             if field_spec.min is not None and numeric:
-                self._add(f"{path}:min", int((values < field_spec.min).sum()), len(values))
+                self._add(f"{path}:min", int((column < field_spec.min).sum()), present)
             if field_spec.max is not None and numeric:
-                self._add(f"{path}:max", int((values > field_spec.max).sum()), len(values))
+                self._add(f"{path}:max", int((column > field_spec.max).sum()), present)
             if field_spec.allowed is not None:
                 allowed = _allowed_for(field_spec.allowed, column_type or "")
-                inside = int(values.is_in(allowed).sum()) if allowed else 0
-                self._add(f"{path}:allowed", len(values) - inside, len(values))
+                if not allowed:
+                    inside = 0
+                elif column_type == "string":  # the batch's distinct values, counted once
+                    members = set(allowed)
+                    items, counts = value_counts(batch, path)
+                    inside = sum(c for v, c in zip(items, counts, strict=True) if v in members)
+                else:
+                    inside = int(column.is_in(allowed).sum())
+                self._add(f"{path}:allowed", present - inside, present)
             if field_spec.pattern is not None and column_type == "string":
                 pattern = self._patterns.get(path)
                 if pattern is None:
                     pattern = self._patterns[path] = _Pattern(field_spec.pattern)
-                matched = int(pattern.matches(values).sum())
-                self._add(f"{path}:pattern", len(values) - matched, len(values))
+                matched = int(pattern.matches(column if pattern.native else column.drop_nulls())
+                              .sum())
+                self._add(f"{path}:pattern", present - matched, present)
             if field_spec.expression is not None:
                 expression = self._expression(path, field_spec.expression)
                 if isinstance(expression, ExpressionError):
                     continue
+                values = column.drop_nulls()
                 try:
                     holds = values.to_frame(path).select(expression.fill_null(False)).to_series()
                     passed = int(holds.cast(pl.Boolean).sum())
                 except (pl.exceptions.PolarsError, TypeError):
                     passed = 0  # the expression does not apply to this type: all fail
-                self._add(f"{path}:expression", len(values) - passed, len(values))
+                self._add(f"{path}:expression", present - passed, present)
 
     def merge(self, other: ValidityState) -> ValidityState:
         for key, (violations, checked) in other.counts.items():
