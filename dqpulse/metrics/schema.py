@@ -70,7 +70,15 @@ class SchemaState(FamilyState):
         return state
 
     def observed(self) -> dict[str, list[str]]:
-        return {path: sorted(counts) for path, counts in sorted(self.type_counts.items())}
+        """Paths with at least one non-null value in the window, with their type sets.
+
+        A column that exists in a poll batch only because other records of the batch (of
+        another window) carry it has no values here, so it is not part of this window's
+        schema; neither is a field that is null in every record.
+        """
+        return {path: sorted(t for t, n in counts.items() if n)
+                for path, counts in sorted(self.type_counts.items())
+                if any(counts.values())}
 
     def consistency(self) -> tuple[int, int]:
         """(values of their field's most frequent type, all non-null values)."""
@@ -83,7 +91,7 @@ class SchemaState(FamilyState):
 
     def points(self) -> list[MetricPoint]:
         return [
-            MetricPoint("schema.observed_fields", float(len(self.type_counts))),
+            MetricPoint("schema.observed_fields", float(len(self.observed()))),
             MetricPoint("schema.untracked_fields", float(len(self.overflow)),
                         extra={"sample": sorted(self.overflow)[:20]}),
         ]
