@@ -33,8 +33,9 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
 def test_killed_worker_loses_and_double_counts_no_records(
-        fresh_db, make_topic, kafka_bootstrap, tmp_path):
+        client, fresh_db, make_topic, kafka_bootstrap, tmp_path):
     topic = make_topic("eo", partitions=PARTITIONS)
     config = tmp_path / "dqpulse.yaml"
     config.write_text(f"""
@@ -58,6 +59,7 @@ datasets:
         "DQPULSE_CHECKPOINT_INTERVAL_S": "0.5",
         "DQPULSE_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "DQPULSE_LOG_LEVEL": "WARNING",
+        "DQPULSE_KAFKA_CLIENT": client,
     })
     workers = [_start_worker(env, tmp_path / "w0.log"), _start_worker(env, tmp_path / "w1.log")]
 

@@ -21,6 +21,9 @@ from workers.run import make_source
 pytestmark = pytest.mark.integration
 
 
+CLIENTS = ["confluent", "kafka-python"]
+
+
 def _worker(settings, spec_text, telemetry=None):
     spec = parse_spec(spec_text)
     engine = make_engine(settings.database_url)
@@ -31,13 +34,14 @@ def _worker(settings, spec_text, telemetry=None):
     return worker, engine, spec
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_silent_topic_yields_zero_volume_windows_and_growing_staleness(
-        fresh_db, make_topic, kafka_bootstrap):
+        client, fresh_db, make_topic, kafka_bootstrap):
     topic = make_topic("silent", partitions=2)
     window = 3.0
     settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
                         kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
-                        checkpoint_interval_s=0.25, poll_timeout_s=0.1)
+                        checkpoint_interval_s=0.25, poll_timeout_s=0.1, kafka_client=client)
     worker, engine, _spec = _worker(settings, f"""
 datasets:
   - {{name: pulse, topic: {topic}, event_time: ts, window: 3s, lateness: 0s}}
@@ -76,8 +80,9 @@ datasets:
     engine.dispose()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_bad_messages_are_counted_by_reason_dead_lettered_and_valid_ones_all_count(
-        fresh_db, make_topic, kafka_bootstrap):
+        client, fresh_db, make_topic, kafka_bootstrap):
     topic = make_topic("mixed", partitions=3)
     dlq = make_topic("mixed-dlq", partitions=1)
     base = time.time() - 600
@@ -117,7 +122,7 @@ def test_bad_messages_are_counted_by_reason_dead_lettered_and_valid_ones_all_cou
     settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
                         kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
                         checkpoint_interval_s=0.5, dead_letter_topic=dlq,
-                        max_message_bytes=10_000)
+                        max_message_bytes=10_000, kafka_client=client)
     telemetry = Telemetry(CollectorRegistry())
     worker, engine, _spec = _worker(settings, f"""
 datasets:
