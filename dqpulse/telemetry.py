@@ -35,6 +35,9 @@ class Telemetry:
         self.checkpoint_fenced = Counter("dqpulse_checkpoint_fenced",
                                          "Checkpoints refused because another worker owns it",
                                          registry=r)
+        self.checkpoint_failures = Counter("dqpulse_checkpoint_failures",
+                                           "Checkpoints that failed (database unavailable)",
+                                           registry=r)
         self.checkpoint_seconds = Histogram("dqpulse_checkpoint_duration_seconds",
                                             "Checkpoint transaction time", registry=r)
         self.assigned_partitions = Gauge("dqpulse_assigned_partitions",

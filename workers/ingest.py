@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from dqpulse.aggregate import PartitionAggregator
 from dqpulse.config import Settings
@@ -42,6 +43,9 @@ class _Owned:
     dirty: bool = True
     idle_polls: int = 0
     saved_watermark: float | None = None
+    # closed window partials popped from the aggregator but not yet committed (a failed
+    # checkpoint transaction must not lose them)
+    pending_closed: list[tuple[float, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +91,8 @@ class IngestWorker:
         self.stats = IngestStats()
         self._stop = threading.Event()
         self._last_checkpoint = time.monotonic()
+        self._db_failures = 0
+        self._db_down_until = 0.0
 
     # -- rebalance callbacks -------------------------------------------------------------
     def on_assign(self, partitions: Sequence[TopicPartition]
@@ -155,11 +161,28 @@ class IngestWorker:
         return self.stats
 
     def run_once(self) -> None:
+        if self._db_down_until > time.monotonic():
+            # the database is away: stop consuming (memory stays bounded; Kafka keeps the
+            # records) until the next checkpoint attempt
+            time.sleep(min(0.5, self._db_down_until - time.monotonic()))
+            return
         messages = self.source.poll(self.settings.poll_max_records, self.settings.poll_timeout_s)
         if messages:
             self._ingest(messages)
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
-            self.checkpoint(commit=True)
+            try:
+                self.checkpoint(commit=True)
+            except DBAPIError as exc:
+                # Nothing is lost: offsets are not committed, in-memory state and positions
+                # stay consistent, and the next checkpoint writes everything since the last.
+                self._db_failures += 1
+                backoff = min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+                self._db_down_until = time.monotonic() + backoff
+                self.telemetry.checkpoint_failures.inc()
+                log.warning("checkpoint failed (%s); retrying in %.1fs",
+                            type(exc.orig).__name__ if exc.orig else exc, backoff)
+                return
+            self._db_failures = 0
             if self.finalize:
                 self.finalize_ready()
 
@@ -238,7 +261,8 @@ class IngestWorker:
                     caught_up = end is not None and (owned.next_offset or 0) >= end
                     if caught_up or (owned.next_offset is None and end == 0):
                         owned.aggregator.tick(now)
-                    closed = owned.aggregator.pop_closed()
+                    owned.pending_closed.extend(owned.aggregator.pop_closed())
+                    closed = list(owned.pending_closed)
                     if (not closed and not owned.dirty and owned.version is not None
                             and owned.saved_watermark == owned.aggregator.watermark):
                         continue
@@ -263,6 +287,7 @@ class IngestWorker:
             owned = self.owned[key]
             owned.version = version
             owned.dirty = False
+            owned.pending_closed.clear()
             tp = (self._topic_of(key[0]), key[1])
             commit_offsets[tp] = min(commit_offsets.get(tp, next_offset), next_offset)
         self.stats.checkpoints += 1

@@ -1,0 +1,78 @@
+"""The database goes away mid-stream: the worker keeps running and loses nothing."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, text
+
+from dqpulse.config import Settings
+from dqpulse.pipeline import finalize_ready
+from dqpulse.spec import parse_spec
+from dqpulse.store import metrics as metric_store
+from dqpulse.store.db import make_engine
+from dqpulse.telemetry import Telemetry
+from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
+from workers.ingest import IngestWorker
+from workers.run import make_source
+
+pytestmark = pytest.mark.integration
+
+
+def _set_connections(admin_url: str, database: str, allowed: bool) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+        if not allowed:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database})
+    admin.dispose()
+
+
+def test_worker_survives_a_database_outage_without_losing_records(
+        fresh_db, pg_admin_url, make_topic, kafka_bootstrap):
+    topic = make_topic("outage", partitions=2)
+    database = fresh_db.rsplit("/", 1)[1]
+    base = math.floor(time.time() / 10) * 10 - 300
+    first = [(i % 2, json_bytes({"ts": base + i * 0.005, "i": i})) for i in range(20_000)]
+    second = [(i % 2, json_bytes({"ts": base + 100 + i * 0.005, "i": i})) for i in range(20_000)]
+    produce(kafka_bootstrap, topic, first)
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.3)
+    spec = parse_spec(f"""
+datasets:
+  - {{name: outage, topic: {topic}, event_time: ts, window: 10s, lateness: 0s}}
+""")
+    engine = make_engine(fresh_db)
+    source, _ = make_source(settings)
+    telemetry = Telemetry(CollectorRegistry())
+    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                          source=source, telemetry=telemetry)
+
+    def total() -> int:
+        with engine.connect() as conn:
+            points = metric_store.get_points(conn, dataset="outage", metric="volume.records")
+        return int(sum(p["value"] or 0 for p in points))
+
+    with WorkerThread(worker) as running:
+        wait_until(lambda: worker.stats.checkpoints >= 2, 30, message="first checkpoints")
+        _set_connections(pg_admin_url, database, allowed=False)
+        try:
+            producer = threading.Thread(target=produce, args=(kafka_bootstrap, topic, second))
+            producer.start()
+            producer.join(60)
+            wait_until(lambda: telemetry.checkpoint_failures._value.get() >= 1, 30,
+                       message="a failed checkpoint")
+            time.sleep(3)
+            assert running.thread.is_alive()
+        finally:
+            _set_connections(pg_admin_url, database, allowed=True)
+        wait_until(lambda: (finalize_ready(engine, spec.datasets[0]) is not None
+                            and total() == 40_000), 90, message="every record counted")
+    assert worker.stats.accepted >= 40_000
+    engine.dispose()
