@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_metrics_port: int = 9108
+    worker_metrics_host: str = "127.0.0.1"
     public_url: str = "http://127.0.0.1:8000"
     api_tokens: SecretStr | None = None
     field_metric_budget: int = Field(default=200, ge=0)

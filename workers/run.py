@@ -65,7 +65,7 @@ def run_ingest(settings: Settings, *, client: str | None = None,
         return 2
     telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1",
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
                           registry=telemetry.registry)
     source, dead_letter = make_source(settings, client)
     worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
@@ -85,7 +85,7 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
     spec = load_model(settings, engine)
     telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port + 1, addr="127.0.0.1",
+        start_http_server(settings.worker_metrics_port + 1, addr=settings.worker_metrics_host,
                           registry=telemetry.registry)
     hooks = default_hooks(spec, settings, telemetry)
     stop = _stop_on_signals()
