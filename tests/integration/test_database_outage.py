@@ -72,7 +72,15 @@ datasets:
             assert running.thread.is_alive()
         finally:
             _set_connections(pg_admin_url, database, allowed=True)
-        wait_until(lambda: (finalize_ready(engine, spec.datasets[0]) is not None
-                            and total() == 40_000), 90, message="every record counted")
-    assert worker.stats.accepted >= 40_000
+        counted: list[int] = []
+
+        def all_counted() -> bool:
+            finalize_ready(engine, spec.datasets[0])
+            counted.append(total())
+            return counted[-1] == 40_000
+
+        wait_until(all_counted, 150, interval_s=0.5,
+                   message=f"every record counted (last totals {counted[-3:]}, "
+                           f"stats {worker.stats})")
+    assert total() == 40_000
     engine.dispose()
