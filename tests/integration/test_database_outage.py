@@ -79,8 +79,9 @@ datasets:
             counted.append(total())
             return counted[-1] == 40_000
 
-        wait_until(all_counted, 150, interval_s=0.5,
-                   message=f"every record counted (last totals {counted[-3:]}, "
-                           f"stats {worker.stats})")
+        try:
+            wait_until(all_counted, 150, interval_s=0.5, message="every record counted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last totals {counted[-3:]}, {worker.stats}") from None
     assert total() == 40_000
     engine.dispose()
