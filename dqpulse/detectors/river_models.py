@@ -152,6 +152,11 @@ class SeasonalDetector(UnivariateDetector):
     relearn_after
         After this many consecutive anomalies, learn them anyway (a lasting level
         shift becomes the new normal); ``None`` never does.
+    persistence
+        Step of an EWMA of the (clipped) z of recent points, scored against its own
+        learned spread beside the point's z: a shift too small to flag in one window but
+        held for several (the daily pattern moved by hours) still alerts. ``0`` (the
+        default) disables it; 0.2 remembers about 5 windows.
 
     Examples
     --------
@@ -167,7 +172,7 @@ class SeasonalDetector(UnivariateDetector):
     (True, True)
     """
 
-    state_version = 1
+    state_version = 2  # 2: persistence (drift EWMA) state
 
     def __init__(
         self,
@@ -184,8 +189,11 @@ class SeasonalDetector(UnivariateDetector):
         side: str = "both",
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
+        persistence: float = 0.0,
     ) -> None:
         _check_side(side)
+        if not 0.0 <= persistence < 1.0:
+            raise ValueError("persistence is an EWMA step in [0, 1)")
         self.z_threshold = z_threshold
         self.warm_up = warm_up
         self.bucket_seconds = bucket_seconds
@@ -199,7 +207,11 @@ class SeasonalDetector(UnivariateDetector):
         self.side = side
         self.learn_anomalies = learn_anomalies
         self.relearn_after = relearn_after
+        self.persistence = persistence
         self._init_learner()
+        self._drift = 0.0         # EWMA of the clipped z of recent points
+        self._drift_spread = 0.0  # EW mean |drift| over normal points
+        self._drift_count = 0
         self._profiles: list[_SeasonProfile] = []
         if weekly:
             self._profiles.append(_SeasonProfile(7 * 86400.0, bucket_seconds, alpha))
@@ -230,9 +242,7 @@ class SeasonalDetector(UnivariateDetector):
                     break
             elif profile.err_count < self.bucket_warm * 4:
                 continue
-            # a season bucket speaks only once it holds a few points: the first point of a
-            # new hour-of-week would otherwise be the whole expectation for that hour
-            found = profile.expected(t or 0.0, self.bucket_warm)
+            found = profile.expected(t or 0.0, 1)
             if found is not None and (best is None or profile.err < best[3]):
                 best = (*found, profile.err)
         return best if best is not None else (0.0, 0.0, 0, 0.0)
@@ -255,11 +265,48 @@ class SeasonalDetector(UnivariateDetector):
         value, t = self._read(x)
         if value is None:
             return
-        if self._should_learn(self.score_one(x)):
+        score = self.score_one(x)
+        if self.persistence > 0.0 and self.is_warm:
+            drift = self._next_drift(value, t)
+            if score < self.threshold:
+                self._drift_count += 1
+                alpha = _ew_alpha(self._drift_count, 0.005)
+                self._drift_spread += alpha * (abs(drift) - self._drift_spread)
+            self._drift = drift
+        if self._should_learn(score):
             self._update(value, t)
             self.n_learned += 1
         elif t is not None:
             self._update(value, t, cold_only=True)
+
+    _DRIFT_WARM = 50       # normal points before the persistence score speaks
+    _DRIFT_MIN_SPREAD = 0.1
+
+    def _next_drift(self, value: float, t: float | None) -> float:
+        z, _, _ = self._z(value, t)
+        # clipped, so one huge outlier (a silent topic) does not keep alerting for hours
+        bound = self.effective_z_threshold
+        return (1.0 - self.persistence) * self._drift + self.persistence * max(
+            -bound, min(z, bound))
+
+    def _drift_z(self, value: float, t: float | None) -> float:
+        if self.persistence <= 0.0 or self._drift_count < self._DRIFT_WARM:
+            return 0.0
+        spread = max(self._drift_spread, self._DRIFT_MIN_SPREAD)
+        return self._next_drift(value, t) / (_MEAN_ABS_TO_SIGMA * spread)
+
+    def score_one(self, x: Mapping[str, Any]) -> float:
+        """The larger of the point's score and the persistence score (see ``persistence``)."""
+        value, t = self._read(x)
+        if value is None or not self.is_warm:
+            return 0.0
+        z, _, _ = self._z(value, t)
+        point = z_to_score(self._one_sided(z), self.effective_z_threshold, self.threshold)
+        drift = self._drift_z(value, t)
+        if drift == 0.0:
+            return point
+        return max(point, z_to_score(self._one_sided(drift), self.effective_z_threshold,
+                                     self.threshold))
 
     def _track_step(self, t: float | None) -> None:
         """Forget per season cycle, not per point: with 5-minute windows an hour bucket gets

@@ -61,12 +61,25 @@ _SEASONAL_FAMILIES = ("volume.", "freshness.")
 # window with a thousand never shows. Their normal level follows the traffic's daily
 # season, so they get the seasonal baseline too (one profile per hour of day and week).
 _DRIFT_SCORES = ("psi", "ks", "js", "wasserstein", "linf", "chi2")
-_SEASONAL_METRICS = frozenset(
-    {f"distribution.{name}{suffix}" for name in _DRIFT_SCORES for suffix in ("", "_baseline")}
-    | {"distribution.distinct_count"})
-# Drift scores live in [0, ~2]: the seasonal detector's absolute scale floor (1.0, meant
-# for counts and seconds) would hide every drift; this floor ignores drift below ~0.02.
-_DRIFT_MIN_SCALE = 0.005
+_DRIFT_METRICS = frozenset(
+    f"distribution.{name}{suffix}" for name in _DRIFT_SCORES for suffix in ("", "_baseline"))
+# Sample statistics of a field: their noise shrinks as sqrt(records), so it too follows the
+# daily season of the volume.
+_SAMPLE_STATISTICS = frozenset({
+    "distribution.mean", "distribution.std", "distribution.p01", "distribution.p05",
+    "distribution.p25", "distribution.p50", "distribution.p75", "distribution.p95",
+    "distribution.p99", "distribution.top_k_share", "distribution.length_mean",
+})
+_SEASONAL_METRICS = _DRIFT_METRICS | _SAMPLE_STATISTICS | {"distribution.distinct_count"}
+# The seasonal detector's absolute scale floor (1.0) is meant for counts and seconds. Drift
+# scores live in [0, ~2]: their floor ignores drift below ~0.02. Sample statistics take
+# any unit, so theirs is negligible and the relative floor (2 % of the level) applies.
+# Record counts: a moved daily pattern (traffic hours shifted) deviates by 20-40 % for
+# hours but rarely 5 sigma in one window; a held deviation (persistence) and z 4 catch it.
+# Counts are where the seasonal baseline is best fed (every window has a value), so the
+# lower threshold costs no false alarms in bench/incidents.
+_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2}
+_MIN_SCALE = {**dict.fromkeys(_DRIFT_METRICS, 0.005), **dict.fromkeys(_SAMPLE_STATISTICS, 1e-6)}
 # Series where only an increase is bad: a drop in lag, nulls or drift is good news.
 _UP_ONLY_FAMILIES = ("freshness.", "schema.", "validity.", "uniqueness.")
 _UP_ONLY_WORDS = ("null_ratio", "empty_ratio", "missing", "violation", "duplicate", "psi",
@@ -79,7 +92,8 @@ def series_key(metric: str, field: str = "") -> str:
 
 
 def default_detector_for(metric: str) -> str:
-    """``seasonal`` for volume, freshness, drift scores and distinct counts, else ``robust``.
+    """``seasonal`` for volume, freshness and per-field sample statistics (means, quantiles,
+    drift scores, distinct counts: their noise follows the traffic), else ``robust``.
 
     >>> default_detector_for("volume.records"), default_detector_for("completeness.null_ratio")
     ('seasonal', 'robust')
@@ -97,7 +111,7 @@ def default_params_for(metric: str) -> dict[str, Any]:
     >>> default_params_for("freshness.seconds_since_last_record")
     {'side': 'up'}
     >>> default_params_for("volume.records")
-    {}
+    {'z_threshold': 4.0, 'persistence': 0.2}
     >>> default_params_for("distribution.psi")
     {'side': 'up', 'min_scale': 0.005}
     """
@@ -105,8 +119,10 @@ def default_params_for(metric: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if metric.startswith(_UP_ONLY_FAMILIES) or any(word in name for word in _UP_ONLY_WORDS):
         params["side"] = "up"
-    if metric in _SEASONAL_METRICS and metric != "distribution.distinct_count":
-        params["min_scale"] = _DRIFT_MIN_SCALE
+    if metric in _MIN_SCALE:
+        params["min_scale"] = _MIN_SCALE[metric]
+    if metric == "volume.records":
+        params.update(_VOLUME_PARAMS)
     return params
 
 

@@ -136,3 +136,42 @@ def test_relearn_after_accepts_a_lasting_level_shift() -> None:
         scores.append(detector.score_one(x))
         detector.learn_one(x)
     assert scores[0] >= detector.threshold and scores[-1] < detector.threshold
+
+
+def _seasonal_after_two_weeks_of_noise(**params: object) -> tuple[SeasonalDetector, float]:
+    rng = random.Random(8)
+    detector = SeasonalDetector(**params)  # type: ignore[arg-type]
+    t = 0.0
+    for _ in range(288 * 14):
+        x = {"value": rng.gauss(1000.0, 30.0), "t": t}
+        detector.score_one(x)
+        detector.learn_one(x)
+        t += 300.0
+    return detector, t
+
+
+def test_seasonal_persistence_flags_a_held_shift_too_small_for_one_window() -> None:
+    # +3.5 sigma for an hour: no single window reaches z_threshold 5, the run does
+    detector, t = _seasonal_after_two_weeks_of_noise(persistence=0.2)
+    rng = random.Random(9)
+    flagged = []
+    for _ in range(12):
+        x = {"value": 1105.0 + rng.gauss(0.0, 10.0), "t": t}
+        flagged.append(detector.score_one(x) >= detector.threshold)
+        detector.learn_one(x)
+        t += 300.0
+    assert any(flagged)
+    without, t = _seasonal_after_two_weeks_of_noise(persistence=0.0)
+    assert without.score_one({"value": 1105.0, "t": t}) < without.threshold
+
+
+def test_seasonal_persistence_stays_quiet_on_noise() -> None:
+    detector, t = _seasonal_after_two_weeks_of_noise(persistence=0.2)
+    rng = random.Random(10)
+    flagged = 0
+    for _ in range(288 * 3):
+        x = {"value": rng.gauss(1000.0, 30.0), "t": t}
+        flagged += detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+        t += 300.0
+    assert flagged <= 1

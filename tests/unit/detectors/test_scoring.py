@@ -9,6 +9,7 @@ from dqpulse.detectors.scoring import (
     WINDOW_METRIC,
     SeriesScorer,
     default_detector_for,
+    default_params_for,
     detector_for,
     rules_for,
 )
@@ -30,7 +31,36 @@ def test_default_detectors_by_metric_family() -> None:
     assert default_detector_for("volume.records") == "seasonal"
     assert default_detector_for("freshness.event_lag_p95_seconds") == "seasonal"
     assert default_detector_for("completeness.null_ratio") == "robust"
-    assert default_detector_for("distribution.psi") == "robust"
+    assert default_detector_for("distribution.psi") == "seasonal"
+    assert default_detector_for("distribution.mean") == "seasonal"
+    assert default_detector_for("distribution.distinct_count") == "seasonal"
+    assert default_detector_for("uniqueness.duplicate_ratio") == "robust"
+
+
+def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
+    assert default_params_for("distribution.psi") == {"side": "up", "min_scale": 0.005}
+    assert default_params_for("distribution.mean") == {"min_scale": 1e-6}
+    assert default_params_for("distribution.distinct_count") == {}
+
+
+def test_a_mean_that_is_noisier_at_night_does_not_alert_but_a_shift_does() -> None:
+    # the sample mean of a window holds fewer records at night: its noise follows the season
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    rng = random.Random(4)
+    states: dict[str, bytes] = {}
+    flagged = []
+    for i in range(288 * 9):
+        t = i * 300.0
+        records = 300 * (1 + 0.8 * math.sin(2 * math.pi * (t / 86400.0 - 9 / 24)))
+        value = 40.0 + rng.gauss(0, 26.0 / math.sqrt(records))
+        scored, states = scorer.score_window(t, [MetricPoint("distribution.mean", value,
+                                                             field="amount")], states)
+        if i >= 288 * 7:
+            flagged.append(scored[0].anomalous)
+    assert sum(flagged) <= 1
+    shifted, _ = scorer.score_window(288 * 9 * 300.0, [
+        MetricPoint("distribution.mean", 120.0, field="amount")], states)
+    assert shifted[0].anomalous
 
 
 def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
