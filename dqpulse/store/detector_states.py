@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from dqpulse.store.tables import detector_states
 
@@ -18,15 +18,22 @@ def get_all(conn: Connection, *, dataset: str) -> dict[str, tuple[str, bytes]]:
 
 def save_all(conn: Connection, *, dataset: str, states: Mapping[str, tuple[str, bytes]],
              known: set[str]) -> None:
-    """Upsert states; ``known`` is the set of series that already have a row."""
-    for series, (detector, blob) in states.items():
-        if series in known:
-            conn.execute(update(detector_states).where(
-                detector_states.c.dataset == dataset, detector_states.c.series == series)
-                .values(detector=detector, state=blob, updated_at=func.now()))
-        else:
-            conn.execute(insert(detector_states).values(
-                dataset=dataset, series=series, detector=detector, state=blob))
+    """Upsert states; ``known`` is the set of series that already have a row.
+
+    One executemany for the updates and one for the inserts.
+    """
+    updates = [{"b_series": s, "b_detector": d, "b_state": b}
+               for s, (d, b) in states.items() if s in known]
+    inserts = [{"dataset": dataset, "series": s, "detector": d, "state": b}
+               for s, (d, b) in states.items() if s not in known]
+    if updates:
+        conn.execute(update(detector_states).where(
+            detector_states.c.dataset == dataset,
+            detector_states.c.series == bindparam("b_series"))
+            .values(detector=bindparam("b_detector"), state=bindparam("b_state"),
+                    updated_at=func.now()), updates)
+    if inserts:
+        conn.execute(insert(detector_states), inserts)
 
 
 def delete_all(conn: Connection, *, dataset: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -55,15 +55,26 @@ def update_scores(
     window_start: float,
     scores: Sequence[tuple[str, str, float, bool, dict[str, Any] | None]],
 ) -> None:
-    """Set (score, anomalous, explanation) of points given as (metric, field, ...)."""
-    for metric, field, score, anomalous, explanation in scores:
-        conn.execute(
-            update(metric_points)
-            .where(and_(metric_points.c.dataset == dataset, metric_points.c.metric == metric,
-                        metric_points.c.field == field,
-                        metric_points.c.window_start == window_start))
-            .values(score=score, anomalous=anomalous, explanation=explanation)
-        )
+    """Set (score, anomalous, explanation) of points given as (metric, field, ...).
+
+    One executemany statement per window, not one round trip per point.
+    """
+    if not scores:
+        return
+    stmt = (
+        update(metric_points)
+        .where(and_(metric_points.c.dataset == bindparam("b_dataset"),
+                    metric_points.c.metric == bindparam("b_metric"),
+                    metric_points.c.field == bindparam("b_field"),
+                    metric_points.c.window_start == bindparam("b_window_start")))
+        .values(score=bindparam("b_score"), anomalous=bindparam("b_anomalous"),
+                explanation=bindparam("b_explanation"))
+    )
+    conn.execute(stmt, [
+        {"b_dataset": dataset, "b_metric": metric, "b_field": field,
+         "b_window_start": window_start, "b_score": score, "b_anomalous": anomalous,
+         "b_explanation": explanation}
+        for metric, field, score, anomalous, explanation in scores])
 
 
 def get_series_list(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
