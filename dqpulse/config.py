@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     api_tokens: SecretStr | None = None
     field_metric_budget: int = Field(default=200, ge=0)
+    # autoencoder over each dataset's window vector (needs torch: the [ml] extra):
+    # off | score (score + per-metric attribution stored, no alerts) | alert
+    autoencoder: Literal["off", "score", "alert"] = "score"
+    autoencoder_device: str | None = None  # None: cuda when available, else cpu
 
     notify_backoff_base_s: float = Field(default=5.0, gt=0)
     notify_backoff_max_s: float = Field(default=600.0, gt=0)

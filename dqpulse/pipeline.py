@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -188,6 +189,7 @@ class ScoringHook:
         self.telemetry = telemetry
         self.alerting = alerting
         self.scorers = {d.name: SeriesScorer(d) for d in spec.datasets}
+        self.autoencoder = settings.autoencoder if _torch_available() else "off"
 
     def __call__(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow) -> None:
         from dqpulse.store import detector_states
@@ -207,6 +209,9 @@ class ScoringHook:
             if key in updated and updated[key] is not states.get(key):
                 changed[key] = (point.detector, updated[key])
         detector_states.save_all(conn, dataset=dataset.name, states=changed, known=set(saved))
+        if self.autoencoder != "off":
+            scored.append(self._score_autoencoder(conn, dataset, window, scored,
+                                                  saved.get(AUTOENCODER_SERIES)))
         metric_store.update_scores(conn, dataset=dataset.name, window_start=window.window_start,
                                    scores=[(p.metric, p.field, p.score, p.anomalous,
                                             _json_safe(p.explanation)) for p in scored])
@@ -219,7 +224,8 @@ class ScoringHook:
                     field=p.field, window_start=window.window_start,
                     window_end=window.window_end, score=p.score,
                     explanation=_json_safe(p.explanation) or {})
-            for p in scored if p.anomalous
+            for p in scored
+            if p.anomalous and (p.metric != AUTOENCODER_METRIC or self.autoencoder == "alert")
         ]
         if self.telemetry is not None:
             for anomaly in anomalies:
@@ -230,6 +236,49 @@ class ScoringHook:
                                  public_url=self.settings.public_url)
         if self.telemetry is not None:
             self.telemetry.incidents_open.labels(dataset.name).set(outcome.open_incidents)
+
+
+    def _score_autoencoder(self, conn: Connection, dataset: DatasetSpec,
+                           window: FinalizedWindow, scored: Sequence[Any],
+                           saved: tuple[str, bytes] | None) -> Any:
+        """Score the window's vector of watched metrics with the dataset's autoencoder.
+
+        Its per-feature reconstruction error (``explanation.features``) says which
+        metrics drove an unusual window; root cause reads it. Stored as the metric point
+        ``anomaly.autoencoder``; it alerts only with ``DQPULSE_AUTOENCODER=alert``.
+        """
+        from dqpulse.detectors.base import Detector, create
+        from dqpulse.detectors.scoring import ScoredPoint
+        from dqpulse.store import detector_states
+
+        vector: dict[str, Any] = {"t": window.window_start}
+        for point in scored:
+            if point.value is not None and math.isfinite(point.value):
+                vector[f"{point.metric}|{point.field}"] = point.value
+        model = Detector.from_bytes(saved[1]) if saved else create(
+            "autoencoder", device=self.settings.autoencoder_device)
+        score = model.score_one(vector)
+        explanation = model.explain(vector)
+        model.learn_one(vector)
+        detector_states.save_all(conn, dataset=dataset.name,
+                                 states={AUTOENCODER_SERIES: ("autoencoder", model.to_bytes())},
+                                 known={AUTOENCODER_SERIES} if saved else set())
+        metric_store.create_window(conn, dataset=dataset.name, window_start=window.window_start,
+                                   window_end=window.window_end,
+                                   points=[MetricPoint(AUTOENCODER_METRIC, score)])
+        return ScoredPoint(metric=AUTOENCODER_METRIC, field="", value=score, score=score,
+                           anomalous=model.is_anomalous(score), detector="autoencoder",
+                           explanation=explanation)
+
+
+AUTOENCODER_METRIC = "anomaly.autoencoder"
+AUTOENCODER_SERIES = f"{AUTOENCODER_METRIC}|"
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def _json_safe(value: object) -> dict[str, object] | None:

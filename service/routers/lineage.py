@@ -13,6 +13,7 @@ from dqpulse.rca.lineage import Edge, LineageGraph, edges_from_openlineage
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import lineage as lineage_store
+from dqpulse.store import metrics as metric_store
 from service.deps import ConnDep
 
 router = APIRouter(tags=["lineage"])
@@ -38,6 +39,7 @@ class RootCauseRead(BaseModel):
     suspects: list[dict[str, Any]]
     impacted: list[dict[str, Any]]
     fields: list[dict[str, Any]]
+    autoencoder: dict[str, Any] | None = None
 
 
 class OpenLineageAccepted(BaseModel):
@@ -98,7 +100,27 @@ def get_root_cause(incident_id: int, conn: ConnDep,
               for name in upstream}
     body = root_cause(incident, alerts, graph, {k: _items(v) for k, v in others.items()},
                       depth=depth)
+    body["autoencoder"] = _autoencoder_attribution(conn, incident, alerts)
     return RootCauseRead(**body)
+
+
+def _autoencoder_attribution(conn: ConnDep, incident: dict[str, Any],
+                             alerts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The dataset autoencoder's view of the incident's first window: which metrics it
+    could not reconstruct (score and per-feature error shares)."""
+    starts = [a["window_start"] for a in alerts]
+    if not starts:
+        return None
+    first = min(starts)
+    rows = metric_store.get_points(conn, dataset=incident["dataset"],
+                                   metric="anomaly.autoencoder", start=first,
+                                   end=first + 1e-6, limit=1)
+    if not rows or not rows[0]["explanation"]:
+        return None
+    explanation = rows[0]["explanation"]
+    return {"window_start": first, "score": rows[0]["score"],
+            "top_feature": explanation.get("top_feature"),
+            "features": explanation.get("features", [])}
 
 
 def _items(page: Any) -> list[dict[str, Any]]:

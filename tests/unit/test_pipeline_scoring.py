@@ -3,6 +3,7 @@ human feedback (SQLite through the real migrations; no mocks)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -74,7 +75,10 @@ def test_detector_state_survives_a_restart_and_gives_the_same_scores(engine, tmp
     with engine.connect() as conn:
         series = {row.series for row in conn.execute(select(detector_states.c.series))}
         opened = conn.execute(select(incidents.c.kind, incidents.c.field)).all()
-    assert series == {"completeness.null_ratio|amount"}  # p99 is history only
+    expected = {"completeness.null_ratio|amount"}  # p99 is history only
+    if importlib.util.find_spec("torch") is not None:
+        expected.add("anomaly.autoencoder|")  # the dataset's autoencoder, weights included
+    assert series == expected
     assert [(k, f) for k, f in opened] == [("completeness", "amount")]
 
 
@@ -93,3 +97,18 @@ def test_false_positive_feedback_lowers_sensitivity_for_that_series(engine):
     _run(engine, ScoringHook(SPEC, Settings()), [again])
     after = _scores(engine)[-1][0]
     assert before > 0 and after < before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the [ml] extra")
+def test_autoencoder_scores_each_window_and_attributes_an_unusual_one(engine):
+    windows = [_window(i, _noise(i)) for i in range(120)] + [_window(120, 0.6)]
+    _run(engine, ScoringHook(SPEC, Settings()), windows)
+    with engine.connect() as conn:
+        points = metric_store.get_points(conn, dataset="orders", metric="anomaly.autoencoder")
+    assert len(points) == len(windows)
+    last = points[-1]
+    assert last["score"] > max(p["score"] for p in points[80:-1])
+    assert last["explanation"]["top_feature"] == "completeness.null_ratio|amount"
+    with engine.connect() as conn:
+        kinds = [row.kind for row in conn.execute(select(incidents.c.kind))]
+    assert kinds == ["completeness"]  # the autoencoder scores; by default it does not alert
