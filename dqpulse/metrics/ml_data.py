@@ -43,6 +43,9 @@ def _bounded_add(counts: dict[str, int], key: str, amount: int, limit: int) -> N
 
 
 @register_family
+_BOOLEAN_CLASSES = frozenset({"true", "false"})
+
+
 class MlDataState(FamilyState):
     family = "ml_data"
 
@@ -117,10 +120,17 @@ class MlDataState(FamilyState):
             shares = {c: n / total for c, n in self.classes.items()}
             for name, share in sorted(shares.items()):
                 points.append(MetricPoint("ml_data.class_share", share, f"{label}={name}"))
-            counts = list(self.classes.values())
-            points.append(MetricPoint("ml_data.minority_ratio", min(counts) / max(counts), label))
+            counts = dict(self.classes)
+            if set(counts) <= _BOOLEAN_CLASSES:
+                # a boolean label has two classes even when a window holds only one:
+                # a window without any positive is maximally imbalanced, not balanced
+                for name in _BOOLEAN_CLASSES:
+                    counts.setdefault(name, 0)
+            values = list(counts.values())
+            points.append(MetricPoint("ml_data.minority_ratio", min(values) / max(values), label))
             entropy = -sum(s * math.log(s) for s in shares.values() if s > 0)
-            normalized = entropy / math.log(len(shares)) if len(shares) > 1 else 0.0
+            classes = len(counts)
+            normalized = entropy / math.log(classes) if classes > 1 else 0.0
             points.append(MetricPoint("ml_data.label_entropy", normalized, label))
         elif label is not None:
             points += [MetricPoint("ml_data.minority_ratio", None, label),
