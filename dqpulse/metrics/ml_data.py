@@ -24,6 +24,7 @@ from dqpulse.spec import DatasetSpec
 MAX_CLASSES = 100
 MAX_GROUPS = 50
 OTHER = "__other__"
+_BOOLEAN_CLASSES = frozenset({"true", "false"})
 
 
 def label_text(value: object) -> str:
@@ -43,9 +44,6 @@ def _bounded_add(counts: dict[str, int], key: str, amount: int, limit: int) -> N
 
 
 @register_family
-_BOOLEAN_CLASSES = frozenset({"true", "false"})
-
-
 class MlDataState(FamilyState):
     family = "ml_data"
 
