@@ -1,0 +1,95 @@
+"""The `dqpulse` command line as users run it (real processes, real Postgres)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from dqpulse.store.tables import datasets, lineage_edges
+
+pytestmark = pytest.mark.integration
+
+BAD = """datasets:
+  - name: orders
+    topic: orders
+    window: 1m
+    colour: red
+  - name: orders
+    topic: orders2
+    lateness: [1, 2]
+"""
+
+GOOD = """datasets:
+  - {name: orders_raw, topic: orders-raw}
+  - {name: orders, topic: orders, window: 30s, owner: payments}
+lineage:
+  - {from: orders_raw, to: orders, job: enrich}
+"""
+
+
+def _dqpulse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_validate_reports_wrong_type_unknown_key_and_duplicate_name_with_lines(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    result = _dqpulse("validate", "-f", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert f"error: {path}:5: datasets[0].colour: unknown key 'colour'" in lines
+    assert any(line.startswith(f"error: {path}:6: datasets[1].name: duplicate dataset name")
+               for line in lines)
+    assert any(line.startswith(f"error: {path}:8: datasets[1].lateness:") for line in lines)
+
+
+def test_migrate_then_apply_stores_datasets_and_lineage_all_or_nothing(fresh_db, tmp_path):
+    env = {"DQPULSE_DATABASE_URL": fresh_db}
+    assert _dqpulse("migrate", env=env).returncode == 0  # idempotent on a migrated database
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    result = _dqpulse("apply", "-f", str(good), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "dataset orders: created" in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("window: 30s", "window: 30s\n    colour: red"))
+    assert _dqpulse("apply", "-f", str(bad), env=env).returncode == 2
+    engine = create_engine(fresh_db)
+    with engine.connect() as conn:
+        names = sorted(row.name for row in conn.execute(select(datasets.c.name)))
+        edges = conn.execute(select(lineage_edges.c.source, lineage_edges.c.target)).all()
+        window = conn.execute(select(datasets.c.spec).where(datasets.c.name == "orders")
+                              ).scalar_one()["window"]
+    engine.dispose()
+    assert names == ["orders", "orders_raw"]
+    assert [tuple(e) for e in edges] == [("orders_raw", "orders")]
+    assert window == 30.0
+    again = _dqpulse("apply", "-f", str(good), env=env)
+    assert "dataset orders: unchanged" in again.stdout
+
+
+def test_bad_setting_is_named(tmp_path):
+    result = _dqpulse("validate", "-f", "x.yaml", env={"DQPULSE_POLL_MAX_RECORDS": "lots"})
+    assert result.returncode == 2
+    assert "poll_max_records" in result.stderr
+
+
+def test_detect_scores_a_csv_one_row_each_without_look_ahead(tmp_path):
+    path = tmp_path / "s.csv"
+    rows = ["timestamp,value"] + [f"{1_700_000_000 + 3600 * i},{100 + i % 5}" for i in range(300)]
+    rows[250] = f"{1_700_000_000 + 3600 * 249},5000"
+    path.write_text("\n".join(rows) + "\n")
+    full = _dqpulse("detect", "--csv", str(path), "--detector", "robust")
+    assert full.returncode == 0, full.stderr
+    scores = [float(line.split(",")[2]) for line in full.stdout.splitlines()[1:]]
+    assert len(scores) == 300
+    assert scores[249] == max(scores) and scores[249] >= 0.9
+    path.write_text("\n".join(rows[:200]) + "\n")  # a prefix scores the same: no look-ahead
+    prefix = _dqpulse("detect", "--csv", str(path), "--detector", "robust")
+    head = [float(line.split(",")[2]) for line in prefix.stdout.splitlines()[1:]]
+    assert head == scores[:199]
