@@ -106,6 +106,7 @@ class PartitionAggregator:
     def add(self, messages: Sequence[RawMessage], now: float) -> AddReport:
         bad: list[BadRecord] = []
         values = [m.value for m in messages]
+        sizes: npt.NDArray[np.int64] | None = None
         try:
             sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))  # type: ignore[arg-type]
             clean = not ((sizes == 0).any() or (sizes > self.max_message_bytes).any())
@@ -114,6 +115,7 @@ class PartitionAggregator:
         if clean:
             candidates = list(messages)
         else:
+            sizes = None
             candidates = []
             for message in messages:
                 value = message.value
@@ -125,7 +127,7 @@ class PartitionAggregator:
                 else:
                     candidates.append(message)
             values = [m.value for m in candidates]
-        result: DecodeResult = self.decoder.decode(values)  # type: ignore[arg-type]
+        result: DecodeResult = self.decoder.decode(values, sizes)  # type: ignore[arg-type]
         for failure in result.failures:
             bad.append(BadRecord(candidates[failure.index], failure.reason, failure.detail))
         by_reason: dict[str, int] = {}

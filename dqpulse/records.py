@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +19,12 @@ TYPE_NAMES = ("array", "boolean", "bytes", "integer", "null", "number", "string"
 NUMERIC_TYPES = frozenset({"integer", "number", "timestamp"})
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One Kafka message as the source hands it over, before decoding."""
+class RawMessage(NamedTuple):
+    """One Kafka message as the source hands it over, before decoding.
+
+    Immutable; a named tuple because sources build one per message (three times cheaper to
+    construct than a frozen dataclass, which matters at several 100k messages/s).
+    """
 
     topic: str
     partition: int

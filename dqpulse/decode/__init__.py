@@ -64,7 +64,10 @@ class Decoder(Protocol):
 
     format: str
 
-    def decode(self, values: Sequence[bytes]) -> DecodeResult: ...
+    def decode(self, values: Sequence[bytes],
+               sizes: npt.NDArray[np.int64] | None = None) -> DecodeResult:
+        """``sizes``: ``len`` of each value, where the caller has already computed them."""
+        ...
 
 
 DecoderFactory = Callable[..., Decoder]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from fastavro import parse_schema, schemaless_reader
 
 from dqpulse.decode import DecodeFailure, DecodeResult, register_decoder
@@ -87,7 +88,8 @@ class AvroDecoder:
             return DecodeFailure(0, "not_an_object", "the schema's top level is not a record")
         return record
 
-    def decode(self, values: Sequence[bytes]) -> DecodeResult:
+    def decode(self, values: Sequence[bytes],
+               sizes: npt.NDArray[np.int64] | None = None) -> DecodeResult:
         failures: list[DecodeFailure] = []
         records: list[dict[str, Any]] = []
         good: list[int] = []
@@ -100,7 +102,8 @@ class AvroDecoder:
                 records.append(decoded)
                 good.append(index)
         rows = np.asarray(good, dtype=np.int64)
-        sizes = np.fromiter((len(values[i]) for i in good), dtype=np.int64, count=len(good))
+        if sizes is None or len(good) != len(values):
+            sizes = np.fromiter((len(values[i]) for i in good), dtype=np.int64, count=len(good))
         zeros = np.zeros(len(good), dtype=np.float64)
         if not records:
             batch = ColumnBatch.empty()

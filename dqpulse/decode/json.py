@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -67,9 +68,11 @@ class JsonDecoder:
         self._schema: pa.Schema | None = None
         self.fallback_batches = 0  # batches that needed the per-record path
 
-    def decode(self, values: Sequence[bytes]) -> DecodeResult:
+    def decode(self, values: Sequence[bytes],
+               sizes: npt.NDArray[np.int64] | None = None) -> DecodeResult:
         n = len(values)
-        sizes = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        if sizes is None or len(sizes) != n:
+            sizes = np.fromiter(map(len, values), dtype=np.int64, count=n)
         zeros = np.zeros(n, dtype=np.float64)
         if n == 0:
             return DecodeResult(ColumnBatch.empty(), np.zeros(0, dtype=np.int64))

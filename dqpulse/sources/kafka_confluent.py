@@ -81,15 +81,17 @@ class ConfluentSource:
                                  on_lost=lost)
 
     def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+        messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         out: list[RawMessage] = []
-        for msg in self._consumer.consume(num_messages=max_records, timeout=timeout_s):
+        append = out.append
+        for msg in messages:
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consume error: %s", error)
                 continue
-            out.append(RawMessage(msg.topic(), msg.partition(), msg.offset(),
-                                  msg.timestamp()[1], msg.value(), msg.key()))
+            append(RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],
+                              msg.value(), msg.key()))
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
