@@ -39,7 +39,12 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: list[KpTopicPartition]) -> None:
         if revoked and self.source._on_revoke is not None:
-            self.source._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+            # kafka-python runs this on its network thread: no blocking metadata calls
+            self.source._in_callback = True
+            try:
+                self.source._on_revoke([(tp.topic, tp.partition) for tp in revoked])
+            finally:
+                self.source._in_callback = False
 
     def on_partitions_assigned(self, assigned: list[KpTopicPartition]) -> None:
         if not assigned or self.source._on_assign is None:
@@ -72,6 +77,7 @@ class KafkaPythonSource:
         )
         self._on_assign: AssignCallback | None = None
         self._on_revoke: RevokeCallback | None = None
+        self._in_callback = False
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
@@ -103,8 +109,22 @@ class KafkaPythonSource:
             log.info("seek %s[%s] skipped: partition no longer assigned", topic, partition)
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        ends = self._consumer.end_offsets([KpTopicPartition(t, p) for t, p in partitions])
-        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+        """End offsets: the high watermarks the last fetches reported (no round trip);
+        a blocking ListOffsets request only for partitions not fetched yet, and never
+        from inside a rebalance callback (kafka-python's network thread)."""
+        result: dict[TopicPartition, int] = {}
+        missing: list[KpTopicPartition] = []
+        for topic, partition in partitions:
+            tp = KpTopicPartition(topic, partition)
+            high = self._consumer.highwater(tp)
+            if high is None:
+                missing.append(tp)
+            else:
+                result[(topic, partition)] = high
+        if missing and not self._in_callback:
+            for tp, offset in self._consumer.end_offsets(missing).items():
+                result[(tp.topic, tp.partition)] = offset
+        return result
 
     def partition_count(self, topic: str) -> int:
         partitions = self._consumer.partitions_for_topic(topic)
