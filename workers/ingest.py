@@ -88,6 +88,7 @@ class IngestWorker:
             self.by_topic[dataset.topic].append(dataset)
         self.datasets = list(datasets)
         self.owned: dict[tuple[str, int], _Owned] = {}
+        self._decoders = make_decoders(self.datasets, settings)
         self.stats = IngestStats()
         self._stop = threading.Event()
         self._last_checkpoint = time.monotonic()
@@ -106,7 +107,7 @@ class IngestWorker:
                     checkpoints.set_partition_count(conn, dataset=dataset.name,
                                                     partition_count=counts[topic])
                     saved = checkpoints.get(conn, dataset=dataset.name, partition=partition)
-                    kwargs = self._aggregator_kwargs()
+                    kwargs = self._aggregator_kwargs(dataset)
                     if saved is None:
                         aggregator = PartitionAggregator(dataset, partition, **kwargs)
                         self.owned[(dataset.name, partition)] = _Owned(aggregator, None, None)
@@ -135,9 +136,12 @@ class IngestWorker:
         self.telemetry.assigned_partitions.set(len(self.owned))
         log.info("revoked %s", sorted(partitions))
 
-    def _aggregator_kwargs(self) -> dict[str, object]:
-        return {"max_message_bytes": self.settings.max_message_bytes,
-                "idle_timeout_s": self.settings.idle_partition_timeout_s}
+    def _aggregator_kwargs(self, dataset: DatasetSpec | None = None) -> dict[str, object]:
+        kwargs: dict[str, object] = {"max_message_bytes": self.settings.max_message_bytes,
+                                     "idle_timeout_s": self.settings.idle_partition_timeout_s}
+        if dataset is not None and dataset.name in self._decoders:
+            kwargs["decoder"] = self._decoders[dataset.name]
+        return kwargs
 
     # -- main loop -----------------------------------------------------------------------
     def start(self) -> None:
@@ -318,12 +322,13 @@ class IngestWorker:
                 saved = checkpoints.get(conn, dataset=name, partition=partition)
                 if saved is None:
                     self.owned[(name, partition)] = _Owned(
-                        PartitionAggregator(dataset, partition, **self._aggregator_kwargs()),
+                        PartitionAggregator(dataset, partition,
+                                            **self._aggregator_kwargs(dataset)),
                         None, None)
                 else:
                     self.owned[(name, partition)] = _Owned(
                         PartitionAggregator.restore(dataset, partition, saved.state,
-                                                    **self._aggregator_kwargs()),
+                                                    **self._aggregator_kwargs(dataset)),
                         saved.version, saved.next_offset, dirty=False)
         self._resume_positions(keys)
 
@@ -348,6 +353,27 @@ class IngestWorker:
             total += len(windows)
         self.stats.windows += total
         return total
+
+
+def make_decoders(datasets: Sequence[DatasetSpec], settings: Settings) -> dict[str, object]:
+    """Decoders that need settings: Avro in the Confluent wire format reads its schemas
+    from ``DQPULSE_SCHEMA_REGISTRY_URL``; plain Avro uses the dataset's ``avro_schema``."""
+    from dqpulse.decode import decoder_for
+    from dqpulse.decode.registry import SchemaRegistryClient
+    from dqpulse.errors import ConfigError
+
+    decoders: dict[str, object] = {}
+    registry: SchemaRegistryClient | None = None
+    for dataset in datasets:
+        if dataset.format != "avro":
+            continue
+        if settings.schema_registry_url:
+            registry = registry or SchemaRegistryClient(settings.schema_registry_url)
+            decoders[dataset.name] = decoder_for(dataset, schema_lookup=registry)
+        elif dataset.avro_schema is None:
+            raise ConfigError(f"dataset {dataset.name!r}: format avro needs 'avro_schema' "
+                              "(plain Avro) or DQPULSE_SCHEMA_REGISTRY_URL (wire format)")
+    return decoders
 
 
 def install_signal_handlers(worker: IngestWorker) -> None:
