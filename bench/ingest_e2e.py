@@ -137,7 +137,9 @@ def child_bare(client: str, bootstrap: str, topic: str, partitions: int,
 
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                              "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
-                             "max.partition.fetch.bytes": 4_194_304})  # as ConfluentSource
+                             "max.partition.fetch.bytes": 4_194_304,
+                             "fetch.queue.backoff.ms": 10,
+                             "queued.min.messages": 20_000})  # as ConfluentSource
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         while count < expected:
             messages = consumer.consume(num_messages=5000, timeout=1.0)

@@ -19,6 +19,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -33,6 +35,9 @@ from dqpulse.store import checkpoints
 from dqpulse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+_topic_partition = itemgetter(0, 1)  # RawMessage -> (topic, partition)
+_partition_of = itemgetter(1)
 
 
 @dataclass
@@ -193,10 +198,23 @@ class IngestWorker:
     def _ingest(self, messages: list[RawMessage]) -> None:
         now = self.clock()
         self.stats.polled += len(messages)
-        groups: dict[tuple[str, int], list[RawMessage]] = defaultdict(list)
-        for message in messages:
-            groups[(message.topic, message.partition)].append(message)
-        touched = {key for key in groups}
+        groups: dict[tuple[str, int], list[RawMessage]]
+        first = messages[0]
+        if (len(self.by_topic) == 1
+                and list(map(_partition_of, messages)).count(first.partition) == len(messages)):
+            # one topic subscribed and one partition in the batch (the usual case)
+            groups = {(first.topic, first.partition): messages}
+        else:
+            # consume() hands messages over in runs per partition (offsets ascending within
+            # a partition): append whole runs, not message by message
+            groups = {}
+            for key, run in groupby(messages, _topic_partition):
+                batch = groups.get(key)
+                if batch is None:
+                    groups[key] = list(run)
+                else:
+                    batch.extend(run)
+        touched = groups.keys()
         for (topic, partition), batch in groups.items():
             for dataset in self.by_topic.get(topic, []):
                 owned = self.owned.get((dataset.name, partition))

@@ -48,6 +48,13 @@ class ConfluentSource:
             "max.poll.interval.ms": 300_000,
             "fetch.max.bytes": 52_428_800,
             "max.partition.fetch.bytes": 4_194_304,
+            # librdkafka (>= 2.1) postpones a partition's next fetch by
+            # fetch.queue.backoff.ms (default 1000) once its local queue is above
+            # queued.min.messages; a worker draining the queue in less than that then waits
+            # for data. A short backoff with a smaller queue keeps the consumer fed and
+            # holds less prefetched data per partition (docs/benchmarks.md, issue 3).
+            "fetch.queue.backoff.ms": 10,
+            "queued.min.messages": 20_000,
         })
         self._consumer = Consumer(config)
         self._on_assign: AssignCallback | None = None
@@ -82,16 +89,17 @@ class ConfluentSource:
 
     def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
-        out: list[RawMessage] = []
-        append = out.append
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+        # One comprehension, RawMessage built by tuple.__new__ (skips the named tuple's
+        # Python-level __new__): this runs for every message.
+        new, raw = tuple.__new__, RawMessage
+        out = [new(raw, (m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.value(),
+                         m.key()))
+               for m in messages if m.error() is None]
+        if len(out) != len(messages):
+            for msg in messages:
+                error = msg.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consume error: %s", error)
-                continue
-            append(RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],
-                              msg.value(), msg.key()))
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
