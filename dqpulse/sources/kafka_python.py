@@ -49,7 +49,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: list[KpTopicPartition]) -> None:
         if not assigned or self.source._on_assign is None:
             return
-        starts = self.source._on_assign([(tp.topic, tp.partition) for tp in assigned])
+        self.source._in_callback = True
+        try:
+            starts = self.source._on_assign([(tp.topic, tp.partition) for tp in assigned])
+        finally:
+            self.source._in_callback = False
         consumer = self.source._consumer
         for tp in assigned:
             start = starts.get((tp.topic, tp.partition))
@@ -78,10 +82,15 @@ class KafkaPythonSource:
         self._on_assign: AssignCallback | None = None
         self._on_revoke: RevokeCallback | None = None
         self._in_callback = False
+        self._partition_counts: dict[str, int] = {}
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        # Rebalance callbacks may run on kafka-python's network thread, where no blocking
+        # call is allowed: learn the partition counts now, on the caller's thread.
+        for topic in topics:
+            self._partition_counts[topic] = self._fetch_partition_count(topic)
         self._consumer.subscribe(list(topics), listener=_Listener(self))
 
     def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
@@ -94,9 +103,14 @@ class KafkaPythonSource:
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if offsets:
-            self._consumer.commit({KpTopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()})
+        if not offsets:
+            return
+        payload = {KpTopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                   for (t, p), o in offsets.items()}
+        if self._in_callback:
+            self._consumer.commit_async(payload)  # no blocking on the network thread
+        else:
+            self._consumer.commit(payload)
 
     def seek(self, topic: str, partition: int, offset: int | None) -> None:
         tp = KpTopicPartition(topic, partition)
@@ -109,27 +123,29 @@ class KafkaPythonSource:
             log.info("seek %s[%s] skipped: partition no longer assigned", topic, partition)
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """End offsets: the high watermarks the last fetches reported (no round trip);
-        a blocking ListOffsets request only for partitions not fetched yet, and never
-        from inside a rebalance callback (kafka-python's network thread)."""
-        result: dict[TopicPartition, int] = {}
-        missing: list[KpTopicPartition] = []
-        for topic, partition in partitions:
-            tp = KpTopicPartition(topic, partition)
-            high = self._consumer.highwater(tp)
-            if high is None:
-                missing.append(tp)
-            else:
-                result[(topic, partition)] = high
-        if missing and not self._in_callback:
-            for tp, offset in self._consumer.end_offsets(missing).items():
-                result[(tp.topic, tp.partition)] = offset
-        return result
+        """Fresh end offsets (a ListOffsets request). Inside a rebalance callback, which may
+        run on kafka-python's network thread where blocking is not allowed, none: the
+        caller then skips idle ticks for that checkpoint. (The high watermark cached from
+        the last fetch is not used: after a reassignment it can be stale, and a stale end
+        offset would let an idle tick close windows that still have records to come.)"""
+        if self._in_callback or not partitions:
+            return {}
+        ends = self._consumer.end_offsets([KpTopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
 
     def partition_count(self, topic: str) -> int:
         partitions = self._consumer.partitions_for_topic(topic)
+        if partitions:
+            self._partition_counts[topic] = len(partitions)
+            return len(partitions)
+        if self._in_callback or topic in self._partition_counts:
+            return self._partition_counts[topic]
+        return self._fetch_partition_count(topic)
+
+    def _fetch_partition_count(self, topic: str) -> int:
+        partitions = self._consumer.partitions_for_topic(topic)
         if not partitions:
-            self._consumer.topics()
+            self._consumer.topics()  # a metadata request (blocking)
             partitions = self._consumer.partitions_for_topic(topic) or set()
         return len(partitions)
 
