@@ -142,7 +142,8 @@ class ConfluentDeadLetterSink:
         self._topic = topic
 
     def send(self, message: RawMessage, reason: str, detail: str) -> None:
-        headers = [("dqpulse.reason", reason.encode()), ("dqpulse.detail", detail[:500].encode()),
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("dqpulse.reason", reason.encode()), ("dqpulse.detail", detail[:500].encode()),
                    ("dqpulse.source", f"{message.topic}:{message.partition}:{message.offset}"
                     .encode())]
         self._producer.produce(self._topic, value=message.value, key=message.key,
