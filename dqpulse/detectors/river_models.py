@@ -152,6 +152,10 @@ class SeasonalDetector(UnivariateDetector):
     relearn_after
         After this many consecutive anomalies, learn them anyway (a lasting level
         shift becomes the new normal); ``None`` never does.
+    learn_below
+        Points scoring at or above this (but below ``threshold``) are not learned: a
+        deviation held just under the alert threshold would otherwise widen the band
+        window after window until it never alerts. ``1.0`` (the default) disables it.
     persistence
         Step of an EWMA of the (clipped) z of recent points, scored against its own
         learned spread beside the point's z: a shift too small to flag in one window but
@@ -190,10 +194,14 @@ class SeasonalDetector(UnivariateDetector):
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
         persistence: float = 0.0,
+        learn_below: float = 1.0,
     ) -> None:
         _check_side(side)
         if not 0.0 <= persistence < 1.0:
             raise ValueError("persistence is an EWMA step in [0, 1)")
+        if not 0.0 < learn_below <= 1.0:
+            raise ValueError("learn_below is a score in (0, 1]")
+        self.learn_below = learn_below
         self.z_threshold = z_threshold
         self.warm_up = warm_up
         self.bucket_seconds = bucket_seconds
@@ -266,19 +274,22 @@ class SeasonalDetector(UnivariateDetector):
         if value is None:
             return
         score = self.score_one(x)
+        suspicious = self.is_warm and score >= self.learn_below
         if self.persistence > 0.0 and self.is_warm:
             drift = self._next_drift(value, t)
-            if score < self.threshold:
+            if score < self.threshold and not suspicious:
                 self._drift_count += 1
                 alpha = _ew_alpha(self._drift_count, 0.005)
                 self._drift_spread += alpha * (abs(drift) - self._drift_spread)
             self._drift = drift
-        if self._should_learn(score):
+        if self._should_learn(score) and not suspicious:
             self._update(value, t)
             self.n_learned += 1
         elif t is not None:
             self._update(value, t, cold_only=True)
 
+    # Old saved states predate ``learn_below``: they read the class default.
+    learn_below: float = 1.0
     _DRIFT_WARM = 50       # normal points before the persistence score speaks
     _DRIFT_MIN_SPREAD = 0.1
 

@@ -175,3 +175,37 @@ def test_seasonal_persistence_stays_quiet_on_noise() -> None:
         detector.learn_one(x)
         t += 300.0
     assert flagged <= 1
+
+
+def test_learn_below_keeps_a_deviation_held_just_under_the_threshold_out_of_the_band():
+    import math as _math
+    import random as _random
+
+    from dqpulse.detectors.river_models import SeasonalDetector
+
+    def trained(learn_below: float) -> tuple[SeasonalDetector, float]:
+        rng = _random.Random(3)
+        detector = SeasonalDetector(z_threshold=4.0, warm_up=24, learn_below=learn_below)
+        hour = 0
+        for hour in range(24 * 21):
+            t = hour * 3600.0
+            x = {"value": 1000.0 + 300.0 * _math.sin(2 * _math.pi * hour / 24)
+                 + rng.gauss(0, 30), "t": t}
+            detector.score_one(x)
+            detector.learn_one(x)
+        return detector, float(hour)
+
+    widths = {}
+    for learn_below in (1.0, 0.8):
+        detector, last = trained(learn_below)
+        # a deviation of ~3.5 sigma held for a day: each point scores under the threshold
+        for step in range(1, 25):
+            t = (last + step) * 3600.0
+            expected = 1000.0 + 300.0 * _math.sin(2 * _math.pi * (last + step) / 24)
+            x = {"value": expected + 105.0, "t": t}
+            detector.score_one(x)
+            detector.learn_one(x)
+        probe = {"value": 1000.0, "t": (last + 25) * 3600.0}
+        explained = detector.explain(probe)
+        widths[learn_below] = explained["expected_high"] - explained["expected_low"]
+    assert widths[0.8] < widths[1.0]
