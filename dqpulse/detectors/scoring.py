@@ -78,7 +78,7 @@ _SEASONAL_METRICS = _DRIFT_METRICS | _SAMPLE_STATISTICS | {"distribution.distinc
 # hours but rarely 5 sigma in one window; a held deviation (persistence) and z 4 catch it.
 # Counts are where the seasonal baseline is best fed (every window has a value), so the
 # lower threshold costs no false alarms in bench/incidents.
-_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2, "learn_below": 0.8}
+_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2}
 _MIN_SCALE = {**dict.fromkeys(_DRIFT_METRICS, 0.005), **dict.fromkeys(_SAMPLE_STATISTICS, 1e-6)}
 # Series where only an increase is bad: a drop in lag, nulls or drift is good news.
 _UP_ONLY_FAMILIES = ("freshness.", "schema.", "validity.", "uniqueness.")
