@@ -32,7 +32,6 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from dqpulse.config import Settings  # noqa: E402
 from dqpulse.pipeline import default_hooks  # noqa: E402
 from dqpulse.spec import parse_spec  # noqa: E402
-from dqpulse.store.db import make_engine, upgrade_to_head  # noqa: E402
+from dqpulse.store.db import make_engine  # noqa: E402
+from tests.integration.helpers import throwaway_database  # noqa: E402
 from tests.integration.receivers import webhook_receiver  # noqa: E402
 from workers.ingest import IngestWorker  # noqa: E402
 from workers.notify import run_notifier  # noqa: E402
@@ -64,22 +64,11 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
-    name = f"dqpulse_latency_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.admin_db, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = args.admin_db.rsplit("/", 1)[0] + "/" + name
-    try:
+    with throwaway_database(args.admin_db, "dqpulse_latency") as url:
         run(args, rng, url)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :n"), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
 
 
 def run(args: argparse.Namespace, rng: random.Random, url: str) -> None:
-    upgrade_to_head(url)
     suffix = uuid.uuid4().hex[:6]
     topics = [f"latency-{suffix}-{i}" for i in range(args.datasets)]
     kafka_admin = AdminClient({"bootstrap.servers": args.bootstrap})

@@ -96,30 +96,15 @@ def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) ->
 
 
 def create_database(admin_url: str) -> str:
-    from sqlalchemy import create_engine, text
+    from tests.integration.helpers import create_database as create
 
-    from dqpulse.store.db import upgrade_to_head
-
-    name = f"dqpulse_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    upgrade_to_head(url)
-    return url
+    return create(admin_url, "dqpulse_bench")
 
 
 def drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
+    from tests.integration.helpers import drop_database as drop
 
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = :n"), {"n": name})
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    drop(admin_url, url)
 
 
 # -- children -----------------------------------------------------------------------------

@@ -44,45 +44,19 @@ def pg_admin_url(stack_env: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A throwaway database at ``alembic upgrade head`` for this test session."""
-    from sqlalchemy import create_engine, text
+    from tests.integration.helpers import throwaway_database
 
-    from dqpulse.store.db import upgrade_to_head
-
-    name = f"dqpulse_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0] + "/" + name
-    upgrade_to_head(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-            {"n": name})
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with throwaway_database(pg_admin_url, "dqpulse_test") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_db(pg_admin_url: str) -> Iterator[str]:
     """A database of its own for a test that runs several processes (no shared SAVEPOINT)."""
-    from sqlalchemy import create_engine, text
+    from tests.integration.helpers import throwaway_database
 
-    from dqpulse.store.db import upgrade_to_head
-
-    name = f"dqpulse_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0] + "/" + name
-    upgrade_to_head(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-            {"n": name})
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with throwaway_database(pg_admin_url, "dqpulse_t") as url:
+        yield url
 
 
 @pytest.fixture

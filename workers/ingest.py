@@ -92,6 +92,7 @@ class IngestWorker:
         for dataset in datasets:
             self.by_topic[dataset.topic].append(dataset)
         self.datasets = list(datasets)
+        self._by_name = {dataset.name: dataset for dataset in self.datasets}
         self.owned: dict[tuple[str, int], _Owned] = {}
         self._decoders = make_decoders(self.datasets, settings)
         self.stats = IngestStats()
@@ -234,10 +235,7 @@ class IngestWorker:
                 owned.idle_polls += 1
 
     def _topic_of(self, dataset_name: str) -> str:
-        for dataset in self.datasets:
-            if dataset.name == dataset_name:
-                return dataset.topic
-        raise KeyError(dataset_name)
+        return self._by_name[dataset_name].topic
 
     def _account(self, dataset: DatasetSpec, batch: list[RawMessage], report: object) -> None:
         t = self.telemetry
@@ -336,7 +334,7 @@ class IngestWorker:
                 owned = self.owned.get((name, partition))
                 if owned is None:
                     continue
-                dataset = next(d for d in self.datasets if d.name == name)
+                dataset = self._by_name[name]
                 saved = checkpoints.get(conn, dataset=name, partition=partition)
                 if saved is None:
                     self.owned[(name, partition)] = _Owned(

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from dqpulse.errors import ValidationError
+from dqpulse.spec import DatasetSpec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store import schemas as schema_store
@@ -25,9 +26,8 @@ from service.schemas import (
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-def _to_read(conn: ConnDep, name: str) -> DatasetRead:
-    spec = dataset_store.get_or_raise(conn, name=name)
-    latest = metric_store.get_latest_window(conn, dataset=name)
+def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
+    latest = metric_store.get_latest_window(conn, dataset=spec.name)
     quality = {p["metric"].split(".", 1)[1]: p["value"] for p in latest
                if p["metric"].startswith("quality.") and p["field"] == ""}
     return DatasetRead(
@@ -42,12 +42,12 @@ def _to_read(conn: ConnDep, name: str) -> DatasetRead:
 
 @router.get("", response_model=list[DatasetRead], summary="List datasets with quality scores")
 def list_datasets(conn: ConnDep) -> list[DatasetRead]:
-    return [_to_read(conn, spec.name) for spec in dataset_store.get_all(conn)]
+    return [_to_read(conn, spec) for spec in dataset_store.get_all(conn)]
 
 
 @router.get("/{name}", response_model=DatasetRead, summary="One dataset with quality scores")
 def get_dataset(name: str, conn: ConnDep) -> DatasetRead:
-    return _to_read(conn, name)
+    return _to_read(conn, dataset_store.get_or_raise(conn, name=name))
 
 
 @router.get("/{name}/metrics", response_model=list[SeriesRead],

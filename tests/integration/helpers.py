@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -42,6 +46,56 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[int | None, byte
     assert remaining == 0, f"{remaining} messages not delivered"
     assert not errors, errors[:3]
     return count
+
+
+def create_database(admin_url: str, prefix: str = "dqpulse_t") -> str:
+    """A new, empty Postgres database at ``alembic upgrade head``; returns its URL."""
+    from sqlalchemy import create_engine, text
+
+    from dqpulse.store.db import upgrade_to_head
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    upgrade_to_head(url)
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop a database made by :func:`create_database`, ending its open connections."""
+    from sqlalchemy import create_engine, text
+
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = :n"), {"n": name})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@contextmanager
+def throwaway_database(admin_url: str, prefix: str = "dqpulse_t") -> Iterator[str]:
+    url = create_database(admin_url, prefix)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, url)
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[Any]], timeout_s: float = 20) -> None:
+    """SIGTERM every process (a graceful stop: final checkpoint), SIGKILL the stragglers."""
+    processes = list(processes)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def json_bytes(record: dict[str, Any]) -> bytes:

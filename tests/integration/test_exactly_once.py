@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from dqpulse.store.db import make_engine
 from dqpulse.store.tables import metric_points, window_partials
-from tests.integration.helpers import json_bytes, produce, wait_until
+from tests.integration.helpers import json_bytes, produce, stop_processes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -110,13 +110,7 @@ datasets:
 
         wait_until(all_windows_final, 120, interval_s=1.0, message="last window finalized")
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_processes(workers)
 
     with engine.connect() as conn:
         rows = conn.execute(select(metric_points.c.window_start, metric_points.c.value).where(

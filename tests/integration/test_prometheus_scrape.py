@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from tests.integration.helpers import json_bytes, produce, wait_until
+from tests.integration.helpers import json_bytes, produce, stop_processes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +60,4 @@ def test_prometheus_scrapes_api_and_worker_metrics(stack_env, fresh_db, make_top
         requests = _query(prometheus, 'dqpulse_http_requests_total{route="/api/v1/datasets"}')
         assert requests and float(requests[0]["value"][1]) >= 1
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
