@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -48,11 +47,9 @@ import numpy.typing as npt
 from dqpulse.decode import Decoder, DecodeResult, decoder_for
 from dqpulse.metrics.codec import pack, unpack
 from dqpulse.metrics.window import WindowState
-from dqpulse.records import ColumnBatch, RawMessage
+from dqpulse.records import ColumnBatch, PartitionBatch, RawMessage
 from dqpulse.spec import DatasetSpec
 from dqpulse.windows import PartitionClock, parse_event_times, window_starts
-
-_timestamp_ms = attrgetter("timestamp_ms")
 
 
 @dataclass(slots=True)
@@ -103,33 +100,35 @@ class PartitionAggregator:
         return sorted(self._windows)
 
     # -- ingest --------------------------------------------------------------------------
-    def add(self, messages: Sequence[RawMessage], now: float) -> AddReport:
+    def add(self, messages: PartitionBatch | Sequence[RawMessage], now: float) -> AddReport:
+        """Count one poll batch of this partition (``RawMessage``s are accepted too)."""
+        batch_in = (messages if isinstance(messages, PartitionBatch)
+                    else PartitionBatch.from_messages(messages))
         bad: list[BadRecord] = []
-        values = [m.value for m in messages]
+        values = batch_in.values
         sizes: npt.NDArray[np.int64] | None = None
         try:
             sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))  # type: ignore[arg-type]
             clean = not ((sizes == 0).any() or (sizes > self.max_message_bytes).any())
         except TypeError:  # a None value (tombstone)
             clean = False
-        if clean:
-            candidates = list(messages)
-        else:
+        candidates: list[int] | None = None  # positions in batch_in, when not all of them
+        if not clean:
             sizes = None
             candidates = []
-            for message in messages:
-                value = message.value
+            for index, value in enumerate(values):
                 if not value:
-                    bad.append(BadRecord(message, "empty", "no value"))
+                    bad.append(BadRecord(batch_in.message(index), "empty", "no value"))
                 elif len(value) > self.max_message_bytes:
-                    bad.append(BadRecord(
-                        message, "oversized", f"{len(value)} bytes > {self.max_message_bytes}"))
+                    bad.append(BadRecord(batch_in.message(index), "oversized",
+                                         f"{len(value)} bytes > {self.max_message_bytes}"))
                 else:
-                    candidates.append(message)
-            values = [m.value for m in candidates]
+                    candidates.append(index)
+            values = [values[i] for i in candidates]
         result: DecodeResult = self.decoder.decode(values, sizes)  # type: ignore[arg-type]
         for failure in result.failures:
-            bad.append(BadRecord(candidates[failure.index], failure.reason, failure.detail))
+            index = failure.index if candidates is None else candidates[failure.index]
+            bad.append(BadRecord(batch_in.message(index), failure.reason, failure.detail))
         by_reason: dict[str, int] = {}
         for record in bad:
             by_reason[record.reason] = by_reason.get(record.reason, 0) + 1
@@ -140,9 +139,12 @@ class PartitionAggregator:
         batch = result.batch
         if batch.n == 0:
             return AddReport(0, 0, bad, 0, by_reason)
-        stamps = np.fromiter(map(_timestamp_ms, candidates), dtype=np.float64,
-                             count=len(candidates))
-        batch.timestamps = stamps[result.rows] / 1000.0
+        stamps = batch_in.timestamps_ms
+        if candidates is not None:
+            stamps = stamps[np.asarray(candidates, dtype=np.int64)]
+        if result.rows.shape[0] != stamps.shape[0]:
+            stamps = stamps[result.rows]
+        batch.timestamps = stamps / 1000.0
         batch.ingest_time = now
         batch.partition = self.partition
         fallbacks = self._set_event_times(batch, now)
@@ -209,6 +211,10 @@ class PartitionAggregator:
         return state
 
     # -- time ----------------------------------------------------------------------------
+    def is_idle(self, now: float) -> bool:
+        """No records for ``idle_timeout_s`` (or never): ``tick`` may advance the watermark."""
+        return self._clock.is_idle(now)
+
     def tick(self, now: float) -> None:
         """Advance the watermark to the wall clock if the partition has been idle."""
         self._clock.tick(now)

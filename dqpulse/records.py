@@ -6,6 +6,8 @@ The columnar batch type that decoding produces lives here too (see ``ColumnBatch
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -110,3 +112,114 @@ class ColumnBatch:
             sizes=np.zeros(0, dtype=np.int64),
             timestamps=np.zeros(0, dtype=np.float64),
         )
+
+
+_key_of_raw = operator.attrgetter("key")
+
+
+class PartitionBatch:
+    """One poll's messages of one partition, in offset order, held column by column.
+
+    Sources fill the columns with C-level ``map`` calls where the client allows
+    (confluent-kafka), so no Python object is built per message on the hot path: a
+    ``RawMessage`` is made only for the record that needs one (``message``: a bad record
+    on its way to the dead-letter topic). ``natives`` are the client's message objects,
+    aligned with the columns, and ``key_of`` reads a message key from one of them.
+    """
+
+    __slots__ = ("topic", "partition", "values", "timestamps_ms", "offsets", "natives",
+                 "key_of")
+
+    def __init__(self, topic: str, partition: int, values: list[bytes | None],
+                 timestamps_ms: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64],
+                 natives: Sequence[Any] | None = None,
+                 key_of: Callable[[Any], bytes | None] = _key_of_raw) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.values = values
+        self.timestamps_ms = timestamps_ms
+        self.offsets = offsets
+        self.natives = natives
+        self.key_of = key_of
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def first_offset(self) -> int:
+        return int(self.offsets[0])
+
+    @property
+    def last_offset(self) -> int:
+        return int(self.offsets[-1])
+
+    def message(self, index: int) -> RawMessage:
+        """The record at position ``index`` as a ``RawMessage`` (key included)."""
+        key = None if self.natives is None else self.key_of(self.natives[index])
+        return RawMessage(self.topic, self.partition, int(self.offsets[index]),
+                          int(self.timestamps_ms[index]), self.values[index], key)
+
+    def since(self, offset: int) -> PartitionBatch:
+        """The messages at or after ``offset`` (offsets ascend within a partition)."""
+        start = int(np.searchsorted(self.offsets, offset, side="left"))
+        return PartitionBatch(
+            self.topic, self.partition, self.values[start:], self.timestamps_ms[start:],
+            self.offsets[start:], None if self.natives is None else self.natives[start:],
+            self.key_of)
+
+    @classmethod
+    def from_messages(cls, messages: Sequence[RawMessage]) -> PartitionBatch:
+        """A batch of ``RawMessage``s that all come from one partition."""
+        n = len(messages)
+        if n == 0:
+            return cls("", -1, [], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        first = messages[0]
+        return cls(first.topic, first.partition, [m.value for m in messages],
+                   np.fromiter((m.timestamp_ms for m in messages), dtype=np.int64, count=n),
+                   np.fromiter((m.offset for m in messages), dtype=np.int64, count=n),
+                   list(messages))
+
+
+def group_by_partition(topics: list[str], partitions: npt.NDArray[np.int64],
+                       values: list[bytes | None], timestamps_ms: npt.NDArray[np.int64],
+                       offsets: npt.NDArray[np.int64], natives: list[Any],
+                       key_of: Callable[[Any], bytes | None]) -> list[PartitionBatch]:
+    """Split one poll's columns into a ``PartitionBatch`` per (topic, partition).
+
+    Order within a partition is kept (stable grouping), so offsets stay ascending.
+    """
+    n = len(values)
+    if n == 0:
+        return []
+    if topics.count(topics[0]) == n and bool((partitions == partitions[0]).all()):
+        return [PartitionBatch(topics[0], int(partitions[0]), values, timestamps_ms, offsets,
+                               natives, key_of)]
+    names = sorted(set(topics))
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.fromiter(map(index.__getitem__, topics), dtype=np.int64, count=n)
+    codes = codes * (int(partitions.max()) + 1) + partitions
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
+    out: list[PartitionBatch] = []
+    for rows in np.split(order, bounds):
+        picks = rows.tolist()
+        first = picks[0]
+        out.append(PartitionBatch(
+            topics[first], int(partitions[first]), [values[i] for i in picks],
+            timestamps_ms[rows], offsets[rows], [natives[i] for i in picks], key_of))
+    return out
+
+
+def batches_from_messages(messages: Sequence[RawMessage]) -> list[PartitionBatch]:
+    """``RawMessage``s of any partitions as one ``PartitionBatch`` per partition."""
+    n = len(messages)
+    if n == 0:
+        return []
+    return group_by_partition(
+        [m.topic for m in messages],
+        np.fromiter((m.partition for m in messages), dtype=np.int64, count=n),
+        [m.value for m in messages],
+        np.fromiter((m.timestamp_ms for m in messages), dtype=np.int64, count=n),
+        np.fromiter((m.offset for m in messages), dtype=np.int64, count=n),
+        list(messages), _key_of_raw)

@@ -18,9 +18,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -28,16 +27,13 @@ from sqlalchemy.exc import DBAPIError
 from dqpulse.aggregate import PartitionAggregator
 from dqpulse.config import Settings
 from dqpulse.pipeline import WindowHook, finalize_ready
-from dqpulse.records import RawMessage
+from dqpulse.records import PartitionBatch
 from dqpulse.sources.base import DeadLetterSink, Source, TopicPartition
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints
 from dqpulse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-_topic_partition = itemgetter(0, 1)  # RawMessage -> (topic, partition)
-_partition_of = itemgetter(1)
 
 
 @dataclass
@@ -51,6 +47,29 @@ class _Owned:
     # closed window partials popped from the aggregator but not yet committed (a failed
     # checkpoint transaction must not lose them)
     pending_closed: list[tuple[float, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _CheckpointRow:
+    """What one partition's checkpoint writes, snapshotted on the consuming thread."""
+
+    key: tuple[str, int]
+    owned: _Owned
+    loaded_version: int | None
+    next_offset: int
+    watermark: float
+    last_record_at: float | None
+    end_offset: int | None
+    state: bytes
+    closed: list[tuple[float, bytes]]
+
+
+@dataclass
+class _CheckpointJob:
+    keys: list[tuple[str, int]]
+    rows: list[_CheckpointRow] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    error: BaseException | None = None
 
 
 @dataclass
@@ -78,6 +97,7 @@ class IngestWorker:
         hooks: Sequence[WindowHook] = (),
         finalize: bool = True,
         clock: Callable[[], float] = time.time,
+        background_checkpoints: bool | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -100,6 +120,15 @@ class IngestWorker:
         self._last_checkpoint = time.monotonic()
         self._db_failures = 0
         self._db_down_until = 0.0
+        # Checkpoint transactions (and finalization) on a writer thread, overlapping the
+        # next polls; off on SQLite (one writer at a time) unless asked for.
+        self.background_checkpoints = (engine.dialect.name != "sqlite"
+                                       if background_checkpoints is None
+                                       else background_checkpoints)
+        self._writer = ThreadPoolExecutor(max_workers=1,
+                                          thread_name_prefix="dqpulse-checkpoint")
+        self._inflight: Future[_CheckpointJob | None] | None = None
+        self._fresh_ends: set[TopicPartition] = set()
 
     # -- rebalance callbacks -------------------------------------------------------------
     def on_assign(self, partitions: Sequence[TopicPartition]
@@ -167,69 +196,53 @@ class IngestWorker:
                 self.run_once()
             self.checkpoint(commit=True)
         finally:
+            self._writer.shutdown(wait=True)
             self.source.close()
         return self.stats
 
     def run_once(self) -> None:
+        self._collect(wait=False)
         if self._db_down_until > time.monotonic():
             # the database is away: stop consuming (memory stays bounded; Kafka keeps the
             # records) until the next checkpoint attempt
             time.sleep(min(0.5, self._db_down_until - time.monotonic()))
             return
-        messages = self.source.poll(self.settings.poll_max_records, self.settings.poll_timeout_s)
-        if messages:
-            self._ingest(messages)
+        batches = self.source.poll(self.settings.poll_max_records, self.settings.poll_timeout_s)
+        if batches:
+            self._ingest(batches)
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
+            if self.background_checkpoints:
+                self._checkpoint_due()
+                return
             try:
                 self.checkpoint(commit=True)
             except DBAPIError as exc:
-                # Nothing is lost: offsets are not committed, in-memory state and positions
-                # stay consistent, and the next checkpoint writes everything since the last.
-                self._db_failures += 1
-                backoff = min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
-                self._db_down_until = time.monotonic() + backoff
-                self.telemetry.checkpoint_failures.inc()
-                log.warning("checkpoint failed (%s); retrying in %.1fs",
-                            type(exc.orig).__name__ if exc.orig else exc, backoff)
+                self._db_unavailable(exc)
                 return
             self._db_failures = 0
             if self.finalize:
                 self.finalize_ready()
 
-    def _ingest(self, messages: list[RawMessage]) -> None:
+    def _ingest(self, batches: list[PartitionBatch]) -> None:
         now = self.clock()
-        self.stats.polled += len(messages)
-        groups: dict[tuple[str, int], list[RawMessage]]
-        first = messages[0]
-        if (len(self.by_topic) == 1
-                and list(map(_partition_of, messages)).count(first.partition) == len(messages)):
-            # one topic subscribed and one partition in the batch (the usual case)
-            groups = {(first.topic, first.partition): messages}
-        else:
-            # consume() hands messages over in runs per partition (offsets ascending within
-            # a partition): append whole runs, not message by message
-            groups = {}
-            for key, run in groupby(messages, _topic_partition):
-                batch = groups.get(key)
-                if batch is None:
-                    groups[key] = list(run)
-                else:
-                    batch.extend(run)
-        touched = groups.keys()
-        for (topic, partition), batch in groups.items():
-            for dataset in self.by_topic.get(topic, []):
-                owned = self.owned.get((dataset.name, partition))
+        touched: set[tuple[str, int]] = set()
+        for batch in batches:
+            self.stats.polled += len(batch)
+            touched.add((batch.topic, batch.partition))
+            for dataset in self.by_topic.get(batch.topic, []):
+                owned = self.owned.get((dataset.name, batch.partition))
                 if owned is None:
                     continue  # revoked between poll and now: the new owner replays it
-                if owned.next_offset is not None and batch[0].offset < owned.next_offset:
-                    batch = [m for m in batch if m.offset >= owned.next_offset]
-                    if not batch:
+                todo = batch
+                if owned.next_offset is not None and todo.first_offset < owned.next_offset:
+                    todo = todo.since(owned.next_offset)  # counted before (several datasets)
+                    if not len(todo):
                         continue
-                report = owned.aggregator.add(batch, now)
-                owned.next_offset = batch[-1].offset + 1
+                report = owned.aggregator.add(todo, now)
+                owned.next_offset = todo.last_offset + 1
                 owned.dirty = True
                 owned.idle_polls = 0
-                self._account(dataset, batch, report)
+                self._account(dataset, report)
         for key, owned in self.owned.items():
             if (self._topic_of(key[0]), key[1]) not in touched:
                 owned.idle_polls += 1
@@ -237,7 +250,7 @@ class IngestWorker:
     def _topic_of(self, dataset_name: str) -> str:
         return self._by_name[dataset_name].topic
 
-    def _account(self, dataset: DatasetSpec, batch: list[RawMessage], report: object) -> None:
+    def _account(self, dataset: DatasetSpec, report: object) -> None:
         t = self.telemetry
         accepted = getattr(report, "accepted", 0)
         late = getattr(report, "late", 0)
@@ -261,55 +274,133 @@ class IngestWorker:
     # -- checkpoint ----------------------------------------------------------------------
     def checkpoint(self, *, only: Sequence[tuple[str, int]] | None = None,
                    commit: bool = True) -> None:
-        """Write state + offsets of owned partitions in one transaction, then commit offsets."""
+        """Write state + offsets of owned partitions in one transaction, then commit offsets.
+
+        Synchronous: waits for a background checkpoint in flight first, so on return every
+        record polled so far is checkpointed (revocation, shutdown, tests)."""
+        self._collect(wait=True)
+        job = self._prepare(only)
+        if job is None:
+            return
+        try:
+            job.versions = self._write(job)
+        except checkpoints.FencedError as exc:
+            self._fenced(job, exc)
+            return
+        except BaseException:
+            self._failed(job)
+            raise
+        self._applied(job, commit=commit)
+
+    def _checkpoint_due(self) -> None:
+        """The periodic checkpoint of ``run_once`` with background checkpoints: the
+        snapshot is taken here, the transaction (and then finalization) runs on the writer
+        thread while this one goes on consuming; ``_collect`` applies the outcome."""
+        if self._inflight is not None:
+            return  # the previous one is still writing; try again next loop
+        job = self._prepare(None)
+        if job is None:
+            if self.finalize:
+                self._inflight = self._writer.submit(self._finalize_only)
+            return
+        self._inflight = self._writer.submit(self._write_and_finalize, job)
+
+    def _prepare(self, only: Sequence[tuple[str, int]] | None) -> _CheckpointJob | None:
+        """Snapshot what to write (main thread): states, offsets, newly closed windows."""
         self._last_checkpoint = time.monotonic()
         keys = list(self.owned) if only is None else [k for k in only if k in self.owned]
         if not keys:
-            return
+            return None
         now = self.clock()
-        end_offsets = self._end_offsets(keys)
+        end_offsets = self._end_offsets(keys, now)
         if self.dead_letter is not None:
             self.dead_letter.flush()  # dead letters are durable before offsets move on
-        pending: list[tuple[tuple[str, int], int, int]] = []
-        started = time.perf_counter()
-        try:
-            with self.engine.begin() as conn:
-                for key in keys:
-                    owned = self.owned[key]
-                    topic = self._topic_of(key[0])
-                    end = end_offsets.get((topic, key[1]))
-                    caught_up = end is not None and (owned.next_offset or 0) >= end
-                    if caught_up or (owned.next_offset is None and end == 0):
-                        owned.aggregator.tick(now)
-                    owned.pending_closed.extend(owned.aggregator.pop_closed())
-                    closed = list(owned.pending_closed)
-                    if (not closed and not owned.dirty and owned.version is not None
-                            and owned.saved_watermark == owned.aggregator.watermark):
-                        continue
-                    next_offset = owned.next_offset if owned.next_offset is not None else 0
-                    version = checkpoints.save(
-                        conn, dataset=key[0], partition=key[1], loaded_version=owned.version,
-                        next_offset=next_offset, watermark=owned.aggregator.watermark,
-                        last_record_at=owned.aggregator.last_record_at,
-                        high_watermark_offset=end, state=owned.aggregator.snapshot(),
-                        closed=closed, owner_id=self.owner_id)
-                    pending.append((key, version, next_offset))
-                    owned.saved_watermark = owned.aggregator.watermark
-        except checkpoints.FencedError as exc:
-            self.stats.fenced += 1
-            self.telemetry.checkpoint_fenced.inc()
-            log.warning("%s; reloading owned partitions from their checkpoints", exc)
-            self._reload(keys)
-            return
-        self.telemetry.checkpoint_seconds.observe(time.perf_counter() - started)
-        commit_offsets: dict[TopicPartition, int] = {}
-        for key, version, next_offset in pending:
+        job = _CheckpointJob(keys=keys)
+        for key in keys:
             owned = self.owned[key]
+            topic = self._topic_of(key[0])
+            end = end_offsets.get((topic, key[1]))
+            fresh = (topic, key[1]) in self._fresh_ends
+            caught_up = fresh and end is not None and (owned.next_offset or 0) >= end
+            if caught_up or (fresh and owned.next_offset is None and end == 0):
+                owned.aggregator.tick(now)
+            owned.pending_closed.extend(owned.aggregator.pop_closed())
+            closed = list(owned.pending_closed)
+            if (not closed and not owned.dirty and owned.version is not None
+                    and owned.saved_watermark == owned.aggregator.watermark):
+                continue
+            job.rows.append(_CheckpointRow(
+                key=key, owned=owned, loaded_version=owned.version,
+                next_offset=owned.next_offset if owned.next_offset is not None else 0,
+                watermark=owned.aggregator.watermark,
+                last_record_at=owned.aggregator.last_record_at, end_offset=end,
+                state=owned.aggregator.snapshot(), closed=closed))
+            owned.dirty = False  # records ingested from here on set it again
+        return job
+
+    def _write(self, job: _CheckpointJob) -> list[int]:
+        """One transaction for every row of the job (any thread); returns the versions."""
+        started = time.perf_counter()
+        versions: list[int] = []
+        if job.rows:
+            with self.engine.begin() as conn:
+                for row in job.rows:
+                    versions.append(checkpoints.save(
+                        conn, dataset=row.key[0], partition=row.key[1],
+                        loaded_version=row.loaded_version, next_offset=row.next_offset,
+                        watermark=row.watermark, last_record_at=row.last_record_at,
+                        high_watermark_offset=row.end_offset, state=row.state,
+                        closed=row.closed, owner_id=self.owner_id))
+        self.telemetry.checkpoint_seconds.observe(time.perf_counter() - started)
+        return versions
+
+    def _write_and_finalize(self, job: _CheckpointJob) -> _CheckpointJob:
+        try:
+            job.versions = self._write(job)
+        except BaseException as exc:  # handed to the main thread by _collect
+            job.error = exc
+            return job
+        if self.finalize:
+            self.finalize_ready()
+        return job
+
+    def _finalize_only(self) -> None:
+        self.finalize_ready()
+        return None
+
+    def _collect(self, *, wait: bool) -> None:
+        """Apply the outcome of the background checkpoint, if one finished (main thread)."""
+        future = self._inflight
+        if future is None or (not wait and not future.done()):
+            return
+        self._inflight = None
+        job = future.result()
+        if job is None:  # a finalize-only pass
+            return
+        error = job.error
+        if error is None:
+            self._db_failures = 0
+            self._applied(job, commit=True)
+        elif isinstance(error, checkpoints.FencedError):
+            self._fenced(job, error)
+        elif isinstance(error, DBAPIError):
+            self._failed(job)
+            self._db_unavailable(error)
+        else:
+            self._failed(job)
+            raise error
+
+    def _applied(self, job: _CheckpointJob, *, commit: bool) -> None:
+        commit_offsets: dict[TopicPartition, int] = {}
+        for row, version in zip(job.rows, job.versions, strict=True):
+            owned = row.owned
+            if self.owned.get(row.key) is not owned:
+                continue  # revoked meanwhile
             owned.version = version
-            owned.dirty = False
-            owned.pending_closed.clear()
-            tp = (self._topic_of(key[0]), key[1])
-            commit_offsets[tp] = min(commit_offsets.get(tp, next_offset), next_offset)
+            owned.saved_watermark = row.watermark
+            del owned.pending_closed[:len(row.closed)]
+            tp = (self._topic_of(row.key[0]), row.key[1])
+            commit_offsets[tp] = min(commit_offsets.get(tp, row.next_offset), row.next_offset)
         self.stats.checkpoints += 1
         self.telemetry.checkpoints.inc()
         if commit and commit_offsets:
@@ -319,13 +410,51 @@ class IngestWorker:
                 log.warning("offset commit failed; checkpoints still hold the positions",
                             exc_info=True)
 
-    def _end_offsets(self, keys: Sequence[tuple[str, int]]) -> dict[TopicPartition, int]:
+    def _failed(self, job: _CheckpointJob) -> None:
+        """Nothing of the job was written: its rows are written again by the next one."""
+        for row in job.rows:
+            row.owned.dirty = True
+
+    def _fenced(self, job: _CheckpointJob, exc: Exception) -> None:
+        self.stats.fenced += 1
+        self.telemetry.checkpoint_fenced.inc()
+        log.warning("%s; reloading owned partitions from their checkpoints", exc)
+        self._reload(job.keys)
+
+    def _db_unavailable(self, exc: DBAPIError) -> None:
+        # Nothing is lost: offsets are not committed, in-memory state and positions stay
+        # consistent, and the next checkpoint writes everything since the last.
+        self._db_failures += 1
+        backoff = min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+        self._db_down_until = time.monotonic() + backoff
+        self.telemetry.checkpoint_failures.inc()
+        log.warning("checkpoint failed (%s); retrying in %.1fs",
+                    type(exc.orig).__name__ if exc.orig else exc, backoff)
+
+    def _end_offsets(self, keys: Sequence[tuple[str, int]], now: float
+                     ) -> dict[TopicPartition, int]:
+        """End offsets for lag, asked of the broker only for partitions that may be idle.
+
+        A partition that had records within ``idle_partition_timeout_s`` cannot be ticked
+        anyway, so the end offset the client learned from its fetches (no round trip) is
+        enough for its lag; the others need a fresh one to decide they are caught up.
+        ``_fresh_ends`` says which values are fresh."""
         tps = sorted({(self._topic_of(name), partition) for name, partition in keys})
+        idle = sorted({(self._topic_of(name), partition) for name, partition in keys
+                       if self.owned[(name, partition)].aggregator.is_idle(now)})
+        ends: dict[TopicPartition, int] = {}
+        self._fresh_ends = set()
         try:
-            return self.source.end_offsets(tps)
+            busy = [tp for tp in tps if tp not in set(idle)]
+            if busy:
+                ends.update(self.source.end_offsets(busy, fresh=False))
+            if idle:
+                fresh = self.source.end_offsets(idle, fresh=True)
+                ends.update(fresh)
+                self._fresh_ends = set(fresh)
         except Exception:  # noqa: BLE001 - no lag info this round; idle ticks wait
             log.warning("could not read end offsets", exc_info=True)
-            return {}
+        return ends
 
     def _reload(self, keys: Sequence[tuple[str, int]]) -> None:
         """After fencing: drop in-memory progress and continue from the stored checkpoints."""

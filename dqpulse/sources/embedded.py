@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from dqpulse.records import RawMessage
+from dqpulse.records import PartitionBatch, RawMessage
 from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
 
 INJECTION_KINDS = (
@@ -97,17 +97,20 @@ class EmbeddedSource:
             self._log.setdefault(tp, [])
             self._positions[tp] = starts.get(tp) or 0
 
-    def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+    def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
         self._generate(self.clock())
-        out: list[RawMessage] = []
+        out: list[PartitionBatch] = []
+        taken = 0
         for tp in sorted(self._assigned):
             log = self._log[tp]
             position = self._positions[tp]
             base = self._base.get(tp, 0)
-            take = log[position - base:position - base + max(1, max_records - len(out))]
-            out.extend(take)
+            take = log[position - base:position - base + max(1, max_records - taken)]
+            if take:
+                out.append(PartitionBatch.from_messages(take))
+            taken += len(take)
             self._positions[tp] = position + len(take)
-            if len(out) >= max_records:
+            if taken >= max_records:
                 break
         return out
 
@@ -123,7 +126,8 @@ class EmbeddedSource:
     def seek(self, topic: str, partition: int, offset: int | None) -> None:
         self._positions[(topic, partition)] = offset or 0
 
-    def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    def end_offsets(self, partitions: Sequence[TopicPartition], *,
+                    fresh: bool = True) -> dict[TopicPartition, int]:
         self._generate(self.clock())
         return {tp: self._base.get(tp, 0) + len(self._log.get(tp, [])) for tp in partitions}
 

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 
 from dqpulse.config import Settings
-from dqpulse.records import RawMessage
+from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
 from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
 
 log = logging.getLogger(__name__)
+
+# Unbound methods of the C message type: ``map`` over them builds each column without a
+# Python-level call per message.
+_value, _topic, _partition = Message.value, Message.topic, Message.partition
+_offset, _timestamp, _error, _key = Message.offset, Message.timestamp, Message.error, Message.key
+_second = itemgetter(1)
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -87,20 +95,27 @@ class ConfluentSource:
         self._consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke,
                                  on_lost=lost)
 
-    def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+    def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
-        # One comprehension, RawMessage built by tuple.__new__ (skips the named tuple's
-        # Python-level __new__): this runs for every message.
-        new, raw = tuple.__new__, RawMessage
-        out = [new(raw, (m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.value(),
-                         m.key()))
-               for m in messages if m.error() is None]
-        if len(out) != len(messages):
+        if not messages:
+            return []
+        if any(map(_error, messages)):
+            good = []
             for msg in messages:
                 error = msg.error()
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                if error is None:
+                    good.append(msg)
+                elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consume error: %s", error)
-        return out
+            messages = good
+        n = len(messages)
+        return group_by_partition(
+            cast(list[str], list(map(_topic, messages))),  # never None when error() is
+            np.fromiter(map(_partition, messages), dtype=np.int64, count=n),
+            list(map(_value, messages)),
+            np.fromiter(map(_second, map(_timestamp, messages)), dtype=np.int64, count=n),
+            np.fromiter(map(_offset, messages), dtype=np.int64, count=n),
+            messages, _key)
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if offsets:
@@ -115,12 +130,14 @@ class ConfluentSource:
         except Exception:  # noqa: BLE001 - not assigned any more: the new owner resumes
             log.info("seek %s[%s] skipped: partition no longer assigned", topic, partition)
 
-    def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    def end_offsets(self, partitions: Sequence[TopicPartition], *,
+                    fresh: bool = True) -> dict[TopicPartition, int]:
         result: dict[TopicPartition, int] = {}
         for topic, partition in partitions:
             _low, high = self._consumer.get_watermark_offsets(
-                CkTopicPartition(topic, partition), timeout=5.0, cached=False)
-            result[(topic, partition)] = high
+                CkTopicPartition(topic, partition), timeout=5.0, cached=not fresh)
+            if high >= 0:  # cached: negative (OFFSET_INVALID) until a fetch reported it
+                result[(topic, partition)] = high
         return result
 
     def partition_count(self, topic: str) -> int:

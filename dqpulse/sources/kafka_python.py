@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
+import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from dqpulse.config import Settings
-from dqpulse.records import RawMessage
+from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
 from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
 
 log = logging.getLogger(__name__)
+_key = attrgetter("key")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -93,13 +96,19 @@ class KafkaPythonSource:
             self._partition_counts[topic] = self._fetch_partition_count(topic)
         self._consumer.subscribe(list(topics), listener=_Listener(self))
 
-    def poll(self, max_records: int, timeout_s: float) -> list[RawMessage]:
+    def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        out: list[RawMessage] = []
+        out: list[PartitionBatch] = []
         for tp, records in batches.items():
-            topic, partition = tp.topic, tp.partition
-            out.extend(RawMessage(topic, partition, r.offset, r.timestamp, r.value, r.key)
-                       for r in records)
+            if not records:
+                continue
+            n = len(records)
+            out.extend(group_by_partition(
+                [tp.topic] * n, np.full(n, tp.partition, dtype=np.int64),
+                [r.value for r in records],
+                np.fromiter((r.timestamp for r in records), dtype=np.int64, count=n),
+                np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
+                records, _key))
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -122,12 +131,17 @@ class KafkaPythonSource:
         except Exception:  # noqa: BLE001 - not assigned any more: the new owner resumes
             log.info("seek %s[%s] skipped: partition no longer assigned", topic, partition)
 
-    def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    def end_offsets(self, partitions: Sequence[TopicPartition], *,
+                    fresh: bool = True) -> dict[TopicPartition, int]:
         """Fresh end offsets (a ListOffsets request). Inside a rebalance callback, which may
         run on kafka-python's network thread where blocking is not allowed, none: the
-        caller then skips idle ticks for that checkpoint. (The high watermark cached from
-        the last fetch is not used: after a reassignment it can be stale, and a stale end
-        offset would let an idle tick close windows that still have records to come.)"""
+        caller then skips idle ticks for that checkpoint. Not ``fresh``: the high watermark
+        of the last fetch response where there is one (after a reassignment it can be
+        stale, so the caller never decides "caught up" from it)."""
+        if not fresh:
+            cached = {(t, p): self._consumer.highwater(KpTopicPartition(t, p))
+                      for t, p in partitions}
+            return {tp: high for tp, high in cached.items() if high is not None}
         if self._in_callback or not partitions:
             return {}
         ends = self._consumer.end_offsets([KpTopicPartition(t, p) for t, p in partitions])
