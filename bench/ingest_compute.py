@@ -2,7 +2,8 @@
 
 Generates N JSON records of 10 top-level fields (ids, floats, a Zipf category, a status,
 an email, a bool, a 5%-null float, an ISO timestamp, a nested object), writes them once
-as NDJSON, cuts them into 5000-message batches of ``RawMessage`` and measures, in one run:
+as NDJSON, cuts them into 5000-message ``PartitionBatch``es (what a source hands over)
+and measures, in one run:
 
 1. bare ``orjson.loads`` per record (the decoding ceiling),
 2. dqpulse ``PartitionAggregator.add`` over all batches, then ``pop_closed`` +
@@ -144,7 +145,7 @@ def child_dqpulse(path: Path, part: int, parts: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from dqpulse.aggregate import PartitionAggregator
     from dqpulse.metrics import FinalizeContext, finalize_window, merge_partials
-    from dqpulse.records import RawMessage
+    from dqpulse.records import PartitionBatch, RawMessage
 
     spec = bench_spec()
     values = read_values(path, part, parts)
@@ -153,7 +154,9 @@ def child_dqpulse(path: Path, part: int, parts: int) -> dict[str, float]:
         RawMessage("orders", part, first + i, int((BASE_EPOCH + (first + i) / RATE) * 1000), v)
         for i, v in enumerate(values)
     ]
-    batches = [messages[i:i + BATCH] for i in range(0, len(messages), BATCH)]
+    # what a source hands the worker: one columnar PartitionBatch per poll and partition
+    batches = [PartitionBatch.from_messages(messages[i:i + BATCH])
+               for i in range(0, len(messages), BATCH)]
     del messages
     aggregator = PartitionAggregator(spec, part)
     loaded_rss = rss_mib()  # the benchmark's own copy of the data, not the worker's state
@@ -162,7 +165,7 @@ def child_dqpulse(path: Path, part: int, parts: int) -> dict[str, float]:
     closed: list[tuple[float, bytes]] = []
     accepted = 0
     for batch in batches:
-        now = batch[-1].timestamp_ms / 1000 + 0.5
+        now = float(batch.timestamps_ms[-1]) / 1000 + 0.5
         report = aggregator.add(batch, now)
         accepted += report.accepted
         closed += aggregator.pop_closed()

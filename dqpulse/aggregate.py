@@ -184,6 +184,9 @@ class PartitionAggregator:
             on_time_starts: npt.NDArray[np.float64] = np.zeros(0)
         else:
             on_time_starts = starts[~late_mask] if late else starts
+        if not late and on_time_starts.size and on_time_starts.min() == on_time_starts.max():
+            self._window(float(on_time_starts[0])).update(batch)  # the usual case
+            return late
         unique = np.unique(on_time_starts)
         if unique.size == 1 and not late:
             self._window(float(unique[0])).update(batch)

@@ -32,6 +32,18 @@ def column_stats(batch: ColumnBatch) -> dict[str, ColumnStats]:
     cached: dict[str, ColumnStats] | None = batch.cache.get("stats")
     if cached is not None:
         return cached
+    stats: dict[str, ColumnStats] = {path: ColumnStats() for path in batch.types}
+    frame = batch.frame
+    if not frame.width:
+        for item in stats.values():
+            item.nulls = batch.n
+        batch.cache["stats"] = stats
+        return stats
+    # Per-expression overhead dominates on a poll batch, so: null counts of every column
+    # in one call, the rest in one sequential select (no thread-pool hand-off).
+    for path, nulls in zip(frame.columns, frame.null_count().row(0), strict=True):
+        if path in stats:
+            stats[path].nulls = int(nulls)
     exprs: list[pl.Expr] = []
     layout: list[tuple[str, str]] = []
     for index, (path, type_name) in enumerate(batch.types.items()):
@@ -41,26 +53,23 @@ def column_stats(batch: ColumnBatch) -> dict[str, ColumnStats]:
             exprs.append(expr.alias(f"{index}:{name}"))
             layout.append((path, name))
 
-        add(column.null_count(), "nulls")
         if type_name in NUMERIC_TYPES:
-            add(column.cast(pl.Float64).min(), "minimum")
-            add(column.cast(pl.Float64).max(), "maximum")
-            add(column.cast(pl.Float64).mean(), "mean")
-            add(column.cast(pl.Float64).var(ddof=0), "variance")
+            add(column.min(), "minimum")
+            add(column.max(), "maximum")
+            add(column.mean(), "mean")
+            add(column.var(ddof=0), "variance")
         elif type_name == "string":
             add((column == "").sum(), "empty")
             add(column.str.len_chars().sum(), "length_sum")
         elif type_name == "boolean":
             add(column.sum(), "true_count")
-    stats: dict[str, ColumnStats] = {path: ColumnStats() for path in batch.types}
     if exprs and batch.n:
-        row = batch.frame.select(exprs).row(0)
+        row = frame.select_seq(exprs).row(0)
         for (path, name), value in zip(layout, row, strict=True):
             if value is not None:
+                if name in ("minimum", "maximum"):
+                    value = float(value)  # integer columns give ints
                 setattr(stats[path], name, value)
-    elif not batch.frame.width:
-        for item in stats.values():
-            item.nulls = batch.n
     batch.cache["stats"] = stats
     return stats
 

