@@ -21,6 +21,7 @@ Usage: ``.venv/bin/python bench/ingest_compute.py [--records N] [--workers 2]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -34,7 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WHYLOGS_VENV = HERE / ".venv-whylogs"
-BATCH = 5000
+BATCH = 20_000  # DQPULSE_POLL_MAX_RECORDS' default (records per poll)
 BASE_EPOCH = 1_764_324_000  # 2025-11-28T10:00:00Z
 RATE = 2000  # records per second of event time -> 1M records span ~8 minutes
 
@@ -110,6 +111,7 @@ def child_orjson(path: Path) -> dict[str, float]:
 
     pin(1)
     values = read_values(path)
+    gc.freeze()  # as in every child: the loaded data set is not the measured code's
     loads = orjson.loads
     started = time.perf_counter()
     for value in values:
@@ -155,11 +157,16 @@ def child_dqpulse(path: Path, part: int, parts: int) -> dict[str, float]:
         for i, v in enumerate(values)
     ]
     # what a source hands the worker: one columnar PartitionBatch per poll and partition
-    batches = [PartitionBatch.from_messages(messages[i:i + BATCH])
-               for i in range(0, len(messages), BATCH)]
+    size = int(os.environ.get("DQPULSE_BENCH_BATCH", BATCH))
+    batches = [PartitionBatch.from_messages(messages[i:i + size])
+               for i in range(0, len(messages), size)]
     del messages
     aggregator = PartitionAggregator(spec, part)
     loaded_rss = rss_mib()  # the benchmark's own copy of the data, not the worker's state
+    # The pre-fetched batches hold 1M GC-tracked RawMessages that a worker never holds
+    # (it gets a poll's worth from the client); keep them out of the collector's scans,
+    # as the worker keeps its start-up objects out (gc.freeze in IngestWorker.start).
+    gc.freeze()
     now = BASE_EPOCH + 1.0
     started = time.perf_counter()
     closed: list[tuple[float, bytes]] = []
@@ -193,6 +200,7 @@ def child_whylogs(path: Path) -> dict[str, float]:
 
     pin(1)
     values = read_values(path)
+    gc.freeze()
     chunk = 10_000
     started = time.perf_counter()
     profile = None
@@ -238,6 +246,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--skip-whylogs", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="records per poll batch (default: the worker's default)")
+    parser.add_argument("--compare-batch", type=int, default=None,
+                        help="also run dqpulse with this batch size, interleaved")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -251,6 +263,7 @@ def main() -> None:
             result = child_dqpulse(path, int(args.child[2]), int(args.child[3]))
         print(json.dumps(result))
         return
+    os.environ["DQPULSE_BENCH_BATCH"] = str(args.batch)
 
     data = args.data or Path(tempfile.gettempdir()) / f"dqpulse-bench-{args.records}.ndjson"
     if not data.exists():
@@ -258,15 +271,19 @@ def main() -> None:
         generate(data, args.records)
     size = data.stat().st_size
     print(f"data: {args.records:,} records, {size / args.records:.0f} bytes/record, "
-          f"batches of {BATCH}; cpu count {os.cpu_count()}")
+          f"batches of {args.batch}; cpu count {os.cpu_count()}")
 
     me = sys.executable
     # Shared machines are noisy: run the single-process paths interleaved ``--repeat``
     # times; report medians, and the median of the per-round ratios (same minute, same load).
-    bare_runs, one_runs = [], []
+    bare_runs, one_runs, other_runs = [], [], []
     for _ in range(args.repeat):
         bare_runs.append(run_child(me, "orjson", str(data)))
         one_runs.append(run_child(me, "dqpulse", str(data), "0", "1"))
+        if args.compare_batch:
+            os.environ["DQPULSE_BENCH_BATCH"] = str(args.compare_batch)
+            other_runs.append(run_child(me, "dqpulse", str(data), "0", "1"))
+            os.environ["DQPULSE_BENCH_BATCH"] = str(args.batch)
 
     def rate(result: dict[str, float]) -> float:
         return result["records"] / result["seconds"]
@@ -275,6 +292,11 @@ def main() -> None:
         return ", ".join(f"{rate(r):,.0f}" for r in runs)
 
     print(f"runs (rec/s): orjson {rates(bare_runs)} | dqpulse {rates(one_runs)}")
+    if other_runs:
+        ratios = ", ".join(f"{rate(d) / rate(b):.2f}"
+                           for b, d in zip(bare_runs, other_runs, strict=True))
+        print(f"dqpulse with batches of {args.compare_batch}: {rates(other_runs)}; "
+              f"/ orjson per round {ratios}")
     bare = sorted(bare_runs, key=rate)[len(bare_runs) // 2]
     one = sorted(one_runs, key=rate)[len(one_runs) // 2]
     round_ratios = sorted(rate(d) / rate(b) for b, d in zip(bare_runs, one_runs, strict=True))

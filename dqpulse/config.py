@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     dead_letter_topic: str | None = None
     schema_registry_url: str | None = None
 
-    poll_max_records: int = Field(default=5000, ge=1)
+    poll_max_records: int = Field(default=20_000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
     checkpoint_interval_s: float = Field(default=2.0, gt=0)
     max_message_bytes: int = Field(default=1_048_576, ge=1)

@@ -18,6 +18,7 @@ thread. ``checkpoint()`` itself stays synchronous (revocation, shutdown).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -193,6 +194,11 @@ class IngestWorker:
     def start(self) -> None:
         self.source.subscribe(list(self.by_topic), on_assign=self.on_assign,
                               on_revoke=self.on_revoke)
+        # Everything built so far (modules, settings, engine, clients) lives as long as
+        # the process: move it out of the cyclic collector's generations, so that the
+        # full collections the per-poll allocations trigger do not rescan it. Measured
+        # on the 1-partition bench: 119-141k -> 153-161k records/s (docs/benchmarks.md).
+        gc.freeze()
 
     def stop(self) -> None:
         self._stop.set()
