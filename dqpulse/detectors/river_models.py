@@ -52,6 +52,10 @@ def _ew_weight(k: int, n: int, alpha_min: float) -> float:
     return 0.0 if n - k > 400 else weight
 
 
+# what one learned point changed in one profile: what forget() needs to undo it
+_Touched = tuple[int, int, int, float, float, float]
+
+
 class _SeasonProfile:
     """Exponentially weighted robust level and spread per season bucket (hour of day, ...).
 
@@ -69,6 +73,33 @@ class _SeasonProfile:
         self.mad = [0.0] * self.n_buckets  # mean absolute residual (interpolated expectation)
         self.err_count = 0
         self.err = 0.0  # series-wide mean absolute one-step error of this profile
+        # the same over every observed point, learned or not: chooses between profiles
+        self.fit_count = 0
+        self.fit_err = 0.0
+
+    # Old saved states predate the fit error: they start it from ``err``.
+    fit_count: int = 0
+    fit_err: float = 0.0
+
+    @property
+    def selection_error(self) -> float:
+        return self.fit_err if self.fit_count else self.err
+
+    def track_fit(self, t: float, value: float, cap: float) -> None:
+        """Score this profile's one-step forecast of ``value``, whether it is learned or not.
+
+        Only learned points enter ``err``; a profile that explains what the chosen one calls
+        anomalous (the first weekends, for the hour-of-week profile) would otherwise never
+        show that it predicts better, and its rival would go on flagging every weekend.
+        """
+        own = self.expected(t, 1)
+        if own is None:
+            return
+        if not self.fit_count:
+            self.fit_count, self.fit_err = self.err_count, self.err
+        self.fit_count += 1
+        alpha = _ew_alpha(self.fit_count, 0.02)
+        self.fit_err += alpha * (min(abs(value - own[0]), cap) - self.fit_err)
 
     def locate(self, t: float) -> tuple[int, int, float]:
         position = (t % self.period) / self.bucket_seconds
@@ -90,11 +121,14 @@ class _SeasonProfile:
         return level, spread, count
 
     def update(self, t: float, value: float, expected: float, cap: float,
-               warm: int) -> tuple[int, int, float, float]:
-        """Learn ``value``; returns what :meth:`forget` needs to take it back out."""
+               warm: int, weight: float = 1.0) -> tuple[int, int, float, float, float]:
+        """Learn ``value`` with ``weight`` (1: a full step); returns what :meth:`forget`
+        needs to take it back out."""
         bucket, _, _ = self.locate(t)
         count = self.count[bucket] + 1
-        alpha = _ew_alpha(count, self.alpha_min)
+        if count <= warm:
+            weight = 1.0  # a bucket still warming up learns like the cold-only path
+        alpha = _ew_alpha(count, self.alpha_min) * weight
         mean = self.mean[bucket]
         # Huber-style clipping once warm: one outlier that slipped through moves the
         # baseline by at most `cap`.
@@ -103,11 +137,13 @@ class _SeasonProfile:
         self.mean[bucket] = mean + alpha * (clipped - mean)
         self.mad[bucket] += alpha * (deviation - self.mad[bucket])
         self.count[bucket] = count
-        return bucket, count, clipped, deviation
+        return bucket, count, clipped, deviation, weight
 
-    def forget(self, bucket: int, k: int, clipped: float, deviation: float) -> None:
+    def forget(self, bucket: int, k: int, clipped: float, deviation: float,
+               learned_weight: float = 1.0) -> None:
         n = self.count[bucket]
-        weight = _ew_weight(k, n, self.alpha_min)
+        # later points are taken as learned at full weight: exact for them, else close
+        weight = _ew_weight(k, n, self.alpha_min) * learned_weight
         if weight >= 1.0 - 1e-12:
             self.count[bucket], self.mean[bucket], self.mad[bucket] = 0, 0.0, 0.0
         elif weight > 0.0:
@@ -159,6 +195,12 @@ class SeasonalDetector(UnivariateDetector):
         Measured on bench/incidents (volume, 0.8): it caught more slow seasonal shifts on
         one seed but, on another, a real level change was then never learned and alerted
         for hundreds of windows; so no built-in series uses it.
+    taper_learning_from
+        Points scoring between this and ``threshold`` are learned at a weight falling
+        linearly from 1 to 0 at the threshold (the level, the spread and the persistence
+        spread alike): a deviation held just under the threshold widens the band only
+        slowly, while a lasting change that scores there is still learned, only later.
+        ``1.0`` (the default) learns every point below the threshold at full weight.
     persistence
         Step of an EWMA of the (clipped) z of recent points, scored against its own
         learned spread beside the point's z: a shift too small to flag in one window but
@@ -198,13 +240,17 @@ class SeasonalDetector(UnivariateDetector):
         relearn_after: int | None = None,
         persistence: float = 0.0,
         learn_below: float = 1.0,
+        taper_learning_from: float = 1.0,
     ) -> None:
         _check_side(side)
         if not 0.0 <= persistence < 1.0:
             raise ValueError("persistence is an EWMA step in [0, 1)")
         if not 0.0 < learn_below <= 1.0:
             raise ValueError("learn_below is a score in (0, 1]")
+        if not 0.0 <= taper_learning_from <= 1.0:
+            raise ValueError("taper_learning_from is a score in [0, 1]")
         self.learn_below = learn_below
+        self.taper_learning_from = taper_learning_from
         self.z_threshold = z_threshold
         self.warm_up = warm_up
         self.bucket_seconds = bucket_seconds
@@ -230,9 +276,8 @@ class SeasonalDetector(UnivariateDetector):
         self._local = _SeasonProfile(1.0, 1.0, local_alpha)
         self._last_t: float | None = None
         self._step: float | None = None
-        self._journal: deque[tuple[float | None, float, list[tuple[int, int, int, float,
-                                                                      float]]]] = deque(
-            maxlen=64)
+        # (t, value, [(profile index or -1, bucket, k, clipped, deviation, weight)])
+        self._journal: deque[tuple[float | None, float, list[_Touched]]] = deque(maxlen=64)
 
     def _candidates(self, t: float | None) -> list[_SeasonProfile]:
         seasonal = list(self._profiles) if t is not None else []
@@ -241,10 +286,12 @@ class SeasonalDetector(UnivariateDetector):
     def _baseline(self, t: float | None) -> tuple[float, float, int, float]:
         """(expected, bucket spread, bucket count, profile error) of the best warm profile.
 
-        Profiles compete on their own recent one-step error, so the hour-of-week profile
-        takes over from hour-of-day once it predicts better (e.g. weekends differ).
+        Profiles compete on their own recent one-step error over every observed point
+        (:meth:`_SeasonProfile.track_fit`), so the hour-of-week profile takes over from
+        hour-of-day once it predicts better (e.g. weekends differ).
         """
         best: tuple[float, float, int, float] | None = None
+        best_error = math.inf
         for profile in self._candidates(t):
             if profile is self._local:
                 # Only a fallback: with anomalies not learned, a local level freezes during
@@ -254,8 +301,8 @@ class SeasonalDetector(UnivariateDetector):
             elif profile.err_count < self.bucket_warm * 4:
                 continue
             found = profile.expected(t or 0.0, 1)
-            if found is not None and (best is None or profile.err < best[3]):
-                best = (*found, profile.err)
+            if found is not None and (best is None or profile.selection_error < best_error):
+                best, best_error = (*found, profile.err), profile.selection_error
         return best if best is not None else (0.0, 0.0, 0, 0.0)
 
     def _scale(self, expected: float, spread: float, count: int, error: float) -> float:
@@ -278,21 +325,35 @@ class SeasonalDetector(UnivariateDetector):
             return
         score = self.score_one(x)
         suspicious = self.is_warm and score >= self.learn_below
+        weight = self._learning_weight(score)
+        if t is not None:
+            cap = self.huber * self._scale(*self._baseline(t))
+            for profile in self._profiles:
+                profile.track_fit(t, value, cap)
         if self.persistence > 0.0 and self.is_warm:
             drift = self._next_drift(value, t)
             if score < self.threshold and not suspicious:
                 self._drift_count += 1
-                alpha = _ew_alpha(self._drift_count, 0.005)
+                alpha = _ew_alpha(self._drift_count, 0.005) * weight
                 self._drift_spread += alpha * (abs(drift) - self._drift_spread)
             self._drift = drift
         if self._should_learn(score) and not suspicious:
-            self._update(value, t)
+            self._update(value, t, weight=weight)
             self.n_learned += 1
         elif t is not None:
             self._update(value, t, cold_only=True)
 
-    # Old saved states predate ``learn_below``: they read the class default.
+    def _learning_weight(self, score: float) -> float:
+        """1 up to ``taper_learning_from``, then linearly down to 0 at the threshold."""
+        start = self.taper_learning_from
+        if not self.is_warm or score <= start or start >= self.threshold:
+            return 1.0
+        return max(0.0, (self.threshold - score) / (self.threshold - start))
+
+    # Old saved states predate ``learn_below`` and ``taper_learning_from``: they read the
+    # class defaults.
     learn_below: float = 1.0
+    taper_learning_from: float = 1.0
     _DRIFT_WARM = 50       # normal points before the persistence score speaks
     _DRIFT_MIN_SPREAD = 0.1
 
@@ -335,11 +396,12 @@ class SeasonalDetector(UnivariateDetector):
                     profile.alpha_min = self.alpha * min(1.0, step / self.bucket_seconds)
         self._last_t = t if self._last_t is None else max(self._last_t, t)
 
-    def _update(self, value: float, t: float | None, cold_only: bool = False) -> None:
+    def _update(self, value: float, t: float | None, cold_only: bool = False,
+                weight: float = 1.0) -> None:
         self._track_step(t)
         expected, spread, count, error = self._baseline(t)
         cap = self.huber * self._scale(expected, spread, count, error)
-        touched: list[tuple[int, int, int, float, float]] = []
+        touched: list[_Touched] = []
         for index, profile in enumerate(self._candidates(t)):
             if cold_only and (profile is self._local or
                               profile.count[profile.locate(t or 0.0)[0]] >= self.bucket_warm):
@@ -347,21 +409,24 @@ class SeasonalDetector(UnivariateDetector):
             own = profile.expected(t or 0.0, 1)
             if own is not None and not cold_only:
                 profile.err_count += 1
-                alpha = _ew_alpha(profile.err_count, 0.02)
+                alpha = _ew_alpha(profile.err_count, 0.02) * weight
                 profile.err += alpha * (min(abs(value - own[0]), cap) - profile.err)
-            bucket, k, clipped, deviation = profile.update(
-                t or 0.0, value, own[0] if own is not None else value, cap, self.bucket_warm)
+            bucket, k, clipped, deviation, learned_weight = profile.update(
+                t or 0.0, value, own[0] if own is not None else value, cap, self.bucket_warm,
+                weight)
             is_local = profile is self._local
-            touched.append((-1 if is_local else index, bucket, k, clipped, deviation))
+            touched.append((-1 if is_local else index, bucket, k, clipped, deviation,
+                            learned_weight))
         self._journal.append((t, value, touched))
 
     def _forget(self, value: float, t: float | None) -> bool:
         for position in range(len(self._journal) - 1, -1, -1):
             when, learned, touched = self._journal[position]
             if when == t and learned == value:
-                for index, bucket, k, clipped, deviation in touched:
+                # entries of old saved states have no learned weight: they were full steps
+                for index, bucket, k, clipped, deviation, *learned_weight in touched:
                     profile = self._local if index == -1 else self._profiles[index]
-                    profile.forget(bucket, k, clipped, deviation)
+                    profile.forget(bucket, k, clipped, deviation, *learned_weight)
                 del self._journal[position]
                 return True
         return False

@@ -209,3 +209,82 @@ def test_learn_below_keeps_a_deviation_held_just_under_the_threshold_out_of_the_
         explained = detector.explain(probe)
         widths[learn_below] = explained["expected_high"] - explained["expected_low"]
     assert widths[0.8] < widths[1.0]
+
+
+def _five_minute_volume(window: int, rng: random.Random) -> float:
+    """5-minute counts from a Monday: +-60 % over the day, weekends at 70 %."""
+    hour = (window * 300.0 / HOUR) % 24
+    weekend = (window // 288) % 7 >= 5
+    level = 300.0 * (1 + 0.6 * math.sin(2 * math.pi * (hour - 9) / 24)) * (0.7 if weekend else 1)
+    return rng.gauss(level, 1.3 * math.sqrt(level))
+
+
+def test_seasonal_learns_a_weekend_that_it_flagged_the_first_time() -> None:
+    # The first Saturday looks anomalous to the hour-of-day profile and is not learned;
+    # the hour-of-week profile, which does expect it by the second weekend, must still be
+    # chosen then: profiles compete on every observed point, not only on learned ones.
+    rng = random.Random(0)
+    detector = SeasonalDetector(z_threshold=4.0, persistence=0.2)
+    second_weekend = range(288 * 12, 288 * 14)
+    flagged = 0
+    for window in range(288 * 14):
+        x = {"value": _five_minute_volume(window, rng), "t": window * 300.0}
+        flagged += window in second_weekend and detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+    assert flagged <= 5
+
+
+def test_taper_learning_widens_the_band_slower_but_still_learns_a_lasting_change() -> None:
+    def trained(**params: float) -> tuple[SeasonalDetector, int]:
+        rng = random.Random(3)
+        detector = SeasonalDetector(z_threshold=4.0, warm_up=24, **params)  # type: ignore[arg-type]
+        hour = 0
+        for hour in range(24 * 21):
+            x = {"value": 1000.0 + 300.0 * math.sin(2 * math.pi * hour / 24)
+                 + rng.gauss(0, 30), "t": hour * HOUR}
+            detector.score_one(x)
+            detector.learn_one(x)
+        return detector, hour
+
+    widths, last_day_scores = {}, {}
+    for taper in (1.0, 0.6):
+        detector, last = trained(taper_learning_from=taper)
+        rng = random.Random(4)
+        scores = []
+        # +3.5 sigma from now on: each point scores under the threshold
+        for hour in range(last + 1, last + 24 * 14):
+            x = {"value": 1105.0 + 300.0 * math.sin(2 * math.pi * hour / 24)
+                 + rng.gauss(0, 30), "t": hour * HOUR}
+            scores.append(detector.score_one(x))
+            detector.learn_one(x)
+            if hour == last + 24:
+                explained = detector.explain({"value": 1000.0, "t": (hour + 1) * HOUR})
+                widths[taper] = explained["expected_high"] - explained["expected_low"]
+        last_day_scores[taper] = sum(scores[-24:]) / 24
+    assert widths[0.6] < 0.9 * widths[1.0]
+    assert last_day_scores[0.6] < 0.5  # the new level is learned, only later
+
+
+def test_seasonal_state_saved_before_taper_and_fit_error_still_loads() -> None:
+    rng = random.Random(1)
+    detector = SeasonalDetector(warm_up=24, learn_anomalies=True)
+    for i in range(600):
+        detector.learn_one({"value": rng.gauss(100.0, 5.0), "t": i * 300.0})
+    probe = {"value": 130.0, "t": 601 * 300.0}
+    clean = detector.score_one(probe)
+    spike = {"value": 300.0, "t": 600 * 300.0}
+    detector.learn_one(spike)
+    # what a state written before these attributes existed looks like
+    del detector.taper_learning_from
+    for profile in detector._profiles:
+        del profile.fit_count, profile.fit_err
+    detector._journal = type(detector._journal)(
+        ((t, value, [entry[:5] for entry in touched])  # type: ignore[misc]
+         for t, value, touched in detector._journal), maxlen=detector._journal.maxlen)
+    loaded = SeasonalDetector.from_bytes(detector.to_bytes())
+    assert isinstance(loaded, SeasonalDetector)
+    assert loaded.taper_learning_from == 1.0
+    loaded.feedback(spike, "confirmed")  # takes an old journal entry back out
+    assert loaded.score_one(probe) == pytest.approx(clean, abs=0.01)
+    loaded.learn_one({"value": 101.0, "t": 601 * 300.0})
+    assert loaded._profiles[-1].fit_count > 0  # hour of day: warm, so its fit is tracked
