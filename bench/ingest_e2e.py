@@ -43,6 +43,7 @@ import ingest_compute as compute  # noqa: E402  (the data set, pinning, whylogs 
 
 DEFAULT_PG = "postgresql+psycopg://dqpulse@127.0.0.1:55432/dqpulse"
 DEFAULT_KAFKA = "127.0.0.1:19092"
+POLL = compute.BATCH  # records per poll: the worker's default, for the bare consumers too
 
 
 # -- set-up -------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def child_bare(client: str, bootstrap: str, topic: str, partitions: int,
                              "queued.min.messages": 20_000})  # as ConfluentSource
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         while count < expected:
-            messages = consumer.consume(num_messages=5000, timeout=1.0)
+            messages = consumer.consume(num_messages=POLL, timeout=1.0)
             if messages and not first:
                 first = time.perf_counter()
             for message in messages:
@@ -140,13 +141,13 @@ def child_bare(client: str, bootstrap: str, topic: str, partitions: int,
         from kafka import TopicPartition as KpTopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                 max_poll_records=5000, fetch_max_bytes=52_428_800,
+                                 max_poll_records=POLL, fetch_max_bytes=52_428_800,
                                  max_partition_fetch_bytes=4_194_304)
         tps = [KpTopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         while count < expected:
-            batches = consumer.poll(timeout_ms=1000, max_records=5000)
+            batches = consumer.poll(timeout_ms=1000, max_records=POLL)
             if batches and not first:
                 first = time.perf_counter()
             for records in batches.values():
@@ -295,7 +296,7 @@ def main() -> None:
         del values
         print(f"data: {total:,} records, {data.stat().st_size / total:.0f} bytes/record; "
               f"produced in {produced1:.1f} s (1 partition) and {produced4:.1f} s (4); "
-              f"cpu count {os.cpu_count()}; poll batches of 5000")
+              f"cpu count {os.cpu_count()}; poll batches of {POLL}")
         clients = ["confluent"] + (["kafka-python"] if args.kafka_python_rounds else [])
         runs: dict[str, list[dict[str, Any]]] = {}
         for round_ in range(args.repeat):

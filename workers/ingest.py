@@ -1,8 +1,9 @@
 """The ingest worker: consume, aggregate per partition, checkpoint exactly once, finalize.
 
 Loop: poll a batch -> per (dataset, partition) ``PartitionAggregator.add`` -> bad
-messages counted and dead-lettered -> every ``checkpoint_interval_s`` (or at once when a
-poll comes back empty with records not yet checkpointed, at most every 0.2 s): tick idle
+messages counted and dead-lettered -> every ``checkpoint_interval_s`` (or as soon as a
+poll returns less than a full batch, i.e. the worker has caught up, with records not yet
+checkpointed, at most every quarter interval): tick idle
 partitions, write every assigned partition's state + next offset + newly closed window
 partials in ONE transaction, then commit offsets to Kafka, then finalize windows that
 all partitions have passed. A crash anywhere replays from the last checkpoint, whose
@@ -43,9 +44,6 @@ from dqpulse.store import checkpoints
 from dqpulse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-#: the least time between two checkpoints a caught-up worker takes early
-_MIN_CHECKPOINT_GAP_S = 0.2
 
 
 @dataclass
@@ -224,13 +222,17 @@ class IngestWorker:
             # records) until the next checkpoint attempt
             time.sleep(min(0.5, self._db_down_until - time.monotonic()))
             return
-        batches = self.source.poll(self.settings.poll_max_records, self.settings.poll_timeout_s)
+        limit = self.settings.poll_max_records
+        batches = self.source.poll(limit, self.settings.poll_timeout_s)
+        polled = sum(map(len, batches))
         if batches:
             self._ingest(batches)
         since = time.monotonic() - self._last_checkpoint
-        # Caught up (an empty poll) with records not yet checkpointed: nothing else to do,
-        # so checkpoint now rather than at the next interval (metrics land sooner).
-        caught_up = (not batches and since >= _MIN_CHECKPOINT_GAP_S
+        # Caught up (the poll timed out before filling up) with records not yet
+        # checkpointed: checkpoint now rather than at the next interval, so a burst's
+        # metrics land sooner; at most every quarter interval.
+        caught_up = (polled < limit
+                     and since >= self.settings.checkpoint_interval_s / 4
                      and any(owned.dirty for owned in self.owned.values()))
         if caught_up or since >= self.settings.checkpoint_interval_s:
             if self.background_checkpoints:
