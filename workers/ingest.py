@@ -19,6 +19,7 @@ thread. ``checkpoint()`` itself stays synchronous (revocation, shutdown).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -196,7 +197,7 @@ class IngestWorker:
         # the process: move it out of the cyclic collector's generations, so that the
         # full collections the per-poll allocations trigger do not rescan it. Measured
         # on the 1-partition bench: 119-141k -> 153-161k records/s (docs/benchmarks.md).
-        gc.freeze()
+        _freeze_gc()
 
     def stop(self) -> None:
         self._stop.set()
@@ -522,6 +523,17 @@ class IngestWorker:
             total += len(windows)
         self.stats.windows += total
         return total
+
+
+_unfreeze_registered = False
+
+
+def _freeze_gc() -> None:
+    global _unfreeze_registered
+    gc.freeze()
+    if not _unfreeze_registered:  # let the interpreter's final collections free them
+        atexit.register(gc.unfreeze)
+        _unfreeze_registered = True
 
 
 def make_decoders(datasets: Sequence[DatasetSpec], settings: Settings) -> dict[str, object]:
