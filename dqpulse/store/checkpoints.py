@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from dqpulse.store.tables import dataset_partitions, partition_checkpoints, window_partials
 
@@ -67,8 +70,12 @@ def save(
             partition_checkpoints.c.partition == partition)).first()
         if exists is not None:
             raise FencedError(f"{dataset}[{partition}] was checkpointed by another worker")
-        conn.execute(insert(partition_checkpoints).values(
-            dataset=dataset, partition=partition, version=1, **values))
+        try:
+            conn.execute(insert(partition_checkpoints).values(
+                dataset=dataset, partition=partition, version=1, **values))
+        except IntegrityError as exc:  # another worker's first checkpoint won the race
+            raise FencedError(
+                f"{dataset}[{partition}] was checkpointed by another worker") from exc
         new_version = 1
     else:
         new_version = loaded_version + 1
@@ -87,14 +94,15 @@ def save(
 
 
 def set_partition_count(conn: Connection, *, dataset: str, partition_count: int) -> None:
-    row = conn.execute(select(dataset_partitions.c.partition_count).where(
-        dataset_partitions.c.dataset == dataset)).first()
-    if row is None:
-        conn.execute(insert(dataset_partitions).values(dataset=dataset,
-                                                       partition_count=partition_count))
-    elif row.partition_count != partition_count:
-        conn.execute(update(dataset_partitions).where(dataset_partitions.c.dataset == dataset)
-                     .values(partition_count=partition_count))
+    """Record a dataset's partition count. An upsert: workers assigned partitions of a new
+    dataset at the same moment all write it (a select-then-insert would let the second
+    one fail on the primary key and take its worker down in the middle of a rebalance)."""
+    insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert_fn(dataset_partitions).values(dataset=dataset,
+                                                partition_count=partition_count)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=["dataset"], set_={"partition_count": stmt.excluded.partition_count},
+        where=dataset_partitions.c.partition_count != stmt.excluded.partition_count))
 
 
 @dataclass(frozen=True, slots=True)
