@@ -46,6 +46,9 @@ from dqpulse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+#: how long partition assignment retries a database error before the worker gives up
+_ASSIGN_RETRY_S = 30.0
+
 
 @dataclass
 class _Owned:
@@ -144,8 +147,28 @@ class IngestWorker:
     # -- rebalance callbacks -------------------------------------------------------------
     def on_assign(self, partitions: Sequence[TopicPartition]
                   ) -> Mapping[TopicPartition, int | None]:
-        starts: dict[TopicPartition, int | None] = {}
+        """Restore the assigned partitions' checkpoints; returns where to start each.
+
+        A database error is retried with back-off for up to ``_ASSIGN_RETRY_S`` (a short
+        blip during a rebalance is survived); after that it propagates and the worker
+        exits, to be restarted by its supervisor (no start offset is ever guessed)."""
         counts = {topic: self.source.partition_count(topic) for topic, _ in partitions}
+        deadline = time.monotonic() + _ASSIGN_RETRY_S
+        delay = 0.5
+        while True:
+            try:
+                return self._restore_assigned(partitions, counts)
+            except DBAPIError as exc:
+                if self._stop.is_set() or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("restoring assigned partitions failed (%s); retrying in %.1fs",
+                            type(exc.orig).__name__ if exc.orig else exc, delay)
+                time.sleep(delay)
+                delay = min(4.0, delay * 2)
+
+    def _restore_assigned(self, partitions: Sequence[TopicPartition], counts: Mapping[str, int]
+                          ) -> Mapping[TopicPartition, int | None]:
+        starts: dict[TopicPartition, int | None] = {}
         with self.engine.begin() as conn:
             for topic, partition in partitions:
                 offsets: list[int] = []

@@ -91,3 +91,36 @@ datasets:
     assert total() == 40_000
     assert worker.stats.late == 0
     engine.dispose()
+
+
+def test_partition_assignment_waits_out_a_short_database_outage(
+        fresh_db, pg_admin_url, make_topic, kafka_bootstrap):
+    topic = make_topic("outage_assign", partitions=2)
+    database = fresh_db.rsplit("/", 1)[1]
+    produce(kafka_bootstrap, topic,
+            ((i % 2, json_bytes({"ts": time.time(), "i": i})) for i in range(5_000)))
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.3)
+    spec = parse_spec(f"""
+datasets:
+  - {{name: outage_assign, topic: {topic}, event_time: ts, window: 10s, lateness: 5s}}
+""")
+    engine = make_engine(fresh_db)
+    source, _ = make_source(settings)
+    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                          source=source, telemetry=Telemetry(CollectorRegistry()))
+    _set_connections(pg_admin_url, database, allowed=False)
+    try:
+        with WorkerThread(worker) as running:
+            time.sleep(4.0)  # the assignment arrives and its restore fails meanwhile
+            assert running.thread.is_alive()
+            assert worker.stats.polled == 0  # nothing consumed before the restore
+            _set_connections(pg_admin_url, database, allowed=True)
+            wait_until(lambda: worker.stats.accepted == 5_000 and worker.stats.checkpoints > 0,
+                       60, message="every record consumed once the database is back")
+            assert running.thread.is_alive()
+    finally:
+        _set_connections(pg_admin_url, database, allowed=True)
+    assert worker.stats.accepted == 5_000
+    engine.dispose()
