@@ -414,7 +414,6 @@ class IngestWorker:
 
     def _finalize_only(self) -> None:
         self.finalize_ready()
-        return None
 
     def _collect(self, *, wait: bool) -> None:
         """Apply the outcome of the background checkpoint, if one finished (main thread)."""
@@ -488,12 +487,13 @@ class IngestWorker:
         enough for its lag; the others need a fresh one to decide they are caught up.
         ``_fresh_ends`` says which values are fresh."""
         tps = sorted({(self._topic_of(name), partition) for name, partition in keys})
-        idle = sorted({(self._topic_of(name), partition) for name, partition in keys
-                       if self.owned[(name, partition)].aggregator.is_idle(now)})
+        idle_set = {(self._topic_of(name), partition) for name, partition in keys
+                    if self.owned[(name, partition)].aggregator.is_idle(now)}
+        idle = sorted(idle_set)
         ends: dict[TopicPartition, int] = {}
         self._fresh_ends = set()
         try:
-            busy = [tp for tp in tps if tp not in set(idle)]
+            busy = [tp for tp in tps if tp not in idle_set]
             if busy:
                 ends.update(self.source.end_offsets(busy, fresh=False))
             if idle:

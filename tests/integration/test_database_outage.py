@@ -32,6 +32,25 @@ def _set_connections(admin_url: str, database: str, allowed: bool) -> None:
     admin.dispose()
 
 
+def _outage_worker(url: str, kafka_bootstrap: str, topic: str, name: str
+                   ) -> tuple[IngestWorker, object, Telemetry, object]:
+    """A worker on ``topic`` with short idle/checkpoint intervals: (worker, engine,
+    telemetry, dataset spec)."""
+    settings = Settings(database_url=url, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.3)
+    spec = parse_spec(f"""
+datasets:
+  - {{name: {name}, topic: {topic}, event_time: ts, window: 10s, lateness: 5s}}
+""")
+    engine = make_engine(url)
+    source, _ = make_source(settings)
+    telemetry = Telemetry(CollectorRegistry())
+    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                          source=source, telemetry=telemetry)
+    return worker, engine, telemetry, spec.datasets[0]
+
+
 def test_worker_survives_a_database_outage_without_losing_records(
         fresh_db, pg_admin_url, make_topic, kafka_bootstrap):
     topic = make_topic("outage", partitions=2)
@@ -44,18 +63,8 @@ def test_worker_survives_a_database_outage_without_losing_records(
         return ((i % 2, json_bytes({"ts": time.time(), "i": i})) for i in range(count))
 
     produce(kafka_bootstrap, topic, live(20_000))
-    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
-                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
-                        checkpoint_interval_s=0.3)
-    spec = parse_spec(f"""
-datasets:
-  - {{name: outage, topic: {topic}, event_time: ts, window: 10s, lateness: 5s}}
-""")
-    engine = make_engine(fresh_db)
-    source, _ = make_source(settings)
-    telemetry = Telemetry(CollectorRegistry())
-    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
-                          source=source, telemetry=telemetry)
+    worker, engine, telemetry, dataset = _outage_worker(fresh_db, kafka_bootstrap, topic,
+                                                        "outage")
 
     def total() -> int:
         with engine.connect() as conn:
@@ -80,7 +89,7 @@ datasets:
         counted: list[int] = []
 
         def all_counted() -> bool:
-            finalize_ready(engine, spec.datasets[0])
+            finalize_ready(engine, dataset)
             counted.append(total())
             return counted[-1] == 40_000
 
@@ -99,17 +108,7 @@ def test_partition_assignment_waits_out_a_short_database_outage(
     database = fresh_db.rsplit("/", 1)[1]
     produce(kafka_bootstrap, topic,
             ((i % 2, json_bytes({"ts": time.time(), "i": i})) for i in range(5_000)))
-    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
-                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
-                        checkpoint_interval_s=0.3)
-    spec = parse_spec(f"""
-datasets:
-  - {{name: outage_assign, topic: {topic}, event_time: ts, window: 10s, lateness: 5s}}
-""")
-    engine = make_engine(fresh_db)
-    source, _ = make_source(settings)
-    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
-                          source=source, telemetry=Telemetry(CollectorRegistry()))
+    worker, engine, _, _ = _outage_worker(fresh_db, kafka_bootstrap, topic, "outage_assign")
     _set_connections(pg_admin_url, database, allowed=False)
     try:
         with WorkerThread(worker) as running:
