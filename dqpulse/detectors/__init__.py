@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from dqpulse.detectors import river_models, rules
+from dqpulse.detectors import adaptive, river_models, rules
 from dqpulse.detectors.base import (
     DEFAULT_THRESHOLD,
     Detector,
@@ -39,6 +39,7 @@ __all__ = [
     "Detector",
     "DetectorStateError",
     "TORCH_AVAILABLE",
+    "adaptive",
     "available",
     "create",
     "get",

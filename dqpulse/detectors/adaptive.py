@@ -1,0 +1,418 @@
+"""The default detector: forecasters chosen per series, calibrated scores, regime adoption.
+
+Per series it runs a few one-step forecasters (a slow and a fast level, the last normal
+value, hour-of-day and hour-of-week profiles), forecasts each window with the one whose
+recent one-step error is lowest, standardises the residual by that error (floored by the
+series' own resolution and, for counts, by counting noise) and turns the standardised
+residual into a tail probability with a :class:`~dqpulse.detectors.calibration.TailCalibrator`
+fed with the residuals of the series' normal windows. See :mod:`dqpulse.detectors.calibration`
+for what a score means (0.9: about once in 10,000 normal windows).
+
+A level or variance shift that persists for ``adopt_after`` windows becomes the new normal:
+the forecasters move to the new level and the scale to the new spread, so a regime change
+raises one alert at its start instead of one per window for ever. A user's ``confirmed``
+verdict holds the old normal instead (the shift is a problem, keep alerting).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from dqpulse.detectors.base import Explanation, UnivariateDetector, Verdict, register
+from dqpulse.detectors.calibration import (
+    THRESHOLD_LOG_P,
+    TailCalibrator,
+    log_p_to_score,
+)
+from dqpulse.detectors.forecasters import (
+    Forecaster,
+    LevelForecaster,
+    SeasonalForecaster,
+    ew_alpha,
+)
+
+__all__ = ["AdaptiveDetector"]
+
+_MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2.0)
+_SIDES = ("both", "up", "down")
+
+
+@register("adaptive")
+class AdaptiveDetector(UnivariateDetector):
+    """Calibrated online detector with per-series model choice and regime adoption.
+
+    Parameters
+    ----------
+    warm_up
+        Normal windows learned before any non-zero score.
+    side
+        ``"both"``, ``"up"`` (only increases are anomalous) or ``"down"``.
+    lower, upper
+        Bounds of the series' values (``0`` for counts, ``0``/``1`` for ratios): forecasts
+        and bands are clipped to them.
+    count_noise
+        Counting noise floor on the scale: ``count_noise * sqrt(max(forecast, 1))``; set
+        ``1.0`` for record counts (Poisson), ``0`` for other series.
+    min_scale, rel_scale
+        Absolute floor, and floor relative to ``|forecast|``, on the scale.
+    resolution_floor
+        Multiple of the series' resolution (its smallest non-zero step between windows)
+        that the scale never goes below: a quantised or constant series does not turn the
+        smallest possible change into an infinite deviation.
+    adopt_after
+        Windows of a persisting shift after which it becomes the new normal; ``None``
+        never adopts.
+    season_seconds
+        Width of the season buckets (3600: hour of day and hour of week); ``0`` turns the
+        seasonal forecasters off.
+    calibration_size
+        Normal residuals kept per side for calibration.
+    error_alpha
+        Step of the exponentially weighted one-step error that sets the scale.
+    select_alpha
+        Step of the exponentially weighted one-step error that chooses the forecaster
+        (longer memory: a day of 5-minute windows is about 300).
+    persistence
+        Step of an EWMA of recent z, calibrated like the point's own z: a shift too small
+        to flag in one window but held for several alerts. ``0`` turns it off.
+    learn_anomalies, relearn_after
+        As in the other detectors (``relearn_after`` is superseded by ``adopt_after``).
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(7)
+    >>> detector = AdaptiveDetector(adopt_after=6)
+    >>> scores = []
+    >>> for i in range(400):
+    ...     value = 100.0 + rng.gauss(0.0, 2.0) + (60.0 if i >= 300 else 0.0)
+    ...     x = {"value": value, "t": i * 300.0}
+    ...     scores.append(detector.score_one(x))
+    ...     detector.learn_one(x)
+    >>> max(scores[100:300]) < 0.9, scores[300] >= 0.9, max(scores[310:]) < 0.9
+    (True, True, True)
+    """
+
+    state_version = 1
+
+    def __init__(
+        self,
+        warm_up: int = 30,
+        side: str = "both",
+        lower: float | None = None,
+        upper: float | None = None,
+        count_noise: float = 0.0,
+        min_scale: float = 0.0,
+        rel_scale: float = 0.01,
+        resolution_floor: float = 1.0,
+        spread_floor: float = 0.05,
+        adopt_after: int | None = 12,
+        season_seconds: float = 3600.0,
+        calibration_size: int = 256,
+        error_alpha: float = 0.05,
+        select_alpha: float = 0.01,
+        persistence: float = 0.3,
+        calibrate_anomalies: bool = False,
+        learn_anomalies: bool = False,
+        relearn_after: int | None = None,
+    ) -> None:
+        if side not in _SIDES:
+            raise ValueError(f"side must be one of {_SIDES}, got {side!r}")
+        if adopt_after is not None and adopt_after < 1:
+            raise ValueError("adopt_after is a number of windows >= 1 (or None)")
+        self.warm_up = warm_up
+        self.side = side
+        self.lower = lower
+        self.upper = upper
+        self.count_noise = count_noise
+        self.min_scale = min_scale
+        self.rel_scale = rel_scale
+        self.resolution_floor = resolution_floor
+        self.spread_floor = spread_floor
+        self.adopt_after = adopt_after
+        self.season_seconds = season_seconds
+        self.calibration_size = calibration_size
+        self.error_alpha = error_alpha
+        self.select_alpha = select_alpha
+        self.persistence = persistence
+        self.calibrate_anomalies = calibrate_anomalies
+        self.learn_anomalies = learn_anomalies
+        self.relearn_after = relearn_after
+        self.z_threshold = 1.0  # unused by the calibrated score; kept for the protocol
+        self._init_learner()
+        self._forecasters: list[Forecaster] = [
+            LevelForecaster(0.02), LevelForecaster(0.2), LevelForecaster(1.0)]
+        if season_seconds > 0:
+            self._forecasters += [SeasonalForecaster(86400.0, season_seconds),
+                                  SeasonalForecaster(7 * 86400.0, season_seconds)]
+        n = len(self._forecasters)
+        self._fit_error = [0.0] * n   # EW mean |one-step error| over every observed window
+        self._fit_count = [0] * n
+        self._noise = [0.0] * n       # the same over learned (normal) windows: the scale
+        self._noise_count = [0] * n
+        # mean |residual| of the chosen forecast per hour of day: noise that follows the day
+        # (a daily ramp that the hourly profile follows only roughly) sets its own scale
+        self._hour_noise = array("f", bytes(4 * 24))
+        self._hour_count = array("H", bytes(2 * 24))
+        self._up = TailCalibrator(size=calibration_size)
+        self._down = TailCalibrator(size=calibration_size)
+        self._drift_up = TailCalibrator(size=calibration_size)
+        self._drift_down = TailCalibrator(size=calibration_size)
+        self._ewma = 0.0
+        self._version = 0  # bumped by every change of the forecasters
+        self._cache: tuple[float | None, int, list[float | None]] | None = None
+        self._resolution = math.inf
+        self._spread = 0.0  # EW mean |value - slow level|: how much the series moves
+        self._spread_count = 0
+        self._last_value: float | None = None
+        # the current anomaly episode: (t, value) of its windows, anomalous or not
+        self._episode: deque[tuple[float | None, float, bool]] = deque(
+            maxlen=max(adopt_after or 1, 1) * 2)
+        self._hold = False  # a confirmed verdict: keep the old normal during this episode
+
+    # ---- forecast and scale -------------------------------------------------------------
+    def _forecasts(self, t: float | None) -> list[float | None]:
+        """Every forecaster's forecast for ``t``: score_one and learn_one of one window share
+        them (the detector does not change in between)."""
+        cached = self._cache
+        if cached is not None and cached[0] == t and cached[1] == self._version:
+            return cached[2]
+        forecasts = [f.predict(t) for f in self._forecasters]
+        self._cache = (t, self._version, forecasts)
+        return forecasts
+
+    def _choose(self, t: float | None) -> tuple[int, float] | None:
+        """Index and forecast of the forecaster with the lowest recent one-step error."""
+        best: tuple[int, float] | None = None
+        best_error = math.inf
+        forecasts = self._forecasts(t)
+        for index, forecast in enumerate(forecasts):
+            if forecast is None or self._fit_count[index] < 10:
+                continue
+            if self._fit_error[index] < best_error:
+                best, best_error = (index, forecast), self._fit_error[index]
+        if best is None:
+            forecast = forecasts[0]
+            return None if forecast is None else (0, forecast)
+        return best
+
+    def _clip(self, value: float) -> float:
+        if self.lower is not None and value < self.lower:
+            return self.lower
+        if self.upper is not None and value > self.upper:
+            return self.upper
+        return value
+
+    def _scale_of(self, index: int, forecast: float, t: float | None) -> float:
+        noise = self._noise[index]
+        if t is not None and self.season_seconds > 0:
+            hour = int((t % 86400.0) // 3600.0)
+            count = self._hour_count[hour]
+            if count:
+                # shrunk towards the series-wide noise while the hour has few points
+                hourly = (count * self._hour_noise[hour] + 5.0 * noise) / (count + 5.0)
+                noise = max(noise, hourly)
+        scale = _MEAN_ABS_TO_SIGMA * noise
+        if self.min_scale > scale:
+            scale = self.min_scale
+        if self.rel_scale:
+            scale = max(scale, self.rel_scale * abs(forecast))
+        if self.count_noise:
+            scale = max(scale, self.count_noise * math.sqrt(max(forecast, 1.0)))
+        if self._resolution < math.inf:
+            scale = max(scale, self.resolution_floor * self._resolution)
+        # a few percent of how much the series moves at all: a smooth curve's smallest step
+        # is no resolution, and a deterministic series has no noise to standardise by
+        scale = max(scale, self.spread_floor * _MEAN_ABS_TO_SIGMA * self._spread)
+        return max(scale, 1e-12)
+
+    def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
+        chosen = self._choose(t)
+        if chosen is None:
+            return 0.0, value, 0.0
+        index, forecast = chosen
+        forecast = self._clip(forecast)
+        scale = self._scale_of(index, forecast, t)
+        return (value - forecast) / scale, forecast, scale
+
+    def _side_log_p(self, z: float, up: TailCalibrator, down: TailCalibrator) -> float:
+        if z > 0.0 and self.side != "down":
+            return up.log_p(z)
+        if z < 0.0 and self.side != "up":
+            return down.log_p(-z)
+        return 0.0
+
+    def _drift(self, z: float) -> float:
+        """Next value of the EWMA of recent (clipped) z: a held shift too small to flag in
+        one window shows here."""
+        return (1.0 - self.persistence) * self._ewma + self.persistence * max(min(z, 8.0), -8.0)
+
+    def _log_p(self, z: float) -> float:
+        """Tail probability of the window (point and persistence), after sensitivity."""
+        log_p = self._side_log_p(z, self._up, self._down)
+        if self.persistence > 0.0:
+            drift = self._side_log_p(self._drift(z), self._drift_up, self._drift_down)
+            # the smaller of two tail probabilities, Bonferroni-corrected
+            log_p = min(log_p, drift) + math.log(2.0)
+        return min(log_p, 0.0) / self.sensitivity
+
+    # ---- River's protocol ---------------------------------------------------------------
+    def score_one(self, x: Mapping[str, Any]) -> float:
+        value, t = self._read(x)
+        if value is None or not self.is_warm:
+            return 0.0
+        z, _, scale = self._z(value, t)
+        if scale == 0.0:
+            return 0.0
+        return log_p_to_score(self._log_p(z))
+
+    def learn_one(self, x: Mapping[str, Any]) -> None:
+        value, t = self._read(x)
+        if value is None:
+            return
+        z, _, scale = self._z(value, t)
+        score = log_p_to_score(self._log_p(z)) if self.is_warm and scale > 0.0 else 0.0
+        anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
+        self._track_errors(value, t, scale, learned=not anomalous)
+        if scale > 0.0 and not anomalous:
+            self._calibrate(z)
+        elif scale > 0.0 and self.calibrate_anomalies:
+            # an anomaly counts as a deviation at the alert boundary: spikes that keep
+            # coming become less surprising, without one huge spike masking the next
+            self._calibrate(self._boundary(z), drift=False)
+        if anomalous:
+            self._episode.append((t, value, True))
+            self._maybe_adopt()
+            return
+        if self._episode:
+            self._episode.append((t, value, False))
+            if not any(bad for *_, bad in list(self._episode)[-3:]):
+                self._episode.clear()  # three normal windows in a row: the episode is over
+                self._hold = False
+        self._learn(value, t, z, scale)
+
+    def _boundary(self, z: float) -> float:
+        if z > 0.0:
+            return self._up.deviation_at(THRESHOLD_LOG_P)
+        return -self._down.deviation_at(THRESHOLD_LOG_P)
+
+    def _calibrate(self, z: float, drift: bool = True) -> None:
+        self._up.add(max(z, 0.0))
+        self._down.add(max(-z, 0.0))
+        # the persistence EWMA follows normal windows only: an anomaly alerts by itself
+        if drift and self.persistence > 0.0:
+            ewma = self._drift(z)
+            self._drift_up.add(max(ewma, 0.0))
+            self._drift_down.add(max(-ewma, 0.0))
+            self._ewma = ewma
+
+    def _learn(self, value: float, t: float | None, z: float, scale: float) -> None:
+        if t is not None and self.season_seconds > 0 and scale > 0.0:
+            hour = int((t % 86400.0) // 3600.0)
+            count = min(self._hour_count[hour] + 1, 65535)
+            self._hour_count[hour] = count
+            residual = abs(z) * scale / _MEAN_ABS_TO_SIGMA
+            self._hour_noise[hour] += ew_alpha(count, self.error_alpha) * (
+                min(residual, 6.0 * scale) - self._hour_noise[hour])
+        for forecaster in self._forecasters:
+            forecaster.learn(t, value)
+        self._version += 1
+        self._spread_count += 1
+        self._spread += ew_alpha(self._spread_count, 0.01) * (
+            abs(value - self._forecasters[0].level) - self._spread)  # type: ignore[attr-defined]
+        if self._last_value is not None and value != self._last_value:
+            self._resolution = min(self._resolution, abs(value - self._last_value))
+        self._last_value = value
+        self.n_learned += 1
+
+    def _track_errors(self, value: float, t: float | None, scale: float, learned: bool) -> None:
+        # one wild window moves the errors by at most a few scales
+        cap = 6.0 * scale if scale > 0.0 else math.inf
+        for index, forecast in enumerate(self._forecasts(t)):
+            if forecast is None:
+                continue
+            if not learned:
+                continue  # anomalies are not learned: not even into the model choice
+            error = min(abs(value - self._clip(forecast)), cap)
+            self._fit_count[index] += 1
+            alpha = ew_alpha(self._fit_count[index], self.select_alpha)
+            self._fit_error[index] += alpha * (error - self._fit_error[index])
+            if learned:
+                self._noise_count[index] += 1
+                alpha = ew_alpha(self._noise_count[index], self.error_alpha)
+                self._noise[index] += alpha * (error - self._noise[index])
+
+    # ---- regime changes -----------------------------------------------------------------
+    def _maybe_adopt(self) -> None:
+        """Adopt a shift held for ``adopt_after`` windows (at least half of them anomalous)."""
+        if self.adopt_after is None or self._hold:
+            return
+        recent = list(self._episode)[-self.adopt_after:]
+        if len(recent) < self.adopt_after:
+            return
+        if sum(1 for *_, bad in recent if bad) * 2 < len(recent):
+            return
+        chosen = [self._choose(t) for t, _, _ in recent]
+        residuals = sorted(value - self._clip(c[1])
+                           for (_, value, _), c in zip(recent, chosen, strict=True)
+                           if c is not None)
+        if not residuals:
+            return
+        delta = residuals[len(residuals) // 2]
+        spread = sorted(abs(r - delta) for r in residuals)[len(residuals) // 2]
+        for index, forecaster in enumerate(self._forecasters):
+            forecaster.shift(delta)
+            # the new spread, as a mean absolute error (MAD ~ 0.85 x mean abs for Gaussian)
+            self._noise[index] = max(self._noise[index], spread * 1.18)
+            self._fit_error[index] = max(self._fit_error[index], spread * 1.18)
+        for t, value, _ in recent:
+            for forecaster in self._forecasters:
+                forecaster.learn(t, value)
+        self._last_value = recent[-1][1]
+        self._episode.clear()
+        self._version += 1
+        self.n_learned += len(recent)
+
+    # ---- explain and feedback -----------------------------------------------------------
+    def explain(self, x: Mapping[str, Any]) -> Explanation:
+        value, t = self._read(x)
+        explanation: Explanation = {"expected_low": None, "expected_high": None,
+                                    "observed": value, "direction": None}
+        if value is None or self.n_learned == 0:
+            return explanation
+        z, forecast, scale = self._z(value, t)
+        boundary = THRESHOLD_LOG_P * self.sensitivity
+        high = forecast + scale * self._up.deviation_at(boundary)
+        low = forecast - scale * self._down.deviation_at(boundary)
+        chosen = self._choose(t)
+        explanation.update({
+            "expected": forecast,
+            "expected_low": None if self.side == "up" else self._clip(low),
+            "expected_high": None if self.side == "down" else self._clip(high),
+            "z": z,
+            "p_value": math.exp(self._log_p(z)) if scale > 0.0 else 1.0,
+            "model": self._forecasters[chosen[0]].name if chosen else None,
+        })
+        if self.score_one(x) > 0.0:
+            explanation["direction"] = "up" if z > 0 else "down"
+        return explanation
+
+    def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
+        """False positive: learn ``x`` and lower the sensitivity; confirmed: raise it again
+        and keep the current normal (a shift in progress is not adopted)."""
+        if verdict == "confirmed":
+            self._hold = True
+        super().feedback(x, verdict)
+
+    def _update(self, value: float, t: float | None) -> None:
+        z, _, scale = self._z(value, t)
+        self._learn(value, t, z, scale)
+        self.n_learned -= 1  # the base class counts it
+
+    def _forget(self, value: float, t: float | None) -> bool:
+        return False  # exponentially weighted state: a learned window cannot be taken back
+
