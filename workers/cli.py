@@ -7,9 +7,11 @@ Settings are read here, once, and passed down.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dqpulse.config import Settings
 from dqpulse.errors import ConfigError
@@ -90,13 +92,29 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _param(text: str) -> tuple[str, Any]:
+    """``k=v`` with ``v`` read as JSON when it parses (numbers, true/false, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
 def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     from dqpulse.detectors.offline import detect_csv
 
     out = sys.stdout
-    out.write("timestamp,value,score\n")
-    for timestamp, value, score in detect_csv(args.csv, args.detector):
-        out.write(f"{timestamp},{value},{score:.6f}\n")
+    alert = args.threshold is not None
+    out.write("timestamp,value,alert,score\n" if alert else "timestamp,value,score\n")
+    rows = detect_csv(args.csv, args.detector, args.metric_kind, **dict(args.param))
+    for timestamp, value, score in rows:
+        if alert:
+            out.write(f"{timestamp},{value},{int(score >= args.threshold)},{score:.6f}\n")
+        else:
+            out.write(f"{timestamp},{value},{score:.6f}\n")
     return 0
 
 
@@ -144,9 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--owner")
     t.set_defaults(func=_cmd_token)
 
-    p = sub.add_parser("detect", help="score a timestamp,value CSV offline, one score per row")
+    # local: the detectors pull in River and NumPy; only the parser (whose help lists
+    # them) needs them here, not this module's importers
+    from dqpulse.detectors import available
+    from dqpulse.detectors.offline import KIND_METRICS, detector_for_kind
+
+    defaults = "; ".join(f"{kind}: {detector_for_kind(kind)[0]}" for kind in KIND_METRICS)
+    p = sub.add_parser(
+        "detect", help="score a timestamp,value CSV offline, one score per row",
+        description="Score each row before learning it, as the service scores a window. "
+                    "Without --detector a series gets the service's default for a metric of "
+                    f"its kind ({defaults}).")
     p.add_argument("--csv", required=True)
-    p.add_argument("--detector", help="detector name (default: robust)")
+    p.add_argument("--metric-kind", choices=sorted(KIND_METRICS), default="volume",
+                   help="which production default to use (default: volume)")
+    p.add_argument("--detector", choices=available(),
+                   help="detector name instead of the kind's default")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="K=V",
+                   help="detector parameter, repeatable (e.g. --param adopt_after=24)")
+    p.add_argument("--threshold", type=float,
+                   help="also print an alert column: 1 where score >= THRESHOLD")
     p.set_defaults(func=_cmd_detect)
     return parser
 

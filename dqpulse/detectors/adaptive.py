@@ -79,6 +79,14 @@ class AdaptiveDetector(UnivariateDetector):
     persistence
         Step of an EWMA of recent z, calibrated like the point's own z: a shift too small
         to flag in one window but held for several alerts. ``0`` turns it off.
+    spike_memory
+        When an anomaly episode ends without being adopted (a burst that came and went),
+        its deviations enter the calibration history, capped at ``spike_memory`` times the
+        alert boundary: on a series where bursts recur, the next one is less surprising.
+        ``0`` keeps every burst out of the calibration.
+    point_share, drift_share
+        Bonferroni factors on the point's and the persistence EWMA's tail probabilities
+        (the window's probability is the smaller of the two, after its factor).
     learn_anomalies, relearn_after
         As in the other detectors (``relearn_after`` is superseded by ``adopt_after``).
 
@@ -114,9 +122,11 @@ class AdaptiveDetector(UnivariateDetector):
         season_seconds: float = 3600.0,
         calibration_size: int = 256,
         error_alpha: float = 0.05,
-        select_alpha: float = 0.01,
+        select_alpha: float = 0.003,
         persistence: float = 0.3,
-        calibrate_anomalies: bool = False,
+        spike_memory: float = 2.0,
+        point_share: float = 2.0,
+        drift_share: float = 2.0,
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
     ) -> None:
@@ -139,7 +149,9 @@ class AdaptiveDetector(UnivariateDetector):
         self.error_alpha = error_alpha
         self.select_alpha = select_alpha
         self.persistence = persistence
-        self.calibrate_anomalies = calibrate_anomalies
+        self.spike_memory = spike_memory
+        self.point_share = point_share
+        self.drift_share = drift_share
         self.learn_anomalies = learn_anomalies
         self.relearn_after = relearn_after
         self.z_threshold = 1.0  # unused by the calibrated score; kept for the protocol
@@ -165,12 +177,13 @@ class AdaptiveDetector(UnivariateDetector):
         self._ewma = 0.0
         self._version = 0  # bumped by every change of the forecasters
         self._cache: tuple[float | None, int, list[float | None]] | None = None
+        self._z_cache: tuple[float, float | None, int, tuple[float, float, float]] | None = None
         self._resolution = math.inf
         self._spread = 0.0  # EW mean |value - slow level|: how much the series moves
         self._spread_count = 0
         self._last_value: float | None = None
         # the current anomaly episode: (t, value) of its windows, anomalous or not
-        self._episode: deque[tuple[float | None, float, bool]] = deque(
+        self._episode: deque[tuple[float | None, float, bool, float]] = deque(
             maxlen=max(adopt_after or 1, 1) * 2)
         self._hold = False  # a confirmed verdict: keep the old normal during this episode
 
@@ -231,13 +244,20 @@ class AdaptiveDetector(UnivariateDetector):
         return max(scale, 1e-12)
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
+        cached = self._z_cache
+        if (cached is not None and cached[0] == value and cached[1] == t
+                and cached[2] == self._version):
+            return cached[3]
         chosen = self._choose(t)
         if chosen is None:
-            return 0.0, value, 0.0
-        index, forecast = chosen
-        forecast = self._clip(forecast)
-        scale = self._scale_of(index, forecast, t)
-        return (value - forecast) / scale, forecast, scale
+            result = (0.0, value, 0.0)
+        else:
+            index, forecast = chosen
+            forecast = self._clip(forecast)
+            scale = self._scale_of(index, forecast, t)
+            result = ((value - forecast) / scale, forecast, scale)
+        self._z_cache = (value, t, self._version, result)
+        return result
 
     def _side_log_p(self, z: float, up: TailCalibrator, down: TailCalibrator) -> float:
         if z > 0.0 and self.side != "down":
@@ -256,8 +276,9 @@ class AdaptiveDetector(UnivariateDetector):
         log_p = self._side_log_p(z, self._up, self._down)
         if self.persistence > 0.0:
             drift = self._side_log_p(self._drift(z), self._drift_up, self._drift_down)
-            # the smaller of two tail probabilities, Bonferroni-corrected
-            log_p = min(log_p, drift) + math.log(2.0)
+            # the smaller of two tail probabilities, each with its own Bonferroni share
+            log_p = min(log_p + math.log(self.point_share),
+                        drift + math.log(self.drift_share))
         return min(log_p, 0.0) / self.sensitivity
 
     # ---- River's protocol ---------------------------------------------------------------
@@ -280,19 +301,14 @@ class AdaptiveDetector(UnivariateDetector):
         self._track_errors(value, t, scale, learned=not anomalous)
         if scale > 0.0 and not anomalous:
             self._calibrate(z)
-        elif scale > 0.0 and self.calibrate_anomalies:
-            # an anomaly counts as a deviation at the alert boundary: spikes that keep
-            # coming become less surprising, without one huge spike masking the next
-            self._calibrate(self._boundary(z), drift=False)
         if anomalous:
-            self._episode.append((t, value, True))
+            self._episode.append((t, value, True, z))
             self._maybe_adopt()
             return
         if self._episode:
-            self._episode.append((t, value, False))
-            if not any(bad for *_, bad in list(self._episode)[-3:]):
-                self._episode.clear()  # three normal windows in a row: the episode is over
-                self._hold = False
+            self._episode.append((t, value, False, z))
+            if not any(bad for _, _, bad, _ in list(self._episode)[-3:]):
+                self._end_episode()  # three normal windows in a row: the episode is over
         self._learn(value, t, z, scale)
 
     def _boundary(self, z: float) -> float:
@@ -330,46 +346,85 @@ class AdaptiveDetector(UnivariateDetector):
         self.n_learned += 1
 
     def _track_errors(self, value: float, t: float | None, scale: float, learned: bool) -> None:
+        if not learned:
+            return  # anomalies are not learned, not even into the model choice (see _settle)
         # one wild window moves the errors by at most a few scales
         cap = 6.0 * scale if scale > 0.0 else math.inf
         for index, forecast in enumerate(self._forecasts(t)):
             if forecast is None:
                 continue
-            if not learned:
-                continue  # anomalies are not learned: not even into the model choice
-            error = min(abs(value - self._clip(forecast)), cap)
-            self._fit_count[index] += 1
-            alpha = ew_alpha(self._fit_count[index], self.select_alpha)
+            error = abs(value - self._clip(forecast))
+            if error > cap:
+                error = cap
+            count = self._fit_count[index] = self._fit_count[index] + 1
+            alpha = 1.0 / count if count * self.select_alpha < 1.0 else self.select_alpha
             self._fit_error[index] += alpha * (error - self._fit_error[index])
-            if learned:
-                self._noise_count[index] += 1
-                alpha = ew_alpha(self._noise_count[index], self.error_alpha)
-                self._noise[index] += alpha * (error - self._noise[index])
+            count = self._noise_count[index] = self._noise_count[index] + 1
+            alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
+            self._noise[index] += alpha * (error - self._noise[index])
 
     # ---- regime changes -----------------------------------------------------------------
+    def _settle(self, points: list[tuple[float | None, float, bool, float]]) -> None:
+        """Count an ended episode's anomalous windows in the model choice.
+
+        While an episode lasts its windows change nothing (anomalies are not learned); once
+        it is over or adopted, which forecaster explained them best counts like any other
+        window: the hour-of-day profile that foresaw a daily jump wins over a level that
+        did not.
+        """
+        for t, value, bad, _ in points:
+            if not bad:
+                continue
+            forecasts = [f.predict(t) for f in self._forecasters]
+            chosen = self._choose(t)
+            scale = self._scale_of(chosen[0], chosen[1], t) if chosen else 0.0
+            cap = 6.0 * scale if scale > 0.0 else math.inf
+            for index, forecast in enumerate(forecasts):
+                if forecast is None:
+                    continue
+                error = min(abs(value - self._clip(forecast)), cap)
+                self._fit_count[index] += 1
+                alpha = ew_alpha(self._fit_count[index], self.select_alpha)
+                self._fit_error[index] += alpha * (error - self._fit_error[index])
+        self._version += 1
+
+    def _end_episode(self) -> None:
+        points = list(self._episode)
+        self._settle(points)
+        if self.spike_memory > 0.0:
+            # a burst that came and went is part of how this series behaves: the next one
+            # like it is less surprising (capped, so one huge burst does not mask the rest)
+            for _, _, bad, z in points:
+                if bad:
+                    bound = self.spike_memory * self._boundary(z)
+                    self._calibrate(max(min(z, bound), -bound) if z > 0 else
+                                    max(z, bound), drift=False)
+        self._episode.clear()
+        self._hold = False
+
     def _maybe_adopt(self) -> None:
-        """Adopt a shift held for ``adopt_after`` windows (at least half of them anomalous)."""
+        """Adopt a shift held for ``adopt_after`` windows (at least half of them anomalous):
+        each forecaster moves by its own median residual over them, and its scale grows to
+        their spread around it."""
         if self.adopt_after is None or self._hold:
             return
         recent = list(self._episode)[-self.adopt_after:]
         if len(recent) < self.adopt_after:
             return
-        if sum(1 for *_, bad in recent if bad) * 2 < len(recent):
+        if sum(1 for _, _, bad, _ in recent if bad) * 2 < len(recent):
             return
-        chosen = [self._choose(t) for t, _, _ in recent]
-        residuals = sorted(value - self._clip(c[1])
-                           for (_, value, _), c in zip(recent, chosen, strict=True)
-                           if c is not None)
-        if not residuals:
-            return
-        delta = residuals[len(residuals) // 2]
-        spread = sorted(abs(r - delta) for r in residuals)[len(residuals) // 2]
+        self._settle(recent)
         for index, forecaster in enumerate(self._forecasters):
+            residuals = sorted(value - self._clip(forecast) for t, value, *_ in recent
+                               if (forecast := forecaster.predict(t)) is not None)
+            if not residuals:
+                continue
+            delta = residuals[len(residuals) // 2]
+            spread = sorted(abs(r - delta) for r in residuals)[len(residuals) // 2]
             forecaster.shift(delta)
-            # the new spread, as a mean absolute error (MAD ~ 0.85 x mean abs for Gaussian)
+            # the new spread as a mean absolute error (for Gaussian noise MAD ~ 0.85 of it)
             self._noise[index] = max(self._noise[index], spread * 1.18)
-            self._fit_error[index] = max(self._fit_error[index], spread * 1.18)
-        for t, value, _ in recent:
+        for t, value, *_ in recent:
             for forecaster in self._forecasters:
                 forecaster.learn(t, value)
         self._last_value = recent[-1][1]

@@ -12,7 +12,8 @@ lighter than a power law: real series have heavy tails, and a shape of 0.1 makes
 at 1.0).
 
 The score is ``1 - p ** (1 / 4)``: ``0.9`` means ``p = 1e-4``, a deviation that a
-calibrated series shows about once in 10,000 windows; ``0.99`` means ``1e-8``.
+calibrated series shows about once in 10,000 windows; ``0.99`` means ``1e-8``; beyond that
+the score rises by decades of ``p`` without reaching 1.0 (see :func:`log_p_to_score`).
 """
 
 from __future__ import annotations
@@ -30,15 +31,31 @@ __all__ = ["SCORE_EXPONENT", "TailCalibrator", "log_p_to_score", "score_to_log_p
 SCORE_EXPONENT = 4.0
 
 
+_LN10 = math.log(10.0)
+#: below this tail probability the score approaches 1 slowly instead of saturating
+_KNEE_LOG10_P = -8.0
+_KNEE_SCORE = 1.0 - math.pow(10.0, _KNEE_LOG10_P / SCORE_EXPONENT)  # 0.99
+
+
 def log_p_to_score(log_p: float) -> float:
     """Score in ``[0, 1)`` of a natural-log tail probability.
 
+    ``1 - p ** (1 / 4)`` down to ``p = 1e-8`` (score 0.99); rarer than that, the score
+    keeps rising by decades of ``p`` but never reaches 1.0 in floating point, so the most
+    extreme windows still rank.
+
     >>> round(log_p_to_score(math.log(1e-4)), 6), round(log_p_to_score(0.0), 6)
     (0.9, 0.0)
+    >>> log_p_to_score(math.log(1e-9)) < log_p_to_score(-1e6) < 1.0
+    True
     """
     if log_p >= 0.0:
         return 0.0
-    return -math.expm1(log_p / SCORE_EXPONENT)
+    log10_p = log_p / _LN10
+    if log10_p >= _KNEE_LOG10_P:
+        return -math.expm1(log_p / SCORE_EXPONENT)
+    excess = _KNEE_LOG10_P - log10_p  # decades beyond the knee
+    return 1.0 - (1.0 - _KNEE_SCORE) / (1.0 + excess / 8.0)
 
 
 def score_to_log_p(score: float) -> float:
@@ -47,7 +64,10 @@ def score_to_log_p(score: float) -> float:
     >>> round(math.exp(score_to_log_p(0.9)), 8)
     0.0001
     """
-    return SCORE_EXPONENT * math.log1p(-min(score, 1.0 - 1e-16))
+    if score <= _KNEE_SCORE:
+        return SCORE_EXPONENT * math.log1p(-score)
+    excess = 8.0 * ((1.0 - _KNEE_SCORE) / max(1.0 - score, 1e-300) - 1.0)
+    return (_KNEE_LOG10_P - excess) * _LN10
 
 
 THRESHOLD_LOG_P = score_to_log_p(DEFAULT_THRESHOLD)
@@ -100,10 +120,11 @@ class TailCalibrator:
         self._fit: tuple[float, float, float, float] | None = None  # (u, k/n, beta, xi)
         self._stale = 0  # values added since the tail was last fitted
 
-    # Kept as float32 arrays in saved state: 4 bytes a value instead of pickle's 9.
+    # Kept as a packed array in saved state: 8 bytes a value instead of pickle's 9, and the
+    # sorted copy is rebuilt on load.
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
-        state["_fifo"] = array("f", self._fifo)
+        state["_fifo"] = array("d", self._fifo)
         state["_sorted"] = None
         return state
 
@@ -116,8 +137,7 @@ class TailCalibrator:
         return len(self._fifo)
 
     def add(self, deviation: float) -> None:
-        # rounded to float32 now, so the sorted copy rebuilt from saved state is identical
-        value = array("f", (min(max(deviation, 0.0), 1e30),))[0]
+        value = min(max(deviation, 0.0), 1e30)
         self._fifo.append(value)
         insort(self._sorted, value)
         if len(self._fifo) > self.size:

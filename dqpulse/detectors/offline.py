@@ -1,8 +1,9 @@
 """Offline scoring of one ``timestamp,value`` series, streaming with no look-ahead.
 
-Backs ``dqpulse detect --csv file.csv [--detector NAME]`` so the detectors can be run on
-public benchmarks (NAB, Yahoo S5, ...): each row is scored before it is learned, exactly as
-the service scores a window.
+Backs ``dqpulse detect --csv file.csv [--metric-kind KIND] [--detector NAME]`` so the
+detectors can be run on public benchmarks (NAB, Yahoo S5, ...): each row is scored before it
+is learned, exactly as the service scores a window. Without ``--detector`` a series gets the
+detector and params that the service gives a metric of its kind (:data:`KIND_METRICS`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,42 @@ from pathlib import Path
 from typing import IO, Any
 
 from dqpulse.detectors.base import create, finite
+from dqpulse.detectors.scoring import default_detector_for, default_params_for
 from dqpulse.errors import ValidationError
 
-__all__ = ["detect_csv", "parse_timestamp"]
+__all__ = ["KIND_METRICS", "detect_csv", "detector_for_kind", "parse_timestamp"]
 
-DEFAULT_DETECTOR = "seasonal"
+#: The metric whose production defaults a series of each kind gets.
+KIND_METRICS = {
+    "volume": "volume.records",
+    "ratio": "completeness.null_ratio",
+    "distribution": "distribution.mean",
+    "freshness": "freshness.seconds_since_last_record",
+}
+DEFAULT_KIND = "volume"
+
+
+def detector_for_kind(kind: str = DEFAULT_KIND, detector: str | None = None,
+                      **params: Any) -> tuple[str, dict[str, Any]]:
+    """Detector name and params the service uses for a metric of ``kind``, with overrides.
+
+    An explicit ``detector`` other than the kind's default starts from that detector's own
+    defaults; ``params`` apply on top either way.
+
+    >>> detector_for_kind("ratio")
+    ('robust', {'side': 'up'})
+    >>> detector_for_kind("volume", "robust", z_threshold=8)
+    ('robust', {'z_threshold': 8})
+    """
+    if kind not in KIND_METRICS:
+        known = ", ".join(KIND_METRICS)
+        raise ValidationError(f"unknown metric kind {kind!r}; known kinds: {known}")
+    metric = KIND_METRICS[kind]
+    name = default_detector_for(metric)
+    base = default_params_for(metric)
+    if detector is not None and detector != name:
+        name, base = detector, {}
+    return name, {**base, **params}
 
 
 def parse_timestamp(text: str) -> float:
@@ -46,7 +78,7 @@ def parse_timestamp(text: str) -> float:
 
 
 def detect_csv(path_or_file: str | Path | IO[str], detector: str | None = None,
-               **params: Any) -> Iterator[tuple[str, float, float]]:
+               kind: str = DEFAULT_KIND, **params: Any) -> Iterator[tuple[str, float, float]]:
     """Yield ``(timestamp, value, score)`` per ``timestamp,value`` row, score before learn.
 
     A header row is skipped when its value column is not a number; an empty or non-numeric
@@ -57,7 +89,8 @@ def detect_csv(path_or_file: str | Path | IO[str], detector: str | None = None,
     >>> [round(score, 3) for _, _, score in detect_csv(rows, "robust")]
     [0.0, 0.0]
     """
-    model = create(detector or DEFAULT_DETECTOR, **params)
+    name, merged = detector_for_kind(kind, detector, **params)
+    model = create(name, **merged)
     if isinstance(path_or_file, str | Path):
         with open(path_or_file, newline="", encoding="utf-8") as handle:
             yield from _score_rows(handle, model)

@@ -1,0 +1,107 @@
+"""Detectors on public labelled series (NAB) and on the incident benchmark, side by side.
+
+Runs ``series_eval.py`` (the shared scorer: recall of labelled windows, false alert episodes
+per 10k rows, ties at 1.0, median delay, a threshold sweep) on a corpus of
+``timestamp,value`` series for each detector configuration below, through the real CLI
+(``dqpulse detect --csv``), and optionally the incident benchmark (``bench/incidents``).
+
+    .venv/bin/python bench/public_series.py                         # NAB (visible part)
+    .venv/bin/python bench/public_series.py --incidents --write-docs
+
+Configurations are per metric kind (the production defaults of ``--metric-kind``) or a
+named detector with its own defaults: never tuned per series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EVAL = SHARED / "tools" / "series_eval.py"
+CORPUS = SHARED / "data" / "nab-visible"
+DQPULSE = ROOT / ".venv" / "bin" / "dqpulse"
+
+CONFIGS = {
+    "volume default (seasonal)": "--metric-kind volume",
+    "seasonal, plain params": "--detector seasonal",
+    "robust": "--detector robust",
+    "adaptive (calibrated)": "--detector adaptive",
+}
+DOC_BEGIN = "<!-- public-series:begin -->"
+DOC_END = "<!-- public-series:end -->"
+
+
+def evaluate(name: str, flags: str, corpus: Path, jobs: int) -> dict[str, object]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, str(EVAL), "--corpus", str(corpus), "--jobs", str(jobs),
+               "--json-out", out.name, "--cmd", f"{DQPULSE} detect --csv {{csv}} {flags}"]
+        print(f"== {name}: {' '.join(cmd[-2:])}", flush=True)
+        subprocess.run(cmd, check=True)
+        report: dict[str, object] = json.loads(Path(out.name).read_text())
+    return report
+
+
+def table(results: dict[str, dict[str, object]]) -> str:
+    lines = ["| configuration | recall | false alerts / 10k rows | median delay | ties at 1.0 |"
+             " sweep (threshold: recall / false per 10k) |",
+             "|---|---|---|---|---|---|"]
+    for name, report in results.items():
+        overall = report["overall"]
+        assert isinstance(overall, dict)
+        sweep = report["sweep"]
+        assert isinstance(sweep, dict)
+        swept = ", ".join(f"{t}: {v['recall']} / {v['false_alerts_per_10k']}"
+                          for t, v in sweep.items() if t in ("0.7", "0.8", "0.9", "0.95", "0.99"))
+        lines.append(f"| {name} | {overall['recall']} | {overall['false_alerts_per_10k']} | "
+                     f"{overall['median_delay']} | {100 * overall['ties_at_1']:.2f}% | {swept} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only configurations whose name contains this")
+    parser.add_argument("--incidents", action="store_true",
+                        help="also run bench/incidents/run.py (about 5 minutes)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="replace the public-series section of docs/benchmarks.md")
+    args = parser.parse_args()
+    if not EVAL.exists():
+        sys.exit(f"{EVAL} not found: the shared evaluation tool sits beside the checkout")
+    results = {name: evaluate(name, flags, args.corpus, args.jobs)
+               for name, flags in CONFIGS.items()
+               if not args.only or any(o in name for o in args.only)}
+    md = table(results)
+    print(md)
+    if args.incidents:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "incidents" / "run.py")],
+                       check=True, env={**os.environ})
+    if args.write_docs:
+        doc = ROOT / "docs" / "benchmarks.md"
+        text = doc.read_text()
+        stamp = (f"Measured {dt.date.today()} on {platform.machine()} "
+                 f"({os.cpu_count()} CPUs), threshold 0.9, corpus `{args.corpus.name}` "
+                 "(NAB, MIT licence; 38 series, 69 labelled windows).")
+        section = f"{DOC_BEGIN}\n{stamp}\n\n{md}\n{DOC_END}"
+        if DOC_BEGIN in text:
+            text = re.sub(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), section, text,
+                          flags=re.S)
+        else:
+            text += f"\n## Detectors on public labelled series\n\n{section}\n"
+        doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The calibrated, adaptive detector: one test per failure mode of the earlier detectors."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from dqpulse.detectors import create
+from dqpulse.detectors.adaptive import AdaptiveDetector
+from dqpulse.detectors.base import Detector
+from dqpulse.detectors.calibration import TailCalibrator, log_p_to_score, score_to_log_p
+from dqpulse.detectors.offline import detector_for_kind
+
+STEP = 300.0  # 5-minute windows
+
+
+def feed(detector: AdaptiveDetector, values: list[float], start: int = 0) -> list[float]:
+    scores = []
+    for i, value in enumerate(values, start=start):
+        x = {"value": value, "t": i * STEP}
+        scores.append(detector.score_one(x))
+        detector.learn_one(x)
+    return scores
+
+
+def test_constant_series_then_a_change_scores_below_one_and_ranks_by_size() -> None:
+    scores = {}
+    for jump in (1.0, 5.0, 50.0, 5000.0):
+        detector = AdaptiveDetector()
+        feed(detector, [10.0] * 400)
+        scores[jump] = detector.score_one({"value": 10.0 + jump, "t": 400 * STEP})
+    assert all(score < 1.0 for score in scores.values()), scores
+    assert scores[1.0] < scores[5.0] < scores[50.0] < scores[5000.0], scores
+    assert scores[5000.0] >= 0.9
+
+
+def test_quantised_series_does_not_turn_one_step_into_an_alert() -> None:
+    rng = random.Random(5)
+    detector = AdaptiveDetector()
+    # a utilisation metric reported in whole percent that mostly sits still
+    values = [40.0 + (rng.random() < 0.05) * rng.choice((-1.0, 1.0)) for _ in range(600)]
+    scores = feed(detector, values)
+    assert max(scores[100:]) < 0.9
+    assert detector.score_one({"value": 41.0, "t": 600 * STEP}) < 0.9
+    assert detector.score_one({"value": 70.0, "t": 600 * STEP}) >= 0.9
+
+
+def test_level_shift_alerts_at_its_start_and_is_adopted_after_the_configured_windows() -> None:
+    rng = random.Random(11)
+    detector = AdaptiveDetector(adopt_after=6)
+    before = [200.0 + rng.gauss(0.0, 5.0) for _ in range(500)]
+    after = [320.0 + rng.gauss(0.0, 5.0) for _ in range(200)]
+    scores = feed(detector, before + after)
+    shifted = scores[500:]
+    assert shifted[0] >= 0.9
+    alerting = [i for i, score in enumerate(shifted) if score >= 0.9]
+    assert alerting == list(range(len(alerting))), "one episode, from the first window on"
+    assert len(alerting) <= 6
+    assert max(shifted[10:]) < 0.9
+
+
+def test_confirmed_verdict_keeps_the_old_normal() -> None:
+    rng = random.Random(11)
+    detector = AdaptiveDetector(adopt_after=6)
+    feed(detector, [200.0 + rng.gauss(0.0, 5.0) for _ in range(500)])
+    first = {"value": 320.0, "t": 500 * STEP}
+    detector.score_one(first)
+    detector.learn_one(first)
+    detector.feedback(first, "confirmed")
+    scores = feed(detector, [320.0 + rng.gauss(0.0, 5.0) for _ in range(30)], start=501)
+    assert min(scores) >= 0.9
+
+
+def test_count_band_never_goes_below_zero() -> None:
+    name, params = detector_for_kind("volume", "adaptive", lower=0.0, count_noise=1.0)
+    detector = create(name, **params)
+    assert isinstance(detector, AdaptiveDetector)
+    rng = random.Random(2)
+    feed(detector, [float(max(0, round(rng.gauss(3.0, 3.0)))) for _ in range(500)])
+    explanation = detector.explain({"value": 0.0, "t": 500 * STEP})
+    assert explanation["expected_low"] is not None and explanation["expected_low"] >= 0.0
+    assert explanation["expected_high"] > explanation["expected"] >= 0.0
+
+
+def test_sudden_volume_drop_is_caught_on_a_count_series() -> None:
+    rng = random.Random(4)
+    detector = AdaptiveDetector(lower=0.0, count_noise=1.0)
+    normal = [float(rng.gauss(1000.0, 40.0)) for _ in range(600)]
+    scores = feed(detector, normal)
+    assert max(scores[100:]) < 0.9
+    dropped = feed(detector, [150.0, 160.0, 140.0], start=600)
+    assert min(dropped) >= 0.9
+
+
+def test_gaussian_noise_alerts_about_as_rarely_as_the_score_says() -> None:
+    rng = random.Random(9)
+    detector = AdaptiveDetector()
+    scores = feed(detector, [rng.gauss(50.0, 3.0) for _ in range(20_000)])[500:]
+    rate = sum(score >= 0.9 for score in scores) / len(scores)
+    assert rate < 1e-3  # 0.9 means a tail probability of 1e-4
+    assert sum(score >= 1.0 for score in scores) == 0
+
+
+def test_state_is_small_and_round_trips() -> None:
+    rng = random.Random(1)
+    detector = AdaptiveDetector()
+    feed(detector, [100.0 + 30.0 * math.sin(i / 20.0) + rng.gauss(0, 2) for i in range(3000)])
+    blob = detector.to_bytes()
+    assert len(blob) < 16 * 1024
+    again = Detector.from_bytes(blob)
+    probe = {"value": 160.0, "t": 3000 * STEP}
+    assert again.score_one(probe) == detector.score_one(probe)
+    assert again.explain(probe) == detector.explain(probe)
+
+
+def test_calibrator_tail_is_monotone_and_never_saturates() -> None:
+    calibrator = TailCalibrator()
+    rng = random.Random(0)
+    for _ in range(256):
+        calibrator.add(abs(rng.gauss(0.0, 1.0)))
+    deviations = [0.5, 1, 2, 4, 8, 16, 1e3, 1e6, 1e12]
+    log_ps = [calibrator.log_p(d) for d in deviations]
+    assert log_ps == sorted(log_ps, reverse=True)
+    assert log_p_to_score(log_ps[-1]) < 1.0
+    boundary = calibrator.deviation_at(score_to_log_p(0.9))
+    assert log_p_to_score(calibrator.log_p(boundary)) == pytest.approx(0.9, abs=1e-6)
