@@ -84,6 +84,14 @@ class AdaptiveDetector(UnivariateDetector):
         its deviations enter the calibration history, capped at ``spike_memory`` times the
         alert boundary: on a series where bursts recur, the next one is less surprising.
         ``0`` keeps every burst out of the calibration.
+    taper_from
+        Windows scoring between this and the threshold are learned with a step falling
+        linearly to 0 at the threshold: a change held just under the threshold does not
+        become the forecast at once. ``1.0`` learns every normal window fully.
+    tail_shape
+        Smallest shape of the generalised Pareto tail fitted to the calibration history:
+        how heavy a tail is assumed beyond what the history shows (0.1: ``p`` falls like
+        ``deviation ** -10``).
     point_share, drift_share
         Bonferroni factors on the point's and the persistence EWMA's tail probabilities
         (the window's probability is the smaller of the two, after its factor).
@@ -125,6 +133,8 @@ class AdaptiveDetector(UnivariateDetector):
         select_alpha: float = 0.003,
         persistence: float = 0.3,
         spike_memory: float = 2.0,
+        taper_from: float = 0.7,
+        tail_shape: float = 0.1,
         point_share: float = 2.0,
         drift_share: float = 2.0,
         learn_anomalies: bool = False,
@@ -150,6 +160,8 @@ class AdaptiveDetector(UnivariateDetector):
         self.select_alpha = select_alpha
         self.persistence = persistence
         self.spike_memory = spike_memory
+        self.taper_from = taper_from
+        self.tail_shape = tail_shape
         self.point_share = point_share
         self.drift_share = drift_share
         self.learn_anomalies = learn_anomalies
@@ -157,7 +169,7 @@ class AdaptiveDetector(UnivariateDetector):
         self.z_threshold = 1.0  # unused by the calibrated score; kept for the protocol
         self._init_learner()
         self._forecasters: list[Forecaster] = [
-            LevelForecaster(0.02), LevelForecaster(0.2), LevelForecaster(1.0)]
+            LevelForecaster(0.02), LevelForecaster(0.2)]
         if season_seconds > 0:
             self._forecasters += [SeasonalForecaster(86400.0, season_seconds),
                                   SeasonalForecaster(7 * 86400.0, season_seconds)]
@@ -170,10 +182,10 @@ class AdaptiveDetector(UnivariateDetector):
         # (a daily ramp that the hourly profile follows only roughly) sets its own scale
         self._hour_noise = array("f", bytes(4 * 24))
         self._hour_count = array("H", bytes(2 * 24))
-        self._up = TailCalibrator(size=calibration_size)
-        self._down = TailCalibrator(size=calibration_size)
-        self._drift_up = TailCalibrator(size=calibration_size)
-        self._drift_down = TailCalibrator(size=calibration_size)
+        self._up = TailCalibrator(size=calibration_size, shape_min=tail_shape)
+        self._down = TailCalibrator(size=calibration_size, shape_min=tail_shape)
+        self._drift_up = TailCalibrator(size=calibration_size, shape_min=tail_shape)
+        self._drift_down = TailCalibrator(size=calibration_size, shape_min=tail_shape)
         self._ewma = 0.0
         self._version = 0  # bumped by every change of the forecasters
         self._cache: tuple[float | None, int, list[float | None]] | None = None
@@ -298,9 +310,10 @@ class AdaptiveDetector(UnivariateDetector):
         z, _, scale = self._z(value, t)
         score = log_p_to_score(self._log_p(z)) if self.is_warm and scale > 0.0 else 0.0
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
-        self._track_errors(value, t, scale, learned=not anomalous)
+        weight = self._learning_weight(score)
+        self._track_errors(value, t, scale, learned=not anomalous, weight=weight)
         if scale > 0.0 and not anomalous:
-            self._calibrate(z)
+            self._calibrate(z, history=weight >= 1.0)
         if anomalous:
             self._episode.append((t, value, True, z))
             self._maybe_adopt()
@@ -309,33 +322,48 @@ class AdaptiveDetector(UnivariateDetector):
             self._episode.append((t, value, False, z))
             if not any(bad for _, _, bad, _ in list(self._episode)[-3:]):
                 self._end_episode()  # three normal windows in a row: the episode is over
-        self._learn(value, t, z, scale)
+        self._learn(value, t, z, scale, weight)
 
     def _boundary(self, z: float) -> float:
         if z > 0.0:
             return self._up.deviation_at(THRESHOLD_LOG_P)
         return -self._down.deviation_at(THRESHOLD_LOG_P)
 
-    def _calibrate(self, z: float, drift: bool = True) -> None:
-        self._up.add(max(z, 0.0))
-        self._down.add(max(-z, 0.0))
+    def _calibrate(self, z: float, drift: bool = True, history: bool = True) -> None:
+        """Add ``z`` to the calibration history (``history``) and move the persistence EWMA
+        (``drift``). A doubtful window (scoring above ``taper_from``) moves the EWMA, so a
+        held change builds up there, but stays out of the history it is judged against."""
+        if history:
+            self._up.add(max(z, 0.0))
+            self._down.add(max(-z, 0.0))
         # the persistence EWMA follows normal windows only: an anomaly alerts by itself
         if drift and self.persistence > 0.0:
             ewma = self._drift(z)
-            self._drift_up.add(max(ewma, 0.0))
-            self._drift_down.add(max(-ewma, 0.0))
+            if history:
+                self._drift_up.add(max(ewma, 0.0))
+                self._drift_down.add(max(-ewma, 0.0))
             self._ewma = ewma
 
-    def _learn(self, value: float, t: float | None, z: float, scale: float) -> None:
+    def _learning_weight(self, score: float) -> float:
+        """1 up to ``taper_from``, then falling linearly to 0 at the threshold."""
+        start = self.taper_from
+        if score <= start or start >= self.threshold:
+            return 1.0
+        return max(0.0, (self.threshold - score) / (self.threshold - start))
+
+    def _learn(self, value: float, t: float | None, z: float, scale: float,
+               weight: float = 1.0) -> None:
         if t is not None and self.season_seconds > 0 and scale > 0.0:
             hour = int((t % 86400.0) // 3600.0)
             count = min(self._hour_count[hour] + 1, 65535)
             self._hour_count[hour] = count
             residual = abs(z) * scale / _MEAN_ABS_TO_SIGMA
-            self._hour_noise[hour] += ew_alpha(count, self.error_alpha) * (
+            self._hour_noise[hour] += weight * ew_alpha(count, self.error_alpha) * (
                 min(residual, 6.0 * scale) - self._hour_noise[hour])
+        # a window just under the threshold moves the forecasts only a little: a drop that
+        # scores 0.89 must not become the next window's forecast (and so never alert)
         for forecaster in self._forecasters:
-            forecaster.learn(t, value)
+            forecaster.learn(t, value, weight)
         self._version += 1
         self._spread_count += 1
         self._spread += ew_alpha(self._spread_count, 0.01) * (
@@ -345,7 +373,8 @@ class AdaptiveDetector(UnivariateDetector):
         self._last_value = value
         self.n_learned += 1
 
-    def _track_errors(self, value: float, t: float | None, scale: float, learned: bool) -> None:
+    def _track_errors(self, value: float, t: float | None, scale: float, learned: bool,
+                      weight: float = 1.0) -> None:
         if not learned:
             return  # anomalies are not learned, not even into the model choice (see _settle)
         # one wild window moves the errors by at most a few scales
@@ -361,7 +390,7 @@ class AdaptiveDetector(UnivariateDetector):
             self._fit_error[index] += alpha * (error - self._fit_error[index])
             count = self._noise_count[index] = self._noise_count[index] + 1
             alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
-            self._noise[index] += alpha * (error - self._noise[index])
+            self._noise[index] += weight * alpha * (error - self._noise[index])
 
     # ---- regime changes -----------------------------------------------------------------
     def _settle(self, points: list[tuple[float | None, float, bool, float]]) -> None:

@@ -27,7 +27,8 @@ class Forecaster:
     def predict(self, t: float | None) -> float | None:
         raise NotImplementedError
 
-    def learn(self, t: float | None, value: float) -> None:
+    def learn(self, t: float | None, value: float, weight: float = 1.0) -> None:
+        """Learn ``value``; ``weight`` < 1 takes a shorter step (a doubtful window)."""
         raise NotImplementedError
 
     def shift(self, delta: float) -> None:
@@ -47,9 +48,9 @@ class LevelForecaster(Forecaster):
     def predict(self, t: float | None) -> float | None:
         return self.level if self.count else None
 
-    def learn(self, t: float | None, value: float) -> None:
+    def learn(self, t: float | None, value: float, weight: float = 1.0) -> None:
         self.count += 1
-        self.level += ew_alpha(self.count, self.alpha) * (value - self.level)
+        self.level += weight * ew_alpha(self.count, self.alpha) * (value - self.level)
 
     def shift(self, delta: float) -> None:
         self.level += delta
@@ -96,7 +97,7 @@ class SeasonalForecaster(Forecaster):
             return float(self.mean[bucket])
         return (1.0 - weight) * self.mean[bucket] + weight * self.mean[neighbour]
 
-    def learn(self, t: float | None, value: float) -> None:
+    def learn(self, t: float | None, value: float, weight: float = 1.0) -> None:
         if t is None:
             return
         if self.first_t is None:
@@ -110,6 +111,8 @@ class SeasonalForecaster(Forecaster):
         count = min(self.count[bucket] + 1, 65535)
         self.count[bucket] = count
         alpha = ew_alpha(count, self.alpha / per_cycle)
+        if count > 1:
+            alpha *= weight
         self.mean[bucket] += alpha * (value - self.mean[bucket])
 
     def shift(self, delta: float) -> None:

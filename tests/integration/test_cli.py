@@ -93,3 +93,21 @@ def test_detect_scores_a_csv_one_row_each_without_look_ahead(tmp_path):
     prefix = _dqpulse("detect", "--csv", str(path), "--detector", "robust")
     head = [float(line.split(",")[2]) for line in prefix.stdout.splitlines()[1:]]
     assert head == scores[:199]
+
+
+def test_detect_takes_a_metric_kind_params_and_a_threshold(tmp_path):
+    path = tmp_path / "s.csv"
+    rows = ["timestamp,value"] + [f"{1_700_000_000 + 300 * i},{100 + i % 7}" for i in range(400)]
+    rows[350] = f"{1_700_000_000 + 300 * 349},900"
+    path.write_text("\n".join(rows) + "\n")
+    out = _dqpulse("detect", "--csv", str(path), "--detector", "adaptive", "--metric-kind",
+                   "volume", "--param", "adopt_after=6", "--threshold", "0.9")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "timestamp,value,alert,score"
+    alerts = [int(line.split(",")[2]) for line in lines[1:]]
+    assert alerts[349] == 1 and sum(alerts) <= 3
+    bad = _dqpulse("detect", "--csv", str(path), "--param", "no_such_param=1")
+    assert bad.returncode != 0 and "no_such_param" in bad.stderr
+    helped = _dqpulse("detect", "--help")
+    assert "volume: seasonal" in helped.stdout and "adaptive" in helped.stdout
