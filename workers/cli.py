@@ -60,14 +60,14 @@ def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.role == "ingest":
-        from workers.run import run_ingest
+        from workers.ingest import run_ingest
 
         return run_ingest(settings, client=args.client, max_seconds=args.max_seconds)
     if args.role == "score":
-        from workers.run import run_score
+        from workers.score import run_score
 
         return run_score(settings, max_seconds=args.max_seconds)
-    from workers.run import run_notify
+    from workers.notify import run_notify
 
     return run_notify(settings, max_seconds=args.max_seconds)
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 
 from dqpulse.config import Settings
-from dqpulse.pipeline import default_hooks
+from dqpulse.finalize import default_hooks
+from dqpulse.ingest import IngestWorker
 from dqpulse.sources.embedded import EmbeddedSource, Injection, StreamProfile
 from dqpulse.spec import Spec, parse_spec
 from dqpulse.store import datasets as dataset_store
@@ -104,7 +105,6 @@ def run_demo(*, port: int = 8000, database: str = "sqlite:///dqpulse-demo.db",
     import uvicorn
 
     from service.app import create_app
-    from workers.ingest import IngestWorker
 
     settings, engine, spec, source, clock = build_demo(database, speed)
     telemetry = Telemetry()

@@ -1,6 +1,7 @@
 """Incidents: list with filters and cursor pagination, detail, acknowledge, resolve, feedback.
 
-Thin wiring over :mod:`dqpulse.alerts.incidents` (the same functions the workers use).
+Thin wiring over :mod:`dqpulse.alerts.incidents` and :mod:`dqpulse.services` (the same
+functions the workers use).
 Notification channels come from ``app.state.spec`` (the loaded dqpulse.yaml; none when
 absent). Channel URLs and secrets are never part of a response.
 """
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from dqpulse import services
 from dqpulse.alerts import incidents as lifecycle
 from dqpulse.errors import ValidationError
 from dqpulse.spec import NotificationSpec
@@ -259,14 +261,10 @@ def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings
              summary="Mark an incident a false positive (resolves it) or confirm it")
 def incident_feedback(incident_id: int, body: FeedbackCreate, conn: ConnDep, request: Request,
                       settings: SettingsDep, telemetry: TelemetryDep) -> FeedbackRead:
-    target = lifecycle.add_feedback(conn, incident_id=incident_id, verdict=body.verdict,
-                                    comment=body.comment, actor=body.actor or "api",
-                                    notifications=notifications_of(request),
-                                    public_url=settings.public_url)
-    # the app may hand verdicts to the detectors, in the same transaction
-    hook = getattr(request.app.state, "feedback_hook", None)
-    if hook is not None:
-        hook(conn, target)
+    target = services.feedback(conn, incident_id=incident_id, verdict=body.verdict,
+                               comment=body.comment, actor=body.actor or "api",
+                               notifications=notifications_of(request),
+                               public_url=settings.public_url)
     _export_open(conn, telemetry, incident_id)
     return FeedbackRead(incident=_detail(conn, incident_id), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,

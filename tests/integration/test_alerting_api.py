@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
+from dqpulse import services
 from dqpulse.alerts import incidents as inc
 from dqpulse.config import Settings
 from dqpulse.spec import DatasetSpec, NotificationSpec, Spec
@@ -142,9 +143,10 @@ def test_acknowledge_resolve_lifecycle_and_conflicts(client, db_engine, spec):
     assert client.post("/api/v1/incidents/424242/acknowledge").status_code == 404
 
 
-def test_feedback_false_positive_resolves_and_calls_the_hook(client, db_engine, spec):
+def test_feedback_false_positive_resolves_and_reaches_the_detectors(client, db_engine, spec,
+                                                                     monkeypatch):
     calls = []
-    client.app.state.feedback_hook = lambda conn, target: calls.append(target)
+    monkeypatch.setattr(services, "teach_detectors", lambda conn, target: calls.append(target))
     incident_id = open_incident(db_engine, spec, "orders", "completeness.null_ratio", 0)
     response = client.post(f"/api/v1/incidents/{incident_id}/feedback",
                            json={"verdict": "false_positive", "comment": "backfill"})

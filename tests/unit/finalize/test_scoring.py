@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from dqpulse.config import Settings
-from dqpulse.pipeline import FinalizedWindow, ScoringHook, apply_feedback
+from dqpulse.finalize import FinalizedWindow, ScoringHook
 from dqpulse.records import MetricPoint
+from dqpulse.services import teach_series
 from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine, upgrade_to_head
@@ -89,9 +90,9 @@ def test_false_positive_feedback_lowers_sensitivity_for_that_series(engine):
     _run(engine, ScoringHook(SPEC, Settings()), [probe])
     before = _scores(engine)[-1][0]
     with engine.begin() as conn:
-        changed = apply_feedback(conn, SPEC.datasets[0], verdict="false_positive",
-                                 alerts=[("completeness.null_ratio", "amount",
-                                          probe.window_start)])
+        changed = teach_series(conn, SPEC.datasets[0], verdict="false_positive",
+                                  alerts=[("completeness.null_ratio", "amount",
+                                           probe.window_start)])
     assert changed == 1
     again = _window(41, 0.05)
     _run(engine, ScoringHook(SPEC, Settings()), [again])
