@@ -39,12 +39,10 @@ Notifications
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -52,10 +50,12 @@ from sqlalchemy import Connection
 from dqpulse.alerts import outbox
 from dqpulse.alerts.routing import route
 from dqpulse.errors import ConflictError, ValidationError
+from dqpulse.jsonsafe import json_safe
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
 from dqpulse.store import silences as silence_store
+from dqpulse.utc import as_utc_or_now
 
 KINDS = ("freshness", "volume", "completeness", "distribution", "schema", "validity",
          "uniqueness", "ml_data")
@@ -181,7 +181,9 @@ class FeedbackTarget:
 
 
 @dataclass
-class _Item:
+class _ClassifiedAnomaly:
+    """An anomaly with the incident kind and severity it counts as on its dataset."""
+
     anomaly: Anomaly
     kind: str
     severity: str
@@ -246,38 +248,6 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     return f"{dataset}: {what} {verb} {_number(observed)}{expected}"
 
 
-def utc(moment: datetime | None) -> datetime:
-    """``moment`` (default: now) as aware UTC; naive values are taken as UTC.
-
-    SQLite stores datetimes without an offset, so every time written must be UTC.
-    """
-    if moment is None:
-        return datetime.now(UTC)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars, NaN and other odd values made JSON-safe."""
-    def default(obj: Any) -> Any:
-        for cast in (float, str):
-            try:
-                return cast(obj)
-            except (TypeError, ValueError):
-                continue
-        return repr(obj)
-
-    def clean(obj: Any) -> Any:
-        if isinstance(obj, float) and not math.isfinite(obj):
-            return None
-        if isinstance(obj, dict):
-            return {str(k): clean(v) for k, v in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [clean(v) for v in obj]
-        return obj
-
-    return clean(json.loads(json.dumps(value, default=default, allow_nan=True)))
-
-
 def _silence_for(silences: Sequence[Mapping[str, Any]], kinds: Iterable[str]) -> int | None:
     """Id of a silence covering every one of ``kinds`` (None if some kind is not covered)."""
     chosen: int | None = None
@@ -293,7 +263,9 @@ def _configured(notifications: Sequence[NotificationSpec]) -> set[str]:
     return {n.name for n in notifications}
 
 
-def _routed(notifications: Sequence[NotificationSpec], row: Mapping[str, Any]) -> list[str]:
+def _matching_channels(notifications: Sequence[NotificationSpec],
+                       row: Mapping[str, Any]) -> list[str]:
+    """Channels whose ``match`` the incident satisfies (for any of its kinds)."""
     kinds = (row.get("details") or {}).get("kinds") or [row["kind"]]
     names: list[str] = []
     for kind in kinds:
@@ -304,8 +276,8 @@ def _routed(notifications: Sequence[NotificationSpec], row: Mapping[str, Any]) -
     return names
 
 
-def _told(conn: Connection, row: Mapping[str, Any],
-          notifications: Sequence[NotificationSpec]) -> list[str]:
+def _channels_told(conn: Connection, row: Mapping[str, Any],
+                   notifications: Sequence[NotificationSpec]) -> list[str]:
     """Configured channels that already have a notification about the incident."""
     told = outbox_store.notified_channels(conn, incident_id=int(row["id"]))
     return [n.name for n in notifications if n.name in told]
@@ -315,7 +287,7 @@ def _details(previous: Mapping[str, Any] | None, top: Anomaly, kinds: Iterable[s
              metrics: Iterable[tuple[str, str]], replace_top: bool) -> dict[str, Any]:
     details = dict(previous or {})
     if replace_top or "explanation" not in details:
-        details["explanation"] = _jsonable(top.explanation or {})
+        details["explanation"] = json_safe(top.explanation or {})
         details["window_start"] = top.window_start
         details["window_end"] = top.window_end
     details["kinds"] = sorted(set(details.get("kinds") or []) | set(kinds))
@@ -346,7 +318,7 @@ def process_window(
     Call once per finalized window (also windows without anomalies: they count as healthy),
     inside the transaction that finalizes the window.
     """
-    now = utc(now)
+    now = as_utc_or_now(now)
     options = options or IncidentOptions()
     result = WindowOutcome()
     silences = silence_store.get_active_for(conn, dataset=dataset.name, owner=dataset.owner,
@@ -357,10 +329,10 @@ def process_window(
     items = []
     for anomaly in anomalies:
         kind = _kind(anomaly)
-        items.append(_Item(anomaly, kind, severity_of(dataset, anomaly, kind)))
+        items.append(_ClassifiedAnomaly(anomaly, kind, severity_of(dataset, anomaly, kind)))
     schema_key = dedup_key(dataset.name, "schema")
     contract_change = schema_key in active or any(i.kind == "schema" for i in items)
-    groups: dict[str, list[_Item]] = {}
+    groups: dict[str, list[_ClassifiedAnomaly]] = {}
     for item in items:
         group = group_of(item.kind)
         if (item.kind in _CONTRACT_KINDS and contract_change
@@ -398,7 +370,8 @@ def process_window(
     return result
 
 
-def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: list[_Item],
+def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str,
+                 members: list[_ClassifiedAnomaly],
                  active: dict[str, Any] | None, window_start: float, window_end: float,
                  notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
                  options: IncidentOptions, silences: Sequence[Mapping[str, Any]],
@@ -440,9 +413,9 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: l
             result.opened.append(incident_id)
         _record_alerts(conn, incident_id, members, now)
         row = incident_store.get_or_raise(conn, incident_id=incident_id)
-        channels = _routed(notifications, row)
+        channels = _matching_channels(notifications, row)
         if event == "reopened":
-            channels += [c for c in _told(conn, row, notifications) if c not in channels]
+            channels += [c for c in _channels_told(conn, row, notifications) if c not in channels]
         _announce(conn, row, event=event, channels=channels, silenced_by=silenced_by,
                   public_url=public_url, now=now, result=result)
         result.alerts += len(members)
@@ -473,15 +446,15 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: l
                                     at=now)
         result.escalated.append(incident_id)
         if options.notify_escalations:
-            _announce(conn, row, event="escalated", channels=_routed(notifications, row),
+            _announce(conn, row, event="escalated", channels=_matching_channels(notifications, row),
                       silenced_by=silenced_by, public_url=public_url, now=now, result=result,
                       previous_severity=old_severity)
             return
     result.updated.append(incident_id)
     if silenced_by is None:
         # announce to channels that have not heard of it (a silence ended, a channel was added)
-        told = set(_told(conn, row, notifications))
-        missing = [c for c in _routed(notifications, row) if c not in told]
+        told = set(_channels_told(conn, row, notifications))
+        missing = [c for c in _matching_channels(notifications, row) if c not in told]
         if missing:
             result.notifications += outbox.enqueue(conn, incident=row, event="opened",
                                                    channels=missing, public_url=public_url,
@@ -489,7 +462,8 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: l
 
 
 def _reopen(conn: Connection, previous: Mapping[str, Any], *, dataset: DatasetSpec,
-            top_item: _Item, severity: str, kinds: list[str], metrics: list[tuple[str, str]],
+            top_item: _ClassifiedAnomaly, severity: str, kinds: list[str],
+            metrics: list[tuple[str, str]],
             count: int, best_score: float, window_start: float, window_end: float,
             now: datetime, options: IncidentOptions) -> int:
     incident_id = int(previous["id"])
@@ -518,13 +492,13 @@ def _reopen(conn: Connection, previous: Mapping[str, Any], *, dataset: DatasetSp
     return incident_id
 
 
-def _record_alerts(conn: Connection, incident_id: int, members: Sequence[_Item],
+def _record_alerts(conn: Connection, incident_id: int, members: Sequence[_ClassifiedAnomaly],
                    now: datetime) -> None:
     incident_store.create_alerts(conn, rows=[{
         "incident_id": incident_id, "dataset": i.anomaly.dataset, "kind": i.kind,
         "metric": i.anomaly.metric, "field": i.anomaly.field or "",
         "window_start": i.anomaly.window_start, "severity": i.severity,
-        "score": float(i.anomaly.score), "explanation": _jsonable(i.anomaly.explanation or {}),
+        "score": float(i.anomaly.score), "explanation": json_safe(i.anomaly.explanation or {}),
         "created_at": now,
     } for i in members])
 
@@ -556,8 +530,8 @@ def _resolve(conn: Connection, row: Mapping[str, Any], *, actor: str, comment: s
                                 comment=comment, at=now)
     fresh = incident_store.get_or_raise(conn, incident_id=incident_id)
     return outbox.enqueue(conn, incident=fresh, event="resolved",
-                          channels=_told(conn, fresh, notifications), public_url=public_url,
-                          now=now, actor=actor, comment=comment)
+                          channels=_channels_told(conn, fresh, notifications),
+                          public_url=public_url, now=now, actor=actor, comment=comment)
 
 
 # ---- human actions (API) ----------------------------------------------------------------
@@ -566,7 +540,7 @@ def acknowledge(conn: Connection, *, incident_id: int, actor: str, comment: str 
                 notifications: Sequence[NotificationSpec] = (), public_url: str = "",
                 now: datetime | None = None) -> dict[str, Any]:
     """Move an open incident to acknowledged; 409 (ConflictError) from any other status."""
-    now = utc(now)
+    now = as_utc_or_now(now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
     if row["status"] != "open":
         raise ConflictError(f"incident {incident_id} is {row['status']}; only an open "
@@ -577,8 +551,8 @@ def acknowledge(conn: Connection, *, incident_id: int, actor: str, comment: str 
                                 actor=actor, comment=comment, at=now)
     fresh = incident_store.get_or_raise(conn, incident_id=incident_id)
     outbox.enqueue(conn, incident=fresh, event="acknowledged",
-                   channels=_told(conn, fresh, notifications), public_url=public_url, now=now,
-                   actor=actor, comment=comment)
+                   channels=_channels_told(conn, fresh, notifications), public_url=public_url,
+                   now=now, actor=actor, comment=comment)
     return incident_store.get_or_raise(conn, incident_id=incident_id)
 
 
@@ -586,7 +560,7 @@ def resolve(conn: Connection, *, incident_id: int, actor: str, comment: str | No
             notifications: Sequence[NotificationSpec] = (), public_url: str = "",
             now: datetime | None = None) -> dict[str, Any]:
     """Resolve an open or acknowledged incident; 409 (ConflictError) if already resolved."""
-    now = utc(now)
+    now = as_utc_or_now(now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
     if row["status"] == "resolved":
         raise ConflictError(f"incident {incident_id} is already resolved")
@@ -604,7 +578,7 @@ def add_feedback(conn: Connection, *, incident_id: int, verdict: str, comment: s
     """
     if verdict not in VERDICTS:
         raise ValidationError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
-    now = utc(now)
+    now = as_utc_or_now(now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
     incident_store.update(conn, incident_id=incident_id, feedback=verdict)
     incident_store.create_event(conn, incident_id=incident_id, action=f"feedback.{verdict}",
