@@ -25,6 +25,7 @@ from dqpulse.store import detector_states
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import lineage as lineage_store
 from dqpulse.store import metrics as metric_store
+from dqpulse.store import tokens as token_store
 
 
 def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
@@ -105,6 +106,27 @@ def _autoencoder_attribution(conn: Connection, incident: dict[str, Any],
     return {"window_start": first, "score": rows[0]["score"],
             "top_feature": explanation.get("top_feature"),
             "features": explanation.get("features", [])}
+
+
+def apply_model(engine: Engine, spec: Spec, *, prune: bool = False) -> dict[str, list[str]]:
+    """Store ``spec``'s datasets and lineage, all or nothing; returns the dataset names by
+    what happened to them (created, updated, unchanged, deleted)."""
+    with engine.begin() as conn:
+        return dataset_store.apply_spec(conn, spec=spec, prune=prune)
+
+
+def create_token(engine: Engine, *, name: str, owner: str | None = None) -> str:
+    """A new API token (shown once; only its hash is stored)."""
+    with engine.begin() as conn:
+        return token_store.create(conn, name=name, owner=owner)
+
+
+def latest_windows(engine: Engine, datasets: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The points of each dataset's newest finalized window (datasets without one are left
+    out)."""
+    with engine.begin() as conn:
+        latest = {name: metric_store.get_latest_window(conn, dataset=name) for name in datasets}
+    return {name: points for name, points in latest.items() if points}
 
 
 def current_model(settings: Settings, engine: Engine) -> Spec:

@@ -25,14 +25,12 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services import apply_model
     from dqpulse.spec import load_spec
-    from dqpulse.store import datasets
     from dqpulse.store.db import make_engine
 
     spec = load_spec(args.file)
-    engine = make_engine(settings.database_url)
-    with engine.begin() as conn:  # all or nothing
-        changes = datasets.apply_spec(conn, spec=spec, prune=args.prune)
+    changes = apply_model(make_engine(settings.database_url), spec, prune=args.prune)
     for verb in ("created", "updated", "unchanged", "deleted"):
         for name in changes[verb]:
             print(f"dataset {name}: {verb}")
@@ -80,12 +78,10 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services import create_token
     from dqpulse.store.db import make_engine
-    from dqpulse.store.tokens import create as create_token
 
-    engine = make_engine(settings.database_url)
-    with engine.begin() as conn:
-        token = create_token(conn, name=args.name, owner=args.owner)
+    token = create_token(make_engine(settings.database_url), name=args.name, owner=args.owner)
     print(token)
     return 0
 

@@ -59,7 +59,12 @@ def run_ingest(settings: Settings, *, client: str | None = None,
                           source=source, dead_letter=dead_letter, telemetry=telemetry,
                           hooks=default_hooks(spec, settings, telemetry))
     stop = stop_event_on_signals()
-    threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
+    threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
     stats = worker.run(max_seconds=max_seconds)
     log.info("ingest stopped: %s", stats)
     return 0
+
+
+def _stop_when_set(stop: threading.Event, worker: IngestWorker) -> None:
+    stop.wait()
+    worker.stop()
