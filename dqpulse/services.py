@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from dqpulse.alerts import incidents as lifecycle
+from dqpulse.alerts import actions
 from dqpulse.config import Settings
 from dqpulse.detectors.scoring import SeriesScorer, series_key
 from dqpulse.errors import NotFoundError
@@ -30,17 +30,17 @@ from dqpulse.store import tokens as token_store
 
 def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
              actor: str, notifications: Sequence[NotificationSpec] = (),
-             public_url: str = "") -> lifecycle.FeedbackTarget:
+             public_url: str = "") -> actions.FeedbackTarget:
     """A human verdict on an incident: recorded (a false positive resolves it) and handed
     to the detectors of the alerted series, in the caller's transaction."""
-    target = lifecycle.add_feedback(conn, incident_id=incident_id, verdict=verdict,
-                                    comment=comment, actor=actor, notifications=notifications,
-                                    public_url=public_url)
+    target = actions.add_feedback(conn, incident_id=incident_id, verdict=verdict,
+                                  comment=comment, actor=actor, notifications=notifications,
+                                  public_url=public_url)
     teach_detectors(conn, target)
     return target
 
 
-def teach_detectors(conn: Connection, target: lifecycle.FeedbackTarget) -> int:
+def teach_detectors(conn: Connection, target: actions.FeedbackTarget) -> int:
     """Hand a verdict to the detectors of the series its incident alerted on; returns how
     many series states changed (0 when the dataset is no longer declared)."""
     spec = dataset_store.get(conn, name=target.dataset)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from sqlalchemy import Connection
 
-from dqpulse.alerts.incidents import Anomaly, kind_of_metric, process_window
+from dqpulse.alerts.anomalies import Anomaly, kind_of_metric
+from dqpulse.alerts.incidents import process_window
 from dqpulse.config import Settings
 from dqpulse.detectors.scoring import ScoredPoint, SeriesScorer
 from dqpulse.finalize import autoencoder

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from dqpulse import services
+from dqpulse.alerts import actions, anomalies
 from dqpulse.alerts import incidents as lifecycle
 from dqpulse.errors import ValidationError
 from dqpulse.spec import NotificationSpec
@@ -212,7 +213,7 @@ def list_incidents(
     = None,
 ) -> IncidentPage:
     statuses = _choices(status, "status", lifecycle.STATUSES)
-    kinds = _choices(kind, "kind", lifecycle.KINDS)
+    kinds = _choices(kind, "kind", anomalies.KINDS)
     if len(kinds) > 1:
         raise ValidationError("query parameter 'kind': give one kind")
     since_s = parse_time(since, "since")
@@ -238,9 +239,9 @@ def acknowledge_incident(incident_id: int, conn: ConnDep, request: Request,
                          settings: SettingsDep,
                          body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
-    lifecycle.acknowledge(conn, incident_id=incident_id, actor=body.actor or "api",
-                          comment=body.comment, notifications=notifications_of(request),
-                          public_url=settings.public_url)
+    actions.acknowledge(conn, incident_id=incident_id, actor=body.actor or "api",
+                        comment=body.comment, notifications=notifications_of(request),
+                        public_url=settings.public_url)
     return _detail(conn, incident_id)
 
 
@@ -250,9 +251,9 @@ def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings
                      telemetry: TelemetryDep,
                      body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
-    lifecycle.resolve(conn, incident_id=incident_id, actor=body.actor or "api",
-                      comment=body.comment, notifications=notifications_of(request),
-                      public_url=settings.public_url)
+    actions.resolve(conn, incident_id=incident_id, actor=body.actor or "api",
+                    comment=body.comment, notifications=notifications_of(request),
+                    public_url=settings.public_url)
     _export_open(conn, telemetry, incident_id)
     return _detail(conn, incident_id)
 

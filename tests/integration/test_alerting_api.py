@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from dqpulse import services
 from dqpulse.alerts import incidents as inc
+from dqpulse.alerts.anomalies import Anomaly, kind_of_metric
 from dqpulse.config import Settings
 from dqpulse.spec import DatasetSpec, NotificationSpec, Spec
 
@@ -43,7 +44,7 @@ def open_incident(db_engine, spec: Spec, dataset: str, metric: str, index: int,
                   score: float = 0.95) -> int:
     ds = spec.dataset(dataset)
     start = T0.timestamp() + 60 * index
-    anomaly = inc.Anomaly(dataset=dataset, kind=inc.kind_of_metric(metric), metric=metric,
+    anomaly = Anomaly(dataset=dataset, kind=kind_of_metric(metric), metric=metric,
                           field="", window_start=start, window_end=start + 60, score=score,
                           severity=None, explanation={"observed": 1.0, "expected_low": 5.0,
                                                       "expected_high": 9.0,
@@ -194,7 +195,7 @@ def test_silence_created_through_the_api_suppresses_notifications(client, db_eng
     client.post("/api/v1/silences", json={"dataset": "orders", "duration": "1h"})
     ds = spec.dataset("orders")
     start = datetime.now(UTC).timestamp()
-    anomaly = inc.Anomaly("orders", "volume", "volume.records", "", start, start + 60, 0.99)
+    anomaly = Anomaly("orders", "volume", "volume.records", "", start, start + 60, 0.99)
     with db_engine.begin() as conn:
         outcome = inc.process_window(conn, dataset=ds, window_start=start,
                                      window_end=start + 60, anomalies=[anomaly],

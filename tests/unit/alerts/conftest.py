@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from dqpulse.alerts.incidents import Anomaly
+from dqpulse.alerts.anomalies import Anomaly
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store.db import make_engine, upgrade_to_head
 
@@ -61,7 +61,7 @@ def at(index: int) -> datetime:
 def anomaly(index: int, *, metric: str = "volume.records", field: str = "",
             score: float = 0.95, kind: str | None = None, severity: str | None = None,
             observed: float = 12.0) -> Anomaly:
-    from dqpulse.alerts.incidents import kind_of_metric
+    from dqpulse.alerts.anomalies import kind_of_metric
 
     start, end = window(index)
     return Anomaly(dataset="orders", kind=kind or kind_of_metric(metric), metric=metric,
