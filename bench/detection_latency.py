@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dqpulse.config import Settings  # noqa: E402
-from dqpulse.finalize import default_hooks  # noqa: E402
+from dqpulse.finalize.scoring import default_hooks  # noqa: E402
 from dqpulse.ingest import IngestWorker  # noqa: E402
 from dqpulse.spec import parse_spec  # noqa: E402
 from dqpulse.store.db import make_engine  # noqa: E402

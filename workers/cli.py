@@ -25,7 +25,7 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.services import apply_model
+    from dqpulse.services.model import apply_model
     from dqpulse.spec import load_spec
     from dqpulse.store.db import make_engine
 
@@ -78,7 +78,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.services import create_token
+    from dqpulse.services.tokens import create_token
     from dqpulse.store.db import make_engine
 
     token = create_token(make_engine(settings.database_url), name=args.name, owner=args.owner)

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from dqpulse.config import Settings
-from dqpulse.finalize import default_hooks
+from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
-from dqpulse.services import apply_model, latest_windows
+from dqpulse.services.metrics import latest_windows
+from dqpulse.services.model import apply_model
 from dqpulse.sources.embedded import EmbeddedSource, Injection, StreamProfile
 from dqpulse.spec import Spec, parse_spec
 from dqpulse.store.db import make_engine, upgrade_to_head

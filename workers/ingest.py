@@ -13,9 +13,9 @@ import threading
 from prometheus_client import start_http_server
 
 from dqpulse.config import Settings
-from dqpulse.finalize import default_hooks
+from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
-from dqpulse.services import current_model
+from dqpulse.services.model import current_model
 from dqpulse.sources.base import DeadLetterSink, Source
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dqpulse.alerts.dispatch import DispatchOptions, deliver_due, refresh_firing
 from dqpulse.alerts.notifiers import Notifier, build_notifiers
 from dqpulse.config import Settings
-from dqpulse.services import current_model
+from dqpulse.services.model import current_model
 from dqpulse.spec import Spec, load_spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry

@@ -12,8 +12,9 @@ import time
 from prometheus_client import start_http_server
 
 from dqpulse.config import Settings
-from dqpulse.finalize import default_hooks, finalize_ready
-from dqpulse.services import current_model
+from dqpulse.finalize import finalize_ready
+from dqpulse.finalize.scoring import default_hooks
+from dqpulse.services.model import current_model
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.signals import stop_event_on_signals

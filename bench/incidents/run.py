@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import event, select  # noqa: E402
 
 from dqpulse.config import Settings  # noqa: E402
-from dqpulse.finalize import default_hooks  # noqa: E402
+from dqpulse.finalize.scoring import default_hooks  # noqa: E402
 from dqpulse.finalize.watch import is_watched  # noqa: E402
 from dqpulse.ingest import IngestWorker  # noqa: E402
 from dqpulse.sources.embedded import (  # noqa: E402

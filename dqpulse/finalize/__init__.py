@@ -9,19 +9,13 @@ window to Prometheus. The score worker, the ingest worker and the demo share the
 
 from __future__ import annotations
 
+# Only the finalize step here: the detectors and alerting behind ``finalize.scoring`` are
+# imported by the processes that score (an ingest worker without hooks stays lean).
 from dqpulse.finalize.finalize import (
     MAX_WINDOWS_PER_PASS,
     FinalizedWindow,
     WindowHook,
     finalize_ready,
 )
-from dqpulse.finalize.scoring import ScoringHook, default_hooks
 
-__all__ = [
-    "MAX_WINDOWS_PER_PASS",
-    "FinalizedWindow",
-    "ScoringHook",
-    "WindowHook",
-    "default_hooks",
-    "finalize_ready",
-]
+__all__ = ["MAX_WINDOWS_PER_PASS", "FinalizedWindow", "WindowHook", "finalize_ready"]

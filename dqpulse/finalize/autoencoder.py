@@ -17,13 +17,11 @@ from sqlalchemy import Connection
 
 from dqpulse.detectors.base import Detector, create
 from dqpulse.detectors.scoring import ScoredPoint
+from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import detector_states
 from dqpulse.store import metrics as metric_store
-
-AUTOENCODER_METRIC = "anomaly.autoencoder"
-AUTOENCODER_SERIES = f"{AUTOENCODER_METRIC}|"
 
 
 def torch_available() -> bool:

@@ -18,7 +18,7 @@ from dqpulse.config import Settings
 from dqpulse.detectors.scoring import ScoredPoint, SeriesScorer
 from dqpulse.finalize import autoencoder
 from dqpulse.finalize.finalize import FinalizedWindow, WindowHook
-from dqpulse.finalize.watch import is_watched
+from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES, is_watched
 from dqpulse.jsonsafe import json_safe_object
 from dqpulse.spec import DatasetSpec, Spec
 from dqpulse.store import detector_states
@@ -62,7 +62,7 @@ class ScoringHook:
         if self.autoencoder != "off":
             scored.append(autoencoder.score_window(
                 conn, dataset, window_start=window.window_start, window_end=window.window_end,
-                scored=scored, saved=saved.get(autoencoder.AUTOENCODER_SERIES),
+                scored=scored, saved=saved.get(AUTOENCODER_SERIES),
                 device=self.settings.autoencoder_device))
         metric_store.update_scores(conn, dataset=dataset.name, window_start=window.window_start,
                                    scores=[(p.metric, p.field, p.score, p.anomalous,
@@ -78,7 +78,7 @@ class ScoringHook:
                     window_end=window.window_end, score=p.score,
                     explanation=json_safe_object(p.explanation) or {})
             for p in scored
-            if p.anomalous and (p.metric != autoencoder.AUTOENCODER_METRIC
+            if p.anomalous and (p.metric != AUTOENCODER_METRIC
                                 or self.autoencoder == "alert")
         ]
         if self.telemetry is not None:

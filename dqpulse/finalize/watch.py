@@ -33,6 +33,11 @@ WATCHED_METRICS = frozenset({
     # not "ml_data.minority_ratio": a window where one class is absent reports 1.0
     # (perfect balance) instead of 0, so quiet night windows without a rare class alert.
 })
+#: The dataset autoencoder's point (scored by :mod:`dqpulse.finalize.autoencoder` over the
+#: window's watched series; not a watched series itself) and its detector-state key.
+AUTOENCODER_METRIC = "anomaly.autoencoder"
+AUTOENCODER_SERIES = f"{AUTOENCODER_METRIC}|"
+
 # Metrics describing a field's value distribution; meaningless on the dataset's key (an
 # identifier: its mean and drift are noise, its duplicates are uniqueness' business).
 _VALUE_DISTRIBUTION = ("distribution.",)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from dqpulse.aggregate import AddReport, PartitionAggregator
 from dqpulse.config import Settings
 from dqpulse.decode import Decoder, decoder_for
-from dqpulse.decode.registry import SchemaRegistryClient
 from dqpulse.errors import ConfigError
 from dqpulse.records import PartitionBatch
 from dqpulse.spec import DatasetSpec
@@ -83,6 +82,10 @@ class AggregatorOptions:
 def make_decoders(datasets: Sequence[DatasetSpec], settings: Settings) -> dict[str, Decoder]:
     """Decoders that need settings: Avro in the Confluent wire format reads its schemas
     from ``DQPULSE_SCHEMA_REGISTRY_URL``; plain Avro uses the dataset's ``avro_schema``."""
+    # imported here: the registry client (httpx) is needed only for Avro in the Confluent
+    # wire format, and a JSON-only worker should not carry it
+    from dqpulse.decode.registry import SchemaRegistryClient
+
     decoders: dict[str, Decoder] = {}
     registry: SchemaRegistryClient | None = None
     for dataset in datasets:

@@ -1,6 +1,6 @@
 """Incidents: list with filters and cursor pagination, detail, acknowledge, resolve, feedback.
 
-Thin wiring over :mod:`dqpulse.alerts.incidents` and :mod:`dqpulse.services` (the same
+Thin wiring over :mod:`dqpulse.alerts.incidents` and :mod:`dqpulse.services.incidents` (the same
 functions the workers use).
 Notification channels come from ``app.state.spec`` (the loaded dqpulse.yaml; none when
 absent). Channel URLs and secrets are never part of a response.
@@ -17,10 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from dqpulse import services
 from dqpulse.alerts import actions, anomalies
 from dqpulse.alerts import incidents as lifecycle
 from dqpulse.errors import ValidationError
+from dqpulse.services import incidents as incident_service
 from dqpulse.spec import NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
@@ -262,10 +262,10 @@ def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings
              summary="Mark an incident a false positive (resolves it) or confirm it")
 def incident_feedback(incident_id: int, body: FeedbackCreate, conn: ConnDep, request: Request,
                       settings: SettingsDep, telemetry: TelemetryDep) -> FeedbackRead:
-    target = services.feedback(conn, incident_id=incident_id, verdict=body.verdict,
-                               comment=body.comment, actor=body.actor or "api",
-                               notifications=notifications_of(request),
-                               public_url=settings.public_url)
+    target = incident_service.feedback(conn, incident_id=incident_id, verdict=body.verdict,
+                                       comment=body.comment, actor=body.actor or "api",
+                                       notifications=notifications_of(request),
+                                       public_url=settings.public_url)
     _export_open(conn, telemetry, incident_id)
     return FeedbackRead(incident=_detail(conn, incident_id), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
-from dqpulse import services
 from dqpulse.rca.lineage import edges_from_openlineage
+from dqpulse.services import incidents as incident_service
+from dqpulse.services.lineage import lineage_graph
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import lineage as lineage_store
 from service.deps import ConnDep
@@ -51,7 +52,7 @@ def get_lineage(
     direction: Annotated[Literal["upstream", "downstream"] | None, Query()] = None,
     depth: Annotated[int, Query(ge=1, le=20)] = 3,
 ) -> LineageRead:
-    graph = services.lineage_graph(conn)
+    graph = lineage_graph(conn)
     if dataset is None:
         nodes = sorted({e.source for e in graph.edges} | {e.target for e in graph.edges})
         return LineageRead(dataset=None, direction=None, nodes=nodes,
@@ -83,4 +84,4 @@ def post_openlineage(conn: ConnDep,
             tags=["incidents"], summary="Upstream suspects, downstream impact, fields")
 def get_root_cause(incident_id: int, conn: ConnDep,
                    depth: Annotated[int, Query(ge=1, le=20)] = 5) -> RootCauseRead:
-    return RootCauseRead(**services.root_cause(conn, incident_id=incident_id, depth=depth))
+    return RootCauseRead(**incident_service.root_cause(conn, incident_id=incident_id, depth=depth))

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from dqpulse import services
 from dqpulse.alerts import incidents as inc
 from dqpulse.alerts.anomalies import Anomaly, kind_of_metric
 from dqpulse.config import Settings
+from dqpulse.services import incidents as incident_service
 from dqpulse.spec import DatasetSpec, NotificationSpec, Spec
 
 pytestmark = pytest.mark.integration
@@ -147,7 +147,8 @@ def test_acknowledge_resolve_lifecycle_and_conflicts(client, db_engine, spec):
 def test_feedback_false_positive_resolves_and_reaches_the_detectors(client, db_engine, spec,
                                                                      monkeypatch):
     calls = []
-    monkeypatch.setattr(services, "teach_detectors", lambda conn, target: calls.append(target))
+    monkeypatch.setattr(incident_service, "teach_detectors",
+                        lambda conn, target: calls.append(target))
     incident_id = open_incident(db_engine, spec, "orders", "completeness.null_ratio", 0)
     response = client.post(f"/api/v1/incidents/{incident_id}/feedback",
                            json={"verdict": "false_positive", "comment": "backfill"})

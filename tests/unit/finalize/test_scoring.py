@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from dqpulse.config import Settings
-from dqpulse.finalize import FinalizedWindow, ScoringHook
+from dqpulse.finalize import FinalizedWindow
+from dqpulse.finalize.scoring import ScoringHook
 from dqpulse.records import MetricPoint
-from dqpulse.services import teach_series
+from dqpulse.services.incidents import teach_series
 from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine, upgrade_to_head

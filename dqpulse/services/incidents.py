@@ -1,31 +1,23 @@
-"""One function per user-level flow, shared by the API and the workers.
-
-A router or a worker loop calls these and nothing of the flow's inside: the order of
-steps (record the verdict, then teach the detectors, in one transaction) lives here once.
-"""
+"""Incident flows: a human verdict (recorded, then taught to the detectors) and the root
+cause of an incident."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from dqpulse.alerts import actions
-from dqpulse.config import Settings
-from dqpulse.detectors.scoring import SeriesScorer, series_key
 from dqpulse.errors import NotFoundError
-from dqpulse.finalize.autoencoder import AUTOENCODER_METRIC
+from dqpulse.finalize.watch import AUTOENCODER_METRIC
 from dqpulse.rca import attribution
-from dqpulse.rca.lineage import Edge, LineageGraph
-from dqpulse.spec import DatasetSpec, NotificationSpec, Spec, load_spec
+from dqpulse.services.lineage import lineage_graph
+from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import detector_states
 from dqpulse.store import incidents as incident_store
-from dqpulse.store import lineage as lineage_store
 from dqpulse.store import metrics as metric_store
-from dqpulse.store import tokens as token_store
 
 
 def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
@@ -53,6 +45,10 @@ def teach_series(conn: Connection, spec: DatasetSpec, *,
                  alerts: Sequence[tuple[str, str, float]], verdict: str) -> int:
     """Hand a human verdict on alerts ``(metric, field, window_start)`` to the detectors of
     those series; returns how many series states changed."""
+    # Imported on the first verdict, as before this module existed: the detector stack
+    # (River, SciPy) costs the API process ~1.3 s and ~75 MiB at start-up otherwise.
+    from dqpulse.detectors.scoring import SeriesScorer, series_key
+
     scorer = SeriesScorer(spec)
     saved = detector_states.get_all(conn, dataset=spec.name)
     changed: dict[str, bytes] = {}
@@ -66,11 +62,6 @@ def teach_series(conn: Connection, spec: DatasetSpec, *,
                                        verdict, state)  # type: ignore[arg-type]
     detector_states.save_all(conn, dataset=spec.name, states=changed, known=set(saved))
     return len(changed)
-
-
-def lineage_graph(conn: Connection) -> LineageGraph:
-    """The lineage graph as stored (declared and OpenLineage edges)."""
-    return LineageGraph(Edge(*row) for row in lineage_store.get_all(conn))
 
 
 def root_cause(conn: Connection, *, incident_id: int, depth: int = 5) -> dict[str, Any]:
@@ -106,33 +97,3 @@ def _autoencoder_attribution(conn: Connection, incident: dict[str, Any],
     return {"window_start": first, "score": rows[0]["score"],
             "top_feature": explanation.get("top_feature"),
             "features": explanation.get("features", [])}
-
-
-def apply_model(engine: Engine, spec: Spec, *, prune: bool = False) -> dict[str, list[str]]:
-    """Store ``spec``'s datasets and lineage, all or nothing; returns the dataset names by
-    what happened to them (created, updated, unchanged, deleted)."""
-    with engine.begin() as conn:
-        return dataset_store.apply_spec(conn, spec=spec, prune=prune)
-
-
-def create_token(engine: Engine, *, name: str, owner: str | None = None) -> str:
-    """A new API token (shown once; only its hash is stored)."""
-    with engine.begin() as conn:
-        return token_store.create(conn, name=name, owner=owner)
-
-
-def latest_windows(engine: Engine, datasets: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """The points of each dataset's newest finalized window (datasets without one are left
-    out)."""
-    with engine.begin() as conn:
-        latest = {name: metric_store.get_latest_window(conn, dataset=name) for name in datasets}
-    return {name: points for name, points in latest.items() if points}
-
-
-def current_model(settings: Settings, engine: Engine) -> Spec:
-    """The dqpulse.yaml model a process runs: the config file when present, else what
-    ``dqpulse apply`` stored."""
-    if Path(settings.config_file).is_file():
-        return load_spec(settings.config_file)
-    with engine.begin() as conn:
-        return Spec(datasets=dataset_store.get_all(conn))
