@@ -25,15 +25,6 @@ datasets:
 """)
 
 
-@pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-
-
 def _window(i: int, null_ratio: float) -> FinalizedWindow:
     start = 1_700_000_000.0 + 60 * i
     return FinalizedWindow("orders", start, start + 60, [

@@ -20,19 +20,9 @@ from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition
 from dqpulse.records import PartitionBatch
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints
-from dqpulse.store.db import make_engine, upgrade_to_head
 from dqpulse.store.tables import window_partials
 
 SETTINGS = Settings()
-
-
-@pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'checkpoints.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -154,12 +144,18 @@ def test_a_fenced_write_writes_nothing_and_reload_takes_the_stored_state(engine,
     assert sorted(source.seeks, key=str) == sorted([(topic, 0, 6), (topic, 0, None)], key=str)
 
 
-def test_a_failed_write_is_written_again_by_the_next_checkpoint(engine, topic):
+def two_records_snapshotted(engine, topic: str):
+    """One partition with records 0..1 and the checkpoint job snapshotted from it."""
     spec = dataset(topic)
     owned, _ = owned_for(engine, [spec])
     owned[(spec.name, 0)].add(batch(topic, 0, [0, 1]), now=50.0)
     topic_of = {spec.name: topic}.__getitem__
     job = protocol.prepare(owned, list(owned), EndOffsets({}), topic_of, 100.0)
+    return spec, owned, topic_of, job
+
+
+def test_a_failed_write_is_written_again_by_the_next_checkpoint(engine, topic):
+    spec, owned, topic_of, job = two_records_snapshotted(engine, topic)
     assert len(job.rows) == 1 and not owned[(spec.name, 0)].dirty
     protocol.failed(job)  # as if the transaction had failed
     assert owned[(spec.name, 0)].dirty
@@ -167,22 +163,24 @@ def test_a_failed_write_is_written_again_by_the_next_checkpoint(engine, topic):
 
 
 def test_a_partition_revoked_while_writing_is_not_updated_or_committed(engine, topic):
-    spec = dataset(topic)
-    owned, _ = owned_for(engine, [spec])
-    owned[(spec.name, 0)].add(batch(topic, 0, [0, 1]), now=50.0)
-    topic_of = {spec.name: topic}.__getitem__
-    job = protocol.prepare(owned, list(owned), EndOffsets({}), topic_of, 100.0)
+    spec, owned, topic_of, job = two_records_snapshotted(engine, topic)
     job.versions = protocol.write(engine, job, owner_id="me")
     revoked = owned.pop((spec.name, 0))
     assert protocol.apply(owned, job, topic_of) == {}
     assert revoked.version is None
 
 
-def test_a_caught_up_idle_partition_closes_its_windows_into_partials(engine, topic):
+def three_records_read_to_the_end(engine, topic: str):
+    """One partition holding records 0..2 at event time 10 s, added at 50 s, whose end
+    offset (3) says it is caught up."""
     spec = dataset(topic)
     owned, _ = owned_for(engine, [spec])
     owned[(spec.name, 0)].add(batch(topic, 0, [0, 1, 2], ts=10.0), now=50.0)
-    source = FakeSource({(topic, 0): 3})
+    return spec, owned, FakeSource({(topic, 0): 3})
+
+
+def test_a_caught_up_idle_partition_closes_its_windows_into_partials(engine, topic):
+    spec, owned, source = three_records_read_to_the_end(engine, topic)
     now = 50.0 + SETTINGS.idle_partition_timeout_s + 200.0  # idle, wall-clock past the window
     ends = protocol.read_end_offsets(source, owned, list(owned), {spec.name: topic}.get, now)
     assert ends.fresh == {(topic, 0)} and source.asked == [([(topic, 0)], True)]
@@ -194,10 +192,7 @@ def test_a_caught_up_idle_partition_closes_its_windows_into_partials(engine, top
 
 
 def test_a_busy_partition_is_not_ticked_on_a_stale_end_offset(engine, topic):
-    spec = dataset(topic)
-    owned, _ = owned_for(engine, [spec])
-    owned[(spec.name, 0)].add(batch(topic, 0, [0, 1, 2], ts=10.0), now=50.0)
-    source = FakeSource({(topic, 0): 3})
+    spec, owned, source = three_records_read_to_the_end(engine, topic)
     ends = protocol.read_end_offsets(source, owned, list(owned), {spec.name: topic}.get, 51.0)
     assert ends.fresh == frozenset() and source.asked == [([(topic, 0)], False)]
     checkpoint(engine, owned, [spec], ends=ends, now=51.0)
