@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from dqpulse.alerts import incidents as inc
+from dqpulse.alerts.anomalies import Anomaly
 from dqpulse.alerts.dispatch import DispatchOptions
 from dqpulse.alerts.notifiers.base import example_message
 from dqpulse.alerts.notifiers.webhook import WebhookNotifier, verify_signature
@@ -135,7 +136,7 @@ def main() -> None:
     latencies = []
     start_s = datetime.now(UTC).timestamp() // 10 * 10
     for ds in datasets:
-        anomaly = inc.Anomaly(ds.name, "volume", "volume.records", "", start_s, start_s + 10,
+        anomaly = Anomaly(ds.name, "volume", "volume.records", "", start_s, start_s + 10,
                               0.99, None, {"observed": 0.0, "expected_low": 90.0,
                                            "expected_high": 110.0, "direction": "down"})
         started = time.perf_counter()

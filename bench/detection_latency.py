@@ -37,14 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dqpulse.config import Settings  # noqa: E402
-from dqpulse.pipeline import default_hooks  # noqa: E402
+from dqpulse.finalize.scoring import default_hooks  # noqa: E402
+from dqpulse.ingest import IngestWorker  # noqa: E402
 from dqpulse.spec import parse_spec  # noqa: E402
 from dqpulse.store.db import make_engine  # noqa: E402
 from tests.integration.helpers import throwaway_database  # noqa: E402
 from tests.integration.receivers import webhook_receiver  # noqa: E402
-from workers.ingest import IngestWorker  # noqa: E402
+from workers.ingest import make_source  # noqa: E402
 from workers.notify import run_notifier  # noqa: E402
-from workers.run import make_source  # noqa: E402
 
 SECRET = "bench-secret"
 

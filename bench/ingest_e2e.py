@@ -166,9 +166,9 @@ def child_worker(client: str, bootstrap: str, db_url: str, topic: str, dataset: 
     from sqlalchemy import func, select
 
     from dqpulse.config import Settings
+    from dqpulse.ingest import IngestWorker
     from dqpulse.store.db import make_engine
     from dqpulse.store.tables import partition_checkpoints
-    from workers.ingest import IngestWorker
 
     settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, kafka_group=group,
                         kafka_client=client)  # type: ignore[arg-type]

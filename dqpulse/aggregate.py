@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from dqpulse.decode import Decoder, DecodeResult, decoder_for
 from dqpulse.metrics.codec import pack, unpack
-from dqpulse.metrics.window import WindowState
+from dqpulse.metrics.window_state import WindowState
 from dqpulse.records import ColumnBatch, PartitionBatch, RawMessage
 from dqpulse.spec import DatasetSpec
 from dqpulse.windows import PartitionClock, parse_event_times, window_starts

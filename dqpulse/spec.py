@@ -243,20 +243,37 @@ def parse_spec(text: str, source: str = "dqpulse.yaml",
     try:
         spec = Spec.model_validate(root)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            # pydantic reports union/literal members as extra loc parts; keep the data path
-            data_loc = tuple(p for p in loc if isinstance(p, int) or p in _known_keys(root, loc))
-            line = _line_of(root, data_loc or loc)
-            path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
-            path = path.replace(".[", "[")
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                message = f"unknown key {loc[-1]!r}"
-            elif error["type"] == "missing":
-                message = "required key is missing"
-            problems.append(f"{source}:{line}: {path}: {message}")
+        problems += _validation_problems(root, exc, source)
+    problems += _duplicate_dataset_names(root, source)
+    if spec is not None:
+        problems += _reference_problems(root, spec, source)
+    if problems:
+        raise ConfigError(sorted(set(problems), key=_problem_order))
+    assert spec is not None
+    return spec
 
+
+def _validation_problems(root: CommentedMap, exc: ValidationError, source: str) -> list[str]:
+    """pydantic's errors as ``file:line: path: message`` lines."""
+    problems: list[str] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        # pydantic reports union/literal members as extra loc parts; keep the data path
+        data_loc = tuple(p for p in loc if isinstance(p, int) or p in _known_keys(root, loc))
+        line = _line_of(root, data_loc or loc)
+        path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
+        path = path.replace(".[", "[")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        problems.append(f"{source}:{line}: {path}: {message}")
+    return problems
+
+
+def _duplicate_dataset_names(root: CommentedMap, source: str) -> list[str]:
+    problems: list[str] = []
     datasets = root.get("datasets") or []
     seen: dict[str, int] = {}
     for index, item in enumerate(datasets if isinstance(datasets, list) else []):
@@ -270,28 +287,30 @@ def parse_spec(text: str, source: str = "dqpulse.yaml",
                 )
             else:
                 seen[name] = line or 0
-    if spec is not None:
-        names = {d.name for d in spec.datasets}
-        for index, edge in enumerate(spec.lineage):
-            for key, value in (("from", edge.source), ("to", edge.target)):
-                if value not in names:
-                    line = _line_of(root, ("lineage", index, key))
-                    problems.append(
-                        f"{source}:{line}: lineage[{index}].{key}: unknown dataset {value!r}"
-                    )
-        channel_names: set[str] = set()
-        for index, channel in enumerate(spec.notifications):
-            if channel.name in channel_names:
-                line = _line_of(root, ("notifications", index, "name"))
+    return problems
+
+
+def _reference_problems(root: CommentedMap, spec: Spec, source: str) -> list[str]:
+    """Lineage edges to undeclared datasets and duplicate channel names."""
+    problems: list[str] = []
+    names = {d.name for d in spec.datasets}
+    for index, edge in enumerate(spec.lineage):
+        for key, value in (("from", edge.source), ("to", edge.target)):
+            if value not in names:
+                line = _line_of(root, ("lineage", index, key))
                 problems.append(
-                    f"{source}:{line}: notifications[{index}].name: duplicate channel "
-                    f"name {channel.name!r}"
+                    f"{source}:{line}: lineage[{index}].{key}: unknown dataset {value!r}"
                 )
-            channel_names.add(channel.name)
-    if problems:
-        raise ConfigError(sorted(set(problems), key=_problem_order))
-    assert spec is not None
-    return spec
+    channel_names: set[str] = set()
+    for index, channel in enumerate(spec.notifications):
+        if channel.name in channel_names:
+            line = _line_of(root, ("notifications", index, "name"))
+            problems.append(
+                f"{source}:{line}: notifications[{index}].name: duplicate channel "
+                f"name {channel.name!r}"
+            )
+        channel_names.add(channel.name)
+    return problems
 
 
 def _problem_order(problem: str) -> tuple[int, str]:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from dqpulse.config import Settings
-from dqpulse.pipeline import apply_feedback
 from dqpulse.spec import Spec, load_spec
-from dqpulse.store import datasets as dataset_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
@@ -28,17 +25,6 @@ def _load_spec(settings: Settings) -> Spec | None:
     if Path(settings.config_file).is_file():
         return load_spec(settings.config_file)
     return None
-
-
-def _feedback_to_detectors(app: FastAPI) -> Callable[[Connection, Any], None]:
-    """Verdicts on incidents reach the detectors of the alerted series (same transaction)."""
-
-    def hook(conn: Connection, target: Any) -> None:
-        spec = dataset_store.get(conn, name=target.dataset)
-        if spec is not None and target.alerts:
-            apply_feedback(conn, spec, alerts=target.alerts, verdict=target.verdict)
-
-    return hook
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
@@ -58,7 +44,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
 
     app.state.spec = spec if spec is not None else _load_spec(settings)
-    app.state.feedback_hook = _feedback_to_detectors(app)
 
     auth = TokenAuth(settings, app.state.engine)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])

@@ -27,14 +27,12 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services.model import apply_model
     from dqpulse.spec import load_spec
-    from dqpulse.store import datasets
     from dqpulse.store.db import make_engine
 
     spec = load_spec(args.file)
-    engine = make_engine(settings.database_url)
-    with engine.begin() as conn:  # all or nothing
-        changes = datasets.apply_spec(conn, spec=spec, prune=args.prune)
+    changes = apply_model(make_engine(settings.database_url), spec, prune=args.prune)
     for verb in ("created", "updated", "unchanged", "deleted"):
         for name in changes[verb]:
             print(f"dataset {name}: {verb}")
@@ -62,14 +60,14 @@ def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.role == "ingest":
-        from workers.run import run_ingest
+        from workers.ingest import run_ingest
 
         return run_ingest(settings, client=args.client, max_seconds=args.max_seconds)
     if args.role == "score":
-        from workers.run import run_score
+        from workers.score import run_score
 
         return run_score(settings, max_seconds=args.max_seconds)
-    from workers.run import run_notify
+    from workers.notify import run_notify
 
     return run_notify(settings, max_seconds=args.max_seconds)
 
@@ -82,12 +80,10 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services.tokens import create_token
     from dqpulse.store.db import make_engine
-    from dqpulse.store.tokens import create as create_token
 
-    engine = make_engine(settings.database_url)
-    with engine.begin() as conn:
-        token = create_token(conn, name=args.name, owner=args.owner)
+    token = create_token(make_engine(settings.database_url), name=args.name, owner=args.owner)
     print(token)
     return 0
 

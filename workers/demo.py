@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Sequence
 
+from sqlalchemy import Engine
+
 from dqpulse.config import Settings
-from dqpulse.pipeline import default_hooks
+from dqpulse.finalize.scoring import default_hooks
+from dqpulse.ingest import IngestWorker
+from dqpulse.services.metrics import latest_windows
+from dqpulse.services.model import apply_model
 from dqpulse.sources.embedded import EmbeddedSource, Injection, StreamProfile
 from dqpulse.spec import Spec, parse_spec
-from dqpulse.store import datasets as dataset_store
-from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine, upgrade_to_head
 from dqpulse.telemetry import Telemetry
 
@@ -82,14 +85,13 @@ def demo_injections(start: float) -> list[Injection]:
 
 def build_demo(database: str, speed: float, *, start: float | None = None,
                spec_text: str = DEMO_SPEC, injections: Sequence[Injection] | None = None
-               ) -> tuple[Settings, object, Spec, EmbeddedSource, SimClock]:
+               ) -> tuple[Settings, Engine, Spec, EmbeddedSource, SimClock]:
     settings = Settings(database_url=database, checkpoint_interval_s=0.5, poll_timeout_s=0.05,
                         idle_partition_timeout_s=20.0, worker_metrics_port=0)
     upgrade_to_head(database)
     engine = make_engine(database)
     spec = parse_spec(spec_text, source="demo.yaml")
-    with engine.begin() as conn:
-        dataset_store.apply_spec(conn, spec=spec)
+    apply_model(engine, spec)
     clock = SimClock(time.time() if start is None else start, speed)
     profiles = [StreamProfile("orders", base_rate=6.0, kind="orders"),
                 StreamProfile("clicks", base_rate=12.0, kind="clicks")]
@@ -104,14 +106,13 @@ def run_demo(*, port: int = 8000, database: str = "sqlite:///dqpulse-demo.db",
     import uvicorn
 
     from service.app import create_app
-    from workers.ingest import IngestWorker
 
     settings, engine, spec, source, clock = build_demo(database, speed)
     telemetry = Telemetry()
-    app = create_app(settings, engine=engine, telemetry=telemetry, spec=spec)  # type: ignore[arg-type]
+    app = create_app(settings, engine=engine, telemetry=telemetry, spec=spec)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
-    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,  # type: ignore[arg-type]
+    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
                           source=source, telemetry=telemetry, clock=clock,
                           hooks=default_hooks(spec, settings, telemetry))
     worker.start()
@@ -134,15 +135,12 @@ def run_demo(*, port: int = 8000, database: str = "sqlite:///dqpulse-demo.db",
     return 0
 
 
-def _report(engine: object, spec: Spec) -> None:
-    with engine.begin() as conn:  # type: ignore[attr-defined]
-        for dataset in spec.datasets:
-            points = metric_store.get_latest_window(conn, dataset=dataset.name)
-            if not points:
-                continue
-            values = {p["metric"]: p["value"] for p in points if p["field"] == ""}
-            window = time.strftime("%H:%M", time.gmtime(points[0]["window_start"]))
-            anomalies = sum(1 for p in points if p["anomalous"])
-            print(f"  {dataset.name:8s} window {window}Z  records={values.get('volume.records')}"
-                  f"  quality.completeness={values.get('quality.completeness')}"
-                  f"  anomalous points={anomalies}", flush=True)
+def _report(engine: Engine, spec: Spec) -> None:
+    latest = latest_windows(engine, [dataset.name for dataset in spec.datasets])
+    for name, points in latest.items():
+        values = {p["metric"]: p["value"] for p in points if p["field"] == ""}
+        window = time.strftime("%H:%M", time.gmtime(points[0]["window_start"]))
+        anomalies = sum(1 for p in points if p["anomalous"])
+        print(f"  {name:8s} window {window}Z  records={values.get('volume.records')}"
+              f"  quality.completeness={values.get('quality.completeness')}"
+              f"  anomalous points={anomalies}", flush=True)

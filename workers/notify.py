@@ -7,19 +7,17 @@ retried with a growing pause; it never ends the loop. Safe to run several copies
 use ``FOR UPDATE SKIP LOCKED`` and a lease. Killed at any point, it loses nothing: a row
 is pending until its delivery is recorded.
 
-``python -m workers.notify --help`` runs it stand-alone (the lead wires
-``dqpulse worker notify`` to :func:`run_notifier`).
+``dqpulse worker notify`` and ``python -m workers.notify --help`` (with options) both
+run :func:`run_notify`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 import time
 from collections.abc import Mapping
-from types import FrameType
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,8 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from dqpulse.alerts.dispatch import DispatchOptions, deliver_due, refresh_firing
 from dqpulse.alerts.notifiers import Notifier, build_notifiers
 from dqpulse.config import Settings
-from dqpulse.spec import Spec
+from dqpulse.services.model import current_model
+from dqpulse.spec import Spec, load_spec
+from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
+from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,25 @@ def run_notifier(
         log.info("notifier stopped")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dqpulse.spec import load_spec
-    from dqpulse.store.db import make_engine
+def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: str | None = None,
+               options: DispatchOptions | None = None, poll_interval_s: float = 1.0,
+               timeout_s: float = 10.0, max_seconds: float | None = None) -> int:
+    """The notify process (``dqpulse worker notify`` and ``python -m workers.notify``):
+    deliver until SIGTERM/SIGINT or ``max_seconds``. ``spec``: default the current model."""
+    engine = make_engine(database_url or settings.database_url)
+    spec = spec if spec is not None else current_model(settings, engine)
+    stop = stop_event_on_signals()
+    if max_seconds is not None:
+        threading.Timer(max_seconds, stop.set).start()
+    try:
+        run_notifier(settings, engine, spec, stop_event=stop, poll_interval_s=poll_interval_s,
+                     options=options, timeout_s=timeout_s)
+    finally:
+        engine.dispose()
+    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.notify",
                                      description="Deliver dqpulse's notification outbox.")
     parser.add_argument("--config", help="dqpulse.yaml (default: DQPULSE_CONFIG_FILE)")
@@ -113,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = load_spec(args.config or settings.config_file)
-    engine = make_engine(args.database_url or settings.database_url)
     base = options_from_settings(settings)
     options = DispatchOptions(
         base_backoff_s=args.base_backoff or base.base_backoff_s,
@@ -123,21 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         claim_lease_s=args.lease or base.claim_lease_s,
         max_parallel=base.max_parallel,
     )
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        run_notifier(settings, engine, spec, stop_event=stop,
-                     poll_interval_s=args.poll_interval, options=options,
-                     timeout_s=args.timeout)
-    finally:
-        engine.dispose()
-    return 0
+    return run_notify(settings, spec=load_spec(args.config or settings.config_file),
+                      database_url=args.database_url, options=options,
+                      poll_interval_s=args.poll_interval, timeout_s=args.timeout)
 
 
 if __name__ == "__main__":

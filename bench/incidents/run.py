@@ -9,7 +9,7 @@ seeded random, non-overlapping moments. The injections are the ground truth.
 Both detectors are read from the same database and counted the same way:
 
 * dqpulse: ``metric_points.anomalous`` as the ScoringHook stored it.
-* baseline: per series of the same detected metrics (``dqpulse.pipeline.is_detected``), a
+* baseline: per series of the same watched metrics (``finalize.watch.is_watched_metric``), a
   point is flagged when it leaves mean +- 3 sigma of the previous ``--baseline-windows``
   values of that series (at least half of them present).
 
@@ -43,7 +43,9 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import event, select  # noqa: E402
 
 from dqpulse.config import Settings  # noqa: E402
-from dqpulse.pipeline import default_hooks, is_watched  # noqa: E402
+from dqpulse.finalize.scoring import default_hooks  # noqa: E402
+from dqpulse.finalize.watch import is_watched  # noqa: E402
+from dqpulse.ingest import IngestWorker  # noqa: E402
 from dqpulse.sources.embedded import (  # noqa: E402
     INJECTION_KINDS,
     EmbeddedSource,
@@ -55,7 +57,6 @@ from dqpulse.store import datasets as dataset_store  # noqa: E402
 from dqpulse.store.db import make_engine, upgrade_to_head  # noqa: E402
 from dqpulse.store.tables import metric_points  # noqa: E402
 from dqpulse.telemetry import Telemetry  # noqa: E402
-from workers.ingest import IngestWorker  # noqa: E402
 
 DATASET = "orders"
 WINDOW = 300.0           # 5-minute windows

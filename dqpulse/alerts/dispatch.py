@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from dqpulse.alerts.notifiers.base import Notifier, SendResult
 from dqpulse.store import outbox as outbox_store
 from dqpulse.telemetry import Telemetry
+from dqpulse.utc import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,7 @@ def deliver_due(engine: Engine, *, channels: Mapping[str, Notifier],
     """One delivery pass over due outbox rows of ``channels``; returns what happened."""
     options = options or DispatchOptions()
     rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-    fixed = None if now is None else (now.replace(tzinfo=UTC) if now.tzinfo is None
-                                      else now.astimezone(UTC))
+    fixed = None if now is None else as_utc(now)
 
     def clock() -> datetime:
         return fixed if fixed is not None else datetime.now(UTC)

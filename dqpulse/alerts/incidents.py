@@ -39,97 +39,36 @@ Notifications
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
 from dqpulse.alerts import outbox
-from dqpulse.alerts.routing import route
-from dqpulse.errors import ConflictError, ValidationError
+from dqpulse.alerts.anomalies import (
+    SEVERITY_RANK,
+    Anomaly,
+    ClassifiedAnomaly,
+    dedup_key,
+    group_anomalies,
+    max_severity,
+    summarize,
+)
+from dqpulse.alerts.routing import channels_for_incident
+from dqpulse.jsonsafe import json_safe
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
 from dqpulse.store import silences as silence_store
+from dqpulse.utc import as_utc_or_now
 
-KINDS = ("freshness", "volume", "completeness", "distribution", "schema", "validity",
-         "uniqueness", "ml_data")
-SEVERITIES = ("info", "warning", "critical")
 STATUSES = ("open", "acknowledged", "resolved")
-VERDICTS = ("false_positive", "confirmed")
 SYSTEM_ACTOR = "dqpulse"
 
-_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
-_QUALITY_KIND = {"completeness": "completeness", "timeliness": "freshness",
-                 "freshness": "freshness", "validity": "validity", "consistency": "schema",
-                 "uniqueness": "uniqueness", "volume": "volume",
-                 "distribution": "distribution", "schema": "schema", "ml_data": "ml_data"}
-_FAMILY_ALIAS = {"ml": "ml_data", "rules": "validity", "rule": "validity",
-                 "contract": "schema", "sla": "freshness"}
-_ROOT_GROUP = {"freshness": "flow", "volume": "flow"}
-_CONTRACT_KINDS = frozenset({"completeness", "validity"})
 _MAX_TRACKED_METRICS = 50
-
-
-def kind_of_metric(metric: str) -> str:
-    """The incident kind of a metric name ``<family>.<name>``.
-
-    ``quality.<dimension>`` maps to the dimension's kind (timeliness -> freshness,
-    consistency -> schema); an unknown family is a rule violation, ``validity``.
-
-    >>> kind_of_metric("volume.records"), kind_of_metric("completeness.null_ratio")
-    ('volume', 'completeness')
-    >>> kind_of_metric("quality.timeliness"), kind_of_metric("something.else")
-    ('freshness', 'validity')
-    """
-    family, _, name = metric.partition(".")
-    if family == "quality":
-        return _QUALITY_KIND.get(name, "validity")
-    if family in KINDS:
-        return family
-    return _FAMILY_ALIAS.get(family, "validity")
-
-
-def group_of(kind: str) -> str:
-    """The root group of a kind: alerts of one group on one dataset share an incident."""
-    return _ROOT_GROUP.get(kind, kind)
-
-
-def dedup_key(dataset: str, group: str) -> str:
-    return f"dqpulse:{dataset}:{group}"
-
-
-def severity_from_score(score: float) -> str:
-    """Severity when nothing configures one: >= 0.98 critical, >= 0.9 warning, else info.
-
-    >>> severity_from_score(0.99), severity_from_score(0.95), severity_from_score(0.5)
-    ('critical', 'warning', 'info')
-    """
-    if score >= 0.98:
-        return "critical"
-    if score >= 0.9:
-        return "warning"
-    return "info"
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    """One anomalous metric point, as detectors and rules report it."""
-
-    dataset: str
-    kind: str
-    metric: str
-    field: str
-    window_start: float
-    window_end: float
-    score: float
-    severity: str | None = None
-    explanation: dict[str, Any] = dc_field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,116 +106,7 @@ class WindowOutcome:
     open_incidents: int = 0
 
 
-@dataclass(frozen=True)
-class FeedbackTarget:
-    """What a verdict is about, for the detectors: the series and windows of the alerts."""
-
-    incident_id: int
-    dataset: str
-    metric: str | None
-    field: str | None
-    verdict: str
-    window_starts: list[float]
-    alerts: list[tuple[str, str, float]]
-
-
-@dataclass
-class _Item:
-    anomaly: Anomaly
-    kind: str
-    severity: str
-
-
 # ---- helpers ----------------------------------------------------------------------------
-
-def severity_of(dataset: DatasetSpec, anomaly: Anomaly, kind: str | None = None) -> str:
-    """The severity of ``anomaly`` on ``dataset`` (see the module docstring for the order)."""
-    kind = kind or _kind(anomaly)
-    for key in (anomaly.field, anomaly.metric, kind):
-        if key and key in dataset.severity:
-            return dataset.severity[key]
-    field_spec = dataset.fields.get(anomaly.field) if anomaly.field else None
-    if field_spec is not None and field_spec.severity is not None:
-        return field_spec.severity
-    if anomaly.severity in _RANK:
-        return str(anomaly.severity)
-    return severity_from_score(anomaly.score)
-
-
-def _kind(anomaly: Anomaly) -> str:
-    return anomaly.kind if anomaly.kind in KINDS else kind_of_metric(anomaly.metric)
-
-
-def _max_severity(severities: Iterable[str]) -> str:
-    return max(severities, key=lambda s: _RANK.get(s, 0))
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if float(value).is_integer() and abs(value) < 1e15:
-            return f"{int(value):,}"
-        return f"{value:,.4g}"
-    return str(value)
-
-
-def summarize(dataset: str, anomaly: Anomaly) -> str:
-    """One sentence: what broke, observed vs expected.
-
-    >>> a = Anomaly("orders", "volume", "volume.records", "", 0, 60, 0.99, None,
-    ...             {"observed": 12, "expected_low": 950, "expected_high": 1050,
-    ...              "direction": "down"})
-    >>> summarize("orders", a)
-    'orders: volume.records dropped to 12 (expected 950 .. 1,050)'
-    """
-    what = anomaly.metric + (f" of {anomaly.field}" if anomaly.field else "")
-    exp = anomaly.explanation or {}
-    observed = exp.get("observed")
-    if observed is None:
-        return f"{dataset}: anomalous {what} (score {anomaly.score:.3f})"
-    verb = {"down": "dropped to", "up": "rose to"}.get(str(exp.get("direction")), "is")
-    low, high = exp.get("expected_low"), exp.get("expected_high")
-    if low is None and high is None:
-        expected = ""
-    elif low is None:
-        expected = f" (expected <= {_number(high)})"
-    elif high is None:
-        expected = f" (expected >= {_number(low)})"
-    else:
-        expected = f" (expected {_number(low)} .. {_number(high)})"
-    return f"{dataset}: {what} {verb} {_number(observed)}{expected}"
-
-
-def utc(moment: datetime | None) -> datetime:
-    """``moment`` (default: now) as aware UTC; naive values are taken as UTC.
-
-    SQLite stores datetimes without an offset, so every time written must be UTC.
-    """
-    if moment is None:
-        return datetime.now(UTC)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars, NaN and other odd values made JSON-safe."""
-    def default(obj: Any) -> Any:
-        for cast in (float, str):
-            try:
-                return cast(obj)
-            except (TypeError, ValueError):
-                continue
-        return repr(obj)
-
-    def clean(obj: Any) -> Any:
-        if isinstance(obj, float) and not math.isfinite(obj):
-            return None
-        if isinstance(obj, dict):
-            return {str(k): clean(v) for k, v in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [clean(v) for v in obj]
-        return obj
-
-    return clean(json.loads(json.dumps(value, default=default, allow_nan=True)))
-
 
 def _silence_for(silences: Sequence[Mapping[str, Any]], kinds: Iterable[str]) -> int | None:
     """Id of a silence covering every one of ``kinds`` (None if some kind is not covered)."""
@@ -289,23 +119,8 @@ def _silence_for(silences: Sequence[Mapping[str, Any]], kinds: Iterable[str]) ->
     return chosen
 
 
-def _configured(notifications: Sequence[NotificationSpec]) -> set[str]:
-    return {n.name for n in notifications}
-
-
-def _routed(notifications: Sequence[NotificationSpec], row: Mapping[str, Any]) -> list[str]:
-    kinds = (row.get("details") or {}).get("kinds") or [row["kind"]]
-    names: list[str] = []
-    for kind in kinds:
-        for channel in route(notifications, dataset=row["dataset"], owner=row.get("owner"),
-                             severity=row["severity"], kind=kind):
-            if channel.name not in names:
-                names.append(channel.name)
-    return names
-
-
-def _told(conn: Connection, row: Mapping[str, Any],
-          notifications: Sequence[NotificationSpec]) -> list[str]:
+def channels_told(conn: Connection, row: Mapping[str, Any],
+                  notifications: Sequence[NotificationSpec]) -> list[str]:
     """Configured channels that already have a notification about the incident."""
     told = outbox_store.notified_channels(conn, incident_id=int(row["id"]))
     return [n.name for n in notifications if n.name in told]
@@ -315,7 +130,7 @@ def _details(previous: Mapping[str, Any] | None, top: Anomaly, kinds: Iterable[s
              metrics: Iterable[tuple[str, str]], replace_top: bool) -> dict[str, Any]:
     details = dict(previous or {})
     if replace_top or "explanation" not in details:
-        details["explanation"] = _jsonable(top.explanation or {})
+        details["explanation"] = json_safe(top.explanation or {})
         details["window_start"] = top.window_start
         details["window_end"] = top.window_end
     details["kinds"] = sorted(set(details.get("kinds") or []) | set(kinds))
@@ -346,7 +161,7 @@ def process_window(
     Call once per finalized window (also windows without anomalies: they count as healthy),
     inside the transaction that finalizes the window.
     """
-    now = utc(now)
+    now = as_utc_or_now(now)
     options = options or IncidentOptions()
     result = WindowOutcome()
     silences = silence_store.get_active_for(conn, dataset=dataset.name, owner=dataset.owner,
@@ -354,22 +169,8 @@ def process_window(
     active = {row["dedup_key"]: row
               for row in incident_store.get_all_active(conn, dataset=dataset.name)}
 
-    items = []
-    for anomaly in anomalies:
-        kind = _kind(anomaly)
-        items.append(_Item(anomaly, kind, severity_of(dataset, anomaly, kind)))
-    schema_key = dedup_key(dataset.name, "schema")
-    contract_change = schema_key in active or any(i.kind == "schema" for i in items)
-    groups: dict[str, list[_Item]] = {}
-    for item in items:
-        group = group_of(item.kind)
-        if (item.kind in _CONTRACT_KINDS and contract_change
-                and dedup_key(dataset.name, group) not in active):
-            group = "schema"
-        groups.setdefault(group, []).append(item)
-
     touched: set[str] = set()
-    for group, members in groups.items():
+    for group, members in group_anomalies(dataset, anomalies, set(active)).items():
         key = dedup_key(dataset.name, group)
         touched.add(key)
         _apply_group(conn, dataset=dataset, key=key, members=members, active=active.get(key),
@@ -378,76 +179,124 @@ def process_window(
                      options=options, silences=silences, result=result)
 
     for key, row in active.items():
-        if key in touched:
-            continue
-        if row.get("last_window_end") is not None and window_start < row["last_window_end"]:
-            continue  # not after the incident's last alerted window: says nothing new
-        healthy = int(row["healthy_windows"]) + 1
-        needed = options.auto_resolve_windows * (options.flap_hold_factor
-                                                 if row["flapping"] else 1)
-        if healthy >= needed:
-            incident_store.update(conn, incident_id=row["id"], healthy_windows=healthy)
-            result.notifications += _resolve(
-                conn, row, actor=SYSTEM_ACTOR,
-                comment=f"auto-resolved after {healthy} healthy windows",
-                notifications=notifications, public_url=public_url, now=now)
-            result.resolved.append(int(row["id"]))
-        else:
-            incident_store.update(conn, incident_id=row["id"], healthy_windows=healthy)
+        if key not in touched:
+            _healthy_window(conn, row, window_start=window_start, notifications=notifications,
+                            public_url=public_url, now=now, options=options, result=result)
     result.open_incidents = incident_store.count_active(conn, dataset=dataset.name)
     return result
 
 
-def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: list[_Item],
+def _healthy_window(conn: Connection, row: Mapping[str, Any], *, window_start: float,
+                    notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
+                    options: IncidentOptions, result: WindowOutcome) -> None:
+    """An active incident without alerts in this window: one healthy window more, and
+    resolved once there are enough of them (more while it is flapping)."""
+    if row.get("last_window_end") is not None and window_start < row["last_window_end"]:
+        return  # not after the incident's last alerted window: says nothing new
+    healthy = int(row["healthy_windows"]) + 1
+    needed = options.auto_resolve_windows * (options.flap_hold_factor
+                                             if row["flapping"] else 1)
+    incident_store.update(conn, incident_id=row["id"], healthy_windows=healthy)
+    if healthy >= needed:
+        result.notifications += close(
+            conn, row, actor=SYSTEM_ACTOR,
+            comment=f"auto-resolved after {healthy} healthy windows",
+            notifications=notifications, public_url=public_url, now=now)
+        result.resolved.append(int(row["id"]))
+
+
+def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str,
+                 members: list[ClassifiedAnomaly],
                  active: dict[str, Any] | None, window_start: float, window_end: float,
                  notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
                  options: IncidentOptions, silences: Sequence[Mapping[str, Any]],
                  result: WindowOutcome) -> None:
-    top_item = max(members, key=lambda i: (_RANK.get(i.severity, 0), i.anomaly.score))
-    top = top_item.anomaly
-    severity = _max_severity(i.severity for i in members)
+    """One root group's alerts of the window: open, reopen or update its incident."""
+    top_item = max(members, key=lambda i: (SEVERITY_RANK.get(i.severity, 0), i.anomaly.score))
     kinds = sorted({i.kind for i in members})
-    metrics = [(i.anomaly.metric, i.anomaly.field) for i in members]
-    silenced_by = _silence_for(silences, kinds)
-    best_score = max(i.anomaly.score for i in members)
-
+    group = _GroupAlerts(
+        members=members, top_item=top_item, severity=max_severity(i.severity for i in members),
+        kinds=kinds, metrics=[(i.anomaly.metric, i.anomaly.field) for i in members],
+        silenced_by=_silence_for(silences, kinds),
+        best_score=max(i.anomaly.score for i in members))
     if active is None:
-        grace = timedelta(seconds=options.reopen_grace_windows * dataset.window)
-        previous = incident_store.get_last_resolved(conn, dataset=dataset.name, dedup_key=key,
-                                                    resolved_after=now - grace)
-        if previous is not None:
-            incident_id = _reopen(conn, previous, dataset=dataset, top_item=top_item,
-                                  severity=severity, kinds=kinds, metrics=metrics,
-                                  count=len(members), best_score=best_score,
-                                  window_start=window_start, window_end=window_end, now=now,
-                                  options=options)
-            event = "reopened"
-            result.reopened.append(incident_id)
-        else:
-            incident_id = incident_store.create(
-                conn, dataset=dataset.name, kind=top_item.kind, metric=top.metric,
-                field=top.field, severity=severity, status="open", dedup_key=key,
-                opened_at=now, last_alert_at=now, healthy_windows=0, reopen_count=0,
-                alert_count=len(members), summary=summarize(dataset.name, top),
-                score=best_score, owner=dataset.owner,
-                details=_details(None, top, kinds, metrics, replace_top=True),
-                first_window_start=window_start, last_window_end=window_end, event_seq=0,
-                flapping=False)
-            incident_store.create_event(conn, incident_id=incident_id, action="opened",
-                                        actor=SYSTEM_ACTOR,
-                                        comment=summarize(dataset.name, top), at=now)
-            event = "opened"
-            result.opened.append(incident_id)
-        _record_alerts(conn, incident_id, members, now)
-        row = incident_store.get_or_raise(conn, incident_id=incident_id)
-        channels = _routed(notifications, row)
-        if event == "reopened":
-            channels += [c for c in _told(conn, row, notifications) if c not in channels]
-        _announce(conn, row, event=event, channels=channels, silenced_by=silenced_by,
-                  public_url=public_url, now=now, result=result)
-        result.alerts += len(members)
-        return
+        _open_or_reopen(conn, dataset=dataset, key=key, group=group, window_start=window_start,
+                        window_end=window_end, notifications=notifications,
+                        public_url=public_url, now=now, options=options, result=result)
+    else:
+        _update_active(conn, dataset=dataset, active=active, group=group,
+                       window_start=window_start, window_end=window_end,
+                       notifications=notifications, public_url=public_url, now=now,
+                       options=options, result=result)
 
+
+@dataclass(frozen=True)
+class _GroupAlerts:
+    """One root group's alerts in a window, and what they add up to."""
+
+    members: list[ClassifiedAnomaly]
+    top_item: ClassifiedAnomaly
+    severity: str
+    kinds: list[str]
+    metrics: list[tuple[str, str]]
+    silenced_by: int | None
+    best_score: float
+
+
+def _open_or_reopen(conn: Connection, *, dataset: DatasetSpec, key: str, group: _GroupAlerts,
+                    window_start: float, window_end: float,
+                    notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
+                    options: IncidentOptions, result: WindowOutcome) -> None:
+    """No active incident for the group: reopen one resolved within the grace period, or
+    open a new one; then record the alerts and announce it."""
+    members, top_item, top = group.members, group.top_item, group.top_item.anomaly
+    severity, kinds, metrics = group.severity, group.kinds, group.metrics
+    silenced_by, best_score = group.silenced_by, group.best_score
+    grace = timedelta(seconds=options.reopen_grace_windows * dataset.window)
+    previous = incident_store.get_last_resolved(conn, dataset=dataset.name, dedup_key=key,
+                                                resolved_after=now - grace)
+    if previous is not None:
+        incident_id = _reopen(conn, previous, dataset=dataset, top_item=top_item,
+                              severity=severity, kinds=kinds, metrics=metrics,
+                              count=len(members), best_score=best_score,
+                              window_start=window_start, window_end=window_end, now=now,
+                              options=options)
+        event = "reopened"
+        result.reopened.append(incident_id)
+    else:
+        incident_id = incident_store.create(
+            conn, dataset=dataset.name, kind=top_item.kind, metric=top.metric,
+            field=top.field, severity=severity, status="open", dedup_key=key,
+            opened_at=now, last_alert_at=now, healthy_windows=0, reopen_count=0,
+            alert_count=len(members), summary=summarize(dataset.name, top),
+            score=best_score, owner=dataset.owner,
+            details=_details(None, top, kinds, metrics, replace_top=True),
+            first_window_start=window_start, last_window_end=window_end, event_seq=0,
+            flapping=False)
+        incident_store.create_event(conn, incident_id=incident_id, action="opened",
+                                    actor=SYSTEM_ACTOR,
+                                    comment=summarize(dataset.name, top), at=now)
+        event = "opened"
+        result.opened.append(incident_id)
+    _record_alerts(conn, incident_id, members, now)
+    row = incident_store.get_or_raise(conn, incident_id=incident_id)
+    channels = channels_for_incident(notifications, row)
+    if event == "reopened":
+        channels += [c for c in channels_told(conn, row, notifications) if c not in channels]
+    _announce(conn, row, event=event, channels=channels, silenced_by=silenced_by,
+              public_url=public_url, now=now, result=result)
+    result.alerts += len(members)
+
+
+def _update_active(conn: Connection, *, dataset: DatasetSpec, active: dict[str, Any],
+                   group: _GroupAlerts, window_start: float, window_end: float,
+                   notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
+                   options: IncidentOptions, result: WindowOutcome) -> None:
+    """The group's incident is active: add the alerts, escalate on a higher severity, and
+    tell channels that have not heard of it yet."""
+    members, top = group.members, group.top_item.anomaly
+    severity, kinds, metrics = group.severity, group.kinds, group.metrics
+    silenced_by, best_score = group.silenced_by, group.best_score
     incident_id = int(active["id"])
     replace_top = best_score > float(active.get("score") or 0.0)
     values: dict[str, Any] = {
@@ -460,7 +309,7 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: l
         values.update(score=best_score, metric=top.metric, field=top.field,
                       summary=summarize(dataset.name, top))
     old_severity = str(active["severity"])
-    escalated = _RANK.get(severity, 0) > _RANK.get(old_severity, 0)
+    escalated = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(old_severity, 0)
     if escalated:
         values["severity"] = severity
     incident_store.update(conn, incident_id=incident_id, **values)
@@ -473,15 +322,16 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: l
                                     at=now)
         result.escalated.append(incident_id)
         if options.notify_escalations:
-            _announce(conn, row, event="escalated", channels=_routed(notifications, row),
+            _announce(conn, row, event="escalated",
+                      channels=channels_for_incident(notifications, row),
                       silenced_by=silenced_by, public_url=public_url, now=now, result=result,
                       previous_severity=old_severity)
             return
     result.updated.append(incident_id)
     if silenced_by is None:
         # announce to channels that have not heard of it (a silence ended, a channel was added)
-        told = set(_told(conn, row, notifications))
-        missing = [c for c in _routed(notifications, row) if c not in told]
+        told = set(channels_told(conn, row, notifications))
+        missing = [c for c in channels_for_incident(notifications, row) if c not in told]
         if missing:
             result.notifications += outbox.enqueue(conn, incident=row, event="opened",
                                                    channels=missing, public_url=public_url,
@@ -489,7 +339,8 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str, members: l
 
 
 def _reopen(conn: Connection, previous: Mapping[str, Any], *, dataset: DatasetSpec,
-            top_item: _Item, severity: str, kinds: list[str], metrics: list[tuple[str, str]],
+            top_item: ClassifiedAnomaly, severity: str, kinds: list[str],
+            metrics: list[tuple[str, str]],
             count: int, best_score: float, window_start: float, window_end: float,
             now: datetime, options: IncidentOptions) -> int:
     incident_id = int(previous["id"])
@@ -518,13 +369,13 @@ def _reopen(conn: Connection, previous: Mapping[str, Any], *, dataset: DatasetSp
     return incident_id
 
 
-def _record_alerts(conn: Connection, incident_id: int, members: Sequence[_Item],
+def _record_alerts(conn: Connection, incident_id: int, members: Sequence[ClassifiedAnomaly],
                    now: datetime) -> None:
     incident_store.create_alerts(conn, rows=[{
         "incident_id": incident_id, "dataset": i.anomaly.dataset, "kind": i.kind,
         "metric": i.anomaly.metric, "field": i.anomaly.field or "",
         "window_start": i.anomaly.window_start, "severity": i.severity,
-        "score": float(i.anomaly.score), "explanation": _jsonable(i.anomaly.explanation or {}),
+        "score": float(i.anomaly.score), "explanation": json_safe(i.anomaly.explanation or {}),
         "created_at": now,
     } for i in members])
 
@@ -546,9 +397,10 @@ def _announce(conn: Connection, row: Mapping[str, Any], *, event: str, channels:
                                            previous_severity=previous_severity)
 
 
-def _resolve(conn: Connection, row: Mapping[str, Any], *, actor: str, comment: str | None,
-             notifications: Sequence[NotificationSpec], public_url: str,
-             now: datetime) -> int:
+def close(conn: Connection, row: Mapping[str, Any], *, actor: str, comment: str | None,
+          notifications: Sequence[NotificationSpec], public_url: str, now: datetime) -> int:
+    """Resolve the incident ``row`` (any status) and tell the channels that heard of it;
+    returns the notifications queued."""
     incident_id = int(row["id"])
     incident_store.update(conn, incident_id=incident_id, status="resolved",
                                  resolved_at=now, flapping=False)
@@ -556,65 +408,5 @@ def _resolve(conn: Connection, row: Mapping[str, Any], *, actor: str, comment: s
                                 comment=comment, at=now)
     fresh = incident_store.get_or_raise(conn, incident_id=incident_id)
     return outbox.enqueue(conn, incident=fresh, event="resolved",
-                          channels=_told(conn, fresh, notifications), public_url=public_url,
-                          now=now, actor=actor, comment=comment)
-
-
-# ---- human actions (API) ----------------------------------------------------------------
-
-def acknowledge(conn: Connection, *, incident_id: int, actor: str, comment: str | None = None,
-                notifications: Sequence[NotificationSpec] = (), public_url: str = "",
-                now: datetime | None = None) -> dict[str, Any]:
-    """Move an open incident to acknowledged; 409 (ConflictError) from any other status."""
-    now = utc(now)
-    row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
-    if row["status"] != "open":
-        raise ConflictError(f"incident {incident_id} is {row['status']}; only an open "
-                            "incident can be acknowledged")
-    incident_store.update(conn, incident_id=incident_id, status="acknowledged",
-                                 acknowledged_at=now)
-    incident_store.create_event(conn, incident_id=incident_id, action="acknowledged",
-                                actor=actor, comment=comment, at=now)
-    fresh = incident_store.get_or_raise(conn, incident_id=incident_id)
-    outbox.enqueue(conn, incident=fresh, event="acknowledged",
-                   channels=_told(conn, fresh, notifications), public_url=public_url, now=now,
-                   actor=actor, comment=comment)
-    return incident_store.get_or_raise(conn, incident_id=incident_id)
-
-
-def resolve(conn: Connection, *, incident_id: int, actor: str, comment: str | None = None,
-            notifications: Sequence[NotificationSpec] = (), public_url: str = "",
-            now: datetime | None = None) -> dict[str, Any]:
-    """Resolve an open or acknowledged incident; 409 (ConflictError) if already resolved."""
-    now = utc(now)
-    row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
-    if row["status"] == "resolved":
-        raise ConflictError(f"incident {incident_id} is already resolved")
-    _resolve(conn, row, actor=actor, comment=comment, notifications=notifications,
-             public_url=public_url, now=now)
-    return incident_store.get_or_raise(conn, incident_id=incident_id)
-
-
-def add_feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
-                 actor: str, notifications: Sequence[NotificationSpec] = (),
-                 public_url: str = "", now: datetime | None = None) -> FeedbackTarget:
-    """Record a human verdict; a false positive also resolves an active incident.
-
-    Returns the series and windows the verdict is about, for the detectors' ``feedback``.
-    """
-    if verdict not in VERDICTS:
-        raise ValidationError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
-    now = utc(now)
-    row = incident_store.get_or_raise(conn, incident_id=incident_id, for_update=True)
-    incident_store.update(conn, incident_id=incident_id, feedback=verdict)
-    incident_store.create_event(conn, incident_id=incident_id, action=f"feedback.{verdict}",
-                                actor=actor, comment=comment, at=now)
-    if verdict == "false_positive" and row["status"] != "resolved":
-        _resolve(conn, row, actor=actor, comment=comment or "marked as a false positive",
-                 notifications=notifications, public_url=public_url, now=now)
-    alert_rows = incident_store.get_alerts(conn, incident_id=incident_id, limit=10_000)
-    series = [(a["metric"], a["field"], float(a["window_start"])) for a in alert_rows]
-    return FeedbackTarget(
-        incident_id=incident_id, dataset=row["dataset"], metric=row.get("metric"),
-        field=row.get("field"), verdict=verdict,
-        window_starts=sorted({s[2] for s in series}), alerts=series)
+                          channels=channels_told(conn, fresh, notifications),
+                          public_url=public_url, now=now, actor=actor, comment=comment)

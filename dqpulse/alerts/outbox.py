@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
+from dqpulse.utc import as_utc
 
 MESSAGE_VERSION = 1
 
@@ -37,9 +38,7 @@ def idempotency_key(incident_id: int, event: str, seq: int, channel: str) -> str
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def _epoch_iso(seconds: float | None) -> str | None:

@@ -7,8 +7,9 @@ shell-style patterns (``orders*``); ``severity`` and ``kind`` take lists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import Any
 
 from dqpulse.spec import MatchSpec, NotificationSpec
 
@@ -46,3 +47,16 @@ def route(channels: Iterable[NotificationSpec], *, dataset: str, owner: str | No
     """The channels whose match an incident satisfies, in configuration order."""
     return [c for c in channels
             if matches(c.match, dataset=dataset, owner=owner, severity=severity, kind=kind)]
+
+
+def channels_for_incident(notifications: Sequence[NotificationSpec],
+                          row: Mapping[str, Any]) -> list[str]:
+    """Names of the channels whose ``match`` the incident satisfies (for any of its kinds)."""
+    kinds = (row.get("details") or {}).get("kinds") or [row["kind"]]
+    names: list[str] = []
+    for kind in kinds:
+        for channel in route(notifications, dataset=row["dataset"], owner=row.get("owner"),
+                             severity=row["severity"], kind=kind):
+            if channel.name not in names:
+                names.append(channel.name)
+    return names

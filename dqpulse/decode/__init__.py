@@ -70,6 +70,33 @@ class Decoder(Protocol):
         ...
 
 
+def decode_each(values: Sequence[bytes],
+                decode_one: Callable[[bytes], dict[str, Any] | DecodeFailure]
+                ) -> tuple[list[dict[str, Any]], npt.NDArray[np.int64], list[DecodeFailure]]:
+    """The per-record path: each value decoded on its own. Returns the records, their
+    positions in ``values`` and the failures (with their positions)."""
+    failures: list[DecodeFailure] = []
+    records: list[dict[str, Any]] = []
+    good: list[int] = []
+    for index, value in enumerate(values):
+        decoded = decode_one(value)
+        if isinstance(decoded, DecodeFailure):
+            decoded.index = index
+            failures.append(decoded)
+        else:
+            records.append(decoded)
+            good.append(index)
+    return records, np.asarray(good, dtype=np.int64), failures
+
+
+def no_records(rows: npt.NDArray[np.int64], sizes: npt.NDArray[np.int64],
+               failures: list[DecodeFailure]) -> DecodeResult:
+    """The result of a batch in which no value could be decoded."""
+    batch = ColumnBatch.empty()
+    batch.sizes, batch.timestamps = sizes, np.zeros(len(rows), dtype=np.float64)
+    return DecodeResult(batch, rows, failures)
+
+
 DecoderFactory = Callable[..., Decoder]
 _REGISTRY: dict[str, DecoderFactory] = {}
 

@@ -19,9 +19,14 @@ import numpy as np
 import numpy.typing as npt
 from fastavro import parse_schema, schemaless_reader
 
-from dqpulse.decode import DecodeFailure, DecodeResult, register_decoder
+from dqpulse.decode import (
+    DecodeFailure,
+    DecodeResult,
+    decode_each,
+    no_records,
+    register_decoder,
+)
 from dqpulse.decode.columns import batch_from_records
-from dqpulse.records import ColumnBatch
 from dqpulse.spec import DatasetSpec
 
 SchemaLookup = Callable[[int], Mapping[str, Any]]
@@ -90,25 +95,12 @@ class AvroDecoder:
 
     def decode(self, values: Sequence[bytes],
                sizes: npt.NDArray[np.int64] | None = None) -> DecodeResult:
-        failures: list[DecodeFailure] = []
-        records: list[dict[str, Any]] = []
-        good: list[int] = []
-        for index, value in enumerate(values):
-            decoded = self._decode_one(value)
-            if isinstance(decoded, DecodeFailure):
-                decoded.index = index
-                failures.append(decoded)
-            else:
-                records.append(decoded)
-                good.append(index)
-        rows = np.asarray(good, dtype=np.int64)
-        if sizes is None or len(good) != len(values):
-            sizes = np.fromiter((len(values[i]) for i in good), dtype=np.int64, count=len(good))
-        zeros = np.zeros(len(good), dtype=np.float64)
+        records, rows, failures = decode_each(values, self._decode_one)
+        if sizes is None or len(rows) != len(values):
+            sizes = np.fromiter((len(values[i]) for i in rows), dtype=np.int64, count=len(rows))
         if not records:
-            batch = ColumnBatch.empty()
-            batch.sizes, batch.timestamps = sizes, zeros
-            return DecodeResult(batch, rows, failures)
+            return no_records(rows, sizes, failures)
+        zeros = np.zeros(len(rows), dtype=np.float64)
         return DecodeResult(batch_from_records(records, sizes, zeros), rows, failures)
 
 

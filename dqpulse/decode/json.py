@@ -22,7 +22,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from dqpulse.decode import DecodeFailure, DecodeResult, register_decoder
+from dqpulse.decode import (
+    DecodeFailure,
+    DecodeResult,
+    decode_each,
+    no_records,
+    register_decoder,
+)
 from dqpulse.decode.columns import batch_from_arrow, batch_from_records
 from dqpulse.records import ColumnBatch
 from dqpulse.spec import DatasetSpec
@@ -104,24 +110,11 @@ class JsonDecoder:
 
     def _decode_per_record(self, values: Sequence[bytes], sizes: np.ndarray) -> DecodeResult:
         self.fallback_batches += 1
-        failures: list[DecodeFailure] = []
-        records: list[dict[str, Any]] = []
-        good: list[int] = []
-        for index, value in enumerate(values):
-            parsed = parse_record(value)
-            if isinstance(parsed, DecodeFailure):
-                parsed.index = index
-                failures.append(parsed)
-            else:
-                records.append(parsed)
-                good.append(index)
-        rows = np.asarray(good, dtype=np.int64)
+        records, rows, failures = decode_each(values, parse_record)
         good_sizes = sizes[rows]
-        zeros = np.zeros(len(rows), dtype=np.float64)
         if not records:
-            batch = ColumnBatch.empty()
-            batch.sizes, batch.timestamps = good_sizes, zeros
-            return DecodeResult(batch, rows, failures)
+            return no_records(rows, good_sizes, failures)
+        zeros = np.zeros(len(rows), dtype=np.float64)
         # The bad values, or raw newlines, may have been all that broke the columnar read.
         table = _read(b"\n".join(orjson.dumps(r) for r in records), None)
         if table is not None and table.num_rows == len(records):

@@ -2,7 +2,7 @@
 
 Importing this package registers every family. Public entry points:
 ``WindowState``, ``merge_partials``, ``FinalizeContext``, ``WindowResult``,
-``finalize_window``, ``diff_schema`` (see ``dqpulse.metrics.window``), and
+``finalize_window``, ``diff_schema`` (see ``dqpulse.metrics.window_state``), and
 ``METRIC_NAMES`` (every metric name this package emits).
 
 Series identity is (metric, field). Per-rule validity series use
@@ -22,7 +22,7 @@ from dqpulse.metrics import (  # noqa: F401  (registration order = FAMILIES orde
     volume,
 )
 from dqpulse.metrics.base import FAMILIES, FamilyState, register_family
-from dqpulse.metrics.window import (
+from dqpulse.metrics.window_state import (
     FinalizeContext,
     WindowResult,
     WindowState,

@@ -3,7 +3,7 @@
 ``observed()`` maps each tracked dotted path to the sorted type names of its non-null
 values (a path seen only as null maps to ``[]``). Comparisons with the previous window
 (``schema.new_fields`` / ``removed_fields`` / ``type_changes``) and the contract check
-(``schema.contract_violations``) are made at finalize (``dqpulse.metrics.window``).
+(``schema.contract_violations``) are made at finalize (``dqpulse.metrics.window_state``).
 Paths beyond the per-dataset cap are not tracked; ``schema.untracked_fields`` counts the
 distinct ones seen (names kept up to ``MAX_OVERFLOW_NAMES``).
 """

@@ -14,6 +14,7 @@ from confluent_kafka import TopicPartition as CkTopicPartition
 from dqpulse.config import Settings
 from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
 from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
+from dqpulse.sources.kafka_common import LIBRDKAFKA_NAMES, connection_config, dead_letter_headers
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +27,7 @@ _second = itemgetter(1)
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings shared by consumer and producer, SASL/SSL passed through."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "security.protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-    if settings.kafka_sasl_username:
-        config["sasl.username"] = settings.kafka_sasl_username
-    if settings.kafka_sasl_password:
-        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    if settings.kafka_ssl_cafile:
-        config["ssl.ca.location"] = settings.kafka_ssl_cafile
-    return config
+    return connection_config(settings, LIBRDKAFKA_NAMES)
 
 
 class ConfluentSource:
@@ -160,9 +149,7 @@ class ConfluentDeadLetterSink:
 
     def send(self, message: RawMessage, reason: str, detail: str) -> None:
         headers: list[tuple[str, str | bytes | None]] = [
-            ("dqpulse.reason", reason.encode()), ("dqpulse.detail", detail[:500].encode()),
-                   ("dqpulse.source", f"{message.topic}:{message.partition}:{message.offset}"
-                    .encode())]
+            *dead_letter_headers(message, reason, detail)]
         self._producer.produce(self._topic, value=message.value, key=message.key,
                                headers=headers)
         self._producer.poll(0)

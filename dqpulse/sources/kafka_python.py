@@ -15,24 +15,16 @@ from kafka.structs import OffsetAndMetadata
 from dqpulse.config import Settings
 from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
 from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
+from dqpulse.sources.kafka_common import KAFKA_PYTHON_NAMES, connection_config, dead_letter_headers
 
 log = logging.getLogger(__name__)
 _key = attrgetter("key")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
-    if settings.kafka_sasl_username:
-        config["sasl_plain_username"] = settings.kafka_sasl_username
-    if settings.kafka_sasl_password:
-        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
-    if settings.kafka_ssl_cafile:
-        config["ssl_cafile"] = settings.kafka_ssl_cafile
+    """kafka-python settings shared by consumer and producer, SASL/SSL passed through."""
+    config = connection_config(settings, KAFKA_PYTHON_NAMES)
+    config["bootstrap_servers"] = settings.kafka_bootstrap.split(",")
     return config
 
 
@@ -174,9 +166,7 @@ class KafkaPythonDeadLetterSink:
         self._topic = topic
 
     def send(self, message: RawMessage, reason: str, detail: str) -> None:
-        headers = [("dqpulse.reason", reason.encode()), ("dqpulse.detail", detail[:500].encode()),
-                   ("dqpulse.source", f"{message.topic}:{message.partition}:{message.offset}"
-                    .encode())]
+        headers = dead_letter_headers(message, reason, detail)
         self._producer.send(self._topic, value=message.value, key=message.key, headers=headers)
 
     def flush(self) -> None:

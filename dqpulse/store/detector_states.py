@@ -9,29 +9,27 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from dqpulse.store.tables import detector_states
 
 
-def get_all(conn: Connection, *, dataset: str) -> dict[str, tuple[str, bytes]]:
-    rows = conn.execute(select(detector_states.c.series, detector_states.c.detector,
-                               detector_states.c.state)
+def get_all(conn: Connection, *, dataset: str) -> dict[str, bytes]:
+    """The saved state of every series of ``dataset`` (a detector's ``to_bytes``)."""
+    rows = conn.execute(select(detector_states.c.series, detector_states.c.state)
                         .where(detector_states.c.dataset == dataset))
-    return {row.series: (row.detector, bytes(row.state)) for row in rows}
+    return {row.series: bytes(row.state) for row in rows}
 
 
-def save_all(conn: Connection, *, dataset: str, states: Mapping[str, tuple[str, bytes]],
+def save_all(conn: Connection, *, dataset: str, states: Mapping[str, bytes],
              known: set[str]) -> None:
     """Upsert states; ``known`` is the set of series that already have a row.
 
     One executemany for the updates and one for the inserts.
     """
-    updates = [{"b_series": s, "b_detector": d, "b_state": b}
-               for s, (d, b) in states.items() if s in known]
-    inserts = [{"dataset": dataset, "series": s, "detector": d, "state": b}
-               for s, (d, b) in states.items() if s not in known]
+    updates = [{"b_series": s, "b_state": b} for s, b in states.items() if s in known]
+    inserts = [{"dataset": dataset, "series": s, "state": b}
+               for s, b in states.items() if s not in known]
     if updates:
         conn.execute(update(detector_states).where(
             detector_states.c.dataset == dataset,
             detector_states.c.series == bindparam("b_series"))
-            .values(detector=bindparam("b_detector"), state=bindparam("b_state"),
-                    updated_at=func.now()), updates)
+            .values(state=bindparam("b_state"), updated_at=func.now()), updates)
     if inserts:
         conn.execute(insert(detector_states), inserts)
 

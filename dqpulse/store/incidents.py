@@ -9,7 +9,7 @@ naive values, which :func:`aware` reads as UTC).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
@@ -17,15 +17,14 @@ from sqlalchemy import update as sa_update
 
 from dqpulse.errors import NotFoundError
 from dqpulse.store.tables import alerts, incident_events, incidents
+from dqpulse.utc import as_utc
 
 ACTIVE_STATUSES = ("open", "acknowledged")
 
 
 def aware(value: datetime | None) -> datetime | None:
     """``value`` as an aware UTC datetime (SQLite returns naive UTC values)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else as_utc(value)
 
 
 def _row(mapping: Any) -> dict[str, Any]:
@@ -50,19 +49,6 @@ def get_or_raise(conn: Connection, *, incident_id: int,
     if found is None:
         raise NotFoundError(f"incident {incident_id} does not exist")
     return found
-
-
-def get_active(conn: Connection, *, dataset: str, dedup_key: str,
-               for_update: bool = True) -> dict[str, Any] | None:
-    """The open or acknowledged incident with ``dedup_key`` (at most one by construction)."""
-    query = (select(incidents)
-             .where(incidents.c.dataset == dataset, incidents.c.dedup_key == dedup_key,
-                    incidents.c.status.in_(ACTIVE_STATUSES))
-             .order_by(incidents.c.id.desc()).limit(1))
-    if for_update:
-        query = query.with_for_update()
-    found = conn.execute(query).mappings().first()
-    return None if found is None else _row(found)
 
 
 def get_all_active(conn: Connection, *, dataset: str,

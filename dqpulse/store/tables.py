@@ -132,7 +132,6 @@ detector_states = Table(
     metadata,
     Column("dataset", String(200), primary_key=True),
     Column("series", String(700), primary_key=True),
-    Column("detector", String(100), nullable=False),
     Column("state", LargeBinary, nullable=False),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )

@@ -1,6 +1,7 @@
 """Incidents: list with filters and cursor pagination, detail, acknowledge, resolve, feedback.
 
-Thin wiring over :mod:`dqpulse.alerts.incidents` (the same functions the workers use).
+Thin wiring over :mod:`dqpulse.alerts.incidents` and :mod:`dqpulse.services.incidents` (the same
+functions the workers use).
 Notification channels come from ``app.state.spec`` (the loaded dqpulse.yaml; none when
 absent). Channel URLs and secrets are never part of a response.
 """
@@ -16,8 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from dqpulse.alerts import actions, anomalies
 from dqpulse.alerts import incidents as lifecycle
 from dqpulse.errors import ValidationError
+from dqpulse.services import incidents as incident_service
 from dqpulse.spec import NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
@@ -210,7 +213,7 @@ def list_incidents(
     = None,
 ) -> IncidentPage:
     statuses = _choices(status, "status", lifecycle.STATUSES)
-    kinds = _choices(kind, "kind", lifecycle.KINDS)
+    kinds = _choices(kind, "kind", anomalies.KINDS)
     if len(kinds) > 1:
         raise ValidationError("query parameter 'kind': give one kind")
     since_s = parse_time(since, "since")
@@ -236,9 +239,9 @@ def acknowledge_incident(incident_id: int, conn: ConnDep, request: Request,
                          settings: SettingsDep,
                          body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
-    lifecycle.acknowledge(conn, incident_id=incident_id, actor=body.actor or "api",
-                          comment=body.comment, notifications=notifications_of(request),
-                          public_url=settings.public_url)
+    actions.acknowledge(conn, incident_id=incident_id, actor=body.actor or "api",
+                        comment=body.comment, notifications=notifications_of(request),
+                        public_url=settings.public_url)
     return _detail(conn, incident_id)
 
 
@@ -248,9 +251,9 @@ def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings
                      telemetry: TelemetryDep,
                      body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
-    lifecycle.resolve(conn, incident_id=incident_id, actor=body.actor or "api",
-                      comment=body.comment, notifications=notifications_of(request),
-                      public_url=settings.public_url)
+    actions.resolve(conn, incident_id=incident_id, actor=body.actor or "api",
+                    comment=body.comment, notifications=notifications_of(request),
+                    public_url=settings.public_url)
     _export_open(conn, telemetry, incident_id)
     return _detail(conn, incident_id)
 
@@ -259,14 +262,10 @@ def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings
              summary="Mark an incident a false positive (resolves it) or confirm it")
 def incident_feedback(incident_id: int, body: FeedbackCreate, conn: ConnDep, request: Request,
                       settings: SettingsDep, telemetry: TelemetryDep) -> FeedbackRead:
-    target = lifecycle.add_feedback(conn, incident_id=incident_id, verdict=body.verdict,
-                                    comment=body.comment, actor=body.actor or "api",
-                                    notifications=notifications_of(request),
-                                    public_url=settings.public_url)
-    # the app may hand verdicts to the detectors, in the same transaction
-    hook = getattr(request.app.state, "feedback_hook", None)
-    if hook is not None:
-        hook(conn, target)
+    target = incident_service.feedback(conn, incident_id=incident_id, verdict=body.verdict,
+                                       comment=body.comment, actor=body.actor or "api",
+                                       notifications=notifications_of(request),
+                                       public_url=settings.public_url)
     _export_open(conn, telemetry, incident_id)
     return FeedbackRead(incident=_detail(conn, incident_id), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,

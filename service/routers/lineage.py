@@ -7,13 +7,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
-from dqpulse.errors import NotFoundError
-from dqpulse.rca.attribution import root_cause
-from dqpulse.rca.lineage import Edge, LineageGraph, edges_from_openlineage
+from dqpulse.rca.lineage import edges_from_openlineage
+from dqpulse.services import incidents as incident_service
+from dqpulse.services.lineage import lineage_graph
 from dqpulse.store import datasets as dataset_store
-from dqpulse.store import incidents as incident_store
 from dqpulse.store import lineage as lineage_store
-from dqpulse.store import metrics as metric_store
 from service.deps import ConnDep
 
 router = APIRouter(tags=["lineage"])
@@ -47,10 +45,6 @@ class OpenLineageAccepted(BaseModel):
     edges: list[EdgeRead]
 
 
-def _graph(conn: ConnDep) -> LineageGraph:
-    return LineageGraph(Edge(*row) for row in lineage_store.get_all(conn))
-
-
 @router.get("/lineage", response_model=LineageRead, summary="The lineage graph around a dataset")
 def get_lineage(
     conn: ConnDep,
@@ -58,7 +52,7 @@ def get_lineage(
     direction: Annotated[Literal["upstream", "downstream"] | None, Query()] = None,
     depth: Annotated[int, Query(ge=1, le=20)] = 3,
 ) -> LineageRead:
-    graph = _graph(conn)
+    graph = lineage_graph(conn)
     if dataset is None:
         nodes = sorted({e.source for e in graph.edges} | {e.target for e in graph.edges})
         return LineageRead(dataset=None, direction=None, nodes=nodes,
@@ -90,42 +84,4 @@ def post_openlineage(conn: ConnDep,
             tags=["incidents"], summary="Upstream suspects, downstream impact, fields")
 def get_root_cause(incident_id: int, conn: ConnDep,
                    depth: Annotated[int, Query(ge=1, le=20)] = 5) -> RootCauseRead:
-    incident = incident_store.get(conn, incident_id=incident_id)
-    if incident is None:
-        raise NotFoundError(f"incident {incident_id} does not exist")
-    alerts = incident_store.get_alerts(conn, incident_id=incident_id, limit=10_000)
-    graph = _graph(conn)
-    upstream = [r.dataset for r in graph.walk(incident["dataset"], "upstream", depth)]
-    others = {name: incident_store.get_page(conn, dataset=name, limit=200)
-              for name in upstream}
-    body = root_cause(incident, alerts, graph, {k: _items(v) for k, v in others.items()},
-                      depth=depth)
-    body["autoencoder"] = _autoencoder_attribution(conn, incident, alerts)
-    return RootCauseRead(**body)
-
-
-def _autoencoder_attribution(conn: ConnDep, incident: dict[str, Any],
-                             alerts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The dataset autoencoder's view of the incident's first window: which metrics it
-    could not reconstruct (score and per-feature error shares)."""
-    starts = [a["window_start"] for a in alerts]
-    if not starts:
-        return None
-    first = min(starts)
-    rows = metric_store.get_points(conn, dataset=incident["dataset"],
-                                   metric="anomaly.autoencoder", start=first,
-                                   end=first + 1e-6, limit=1)
-    if not rows or not rows[0]["explanation"]:
-        return None
-    explanation = rows[0]["explanation"]
-    return {"window_start": first, "score": rows[0]["score"],
-            "top_feature": explanation.get("top_feature"),
-            "features": explanation.get("features", [])}
-
-
-def _items(page: Any) -> list[dict[str, Any]]:
-    if isinstance(page, tuple):
-        page = page[0]
-    if isinstance(page, dict):
-        page = page.get("items", [])
-    return list(page)
+    return RootCauseRead(**incident_service.root_cause(conn, incident_id=incident_id, depth=depth))

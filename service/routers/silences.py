@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from dqpulse.alerts.incidents import KINDS
+from dqpulse.alerts.anomalies import KINDS
 from dqpulse.errors import ValidationError
 from dqpulse.spec import parse_duration
 from dqpulse.store import silences as silence_store

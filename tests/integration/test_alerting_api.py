@@ -8,7 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dqpulse.alerts import incidents as inc
+from dqpulse.alerts.anomalies import Anomaly, kind_of_metric
 from dqpulse.config import Settings
+from dqpulse.services import incidents as incident_service
 from dqpulse.spec import DatasetSpec, NotificationSpec, Spec
 
 pytestmark = pytest.mark.integration
@@ -42,7 +44,7 @@ def open_incident(db_engine, spec: Spec, dataset: str, metric: str, index: int,
                   score: float = 0.95) -> int:
     ds = spec.dataset(dataset)
     start = T0.timestamp() + 60 * index
-    anomaly = inc.Anomaly(dataset=dataset, kind=inc.kind_of_metric(metric), metric=metric,
+    anomaly = Anomaly(dataset=dataset, kind=kind_of_metric(metric), metric=metric,
                           field="", window_start=start, window_end=start + 60, score=score,
                           severity=None, explanation={"observed": 1.0, "expected_low": 5.0,
                                                       "expected_high": 9.0,
@@ -142,9 +144,11 @@ def test_acknowledge_resolve_lifecycle_and_conflicts(client, db_engine, spec):
     assert client.post("/api/v1/incidents/424242/acknowledge").status_code == 404
 
 
-def test_feedback_false_positive_resolves_and_calls_the_hook(client, db_engine, spec):
+def test_feedback_false_positive_resolves_and_reaches_the_detectors(client, db_engine, spec,
+                                                                     monkeypatch):
     calls = []
-    client.app.state.feedback_hook = lambda conn, target: calls.append(target)
+    monkeypatch.setattr(incident_service, "teach_detectors",
+                        lambda conn, target: calls.append(target))
     incident_id = open_incident(db_engine, spec, "orders", "completeness.null_ratio", 0)
     response = client.post(f"/api/v1/incidents/{incident_id}/feedback",
                            json={"verdict": "false_positive", "comment": "backfill"})
@@ -192,7 +196,7 @@ def test_silence_created_through_the_api_suppresses_notifications(client, db_eng
     client.post("/api/v1/silences", json={"dataset": "orders", "duration": "1h"})
     ds = spec.dataset("orders")
     start = datetime.now(UTC).timestamp()
-    anomaly = inc.Anomaly("orders", "volume", "volume.records", "", start, start + 60, 0.99)
+    anomaly = Anomaly("orders", "volume", "volume.records", "", start, start + 60, 0.99)
     with db_engine.begin() as conn:
         outcome = inc.process_window(conn, dataset=ds, window_start=start,
                                      window_end=start + 60, anomalies=[anomaly],

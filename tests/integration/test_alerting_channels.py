@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from dqpulse.alerts import actions
 from dqpulse.alerts import incidents as inc
+from dqpulse.alerts.anomalies import Anomaly
 from dqpulse.alerts.dispatch import DispatchOptions, deliver_due
 from dqpulse.alerts.notifiers import build_notifiers
 from dqpulse.spec import DatasetSpec, NotificationSpec
@@ -35,17 +37,17 @@ def _lifecycle(db_engine, channel: NotificationSpec, dataset: str) -> int:
     """Open (critical), acknowledge and resolve one incident routed to ``channel``."""
     ds = DatasetSpec(name=dataset, topic=dataset, owner="payments")
     start = datetime.now(UTC).timestamp() // 60 * 60
-    anomaly = inc.Anomaly(dataset, "volume", "volume.records", "", start, start + 60, 0.995,
+    anomaly = Anomaly(dataset, "volume", "volume.records", "", start, start + 60, 0.995,
                           None, {"observed": 3.0, "expected_low": 900.0,
                                  "expected_high": 1100.0, "direction": "down"})
     with db_engine.begin() as conn:
         incident_id = inc.process_window(conn, dataset=ds, window_start=start,
                                          window_end=start + 60, anomalies=[anomaly],
                                          notifications=[channel], public_url=PUBLIC).opened[0]
-        inc.acknowledge(conn, incident_id=incident_id, actor="alice", comment="looking",
+        actions.acknowledge(conn, incident_id=incident_id, actor="alice", comment="looking",
+                            notifications=[channel], public_url=PUBLIC)
+        actions.resolve(conn, incident_id=incident_id, actor="alice", comment="fixed",
                         notifications=[channel], public_url=PUBLIC)
-        inc.resolve(conn, incident_id=incident_id, actor="alice", comment="fixed",
-                    notifications=[channel], public_url=PUBLIC)
     return incident_id
 
 
@@ -142,10 +144,10 @@ def test_alertmanager_shows_the_pushed_alert_and_then_its_resolution(db_engine, 
     channel = NotificationSpec(name="am", type="alertmanager", url=base)
     ds = DatasetSpec(name=dataset, topic=dataset, owner="payments")
     start = datetime.now(UTC).timestamp() // 60 * 60
-    anomaly = inc.Anomaly(dataset, "volume", "volume.records", "", start, start + 60, 0.93,
+    anomaly = Anomaly(dataset, "volume", "volume.records", "", start, start + 60, 0.93,
                           None, {"observed": 3.0, "expected_low": 900.0,
                                  "expected_high": 1100.0, "direction": "down"})
-    worse = inc.Anomaly(dataset, "volume", "volume.records", "", start + 60, start + 120,
+    worse = Anomaly(dataset, "volume", "volume.records", "", start + 60, start + 120,
                         0.999, None, {"observed": 0.0})
     with db_engine.begin() as conn:
         incident_id = inc.process_window(conn, dataset=ds, window_start=start,
@@ -174,8 +176,8 @@ def test_alertmanager_shows_the_pushed_alert_and_then_its_resolution(db_engine, 
     assert [a["labels"]["severity"] for a in _am_alerts(base, incident_id)] == ["critical"]
 
     with db_engine.begin() as conn:
-        inc.resolve(conn, incident_id=incident_id, actor="alice", notifications=[channel],
-                    public_url=PUBLIC)
+        actions.resolve(conn, incident_id=incident_id, actor="alice", notifications=[channel],
+                        public_url=PUBLIC)
     _deliver_all(db_engine, channel, expected=1)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _am_alerts(base, incident_id):

@@ -10,14 +10,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 
 from dqpulse.config import Settings
-from dqpulse.pipeline import finalize_ready
+from dqpulse.finalize import finalize_ready
+from dqpulse.ingest import IngestWorker
 from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
-from workers.ingest import IngestWorker
-from workers.run import make_source
+from workers.ingest import make_source
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dqpulse.config import Settings
-from dqpulse.pipeline import finalize_ready
+from dqpulse.finalize import finalize_ready
+from dqpulse.ingest import IngestWorker
 from dqpulse.spec import parse_spec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store.db import make_engine
 from service.app import create_app
 from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
-from workers.ingest import IngestWorker
-from workers.run import make_source
+from workers.ingest import make_source
 
 pytestmark = pytest.mark.integration
 

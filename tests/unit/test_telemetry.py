@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from dqpulse.pipeline import FinalizedWindow, export_window
+from dqpulse.finalize.export import export_window
 from dqpulse.records import MetricPoint
 from dqpulse.telemetry import Telemetry
 
@@ -29,13 +29,13 @@ def test_per_field_gauges_stop_at_the_budget_and_count_what_they_drop():
 
 def test_finalized_window_exports_dataset_gauges_in_base_units():
     telemetry = Telemetry(CollectorRegistry())
-    export_window(telemetry, FinalizedWindow("orders", 0.0, 60.0, [
+    export_window(telemetry, "orders", [
         MetricPoint("volume.records", 120.0),
         MetricPoint("freshness.seconds_since_last_record", 4.5),
         MetricPoint("quality.completeness", 0.98),
         MetricPoint("completeness.null_ratio", 0.02, field="amount"),
         MetricPoint("distribution.mean", float("nan"), field="amount"),
-    ]))
+    ])
     registry = telemetry.registry
     assert _value(registry, "dqpulse_volume_records", {"dataset": "orders"}) == 120
     assert _value(registry, "dqpulse_freshness_seconds_since_last_record",

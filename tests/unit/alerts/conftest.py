@@ -1,37 +1,15 @@
-"""SQLite at ``alembic upgrade head`` for the alerting unit tests (no services needed)."""
+"""Builders for the alerting unit tests (the ``engine`` fixture is tests/unit/conftest.py's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import Engine
-
-from dqpulse.alerts.incidents import Anomaly
+from dqpulse.alerts.anomalies import Anomaly
 from dqpulse.spec import DatasetSpec, NotificationSpec
-from dqpulse.store.db import make_engine, upgrade_to_head
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 60.0
-
-
-@pytest.fixture(scope="session")
-def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("alerts-db") / "template.db"
-    upgrade_to_head(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def engine(_migrated_template: Path, tmp_path: Path) -> Iterator[Engine]:
-    target = tmp_path / "alerts.db"
-    target.write_bytes(_migrated_template.read_bytes())
-    eng = make_engine(f"sqlite:///{target}")
-    yield eng
-    eng.dispose()
 
 
 def dataset(**overrides: Any) -> DatasetSpec:
@@ -61,7 +39,7 @@ def at(index: int) -> datetime:
 def anomaly(index: int, *, metric: str = "volume.records", field: str = "",
             score: float = 0.95, kind: str | None = None, severity: str | None = None,
             observed: float = 12.0) -> Anomaly:
-    from dqpulse.alerts.incidents import kind_of_metric
+    from dqpulse.alerts.anomalies import kind_of_metric
 
     start, end = window(index)
     return Anomaly(dataset="orders", kind=kind or kind_of_metric(metric), metric=metric,

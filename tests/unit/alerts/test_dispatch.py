@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from dqpulse.alerts import actions
 from dqpulse.alerts import incidents as inc
 from dqpulse.alerts.dispatch import DispatchOptions, backoff_delay, deliver_due
 from dqpulse.alerts.notifiers.base import Notifier, OutgoingRequest, SendResult, dumps
@@ -212,10 +213,10 @@ def test_inc_process_window_and_ack_keep_per_channel_sequence(engine):
         incident_id = inc.process_window(conn, dataset=dataset(), window_start=s, window_end=e,
                                          anomalies=[anomaly(0)], notifications=[spec],
                                          public_url=URL, now=at(0)).opened[0]
-        inc.acknowledge(conn, incident_id=incident_id, actor="a", notifications=[spec],
-                        public_url=URL, now=at(1))
-        inc.resolve(conn, incident_id=incident_id, actor="a", notifications=[spec],
-                    public_url=URL, now=at(2))
+        actions.acknowledge(conn, incident_id=incident_id, actor="a", notifications=[spec],
+                            public_url=URL, now=at(1))
+        actions.resolve(conn, incident_id=incident_id, actor="a", notifications=[spec],
+                        public_url=URL, now=at(2))
     notifier = ScriptedNotifier(spec)
     deliver_due(engine, channels={"oncall": notifier}, now=at(5))
     assert [k.split(":")[1] for k, _ in notifier.sent] == ["opened", "acknowledged", "resolved"]

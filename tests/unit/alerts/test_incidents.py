@@ -7,7 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from dqpulse.alerts import actions
 from dqpulse.alerts import incidents as inc
+from dqpulse.alerts.anomalies import Anomaly, kind_of_metric, severity_of
 from dqpulse.errors import ConflictError, ValidationError
 from dqpulse.spec import MatchSpec
 from dqpulse.store import incidents as incident_store
@@ -20,7 +22,7 @@ from .conftest import anomaly, at, channel, dataset, window
 URL = "http://dq.example"
 
 
-def run(engine: Engine, index: int, anomalies: list[inc.Anomaly], *, ds=None, channels=None,
+def run(engine: Engine, index: int, anomalies: list[Anomaly], *, ds=None, channels=None,
         options=None, now=None) -> inc.WindowOutcome:
     start, end = window(index)
     with engine.begin() as conn:
@@ -42,29 +44,29 @@ def incident(engine: Engine, incident_id: int) -> dict:
 
 
 def test_kind_of_metric_maps_families_and_quality_dimensions():
-    assert inc.kind_of_metric("volume.records") == "volume"
-    assert inc.kind_of_metric("freshness.seconds_since_last_record") == "freshness"
-    assert inc.kind_of_metric("uniqueness.duplicate_ratio") == "uniqueness"
-    assert inc.kind_of_metric("ml_data.parity_difference") == "ml_data"
-    assert inc.kind_of_metric("quality.completeness") == "completeness"
-    assert inc.kind_of_metric("quality.timeliness") == "freshness"
-    assert inc.kind_of_metric("quality.consistency") == "schema"
-    assert inc.kind_of_metric("rules.amount_positive") == "validity"
+    assert kind_of_metric("volume.records") == "volume"
+    assert kind_of_metric("freshness.seconds_since_last_record") == "freshness"
+    assert kind_of_metric("uniqueness.duplicate_ratio") == "uniqueness"
+    assert kind_of_metric("ml_data.parity_difference") == "ml_data"
+    assert kind_of_metric("quality.completeness") == "completeness"
+    assert kind_of_metric("quality.timeliness") == "freshness"
+    assert kind_of_metric("quality.consistency") == "schema"
+    assert kind_of_metric("rules.amount_positive") == "validity"
 
 
 def test_severity_config_beats_detector_beats_score():
     a = anomaly(0, metric="completeness.null_ratio", field="email", score=0.5)
-    assert inc.severity_of(dataset(), a) == "info"
-    assert inc.severity_of(dataset(), inc.Anomaly(**{**a.__dict__, "score": 0.99})) == "critical"
-    assert inc.severity_of(dataset(), inc.Anomaly(**{**a.__dict__, "severity": "warning"})) \
+    assert severity_of(dataset(), a) == "info"
+    assert severity_of(dataset(), Anomaly(**{**a.__dict__, "score": 0.99})) == "critical"
+    assert severity_of(dataset(), Anomaly(**{**a.__dict__, "severity": "warning"})) \
         == "warning"
     ds = dataset(fields={"email": {"type": "string", "severity": "warning"}})
-    assert inc.severity_of(ds, a) == "warning"
+    assert severity_of(ds, a) == "warning"
     ds = dataset(severity={"completeness": "info", "completeness.null_ratio": "critical"},
                  fields={"email": {"severity": "warning"}})
-    assert inc.severity_of(ds, a) == "critical"  # metric key beats kind key and field spec
+    assert severity_of(ds, a) == "critical"  # metric key beats kind key and field spec
     ds = dataset(severity={"email": "info", "completeness.null_ratio": "critical"})
-    assert inc.severity_of(ds, a) == "info"  # field key is the most specific
+    assert severity_of(ds, a) == "info"  # field key is the most specific
 
 
 def test_first_anomaly_opens_incident_and_queues_notification_in_same_transaction(engine):
@@ -271,22 +273,23 @@ def test_acknowledge_then_resolve_with_audit_trail_and_conflicts(engine):
     incident_id = run(engine, 0, [anomaly(0)]).opened[0]
     chans = [channel()]
     with engine.begin() as conn:
-        row = inc.acknowledge(conn, incident_id=incident_id, actor="alice", comment="on it",
-                              notifications=chans, public_url=URL, now=at(1))
+        row = actions.acknowledge(conn, incident_id=incident_id, actor="alice", comment="on it",
+                                  notifications=chans, public_url=URL, now=at(1))
     assert row["status"] == "acknowledged" and row["acknowledged_at"] == at(1)
     with pytest.raises(ConflictError), engine.begin() as conn:
-        inc.acknowledge(conn, incident_id=incident_id, actor="bob", notifications=chans,
-                        public_url=URL)
+        actions.acknowledge(conn, incident_id=incident_id, actor="bob", notifications=chans,
+                            public_url=URL)
     with engine.begin() as conn:
-        row = inc.resolve(conn, incident_id=incident_id, actor="alice", comment="fixed upstream",
-                          notifications=chans, public_url=URL, now=at(2))
+        row = actions.resolve(conn, incident_id=incident_id, actor="alice",
+                              comment="fixed upstream", notifications=chans, public_url=URL,
+                              now=at(2))
     assert row["status"] == "resolved"
     with pytest.raises(ConflictError), engine.begin() as conn:
-        inc.resolve(conn, incident_id=incident_id, actor="bob", notifications=chans,
-                    public_url=URL)
-    with pytest.raises(ConflictError), engine.begin() as conn:
-        inc.acknowledge(conn, incident_id=incident_id, actor="bob", notifications=chans,
+        actions.resolve(conn, incident_id=incident_id, actor="bob", notifications=chans,
                         public_url=URL)
+    with pytest.raises(ConflictError), engine.begin() as conn:
+        actions.acknowledge(conn, incident_id=incident_id, actor="bob", notifications=chans,
+                            public_url=URL)
     notes = outbox_rows(engine)
     assert [r["event"] for r in notes] == ["opened", "acknowledged", "resolved"]
     assert notes[1]["payload"]["actor"] == "alice" and notes[1]["payload"]["comment"] == "on it"
@@ -301,8 +304,8 @@ def test_ack_and_resolve_go_only_to_channels_told_about_the_incident(engine):
     later = channel("later")
     incident_id = run(engine, 0, [anomaly(0)], channels=[told]).opened[0]
     with engine.begin() as conn:
-        inc.acknowledge(conn, incident_id=incident_id, actor="a", notifications=[told, later],
-                        public_url=URL)
+        actions.acknowledge(conn, incident_id=incident_id, actor="a", notifications=[told, later],
+                            public_url=URL)
     assert {r["channel"] for r in outbox_rows(engine)} == {"told"}
 
 
@@ -311,22 +314,22 @@ def test_false_positive_feedback_resolves_and_names_the_windows(engine):
                       ).opened[0]
     run(engine, 1, [anomaly(1, metric="completeness.null_ratio", field="email")])
     with engine.begin() as conn:
-        target = inc.add_feedback(conn, incident_id=incident_id, verdict="false_positive",
-                                  comment="expected after the migration", actor="analyst",
-                                  notifications=[channel()], public_url=URL)
+        target = actions.add_feedback(conn, incident_id=incident_id, verdict="false_positive",
+                                      comment="expected after the migration", actor="analyst",
+                                      notifications=[channel()], public_url=URL)
     assert target.dataset == "orders" and target.metric == "completeness.null_ratio"
     assert target.field == "email" and target.window_starts == [window(0)[0], window(1)[0]]
     row = incident(engine, incident_id)
     assert row["status"] == "resolved" and row["feedback"] == "false_positive"
     with pytest.raises(ValidationError), engine.begin() as conn:
-        inc.add_feedback(conn, incident_id=incident_id, verdict="meh", comment=None, actor="x")
+        actions.add_feedback(conn, incident_id=incident_id, verdict="meh", comment=None, actor="x")
 
 
 def test_confirmed_feedback_keeps_incident_open(engine):
     incident_id = run(engine, 0, [anomaly(0)]).opened[0]
     with engine.begin() as conn:
-        inc.add_feedback(conn, incident_id=incident_id, verdict="confirmed", comment=None,
-                         actor="analyst")
+        actions.add_feedback(conn, incident_id=incident_id, verdict="confirmed", comment=None,
+                             actor="analyst")
     assert incident(engine, incident_id)["status"] == "open"
 
 

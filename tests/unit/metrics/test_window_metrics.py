@@ -185,7 +185,7 @@ def test_drift_is_zero_for_the_same_data_and_large_for_a_shift():
 
 
 def test_field_cap_counts_untracked_paths(monkeypatch):
-    import dqpulse.metrics.window as window
+    import dqpulse.metrics.window_state as window
 
     monkeypatch.setattr(window, "MAX_FIELDS", 3)
     got = points(finalize(state_of([{"amount": 1, "a": 1, "b": 2, "c": 3, "d": 4}])))

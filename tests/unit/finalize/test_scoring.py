@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from dqpulse.config import Settings
-from dqpulse.pipeline import FinalizedWindow, ScoringHook, apply_feedback
+from dqpulse.finalize import FinalizedWindow
+from dqpulse.finalize.scoring import ScoringHook
 from dqpulse.records import MetricPoint
+from dqpulse.services.incidents import teach_series
 from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine, upgrade_to_head
@@ -21,15 +23,6 @@ SPEC = parse_spec("""
 datasets:
   - {name: orders, topic: orders, window: 1m}
 """)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _window(i: int, null_ratio: float) -> FinalizedWindow:
@@ -89,9 +82,9 @@ def test_false_positive_feedback_lowers_sensitivity_for_that_series(engine):
     _run(engine, ScoringHook(SPEC, Settings()), [probe])
     before = _scores(engine)[-1][0]
     with engine.begin() as conn:
-        changed = apply_feedback(conn, SPEC.datasets[0], verdict="false_positive",
-                                 alerts=[("completeness.null_ratio", "amount",
-                                          probe.window_start)])
+        changed = teach_series(conn, SPEC.datasets[0], verdict="false_positive",
+                                  alerts=[("completeness.null_ratio", "amount",
+                                           probe.window_start)])
     assert changed == 1
     again = _window(41, 0.05)
     _run(engine, ScoringHook(SPEC, Settings()), [again])

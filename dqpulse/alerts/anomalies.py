@@ -1,0 +1,175 @@
+"""What an anomaly is as an incident: its kind, root group, dedup key, severity, summary.
+
+Pure functions over :class:`Anomaly` and the dataset's declarations; the lifecycle in
+:mod:`dqpulse.alerts.incidents` applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+from dqpulse.spec import DatasetSpec
+
+KINDS = ("freshness", "volume", "completeness", "distribution", "schema", "validity",
+         "uniqueness", "ml_data")
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+_QUALITY_KIND = {"completeness": "completeness", "timeliness": "freshness",
+                 "freshness": "freshness", "validity": "validity", "consistency": "schema",
+                 "uniqueness": "uniqueness", "volume": "volume",
+                 "distribution": "distribution", "schema": "schema", "ml_data": "ml_data"}
+_FAMILY_ALIAS = {"ml": "ml_data", "rules": "validity", "rule": "validity",
+                 "contract": "schema", "sla": "freshness"}
+_ROOT_GROUP = {"freshness": "flow", "volume": "flow"}
+
+def kind_of_metric(metric: str) -> str:
+    """The incident kind of a metric name ``<family>.<name>``.
+
+    ``quality.<dimension>`` maps to the dimension's kind (timeliness -> freshness,
+    consistency -> schema); an unknown family is a rule violation, ``validity``.
+
+    >>> kind_of_metric("volume.records"), kind_of_metric("completeness.null_ratio")
+    ('volume', 'completeness')
+    >>> kind_of_metric("quality.timeliness"), kind_of_metric("something.else")
+    ('freshness', 'validity')
+    """
+    family, _, name = metric.partition(".")
+    if family == "quality":
+        return _QUALITY_KIND.get(name, "validity")
+    if family in KINDS:
+        return family
+    return _FAMILY_ALIAS.get(family, "validity")
+
+
+def group_of(kind: str) -> str:
+    """The root group of a kind: alerts of one group on one dataset share an incident."""
+    return _ROOT_GROUP.get(kind, kind)
+
+
+def dedup_key(dataset: str, group: str) -> str:
+    return f"dqpulse:{dataset}:{group}"
+
+
+def severity_from_score(score: float) -> str:
+    """Severity when nothing configures one: >= 0.98 critical, >= 0.9 warning, else info.
+
+    >>> severity_from_score(0.99), severity_from_score(0.95), severity_from_score(0.5)
+    ('critical', 'warning', 'info')
+    """
+    if score >= 0.98:
+        return "critical"
+    if score >= 0.9:
+        return "warning"
+    return "info"
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One anomalous metric point, as detectors and rules report it."""
+
+    dataset: str
+    kind: str
+    metric: str
+    field: str
+    window_start: float
+    window_end: float
+    score: float
+    severity: str | None = None
+    explanation: dict[str, Any] = dc_field(default_factory=dict)
+
+
+def severity_of(dataset: DatasetSpec, anomaly: Anomaly, kind: str | None = None) -> str:
+    """The severity of ``anomaly`` on ``dataset`` (see the module docstring for the order)."""
+    kind = kind or kind_of(anomaly)
+    for key in (anomaly.field, anomaly.metric, kind):
+        if key and key in dataset.severity:
+            return dataset.severity[key]
+    field_spec = dataset.fields.get(anomaly.field) if anomaly.field else None
+    if field_spec is not None and field_spec.severity is not None:
+        return field_spec.severity
+    if anomaly.severity in SEVERITY_RANK:
+        return str(anomaly.severity)
+    return severity_from_score(anomaly.score)
+
+
+def kind_of(anomaly: Anomaly) -> str:
+    """The anomaly's incident kind: its own when it is one, else its metric's."""
+    return anomaly.kind if anomaly.kind in KINDS else kind_of_metric(anomaly.metric)
+
+
+def max_severity(severities: Iterable[str]) -> str:
+    return max(severities, key=lambda s: SEVERITY_RANK.get(s, 0))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if float(value).is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.4g}"
+    return str(value)
+
+
+def summarize(dataset: str, anomaly: Anomaly) -> str:
+    """One sentence: what broke, observed vs expected.
+
+    >>> a = Anomaly("orders", "volume", "volume.records", "", 0, 60, 0.99, None,
+    ...             {"observed": 12, "expected_low": 950, "expected_high": 1050,
+    ...              "direction": "down"})
+    >>> summarize("orders", a)
+    'orders: volume.records dropped to 12 (expected 950 .. 1,050)'
+    """
+    what = anomaly.metric + (f" of {anomaly.field}" if anomaly.field else "")
+    exp = anomaly.explanation or {}
+    observed = exp.get("observed")
+    if observed is None:
+        return f"{dataset}: anomalous {what} (score {anomaly.score:.3f})"
+    verb = {"down": "dropped to", "up": "rose to"}.get(str(exp.get("direction")), "is")
+    low, high = exp.get("expected_low"), exp.get("expected_high")
+    if low is None and high is None:
+        expected = ""
+    elif low is None:
+        expected = f" (expected <= {_number(high)})"
+    elif high is None:
+        expected = f" (expected >= {_number(low)})"
+    else:
+        expected = f" (expected {_number(low)} .. {_number(high)})"
+    return f"{dataset}: {what} {verb} {_number(observed)}{expected}"
+
+
+#: kinds that a contract change breaks together with the schema
+CONTRACT_KINDS = frozenset({"completeness", "validity"})
+
+
+@dataclass
+class ClassifiedAnomaly:
+    """An anomaly with the incident kind and severity it counts as on its dataset."""
+
+    anomaly: Anomaly
+    kind: str
+    severity: str
+
+
+def group_anomalies(dataset: DatasetSpec, anomalies: Iterable[Anomaly],
+                    active_keys: set[str]) -> dict[str, list[ClassifiedAnomaly]]:
+    """The window's anomalies by root group (see :mod:`dqpulse.alerts.incidents`).
+
+    Completeness and validity alerts join the schema group while a contract change is
+    under way (an active schema incident, or a schema alert in this window), unless their
+    own group already has an active incident."""
+    items = []
+    for anomaly in anomalies:
+        kind = kind_of(anomaly)
+        items.append(ClassifiedAnomaly(anomaly, kind, severity_of(dataset, anomaly, kind)))
+    schema_key = dedup_key(dataset.name, "schema")
+    contract_change = schema_key in active_keys or any(i.kind == "schema" for i in items)
+    groups: dict[str, list[ClassifiedAnomaly]] = {}
+    for item in items:
+        group = group_of(item.kind)
+        if (item.kind in CONTRACT_KINDS and contract_change
+                and dedup_key(dataset.name, group) not in active_keys):
+            group = "schema"
+        groups.setdefault(group, []).append(item)
+    return groups

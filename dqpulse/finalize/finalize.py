@@ -1,0 +1,102 @@
+"""Finalize the windows of a dataset that every partition has passed.
+
+A window is final when every partition of the dataset's topic has a watermark past the
+window's end plus the allowed lateness. Finalizing a window reads and deletes its
+per-partition partials, merges them, writes the metric points, advances
+``finalized_until`` and runs the window hooks (scoring, alerting), all in one
+transaction under a per-dataset advisory lock, so a window is finalized exactly once
+even with several workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine
+
+from dqpulse.finalize.export import export_window
+from dqpulse.metrics import FinalizeContext, diff_schema, finalize_window, merge_partials
+from dqpulse.records import MetricPoint
+from dqpulse.spec import DatasetSpec
+from dqpulse.store import checkpoints, schemas
+from dqpulse.store import metrics as metric_store
+from dqpulse.store.db import advisory_lock
+from dqpulse.telemetry import Telemetry
+
+MAX_WINDOWS_PER_PASS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizedWindow:
+    dataset: str
+    window_start: float
+    window_end: float
+    points: list[MetricPoint]
+
+
+# A hook sees the finalized window inside the finalize transaction (scoring, alerting).
+WindowHook = Callable[[Connection, DatasetSpec, FinalizedWindow], None]
+
+
+def finalize_ready(
+    engine: Engine,
+    dataset: DatasetSpec,
+    *,
+    now: float | None = None,
+    hooks: Sequence[WindowHook] = (),
+    telemetry: Telemetry | None = None,
+) -> list[FinalizedWindow]:
+    """Finalize every window of ``dataset`` that all partitions have passed."""
+    now = time.time() if now is None else now
+    done: list[FinalizedWindow] = []
+    with engine.begin() as conn:
+        if not advisory_lock(conn, f"dqpulse:finalize:{dataset.name}"):
+            return done
+        progress = checkpoints.get_progress(conn, dataset=dataset.name)
+        if progress is None or progress.min_watermark is None:
+            return done
+        if progress.partitions_seen < progress.partition_count:
+            return done  # some partition was never checkpointed: its data may be pending
+        final_until = progress.min_watermark - dataset.lateness
+        start = progress.finalized_until
+        if start is None:
+            first = checkpoints.first_partial_window(conn, dataset=dataset.name)
+            if first is None:
+                return done
+            start = first
+        baseline = progress.baseline
+        schema = progress.last_schema
+        window_start = start
+        while (window_start + dataset.window <= final_until
+               and len(done) < MAX_WINDOWS_PER_PASS):
+            window_end = window_start + dataset.window
+            blobs = checkpoints.take_partials(conn, dataset=dataset.name,
+                                              window_start=window_start)
+            state = merge_partials(dataset, blobs)
+            ctx = FinalizeContext(window_start=window_start, window_end=window_end, now=now,
+                                  last_record_at=progress.last_record_at,
+                                  consumer_lag_records=progress.consumer_lag_records)
+            result = finalize_window(dataset, state, ctx, baseline)
+            baseline = result.baseline
+            if result.observed_schema:
+                diff = diff_schema(schema, result.observed_schema)
+                schemas.record_observation(conn, dataset=dataset.name,
+                                           fields=result.observed_schema, diff=diff,
+                                           seen_at=window_start)
+                schema = result.observed_schema
+            metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
+                                       window_end=window_end, points=result.points)
+            window = FinalizedWindow(dataset.name, window_start, window_end, result.points)
+            for hook in hooks:
+                hook(conn, dataset, window)
+            done.append(window)
+            window_start = window_end
+        if done:
+            checkpoints.mark_finalized(conn, dataset=dataset.name, until=window_start,
+                                       baseline=baseline or b"", last_schema=schema or {})
+    if telemetry is not None:
+        for window in done:
+            export_window(telemetry, window.dataset, window.points)
+    return done

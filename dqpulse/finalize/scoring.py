@@ -1,0 +1,98 @@
+"""The scoring hook: run the detectors of a finalized window, persist their state when it
+changed, and turn anomalies into incidents.
+
+Detector state per series is loaded from and saved to the database in the finalize
+transaction, which holds the dataset's advisory lock: one worker at a time updates a
+dataset's detectors, and the state survives restarts and moves with the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import Connection
+
+from dqpulse.alerts.anomalies import Anomaly, kind_of_metric
+from dqpulse.alerts.incidents import process_window
+from dqpulse.config import Settings
+from dqpulse.detectors.scoring import ScoredPoint, SeriesScorer
+from dqpulse.finalize import autoencoder
+from dqpulse.finalize.finalize import FinalizedWindow, WindowHook
+from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES, is_watched
+from dqpulse.jsonsafe import json_safe_object
+from dqpulse.spec import DatasetSpec, Spec
+from dqpulse.store import detector_states
+from dqpulse.store import metrics as metric_store
+from dqpulse.telemetry import Telemetry
+
+
+def changed_states(scored: list[ScoredPoint], updated: Mapping[str, bytes],
+                   saved: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The states of the scored series whose bytes differ from what is stored."""
+    changed: dict[str, bytes] = {}
+    for point in scored:
+        key = f"{point.metric}|{point.field}"
+        if key in updated and updated[key] != saved.get(key):
+            changed[key] = updated[key]
+    return changed
+
+
+class ScoringHook:
+    """Runs the detectors on a finalized window and turns anomalies into incidents."""
+
+    def __init__(self, spec: Spec, settings: Settings, telemetry: Telemetry | None = None,
+                 *, alerting: bool = True) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.telemetry = telemetry
+        self.alerting = alerting
+        self.scorers = {d.name: SeriesScorer(d) for d in spec.datasets}
+        self.autoencoder = settings.autoencoder if autoencoder.torch_available() else "off"
+
+    def __call__(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow) -> None:
+        scorer = self.scorers.get(dataset.name)
+        if scorer is None:
+            scorer = self.scorers[dataset.name] = SeriesScorer(dataset)
+        points = [p for p in window.points if is_watched(dataset, p.metric, p.field)]
+        saved = detector_states.get_all(conn, dataset=dataset.name)
+        scored, updated = scorer.score_window(window.window_start, points, saved)
+        detector_states.save_all(conn, dataset=dataset.name,
+                                 states=changed_states(scored, updated, saved),
+                                 known=set(saved))
+        if self.autoencoder != "off":
+            scored.append(autoencoder.score_window(
+                conn, dataset, window_start=window.window_start, window_end=window.window_end,
+                scored=scored, saved=saved.get(AUTOENCODER_SERIES),
+                device=self.settings.autoencoder_device))
+        metric_store.update_scores(conn, dataset=dataset.name, window_start=window.window_start,
+                                   scores=[(p.metric, p.field, p.score, p.anomalous,
+                                            json_safe_object(p.explanation)) for p in scored])
+        if self.alerting:
+            self._alert(conn, dataset, window, scored)
+
+    def _alert(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow,
+               scored: list[ScoredPoint]) -> None:
+        anomalies = [
+            Anomaly(dataset=dataset.name, kind=kind_of_metric(p.metric), metric=p.metric,
+                    field=p.field, window_start=window.window_start,
+                    window_end=window.window_end, score=p.score,
+                    explanation=json_safe_object(p.explanation) or {})
+            for p in scored
+            if p.anomalous and (p.metric != AUTOENCODER_METRIC
+                                or self.autoencoder == "alert")
+        ]
+        if self.telemetry is not None:
+            for anomaly in anomalies:
+                self.telemetry.anomalies.labels(dataset.name, anomaly.kind).inc()
+        outcome = process_window(conn, dataset=dataset, window_start=window.window_start,
+                                 window_end=window.window_end, anomalies=anomalies,
+                                 notifications=list(self.spec.notifications),
+                                 public_url=self.settings.public_url)
+        if self.telemetry is not None:
+            self.telemetry.incidents_open.labels(dataset.name).set(outcome.open_incidents)
+
+
+def default_hooks(spec: Spec, settings: Settings, telemetry: Telemetry | None = None
+                  ) -> list[WindowHook]:
+    """The hooks every process runs on a finalized window: detectors, then incidents."""
+    return [ScoringHook(spec, settings, telemetry)]

@@ -1,0 +1,91 @@
+"""Partition assignment: restore checkpoints on assign, resume positions after a reload.
+
+On assignment a worker loads each (dataset, partition)'s checkpoint and the consumer
+starts at its stored ``next_offset``; without a checkpoint it starts where the group's
+reset policy says. A database error while restoring is retried with back-off for a
+while (a blip during a rebalance is survived); no start offset is ever guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
+from dqpulse.sources.base import Source, TopicPartition
+from dqpulse.spec import DatasetSpec
+from dqpulse.store import checkpoints
+
+log = logging.getLogger(__name__)
+
+#: how long partition assignment retries a database error before the worker gives up
+ASSIGN_RETRY_S = 30.0
+
+T = TypeVar("T")
+
+
+def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
+            partitions: Sequence[TopicPartition], *,
+            by_topic: Mapping[str, Sequence[DatasetSpec]], partition_counts: Mapping[str, int],
+            options: AggregatorOptions) -> dict[TopicPartition, int | None]:
+    """Load the assigned partitions' checkpoints into ``owned``; returns where to start
+    each topic partition (None: no checkpoint for some dataset on it, use the reset
+    policy)."""
+    starts: dict[TopicPartition, int | None] = {}
+    with engine.begin() as conn:
+        for topic, partition in partitions:
+            datasets = by_topic.get(topic, [])
+            offsets: list[int] = []
+            for dataset in datasets:
+                checkpoints.set_partition_count(conn, dataset=dataset.name,
+                                                partition_count=partition_counts[topic])
+                saved = checkpoints.get(conn, dataset=dataset.name, partition=partition)
+                owned[(dataset.name, partition)] = options.new(dataset, partition, saved)
+                if saved is not None:
+                    offsets.append(saved.next_offset)
+            # several datasets on one topic: start from the least advanced; the others
+            # skip what they already counted (OwnedPartition.add)
+            starts[(topic, partition)] = (min(offsets) if offsets
+                                          and len(offsets) == len(datasets) else None)
+    return starts
+
+
+def retry_database_errors(action: Callable[[], T], *, stop: threading.Event,
+                          retry_for_s: float = ASSIGN_RETRY_S) -> T:
+    """``action()``, retried on database errors with back-off for up to ``retry_for_s``;
+    after that (or once ``stop`` is set) the error propagates."""
+    deadline = time.monotonic() + retry_for_s
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except DBAPIError as exc:
+            if stop.is_set() or time.monotonic() + delay > deadline:
+                raise
+            log.warning("restoring assigned partitions failed (%s); retrying in %.1fs",
+                        type(exc.orig).__name__ if exc.orig else exc, delay)
+            time.sleep(delay)
+            delay = min(4.0, delay * 2)
+
+
+def revoked_keys(partitions: Sequence[TopicPartition],
+                 by_topic: Mapping[str, Sequence[DatasetSpec]]) -> list[PartitionKey]:
+    return [(d.name, p) for t, p in partitions for d in by_topic.get(t, [])]
+
+
+def resume_positions(source: Source, owned: Mapping[PartitionKey, OwnedPartition],
+                     keys: Sequence[PartitionKey], topic_of: Callable[[str], str]) -> None:
+    """Seek the consumer back to where the (reloaded) partitions continue."""
+    seek = getattr(source, "seek", None)
+    if seek is None:
+        return
+    for name, partition in keys:
+        state = owned.get((name, partition))
+        if state is not None:
+            seek(topic_of(name), partition, state.next_offset)

@@ -1,0 +1,100 @@
+"""Per (dataset, partition) ingest state: the aggregator, the next offset, what is unsaved."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dqpulse.aggregate import AddReport, PartitionAggregator
+from dqpulse.config import Settings
+from dqpulse.decode import Decoder, decoder_for
+from dqpulse.errors import ConfigError
+from dqpulse.records import PartitionBatch
+from dqpulse.spec import DatasetSpec
+from dqpulse.store.checkpoints import Checkpoint
+
+#: (dataset name, partition number)
+PartitionKey = tuple[str, int]
+
+
+@dataclass
+class OwnedPartition:
+    """One assigned (dataset, partition): its aggregator and how far it is saved."""
+
+    aggregator: PartitionAggregator
+    #: version of the stored checkpoint this state continues; None: none stored yet
+    version: int | None
+    next_offset: int | None
+    #: records were added since the last checkpoint snapshot
+    dirty: bool = True
+    saved_watermark: float | None = None
+    # closed window partials popped from the aggregator but not yet committed (a failed
+    # checkpoint transaction must not lose them)
+    pending_closed: list[tuple[float, bytes]] = field(default_factory=list)
+
+    def add(self, batch: PartitionBatch, now: float) -> AddReport | None:
+        """Aggregate the part of ``batch`` this partition has not counted yet.
+
+        Several datasets on one topic resume from the least advanced offset, so a batch
+        may start before ``next_offset``: that part was counted before and is skipped.
+        Returns None when nothing of the batch was new."""
+        todo = batch
+        if self.next_offset is not None and todo.first_offset < self.next_offset:
+            todo = todo.since(self.next_offset)
+            if not len(todo):
+                return None
+        report = self.aggregator.add(todo, now)
+        self.next_offset = todo.last_offset + 1
+        self.dirty = True
+        return report
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorOptions:
+    """What every partition's aggregator is built with (from settings, once)."""
+
+    max_message_bytes: int
+    idle_timeout_s: float
+    decoders: Mapping[str, Decoder]
+
+    @classmethod
+    def from_settings(cls, settings: Settings,
+                      datasets: Sequence[DatasetSpec]) -> AggregatorOptions:
+        return cls(max_message_bytes=settings.max_message_bytes,
+                   idle_timeout_s=settings.idle_partition_timeout_s,
+                   decoders=make_decoders(datasets, settings))
+
+    def new(self, dataset: DatasetSpec, partition: int,
+            saved: Checkpoint | None) -> OwnedPartition:
+        """The partition's state: from its stored checkpoint, or empty when there is none."""
+        decoder = self.decoders.get(dataset.name)
+        if saved is None:
+            aggregator = PartitionAggregator(
+                dataset, partition, max_message_bytes=self.max_message_bytes,
+                idle_timeout_s=self.idle_timeout_s, decoder=decoder)
+            return OwnedPartition(aggregator, None, None)
+        aggregator = PartitionAggregator.restore(
+            dataset, partition, saved.state, max_message_bytes=self.max_message_bytes,
+            idle_timeout_s=self.idle_timeout_s, decoder=decoder)
+        return OwnedPartition(aggregator, saved.version, saved.next_offset, dirty=False)
+
+
+def make_decoders(datasets: Sequence[DatasetSpec], settings: Settings) -> dict[str, Decoder]:
+    """Decoders that need settings: Avro in the Confluent wire format reads its schemas
+    from ``DQPULSE_SCHEMA_REGISTRY_URL``; plain Avro uses the dataset's ``avro_schema``."""
+    # imported here: the registry client (httpx) is needed only for Avro in the Confluent
+    # wire format, and a JSON-only worker should not carry it
+    from dqpulse.decode.registry import SchemaRegistryClient
+
+    decoders: dict[str, Decoder] = {}
+    registry: SchemaRegistryClient | None = None
+    for dataset in datasets:
+        if dataset.format != "avro":
+            continue
+        if settings.schema_registry_url:
+            registry = registry or SchemaRegistryClient(settings.schema_registry_url)
+            decoders[dataset.name] = decoder_for(dataset, schema_lookup=registry)
+        elif dataset.avro_schema is None:
+            raise ConfigError(f"dataset {dataset.name!r}: format avro needs 'avro_schema' "
+                              "(plain Avro) or DQPULSE_SCHEMA_REGISTRY_URL (wire format)")
+    return decoders

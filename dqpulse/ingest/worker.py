@@ -1,0 +1,368 @@
+"""The ingest loop: consume, aggregate per partition, checkpoint exactly once, finalize.
+
+Loop: poll a batch -> per (dataset, partition) ``OwnedPartition.add`` -> bad messages
+counted and dead-lettered -> every ``checkpoint_interval_s`` (or as soon as a poll returns
+less than a full batch, i.e. the worker has caught up, with records not yet
+checkpointed, at most every quarter interval): tick idle partitions, write every assigned
+partition's state + next offset + newly closed window partials in ONE transaction
+(:mod:`dqpulse.ingest.checkpoint`), then commit offsets to Kafka, then finalize windows
+that all partitions have passed. A crash anywhere replays from the last checkpoint, whose
+state matches its offsets exactly, so nothing is lost or counted twice.
+
+On Postgres the transaction and the finalization run on a writer thread while the next
+batches are consumed: the snapshot (states, offsets, closed windows) is taken on the
+consuming thread, so what is written is consistent however far consumption has moved
+on; one checkpoint is in flight at a time, and its outcome (new versions and the offset
+commit, a fencing reload, or a database-outage back-off) is applied on the consuming
+thread. ``checkpoint()`` itself stays synchronous (revocation, shutdown).
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from dqpulse.aggregate import AddReport
+from dqpulse.config import Settings
+from dqpulse.finalize import WindowHook, finalize_ready
+from dqpulse.ingest import assignment
+from dqpulse.ingest import checkpoint as protocol
+from dqpulse.ingest.checkpoint import CheckpointJob
+from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
+from dqpulse.records import PartitionBatch
+from dqpulse.sources.base import DeadLetterSink, Source, TopicPartition
+from dqpulse.spec import DatasetSpec
+from dqpulse.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    polled: int = 0
+    accepted: int = 0
+    bad: int = 0
+    late: int = 0
+    checkpoints: int = 0
+    fenced: int = 0
+    windows: int = 0
+    by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class IngestWorker:
+    """Consumes the datasets' topics and keeps their partitions' metrics exactly once."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        datasets: Sequence[DatasetSpec],
+        source: Source,
+        dead_letter: DeadLetterSink | None = None,
+        telemetry: Telemetry | None = None,
+        hooks: Sequence[WindowHook] = (),
+        finalize: bool = True,
+        clock: Callable[[], float] = time.time,
+        background_checkpoints: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.source = source
+        self.dead_letter = dead_letter
+        self.telemetry = telemetry or Telemetry()
+        self.hooks = list(hooks)
+        self.finalize = finalize
+        self.clock = clock
+        self.owner_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.by_topic: dict[str, list[DatasetSpec]] = defaultdict(list)
+        for dataset in datasets:
+            self.by_topic[dataset.topic].append(dataset)
+        self.datasets = list(datasets)
+        self._by_name = {dataset.name: dataset for dataset in self.datasets}
+        self.owned: dict[PartitionKey, OwnedPartition] = {}
+        self._options = AggregatorOptions.from_settings(settings, self.datasets)
+        self.stats = IngestStats()
+        self._stop = threading.Event()
+        self._last_checkpoint = time.monotonic()
+        self._db_failures = 0
+        self._db_down_until = 0.0
+        # Checkpoint transactions (and finalization) on a writer thread, overlapping the
+        # next polls; off on SQLite (one writer at a time) unless asked for.
+        self.background_checkpoints = (engine.dialect.name != "sqlite"
+                                       if background_checkpoints is None
+                                       else background_checkpoints)
+        self._writer = ThreadPoolExecutor(max_workers=1,
+                                          thread_name_prefix="dqpulse-checkpoint")
+        self._inflight: Future[CheckpointJob | None] | None = None
+
+    # -- rebalance callbacks -------------------------------------------------------------
+    def on_assign(self, partitions: Sequence[TopicPartition]
+                  ) -> Mapping[TopicPartition, int | None]:
+        """Restore the assigned partitions' checkpoints; returns where to start each.
+
+        A database error is retried with back-off for up to ``assignment.ASSIGN_RETRY_S``;
+        after that it propagates and the worker exits, to be restarted by its supervisor."""
+        counts = {topic: self.source.partition_count(topic) for topic, _ in partitions}
+        starts = assignment.retry_database_errors(
+            lambda: assignment.restore(self.engine, self.owned, partitions,
+                                       by_topic=self.by_topic, partition_counts=counts,
+                                       options=self._options),
+            stop=self._stop)
+        self.telemetry.assigned_partitions.set(len(self.owned))
+        log.info("assigned %s", sorted(partitions))
+        return starts
+
+    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        keys = assignment.revoked_keys(partitions, self.by_topic)
+        try:
+            self.checkpoint(only=keys, commit=True)
+        except Exception:  # noqa: BLE001 - losing the race is safe: the successor replays
+            log.exception("checkpoint on revoke failed; the next owner replays from the last one")
+        for key in keys:
+            self.owned.pop(key, None)
+        self.telemetry.assigned_partitions.set(len(self.owned))
+        log.info("revoked %s", sorted(partitions))
+
+    # -- main loop -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.source.subscribe(list(self.by_topic), on_assign=self.on_assign,
+                              on_revoke=self.on_revoke)
+        # Everything built so far (modules, settings, engine, clients) lives as long as
+        # the process: move it out of the cyclic collector's generations, so that the
+        # full collections the per-poll allocations trigger do not rescan it. Measured
+        # on the 1-partition bench: 119-141k -> 153-161k records/s (docs/benchmarks.md).
+        _freeze_gc()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, max_seconds: float | None = None) -> IngestStats:
+        self.start()
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self.run_once()
+            self.checkpoint(commit=True)
+        finally:
+            self._writer.shutdown(wait=True)
+            self.source.close()
+        return self.stats
+
+    def run_once(self) -> None:
+        self._collect(wait=False)
+        if self._db_down_until > time.monotonic():
+            # the database is away: stop consuming (memory stays bounded; Kafka keeps the
+            # records) until the next checkpoint attempt
+            time.sleep(min(0.5, self._db_down_until - time.monotonic()))
+            return
+        limit = self.settings.poll_max_records
+        batches = self.source.poll(limit, self.settings.poll_timeout_s)
+        polled = sum(map(len, batches))
+        if batches:
+            self._ingest(batches)
+        since = time.monotonic() - self._last_checkpoint
+        # Caught up (the poll timed out before filling up) with records not yet
+        # checkpointed: checkpoint now rather than at the next interval, so a burst's
+        # metrics land sooner; at most every quarter interval.
+        caught_up = (polled < limit
+                     and since >= self.settings.checkpoint_interval_s / 4
+                     and any(owned.dirty for owned in self.owned.values()))
+        if caught_up or since >= self.settings.checkpoint_interval_s:
+            if self.background_checkpoints:
+                self._checkpoint_due()
+                return
+            try:
+                self.checkpoint(commit=True)
+            except DBAPIError as exc:
+                self._db_unavailable(exc)
+                return
+            self._db_failures = 0
+            if self.finalize:
+                self.finalize_ready()
+
+    def _ingest(self, batches: list[PartitionBatch]) -> None:
+        now = self.clock()
+        for batch in batches:
+            self.stats.polled += len(batch)
+            for dataset in self.by_topic.get(batch.topic, []):
+                owned = self.owned.get((dataset.name, batch.partition))
+                if owned is None:
+                    continue  # revoked between poll and now: the new owner replays it
+                report = owned.add(batch, now)
+                if report is not None:
+                    self._account(dataset, report)
+
+    def _topic_of(self, dataset_name: str) -> str:
+        return self._by_name[dataset_name].topic
+
+    def _account(self, dataset: DatasetSpec, report: AddReport) -> None:
+        t = self.telemetry
+        self.stats.accepted += report.accepted
+        self.stats.late += report.late
+        self.stats.bad += len(report.bad)
+        t.records.labels(dataset.name).inc(report.accepted)
+        if report.late:
+            t.late_records.labels(dataset.name).inc(report.late)
+        if report.event_time_fallbacks:
+            t.event_time_fallbacks.labels(dataset.name).inc(report.event_time_fallbacks)
+        for item in report.bad:
+            self.stats.by_reason[item.reason] += 1
+            t.decode_errors.labels(dataset.name, item.reason).inc()
+            if self.dead_letter is not None:
+                self.dead_letter.send(item.message, item.reason, item.detail)
+                t.dead_lettered.labels(dataset.name).inc()
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def checkpoint(self, *, only: Sequence[PartitionKey] | None = None,
+                   commit: bool = True) -> None:
+        """Write state + offsets of owned partitions in one transaction, then commit offsets.
+
+        Synchronous: waits for a background checkpoint in flight first, so on return every
+        record polled so far is checkpointed (revocation, shutdown, tests)."""
+        self._collect(wait=True)
+        job = self._prepare(only)
+        if job is None:
+            return
+        try:
+            job.versions = self._write(job)
+        except protocol.FencedError as exc:
+            self._fenced(job, exc)
+            return
+        except BaseException:
+            protocol.failed(job)
+            raise
+        self._applied(job, commit=commit)
+
+    def _checkpoint_due(self) -> None:
+        """The periodic checkpoint of ``run_once`` with background checkpoints: the
+        snapshot is taken here, the transaction (and then finalization) runs on the writer
+        thread while this one goes on consuming; ``_collect`` applies the outcome."""
+        if self._inflight is not None:
+            return  # the previous one is still writing; try again next loop
+        job = self._prepare(None)
+        if job is None:
+            if self.finalize:
+                self._inflight = self._writer.submit(self._finalize_only)
+            return
+        self._inflight = self._writer.submit(self._write_and_finalize, job)
+
+    def _prepare(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
+        """Snapshot what to write (consuming thread); None when nothing is owned."""
+        self._last_checkpoint = time.monotonic()
+        keys = list(self.owned) if only is None else [k for k in only if k in self.owned]
+        if not keys:
+            return None
+        now = self.clock()
+        ends = protocol.read_end_offsets(self.source, self.owned, keys, self._topic_of, now)
+        if self.dead_letter is not None:
+            self.dead_letter.flush()  # dead letters are durable before offsets move on
+        return protocol.prepare(self.owned, keys, ends, self._topic_of, now)
+
+    def _write(self, job: CheckpointJob) -> list[int]:
+        started = time.perf_counter()
+        versions = protocol.write(self.engine, job, owner_id=self.owner_id)
+        self.telemetry.checkpoint_seconds.observe(time.perf_counter() - started)
+        return versions
+
+    def _write_and_finalize(self, job: CheckpointJob) -> CheckpointJob:
+        try:
+            job.versions = self._write(job)
+        except BaseException as exc:  # handed to the consuming thread by _collect
+            job.error = exc
+            return job
+        if self.finalize:
+            self.finalize_ready()
+        return job
+
+    def _finalize_only(self) -> None:
+        self.finalize_ready()
+
+    def _collect(self, *, wait: bool) -> None:
+        """Apply the outcome of the background checkpoint, if one finished (consuming
+        thread)."""
+        future = self._inflight
+        if future is None or (not wait and not future.done()):
+            return
+        self._inflight = None
+        job = future.result()
+        if job is None:  # a finalize-only pass
+            return
+        error = job.error
+        if error is None:
+            self._db_failures = 0
+            self._applied(job, commit=True)
+        elif isinstance(error, protocol.FencedError):
+            self._fenced(job, error)
+        elif isinstance(error, DBAPIError):
+            protocol.failed(job)
+            self._db_unavailable(error)
+        else:
+            protocol.failed(job)
+            raise error
+
+    def _applied(self, job: CheckpointJob, *, commit: bool) -> None:
+        commit_offsets = protocol.apply(self.owned, job, self._topic_of)
+        self.stats.checkpoints += 1
+        self.telemetry.checkpoints.inc()
+        if commit and commit_offsets:
+            try:
+                self.source.commit(commit_offsets)
+            except Exception:  # noqa: BLE001 - the checkpoint, not the group, is the truth
+                log.warning("offset commit failed; checkpoints still hold the positions",
+                            exc_info=True)
+
+    def _fenced(self, job: CheckpointJob, exc: Exception) -> None:
+        self.stats.fenced += 1
+        self.telemetry.checkpoint_fenced.inc()
+        log.warning("%s; reloading owned partitions from their checkpoints", exc)
+        protocol.reload(self.engine, self.owned, job.keys, self._by_name, self._options)
+        assignment.resume_positions(self.source, self.owned, job.keys, self._topic_of)
+
+    def _db_unavailable(self, exc: DBAPIError) -> None:
+        # Nothing is lost: offsets are not committed, in-memory state and positions stay
+        # consistent, and the next checkpoint writes everything since the last.
+        self._db_failures += 1
+        backoff = min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+        self._db_down_until = time.monotonic() + backoff
+        self.telemetry.checkpoint_failures.inc()
+        log.warning("checkpoint failed (%s); retrying in %.1fs",
+                    type(exc.orig).__name__ if exc.orig else exc, backoff)
+
+    def finalize_ready(self) -> int:
+        total = 0
+        for dataset in self.datasets:
+            try:
+                windows = finalize_ready(self.engine, dataset, now=self.clock(),
+                                         hooks=self.hooks, telemetry=self.telemetry)
+            except Exception:  # noqa: BLE001 - scoring trouble must not stop ingest
+                log.exception("finalizing %s failed; will retry", dataset.name)
+                continue
+            total += len(windows)
+        self.stats.windows += total
+        return total
+
+
+_unfreeze_registered = False
+
+
+def _freeze_gc() -> None:
+    global _unfreeze_registered
+    gc.freeze()
+    if not _unfreeze_registered:  # let the interpreter's final collections free them
+        atexit.register(gc.unfreeze)
+        _unfreeze_registered = True

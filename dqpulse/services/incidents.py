@@ -1,0 +1,99 @@
+"""Incident flows: a human verdict (recorded, then taught to the detectors) and the root
+cause of an incident."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dqpulse.alerts import actions
+from dqpulse.errors import NotFoundError
+from dqpulse.finalize.watch import AUTOENCODER_METRIC
+from dqpulse.rca import attribution
+from dqpulse.services.lineage import lineage_graph
+from dqpulse.spec import DatasetSpec, NotificationSpec
+from dqpulse.store import datasets as dataset_store
+from dqpulse.store import detector_states
+from dqpulse.store import incidents as incident_store
+from dqpulse.store import metrics as metric_store
+
+
+def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
+             actor: str, notifications: Sequence[NotificationSpec] = (),
+             public_url: str = "") -> actions.FeedbackTarget:
+    """A human verdict on an incident: recorded (a false positive resolves it) and handed
+    to the detectors of the alerted series, in the caller's transaction."""
+    target = actions.add_feedback(conn, incident_id=incident_id, verdict=verdict,
+                                  comment=comment, actor=actor, notifications=notifications,
+                                  public_url=public_url)
+    teach_detectors(conn, target)
+    return target
+
+
+def teach_detectors(conn: Connection, target: actions.FeedbackTarget) -> int:
+    """Hand a verdict to the detectors of the series its incident alerted on; returns how
+    many series states changed (0 when the dataset is no longer declared)."""
+    spec = dataset_store.get(conn, name=target.dataset)
+    if spec is None or not target.alerts:
+        return 0
+    return teach_series(conn, spec, alerts=target.alerts, verdict=target.verdict)
+
+
+def teach_series(conn: Connection, spec: DatasetSpec, *,
+                 alerts: Sequence[tuple[str, str, float]], verdict: str) -> int:
+    """Hand a human verdict on alerts ``(metric, field, window_start)`` to the detectors of
+    those series; returns how many series states changed."""
+    # Imported on the first verdict, as before this module existed: the detector stack
+    # (River, SciPy) costs the API process ~1.3 s and ~75 MiB at start-up otherwise.
+    from dqpulse.detectors.scoring import SeriesScorer, series_key
+
+    scorer = SeriesScorer(spec)
+    saved = detector_states.get_all(conn, dataset=spec.name)
+    changed: dict[str, bytes] = {}
+    for metric, field, window_start in alerts:
+        key = series_key(metric, field)
+        rows = metric_store.get_points(conn, dataset=spec.name, metric=metric, field=field,
+                                       start=window_start, end=window_start + 1e-6, limit=1)
+        value = rows[0]["value"] if rows else None
+        state = changed.get(key, saved.get(key))
+        changed[key] = scorer.feedback(metric, field, window_start, value,
+                                       verdict, state)  # type: ignore[arg-type]
+    detector_states.save_all(conn, dataset=spec.name, states=changed, known=set(saved))
+    return len(changed)
+
+
+def root_cause(conn: Connection, *, incident_id: int, depth: int = 5) -> dict[str, Any]:
+    """Upstream suspects, downstream impact, the fields that drove the incident and the
+    dataset autoencoder's view of its first window."""
+    incident = incident_store.get(conn, incident_id=incident_id)
+    if incident is None:
+        raise NotFoundError(f"incident {incident_id} does not exist")
+    alerts = incident_store.get_alerts(conn, incident_id=incident_id, limit=10_000)
+    graph = lineage_graph(conn)
+    upstream = [r.dataset for r in graph.walk(incident["dataset"], "upstream", depth)]
+    others = {name: incident_store.get_page(conn, dataset=name, limit=200)
+              for name in upstream}
+    body = attribution.root_cause(incident, alerts, graph, others, depth=depth)
+    body["autoencoder"] = _autoencoder_attribution(conn, incident, alerts)
+    return body
+
+
+def _autoencoder_attribution(conn: Connection, incident: dict[str, Any],
+                             alerts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which metrics the dataset autoencoder could not reconstruct in the incident's
+    first window (score and per-feature error shares); None without its point."""
+    starts = [a["window_start"] for a in alerts]
+    if not starts:
+        return None
+    first = min(starts)
+    rows = metric_store.get_points(conn, dataset=incident["dataset"],
+                                   metric=AUTOENCODER_METRIC, start=first,
+                                   end=first + 1e-6, limit=1)
+    if not rows or not rows[0]["explanation"]:
+        return None
+    explanation = rows[0]["explanation"]
+    return {"window_start": first, "score": rows[0]["score"],
+            "top_feature": explanation.get("top_feature"),
+            "features": explanation.get("features", [])}
