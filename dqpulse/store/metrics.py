@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -111,6 +122,53 @@ def get_points(
     if end is not None:
         stmt = stmt.where(metric_points.c.window_start < end)
     stmt = stmt.order_by(metric_points.c.window_start.desc()).limit(limit)
+    rows = [dict(row) for row in conn.execute(stmt).mappings()]
+    rows.reverse()
+    return rows
+
+
+def get_buckets(
+    conn: Connection,
+    *,
+    dataset: str,
+    metric: str,
+    field: str = "",
+    step: float,
+    start: float | None = None,
+    end: float | None = None,
+    limit: int = 10_000,
+) -> list[dict[str, Any]]:
+    """Points aggregated in the database into buckets of ``step`` seconds, oldest first.
+
+    Per bucket: mean value, max score, any anomalous, the widest expected band
+    (min ``expected_low``, max ``expected_high`` of the points' explanations) and the point
+    count. The newest ``limit`` buckets of the range are returned, so a long range never
+    reads only its newest raw points.
+    """
+    c = metric_points.c
+    # the step inlined (a float, never user text), so that the grouped and the selected
+    # expressions are the same SQL text for Postgres
+    step_sql = literal_column(repr(float(step)))
+    scaled = c.window_start / step_sql
+    # floor(): SQLite has no floor() in every build; window starts are positive, so a cast
+    # to integer (which truncates on SQLite, rounds on Postgres) is only used there
+    index = (func.floor(scaled) if conn.dialect.name == "postgresql"
+             else cast(scaled, BigInteger))
+    bucket = (index * step_sql).label("window_start")
+    stmt = select(
+        bucket,
+        func.avg(c.value).label("value"),
+        func.max(c.score).label("score"),
+        func.max(case((c.anomalous, 1), else_=0)).label("anomalous"),
+        func.min(c.explanation["expected_low"].as_float()).label("expected_low"),
+        func.max(c.explanation["expected_high"].as_float()).label("expected_high"),
+        func.count().label("points"),
+    ).where(c.dataset == dataset, c.metric == metric, c.field == field)
+    if start is not None:
+        stmt = stmt.where(c.window_start >= start)
+    if end is not None:
+        stmt = stmt.where(c.window_start < end)
+    stmt = stmt.group_by(index).order_by(index.desc()).limit(limit)
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
     return rows
