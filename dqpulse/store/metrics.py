@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Connection,
     and_,
     bindparam,
@@ -148,7 +149,7 @@ def get_buckets(
     c = metric_points.c
     # the step inlined (a float, never user text), so that the grouped and the selected
     # expressions are the same SQL text for Postgres
-    step_sql = literal_column(repr(float(step)))
+    step_sql: ColumnElement[float] = literal_column(repr(float(step)))
     scaled = c.window_start / step_sql
     # floor(): SQLite has no floor() in every build; window starts are positive, so a cast
     # to integer (which truncates on SQLite, rounds on Postgres) is only used there

@@ -419,7 +419,7 @@
         } });
       }
       const count = families.get(family).length;
-      metricsSection.append(el("details", { class: "family", "data-family": family, open: count <= 12 },
+      metricsSection.append(el("details", { class: "family", "data-family": family, open: count <= 20 },
         el("summary", {}, el("h2", {}, `${family} `, el("span", { class: "muted" }, `(${count})`))), grid));
     }
     if (!seriesList.length) metricsSection.append(el("p", { class: "muted" }, "No metric computed yet."));
@@ -573,11 +573,15 @@
       false_positive: el("button", { type: "button", id: "btn-false-positive", class: "secondary" }, "Mark false positive"),
       confirmed: el("button", { type: "button", id: "btn-confirmed", class: "secondary" }, "Confirm incident"),
     };
+    let busy = false;
     async function act(action) {
+      if (busy) return;
+      busy = true;
       const who = actor.value.trim() || "console";
       localStorage.setItem(ACTOR_KEY, actor.value.trim());
       const payload = { actor: who, comment: comment.value.trim() || null };
-      Object.values(buttons).forEach((b) => { b.disabled = true; });
+      const order = Object.values(buttons);
+      const from = order.indexOf(buttons[action]);
       statusLine.textContent = "Saving…";
       try {
         if (action === "acknowledge" || action === "resolve") {
@@ -588,7 +592,6 @@
         const fresh = await api(`/incidents/${id}`);
         Object.assign(incident, fresh);
         comment.value = "";
-        renderState();
         statusLine.textContent = {
           acknowledge: "Acknowledged.", resolve: "Resolved.",
           false_positive: "Marked false positive: the detectors learn this as normal.",
@@ -596,7 +599,15 @@
         }[action];
       } catch (err) {
         statusLine.textContent = `Failed: ${err.message}`;
+      } finally {
+        busy = false;
         renderState();
+        // keyboard users keep their place: a button that just became disabled hands the
+        // focus to the next action still possible
+        if (document.activeElement === document.body || (document.activeElement && document.activeElement.disabled)) {
+          const nextButton = order.slice(from + 1).concat(order.slice(0, from)).find((b) => !b.disabled);
+          (nextButton || comment).focus();
+        }
       }
     }
     for (const [action, button] of Object.entries(buttons)) button.addEventListener("click", () => act(action));
