@@ -150,6 +150,7 @@
   /** Pick a bucket size so a range plots at most ~maxPoints points (never below the window). */
   function stepFor(rangeSeconds, windowSeconds, maxPoints) {
     const raw = Math.max(windowSeconds, rangeSeconds / maxPoints);
+    if (raw <= windowSeconds) return windowSeconds;
     const nice = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
     for (const step of nice) if (step >= raw) return Math.max(step, windowSeconds);
     return raw;
@@ -254,7 +255,7 @@
     const tbody = el("tbody");
     const columns = [
       ["name", "Dataset"], ["owner", "Owner"], ["quality", "Quality per dimension"],
-      [null, "Volume"], ["freshness", "Freshness / SLA"], ["open_incidents", "Open incidents"],
+      [null, "Volume (last 120 windows)"], ["freshness", "Freshness / SLA"], ["open_incidents", "Open incidents"],
       ["last_window_start", "Last window"],
     ];
     const headRow = el("tr");
@@ -337,7 +338,8 @@
     draw();
     await Promise.all(datasets.map(async (d) => {
       if (d.last_window_start === null) return;
-      const range = 86400;
+      // the last 120 windows (2 h of 1-minute windows), at most a day
+      const range = Math.min(86400, 120 * d.window_seconds);
       const series = await api(`/datasets/${encodeURIComponent(d.name)}/metrics/volume.records` +
         query({ start: d.last_window_start - range, end: d.last_window_start + d.window_seconds,
           step: stepFor(range, d.window_seconds, 120) }));
