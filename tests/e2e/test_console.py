@@ -156,6 +156,7 @@ def test_incidents_page_filters_paginates_and_opens_a_detail(console, demo, tmp_
     page = console.open("/ui/incidents?status=")
     rows = page.locator("#incidents tbody tr[data-incident]")
     assert rows.count() >= 2
+    console.screenshot("console-incidents", tmp_path, full_page=False)
     page.select_option("#f-dataset", "orders")
     page.select_option("#f-status", "")
     page.get_by_role("button", name="Apply filters").click()
@@ -167,7 +168,6 @@ def test_incidents_page_filters_paginates_and_opens_a_detail(console, demo, tmp_
                          params={"dataset": "orders", "limit": 50}).json()["items"]
     shown = rows.evaluate_all("rs => rs.map(r => Number(r.dataset.incident))")
     assert shown[:len(expected)][-1] <= expected[0]["id"]
-    console.screenshot("console-incidents", tmp_path, full_page=False)
 
     first = int(shown[-1])  # the oldest: the null spike, with clicks upstream
     page.click(f'tr[data-incident="{first}"] a[href$="/incidents/{first}"]')

@@ -61,6 +61,17 @@
     if (abs !== 0 && (abs < 0.01 || abs >= 1e6)) return value.toExponential(2);
     return Number.isInteger(value) ? String(value) : value.toFixed(abs < 1 ? 3 : 1);
   }
+  /** Axis ticks: short, so that 1500000 reads 1.5M and fits the axis. */
+  function fmtTick(value) {
+    const abs = Math.abs(value);
+    if (abs >= 1e9) return `${+(value / 1e9).toFixed(1)}G`;
+    if (abs >= 1e6) return `${+(value / 1e6).toFixed(1)}M`;
+    if (abs >= 1e4) return `${+(value / 1e3).toFixed(1)}k`;
+    return fmtNum(value);
+  }
+  function plural(count, word) {
+    return `${count} ${word}${count === 1 ? "" : "s"}`;
+  }
   function fmtDuration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
     if (seconds < 120) return `${Math.round(seconds)} s`;
@@ -176,7 +187,10 @@
             ctx.setLineDash([]);
             ctx.fillStyle = marker.color || "rgba(196,49,75,.95)";
             ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
-            ctx.fillText(marker.label, x + 4 * devicePixelRatio, top + 12 * devicePixelRatio);
+            const textWidth = ctx.measureText(marker.label).width;
+            const leftSide = x + 4 * devicePixelRatio + textWidth > left + width;
+            ctx.fillText(marker.label, leftSide ? x - 4 * devicePixelRatio - textWidth : x + 4 * devicePixelRatio,
+              top + 12 * devicePixelRatio);
           }
           ctx.restore();
         }],
@@ -206,7 +220,7 @@
       axes: [
         { stroke: "#5f6b7a", grid: { stroke: "#eef1f5" } },
         { stroke: "#5f6b7a", grid: { stroke: "#eef1f5" }, size: 56,
-          values: (u, ticks) => ticks.map((v) => fmtNum(v)) },
+          values: (u, ticks) => ticks.map((v) => fmtTick(v)) },
         { scale: "score", side: 1, stroke: "#9aa6b6", grid: { show: false }, size: 36,
           values: (u, ticks) => ticks.map((v) => v.toFixed(1)) },
       ],
@@ -293,8 +307,8 @@
     for (const d of datasets) {
       const quality = el("div", { class: "scores" }, DIMENSIONS.map((k) => {
         const v = d.quality[k];
-        return el("span", { class: `score ${scoreClass(v)}`, title: k },
-          `${k.slice(0, 5)} ${v === null || v === undefined ? "–" : (v * 100).toFixed(1) + "%"}`);
+        return el("span", { class: `score ${scoreClass(v)}`, title: `${k} score of the newest window` },
+          `${k} ${v === null || v === undefined ? "–" : (v * 100).toFixed(1) + "%"}`);
       }));
       const spark = el("div", { class: "sparkline", "data-chart": `spark-${d.name}` });
       const sla = d.freshness_sla_seconds;
@@ -381,7 +395,7 @@
         el("div", { style: "margin-top:6px" }, quality)),
       el("div", { class: "spacer" }),
       dataset.open_incidents
-        ? link(`/incidents${query({ dataset: name, status: "open,acknowledged" })}`, `${dataset.open_incidents} open incidents`)
+        ? link(`/incidents${query({ dataset: name, status: "open,acknowledged" })}`, plural(dataset.open_incidents, "open incident"))
         : el("span", { class: "muted" }, "no open incident"),
       rangeButtons);
 
