@@ -38,7 +38,7 @@ class DatasetRead(BaseModel):
 class SeriesRead(BaseModel):
     metric: str
     field: str
-    points: int
+    points: int | None = Field(description="point count; null with counts=false")
     first_window: float
     last_window: float
 

@@ -59,8 +59,17 @@ def get_dataset(name: str, conn: ConnDep) -> DatasetRead:
 
 @router.get("/{name}/metrics", response_model=list[SeriesRead],
             summary="Metric series of a dataset")
-def list_series(name: str, conn: ConnDep) -> list[SeriesRead]:
+def list_series(
+    name: str,
+    conn: ConnDep,
+    counts: Annotated[bool, Query(
+        description="Count each series' points; false skips the count ('points' is null), "
+                    "which stays fast on months of history (the console uses it)")] = True,
+) -> list[SeriesRead]:
     dataset_store.get_or_raise(conn, name=name)
+    if not counts:
+        return [SeriesRead(**row, points=None)
+                for row in metric_store.get_series_names(conn, dataset=name)]
     return [SeriesRead(**row) for row in metric_store.get_series_list(conn, dataset=name)]
 
 

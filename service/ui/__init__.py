@@ -8,16 +8,45 @@ Everything it needs ships in this package (uPlot is vendored): no CDN, no networ
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import os
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 STATIC = Path(__file__).parent / "static"
 _SHELL = (Path(__file__).parent / "page.html").read_text()
+
+
+def _assets_digest() -> str:
+    """A digest of every static file: asset URLs carry it, so browsers may cache them for
+    good and still fetch new ones after an upgrade."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(STATIC).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+ASSETS_VERSION = _assets_digest()
+
+
+class _VersionedStaticFiles(StaticFiles):
+    """Static files; a request naming the current asset version may be cached for a year."""
+
+    def file_response(self, full_path: str | os.PathLike[str], stat_result: os.stat_result,
+                      scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if f"v={ASSETS_VERSION}".encode() in scope.get("query_string", b""):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -28,6 +57,7 @@ def _page(request: Request, page: str, title: str, **params: str | int) -> HTMLR
             .replace("{{root}}", html.escape(root + "/ui"))
             .replace("{{api}}", html.escape(root + "/api/v1"))
             .replace("{{page}}", page)
+            .replace("{{v}}", ASSETS_VERSION)
             .replace("{{params}}", html.escape(json.dumps(params))))
     return HTMLResponse(body, headers={"Cache-Control": "no-cache"})
 
@@ -60,4 +90,4 @@ def incident_page(request: Request, incident_id: int) -> HTMLResponse:
 def install(app: FastAPI) -> None:
     """Serve the console pages and their static assets."""
     app.include_router(router)
-    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+    app.mount("/ui/static", _VersionedStaticFiles(directory=STATIC), name="ui-static")

@@ -369,10 +369,11 @@
   async function datasetPage() {
     const name = PARAMS.name;
     const path = `/datasets/${encodeURIComponent(name)}`;
-    const [dataset, seriesList, schema, incidentPage] = await Promise.all([
-      api(path), api(`${path}/metrics`), api(`${path}/schema`),
-      api(`/incidents${query({ dataset: name, limit: 500 })}`),
-    ]);
+    // charts wait only for the dataset and its series list; incident markers and the
+    // schema timeline arrive alongside
+    const incidentsLoading = api(`/incidents${query({ dataset: name, limit: 500 })}`);
+    const schemaLoading = api(`${path}/schema`);
+    const [dataset, seriesList] = await Promise.all([api(path), api(`${path}/metrics?counts=false`)]);
     const url = new URL(location.href);
     const rangeName = url.searchParams.get("range") || "24h";
     const range = (RANGES.find(([n]) => n === rangeName) || RANGES[2])[1];
@@ -399,7 +400,7 @@
         : el("span", { class: "muted" }, "no open incident"),
       rangeButtons);
 
-    const markersFor = (metric, field) => incidentPage.items
+    const markersFor = (metric, field, incidentPage) => incidentPage.items
       .filter((i) => i.since !== null && i.since >= start && i.since <= end)
       .filter((i) => !i.metric || (i.metric === metric && (i.field || "") === field))
       .map((i) => ({ at: i.since, label: `#${i.id}` }));
@@ -428,9 +429,10 @@
           plot);
         grid.append(card);
         loaders.push({ card, plot, load: async () => {
-          const data = await api(`${path}/metrics/${encodeURIComponent(s.metric)}` +
-            query({ field: s.field, start, end, step }));
-          metricChart(plot, id, data.points, { markers: markersFor(s.metric, s.field) });
+          const [data, incidentPage] = await Promise.all([
+            api(`${path}/metrics/${encodeURIComponent(s.metric)}` + query({ field: s.field, start, end, step })),
+            incidentsLoading]);
+          metricChart(plot, id, data.points, { markers: markersFor(s.metric, s.field, incidentPage) });
           if (!data.points.length) plot.append(el("p", { class: "muted" }, "no points in this range"));
         } });
       }
@@ -440,17 +442,10 @@
     }
     if (!seriesList.length) metricsSection.append(el("p", { class: "muted" }, "No metric computed yet."));
 
-    const versions = el("ol", { class: "timeline", id: "schema-versions" }, schema.slice().reverse().map((v) => {
-      const diff = v.diff || {};
-      const changes = [];
-      for (const f of asList(diff.added)) changes.push(el("div", { class: "diff-add mono" }, `+ ${describe(f)}`));
-      for (const f of asList(diff.removed)) changes.push(el("div", { class: "diff-del mono" }, `− ${describe(f)}`));
-      for (const f of asList(diff.type_changed)) changes.push(el("div", { class: "diff-chg mono" }, `~ ${describe(f)}`));
-      return el("li", { class: changes.length && v.version > 1 ? "bad" : "" },
-        el("strong", {}, `v${v.version}`), " ",
-        el("span", { class: "muted" }, `${fmtTime(v.first_seen)} → ${fmtTime(v.last_seen)} · ${Object.keys(v.fields).length} fields`),
-        changes.length ? changes : el("div", { class: "muted" }, v.version === 1 ? "first observed schema" : "no change"));
-    }));
+    const schemaCard = el("section", { class: "card", id: "schema" }, el("h2", {}, "Schema versions"),
+      el("p", { class: "muted" }, "Loading…"));
+    const schemaDrawn = schemaLoading.then((schema) => schemaCard.replaceChildren(el("h2", {}, "Schema versions"),
+      schema.length ? schemaTimeline(schema) : el("p", { class: "muted" }, "No schema observed yet.")));
     const contract = dataset.contract || {};
     const fieldRows = Object.entries(contract.fields || {}).map(([field, rule]) => el("tr", {},
       el("td", { class: "mono" }, field), el("td", {}, rule.type || "any"),
@@ -468,10 +463,22 @@
       el("tbody", {}, fieldRows)) : el("p", { class: "muted" }, "No field rules declared."));
     main.replaceChildren(header, metricsSection,
       el("div", { class: "cols" },
-        el("section", { class: "card", id: "schema" }, el("h2", {}, "Schema versions"),
-          schema.length ? versions : el("p", { class: "muted" }, "No schema observed yet.")),
-        contractCard));
-    await lazyLoad(loaders);
+        schemaCard, contractCard));
+    await Promise.all([lazyLoad(loaders), schemaDrawn]);
+  }
+
+  function schemaTimeline(schema) {
+    return el("ol", { class: "timeline", id: "schema-versions" }, schema.slice().reverse().map((v) => {
+      const diff = v.diff || {};
+      const changes = [];
+      for (const f of asList(diff.added)) changes.push(el("div", { class: "diff-add mono" }, `+ ${describe(f)}`));
+      for (const f of asList(diff.removed)) changes.push(el("div", { class: "diff-del mono" }, `− ${describe(f)}`));
+      for (const f of asList(diff.type_changed)) changes.push(el("div", { class: "diff-chg mono" }, `~ ${describe(f)}`));
+      return el("li", { class: changes.length && v.version > 1 ? "bad" : "" },
+        el("strong", {}, `v${v.version}`), " ",
+        el("span", { class: "muted" }, `${fmtTime(v.first_seen)} → ${fmtTime(v.last_seen)} · ${Object.keys(v.fields).length} fields`),
+        changes.length ? changes : el("div", { class: "muted" }, v.version === 1 ? "first observed schema" : "no change"));
+    }));
   }
 
   function asList(value) {
@@ -496,7 +503,7 @@
       }
       return item.promise;
     };
-    const initial = loaders.filter((item) => item.card.getBoundingClientRect().top < innerHeight * 1.25);
+    const initial = loaders.filter((item) => item.card.getBoundingClientRect().top < innerHeight);
     const observer = new IntersectionObserver((entries) => {
       for (const entry of entries) {
         if (!entry.isIntersecting) continue;
@@ -505,8 +512,11 @@
         if (item) run(item);
       }
     }, { rootMargin: "300px" });
-    loaders.filter((item) => !initial.includes(item)).forEach((item) => observer.observe(item.card));
-    return Promise.all(initial.map(run));
+    // the rest start once the first screen is drawn, so they do not compete with it
+    const firstScreen = Promise.all(initial.map(run));
+    firstScreen.then(() => loaders.filter((item) => !initial.includes(item))
+      .forEach((item) => observer.observe(item.card)));
+    return firstScreen;
   }
 
   async function incidentsPage() {
