@@ -216,6 +216,8 @@
       height: opts.height || 200,
       legend: { show: true, live: false },
       cursor: { points: { show: false } },
+      // axes in UTC, like every other time on the page
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales: { x: { time: true }, score: { range: [0, 1] } },
       axes: [
         { stroke: "#5f6b7a", grid: { stroke: "#eef1f5" } },
@@ -473,7 +475,12 @@
       const changes = [];
       for (const f of asList(diff.added)) changes.push(el("div", { class: "diff-add mono" }, `+ ${describe(f)}`));
       for (const f of asList(diff.removed)) changes.push(el("div", { class: "diff-del mono" }, `− ${describe(f)}`));
-      for (const f of asList(diff.type_changed)) changes.push(el("div", { class: "diff-chg mono" }, `~ ${describe(f)}`));
+      const types = (t) => (Array.isArray(t) ? t.join(" | ") : String(t));
+      const changed = diff.type_changed && !Array.isArray(diff.type_changed) && typeof diff.type_changed === "object"
+        ? Object.entries(diff.type_changed).map(([field, change]) => (change && change.from !== undefined
+          ? `${field}: ${types(change.from)} → ${types(change.to)}` : `${field}: ${JSON.stringify(change)}`))
+        : asList(diff.type_changed).map(describe);
+      for (const text of changed) changes.push(el("div", { class: "diff-chg mono" }, `~ ${text}`));
       return el("li", { class: changes.length && v.version > 1 ? "bad" : "" },
         el("strong", {}, `v${v.version}`), " ",
         el("span", { class: "muted" }, `${fmtTime(v.first_seen)} → ${fmtTime(v.last_seen)} · ${Object.keys(v.fields).length} fields`),
@@ -695,7 +702,7 @@
       fields.length ? el("table", { id: "cause-fields" }, el("thead", {}, el("tr", {}, ["metric", "field", "alerts", "max score", "share", "first window"]
         .map((h) => el("th", {}, h)))), el("tbody", {}, fields)) : el("p", { class: "muted" }, "–"),
       ae ? el("div", { style: "margin-top:10px" }, el("h3", {}, "Dataset autoencoder"),
-        el("p", {}, `score ${fmtNum(ae.score, 2)}; worst reconstructed: `, el("code", {}, ae.top_feature || "–"))) : null,
+        el("p", {}, `score ${fmtNum(ae.score, 2)}; worst reconstructed: `, el("code", {}, (ae.top_feature || "–").replace(/\|$/, "").replace("|", " · field ")))) : null,
       el("h3", { style: "margin-top:10px" }, "Impacted downstream"),
       cause.impacted.length ? el("ul", { id: "impacted" }, cause.impacted.map((i) => el("li", {},
         link(`/datasets/${encodeURIComponent(i.dataset)}`, i.dataset), el("span", { class: "muted" }, ` (${i.depth} hop${i.depth > 1 ? "s" : ""})`))))
