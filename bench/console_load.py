@@ -169,8 +169,10 @@ def main() -> int:
             api.terminate()
             api.wait(20)
         drop_database(admin, url)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}, "
-          f"Python {platform.python_version()}; {datetime.now(UTC):%Y-%m-%d %H:%M}Z")
+          f"Python {platform.python_version()}; {datetime.now(UTC):%Y-%m-%d %H:%M}Z; "
+          f"load average at the end (1, 5, 15 min): {load}")
     return 0
 
 
