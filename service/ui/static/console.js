@@ -703,6 +703,11 @@
         .map((h) => el("th", {}, h)))), el("tbody", {}, fields)) : el("p", { class: "muted" }, "–"),
       ae ? el("div", { style: "margin-top:10px" }, el("h3", {}, "Dataset autoencoder"),
         el("p", {}, `score ${fmtNum(ae.score, 2)}; worst reconstructed: `, el("code", {}, (ae.top_feature || "–").replace(/\|$/, "").replace("|", " · field ")))) : null,
+      // fields a newer API adds (segments, failing samples, ranked alternatives) show as-is
+      Object.entries(cause).filter(([key, value]) => !["incident_id", "dataset", "suspects", "impacted",
+        "fields", "autoencoder"].includes(key) && value !== null && !(Array.isArray(value) && !value.length))
+        .map(([key, value]) => el("details", { class: "extra-cause" }, el("summary", {}, key.replace(/_/g, " ")),
+          el("pre", { class: "mono" }, JSON.stringify(value, null, 2)))),
       el("h3", { style: "margin-top:10px" }, "Impacted downstream"),
       cause.impacted.length ? el("ul", { id: "impacted" }, cause.impacted.map((i) => el("li", {},
         link(`/datasets/${encodeURIComponent(i.dataset)}`, i.dataset), el("span", { class: "muted" }, ` (${i.depth} hop${i.depth > 1 ? "s" : ""})`))))
