@@ -16,6 +16,7 @@ from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
 from service.routers import datasets, health, incidents, lineage, silences
+from service.ui import install as install_console
 
 API_PREFIX = "/api/v1"
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
+    install_console(app)
 
     @app.middleware("http")
     async def count_requests(request: Request,

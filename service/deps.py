@@ -36,4 +36,7 @@ def get_conn(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Connect
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
-ConnDep = Annotated[Connection, Depends(get_conn)]
+# scope="function": the transaction commits when the handler returns, before the response
+# is sent, so a client that reads right after a write sees it (the default, "request",
+# would commit only after the response has gone out)
+ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class QualityScores(BaseModel):
@@ -25,12 +25,20 @@ class DatasetRead(BaseModel):
     freshness_sla_seconds: float | None
     last_window_start: float | None = None
     quality: QualityScores = QualityScores()
+    open_incidents: int = Field(default=0, description="open or acknowledged incidents")
+    seconds_since_last_record: float | None = Field(
+        default=None, description="freshness in the newest window (compare with the SLA)")
+    contract: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the declared contract from dqpulse.yaml: event_time, key, label, "
+                    "fairness and fields with their rules (type, required, min, max, "
+                    "allowed, pattern, ...)")
 
 
 class SeriesRead(BaseModel):
     metric: str
     field: str
-    points: int
+    points: int | None = Field(description="point count; null with counts=false")
     first_window: float
     last_window: float
 
@@ -41,6 +49,12 @@ class PointRead(BaseModel):
     score: float | None
     anomalous: bool
     explanation: dict[str, Any] | None = None
+    expected_low: float | None = Field(
+        default=None, description="lower edge of the detector's expected band")
+    expected_high: float | None = Field(
+        default=None, description="upper edge of the detector's expected band")
+    points: int | None = Field(
+        default=None, description="raw points in the bucket (only with 'step')")
 
 
 class MetricSeriesRead(BaseModel):

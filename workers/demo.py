@@ -118,6 +118,7 @@ def run_demo(*, port: int = 8000, database: str = "sqlite:///dqpulse-demo.db",
     worker.start()
     url = f"http://127.0.0.1:{port}"
     print(f"dqpulse demo: API at {url}/api/v1/datasets  (OpenAPI: {url}/docs)", flush=True)
+    print(f"  console at {url}/ui/", flush=True)
     print(f"  simulated clock runs {speed:g}x; database {database}", flush=True)
     started = time.monotonic()
     last_report = 0.0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from dqpulse.errors import ValidationError
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import datasets as dataset_store
+from dqpulse.store import incidents as incident_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store import schemas as schema_store
 from service.deps import ConnDep
@@ -30,6 +31,8 @@ def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
     latest = metric_store.get_latest_window(conn, dataset=spec.name)
     quality = {p["metric"].split(".", 1)[1]: p["value"] for p in latest
                if p["metric"].startswith("quality.") and p["field"] == ""}
+    freshness = [p["value"] for p in latest
+                 if p["metric"] == "freshness.seconds_since_last_record" and p["field"] == ""]
     return DatasetRead(
         name=spec.name, topic=spec.topic, format=spec.format, owner=spec.owner,
         window_seconds=spec.window, lateness_seconds=spec.lateness,
@@ -37,6 +40,10 @@ def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
         last_window_start=latest[0]["window_start"] if latest else None,
         quality=QualityScores(**{k: v for k, v in quality.items()
                                  if k in QualityScores.model_fields}),
+        open_incidents=incident_store.count_active(conn, dataset=spec.name),
+        seconds_since_last_record=freshness[0] if freshness else None,
+        contract=spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True,
+                                 include={"event_time", "key", "label", "fairness", "fields"}),
     )
 
 
@@ -52,8 +59,17 @@ def get_dataset(name: str, conn: ConnDep) -> DatasetRead:
 
 @router.get("/{name}/metrics", response_model=list[SeriesRead],
             summary="Metric series of a dataset")
-def list_series(name: str, conn: ConnDep) -> list[SeriesRead]:
+def list_series(
+    name: str,
+    conn: ConnDep,
+    counts: Annotated[bool, Query(
+        description="Count each series' points; false skips the count ('points' is null), "
+                    "which stays fast on months of history (the console uses it)")] = True,
+) -> list[SeriesRead]:
     dataset_store.get_or_raise(conn, name=name)
+    if not counts:
+        return [SeriesRead(**row, points=None)
+                for row in metric_store.get_series_names(conn, dataset=name)]
     return [SeriesRead(**row) for row in metric_store.get_series_list(conn, dataset=name)]
 
 
@@ -84,21 +100,9 @@ def _parse_iso(value: str, parameter: str) -> float:
     return parsed.timestamp()
 
 
-def _downsample(points: list[PointRead], step: float) -> list[PointRead]:
-    """Aggregate points into buckets of ``step`` seconds: mean value, max score."""
-    buckets: dict[float, list[PointRead]] = {}
-    for point in points:
-        buckets.setdefault(math.floor(point.window_start / step) * step, []).append(point)
-    out: list[PointRead] = []
-    for start in sorted(buckets):
-        group = buckets[start]
-        values = [p.value for p in group if p.value is not None]
-        scores = [p.score for p in group if p.score is not None]
-        out.append(PointRead(window_start=start,
-                             value=sum(values) / len(values) if values else None,
-                             score=max(scores) if scores else None,
-                             anomalous=any(p.anomalous for p in group)))
-    return out
+def _band(explanation: dict[str, Any] | None, key: str) -> float | None:
+    value = (explanation or {}).get(key)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 @router.get("/{name}/metrics/{metric}", response_model=MetricSeriesRead,
@@ -117,13 +121,23 @@ def get_series(
     start_s, end_s = parse_time(start, "start"), parse_time(end, "end")
     if start_s is not None and end_s is not None and start_s >= end_s:
         raise ValidationError("query parameters 'start' and 'end': start must be before end")
+    if step is not None:
+        # aggregated in the database: a 30-day range of 1-minute windows is one query
+        buckets = metric_store.get_buckets(conn, dataset=name, metric=metric, field=field,
+                                           step=step, start=start_s, end=end_s, limit=limit)
+        points = [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
+                            anomalous=bool(r["anomalous"]), expected_low=r["expected_low"],
+                            expected_high=r["expected_high"], points=r["points"])
+                  for r in buckets]
+        return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step,
+                                points=points)
     rows = metric_store.get_points(conn, dataset=name, metric=metric, field=field,
                                    start=start_s, end=end_s, limit=limit)
     points = [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
-                        anomalous=bool(r["anomalous"]), explanation=r["explanation"])
+                        anomalous=bool(r["anomalous"]), explanation=r["explanation"],
+                        expected_low=_band(r["explanation"], "expected_low"),
+                        expected_high=_band(r["explanation"], "expected_high"))
               for r in rows]
-    if step is not None:
-        points = _downsample(points, step)
     return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step, points=points)
 
 

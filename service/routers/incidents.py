@@ -45,6 +45,8 @@ class IncidentRead(BaseModel):
     resolved_at: datetime | None
     summary: str
     score: float | None
+    since: float | None = Field(default=None,
+                                description="start of the first alerted window (epoch s)")
 
 
 class IncidentPage(BaseModel):
@@ -96,7 +98,6 @@ class IncidentDetailRead(IncidentRead):
     flapping: bool
     feedback: str | None
     kinds: list[str]
-    since: float | None = Field(description="start of the first alerted window (epoch s)")
     expected_low: float | None
     expected_high: float | None
     observed: float | None
@@ -166,8 +167,15 @@ def _export_open(conn: ConnDep, telemetry: TelemetryDep, incident_id: int) -> No
         incident_store.count_active(conn, dataset=dataset))
 
 
+def _common(row: dict[str, Any]) -> dict[str, Any]:
+    """The IncidentRead fields of a stored row (``since`` is its first alerted window)."""
+    values = {k: row[k] for k in IncidentRead.model_fields if k != "since"}
+    values["since"] = row.get("first_window_start")
+    return values
+
+
 def _read(row: dict[str, Any]) -> IncidentRead:
-    return IncidentRead(**{k: row[k] for k in IncidentRead.model_fields})
+    return IncidentRead(**_common(row))
 
 
 def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
@@ -180,13 +188,13 @@ def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
         return float(value) if isinstance(value, int | float) else None
 
     return IncidentDetailRead(
-        **{k: row[k] for k in IncidentRead.model_fields},
+        **_common(row),
         owner=row.get("owner"), dedup_key=row["dedup_key"],
         acknowledged_at=row["acknowledged_at"], last_alert_at=row["last_alert_at"],
         alert_count=row["alert_count"], reopen_count=row["reopen_count"],
         healthy_windows=row["healthy_windows"], flapping=bool(row["flapping"]),
         feedback=row["feedback"], kinds=list(details.get("kinds") or [row["kind"]]),
-        since=row.get("first_window_start"), expected_low=number("expected_low"),
+        expected_low=number("expected_low"),
         expected_high=number("expected_high"), observed=number("observed"),
         alerts=[AlertRead(**{k: a[k] for k in AlertRead.model_fields})
                 for a in incident_store.get_alerts(conn, incident_id=incident_id)],

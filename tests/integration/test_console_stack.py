@@ -1,0 +1,177 @@
+"""The console on the real stack: Kafka -> `dqpulse worker ingest` -> Postgres ->
+`dqpulse api` (with a token) -> /ui in Debian's chromium.
+
+Every process is the CLI a user runs; the browser enters the token through the console's
+own form, then reads the pages and acts on an incident, and the API reflects it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.console_browser import ConsolePage, launch_browser, skip_without_browser
+from tests.integration.helpers import json_bytes, produce, stop_processes, wait_until
+
+pytestmark = [pytest.mark.integration, skip_without_browser()]
+
+WINDOW = 10
+WINDOWS = 60
+BROKEN = range(44, 48)  # windows with negative and missing amounts
+
+
+def _spec(raw_topic: str, topic: str) -> str:
+    return f"""
+datasets:
+  - name: payments_raw
+    topic: {raw_topic}
+    event_time: ts
+    window: {WINDOW}s
+    lateness: 0s
+    owner: payments
+  - name: payments
+    topic: {topic}
+    event_time: ts
+    window: {WINDOW}s
+    lateness: 0s
+    owner: payments
+    freshness_sla: 1m
+    key: payment_id
+    fields:
+      amount:  {{type: number, min: 0}}
+      country: {{type: string, allowed: [DE, FR, US]}}
+lineage:
+  - {{from: payments_raw, to: payments, job: clean-payments}}
+"""
+
+
+def _records(base: float, per_window: int, broken: bool) -> list[tuple[int | None, bytes]]:
+    out: list[tuple[int | None, bytes]] = []
+    for window in range(WINDOWS):
+        for i in range(per_window):
+            bad = broken and window in BROKEN and i % 2 == 0
+            amount = (None if i % 4 == 0 else -5.0) if bad else 10.0 + (i * 7919 % 90)
+            out.append((None, json_bytes({
+                "ts": base + window * WINDOW + i * WINDOW / per_window,
+                "payment_id": f"{window}-{i}", "amount": amount,
+                "country": ("DE", "FR", "US")[i % 3]})))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.fixture
+def stack_console(fresh_db: str, make_topic: Any, kafka_bootstrap: str,
+                  tmp_path: Path) -> Iterator[tuple[str, str]]:
+    raw_topic, topic = make_topic("payments-raw"), make_topic("payments", partitions=2)
+    base = math.floor(time.time() / WINDOW) * WINDOW - (WINDOWS + 3) * WINDOW
+    produce(kafka_bootstrap, raw_topic, _records(base, 10, broken=False))
+    produce(kafka_bootstrap, topic, _records(base, 60, broken=True))
+    spec = tmp_path / "dqpulse.yaml"
+    spec.write_text(_spec(raw_topic, topic))
+    env = {**os.environ, "DQPULSE_DATABASE_URL": fresh_db,
+           "DQPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DQPULSE_KAFKA_GROUP": f"g-{topic}",
+           "DQPULSE_IDLE_PARTITION_TIMEOUT_S": "1", "DQPULSE_CHECKPOINT_INTERVAL_S": "0.5",
+           "DQPULSE_WORKER_METRICS_PORT": "0", "DQPULSE_AUTOENCODER": "off",
+           "DQPULSE_CONFIG_FILE": str(spec), "DQPULSE_LOG_LEVEL": "WARNING"}
+    _cli(env, "apply", "-f", str(spec))
+    token = _cli(env, "token", "create", "--name", "console-test").strip().splitlines()[-1]
+    port = _free_port()
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest",
+                          "--max-seconds", "240"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "workers.cli", "api", "--port", str(port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    base_url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def incident_and_windows() -> bool:
+        try:
+            incidents = httpx.get(f"{base_url}/api/v1/incidents", headers=headers,
+                                  params={"dataset": "payments", "status": "open"},
+                                  timeout=3).json()["items"]
+            points = httpx.get(f"{base_url}/api/v1/datasets/payments/metrics/volume.records",
+                               headers=headers, timeout=3).json()["points"]
+        except (httpx.HTTPError, KeyError):
+            return False
+        return bool(incidents) and len(points) >= WINDOWS - 5
+
+    try:
+        wait_until(incident_and_windows, 150, interval_s=1,
+                   message="windows and an open incident from the ingest worker")
+        yield base_url, token
+    finally:
+        stop_processes(processes)
+
+
+def test_console_on_the_real_stack_asks_for_the_token_then_shows_and_acts(
+        stack_console, tmp_path):
+    base_url, token = stack_console
+    headers = {"Authorization": f"Bearer {token}"}
+    with launch_browser() as browser:
+        console = ConsolePage(browser, base_url, allowed_statuses=(401,))
+        page = console.page
+        page.goto("/ui/")
+        page.wait_for_selector("#token-form", state="visible")
+        page.fill("#token-input", token)
+        page.click("#token-form button[type=submit]")
+        console.wait_ready()
+        console.allowed_statuses = ()  # from here on, nothing may fail
+        names = page.locator("#datasets tbody tr").evaluate_all(
+            "rs => rs.map(r => r.dataset.dataset)")
+        assert sorted(names) == ["payments", "payments_raw"]
+        assert console.wait_chart("spark-payments", 10) >= 10
+        assert "1" in page.locator('tr[data-dataset="payments"] td').nth(5).inner_text()
+
+        console.open("/ui/datasets/payments?range=1h")
+        assert console.wait_chart("volume.records", 40) >= 40
+        console.scroll_through()
+        assert console.wait_chart("validity.violation_ratio:amount:min", 40) >= 40
+        assert console.chart_points("validity.violation_ratio:amount:min", 4) >= 1
+
+        console.open("/ui/incidents?dataset=payments&status=open")
+        rows = page.locator("#incidents tbody tr[data-incident]")
+        assert rows.count() >= 1
+        incident_id = int(rows.first.get_attribute("data-incident") or 0)
+        page.click(f'tr[data-incident="{incident_id}"] a[href$="/incidents/{incident_id}"]')
+        console.wait_ready()
+        nodes = page.locator("#lineage [data-node]").evaluate_all(
+            "ns => ns.map(n => n.dataset.node)")
+        assert {"payments_raw", "payments"} <= set(nodes)
+        assert console.wait_chart("incident-metric", 5) >= 5
+
+        page.click("#btn-acknowledge")
+        page.wait_for_function(
+            "document.getElementById('action-status').textContent === 'Acknowledged.'")
+        body = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
+        assert body["status"] == "acknowledged"
+        page.click("#btn-false-positive")
+        page.wait_for_function(
+            "document.getElementById('action-status').textContent.startsWith('Marked false')")
+        body = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
+        assert body["feedback"] == "false_positive" and body["status"] == "resolved"
+        console.close()
+        console.assert_no_errors()
