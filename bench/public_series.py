@@ -32,9 +32,9 @@ CORPUS = SHARED / "data" / "nab-visible"
 DQPULSE = ROOT / ".venv" / "bin" / "dqpulse"
 
 CONFIGS = {
-    "volume default (seasonal)": "--metric-kind volume",
-    "seasonal, plain params": "--detector seasonal",
-    "robust": "--detector robust",
+    "seasonal, volume.records defaults": "--metric-kind volume",
+    "seasonal, distribution defaults": "--metric-kind distribution",
+    "robust, two-sided": "--detector robust --param side=both",
     "adaptive (calibrated)": "--detector adaptive",
 }
 DOC_BEGIN = "<!-- public-series:begin -->"

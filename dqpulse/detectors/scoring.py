@@ -71,20 +71,12 @@ _SAMPLE_STATISTICS = frozenset({
     "distribution.p99", "distribution.top_k_share", "distribution.length_mean",
 })
 _SEASONAL_METRICS = _DRIFT_METRICS | _SAMPLE_STATISTICS | {"distribution.distinct_count"}
-# The seasonal detector's absolute scale floor (1.0) is meant for counts and seconds. Drift
-# scores live in [0, ~2]: their floor ignores drift below ~0.02. Sample statistics take
-# any unit, so theirs is negligible and the relative floor (2 % of the level) applies.
-# Record counts: a moved daily pattern (traffic hours shifted) deviates by 20-40 % for
-# hours but rarely 5 sigma in one window; a held deviation (persistence) and z 4 catch it.
-# Counts are where the seasonal baseline is best fed (every window has a value), so the
-# lower threshold costs no false alarms in bench/incidents. A moved pattern that starts
-# where the two daily curves cross grows slowly and scores just under the threshold for
-# hours; learned at full weight it widens the band until it never alerts. Tapering the
-# learning weight from score 0.7 (z ~2.1 at z_threshold 4) keeps the band from chasing it,
-# while a lasting change there is still learned, only later.
-_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2,
-                                  "taper_learning_from": 0.7}
+# The adaptive detector's floors per kind of series: drift scores live in [0, ~2] and
+# ignore drift below ~0.005; sample statistics take any unit, so theirs is negligible.
 _MIN_SCALE = {**dict.fromkeys(_DRIFT_METRICS, 0.005), **dict.fromkeys(_SAMPLE_STATISTICS, 1e-6)}
+# Record counts: Poisson counting noise floors the scale, and no count is below 0.
+_COUNT_METRICS = frozenset({"volume.records", "volume.bytes", "volume.late_records",
+                            "distribution.distinct_count"})
 # Series where only an increase is bad: a drop in lag, nulls or drift is good news.
 _UP_ONLY_FAMILIES = ("freshness.", "schema.", "validity.", "uniqueness.")
 _UP_ONLY_WORDS = ("null_ratio", "empty_ratio", "missing", "violation", "duplicate", "psi",
@@ -97,37 +89,46 @@ def series_key(metric: str, field: str = "") -> str:
 
 
 def default_detector_for(metric: str) -> str:
-    """``seasonal`` for volume, freshness and per-field sample statistics (means, quantiles,
-    drift scores, distinct counts: their noise follows the traffic), else ``robust``.
+    """``adaptive`` (calibrated, forecasters chosen per series) for volume, freshness and
+    per-field sample statistics (means, quantiles, drift scores, distinct counts: their
+    level and noise follow the traffic), else ``robust``.
 
     >>> default_detector_for("volume.records"), default_detector_for("completeness.null_ratio")
-    ('seasonal', 'robust')
+    ('adaptive', 'robust')
     >>> default_detector_for("distribution.psi")
-    'seasonal'
+    'adaptive'
     """
     if metric.startswith(_SEASONAL_FAMILIES) or metric in _SEASONAL_METRICS:
-        return "seasonal"
+        return "adaptive"
     return "robust"
 
 
 def default_params_for(metric: str) -> dict[str, Any]:
-    """Defaults that depend on the metric: one-sided series only alert upwards.
+    """Defaults that depend on the kind of metric: one-sided series only alert upwards,
+    counts are bounded below by 0 and floored by counting noise.
 
     >>> default_params_for("freshness.seconds_since_last_record")
-    {'side': 'up'}
+    {'side': 'up', 'lower': 0.0}
     >>> default_params_for("volume.records")
-    {'z_threshold': 4.0, 'persistence': 0.2, 'taper_learning_from': 0.7}
+    {'lower': 0.0, 'count_noise': 1.0}
     >>> default_params_for("distribution.psi")
-    {'side': 'up', 'min_scale': 0.005}
+    {'side': 'up', 'lower': 0.0, 'min_scale': 0.005}
+    >>> default_params_for("completeness.null_ratio")
+    {'side': 'up'}
     """
     name = metric.split(".", 1)[-1]
     params: dict[str, Any] = {}
     if metric.startswith(_UP_ONLY_FAMILIES) or any(word in name for word in _UP_ONLY_WORDS):
         params["side"] = "up"
+    if default_detector_for(metric) != "adaptive":
+        return params
+    if (metric in _COUNT_METRICS or metric.startswith("freshness.")
+            or metric in _DRIFT_METRICS):
+        params["lower"] = 0.0
+    if metric in _COUNT_METRICS and metric != "distribution.distinct_count":
+        params["count_noise"] = 1.0
     if metric in _MIN_SCALE:
         params["min_scale"] = _MIN_SCALE[metric]
-    if metric == "volume.records":
-        params.update(_VOLUME_PARAMS)
     return params
 
 

@@ -28,19 +28,21 @@ SPEC = DatasetSpec(
 
 
 def test_default_detectors_by_metric_family() -> None:
-    assert default_detector_for("volume.records") == "seasonal"
-    assert default_detector_for("freshness.event_lag_p95_seconds") == "seasonal"
+    assert default_detector_for("volume.records") == "adaptive"
+    assert default_detector_for("freshness.event_lag_p95_seconds") == "adaptive"
     assert default_detector_for("completeness.null_ratio") == "robust"
-    assert default_detector_for("distribution.psi") == "seasonal"
-    assert default_detector_for("distribution.mean") == "seasonal"
-    assert default_detector_for("distribution.distinct_count") == "seasonal"
+    assert default_detector_for("distribution.psi") == "adaptive"
+    assert default_detector_for("distribution.mean") == "adaptive"
+    assert default_detector_for("distribution.distinct_count") == "adaptive"
     assert default_detector_for("uniqueness.duplicate_ratio") == "robust"
 
 
 def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
-    assert default_params_for("distribution.psi") == {"side": "up", "min_scale": 0.005}
+    assert default_params_for("distribution.psi") == {"side": "up", "lower": 0.0,
+                                                      "min_scale": 0.005}
     assert default_params_for("distribution.mean") == {"min_scale": 1e-6}
-    assert default_params_for("distribution.distinct_count") == {}
+    assert default_params_for("distribution.distinct_count") == {"lower": 0.0}
+    assert default_params_for("volume.records") == {"lower": 0.0, "count_noise": 1.0}
 
 
 def test_a_mean_that_is_noisier_at_night_does_not_alert_but_a_shift_does() -> None:
