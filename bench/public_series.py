@@ -32,10 +32,13 @@ CORPUS = SHARED / "data" / "nab-visible"
 DQPULSE = ROOT / ".venv" / "bin" / "dqpulse"
 
 CONFIGS = {
-    "seasonal, volume.records defaults": "--metric-kind volume",
-    "seasonal, distribution defaults": "--metric-kind distribution",
-    "robust, two-sided": "--detector robust --param side=both",
-    "adaptive (calibrated)": "--detector adaptive",
+    "adaptive, volume.records defaults (the default)": "--metric-kind volume",
+    "adaptive, distribution.mean defaults": "--metric-kind distribution",
+    "seasonal, the previous volume.records defaults": (
+        "--detector seasonal --param z_threshold=4.0 --param persistence=0.2"
+        " --param taper_learning_from=0.7"),
+    "seasonal, plain": "--detector seasonal",
+    "robust, two-sided": "--detector robust",
 }
 DOC_BEGIN = "<!-- public-series:begin -->"
 DOC_END = "<!-- public-series:end -->"

@@ -1,7 +1,7 @@
 """The default detector: forecasters chosen per series, calibrated scores, regime adoption.
 
-Per series it runs a few one-step forecasters (a slow and a fast level, the last normal
-value, hour-of-day and hour-of-week profiles), forecasts each window with the one whose
+Per series it runs a few one-step forecasters (a slow and a fast level, hour-of-day and
+hour-of-week profiles), forecasts each window with the one whose
 recent one-step error is lowest, standardises the residual by that error (floored by the
 series' own resolution and, for counts, by counting noise) and turns the standardised
 residual into a tail probability with a :class:`~dqpulse.detectors.calibration.TailCalibrator`
