@@ -1,6 +1,6 @@
 """Anomaly detectors: River's protocol, a registry, and the built-in detectors.
 
-Importing this package registers ``seasonal``, ``robust``, ``hst``, the static rules
+Importing this package registers ``adaptive``, ``seasonal``, ``robust``, ``hst``, the static rules
 (``threshold``, ``freshness_sla``, ``schema_contract``, ``validity``) and, when PyTorch is
 installed, ``autoencoder`` (imported on first use).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from dqpulse.detectors import adaptive, river_models, rules
+from dqpulse.detectors import adaptive, hst, robust, rules, seasonal
 from dqpulse.detectors.base import (
     DEFAULT_THRESHOLD,
     Detector,
@@ -40,11 +40,13 @@ __all__ = [
     "DetectorStateError",
     "TORCH_AVAILABLE",
     "adaptive",
+    "hst",
+    "robust",
     "available",
     "create",
     "get",
     "load_entry_points",
     "register",
-    "river_models",
     "rules",
+    "seasonal",
 ]

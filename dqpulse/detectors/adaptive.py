@@ -22,7 +22,14 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from dqpulse.detectors.base import Explanation, UnivariateDetector, Verdict, register
+from dqpulse.detectors.base import (
+    MEAN_ABS_TO_SIGMA,
+    Explanation,
+    UnivariateDetector,
+    Verdict,
+    check_side,
+    register,
+)
 from dqpulse.detectors.calibration import (
     THRESHOLD_LOG_P,
     TailCalibrator,
@@ -37,8 +44,6 @@ from dqpulse.detectors.forecasters import (
 
 __all__ = ["AdaptiveDetector"]
 
-_MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2.0)
-_SIDES = ("both", "up", "down")
 
 
 @register("adaptive")
@@ -140,8 +145,7 @@ class AdaptiveDetector(UnivariateDetector):
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
     ) -> None:
-        if side not in _SIDES:
-            raise ValueError(f"side must be one of {_SIDES}, got {side!r}")
+        check_side(side)
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
         self.warm_up = warm_up
@@ -241,7 +245,7 @@ class AdaptiveDetector(UnivariateDetector):
                 # shrunk towards the series-wide noise while the hour has few points
                 hourly = (count * self._hour_noise[hour] + 5.0 * noise) / (count + 5.0)
                 noise = max(noise, hourly)
-        scale = _MEAN_ABS_TO_SIGMA * noise
+        scale = MEAN_ABS_TO_SIGMA * noise
         if self.min_scale > scale:
             scale = self.min_scale
         if self.rel_scale:
@@ -252,7 +256,7 @@ class AdaptiveDetector(UnivariateDetector):
             scale = max(scale, self.resolution_floor * self._resolution)
         # a few percent of how much the series moves at all: a smooth curve's smallest step
         # is no resolution, and a deterministic series has no noise to standardise by
-        scale = max(scale, self.spread_floor * _MEAN_ABS_TO_SIGMA * self._spread)
+        scale = max(scale, self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread)
         return max(scale, 1e-12)
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
@@ -357,7 +361,7 @@ class AdaptiveDetector(UnivariateDetector):
             hour = int((t % 86400.0) // 3600.0)
             count = min(self._hour_count[hour] + 1, 65535)
             self._hour_count[hour] = count
-            residual = abs(z) * scale / _MEAN_ABS_TO_SIGMA
+            residual = abs(z) * scale / MEAN_ABS_TO_SIGMA
             self._hour_noise[hour] += weight * ew_alpha(count, self.error_alpha) * (
                 min(residual, 6.0 * scale) - self._hour_noise[hour])
         # a window just under the threshold moves the forecasts only a little: a drop that

@@ -28,7 +28,7 @@ import functools
 import inspect
 import math
 import pickle  # noqa: S403  # detector state is written and read only by dqpulse itself
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -55,6 +55,17 @@ Explanation = dict[str, Any]
 
 DEFAULT_THRESHOLD = 0.9
 ENTRY_POINT_GROUP = "dqpulse.detectors"
+#: mean absolute deviation -> standard deviation, for Gaussian noise
+MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2.0)
+#: median absolute deviation -> standard deviation, for Gaussian noise
+MAD_TO_SIGMA = 1.4826
+SIDES = ("both", "up", "down")
+
+
+def check_side(side: str) -> None:
+    """Raise on a ``side`` parameter that is not both, up or down."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
 
 _MAGIC = b"DQPD"
 _FORMAT_VERSION = 1
@@ -431,8 +442,3 @@ def available() -> list[str]:
 def _ensure_builtins() -> None:
     # Importing the package registers the built-in detectors.
     import dqpulse.detectors  # noqa: F401
-
-
-def registered_classes(names: Iterable[str] | None = None) -> list[type[Detector]]:
-    return [get(name) for name in (available() if names is None else names)]
-

@@ -26,7 +26,6 @@ from dqpulse.detectors.base import (
 from dqpulse.detectors.rules import (
     FreshnessSlaRule,
     SchemaContractRule,
-    ThresholdRule,
     ValidityRule,
 )
 from dqpulse.records import MetricPoint
@@ -34,7 +33,6 @@ from dqpulse.spec import DatasetSpec
 
 __all__ = [
     "CONTRACT_METRICS",
-    "WINDOW_METRIC",
     "ScoredPoint",
     "SeriesScorer",
     "default_detector_for",
@@ -49,11 +47,8 @@ CONTRACT_METRICS = frozenset({
     "schema.contract_violations",
     "schema.type_changes",
     "schema.removed_fields",
-    "schema.missing_required",
     "completeness.required_violations",
 })
-#: Pseudo-metric under which the multivariate detector's window score is returned.
-WINDOW_METRIC = "anomaly.window"
 
 _SEASONAL_FAMILIES = ("volume.", "freshness.")
 # Drift scores between samples and distinct counts grow with sample noise as the volume
@@ -162,10 +157,6 @@ def rules_for(spec: DatasetSpec, metric: str, field: str = "") -> list[Detector]
         rules.append(FreshnessSlaRule(sla_seconds=spec.freshness_sla))
     field_spec = spec.fields.get(field) if field else None
     if field_spec is not None:
-        if metric == "distribution.min" and field_spec.min is not None:
-            rules.append(ThresholdRule(min=field_spec.min))
-        if metric == "distribution.max" and field_spec.max is not None:
-            rules.append(ThresholdRule(max=field_spec.max))
         if metric.startswith("validity.") and metric.endswith("ratio"):
             rules.append(ValidityRule(tolerance=0.0))
     if metric in CONTRACT_METRICS and (spec.fields or spec.avro_schema):
@@ -187,17 +178,13 @@ class ScoredPoint:
 
 
 class SeriesScorer:
-    """Scores the windows of one dataset, series by series, plus an optional window vector.
+    """Scores the windows of one dataset, series by series (the dataset's autoencoder runs
+    beside it, in :mod:`dqpulse.finalize.autoencoder`).
 
     Parameters
     ----------
     spec
         The dataset; its ``detectors`` overrides, ``freshness_sla`` and ``fields`` apply.
-    multivariate
-        Registry name of a detector over the whole window vector (``"hst"``,
-        ``"autoencoder"``) or ``None``; its result is returned as a point with metric
-        :data:`WINDOW_METRIC`. The worker may instead batch autoencoders across datasets
-        with :class:`dqpulse.detectors.autoencoder.AutoencoderBank`.
 
     Examples
     --------
@@ -209,11 +196,8 @@ class SeriesScorer:
     (True, 'freshness_sla', ['freshness.seconds_since_last_record|'])
     """
 
-    def __init__(self, spec: DatasetSpec, multivariate: str | None = None,
-                 multivariate_params: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, spec: DatasetSpec) -> None:
         self.spec = spec
-        self.multivariate = multivariate
-        self.multivariate_params = dict(multivariate_params or {})
 
     def _detector(self, key: str, name: str, params: Mapping[str, Any],
                   states: Mapping[str, bytes]) -> Detector:
@@ -239,7 +223,6 @@ class SeriesScorer:
         """
         updated = dict(states)
         scored: list[ScoredPoint] = []
-        vector: dict[str, Any] = {}
         for point in points:
             key = series_key(point.metric, point.field)
             name, params = detector_for(self.spec, point.metric, point.field)
@@ -257,22 +240,6 @@ class SeriesScorer:
                 metric=point.metric, field=point.field, value=finite(point.value),
                 score=score, anomalous=any(d.is_anomalous(s) for d, s in results),
                 detector=top.name, explanation=explanation,
-            ))
-            value = finite(point.value)
-            if value is not None:
-                vector[key if point.field else point.metric] = value
-        if self.multivariate is not None:
-            key = series_key(WINDOW_METRIC)
-            model = self._detector(key, self.multivariate, self.multivariate_params, states)
-            vector["t"] = window_start
-            score = model.score_one(vector)
-            explanation = model.explain(vector)
-            model.learn_one(vector)
-            updated[key] = model.to_bytes()
-            scored.append(ScoredPoint(
-                metric=WINDOW_METRIC, field="", value=None, score=score,
-                anomalous=model.is_anomalous(score), detector=model.name,
-                explanation=explanation,
             ))
         return scored, updated
 

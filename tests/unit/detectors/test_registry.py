@@ -4,7 +4,7 @@ import pytest
 
 from dqpulse.detectors import available, create, get, register
 from dqpulse.detectors.base import _REGISTRY, Detector, DetectorStateError
-from dqpulse.detectors.river_models import RobustDetector
+from dqpulse.detectors.robust import RobustDetector
 from dqpulse.errors import ConfigError
 
 

@@ -6,7 +6,6 @@ import random
 
 from dqpulse.detectors.offline import detect_csv
 from dqpulse.detectors.scoring import (
-    WINDOW_METRIC,
     SeriesScorer,
     default_detector_for,
     default_params_for,
@@ -74,7 +73,7 @@ def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
 def test_rules_come_from_the_spec() -> None:
     names = lambda metric, field="": [r.name for r in rules_for(SPEC, metric, field)]  # noqa: E731
     assert names("freshness.seconds_since_last_record") == ["freshness_sla"]
-    assert names("distribution.min", "amount") == ["threshold"]
+    assert names("distribution.min", "amount") == []  # declared ranges are validity rules
     assert names("validity.violation_ratio", "amount") == ["validity"]
     assert names("schema.type_changes") == ["schema_contract"]
     assert names("volume.records") == []
@@ -113,8 +112,7 @@ def test_series_scorer_is_deterministic_and_resumes_from_states() -> None:
 
 
 def test_series_scorer_flags_incidents_and_explains_them() -> None:
-    scorer = SeriesScorer(SPEC, multivariate="hst", multivariate_params={"window_size": 20,
-                                                                         "warm_up": 40})
+    scorer = SeriesScorer(SPEC)
     _, states = run(scorer, windows(80), {})
     broken = [
         MetricPoint("volume.records", 0.0),
@@ -127,7 +125,6 @@ def test_series_scorer_flags_incidents_and_explains_them() -> None:
     assert by_metric["volume.records"].explanation["direction"] == "down"
     assert by_metric["completeness.null_ratio"].anomalous
     assert by_metric["freshness.seconds_since_last_record"].anomalous
-    assert WINDOW_METRIC in by_metric
     assert set(states) >= {"volume.records|", "completeness.null_ratio|email"}
 
 

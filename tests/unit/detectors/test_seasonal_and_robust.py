@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from dqpulse.detectors.river_models import RobustDetector, SeasonalDetector
+from dqpulse.detectors.robust import RobustDetector
+from dqpulse.detectors.seasonal import SeasonalDetector
 
 HOUR = 3600.0
 
@@ -181,7 +182,7 @@ def test_learn_below_keeps_a_deviation_held_just_under_the_threshold_out_of_the_
     import math as _math
     import random as _random
 
-    from dqpulse.detectors.river_models import SeasonalDetector
+    from dqpulse.detectors.seasonal import SeasonalDetector
 
     def trained(learn_below: float) -> tuple[SeasonalDetector, float]:
         rng = _random.Random(3)

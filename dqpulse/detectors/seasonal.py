@@ -1,0 +1,412 @@
+"""Seasonal robust baseline (hour of day, hour of week, local level) for one series.
+
+Follows the protocol in :mod:`dqpulse.detectors.base`; its score reaches 0.9 exactly at a
+robust z of ``z_threshold``. The default for volume and freshness before the calibrated
+:mod:`dqpulse.detectors.adaptive` detector; still registered as ``seasonal``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from dqpulse.detectors.base import (
+    MEAN_ABS_TO_SIGMA,
+    UnivariateDetector,
+    check_side,
+    register,
+    z_to_score,
+)
+from dqpulse.detectors.forecasters import ew_alpha
+
+__all__ = ["SeasonalDetector"]
+
+
+def _ew_weight(k: int, n: int, alpha_min: float) -> float:
+    """Weight that the ``k``-th update still has in an exponentially weighted mean after ``n``."""
+    weight = ew_alpha(k, alpha_min)
+    for j in range(k + 1, min(n, k + 400) + 1):
+        weight *= 1.0 - ew_alpha(j, alpha_min)
+    return 0.0 if n - k > 400 else weight
+
+
+# what one learned point changed in one profile: what forget() needs to undo it
+_Touched = tuple[int, int, int, float, float, float]
+
+
+class _SeasonProfile:
+    """Exponentially weighted robust level and spread per season bucket (hour of day, ...).
+
+    The expected value interpolates linearly between the centres of neighbouring buckets,
+    so a ramp inside an hour (the morning rise) does not count as noise.
+    """
+
+    def __init__(self, period: float, bucket_seconds: float, alpha_min: float) -> None:
+        self.period = period
+        self.bucket_seconds = bucket_seconds
+        self.n_buckets = max(int(round(period / bucket_seconds)), 1)
+        self.alpha_min = alpha_min
+        self.count = [0] * self.n_buckets
+        self.mean = [0.0] * self.n_buckets
+        self.mad = [0.0] * self.n_buckets  # mean absolute residual (interpolated expectation)
+        self.err_count = 0
+        self.err = 0.0  # series-wide mean absolute one-step error of this profile
+        # the same over every observed point, learned or not: chooses between profiles
+        self.fit_count = 0
+        self.fit_err = 0.0
+
+    # Old saved states predate the fit error: they start it from ``err``.
+    fit_count: int = 0
+    fit_err: float = 0.0
+
+    @property
+    def selection_error(self) -> float:
+        return self.fit_err if self.fit_count else self.err
+
+    def track_fit(self, t: float, value: float, cap: float) -> None:
+        """Score this profile's one-step forecast of ``value``, whether it is learned or not.
+
+        Only learned points enter ``err``; a profile that explains what the chosen one calls
+        anomalous (the first weekends, for the hour-of-week profile) would otherwise never
+        show that it predicts better, and its rival would go on flagging every weekend.
+        """
+        own = self.expected(t, 1)
+        if own is None:
+            return
+        if not self.fit_count:
+            self.fit_count, self.fit_err = self.err_count, self.err
+        self.fit_count += 1
+        alpha = ew_alpha(self.fit_count, 0.02)
+        self.fit_err += alpha * (min(abs(value - own[0]), cap) - self.fit_err)
+
+    def locate(self, t: float) -> tuple[int, int, float]:
+        position = (t % self.period) / self.bucket_seconds
+        bucket = int(position) % self.n_buckets
+        offset = position - int(position) - 0.5
+        neighbour = (bucket + (1 if offset >= 0 else -1)) % self.n_buckets
+        return bucket, neighbour, abs(offset)
+
+    def expected(self, t: float, warm: int) -> tuple[float, float, int] | None:
+        """(level, mean absolute residual, count) at ``t`` or None while the bucket warms up."""
+        bucket, neighbour, weight = self.locate(t)
+        count = self.count[bucket]
+        if count < warm:
+            return None
+        if self.count[neighbour] < warm or neighbour == bucket:
+            return self.mean[bucket], self.mad[bucket], count
+        level = (1 - weight) * self.mean[bucket] + weight * self.mean[neighbour]
+        spread = (1 - weight) * self.mad[bucket] + weight * self.mad[neighbour]
+        return level, spread, count
+
+    def update(self, t: float, value: float, expected: float, cap: float,
+               warm: int, weight: float = 1.0) -> tuple[int, int, float, float, float]:
+        """Learn ``value`` with ``weight`` (1: a full step); returns what :meth:`forget`
+        needs to take it back out."""
+        bucket, _, _ = self.locate(t)
+        count = self.count[bucket] + 1
+        if count <= warm:
+            weight = 1.0  # a bucket still warming up learns like the cold-only path
+        alpha = ew_alpha(count, self.alpha_min) * weight
+        mean = self.mean[bucket]
+        # Huber-style clipping once warm: one outlier that slipped through moves the
+        # baseline by at most `cap`.
+        clipped = min(max(value, mean - cap), mean + cap) if count > warm else value
+        deviation = min(abs(value - expected), cap)
+        self.mean[bucket] = mean + alpha * (clipped - mean)
+        self.mad[bucket] += alpha * (deviation - self.mad[bucket])
+        self.count[bucket] = count
+        return bucket, count, clipped, deviation, weight
+
+    def forget(self, bucket: int, k: int, clipped: float, deviation: float,
+               learned_weight: float = 1.0) -> None:
+        n = self.count[bucket]
+        # later points are taken as learned at full weight: exact for them, else close
+        weight = _ew_weight(k, n, self.alpha_min) * learned_weight
+        if weight >= 1.0 - 1e-12:
+            self.count[bucket], self.mean[bucket], self.mad[bucket] = 0, 0.0, 0.0
+        elif weight > 0.0:
+            self.mean[bucket] = (self.mean[bucket] - weight * clipped) / (1.0 - weight)
+            mad = (self.mad[bucket] - weight * deviation) / (1.0 - weight)
+            self.mad[bucket] = max(mad, 0.0)
+
+
+@register("seasonal")
+class SeasonalDetector(UnivariateDetector):
+    """Seasonal robust baseline for volume and freshness series.
+
+    Keeps an exponentially weighted level and mean absolute residual per hour of the week
+    (168 buckets), per hour of the day (24) and one fast local level. A point is compared
+    with the most specific baseline whose bucket is warm (hour-of-week, else hour-of-day,
+    else the local level), interpolating between neighbouring buckets. The scale is the
+    bucket's residual spread shrunk towards the series-wide one, floored by ``min_scale``
+    (absolute) and ``rel_scale * |expected|`` (relative).
+
+    Parameters
+    ----------
+    z_threshold
+        Robust z at which the score reaches ``threshold`` (0.9).
+    warm_up
+        Learned points before any non-zero score.
+    bucket_seconds
+        Season bucket width; 3600 gives hour-of-day and hour-of-week.
+    weekly
+        Also keep the hour-of-week profile.
+    bucket_warm
+        Points a bucket needs before it is used (and before learning into it is clipped).
+    alpha
+        Smallest step of the exponentially weighted bucket statistics.
+    local_alpha
+        Step of the local level used while buckets warm up.
+    min_scale, rel_scale
+        Floors on the scale: absolute, and relative to the expected value.
+    side
+        ``"both"``, ``"up"`` (only increases are anomalous) or ``"down"``.
+    learn_anomalies
+        Learn points scored as anomalous (off by default).
+    relearn_after
+        After this many consecutive anomalies, learn them anyway (a lasting level
+        shift becomes the new normal); ``None`` never does.
+    learn_below
+        Points scoring at or above this (but below ``threshold``) are not learned: a
+        deviation held just under the alert threshold would otherwise widen the band
+        window after window until it never alerts. ``1.0`` (the default) disables it.
+        Measured on bench/incidents (volume, 0.8): it caught more slow seasonal shifts on
+        one seed but, on another, a real level change was then never learned and alerted
+        for hundreds of windows; so no built-in series uses it.
+    taper_learning_from
+        Points scoring between this and ``threshold`` are learned at a weight falling
+        linearly from 1 to 0 at the threshold (the level, the spread and the persistence
+        spread alike): a deviation held just under the threshold widens the band only
+        slowly, while a lasting change that scores there is still learned, only later.
+        ``1.0`` (the default) learns every point below the threshold at full weight.
+    persistence
+        Step of an EWMA of the (clipped) z of recent points, scored against its own
+        learned spread beside the point's z: a shift too small to flag in one window but
+        held for several (the daily pattern moved by hours) still alerts. ``0`` (the
+        default) disables it; 0.2 remembers about 5 windows.
+
+    Examples
+    --------
+    >>> detector = SeasonalDetector(warm_up=24)
+    >>> for hour in range(24 * 14):
+    ...     t = hour * 3600.0
+    ...     x = {"value": 100.0 + 50.0 * math.sin(2 * math.pi * hour / 24), "t": t}
+    ...     _ = detector.score_one(x)
+    ...     detector.learn_one(x)
+    >>> trough = {"value": 50.0, "t": (24 * 14 + 18) * 3600.0}  # the usual 18:00 low
+    >>> drop = {"value": 5.0, "t": (24 * 14 + 6) * 3600.0}      # 6:00 is normally the peak
+    >>> detector.score_one(trough) < 0.5, detector.score_one(drop) >= detector.threshold
+    (True, True)
+    """
+
+    state_version = 2  # 2: persistence (drift EWMA) state
+
+    def __init__(
+        self,
+        z_threshold: float = 5.0,
+        warm_up: int = 24,
+        bucket_seconds: float = 3600.0,
+        weekly: bool = True,
+        bucket_warm: int = 3,
+        alpha: float = 0.1,
+        local_alpha: float = 0.1,
+        min_scale: float = 1.0,
+        rel_scale: float = 0.02,
+        huber: float = 3.0,
+        side: str = "both",
+        learn_anomalies: bool = False,
+        relearn_after: int | None = None,
+        persistence: float = 0.0,
+        learn_below: float = 1.0,
+        taper_learning_from: float = 1.0,
+    ) -> None:
+        check_side(side)
+        if not 0.0 <= persistence < 1.0:
+            raise ValueError("persistence is an EWMA step in [0, 1)")
+        if not 0.0 < learn_below <= 1.0:
+            raise ValueError("learn_below is a score in (0, 1]")
+        if not 0.0 <= taper_learning_from <= 1.0:
+            raise ValueError("taper_learning_from is a score in [0, 1]")
+        self.learn_below = learn_below
+        self.taper_learning_from = taper_learning_from
+        self.z_threshold = z_threshold
+        self.warm_up = warm_up
+        self.bucket_seconds = bucket_seconds
+        self.weekly = weekly
+        self.bucket_warm = bucket_warm
+        self.alpha = alpha
+        self.local_alpha = local_alpha
+        self.min_scale = min_scale
+        self.rel_scale = rel_scale
+        self.huber = huber
+        self.side = side
+        self.learn_anomalies = learn_anomalies
+        self.relearn_after = relearn_after
+        self.persistence = persistence
+        self._init_learner()
+        self._drift = 0.0         # EWMA of the clipped z of recent points
+        self._drift_spread = 0.0  # EW mean |drift| over normal points
+        self._drift_count = 0
+        self._profiles: list[_SeasonProfile] = []
+        if weekly:
+            self._profiles.append(_SeasonProfile(7 * 86400.0, bucket_seconds, alpha))
+        self._profiles.append(_SeasonProfile(86400.0, bucket_seconds, alpha))
+        self._local = _SeasonProfile(1.0, 1.0, local_alpha)
+        self._last_t: float | None = None
+        self._step: float | None = None
+        # (t, value, [(profile index or -1, bucket, k, clipped, deviation, weight)])
+        self._journal: deque[tuple[float | None, float, list[_Touched]]] = deque(maxlen=64)
+
+    def _candidates(self, t: float | None) -> list[_SeasonProfile]:
+        seasonal = list(self._profiles) if t is not None else []
+        return [*seasonal, self._local]
+
+    def _baseline(self, t: float | None) -> tuple[float, float, int, float]:
+        """(expected, bucket spread, bucket count, profile error) of the best warm profile.
+
+        Profiles compete on their own recent one-step error over every observed point
+        (:meth:`_SeasonProfile.track_fit`), so the hour-of-week profile takes over from
+        hour-of-day once it predicts better (e.g. weekends differ).
+        """
+        best: tuple[float, float, int, float] | None = None
+        best_error = math.inf
+        for profile in self._candidates(t):
+            if profile is self._local:
+                # Only a fallback: with anomalies not learned, a local level freezes during
+                # an incident and would be hours stale when it ends.
+                if best is not None:
+                    break
+            elif profile.err_count < self.bucket_warm * 4:
+                continue
+            found = profile.expected(t or 0.0, 1)
+            if found is not None and (best is None or profile.selection_error < best_error):
+                best, best_error = (*found, profile.err), profile.selection_error
+        return best if best is not None else (0.0, 0.0, 0, 0.0)
+
+    def _scale(self, expected: float, spread: float, count: int, error: float) -> float:
+        # a bucket's own spread counts for more as it fills; until then, the profile's
+        k = float(self.bucket_warm)
+        shrunk = math.sqrt((count * spread ** 2 + k * error ** 2) / (count + k))
+        return max(MEAN_ABS_TO_SIGMA * shrunk, self.min_scale, self.rel_scale * abs(expected))
+
+    def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
+        expected, spread, count, error = self._baseline(t)
+        scale = self._scale(expected, spread, count, error)
+        return (value - expected) / scale, expected, scale
+
+    def learn_one(self, x: Mapping[str, Any]) -> None:
+        """As the base class, but a season bucket that is still warming up learns the point
+        even when it looks anomalous to the fallback baseline: otherwise the first Saturday
+        (judged by weekday buckets) would never teach the Saturday buckets anything."""
+        value, t = self._read(x)
+        if value is None:
+            return
+        score = self.score_one(x)
+        suspicious = self.is_warm and score >= self.learn_below
+        weight = self._learning_weight(score)
+        if t is not None:
+            cap = self.huber * self._scale(*self._baseline(t))
+            for profile in self._profiles:
+                profile.track_fit(t, value, cap)
+        if self.persistence > 0.0 and self.is_warm:
+            drift = self._next_drift(value, t)
+            if score < self.threshold and not suspicious:
+                self._drift_count += 1
+                alpha = ew_alpha(self._drift_count, 0.005) * weight
+                self._drift_spread += alpha * (abs(drift) - self._drift_spread)
+            self._drift = drift
+        if self._should_learn(score) and not suspicious:
+            self._update(value, t, weight=weight)
+            self.n_learned += 1
+        elif t is not None:
+            self._update(value, t, cold_only=True)
+
+    def _learning_weight(self, score: float) -> float:
+        """1 up to ``taper_learning_from``, then linearly down to 0 at the threshold."""
+        start = self.taper_learning_from
+        if not self.is_warm or score <= start or start >= self.threshold:
+            return 1.0
+        return max(0.0, (self.threshold - score) / (self.threshold - start))
+
+    # Old saved states predate ``learn_below`` and ``taper_learning_from``: they read the
+    # class defaults.
+    learn_below: float = 1.0
+    taper_learning_from: float = 1.0
+    _DRIFT_WARM = 50       # normal points before the persistence score speaks
+    _DRIFT_MIN_SPREAD = 0.1
+
+    def _next_drift(self, value: float, t: float | None) -> float:
+        z, _, _ = self._z(value, t)
+        # clipped, so one huge outlier (a silent topic) does not keep alerting for hours
+        bound = self.effective_z_threshold
+        return (1.0 - self.persistence) * self._drift + self.persistence * max(
+            -bound, min(z, bound))
+
+    def _drift_z(self, value: float, t: float | None) -> float:
+        if self.persistence <= 0.0 or self._drift_count < self._DRIFT_WARM:
+            return 0.0
+        spread = max(self._drift_spread, self._DRIFT_MIN_SPREAD)
+        return self._next_drift(value, t) / (MEAN_ABS_TO_SIGMA * spread)
+
+    def score_one(self, x: Mapping[str, Any]) -> float:
+        """The larger of the point's score and the persistence score (see ``persistence``)."""
+        value, t = self._read(x)
+        if value is None or not self.is_warm:
+            return 0.0
+        z, _, _ = self._z(value, t)
+        point = z_to_score(self._one_sided(z), self.effective_z_threshold, self.threshold)
+        drift = self._drift_z(value, t)
+        if drift == 0.0:
+            return point
+        return max(point, z_to_score(self._one_sided(drift), self.effective_z_threshold,
+                                     self.threshold))
+
+    def _track_step(self, t: float | None) -> None:
+        """Forget per season cycle, not per point: with 5-minute windows an hour bucket gets
+        12 points a day, and a per-point step would weight the end of the hour most."""
+        if t is None:
+            return
+        if self._last_t is not None and t > self._last_t:
+            step = t - self._last_t
+            if self._step is None or step < self._step:
+                self._step = step
+                for profile in self._profiles:
+                    profile.alpha_min = self.alpha * min(1.0, step / self.bucket_seconds)
+        self._last_t = t if self._last_t is None else max(self._last_t, t)
+
+    def _update(self, value: float, t: float | None, cold_only: bool = False,
+                weight: float = 1.0) -> None:
+        self._track_step(t)
+        expected, spread, count, error = self._baseline(t)
+        cap = self.huber * self._scale(expected, spread, count, error)
+        touched: list[_Touched] = []
+        for index, profile in enumerate(self._candidates(t)):
+            if cold_only and (profile is self._local or
+                              profile.count[profile.locate(t or 0.0)[0]] >= self.bucket_warm):
+                continue
+            own = profile.expected(t or 0.0, 1)
+            if own is not None and not cold_only:
+                profile.err_count += 1
+                alpha = ew_alpha(profile.err_count, 0.02) * weight
+                profile.err += alpha * (min(abs(value - own[0]), cap) - profile.err)
+            bucket, k, clipped, deviation, learned_weight = profile.update(
+                t or 0.0, value, own[0] if own is not None else value, cap, self.bucket_warm,
+                weight)
+            is_local = profile is self._local
+            touched.append((-1 if is_local else index, bucket, k, clipped, deviation,
+                            learned_weight))
+        self._journal.append((t, value, touched))
+
+    def _forget(self, value: float, t: float | None) -> bool:
+        for position in range(len(self._journal) - 1, -1, -1):
+            when, learned, touched = self._journal[position]
+            if when == t and learned == value:
+                # entries of old saved states have no learned weight: they were full steps
+                for index, bucket, k, clipped, deviation, *learned_weight in touched:
+                    profile = self._local if index == -1 else self._profiles[index]
+                    profile.forget(bucket, k, clipped, deviation, *learned_weight)
+                del self._journal[position]
+                return True
+        return False
