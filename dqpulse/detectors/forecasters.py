@@ -8,15 +8,25 @@ per season bucket) so that a series' state stays a few KiB.
 
 from __future__ import annotations
 
-import math
 from array import array
 
-__all__ = ["Forecaster", "LevelForecaster", "SeasonalForecaster"]
+__all__ = ["Forecaster", "LevelForecaster", "SeasonalForecaster", "season_bucket"]
 
 
 def ew_alpha(count: int, alpha_min: float) -> float:
     """Step of the ``count``-th update: the plain mean first, then exponential forgetting."""
     return max(1.0 / count, alpha_min)
+
+
+def season_bucket(t: float, period: float, bucket_seconds: float,
+                  n_buckets: int) -> tuple[int, int, float]:
+    """(bucket of ``t``, the neighbour it leans towards, weight of that neighbour): the
+    weights that interpolate linearly between neighbouring bucket centres."""
+    position = (t % period) / bucket_seconds
+    bucket = int(position) % n_buckets
+    offset = position - int(position) - 0.5
+    neighbour = (bucket + (1 if offset >= 0 else -1)) % n_buckets
+    return bucket, neighbour, abs(offset)
 
 
 class Forecaster:
@@ -80,11 +90,7 @@ class SeasonalForecaster(Forecaster):
         self.step: float | None = None
 
     def _locate(self, t: float) -> tuple[int, int, float]:
-        position = (t % self.period) / self.bucket_seconds
-        bucket = int(position) % self.n_buckets
-        offset = position - int(position) - 0.5
-        neighbour = (bucket + (1 if offset >= 0 else -1)) % self.n_buckets
-        return bucket, neighbour, abs(offset)
+        return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets)
 
     def predict(self, t: float | None) -> float | None:
         if (t is None or self.first_t is None or self.last_t is None
@@ -119,6 +125,3 @@ class SeasonalForecaster(Forecaster):
         for i in range(self.n_buckets):
             self.mean[i] += delta
 
-
-def finite_or(value: float, default: float) -> float:
-    return value if math.isfinite(value) else default

@@ -19,7 +19,7 @@ from dqpulse.detectors.base import (
     register,
     z_to_score,
 )
-from dqpulse.detectors.forecasters import ew_alpha
+from dqpulse.detectors.forecasters import ew_alpha, season_bucket
 
 __all__ = ["SeasonalDetector"]
 
@@ -82,11 +82,7 @@ class _SeasonProfile:
         self.fit_err += alpha * (min(abs(value - own[0]), cap) - self.fit_err)
 
     def locate(self, t: float) -> tuple[int, int, float]:
-        position = (t % self.period) / self.bucket_seconds
-        bucket = int(position) % self.n_buckets
-        offset = position - int(position) - 0.5
-        neighbour = (bucket + (1 if offset >= 0 else -1)) % self.n_buckets
-        return bucket, neighbour, abs(offset)
+        return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets)
 
     def expected(self, t: float, warm: int) -> tuple[float, float, int] | None:
         """(level, mean absolute residual, count) at ``t`` or None while the bucket warms up."""
