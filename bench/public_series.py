@@ -32,8 +32,8 @@ CORPUS = SHARED / "data" / "nab-visible"
 DQPULSE = ROOT / ".venv" / "bin" / "dqpulse"
 
 CONFIGS = {
-    "adaptive, volume.records defaults (the default)": "--metric-kind volume",
-    "adaptive, distribution.mean defaults": "--metric-kind distribution",
+    "adaptive, distribution defaults (detect's default)": "--metric-kind distribution",
+    "adaptive, volume.records defaults": "--metric-kind volume",
     "seasonal, the previous volume.records defaults": (
         "--detector seasonal --param z_threshold=4.0 --param persistence=0.2"
         " --param taper_learning_from=0.7"),

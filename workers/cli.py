@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     # local: the detectors pull in River and NumPy; only the parser (whose help lists
     # them) needs them here, not this module's importers
     from dqpulse.detectors import available
-    from dqpulse.detectors.offline import KIND_METRICS, detector_for_kind
+    from dqpulse.detectors.offline import DEFAULT_KIND, KIND_METRICS, detector_for_kind
 
     defaults = "; ".join(f"{kind}: {detector_for_kind(kind)[0]}" for kind in KIND_METRICS)
     p = sub.add_parser(
@@ -170,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "Without --detector a series gets the service's default for a metric of "
                     f"its kind ({defaults}).")
     p.add_argument("--csv", required=True)
-    p.add_argument("--metric-kind", choices=sorted(KIND_METRICS), default="volume",
-                   help="which production default to use (default: volume)")
+    p.add_argument("--metric-kind", choices=sorted(KIND_METRICS), default=DEFAULT_KIND,
+                   help="which production default to use: volume (record counts: bounded "
+                        "below by 0, counting-noise floor), ratio (robust median/MAD, alerts "
+                        "upwards), freshness (seconds, alerts upwards), distribution (any "
+                        f"measurement; the default: {DEFAULT_KIND})")
     p.add_argument("--detector", choices=available(),
                    help="detector name instead of the kind's default")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="K=V",

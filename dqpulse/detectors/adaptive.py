@@ -97,6 +97,10 @@ class AdaptiveDetector(UnivariateDetector):
         Smallest shape of the generalised Pareto tail fitted to the calibration history:
         how heavy a tail is assumed beyond what the history shows (0.1: ``p`` falls like
         ``deviation ** -10``).
+    seasonal_persistence
+        The persistence EWMA follows the residual against the better warm season profile
+        instead of the chosen forecaster's: a daily pattern moved by hours stays visible
+        there, while a fast level forecaster follows it window by window.
     point_share, drift_share
         Bonferroni factors on the point's and the persistence EWMA's tail probabilities
         (the window's probability is the smaller of the two, after its factor).
@@ -140,6 +144,7 @@ class AdaptiveDetector(UnivariateDetector):
         spike_memory: float = 2.0,
         taper_from: float = 0.7,
         tail_shape: float = 0.1,
+        seasonal_persistence: bool = True,
         point_share: float = 2.0,
         drift_share: float = 2.0,
         learn_anomalies: bool = False,
@@ -166,6 +171,7 @@ class AdaptiveDetector(UnivariateDetector):
         self.spike_memory = spike_memory
         self.taper_from = taper_from
         self.tail_shape = tail_shape
+        self.seasonal_persistence = seasonal_persistence
         self.point_share = point_share
         self.drift_share = drift_share
         self.learn_anomalies = learn_anomalies
@@ -287,11 +293,31 @@ class AdaptiveDetector(UnivariateDetector):
         one window shows here."""
         return (1.0 - self.persistence) * self._ewma + self.persistence * max(min(z, 8.0), -8.0)
 
-    def _log_p(self, z: float) -> float:
+    def _seasonal_z(self, value: float, t: float | None, z: float) -> float:
+        """The window's z against the better warm season profile (``z`` when none is warm).
+
+        The persistence EWMA follows this one: a fast level absorbs a daily pattern that
+        moved by hours (each window only a little off the last), the profile does not.
+        """
+        if not self.seasonal_persistence:
+            return z
+        forecasts = self._forecasts(t)
+        best, best_error = -1, math.inf
+        for index, forecaster in enumerate(self._forecasters):
+            if (isinstance(forecaster, SeasonalForecaster) and forecasts[index] is not None
+                    and self._fit_count[index] >= 10 and self._fit_error[index] < best_error):
+                best, best_error = index, self._fit_error[index]
+        if best < 0:
+            return z
+        forecast = self._clip(forecasts[best])  # type: ignore[arg-type]
+        return (value - forecast) / self._scale_of(best, forecast, t)
+
+    def _log_p(self, z: float, seasonal_z: float | None = None) -> float:
         """Tail probability of the window (point and persistence), after sensitivity."""
         log_p = self._side_log_p(z, self._up, self._down)
         if self.persistence > 0.0:
-            drift = self._side_log_p(self._drift(z), self._drift_up, self._drift_down)
+            held = self._drift(z if seasonal_z is None else seasonal_z)
+            drift = self._side_log_p(held, self._drift_up, self._drift_down)
             # the smaller of two tail probabilities, each with its own Bonferroni share
             log_p = min(log_p + math.log(self.point_share),
                         drift + math.log(self.drift_share))
@@ -305,19 +331,21 @@ class AdaptiveDetector(UnivariateDetector):
         z, _, scale = self._z(value, t)
         if scale == 0.0:
             return 0.0
-        return log_p_to_score(self._log_p(z))
+        return log_p_to_score(self._log_p(z, self._seasonal_z(value, t, z)))
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         value, t = self._read(x)
         if value is None:
             return
         z, _, scale = self._z(value, t)
-        score = log_p_to_score(self._log_p(z)) if self.is_warm and scale > 0.0 else 0.0
+        seasonal_z = self._seasonal_z(value, t, z) if scale > 0.0 else z
+        score = (log_p_to_score(self._log_p(z, seasonal_z))
+                 if self.is_warm and scale > 0.0 else 0.0)
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
         weight = self._learning_weight(score)
         self._track_errors(value, t, scale, learned=not anomalous, weight=weight)
         if scale > 0.0 and not anomalous:
-            self._calibrate(z, history=weight >= 1.0)
+            self._calibrate(z, history=weight >= 1.0, seasonal_z=seasonal_z)
         if anomalous:
             self._episode.append((t, value, True, z))
             self._maybe_adopt()
@@ -333,7 +361,8 @@ class AdaptiveDetector(UnivariateDetector):
             return self._up.deviation_at(THRESHOLD_LOG_P)
         return -self._down.deviation_at(THRESHOLD_LOG_P)
 
-    def _calibrate(self, z: float, drift: bool = True, history: bool = True) -> None:
+    def _calibrate(self, z: float, drift: bool = True, history: bool = True,
+                   seasonal_z: float | None = None) -> None:
         """Add ``z`` to the calibration history (``history``) and move the persistence EWMA
         (``drift``). A doubtful window (scoring above ``taper_from``) moves the EWMA, so a
         held change builds up there, but stays out of the history it is judged against."""
@@ -342,7 +371,7 @@ class AdaptiveDetector(UnivariateDetector):
             self._down.add(max(-z, 0.0))
         # the persistence EWMA follows normal windows only: an anomaly alerts by itself
         if drift and self.persistence > 0.0:
-            ewma = self._drift(z)
+            ewma = self._drift(z if seasonal_z is None else seasonal_z)
             if history:
                 self._drift_up.add(max(ewma, 0.0))
                 self._drift_down.add(max(-ewma, 0.0))
@@ -447,12 +476,19 @@ class AdaptiveDetector(UnivariateDetector):
         if sum(1 for _, _, bad, _ in recent if bad) * 2 < len(recent):
             return
         self._settle(recent)
+        chosen_delta: float | None = None
         for index, forecaster in enumerate(self._forecasters):
             residuals = sorted(value - self._clip(forecast) for t, value, *_ in recent
                                if (forecast := forecaster.predict(t)) is not None)
             if not residuals:
+                # a profile still warming up moves with the level that did forecast, so it
+                # does not come alive with the old level in half of its buckets
+                if chosen_delta is not None:
+                    forecaster.shift(chosen_delta)
                 continue
             delta = residuals[len(residuals) // 2]
+            if chosen_delta is None:
+                chosen_delta = delta
             spread = sorted(abs(r - delta) for r in residuals)[len(residuals) // 2]
             forecaster.shift(delta)
             # the new spread as a mean absolute error (for Gaussian noise MAD ~ 0.85 of it)
@@ -482,7 +518,8 @@ class AdaptiveDetector(UnivariateDetector):
             "expected_low": None if self.side == "up" else self._clip(low),
             "expected_high": None if self.side == "down" else self._clip(high),
             "z": z,
-            "p_value": math.exp(self._log_p(z)) if scale > 0.0 else 1.0,
+            "p_value": (math.exp(self._log_p(z, self._seasonal_z(value, t, z)))
+                        if scale > 0.0 else 1.0),
             "model": self._forecasters[chosen[0]].name if chosen else None,
         })
         if self.score_one(x) > 0.0:

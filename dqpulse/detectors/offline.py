@@ -27,7 +27,8 @@ KIND_METRICS = {
     "distribution": "distribution.mean",
     "freshness": "freshness.seconds_since_last_record",
 }
-DEFAULT_KIND = "volume"
+# A series of unknown meaning is a plain measurement: no count floor, no bounds, both sides.
+DEFAULT_KIND = "distribution"
 
 
 def detector_for_kind(kind: str = DEFAULT_KIND, detector: str | None = None,

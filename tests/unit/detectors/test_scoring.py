@@ -27,7 +27,7 @@ SPEC = DatasetSpec(
 
 
 def test_default_detectors_by_metric_family() -> None:
-    assert default_detector_for("volume.records") == "adaptive"
+    assert default_detector_for("volume.records") == "seasonal"
     assert default_detector_for("freshness.event_lag_p95_seconds") == "adaptive"
     assert default_detector_for("completeness.null_ratio") == "robust"
     assert default_detector_for("distribution.psi") == "adaptive"
@@ -41,7 +41,7 @@ def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
                                                       "min_scale": 0.005}
     assert default_params_for("distribution.mean") == {"min_scale": 1e-6}
     assert default_params_for("distribution.distinct_count") == {"lower": 0.0}
-    assert default_params_for("volume.records") == {"lower": 0.0, "count_noise": 1.0}
+    assert default_params_for("volume.bytes") == {"lower": 0.0, "count_noise": 1.0}
 
 
 def test_a_mean_that_is_noisier_at_night_does_not_alert_but_a_shift_does() -> None:
