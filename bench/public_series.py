@@ -33,10 +33,9 @@ DQPULSE = ROOT / ".venv" / "bin" / "dqpulse"
 
 CONFIGS = {
     "adaptive, distribution defaults (detect's default)": "--metric-kind distribution",
-    "adaptive, volume.records defaults": "--metric-kind volume",
-    "seasonal, the previous volume.records defaults": (
-        "--detector seasonal --param z_threshold=4.0 --param persistence=0.2"
-        " --param taper_learning_from=0.7"),
+    "adaptive, volume.bytes defaults (count floor)": (
+        "--detector adaptive --param lower=0 --param count_noise=1"),
+    "seasonal, volume.records defaults": "--metric-kind volume",
     "seasonal, plain": "--detector seasonal",
     "robust, two-sided": "--detector robust",
 }
