@@ -3,8 +3,7 @@
 Run by hand: ``.venv/bin/python bench/autoencoder_cost.py [--device cpu|cuda]``. For 10 and
 1,000 datasets (vector dim 32) it measures, in one run:
 
-* batched scoring through ``AutoencoderBank.score_many`` (stacked weights, one pass per
-  round of windows) against the baseline of calling ``score_one`` per dataset;
+* scoring, ``score_one`` per dataset and window (what the finalize step does);
 * learning (replay buffer + a mini-batch Adam step every ``train_every`` windows), as
   seconds per 1,000 learned windows, and the cost of one training step.
 """
@@ -20,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from dqpulse.detectors.autoencoder import AutoencoderBank
+from dqpulse.detectors.autoencoder import AutoencoderDetector
 
 DIM = 32
 
@@ -32,38 +31,31 @@ def vector(rng: random.Random) -> dict[str, float]:
 
 def bench(n_datasets: int, device: str, rounds: int) -> dict[str, float]:
     rng = random.Random(0)
-    bank = AutoencoderBank(device=device, warm_up=64)
     names = [f"ds{i}" for i in range(n_datasets)]
+    detectors = {name: AutoencoderDetector(device=device, warm_up=64) for name in names}
     warm_rounds = 80
     start = time.perf_counter()
     for _ in range(warm_rounds):
-        bank.learn_many([(name, vector(rng)) for name in names])
+        for name in names:
+            detectors[name].learn_one(vector(rng))
     learn_s = time.perf_counter() - start
-    steps = sum(bank.detector(name).train_steps for name in names)
+    steps = sum(detector.train_steps for detector in detectors.values())
 
     batches = [[(name, vector(rng)) for name in names] for _ in range(rounds)]
     start = time.perf_counter()
     for items in batches:
-        bank.score_many(items)
-    batched_s = time.perf_counter() - start
-
-    for name in names:
-        bank.detector(name)._cache = None
-    start = time.perf_counter()
-    for items in batches[:max(1, rounds // 4)]:
         for name, x in items:
-            bank.detector(name)._cache = None
-            bank.detector(name).score_one(x)
-    single_s = (time.perf_counter() - start) / max(1, rounds // 4) * rounds
+            detectors[name]._cache = None
+            detectors[name].score_one(x)
+    single_s = time.perf_counter() - start
 
     windows_learned = warm_rounds * n_datasets
     return {
         "datasets": n_datasets,
-        "batched_windows_per_s": rounds * n_datasets / batched_s,
         "single_windows_per_s": rounds * n_datasets / single_s,
         "learn_s_per_1000_windows": learn_s / windows_learned * 1000,
         "train_step_ms": learn_s / max(steps, 1) * 1000,  # upper bound: includes buffer work
-        "round_latency_ms": batched_s / rounds * 1000,
+        "round_latency_ms": single_s / rounds * 1000,
     }
 
 
@@ -76,7 +68,7 @@ def main() -> None:
     print(f"# {datetime.date.today()} {platform.processor() or platform.machine()} "
           f"torch {torch.__version__} numpy {np.__version__} device={args.device} "
           f"threads={args.threads} dim={DIM}")
-    header = ("datasets", "batched_windows_per_s", "single_windows_per_s",
+    header = ("datasets", "single_windows_per_s",
               "learn_s_per_1000_windows", "train_step_ms", "round_latency_ms")
     print(" | ".join(header))
     for n, rounds in ((10, 200), (1000, 10)):

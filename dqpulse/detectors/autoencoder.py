@@ -12,9 +12,6 @@ three changes that an always-on service needs:
   errors of recently learned windows, so a window at ``margin`` times that quantile scores
   exactly 0.9 (the anomaly threshold).
 
-:class:`AutoencoderBank` holds one detector per dataset and scores many datasets in one
-call by stacking the weights of same-shaped models into one batched matrix product.
-
 Importing this module imports torch; :mod:`dqpulse.detectors` registers it lazily.
 """
 
@@ -22,7 +19,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -38,7 +35,7 @@ from dqpulse.detectors.base import (
     z_to_score,
 )
 
-__all__ = ["AutoencoderBank", "AutoencoderDetector", "default_device"]
+__all__ = ["AutoencoderDetector", "default_device"]
 
 
 def default_device() -> str:
@@ -396,90 +393,3 @@ class AutoencoderDetector(MultivariateDetector):
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("pickle an AutoencoderDetector with to_bytes(), not pickle")
-
-
-class AutoencoderBank:
-    """One :class:`AutoencoderDetector` per dataset, scored many datasets per call.
-
-    ``score_many`` groups the warm detectors by model shape and runs each group as one
-    batched forward pass (``torch.baddbmm`` over the stacked weights), so a thousand
-    datasets cost a handful of kernel launches instead of a thousand.
-
-    >>> bank = AutoencoderBank(device="cpu", warm_up=10)
-    >>> bank.score_many([("orders", {"volume.records": 1.0})])
-    [0.0]
-    """
-
-    def __init__(self, device: str | None = None, **params: Any) -> None:
-        self.device = device
-        self.params = params
-        self._detectors: dict[str, AutoencoderDetector] = {}
-
-    def __len__(self) -> int:
-        return len(self._detectors)
-
-    def __contains__(self, dataset: object) -> bool:
-        return dataset in self._detectors
-
-    def datasets(self) -> list[str]:
-        return sorted(self._detectors)
-
-    def detector(self, dataset: str) -> AutoencoderDetector:
-        """The dataset's detector, created on first use."""
-        if dataset not in self._detectors:
-            self._detectors[dataset] = AutoencoderDetector(device=self.device, **self.params)
-        return self._detectors[dataset]
-
-    def load(self, dataset: str, data: bytes) -> None:
-        detector = AutoencoderDetector.from_bytes(data)
-        assert isinstance(detector, AutoencoderDetector)
-        self._detectors[dataset] = detector
-
-    def dump(self, dataset: str) -> bytes:
-        return self._detectors[dataset].to_bytes()
-
-    def score_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[float]:
-        """Scores of ``(dataset, x)`` pairs, in order; one batched pass per model shape."""
-        scores = [0.0] * len(items)
-        groups: dict[tuple[int, int, int, str], list[tuple[int, AutoencoderDetector,
-                                                          np.ndarray]]] = {}
-        for position, (dataset, x) in enumerate(items):
-            detector = self.detector(dataset)
-            if not detector.is_warm:
-                continue
-            row = detector._row(x)
-            if row is None or detector.features is None:
-                continue
-            key = (len(detector.features), detector.hidden, detector.latent, str(detector._device))
-            groups.setdefault(key, []).append((position, detector, row))
-        for (_, _, _, device), members in groups.items():
-            errors = self._batched_errors(members, torch.device(device))
-            for (position, detector, row), feature_errors in zip(members, errors, strict=True):
-                detector._remember(row, feature_errors)
-                scores[position] = detector.score_from_error(float(feature_errors.mean()))
-        return scores
-
-    @staticmethod
-    def _batched_errors(members: list[tuple[int, AutoencoderDetector, np.ndarray]],
-                        device: torch.device) -> np.ndarray:
-        inputs = np.stack([detector._standardise(row[None, :])[0]
-                           for _, detector, row in members])
-        x = torch.from_numpy(inputs).to(device)
-        layers = [_linears(detector._model) for _, detector, _ in members  # type: ignore[arg-type]
-                  ]
-        with torch.no_grad():
-            hidden = x.unsqueeze(1)
-            depth = len(layers[0])
-            for i in range(depth):
-                weight = torch.stack([model[i].weight for model in layers])
-                bias = torch.stack([model[i].bias for model in layers]).unsqueeze(1)
-                hidden = torch.baddbmm(bias, hidden, weight.transpose(1, 2))
-                if i < depth - 1:
-                    hidden = torch.tanh(hidden)
-            errors = (hidden.squeeze(1) - x) ** 2
-        return errors.cpu().numpy().astype(float)
-
-    def learn_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-        """``learn_one`` per dataset (reuses the errors ``score_many`` just computed)."""
-        for dataset, x in items:
-            self.detector(dataset).learn_one(x)

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from dqpulse.detectors.autoencoder import AutoencoderBank, AutoencoderDetector  # noqa: E402
+from dqpulse.detectors.autoencoder import AutoencoderDetector  # noqa: E402
 
 FEATURES = [f"m{i}" for i in range(8)]
 
@@ -59,30 +59,3 @@ def test_autoencoder_confirmed_feedback_removes_the_window_from_the_buffer() -> 
     size = detector._buffer_len
     detector.feedback(spike, "confirmed")
     assert detector._buffer_len == size - 1
-
-
-def test_bank_batch_scores_match_single_scores() -> None:
-    bank = AutoencoderBank(device="cpu", warm_up=64, batch_size=32)
-    rngs = {name: random.Random(i) for i, name in enumerate(["a", "b", "c"])}
-    for _ in range(200):
-        items = [(name, window(rng)) for name, rng in rngs.items()]
-        bank.score_many(items)
-        bank.learn_many(items)
-    probe = [(name, window(random.Random(50), {"m2": 100.0 * i})) for i, name in
-             enumerate(rngs)]
-    batched = bank.score_many(probe)
-    singles = [bank.detector(name).score_one(x) for name, x in probe]
-    bank.detector("a")._cache = None
-    assert batched == pytest.approx(singles, abs=1e-5)
-    assert bank.detector("a").score_one(probe[0][1]) == pytest.approx(batched[0], abs=1e-5)
-
-
-def test_bank_round_trips_a_dataset() -> None:
-    bank = AutoencoderBank(device="cpu")
-    rng = random.Random(0)
-    for _ in range(100):
-        bank.learn_many([("orders", window(rng))])
-    other = AutoencoderBank(device="cpu")
-    other.load("orders", bank.dump("orders"))
-    x = window(rng)
-    assert other.score_many([("orders", x)]) == bank.score_many([("orders", x)])
