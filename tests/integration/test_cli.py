@@ -110,4 +110,4 @@ def test_detect_takes_a_metric_kind_params_and_a_threshold(tmp_path):
     bad = _dqpulse("detect", "--csv", str(path), "--param", "no_such_param=1")
     assert bad.returncode != 0 and "no_such_param" in bad.stderr
     helped = _dqpulse("detect", "--help")
-    assert "volume: adaptive" in helped.stdout and "seasonal" in helped.stdout
+    assert "volume: seasonal" in helped.stdout and "distribution: adaptive" in helped.stdout
