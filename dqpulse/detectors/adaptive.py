@@ -41,13 +41,14 @@ from dqpulse.detectors.forecasters import (
     SeasonalForecaster,
     ew_alpha,
 )
+from dqpulse.detectors.regimes import RegimeAdoption
 
 __all__ = ["AdaptiveDetector"]
 
 
 
 @register("adaptive")
-class AdaptiveDetector(UnivariateDetector):
+class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     """Calibrated online detector with per-series model choice and regime adoption.
 
     Parameters
@@ -150,6 +151,9 @@ class AdaptiveDetector(UnivariateDetector):
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
     ) -> None:
+        """Store each argument under its own name (River's convention: ``clone`` and the
+        registry read them back) and build the empty per-series state; longer than 60
+        lines only because the detector has that many documented parameters."""
         check_side(side)
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
@@ -356,27 +360,6 @@ class AdaptiveDetector(UnivariateDetector):
                 self._end_episode()  # three normal windows in a row: the episode is over
         self._learn(value, t, z, scale, weight)
 
-    def _boundary(self, z: float) -> float:
-        if z > 0.0:
-            return self._up.deviation_at(THRESHOLD_LOG_P)
-        return -self._down.deviation_at(THRESHOLD_LOG_P)
-
-    def _calibrate(self, z: float, drift: bool = True, history: bool = True,
-                   seasonal_z: float | None = None) -> None:
-        """Add ``z`` to the calibration history (``history``) and move the persistence EWMA
-        (``drift``). A doubtful window (scoring above ``taper_from``) moves the EWMA, so a
-        held change builds up there, but stays out of the history it is judged against."""
-        if history:
-            self._up.add(max(z, 0.0))
-            self._down.add(max(-z, 0.0))
-        # the persistence EWMA follows normal windows only: an anomaly alerts by itself
-        if drift and self.persistence > 0.0:
-            ewma = self._drift(z if seasonal_z is None else seasonal_z)
-            if history:
-                self._drift_up.add(max(ewma, 0.0))
-                self._drift_down.add(max(-ewma, 0.0))
-            self._ewma = ewma
-
     def _learning_weight(self, score: float) -> float:
         """1 up to ``taper_from``, then falling linearly to 0 at the threshold."""
         start = self.taper_from
@@ -424,82 +407,6 @@ class AdaptiveDetector(UnivariateDetector):
             count = self._noise_count[index] = self._noise_count[index] + 1
             alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
             self._noise[index] += weight * alpha * (error - self._noise[index])
-
-    # ---- regime changes -----------------------------------------------------------------
-    def _settle(self, points: list[tuple[float | None, float, bool, float]]) -> None:
-        """Count an ended episode's anomalous windows in the model choice.
-
-        While an episode lasts its windows change nothing (anomalies are not learned); once
-        it is over or adopted, which forecaster explained them best counts like any other
-        window: the hour-of-day profile that foresaw a daily jump wins over a level that
-        did not.
-        """
-        for t, value, bad, _ in points:
-            if not bad:
-                continue
-            forecasts = [f.predict(t) for f in self._forecasters]
-            chosen = self._choose(t)
-            scale = self._scale_of(chosen[0], chosen[1], t) if chosen else 0.0
-            cap = 6.0 * scale if scale > 0.0 else math.inf
-            for index, forecast in enumerate(forecasts):
-                if forecast is None:
-                    continue
-                error = min(abs(value - self._clip(forecast)), cap)
-                self._fit_count[index] += 1
-                alpha = ew_alpha(self._fit_count[index], self.select_alpha)
-                self._fit_error[index] += alpha * (error - self._fit_error[index])
-        self._version += 1
-
-    def _end_episode(self) -> None:
-        points = list(self._episode)
-        self._settle(points)
-        if self.spike_memory > 0.0:
-            # a burst that came and went is part of how this series behaves: the next one
-            # like it is less surprising (capped, so one huge burst does not mask the rest)
-            for _, _, bad, z in points:
-                if bad:
-                    bound = self.spike_memory * self._boundary(z)
-                    self._calibrate(max(min(z, bound), -bound) if z > 0 else
-                                    max(z, bound), drift=False)
-        self._episode.clear()
-        self._hold = False
-
-    def _maybe_adopt(self) -> None:
-        """Adopt a shift held for ``adopt_after`` windows (at least half of them anomalous):
-        each forecaster moves by its own median residual over them, and its scale grows to
-        their spread around it."""
-        if self.adopt_after is None or self._hold:
-            return
-        recent = list(self._episode)[-self.adopt_after:]
-        if len(recent) < self.adopt_after:
-            return
-        if sum(1 for _, _, bad, _ in recent if bad) * 2 < len(recent):
-            return
-        self._settle(recent)
-        chosen_delta: float | None = None
-        for index, forecaster in enumerate(self._forecasters):
-            residuals = sorted(value - self._clip(forecast) for t, value, *_ in recent
-                               if (forecast := forecaster.predict(t)) is not None)
-            if not residuals:
-                # a profile still warming up moves with the level that did forecast, so it
-                # does not come alive with the old level in half of its buckets
-                if chosen_delta is not None:
-                    forecaster.shift(chosen_delta)
-                continue
-            delta = residuals[len(residuals) // 2]
-            if chosen_delta is None:
-                chosen_delta = delta
-            spread = sorted(abs(r - delta) for r in residuals)[len(residuals) // 2]
-            forecaster.shift(delta)
-            # the new spread as a mean absolute error (for Gaussian noise MAD ~ 0.85 of it)
-            self._noise[index] = max(self._noise[index], spread * 1.18)
-        for t, value, *_ in recent:
-            for forecaster in self._forecasters:
-                forecaster.learn(t, value)
-        self._last_value = recent[-1][1]
-        self._episode.clear()
-        self._version += 1
-        self.n_learned += len(recent)
 
     # ---- explain and feedback -----------------------------------------------------------
     def explain(self, x: Mapping[str, Any]) -> Explanation:
