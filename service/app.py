@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
 
 from dqpulse.config import Settings
+from dqpulse.services.exposition import DatasetMetricsCollector
 from dqpulse.spec import Spec, load_spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
@@ -42,6 +43,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.telemetry = telemetry or Telemetry(field_metric_budget=settings.field_metric_budget)
+    # the data-quality series of every dataset, read at scrape time (exactly one exporting
+    # process among the replicas: see dqpulse.services.exposition)
+    app.state.exporter = DatasetMetricsCollector(
+        app.state.engine, field_series_budget=app.state.telemetry.field_metric_budget)
+    app.state.telemetry.registry.register(app.state.exporter)
     errors.install(app)
 
     app.state.spec = spec if spec is not None else _load_spec(settings)
@@ -63,8 +69,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         path = getattr(route, "path", "unmatched")  # the template: bounded label values
         if request.url.path.startswith(API_PREFIX) and not path.startswith(API_PREFIX):
             path = API_PREFIX + path
-        app.state.telemetry.http_requests.labels(request.method, path,
-                                                 str(response.status_code)).inc()
+        telemetry = app.state.telemetry
+        telemetry.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        telemetry.http_seconds.labels(request.method, path).observe(
+            time.perf_counter() - started)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from prometheus_client import start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -102,12 +103,16 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
     deliver until SIGTERM/SIGINT or ``max_seconds``. ``spec``: default the current model."""
     engine = make_engine(database_url or settings.database_url)
     spec = spec if spec is not None else current_model(settings, engine)
+    telemetry = Telemetry()
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
+                          registry=telemetry.registry)
     stop = stop_event_on_signals()
     if max_seconds is not None:
         threading.Timer(max_seconds, stop.set).start()
     try:
         run_notifier(settings, engine, spec, stop_event=stop, poll_interval_s=poll_interval_s,
-                     options=options, timeout_s=timeout_s)
+                     options=options, timeout_s=timeout_s, telemetry=telemetry)
     finally:
         engine.dispose()
     return 0
