@@ -26,8 +26,6 @@ class Telemetry:
         r = self.registry
         self.records = Counter("dqpulse_ingest_records", "Records accepted by ingest",
                                ["dataset"], registry=r)
-        self.bytes = Counter("dqpulse_ingest_bytes", "Bytes of records accepted by ingest",
-                             ["dataset"], registry=r)
         self.decode_errors = Counter("dqpulse_decode_errors",
                                      "Messages that could not be decoded, by reason",
                                      ["dataset", "reason"], registry=r)

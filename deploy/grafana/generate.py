@@ -397,8 +397,9 @@ def service() -> db.Dashboard:
                                 "(rate(dqpulse_ingest_records_total[$__rate_interval]))",
                                 "{{instance}}"), width=8))
     d = d.with_panel(series(
-        "Ingest bytes by dataset", "Bytes accepted per second per dataset (5-minute rate).",
-        "Bps", promql("dqpulse:ingest_bytes:rate5m", "{{dataset}}"), width=8))
+        "Bytes per window by dataset", "Bytes of records in each dataset's newest finalized "
+        "window.", "bytes", promql("sum by (dataset) (dqpulse_volume_bytes)", "{{dataset}}"),
+        width=8))
     d = d.with_panel(series(
         "Consumer lag", "Records of each dataset's topic not yet consumed.", "none",
         promql("max by (dataset) (dqpulse_freshness_consumer_lag_records)", "{{dataset}}"),

@@ -184,7 +184,8 @@ class DatasetMetricsCollector(Collector):
             "info": gauge("dqpulse_dataset_info", "Datasets in the model (value 1)",
                           labels=["dataset", "owner", "topic"]),
             "last_record": gauge("dqpulse_dataset_last_record_timestamp_seconds",
-                                 "When ingest last accepted a record of the dataset (wall clock, as checkpointed)",
+                                 "When ingest last accepted a record of the dataset "
+                                 "(wall clock, as checkpointed)",
                                  labels=["dataset"]),
             "last_window": gauge("dqpulse_dataset_last_window_end_timestamp_seconds",
                                  "End of the newest finalized window", labels=["dataset"]),
