@@ -14,9 +14,9 @@ holds a session advisory lock (``dqpulse:exporter``) exports; the others export
 the holder's database session ends.
 
 Cost: a dataset's newest window is read again only when its ``finalized_until`` moves
-(one probe per series of the dataset); everything else is one indexed query per scrape.
-Per-field series are bounded by ``field_series_budget``, shared round-robin among the
-datasets; what the budget leaves out is counted.
+(one index range, at most ``field_series_budget`` per-field rows); everything else is one
+indexed query per scrape. Per-field series are bounded by ``field_series_budget``, shared
+round-robin among the datasets; what the budget leaves out is counted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -42,13 +42,17 @@ log = logging.getLogger(__name__)
 
 LEADER_LOCK = "dqpulse:exporter"
 _Family = GaugeMetricFamily | CounterMetricFamily
-_METRIC_ORDER = {name: index for index, name in enumerate(MAPPINGS)}
 
 
 @dataclass(slots=True)
 class _Window:
+    """A dataset's newest window as read: its dataset-level points, its first per-field
+    points in (metric, field) order (at most the budget) and how many it has in all."""
+
     finalized_until: float | None
-    points: list[LatestPoint] = field(default_factory=list)
+    dataset_level: list[LatestPoint] = field(default_factory=list)
+    per_field: list[LatestPoint] = field(default_factory=list)
+    per_field_total: int = 0
 
 
 class _Leadership:
@@ -147,21 +151,20 @@ class DatasetMetricsCollector(Collector):
         if item.finalized_until is not None:
             start = store.get_newest_window_start(conn, dataset=item.name)
             if start is not None:
-                window.points = store.get_window_points(conn, dataset=item.name,
-                                                        window_start=start)
+                points, window.per_field_total = store.get_window_points(
+                    conn, dataset=item.name, window_start=start,
+                    field_limit=self.field_series_budget)
+                window.dataset_level = [p for p in points if p.field == ""]
+                window.per_field = [p for p in points if p.field != ""]
         return window
 
     def _data_families(self, families: dict[str, _Family], windows: dict[str, _Window]) -> None:
-        per_field: dict[str, list[LatestPoint]] = {}
         for dataset, window in windows.items():
-            for point in window.points:
-                mapping = MAPPINGS.get(point.metric)
-                if mapping is not None and mapping.family.per_field:
-                    per_field.setdefault(dataset, []).append(point)
-                elif point.field == "":
-                    _add_point(families, dataset, point)
-        admitted = _round_robin(per_field, self.field_series_budget)
-        dropped = sum(len(points) for points in per_field.values()) - len(admitted)
+            for point in window.dataset_level:
+                _add_point(families, dataset, point)
+        admitted = _round_robin({d: w.per_field for d, w in windows.items()},
+                                self.field_series_budget)
+        dropped = sum(w.per_field_total for w in windows.values()) - len(admitted)
         for dataset, point in admitted:
             _add_point(families, dataset, point)
         families["dropped"].add_metric([], float(dropped))
@@ -242,13 +245,11 @@ def _finite(value: float | None) -> bool:
 
 def _round_robin(per_field: dict[str, list[LatestPoint]],
                  budget: int) -> list[tuple[str, LatestPoint]]:
-    """Up to ``budget`` per-field series, one dataset at a time in turn, each dataset's in
-    metric order, then field order: a budget too small for all is shared fairly."""
-    queues: list[Iterator[tuple[str, LatestPoint]]] = [
-        iter([(dataset, p) for p in sorted(points, key=lambda p: (
-            _METRIC_ORDER.get(p.metric, len(_METRIC_ORDER)), p.field))])
-        for dataset, points in sorted(per_field.items())
-    ]
+    """Up to ``budget`` per-field series, one dataset at a time in turn (datasets by name,
+    each dataset's series in (metric, field) order): a budget too small for all is shared
+    fairly."""
+    queues = [[(dataset, point) for point in points]
+              for dataset, points in sorted(per_field.items())]
     interleaved = (item for group in itertools.zip_longest(*queues) for item in group
                    if item is not None)
     return list(itertools.islice(interleaved, budget))

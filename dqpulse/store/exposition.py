@@ -66,37 +66,29 @@ def get_newest_window_start(conn: Connection, *, dataset: str) -> float | None:
     return None if value is None else float(value)
 
 
-# Postgres has no loose index scan: walk the (metric, field) series of the dataset through
-# the unique index, one probe per series, then one probe per series for the window's point.
-_WINDOW_POINTS_PG = text("""
-    WITH RECURSIVE series(metric, field) AS (
-        (SELECT metric, field FROM metric_points WHERE dataset = :dataset
-         ORDER BY metric, field LIMIT 1)
-        UNION ALL
-        SELECT next.metric, next.field FROM series, LATERAL (
-            SELECT m.metric, m.field FROM metric_points m
-            WHERE m.dataset = :dataset AND (m.metric, m.field) > (series.metric, series.field)
-            ORDER BY m.metric, m.field LIMIT 1) AS next
-    )
-    SELECT s.metric, s.field, p.value, p.score FROM series s CROSS JOIN LATERAL (
-        SELECT m.value, m.score FROM metric_points m WHERE m.dataset = :dataset
-        AND m.metric = s.metric AND m.field = s.field AND m.window_start = :window_start) p
-""")
-
-
-def get_window_points(conn: Connection, *, dataset: str,
-                      window_start: float) -> list[LatestPoint]:
-    """The value and anomaly score of every series of one window of ``dataset``."""
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(_WINDOW_POINTS_PG,
-                            {"dataset": dataset, "window_start": window_start})
+def get_window_points(conn: Connection, *, dataset: str, window_start: float,
+                      field_limit: int) -> tuple[list[LatestPoint], int]:
+    """One window of ``dataset``: every dataset-level point, the first ``field_limit``
+    per-field points in (metric, field) order, and how many per-field points it has.
+    Served by ``ix_metric_points_window``: one index range, whatever the history."""
+    c = metric_points.c
+    window = (c.dataset == dataset, c.window_start == window_start)
+    points = [LatestPoint(metric=r.metric, field="", value=r.value, score=r.score)
+              for r in conn.execute(select(c.metric, c.value, c.score)
+                                    .where(*window, c.field == "").order_by(c.metric))]
+    total = 0
+    if field_limit > 0:
+        rows = conn.execute(select(c.metric, c.field, c.value, c.score,
+                                   func.count().over().label("total"))
+                            .where(*window, c.field != "")
+                            .order_by(c.metric, c.field).limit(field_limit)).all()
+        points += [LatestPoint(metric=r.metric, field=r.field, value=r.value, score=r.score)
+                   for r in rows]
+        total = int(rows[0].total) if rows else 0
     else:
-        rows = conn.execute(select(metric_points.c.metric, metric_points.c.field,
-                                   metric_points.c.value, metric_points.c.score)
-                            .where(metric_points.c.dataset == dataset,
-                                   metric_points.c.window_start == window_start))
-    return [LatestPoint(metric=r.metric, field=r.field, value=r.value, score=r.score)
-            for r in rows]
+        total = int(conn.execute(select(func.count()).where(*window, c.field != "")
+                                 ).scalar_one())
+    return points, total
 
 
 def count_active_incidents(conn: Connection) -> list[tuple[str, str, str, int]]:
