@@ -134,7 +134,7 @@ class DatasetMetricsCollector(Collector):
     def _fill(self, families: dict[str, _Family]) -> None:
         with self.engine.connect() as conn:
             progress = store.get_progress(conn)
-            windows = {p.name: self._window(conn, p) for p in progress}
+            windows = self._windows_of(conn, progress)
             incidents = store.count_active_incidents(conn)
         self._windows = windows  # a removed dataset's cached window goes with it
         for item in progress:
@@ -143,20 +143,29 @@ class DatasetMetricsCollector(Collector):
             families["incidents"].add_metric([dataset, kind, severity], float(count))
         self._data_families(families, windows)
 
-    def _window(self, conn: Connection, item: DatasetProgress) -> _Window:
-        cached = self._windows.get(item.name)
-        if cached is not None and cached.finalized_until == item.finalized_until:
-            return cached
-        window = _Window(item.finalized_until)
-        if item.finalized_until is not None:
-            start = store.get_newest_window_start(conn, dataset=item.name)
-            if start is not None:
-                points, window.per_field_total = store.get_window_points(
-                    conn, dataset=item.name, window_start=start,
-                    field_limit=self.field_series_budget)
+    def _windows_of(self, conn: Connection, progress: list[DatasetProgress]
+                    ) -> dict[str, _Window]:
+        """Each dataset's newest window: cached until its ``finalized_until`` moves, the
+        moved ones read in one query."""
+        windows: dict[str, _Window] = {}
+        moved = []
+        for item in progress:
+            cached = self._windows.get(item.name)
+            if cached is not None and cached.finalized_until == item.finalized_until:
+                windows[item.name] = cached
+            else:
+                windows[item.name] = _Window(item.finalized_until)
+                if item.finalized_until is not None:
+                    moved.append(item.name)
+        if moved:
+            read = store.get_newest_windows(conn, datasets=moved,
+                                            field_limit=self.field_series_budget)
+            for name, (points, total) in read.items():
+                window = windows[name]
                 window.dataset_level = [p for p in points if p.field == ""]
                 window.per_field = [p for p in points if p.field != ""]
-        return window
+                window.per_field_total = total
+        return windows
 
     def _data_families(self, families: dict[str, _Family], windows: dict[str, _Window]) -> None:
         for dataset, window in windows.items():

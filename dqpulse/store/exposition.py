@@ -91,6 +91,50 @@ def get_window_points(conn: Connection, *, dataset: str, window_start: float,
     return points, total
 
 
+# Postgres: the newest window of many datasets in one round trip. The newest window is
+# the newest volume.records point (every finalized window has one: one probe of the series
+# index); its points are one range of ix_metric_points_window.
+_NEWEST_WINDOWS_PG = text("""
+    WITH newest AS (
+        SELECT d.dataset, (SELECT max(p.window_start) FROM metric_points p
+                           WHERE p.dataset = d.dataset AND p.metric = 'volume.records'
+                           AND p.field = '') AS window_start
+        FROM unnest(CAST(:datasets AS text[])) AS d(dataset)
+    ), ranked AS (
+        SELECT m.dataset, m.metric, m.field, m.value, m.score,
+               row_number() OVER (PARTITION BY m.dataset, m.field = ''
+                                  ORDER BY m.metric, m.field) AS rank,
+               count(*) FILTER (WHERE m.field <> '') OVER (PARTITION BY m.dataset) AS total
+        FROM newest n JOIN metric_points m
+          ON m.dataset = n.dataset AND m.window_start = n.window_start
+    )
+    SELECT dataset, metric, field, value, score, total FROM ranked
+    WHERE field = '' OR rank <= :field_limit
+""")
+
+
+def get_newest_windows(conn: Connection, *, datasets: list[str], field_limit: int
+                       ) -> dict[str, tuple[list[LatestPoint], int]]:
+    """The newest window of each dataset as :func:`get_window_points` reads it (datasets
+    without a window are absent)."""
+    if conn.dialect.name != "postgresql":
+        out = {}
+        for dataset in datasets:
+            start = get_newest_window_start(conn, dataset=dataset)
+            if start is not None:
+                out[dataset] = get_window_points(conn, dataset=dataset, window_start=start,
+                                                 field_limit=field_limit)
+        return out
+    grouped: dict[str, tuple[list[LatestPoint], int]] = {}
+    rows = conn.execute(_NEWEST_WINDOWS_PG, {"datasets": datasets, "field_limit": field_limit})
+    for row in rows:
+        points, _ = grouped.get(row.dataset, ([], 0))
+        points.append(LatestPoint(metric=row.metric, field=row.field, value=row.value,
+                                  score=row.score))
+        grouped[row.dataset] = (points, int(row.total))
+    return grouped
+
+
 def count_active_incidents(conn: Connection) -> list[tuple[str, str, str, int]]:
     """(dataset, kind, severity, count) of open or acknowledged incidents of datasets in
     the model: a removed dataset's incidents are not counted."""
