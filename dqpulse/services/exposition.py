@@ -102,6 +102,7 @@ class DatasetMetricsCollector(Collector):
                            if elect and isinstance(engine, Engine) else None)
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
+        self._share = 0  # per-field series one dataset may get of the budget (last scrape)
         self.dropped_total = 0.0
         self.errors_total = 0.0
 
@@ -145,8 +146,9 @@ class DatasetMetricsCollector(Collector):
 
     def _windows_of(self, conn: Connection, progress: list[DatasetProgress]
                     ) -> dict[str, _Window]:
-        """Each dataset's newest window: cached until its ``finalized_until`` moves, the
-        moved ones read in one query."""
+        """Each dataset's newest window: cached until its ``finalized_until`` moves; the
+        moved ones read in one query, each with no more per-field rows than its share of
+        the budget can use."""
         windows: dict[str, _Window] = {}
         moved = []
         for item in progress:
@@ -157,15 +159,25 @@ class DatasetMetricsCollector(Collector):
                 windows[item.name] = _Window(item.finalized_until)
                 if item.finalized_until is not None:
                     moved.append(item.name)
-        if moved:
-            read = store.get_newest_windows(conn, datasets=moved,
-                                            field_limit=self.field_series_budget)
-            for name, (points, total) in read.items():
-                window = windows[name]
-                window.dataset_level = [p for p in points if p.field == ""]
-                window.per_field = [p for p in points if p.field != ""]
-                window.per_field_total = total
+        budget = self.field_series_budget
+        share = max(self._share, -(-budget // max(1, len(progress)))) if budget else 0
+        self._read(conn, windows, moved, min(share, budget))
+        self._share = _water_level([w.per_field_total for w in windows.values()], budget)
+        short = [name for name, w in windows.items() if w.finalized_until is not None
+                 and len(w.per_field) < min(w.per_field_total, self._share)]
+        self._read(conn, windows, short, self._share)  # a share grew: others have fewer
         return windows
+
+    def _read(self, conn: Connection, windows: dict[str, _Window], names: list[str],
+              field_limit: int) -> None:
+        if not names:
+            return
+        read = store.get_newest_windows(conn, datasets=names, field_limit=field_limit)
+        for name, (points, total) in read.items():
+            window = windows[name]
+            window.dataset_level = [p for p in points if p.field == ""]
+            window.per_field = [p for p in points if p.field != ""]
+            window.per_field_total = total
 
     def _data_families(self, families: dict[str, _Family], windows: dict[str, _Window]) -> None:
         for dataset, window in windows.items():
@@ -250,6 +262,19 @@ def _add_point(families: dict[str, _Family], dataset: str, point: LatestPoint) -
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def _water_level(totals: list[int], budget: int) -> int:
+    """The most per-field series any one dataset gets when ``budget`` is dealt round-robin
+    among datasets holding ``totals``."""
+    remaining, level = budget, 0
+    for index, total in enumerate(sorted(totals)):
+        share = -(-remaining // (len(totals) - index))  # ceil: the rest, evenly
+        if total >= share:
+            return max(level, share)
+        remaining -= total
+        level = total
+    return level
 
 
 def _round_robin(per_field: dict[str, list[LatestPoint]],

@@ -100,16 +100,20 @@ _NEWEST_WINDOWS_PG = text("""
                            WHERE p.dataset = d.dataset AND p.metric = 'volume.records'
                            AND p.field = '') AS window_start
         FROM unnest(CAST(:datasets AS text[])) AS d(dataset)
-    ), ranked AS (
-        SELECT m.dataset, m.metric, m.field, m.value, m.score,
-               row_number() OVER (PARTITION BY m.dataset, m.field = ''
-                                  ORDER BY m.metric, m.field) AS rank,
-               count(*) FILTER (WHERE m.field <> '') OVER (PARTITION BY m.dataset) AS total
-        FROM newest n JOIN metric_points m
-          ON m.dataset = n.dataset AND m.window_start = n.window_start
     )
-    SELECT dataset, metric, field, value, score, total FROM ranked
-    WHERE field = '' OR rank <= :field_limit
+    SELECT n.dataset, t.metric, t.field, t.value, t.score, c.total
+    FROM newest n
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS total FROM metric_points m
+        WHERE m.dataset = n.dataset AND m.window_start = n.window_start AND m.field <> '') c
+    CROSS JOIN LATERAL (
+        (SELECT m.metric, m.field, m.value, m.score FROM metric_points m
+         WHERE m.dataset = n.dataset AND m.window_start = n.window_start AND m.field = '')
+        UNION ALL
+        (SELECT m.metric, m.field, m.value, m.score FROM metric_points m
+         WHERE m.dataset = n.dataset AND m.window_start = n.window_start AND m.field <> ''
+         ORDER BY m.metric, m.field LIMIT :field_limit)) t
+    ORDER BY n.dataset, t.field = '' DESC, t.metric, t.field
 """)
 
 
