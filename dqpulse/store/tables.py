@@ -1,6 +1,6 @@
 """SQLAlchemy tables: the one place that knows the relational schema.
 
-Alembic migrations under ``migrations/`` create and change this schema; nothing in a
+Alembic migrations under ``dqpulse/migrations/`` create and change this schema; nothing in a
 production path calls ``create_all``.
 """
 
