@@ -253,3 +253,17 @@ api_tokens = Table(
     Column("owner", String(200)),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
+
+# Every `dqpulse apply`: the whole dqpulse.yaml model as validated, secrets still ``${VAR}``
+# references. Every process runs the newest version and polls for a newer one.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("version", ID_TYPE, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("changes", JSON, nullable=False),
+    Column("applied_by", String(200), nullable=False),
+    Column("source", String(500), nullable=False, server_default=""),
+    Column("applied_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)

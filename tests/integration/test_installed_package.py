@@ -105,9 +105,10 @@ def test_the_installed_wheel_runs_the_whole_service(
     env.update({"DQPULSE_DATABASE_URL": fresh_db, "DQPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
                 "DQPULSE_KAFKA_GROUP": f"g-{topic}", "DQPULSE_IDLE_PARTITION_TIMEOUT_S": "1",
                 "DQPULSE_CHECKPOINT_INTERVAL_S": "0.5", "DQPULSE_WORKER_METRICS_PORT": "0",
-                "DQPULSE_AUTOENCODER": "off", "DQPULSE_CONFIG_FILE": str(spec),
-                "DQPULSE_LOG_LEVEL": "WARNING", "WHEEL_TEST_SECRET": SECRET,
+                "DQPULSE_AUTOENCODER": "off", "DQPULSE_LOG_LEVEL": "WARNING",
                 "PATH": f"{installed}:{os.environ.get('PATH', '')}"})
+    # only the notifier holds the channel's secret: apply stores the ${VAR} reference
+    notifier_env = {**env, "WHEEL_TEST_SECRET": SECRET}
     dqpulse = str(installed / "dqpulse")
 
     def cli(*args: str) -> str:
@@ -122,7 +123,8 @@ def test_the_installed_wheel_runs_the_whole_service(
     assert "site-packages" in where.stdout and str(ROOT) not in where.stdout
 
     cli("migrate")
-    cli("apply", "-f", str(spec))
+    applied = cli("apply", "-f", str(spec))
+    assert "model version 1 applied" in applied, applied
     port = _free_port()
     quiet = {"env": env, "cwd": tmp_path, "stdout": subprocess.DEVNULL,
              "stderr": subprocess.DEVNULL}
@@ -130,7 +132,8 @@ def test_the_installed_wheel_runs_the_whole_service(
         subprocess.Popen([dqpulse, "api", "--port", str(port)], **quiet),  # type: ignore[call-overload]
         subprocess.Popen([dqpulse, "worker", "ingest", "--max-seconds", "240"], **quiet),  # type: ignore[call-overload]
         subprocess.Popen([dqpulse, "worker", "ingest", "--max-seconds", "240"], **quiet),  # type: ignore[call-overload]
-        subprocess.Popen([dqpulse, "worker", "notify"], **quiet),  # type: ignore[call-overload]
+        subprocess.Popen([dqpulse, "worker", "notify"],  # type: ignore[call-overload]
+                         **{**quiet, "env": notifier_env}),
     ]
     base_url = f"http://127.0.0.1:{port}/api/v1"
     try:
