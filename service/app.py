@@ -15,7 +15,7 @@ from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
-from service.routers import datasets, health, incidents, lineage, silences
+from service.routers import datasets, health, incidents, lineage, model, silences
 from service.ui import install as install_console
 
 API_PREFIX = "/api/v1"
@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     auth = TokenAuth(settings, app.state.engine)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])
-    for router in (datasets.router, incidents.router, silences.router, lineage.router):
+    for router in (datasets.router, incidents.router, silences.router, lineage.router,
+                   model.router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)

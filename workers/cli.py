@@ -29,13 +29,17 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
-    from dqpulse.services.model import apply_model, plan_apply
+    from dqpulse.services.model import apply_model, literal_secrets, plan_apply
     from dqpulse.spec import load_spec
     from dqpulse.store.db import make_engine
 
     # secrets stay ${VAR} references in the stored model; the notifier expands them
     spec = load_spec(args.file, expand_env=False)
     engine = make_engine(settings.database_url)
+    for name in literal_secrets(spec):
+        print(f"warning: channel {name}: its secret is written out, so it is stored in the "
+              "database; write it as ${VAR} and set VAR where the notifier runs",
+              file=sys.stderr)
     if args.dry_run:
         plan = plan_apply(engine, spec)
         print("\n".join(plan.lines()) or "nothing to apply")

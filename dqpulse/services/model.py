@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from dqpulse.spec import Spec
+from dqpulse.spec import Spec, has_env_reference
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import models as model_store
 
@@ -210,3 +211,27 @@ class ModelCache:
         if self._cached is None or self._cached.version != version:
             self._cached = current_model(self.engine)
         return self._cached.spec
+
+
+def public_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The stored model as the API shows it: a channel's ``url`` and ``secret`` appear
+    only as the ``${VAR}`` references they were written as; a literal secret is shown as
+    ``"***"`` and a literal URL by its scheme and host alone (webhook URLs carry tokens)."""
+    channels = []
+    for channel in document.get("notifications") or []:
+        shown = dict(channel)
+        url, secret = shown.get("url"), shown.get("secret")
+        if url and not has_env_reference(url):
+            parts = urlsplit(url)
+            shown["url"] = f"{parts.scheme}://{parts.hostname or ''}/***"
+        if secret and not has_env_reference(secret):
+            shown["secret"] = "***"  # noqa: S105 - the mask, not a password
+        channels.append(shown)
+    return {**document, "notifications": channels}
+
+
+def literal_secrets(spec: Spec) -> list[str]:
+    """Channels whose secret (or URL) is written out rather than a ``${VAR}`` reference:
+    it would be stored in the database, so ``apply`` warns."""
+    return [c.name for c in spec.notifications
+            if (c.secret and not has_env_reference(c.secret))]

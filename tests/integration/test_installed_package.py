@@ -155,6 +155,10 @@ def test_the_installed_wheel_runs_the_whole_service(
         assert opened, [r.json for r in received]
         assert opened[0].json["dataset"] == "orders"
         assert not receiver.rejected()  # every delivery carried a valid signature
+        model = httpx.get(f"{base_url}/model", timeout=5)
+        assert model.status_code == 200 and model.json()["version"] == 1
+        assert model.json()["model"]["notifications"][0]["secret"] == "${WHEEL_TEST_SECRET}"
+        assert SECRET not in model.text
     finally:
         stop_processes(processes)
         receiver.down()

@@ -110,3 +110,20 @@ def test_a_database_without_versions_runs_its_applied_datasets(engine: Engine):
         dataset_store.apply_spec(conn, spec=_spec())
     model = current_model(engine)
     assert model.version == 0 and [d.name for d in model.spec.datasets] == ["clicks", "orders"]
+
+
+def test_the_api_shows_references_and_masks_literal_secrets():
+    from dqpulse.services.model import public_document
+
+    spec = _spec(MODEL + """  - name: chat
+    type: slack
+    url: https://hooks.slack.example/services/T0/B0/tok3n
+    secret: literal-s3cret
+""")
+    shown = public_document(spec.model_dump(mode="json", by_alias=True))
+    by_name = {c["name"]: c for c in shown["notifications"]}
+    assert by_name["oncall"]["url"] == "${HOOK_URL}"
+    assert by_name["oncall"]["secret"] == "${HOOK_SECRET}"
+    assert by_name["chat"]["url"] == "https://hooks.slack.example/***"
+    assert by_name["chat"]["secret"] == "***"
+    assert "tok3n" not in json.dumps(shown) and "literal-s3cret" not in json.dumps(shown)
