@@ -11,11 +11,13 @@ import logging
 import threading
 
 from prometheus_client import start_http_server
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.config import Settings
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
-from dqpulse.services.model import current_model
+from dqpulse.services.model import ModelVersion, ModelWatch, current_model
 from dqpulse.sources.base import DeadLetterSink, Source
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
@@ -46,23 +48,56 @@ def make_source(settings: Settings, client: str | None = None
 def run_ingest(settings: Settings, *, client: str | None = None,
                max_seconds: float | None = None) -> int:
     engine = make_engine(settings.database_url)
-    spec = current_model(settings, engine)
-    if not spec.datasets:
-        log.error("no datasets: write %s or run `dqpulse apply -f`", settings.config_file)
-        return 2
+    stop = stop_event_on_signals()
+    model = _first_model(engine, settings, stop)
+    if model is None:
+        return 0
     telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
                           registry=telemetry.registry)
     source, dead_letter = make_source(settings, client)
-    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+    worker = IngestWorker(settings=settings, engine=engine, datasets=model.spec.datasets,
                           source=source, dead_letter=dead_letter, telemetry=telemetry,
-                          hooks=default_hooks(spec, settings, telemetry))
-    stop = stop_event_on_signals()
+                          hooks=default_hooks(model.spec, settings, telemetry))
+    watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
+    threading.Thread(target=_follow_model, args=(stop, watch, worker, settings, telemetry),
+                     daemon=True, name="dqpulse-model-watch").start()
     threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
+    log.info("ingest started: model version %d, %d datasets", model.version,
+             len(model.spec.datasets))
     stats = worker.run(max_seconds=max_seconds)
     log.info("ingest stopped: %s", stats)
     return 0
+
+
+def _first_model(engine: Engine, settings: Settings,
+                 stop: threading.Event) -> ModelVersion | None:
+    """The current model once it has a dataset (a worker may start before the first
+    `dqpulse apply`: it waits, and says so); None when asked to stop first."""
+    told = False
+    while not stop.is_set():
+        try:
+            model = current_model(engine)
+        except SQLAlchemyError as exc:
+            log.warning("cannot read the model (%s); retrying", type(exc).__name__)
+        else:
+            if model.spec.datasets:
+                return model
+            if not told:
+                log.warning("no datasets in the model yet: waiting for `dqpulse apply -f`")
+                told = True
+        stop.wait(settings.model_poll_interval_s)
+    return None
+
+
+def _follow_model(stop: threading.Event, watch: ModelWatch, worker: IngestWorker,
+                  settings: Settings, telemetry: Telemetry) -> None:
+    while not stop.wait(watch.interval_s / 2):
+        model = watch.changed()
+        if model is not None:
+            worker.update_model(model.spec.datasets,
+                                default_hooks(model.spec, settings, telemetry))
 
 
 def _stop_when_set(stop: threading.Event, worker: IngestWorker) -> None:

@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 from dqpulse.config import Settings
 from dqpulse.finalize import finalize_ready
 from dqpulse.finalize.scoring import default_hooks
-from dqpulse.services.model import current_model
+from dqpulse.services.model import ModelWatch, current_model
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.signals import stop_event_on_signals
@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
     engine = make_engine(settings.database_url)
-    spec = current_model(settings, engine)
+    model = current_model(engine)
+    spec = model.spec
+    watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
     telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port + 1, addr=settings.worker_metrics_host,
@@ -33,6 +35,9 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
     stop = stop_event_on_signals()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        if (newer := watch.changed()) is not None:
+            spec = newer.spec
+            hooks = default_hooks(spec, settings, telemetry)
         for dataset in spec.datasets:
             try:
                 finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry)

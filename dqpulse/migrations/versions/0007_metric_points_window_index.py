@@ -3,15 +3,15 @@
 The Prometheus exposition reads each dataset's newest window at scrape time; without this
 index that read walks every series of the dataset (one probe per series).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0007
+Revises: 0006
 """
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
