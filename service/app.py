@@ -36,15 +36,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.telemetry = telemetry or Telemetry(field_metric_budget=settings.field_metric_budget)
-    # the data-quality series of every dataset, read at scrape time (exactly one exporting
-    # process among the replicas: see dqpulse.services.exposition)
-    app.state.exporter = DatasetMetricsCollector(
-        app.state.engine, field_series_budget=app.state.telemetry.field_metric_budget)
-    app.state.telemetry.registry.register(app.state.exporter)
     errors.install(app)
 
     # the applied model (channels for routing): from the database, never from a file
     app.state.model = ModelCache(app.state.engine, fixed=spec)
+    # the data-quality series of the model's datasets, read at scrape time (exactly one
+    # exporting process among the replicas: see dqpulse.services.exposition)
+    app.state.exporter = DatasetMetricsCollector(
+        app.state.engine, field_series_budget=app.state.telemetry.field_metric_budget,
+        model=app.state.model.spec)
+    app.state.telemetry.registry.register(app.state.exporter)
 
     auth = TokenAuth(settings, app.state.engine)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])

@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.services.exposition_names import DATA_FAMILIES, MAPPINGS, Family
+from dqpulse.spec import Spec
 from dqpulse.store import exposition as store
 from dqpulse.store.exposition import DatasetProgress, LatestPoint
 
@@ -93,8 +94,11 @@ class DatasetMetricsCollector(Collector):
     """Prometheus collector of every dataset's data-quality values (see module docstring)."""
 
     def __init__(self, engine: Engine, *, field_series_budget: int = 200,
-                 elect: bool = True) -> None:
+                 elect: bool = True, model: Callable[[], Spec] | None = None) -> None:
         self.engine = engine
+        # the applied model, when the process follows one: a dataset removed from it stops
+        # being exported even while its API rows remain (apply without --prune)
+        self.model = model
         self.field_series_budget = field_series_budget
         # the election needs a connection of its own: an engine stand-in that hands out one
         # shared connection (tests' SAVEPOINT engine) is one process, the only exporter
@@ -135,13 +139,18 @@ class DatasetMetricsCollector(Collector):
     def _fill(self, families: dict[str, _Family]) -> None:
         with self.engine.connect() as conn:
             progress = store.get_progress(conn)
+            if self.model is not None:
+                names = {dataset.name for dataset in self.model().datasets}
+                progress = [item for item in progress if item.name in names]
             windows = self._windows_of(conn, progress)
             incidents = store.count_active_incidents(conn)
         self._windows = windows  # a removed dataset's cached window goes with it
         for item in progress:
             _dataset_families(families, item)
+        exported = {item.name for item in progress}
         for dataset, kind, severity, count in incidents:
-            families["incidents"].add_metric([dataset, kind, severity], float(count))
+            if dataset in exported:
+                families["incidents"].add_metric([dataset, kind, severity], float(count))
         self._data_families(families, windows)
 
     def _windows_of(self, conn: Connection, progress: list[DatasetProgress]

@@ -276,8 +276,9 @@ def _assert_removed_dataset_goes(prometheus: str, env: dict[str, str], config: P
     assert _query(prometheus, selector)
     config.write_text(spec)
     pruned = time.monotonic()
-    assert subprocess.run([sys.executable, "-m", "workers.cli", "apply", "--prune", "-f",
-                           str(config)], env=env, cwd=ROOT, check=False).returncode == 0
+    # a new model version without the dataset (its API rows stay: no --prune)
+    assert subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(config)],
+                          env=env, cwd=ROOT, check=False).returncode == 0
     applied = time.monotonic()
     wait_until(lambda: not _query(prometheus, selector), 10, interval_s=0.1,
                message=f"the series of {gone} to go")

@@ -84,7 +84,8 @@ def test_one_replica_exports_the_dataset_series_and_another_takes_over(fresh_db)
     from dqpulse.store.db import make_engine
 
     engines = [make_engine(fresh_db), make_engine(fresh_db)]
-    apply_model(engines[0], parse_spec("datasets:\n  - {name: orders, topic: orders}\n"))
+    apply_model(engines[0], parse_spec("datasets:\n  - {name: orders, topic: orders}\n"),
+                applied_by="test")
     collectors = [DatasetMetricsCollector(engine) for engine in engines]
     registries = [CollectorRegistry(), CollectorRegistry()]
     for registry, collector in zip(registries, collectors, strict=True):
