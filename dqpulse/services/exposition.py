@@ -121,9 +121,11 @@ class DatasetMetricsCollector(Collector):
             if leader:
                 try:
                     self._fill(families)
-                except SQLAlchemyError as exc:
+                except Exception as exc:  # noqa: BLE001 - a scrape never fails for the data
+                    # series: the process's own metrics (and `up`) must still come through
                     self.errors_total += 1
-                    log.warning("exporter: database read failed (%s)", type(exc).__name__)
+                    log.warning("exporter: reading the data-quality series failed (%s: %s)",
+                                type(exc).__name__, exc)
                     families = self._empty_families()
             families["leader"].add_metric([], 1.0 if leader else 0.0)
             families["dropped_total"].add_metric([], self.dropped_total)

@@ -147,3 +147,15 @@ def test_a_finalized_window_is_counted_by_the_process_that_finalized_it():
                                                {"dataset": "orders"}) == 1
     assert telemetry.registry.get_sample_value("dqpulse_volume_records",
                                                {"dataset": "orders"}) is None
+
+
+def test_a_failing_database_read_is_counted_and_the_scrape_still_answers(tmp_path):
+    from dqpulse.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'unmigrated.db'}")  # no tables at all
+    registry = CollectorRegistry()
+    registry.register(DatasetMetricsCollector(engine))
+    text = generate_latest(registry).decode()
+    assert "dqpulse_exporter_errors_total 1.0" in text
+    assert "dqpulse_volume_records{" not in text
+    engine.dispose()
