@@ -101,18 +101,18 @@ _NEWEST_WINDOWS_PG = text("""
                            AND p.field = '') AS window_start
         FROM unnest(CAST(:datasets AS text[])) AS d(dataset)
     )
-    SELECT n.dataset, t.metric, t.field, t.value, t.score, c.total
-    FROM newest n
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS total FROM metric_points m
-        WHERE m.dataset = n.dataset AND m.window_start = n.window_start AND m.field <> '') c
-    CROSS JOIN LATERAL (
-        (SELECT m.metric, m.field, m.value, m.score FROM metric_points m
-         WHERE m.dataset = n.dataset AND m.window_start = n.window_start AND m.field = '')
-        UNION ALL
-        (SELECT m.metric, m.field, m.value, m.score FROM metric_points m
-         WHERE m.dataset = n.dataset AND m.window_start = n.window_start AND m.field <> ''
-         ORDER BY m.metric, m.field LIMIT :field_limit)) t
+    SELECT n.dataset, t.metric, t.field, t.value, t.score, t.total
+    FROM newest n CROSS JOIN LATERAL (
+        -- only (dataset, window_start) in the scan: the planner takes ix_metric_points_window
+        -- and ranks the window's ~1,000 rows in memory
+        SELECT w.metric, w.field, w.value, w.score, w.total FROM (
+            SELECT m.metric, m.field, m.value, m.score,
+                   row_number() OVER (PARTITION BY m.field = '' ORDER BY m.metric, m.field)
+                       AS rank,
+                   count(*) FILTER (WHERE m.field <> '') OVER () AS total
+            FROM metric_points m
+            WHERE m.dataset = n.dataset AND m.window_start = n.window_start) w
+        WHERE w.field = '' OR w.rank <= :field_limit) t
     ORDER BY n.dataset, t.field = '' DESC, t.metric, t.field
 """)
 
