@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 
-from prometheus_client import start_http_server
-
 from dqpulse.config import Settings
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
+from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import current_model
 from dqpulse.sources.base import DeadLetterSink, Source
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
+from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -45,23 +45,28 @@ def make_source(settings: Settings, client: str | None = None
 
 def run_ingest(settings: Settings, *, client: str | None = None,
                max_seconds: float | None = None) -> int:
+    stop = stop_event_on_signals(settings.stop_deadline_s)
     engine = make_engine(settings.database_url)
-    spec = current_model(settings, engine)
-    if not spec.datasets:
-        log.error("no datasets: write %s or run `dqpulse apply -f`", settings.config_file)
-        return 2
-    telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
-                          registry=telemetry.registry)
-    source, dead_letter = make_source(settings, client)
-    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
-                          source=source, dead_letter=dead_letter, telemetry=telemetry,
-                          hooks=default_hooks(spec, settings, telemetry))
-    stop = stop_event_on_signals()
-    threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
-    stats = worker.run(max_seconds=max_seconds)
-    log.info("ingest stopped: %s", stats)
+    try:
+        spec = current_model(settings, engine)
+        register_secrets(spec_secrets(spec))
+        if not spec.datasets:
+            log.error("no datasets: write %s or run `dqpulse apply -f`", settings.config_file)
+            return 2
+        telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
+        health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
+        with probes(settings, "ingest", registry=telemetry.registry, health=health):
+            source, dead_letter = make_source(settings, client)
+            worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                                  source=source, dead_letter=dead_letter, telemetry=telemetry,
+                                  hooks=default_hooks(spec, settings, telemetry),
+                                  health=health)
+            threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
+            stats = worker.run(max_seconds=max_seconds)
+        log.info("ingest stopped", extra={"stats": {
+            key: value for key, value in vars(stats).items() if key != "by_reason"}})
+    finally:
+        engine.dispose()
     return 0
 
 

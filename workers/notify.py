@@ -25,10 +25,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from dqpulse.alerts.dispatch import DispatchOptions, deliver_due, refresh_firing
 from dqpulse.alerts.notifiers import Notifier, build_notifiers
 from dqpulse.config import Settings
+from dqpulse.health import Health
+from dqpulse.logs import configure_logging, register_secrets, spec_secrets
 from dqpulse.services.model import current_model
 from dqpulse.spec import Spec, load_spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
+from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,10 @@ def run_notifier(
     refresh_interval_s: float = 900.0,
     batch_size: int = 100,
     timeout_s: float = 10.0,
+    health: Health | None = None,
 ) -> None:
-    """Deliver due notifications until ``stop_event`` is set."""
+    """Deliver due notifications until ``stop_event`` is set: no send starts after it is,
+    sends in flight finish (within the channel's HTTP timeout) and are recorded."""
     options = options or options_from_settings(settings)
     own = channels is None
     notifiers = dict(channels) if channels is not None else dict(
@@ -72,13 +77,17 @@ def run_notifier(
     next_refresh = time.monotonic() + refresh_interval_s
     try:
         while not stop_event.is_set():
+            if health is not None:
+                health.beat()
             try:
                 report = deliver_due(engine, channels=notifiers, limit=batch_size,
-                                     options=options, telemetry=telemetry)
-                if time.monotonic() >= next_refresh:
+                                     options=options, telemetry=telemetry, stop=stop_event)
+                if time.monotonic() >= next_refresh and not stop_event.is_set():
                     refresh_firing(engine, channels=notifiers)
                     next_refresh = time.monotonic() + refresh_interval_s
                 failures = 0
+                if health is not None:
+                    health.progress()
             except SQLAlchemyError as exc:
                 failures += 1
                 pause = min(30.0, poll_interval_s * 2 ** min(failures, 8))
@@ -100,15 +109,30 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
                timeout_s: float = 10.0, max_seconds: float | None = None) -> int:
     """The notify process (``dqpulse worker notify`` and ``python -m workers.notify``):
     deliver until SIGTERM/SIGINT or ``max_seconds``. ``spec``: default the current model."""
-    engine = make_engine(database_url or settings.database_url)
-    spec = spec if spec is not None else current_model(settings, engine)
-    stop = stop_event_on_signals()
+    stop = stop_event_on_signals(settings.stop_deadline_s)
+    url = database_url or settings.database_url
+    engine = make_engine(url)
+    timer = None
     if max_seconds is not None:
-        threading.Timer(max_seconds, stop.set).start()
+        timer = threading.Timer(max_seconds, stop.set)
+        timer.daemon = True
+        timer.start()
     try:
-        run_notifier(settings, engine, spec, stop_event=stop, poll_interval_s=poll_interval_s,
-                     options=options, timeout_s=timeout_s)
+        spec = spec if spec is not None else current_model(settings, engine)
+        register_secrets(spec_secrets(spec))
+        # readiness: a delivery pass (one database round trip at least) within
+        # health_checkpoint_intervals x the poll interval, at least 30 s
+        health = make_health(settings, progress_interval_s=max(
+            poll_interval_s, 30.0 / settings.health_checkpoint_intervals))
+        telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
+        with probes(settings, "notify", registry=telemetry.registry, health=health,
+                    database_url=url):
+            run_notifier(settings, engine, spec, stop_event=stop,
+                         poll_interval_s=poll_interval_s, options=options,
+                         timeout_s=timeout_s, health=health, telemetry=telemetry)
     finally:
+        if timer is not None:
+            timer.cancel()
         engine.dispose()
     return 0
 
@@ -127,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     base = options_from_settings(settings)
     options = DispatchOptions(
         base_backoff_s=args.base_backoff or base.base_backoff_s,
