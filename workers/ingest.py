@@ -53,6 +53,9 @@ def run_ingest(settings: Settings, *, client: str | None = None,
         if not spec.datasets:
             log.error("no datasets: write %s or run `dqpulse apply -f`", settings.config_file)
             return 2
+        log.info("ingest starting", extra={
+            "database": settings.database_url, "kafka_bootstrap": settings.kafka_bootstrap,
+            "group": settings.kafka_group, "datasets": [d.name for d in spec.datasets]})
         telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
         health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
         with probes(settings, "ingest", registry=telemetry.registry, health=health):
