@@ -205,8 +205,11 @@ def _kafka(settings: Settings, spec: Spec | None, timeout_s: float) -> Iterator[
                           "check DQPULSE_KAFKA_BOOTSTRAP (host:port), the security protocol "
                           "and the SASL credentials")
         return
+    auth = (f", {settings.kafka_sasl_mechanism} credentials accepted"
+            if settings.kafka_sasl_mechanism else "")
     yield CheckResult("kafka", True, f"{settings.kafka_bootstrap}: {len(metadata.brokers)} "
-                                     f"broker(s), credentials accepted")
+                                     f"broker(s) answered over "
+                                     f"{settings.kafka_security_protocol}{auth}")
     for dataset in spec.datasets if spec is not None else []:
         topic = metadata.topics.get(dataset.topic)
         name = f"topic {dataset.topic}"

@@ -35,7 +35,7 @@ from dqpulse.spec import Spec
 MASK = "***"
 # LogRecord's own attributes: everything else on a record came in through ``extra=``
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName"}
+    "message", "asctime", "taskName", "color_message"}  # uvicorn's ANSI-coloured copy
 _PATTERNS: list[re.Pattern[str]] = [
     # scheme://user:password@host
     re.compile(r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)"),

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +15,8 @@ from dqpulse.health import Health, database_check, serve
 
 #: port offset of each worker role from DQPULSE_WORKER_METRICS_PORT
 PORT_OFFSETS = {"ingest": 0, "score": 1, "notify": 2}
+
+log = logging.getLogger(__name__)
 
 
 def make_health(settings: Settings, *, progress_interval_s: float | None) -> Health:
@@ -33,9 +36,16 @@ def probes(settings: Settings, role: str, *, registry: CollectorRegistry,
     health.add_check("database", check)
     server = None
     if settings.worker_metrics_port:
-        server = serve(settings.worker_metrics_host,
-                       settings.worker_metrics_port + PORT_OFFSETS[role],
-                       registry=registry, health=health)
+        port = settings.worker_metrics_port + PORT_OFFSETS[role]
+        try:
+            server = serve(settings.worker_metrics_host, port, registry=registry,
+                           health=health)
+        except OSError as exc:
+            engine.dispose()
+            log.error("cannot serve /metrics, /healthz, /readyz of the %s worker on %s:%d "
+                      "(DQPULSE_WORKER_METRICS_PORT + %d): %s", role,
+                      settings.worker_metrics_host, port, PORT_OFFSETS[role], exc)
+            raise
     try:
         yield None if server is None else server.port
     finally:

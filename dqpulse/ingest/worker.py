@@ -156,6 +156,7 @@ class IngestWorker:
         _freeze_gc()
 
     def stop(self) -> None:
+        self.health.set_condition("stopping", "stop requested")
         self._stop.set()
 
     def run(self, *, max_seconds: float | None = None) -> IngestStats:

@@ -48,7 +48,7 @@ def _config(path: Path, url: str, datasets: list[str], rate: int = 600) -> Path:
 
 def _start_notifier(config: Path, db_url: str, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, OUTAGE_SECRET=SECRET, PYTHONPATH=str(ROOT),
-               DQPULSE_LOG_LEVEL="INFO")
+               DQPULSE_LOG_LEVEL="INFO", DQPULSE_WORKER_METRICS_PORT="0")
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "workers.notify", "--config", str(config),

@@ -391,6 +391,8 @@ def test_probes_follow_the_database_and_a_stuck_loop(fresh_db, pg_admin_url, mak
                 blockable.unblocked.set()
             _probe_until(f"{base}/healthz", 200, 2 * PROBE_INTERVAL_S)
             assert httpx.get(f"{base}/nope").status_code == 404
+            worker.stop()  # not ready while it stops: no new traffic to a leaving worker
+            assert "stopping" in _probe_until(f"{base}/readyz", 503, 0)["checks"]
     finally:
         server.close()
         probe_engine.dispose()
