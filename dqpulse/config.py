@@ -14,7 +14,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DQPULSE_", frozen=True, extra="ignore")
 
     database_url: str = "postgresql+psycopg://dqpulse@127.0.0.1:55432/dqpulse"
-    config_file: str = "dqpulse.yaml"
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_client: Literal["confluent", "kafka-python"] = "confluent"
@@ -31,6 +30,8 @@ class Settings(BaseSettings):
     poll_max_records: int = Field(default=20_000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
     checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    # how often running processes look for a newer `dqpulse apply` (one index read)
+    model_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
     max_message_bytes: int = Field(default=1_048_576, ge=1)
     idle_partition_timeout_s: float = Field(default=10.0, gt=0)
 

@@ -10,14 +10,12 @@ host resolvable) and Prometheus (when ``DQPULSE_PROMETHEUS_URL`` is set).
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,13 +31,12 @@ from sqlalchemy.pool import NullPool
 from dqpulse.config import Settings
 from dqpulse.errors import ConfigError
 from dqpulse.logs import redact
+from dqpulse.services.model import ModelVersion, current_model
 from dqpulse.sources.kafka_confluent import client_config
-from dqpulse.spec import Spec, parse_spec
-from dqpulse.store import datasets as dataset_store
+from dqpulse.spec import Spec, expand_secrets, load_spec
 from dqpulse.store.db import MIGRATIONS_DIR
 
-_MISSING_ENV = re.compile(
-    r"notifications\[(\d+)\]\.(url|secret): environment variable (\w+) is not set")
+_MISSING_ENV = re.compile(r"environment variable (\w+) is not set")
 
 
 @dataclass(frozen=True)
@@ -81,55 +78,39 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
 
 
-def run_checks(settings: Settings, *, timeout_s: float = 5.0) -> Iterator[CheckResult]:
-    """Every check, in order; checks that need an earlier one's answer are skipped when it
-    failed (the model from the database needs the database)."""
-    spec, missing_env, model_result = _model(settings)
+def run_checks(settings: Settings, *, model_file: str | None = None,
+               timeout_s: float = 5.0) -> Iterator[CheckResult]:
+    """Every check, in order. The model is ``model_file`` when given (checked before
+    ``dqpulse apply``), else the newest version applied to the database (what the
+    processes run); checks that need an earlier one's answer are skipped when it failed."""
     engine = _engine(settings.database_url, timeout_s)
     try:
         database_ok = yield from _database(engine, settings, timeout_s)
-        if spec is None and model_result is None:
+        if model_file is not None:
+            spec, model_result = _file_model(model_file)
+        else:
             spec, model_result = _stored_model(engine, database_ok, timeout_s)
-        if model_result is not None:
-            yield model_result
+        yield model_result
         yield from _kafka(settings, spec, timeout_s)
         if spec is not None:
             yield from _registry(settings, spec, timeout_s)
-            yield from _channels(spec, missing_env, timeout_s)
+            yield from _channels(spec, timeout_s)
         yield from _prometheus(settings, timeout_s)
     finally:
         engine.dispose()
 
 
-def _model(settings: Settings) -> tuple[Spec | None, dict[int, list[str]], CheckResult | None]:
-    """The model file parsed with the environment; unset channel variables are reported
-    per channel (and replaced by a placeholder so every other check can run)."""
-    path = Path(settings.config_file)
-    if not path.is_file():
-        return None, {}, None
-    text_ = path.read_text(encoding="utf-8")
-    environ = dict(os.environ)
-    missing: dict[int, list[str]] = {}
+def _file_model(path: str) -> tuple[Spec | None, CheckResult]:
+    """The model file as ``dqpulse apply`` would store it (``${VAR}`` kept: the channel
+    checks expand them)."""
     try:
-        spec = parse_spec(text_, source=str(path), environ=environ)
+        spec = load_spec(path, expand_env=False)
     except ConfigError as exc:
-        others = []
-        for problem in exc.problems:
-            match = _MISSING_ENV.search(problem)
-            if match:
-                missing.setdefault(int(match.group(1)), []).append(match.group(3))
-                environ[match.group(3)] = "unset-placeholder"
-            else:
-                others.append(problem)
-        if others:
-            return None, missing, CheckResult(
-                "model", False, f"{path}: {others[0]}" + (
-                    f" (+{len(others) - 1} more)" if len(others) > 1 else ""),
-                f"run `dqpulse validate -f {path}` and fix each line it names")
-        spec = parse_spec(text_, source=str(path), environ=environ)
-    return spec, missing, CheckResult(
-        "model", True, f"{path}: {len(spec.datasets)} datasets, "
-                       f"{len(spec.notifications)} notification channels")
+        more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        return None, CheckResult("model", False, f"{exc.problems[0]}{more}",
+                                 f"run `dqpulse validate -f {path}` and fix each line it names")
+    return spec, CheckResult("model", True, f"{path}: {len(spec.datasets)} datasets, "
+                                            f"{len(spec.notifications)} notification channels")
 
 
 def _engine(url: str, timeout_s: float) -> Engine:
@@ -174,22 +155,20 @@ def _database(engine: Engine, settings: Settings, timeout_s: float
 def _stored_model(engine: Engine, database_ok: bool, timeout_s: float
                   ) -> tuple[Spec | None, CheckResult]:
     if not database_ok:
-        return None, CheckResult("model", False, "no model file and the database is not "
-                                 "usable", "set DQPULSE_CONFIG_FILE or fix the database")
-
-    def load() -> Spec:
-        with engine.connect() as conn:
-            return Spec(datasets=dataset_store.get_all(conn))
-
+        return None, CheckResult("model", False, "the database is not usable: no stored model",
+                                 "fix the database, or check a file with `doctor -f FILE`")
     try:
-        spec: Spec = _bounded(load, timeout_s)
+        model: ModelVersion = _bounded(lambda: current_model(engine), timeout_s)
     except Exception as exc:  # noqa: BLE001 - the check reports any failure
         return None, CheckResult("model", False, f"stored model: {_error(exc)}",
-                                 "set DQPULSE_CONFIG_FILE or run `dqpulse apply -f FILE`")
+                                 "run `dqpulse apply -f dqpulse.yaml`")
+    spec = model.spec
     if not spec.datasets:
-        return spec, CheckResult("model", False, "no model file and no stored datasets",
+        return spec, CheckResult("model", False, f"version {model.version}: no datasets",
                                  "write dqpulse.yaml and run `dqpulse apply -f dqpulse.yaml`")
-    return spec, CheckResult("model", True, f"{len(spec.datasets)} datasets stored")
+    return spec, CheckResult("model", True, f"version {model.version}: "
+                                            f"{len(spec.datasets)} datasets, "
+                                            f"{len(spec.notifications)} notification channels")
 
 
 def _kafka(settings: Settings, spec: Spec | None, timeout_s: float) -> Iterator[CheckResult]:
@@ -243,14 +222,16 @@ def _registry(settings: Settings, spec: Spec, timeout_s: float) -> Iterator[Chec
     yield CheckResult("schema-registry", True, f"{url}: {len(response.json())} subjects")
 
 
-def _channels(spec: Spec, missing_env: dict[int, list[str]], timeout_s: float
-              ) -> Iterator[CheckResult]:
-    for index, channel in enumerate(spec.notifications):
+def _channels(spec: Spec, timeout_s: float) -> Iterator[CheckResult]:
+    for channel in spec.notifications:
         name = f"channel {channel.name}"
-        unset = missing_env.get(index)
-        if unset:
+        try:
+            (channel,) = expand_secrets(Spec(notifications=[channel])).notifications
+        except ConfigError as exc:
+            unset = [m.group(1) for p in exc.problems if (m := _MISSING_ENV.search(p))]
             yield CheckResult(name, False, f"environment variable {', '.join(unset)} not set",
-                              f"export {unset[0]} in the notifier's environment")
+                              f"export {unset[0] if unset else 'it'} in the notifier's "
+                              "environment")
             continue
         parts = urlsplit(channel.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

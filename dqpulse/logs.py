@@ -30,7 +30,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from dqpulse.config import Settings
-from dqpulse.spec import Spec
+from dqpulse.errors import ConfigError
+from dqpulse.spec import Spec, expand_secrets
 
 MASK = "***"
 # LogRecord's own attributes: everything else on a record came in through ``extra=``
@@ -172,9 +173,15 @@ def settings_secrets(settings: Settings) -> list[str]:
 
 def spec_secrets(spec: Spec) -> list[str]:
     """The model's secrets: each channel's secret and its URL (webhook URLs, Slack and
-    Teams ones in particular, carry their credential in the path)."""
+    Teams ones in particular, carry their credential in the path), with their ``${VAR}``
+    references expanded from this process's environment where set (the values a notifier
+    sends with)."""
     values: list[str] = []
     for channel in spec.notifications:
+        try:
+            channel = expand_secrets(Spec(notifications=[channel])).notifications[0]
+        except ConfigError:
+            pass  # a variable not set here: this process cannot log its value either
         values.append(channel.url)
         if channel.secret:
             values.append(channel.secret)

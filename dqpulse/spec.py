@@ -215,8 +215,12 @@ def _expand_env(value: Any, environ: dict[str, str], where: str, problems: list[
 
 
 def parse_spec(text: str, source: str = "dqpulse.yaml",
-               environ: dict[str, str] | None = None) -> Spec:
-    """Parse and validate a dqpulse.yaml text; raise ConfigError listing every problem."""
+               environ: dict[str, str] | None = None, *, expand_env: bool = True) -> Spec:
+    """Parse and validate a dqpulse.yaml text; raise ConfigError listing every problem.
+
+    ``expand_env=False`` keeps the channels' ``${VAR}`` references as written: what
+    ``dqpulse apply`` stores, so a secret never reaches the database (the notifier expands
+    them with :func:`expand_secrets`, where the variables are set)."""
     yaml = YAML(typ="rt")
     try:
         root = yaml.load(text)
@@ -232,7 +236,7 @@ def parse_spec(text: str, source: str = "dqpulse.yaml",
     problems: list[str] = []
     env = dict(os.environ) if environ is None else environ
     for index, channel in enumerate(root.get("notifications") or []):
-        if isinstance(channel, CommentedMap):
+        if isinstance(channel, CommentedMap) and expand_env:
             for key in ("url", "secret"):
                 if key in channel:
                     where = f"{source}:{_line_of(root, ('notifications', index, key))}"
@@ -336,11 +340,33 @@ def _known_keys(root: Any, loc: tuple[int | str, ...]) -> set[str]:
     return keys
 
 
-def load_spec(path: str | Path, environ: dict[str, str] | None = None) -> Spec:
-    """Read and validate a dqpulse.yaml file."""
+def expand_secrets(spec: Spec, environ: dict[str, str] | None = None) -> Spec:
+    """``spec`` with every channel's ``${VAR}`` in ``url`` and ``secret`` expanded from
+    ``environ`` (default: the process environment); ConfigError names each channel and
+    variable that is not set."""
+    env = dict(os.environ) if environ is None else environ
+    problems: list[str] = []
+    channels = []
+    for channel in spec.notifications:
+        values = {key: _expand_env(getattr(channel, key), env,
+                                   f"notifications[{channel.name}].{key}", problems)
+                  for key in ("url", "secret")}
+        channels.append(channel.model_copy(update=values))
+    if problems:
+        raise ConfigError(problems)
+    return spec.model_copy(update={"notifications": channels})
+
+
+def has_env_reference(value: str | None) -> bool:
+    return bool(value) and _ENV_VAR.search(value or "") is not None
+
+
+def load_spec(path: str | Path, environ: dict[str, str] | None = None, *,
+              expand_env: bool = True) -> Spec:
+    """Read and validate a dqpulse.yaml file (``expand_env``: see :func:`parse_spec`)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
-    return parse_spec(text, source=str(file), environ=environ)
+    return parse_spec(text, source=str(file), environ=environ, expand_env=expand_env)

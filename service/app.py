@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
 
 from dqpulse.config import Settings
-from dqpulse.spec import Spec, load_spec
+from dqpulse.services.model import ModelCache
+from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
-from service.routers import datasets, health, incidents, lineage, silences
+from service.routers import datasets, health, incidents, lineage, model, silences
 from service.ui import install as install_console
 
 API_PREFIX = "/api/v1"
-
-
-def _load_spec(settings: Settings) -> Spec | None:
-    """The dqpulse.yaml model for notification routing; None when there is no file."""
-    if Path(settings.config_file).is_file():
-        return load_spec(settings.config_file)
-    return None
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
@@ -44,11 +37,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.telemetry = telemetry or Telemetry(field_metric_budget=settings.field_metric_budget)
     errors.install(app)
 
-    app.state.spec = spec if spec is not None else _load_spec(settings)
+    # the applied model (channels for routing): from the database, never from a file
+    app.state.model = ModelCache(app.state.engine, fixed=spec)
 
     auth = TokenAuth(settings, app.state.engine)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])
-    for router in (datasets.router, incidents.router, silences.router, lineage.router):
+    for router in (datasets.router, incidents.router, silences.router, lineage.router,
+                   model.router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)

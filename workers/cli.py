@@ -28,16 +28,38 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.services.model import apply_model
+    import getpass
+
+    from dqpulse.services.model import apply_model, literal_secrets, plan_apply
     from dqpulse.spec import load_spec
     from dqpulse.store.db import make_engine
 
-    spec = load_spec(args.file)
-    changes = apply_model(make_engine(settings.database_url), spec, prune=args.prune)
-    for verb in ("created", "updated", "unchanged", "deleted"):
-        for name in changes[verb]:
-            print(f"dataset {name}: {verb}")
+    # secrets stay ${VAR} references in the stored model; the notifier expands them
+    spec = load_spec(args.file, expand_env=False)
+    engine = make_engine(settings.database_url)
+    for name in literal_secrets(spec):
+        print(f"warning: channel {name}: its secret is written out, so it is stored in the "
+              "database; write it as ${VAR} and set VAR where the notifier runs",
+              file=sys.stderr)
+    if args.dry_run:
+        plan = plan_apply(engine, spec)
+        print("\n".join(plan.lines()) or "nothing to apply")
+        print("dry run: nothing applied" if not plan.empty else "dry run: no change")
+        return 0
+    result = apply_model(engine, spec, applied_by=args.actor or getpass.getuser(),
+                         source=str(args.file), prune=args.prune)
+    print("\n".join(result.plan.lines()))
+    if result.new_version:
+        print(f"model version {result.version} applied; running processes pick it up "
+              f"within {settings.model_poll_interval_s:g}s")
+    else:
+        print(f"model version {result.version} is already this model: nothing changed")
     return 0
+
+
+def _cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    args.dry_run, args.prune, args.actor = True, False, None
+    return _cmd_apply(args, settings)
 
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,7 +105,7 @@ def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from dqpulse.doctor import run_checks
 
     failed = 0
-    for check in run_checks(settings, timeout_s=args.timeout):
+    for check in run_checks(settings, model_file=args.file, timeout_s=args.timeout):
         failed += not check.ok
         print(check.line(), flush=True)
     print(f"{failed} check(s) failed" if failed else "all checks passed")
@@ -163,10 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", required=True)
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("apply", help="validate and store datasets and lineage (all or nothing)")
+    p = sub.add_parser("apply", help="store the whole model (datasets, rules, detectors, "
+                       "lineage, channels) as a new version; running processes pick it up")
     p.add_argument("-f", "--file", required=True)
-    p.add_argument("--prune", action="store_true", help="delete datasets not in the file")
+    p.add_argument("--prune", action="store_true",
+                   help="also delete the API rows of datasets not in the file")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; apply nothing")
+    p.add_argument("--actor", help="who applies it, for the model history (default: the "
+                   "OS user)")
     p.set_defaults(func=_cmd_apply)
+
+    p = sub.add_parser("plan", help="what `apply -f` would change, dataset by dataset")
+    p.add_argument("-f", "--file", required=True)
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("migrate", help="upgrade the database schema to the latest version")
     p.set_defaults(func=_cmd_migrate)
@@ -185,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check settings and model against the world: "
                                       "database, Kafka, topics, registry, channels, Prometheus")
+    p.add_argument("-f", "--file", help="check this dqpulse.yaml instead of the model "
+                                        "applied to the database")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (5)")
     p.set_defaults(func=_cmd_doctor)
 

@@ -91,7 +91,7 @@ def build_demo(database: str, speed: float, *, start: float | None = None,
     upgrade_to_head(database)
     engine = make_engine(database)
     spec = parse_spec(spec_text, source="demo.yaml")
-    apply_model(engine, spec)
+    apply_model(engine, spec, applied_by="demo", source="demo.yaml")
     clock = SimClock(time.time() if start is None else start, speed)
     profiles = [StreamProfile("orders", base_rate=6.0, kind="orders"),
                 StreamProfile("clicks", base_rate=12.0, kind="clicks")]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
 from dqpulse.config import Settings
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
 from dqpulse.logs import register_secrets, spec_secrets
-from dqpulse.services.model import current_model
+from dqpulse.services.model import ModelVersion, ModelWatch, current_model
 from dqpulse.sources.base import DeadLetterSink, Source
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
@@ -48,22 +51,28 @@ def run_ingest(settings: Settings, *, client: str | None = None,
     stop = stop_event_on_signals(settings.stop_deadline_s)
     engine = make_engine(settings.database_url)
     try:
-        spec = current_model(settings, engine)
-        register_secrets(spec_secrets(spec))
-        if not spec.datasets:
-            log.error("no datasets: write %s or run `dqpulse apply -f`", settings.config_file)
-            return 2
+        model = _first_model(engine, settings, stop)
+        if model is None:
+            return 0
+        register_secrets(spec_secrets(model.spec))
         log.info("ingest starting", extra={
             "database": settings.database_url, "kafka_bootstrap": settings.kafka_bootstrap,
-            "group": settings.kafka_group, "datasets": [d.name for d in spec.datasets]})
+            "group": settings.kafka_group, "model_version": model.version,
+            "datasets": [d.name for d in model.spec.datasets]})
         telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
         health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
         with probes(settings, "ingest", registry=telemetry.registry, health=health):
             source, dead_letter = make_source(settings, client)
-            worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
-                                  source=source, dead_letter=dead_letter, telemetry=telemetry,
-                                  hooks=default_hooks(spec, settings, telemetry),
+            worker = IngestWorker(settings=settings, engine=engine,
+                                  datasets=model.spec.datasets, source=source,
+                                  dead_letter=dead_letter, telemetry=telemetry,
+                                  hooks=default_hooks(model.spec, settings, telemetry),
                                   health=health)
+            watch = ModelWatch(engine, model.version,
+                               interval_s=settings.model_poll_interval_s)
+            threading.Thread(target=_follow_model,
+                             args=(stop, watch, worker, settings, telemetry),
+                             daemon=True, name="dqpulse-model-watch").start()
             threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
             stats = worker.run(max_seconds=max_seconds)
         log.info("ingest stopped", extra={"stats": {
@@ -71,6 +80,36 @@ def run_ingest(settings: Settings, *, client: str | None = None,
     finally:
         engine.dispose()
     return 0
+
+
+def _first_model(engine: Engine, settings: Settings,
+                 stop: threading.Event) -> ModelVersion | None:
+    """The current model once it has a dataset (a worker may start before the first
+    `dqpulse apply`: it waits, and says so); None when asked to stop first."""
+    told = False
+    while not stop.is_set():
+        try:
+            model = current_model(engine)
+        except SQLAlchemyError as exc:
+            log.warning("cannot read the model (%s); retrying", type(exc).__name__)
+        else:
+            if model.spec.datasets:
+                return model
+            if not told:
+                log.warning("no datasets in the model yet: waiting for `dqpulse apply -f`")
+                told = True
+        stop.wait(settings.model_poll_interval_s)
+    return None
+
+
+def _follow_model(stop: threading.Event, watch: ModelWatch, worker: IngestWorker,
+                  settings: Settings, telemetry: Telemetry) -> None:
+    while not stop.wait(watch.interval_s / 2):
+        model = watch.changed()
+        if model is not None:
+            register_secrets(spec_secrets(model.spec))
+            worker.update_model(model.spec.datasets,
+                                default_hooks(model.spec, settings, telemetry))
 
 
 def _stop_when_set(stop: threading.Event, worker: IngestWorker) -> None:

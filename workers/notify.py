@@ -25,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from dqpulse.alerts.dispatch import DispatchOptions, deliver_due, refresh_firing
 from dqpulse.alerts.notifiers import Notifier, build_notifiers
 from dqpulse.config import Settings
+from dqpulse.errors import ConfigError
 from dqpulse.health import Health
 from dqpulse.logs import configure_logging, register_secrets, spec_secrets
-from dqpulse.services.model import current_model
-from dqpulse.spec import Spec, load_spec
+from dqpulse.services.model import ModelWatch, current_model
+from dqpulse.spec import Spec, expand_secrets
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
@@ -65,13 +66,15 @@ def run_notifier(
     batch_size: int = 100,
     timeout_s: float = 10.0,
     health: Health | None = None,
+    watch: ModelWatch | None = None,
 ) -> None:
     """Deliver due notifications until ``stop_event`` is set: no send starts after it is,
-    sends in flight finish (within the channel's HTTP timeout) and are recorded."""
+    sends in flight finish (within the channel's HTTP timeout) and are recorded. With
+    ``watch``, a newly applied model's channels replace the running ones before the next
+    delivery."""
     options = options or options_from_settings(settings)
     own = channels is None
-    notifiers = dict(channels) if channels is not None else dict(
-        build_notifiers(spec.notifications, timeout_s=timeout_s))
+    notifiers = dict(channels) if channels is not None else _build(spec, timeout_s)
     log.info("notifier started: channels %s", ", ".join(sorted(notifiers)) or "(none)")
     failures = 0
     next_refresh = time.monotonic() + refresh_interval_s
@@ -79,6 +82,14 @@ def run_notifier(
         while not stop_event.is_set():
             if health is not None:
                 health.beat()
+            model = watch.changed() if watch is not None and own else None
+            if model is not None:
+                for notifier in notifiers.values():
+                    notifier.close()
+                register_secrets(spec_secrets(model.spec))
+                notifiers = _build(model.spec, timeout_s)
+                log.info("model version %d: channels %s", model.version,
+                         ", ".join(sorted(notifiers)) or "(none)")
             try:
                 report = deliver_due(engine, channels=notifiers, limit=batch_size,
                                      options=options, telemetry=telemetry, stop=stop_event)
@@ -104,11 +115,25 @@ def run_notifier(
         log.info("notifier stopped")
 
 
+def _build(spec: Spec, timeout_s: float) -> dict[str, Notifier]:
+    """The model's channels with their ``${VAR}`` secrets expanded from this process's
+    environment; a channel whose variable is not set is left out (its deliveries wait,
+    pending) and named in the log, without the value."""
+    usable = []
+    for channel in spec.notifications:
+        try:
+            usable += expand_secrets(Spec(notifications=[channel])).notifications
+        except ConfigError as exc:
+            log.error("channel %s cannot deliver: %s", channel.name, "; ".join(exc.problems))
+    return dict(build_notifiers(usable, timeout_s=timeout_s))
+
+
 def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: str | None = None,
                options: DispatchOptions | None = None, poll_interval_s: float = 1.0,
                timeout_s: float = 10.0, max_seconds: float | None = None) -> int:
     """The notify process (``dqpulse worker notify`` and ``python -m workers.notify``):
-    deliver until SIGTERM/SIGINT or ``max_seconds``. ``spec``: default the current model."""
+    deliver until SIGTERM/SIGINT or ``max_seconds``. ``spec``: default the current model,
+    followed as new versions are applied."""
     stop = stop_event_on_signals(settings.stop_deadline_s)
     url = database_url or settings.database_url
     engine = make_engine(url)
@@ -118,7 +143,12 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
         timer.daemon = True
         timer.start()
     try:
-        spec = spec if spec is not None else current_model(settings, engine)
+        watch = None
+        if spec is None:
+            model = current_model(engine)
+            spec = model.spec
+            watch = ModelWatch(engine, model.version,
+                               interval_s=settings.model_poll_interval_s)
         register_secrets(spec_secrets(spec))
         # readiness: a delivery pass (one database round trip at least) within
         # health_checkpoint_intervals x the poll interval, at least 30 s
@@ -129,7 +159,8 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
                     database_url=url):
             run_notifier(settings, engine, spec, stop_event=stop,
                          poll_interval_s=poll_interval_s, options=options,
-                         timeout_s=timeout_s, health=health, telemetry=telemetry)
+                         timeout_s=timeout_s, health=health, telemetry=telemetry,
+                         watch=watch)
     finally:
         if timer is not None:
             timer.cancel()
@@ -140,7 +171,6 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.notify",
                                      description="Deliver dqpulse's notification outbox.")
-    parser.add_argument("--config", help="dqpulse.yaml (default: DQPULSE_CONFIG_FILE)")
     parser.add_argument("--database-url", help="default: DQPULSE_DATABASE_URL")
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--base-backoff", type=float)
@@ -160,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         claim_lease_s=args.lease or base.claim_lease_s,
         max_parallel=base.max_parallel,
     )
-    return run_notify(settings, spec=load_spec(args.config or settings.config_file),
-                      database_url=args.database_url, options=options,
+    return run_notify(settings, database_url=args.database_url, options=options,
                       poll_interval_s=args.poll_interval, timeout_s=args.timeout)
 
 

@@ -17,7 +17,7 @@ from dqpulse.finalize import WindowHook, finalize_ready
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.health import Health
 from dqpulse.logs import register_secrets, spec_secrets
-from dqpulse.services.model import current_model
+from dqpulse.services.model import ModelWatch, current_model
 from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
@@ -31,7 +31,9 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
     stop = stop_event_on_signals(settings.stop_deadline_s)
     engine = make_engine(settings.database_url)
     try:
-        spec = current_model(settings, engine)
+        model = current_model(engine)
+        spec = model.spec
+        watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
         register_secrets(spec_secrets(spec))
         telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
         health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
@@ -40,6 +42,10 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
         with probes(settings, "score", registry=telemetry.registry, health=health):
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 health.beat()
+                if (newer := watch.changed()) is not None:
+                    spec = newer.spec
+                    register_secrets(spec_secrets(spec))
+                    hooks = default_hooks(spec, settings, telemetry)
                 _score_round(engine, spec, hooks, telemetry, stop, health)
                 stop.wait(settings.checkpoint_interval_s)
     finally:

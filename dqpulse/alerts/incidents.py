@@ -21,6 +21,11 @@ Lifecycle
     reopens ``flap_reopens`` times within ``flap_window_windows`` windows is *flapping*: it
     then needs ``flap_hold_factor`` times as many healthy windows to resolve, so it stops
     bouncing (and notifying) until it is really stable. A higher severity escalates it.
+    Every one of these durations is counted in windows of event time (window starts and
+    ends), never against the wall clock: a worker catching up hundreds of windows in
+    seconds, or the demo's fast clock, opens, reopens and flaps exactly like a live run of
+    the same stream. A reopen is counted from the end of the window that resolved the
+    incident (resolved by hand: its last alerted window).
 
 Severity
     The first of: ``DatasetSpec.severity[field]``, ``[metric]``, ``[kind]``; the field's
@@ -42,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -180,14 +185,16 @@ def process_window(
 
     for key, row in active.items():
         if key not in touched:
-            _healthy_window(conn, row, window_start=window_start, notifications=notifications,
+            _healthy_window(conn, row, window_start=window_start, window_end=window_end,
+                            notifications=notifications,
                             public_url=public_url, now=now, options=options, result=result)
     result.open_incidents = incident_store.count_active(conn, dataset=dataset.name)
     return result
 
 
 def _healthy_window(conn: Connection, row: Mapping[str, Any], *, window_start: float,
-                    notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
+                    window_end: float, notifications: Sequence[NotificationSpec],
+                    public_url: str, now: datetime,
                     options: IncidentOptions, result: WindowOutcome) -> None:
     """An active incident without alerts in this window: one healthy window more, and
     resolved once there are enough of them (more while it is flapping)."""
@@ -201,7 +208,8 @@ def _healthy_window(conn: Connection, row: Mapping[str, Any], *, window_start: f
         result.notifications += close(
             conn, row, actor=SYSTEM_ACTOR,
             comment=f"auto-resolved after {healthy} healthy windows",
-            notifications=notifications, public_url=public_url, now=now)
+            notifications=notifications, public_url=public_url, now=now,
+            window_end=window_end)
         result.resolved.append(int(row["id"]))
 
 
@@ -252,9 +260,9 @@ def _open_or_reopen(conn: Connection, *, dataset: DatasetSpec, key: str, group: 
     members, top_item, top = group.members, group.top_item, group.top_item.anomaly
     severity, kinds, metrics = group.severity, group.kinds, group.metrics
     silenced_by, best_score = group.silenced_by, group.best_score
-    grace = timedelta(seconds=options.reopen_grace_windows * dataset.window)
-    previous = incident_store.get_last_resolved(conn, dataset=dataset.name, dedup_key=key,
-                                                resolved_after=now - grace)
+    previous = incident_store.get_last_resolved(conn, dataset=dataset.name, dedup_key=key)
+    if previous is not None and not _within_grace(previous, window_start, dataset, options):
+        previous = None
     if previous is not None:
         incident_id = _reopen(conn, previous, dataset=dataset, top_item=top_item,
                               severity=severity, kinds=kinds, metrics=metrics,
@@ -346,10 +354,14 @@ def _reopen(conn: Connection, previous: Mapping[str, Any], *, dataset: DatasetSp
     incident_id = int(previous["id"])
     top = top_item.anomaly
     details = _details(previous.get("details"), top, kinds, metrics, replace_top=True)
-    horizon = now.timestamp() - options.flap_window_windows * dataset.window
-    reopens = [t for t in details.get("reopened_at") or [] if t >= horizon]
-    reopens.append(now.timestamp())
-    details["reopened_at"] = reopens
+    # event time: the window that reopened it, so a catch-up (hundreds of windows in seconds)
+    # and a live run count the same reopens inside the flapping horizon
+    horizon = window_start - options.flap_window_windows * dataset.window
+    reopens = [t for t in details.get("reopened_windows") or [] if t >= horizon]
+    reopens.append(window_start)
+    details["reopened_windows"] = reopens
+    details.pop("reopened_at", None)  # wall-clock list of older versions
+    details.pop("resolved_window_end", None)
     flapping = bool(previous["flapping"]) or len(reopens) >= options.flap_reopens
     incident_store.update(
         conn, incident_id=incident_id, status="open", resolved_at=None, acknowledged_at=None,
@@ -367,6 +379,18 @@ def _reopen(conn: Connection, previous: Mapping[str, Any], *, dataset: DatasetSp
                      f"{options.auto_resolve_windows * options.flap_hold_factor} healthy "
                      "windows"), at=now)
     return incident_id
+
+
+def _within_grace(previous: Mapping[str, Any], window_start: float, dataset: DatasetSpec,
+                  options: IncidentOptions) -> bool:
+    """Whether an alert in the window starting at ``window_start`` comes within
+    ``reopen_grace_windows`` of ``previous``'s resolution, counted in event time: the end
+    of the window that resolved it (or, resolved by hand, of its last alerted window)."""
+    details = previous.get("details") or {}
+    resolved_end = details.get("resolved_window_end", previous.get("last_window_end"))
+    if resolved_end is None:
+        return False
+    return window_start - float(resolved_end) < options.reopen_grace_windows * dataset.window
 
 
 def _record_alerts(conn: Connection, incident_id: int, members: Sequence[ClassifiedAnomaly],
@@ -398,12 +422,16 @@ def _announce(conn: Connection, row: Mapping[str, Any], *, event: str, channels:
 
 
 def close(conn: Connection, row: Mapping[str, Any], *, actor: str, comment: str | None,
-          notifications: Sequence[NotificationSpec], public_url: str, now: datetime) -> int:
+          notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
+          window_end: float | None = None) -> int:
     """Resolve the incident ``row`` (any status) and tell the channels that heard of it;
-    returns the notifications queued."""
+    returns the notifications queued. ``window_end`` is the event time it resolved at (the
+    healthy window that resolved it); the reopen grace is counted from there."""
     incident_id = int(row["id"])
-    incident_store.update(conn, incident_id=incident_id, status="resolved",
-                                 resolved_at=now, flapping=False)
+    values: dict[str, Any] = {"status": "resolved", "resolved_at": now, "flapping": False}
+    if window_end is not None:
+        values["details"] = {**(row.get("details") or {}), "resolved_window_end": window_end}
+    incident_store.update(conn, incident_id=incident_id, **values)
     incident_store.create_event(conn, incident_id=incident_id, action="resolved", actor=actor,
                                 comment=comment, at=now)
     fresh = incident_store.get_or_raise(conn, incident_id=incident_id)

@@ -90,12 +90,12 @@ class IngestWorker:
         self.health = health or Health(stall_s=settings.health_stall_s)
         self.owner_id = f"{socket.gethostname()}:{os.getpid()}"
         self.by_topic: dict[str, list[DatasetSpec]] = defaultdict(list)
-        for dataset in datasets:
-            self.by_topic[dataset.topic].append(dataset)
-        self.datasets = list(datasets)
-        self._by_name = {dataset.name: dataset for dataset in self.datasets}
+        self.datasets: list[DatasetSpec] = []
+        self._by_name: dict[str, DatasetSpec] = {}
+        self._set_datasets(datasets)
         self.owned: dict[PartitionKey, OwnedPartition] = {}
-        self._options = AggregatorOptions.from_settings(settings, self.datasets)
+        self._pending_model: tuple[list[DatasetSpec], list[WindowHook]] | None = None
+        self._model_lock = threading.Lock()
         self.stats = IngestStats()
         self._stop = threading.Event()
         self._last_checkpoint = time.monotonic()
@@ -109,6 +109,58 @@ class IngestWorker:
         self._writer = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix="dqpulse-checkpoint")
         self._inflight: Future[CheckpointJob | None] | None = None
+
+    def _set_datasets(self, datasets: Sequence[DatasetSpec]) -> None:
+        self.datasets = list(datasets)
+        self._by_name = {dataset.name: dataset for dataset in self.datasets}
+        self.by_topic = defaultdict(list)
+        for dataset in self.datasets:
+            self.by_topic[dataset.topic].append(dataset)
+        self._options = AggregatorOptions.from_settings(self.settings, self.datasets)
+
+    # -- a new model, applied live ---------------------------------------------------------
+    def update_model(self, datasets: Sequence[DatasetSpec],
+                     hooks: Sequence[WindowHook]) -> None:
+        """Run ``datasets`` and ``hooks`` from now on (any thread); the consuming thread
+        applies it before its next poll (:meth:`_apply_model`)."""
+        with self._model_lock:
+            self._pending_model = (list(datasets), list(hooks))
+
+    def _apply_model(self) -> None:
+        """Checkpoint everything, swap the datasets and hooks, rebuild the assigned
+        partitions' state from the checkpoint just written (so nothing is lost or counted
+        twice), and follow a changed set of topics. A new dataset on a topic already
+        consumed is measured from the current position, one on a new topic from its
+        checkpoint or the start of the topic; a removed one stops being consumed and
+        finalized (its history stays)."""
+        with self._model_lock:
+            pending, self._pending_model = self._pending_model, None
+        if pending is None:
+            return
+        datasets, hooks = pending
+        self.checkpoint(commit=True)
+        assigned = sorted({(self._by_name[name].topic, partition)
+                           for name, partition in self.owned if name in self._by_name})
+        old_topics = set(self.by_topic)
+        self.owned.clear()
+        self._set_datasets(datasets)
+        self.hooks = hooks
+        keep = [tp for tp in assigned if tp[0] in self.by_topic]
+        if keep:
+            counts = {topic: self.source.partition_count(topic) for topic, _ in keep}
+            assignment.retry_database_errors(
+                lambda: assignment.restore(self.engine, self.owned, keep,
+                                           by_topic=self.by_topic, partition_counts=counts,
+                                           options=self._options),
+                stop=self._stop)
+        if set(self.by_topic) != old_topics:
+            # a rebalance follows: revoked partitions are checkpointed, assigned ones
+            # restored and sought to their checkpoints (the usual exactly-once path)
+            self.source.subscribe(list(self.by_topic), on_assign=self.on_assign,
+                                  on_revoke=self.on_revoke)
+        self.telemetry.assigned_partitions.set(len(self.owned))
+        log.info("model applied: %d datasets on %d topics", len(self.datasets),
+                 len(self.by_topic))
 
     # -- rebalance callbacks -------------------------------------------------------------
     def on_assign(self, partitions: Sequence[TopicPartition]
@@ -184,6 +236,8 @@ class IngestWorker:
 
     def run_once(self) -> None:
         self.health.beat()
+        if self._pending_model is not None:
+            self._apply_model()
         self._collect(wait=False)
         if self._db_down_until > time.monotonic():
             # the database is away: stop consuming (memory stays bounded; Kafka keeps the

@@ -61,13 +61,13 @@ def get_all_active(conn: Connection, *, dataset: str,
     return [_row(r) for r in conn.execute(query).mappings()]
 
 
-def get_last_resolved(conn: Connection, *, dataset: str, dedup_key: str,
-                      resolved_after: datetime) -> dict[str, Any] | None:
-    """The newest incident with ``dedup_key`` resolved at or after ``resolved_after``."""
+def get_last_resolved(conn: Connection, *, dataset: str,
+                      dedup_key: str) -> dict[str, Any] | None:
+    """The newest resolved incident with ``dedup_key`` (the caller decides, in event time,
+    whether it is recent enough to reopen)."""
     query = (select(incidents)
              .where(incidents.c.dataset == dataset, incidents.c.dedup_key == dedup_key,
-                    incidents.c.status == "resolved",
-                    incidents.c.resolved_at >= resolved_after)
+                    incidents.c.status == "resolved")
              .order_by(incidents.c.id.desc()).limit(1).with_for_update())
     found = conn.execute(query).mappings().first()
     return None if found is None else _row(found)

@@ -1,6 +1,6 @@
 """SQLAlchemy tables: the one place that knows the relational schema.
 
-Alembic migrations under ``migrations/`` create and change this schema; nothing in a
+Alembic migrations under ``dqpulse/migrations/`` create and change this schema; nothing in a
 production path calls ``create_all``.
 """
 
@@ -252,4 +252,18 @@ api_tokens = Table(
     Column("token_hash", String(128), nullable=False, unique=True),
     Column("owner", String(200)),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+# Every `dqpulse apply`: the whole dqpulse.yaml model as validated, secrets still ``${VAR}``
+# references. Every process runs the newest version and polls for a newer one.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("version", ID_TYPE, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("changes", JSON, nullable=False),
+    Column("applied_by", String(200), nullable=False),
+    Column("source", String(500), nullable=False, server_default=""),
+    Column("applied_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )

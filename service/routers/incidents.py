@@ -2,8 +2,8 @@
 
 Thin wiring over :mod:`dqpulse.alerts.incidents` and :mod:`dqpulse.services.incidents` (the same
 functions the workers use).
-Notification channels come from ``app.state.spec`` (the loaded dqpulse.yaml; none when
-absent). Channel URLs and secrets are never part of a response.
+Notification channels come from the applied model (``app.state.model``, read from the
+database). Channel URLs and secrets are never part of a response.
 """
 
 from __future__ import annotations
@@ -127,8 +127,7 @@ class FeedbackRead(BaseModel):
 
 
 def notifications_of(request: Request) -> list[NotificationSpec]:
-    spec = getattr(request.app.state, "spec", None)
-    return list(spec.notifications) if spec is not None else []
+    return list(request.app.state.model.spec().notifications)
 
 
 def encode_cursor(last_id: int) -> str:

@@ -34,8 +34,8 @@ def spec() -> Spec:
 def client(db_engine, pg_url, spec):
     from service.app import create_app
 
-    app = create_app(Settings(database_url=pg_url, public_url=PUBLIC), engine=db_engine)
-    app.state.spec = spec
+    app = create_app(Settings(database_url=pg_url, public_url=PUBLIC), engine=db_engine,
+                     spec=spec)
     with TestClient(app) as test_client:
         yield test_client
 
@@ -208,9 +208,11 @@ def test_silence_created_through_the_api_suppresses_notifications(client, db_eng
     assert detail["deliveries"] == [] and detail["events"][-1]["action"] == "silenced"
 
 
-def test_api_without_a_loaded_spec_has_no_channels(client, db_engine, spec):
+def test_api_without_an_applied_model_has_no_channels(client, db_engine, spec):
+    from dqpulse.services.model import ModelCache
+
     incident_id = open_incident(db_engine, spec, "orders", "volume.records", 0)
-    client.app.state.spec = None
+    client.app.state.model = ModelCache(db_engine)  # the database's model: none applied
     response = client.post(f"/api/v1/incidents/{incident_id}/acknowledge")
     assert response.status_code == 200
     assert [d["event"] for d in response.json()["deliveries"]] == ["opened"]

@@ -94,7 +94,7 @@ def stack_console(fresh_db: str, make_topic: Any, kafka_bootstrap: str,
            "DQPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DQPULSE_KAFKA_GROUP": f"g-{topic}",
            "DQPULSE_IDLE_PARTITION_TIMEOUT_S": "1", "DQPULSE_CHECKPOINT_INTERVAL_S": "0.5",
            "DQPULSE_WORKER_METRICS_PORT": "0", "DQPULSE_AUTOENCODER": "off",
-           "DQPULSE_CONFIG_FILE": str(spec), "DQPULSE_LOG_LEVEL": "WARNING"}
+           "DQPULSE_LOG_LEVEL": "WARNING"}
     _cli(env, "apply", "-f", str(spec))
     token = _cli(env, "token", "create", "--name", "console-test").strip().splitlines()[-1]
     port = _free_port()

@@ -53,7 +53,6 @@ datasets:
         "DQPULSE_DATABASE_URL": fresh_db,
         "DQPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "DQPULSE_KAFKA_GROUP": f"eo-{topic}",
-        "DQPULSE_CONFIG_FILE": str(config),
         "DQPULSE_WORKER_METRICS_PORT": "0",
         "DQPULSE_IDLE_PARTITION_TIMEOUT_S": "3",
         "DQPULSE_CHECKPOINT_INTERVAL_S": "0.5",
@@ -61,6 +60,8 @@ datasets:
         "DQPULSE_LOG_LEVEL": "WARNING",
         "DQPULSE_KAFKA_CLIENT": client,
     })
+    subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(config)],
+                   env=env, check=True, capture_output=True, timeout=120)
     workers = [_start_worker(env, tmp_path / "w0.log"), _start_worker(env, tmp_path / "w1.log")]
 
     produced_windows: Counter[float] = Counter()

@@ -102,6 +102,12 @@ def _assert_no_secret(path: Path) -> None:
         assert secret not in content, f"{secret!r} in {path.name}"
 
 
+def _apply(config: Path, env: dict[str, str]) -> None:
+    """``dqpulse apply -f``: the processes run the model stored in the database."""
+    subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(config)],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
+
 def _ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest"],
@@ -134,7 +140,7 @@ notifications:
 """)
     env = _env(DQPULSE_DATABASE_URL=_with_password(fresh_db),
                DQPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap, DQPULSE_KAFKA_GROUP=f"ops-{topic}",
-               DQPULSE_CONFIG_FILE=str(config), DQPULSE_WORKER_METRICS_PORT="0",
+               DQPULSE_WORKER_METRICS_PORT="0",
                DQPULSE_CHECKPOINT_INTERVAL_S="0.5", DQPULSE_KAFKA_SESSION_TIMEOUT_MS="6000",
                # no wall-clock ticks: windows close on event time only, so every record
                # lands in its window (a flush record per partition closes the last ones)
@@ -163,6 +169,7 @@ notifications:
         finally:
             done.set()
 
+    _apply(config, env)
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     first = _ingest(env, logs[0])
     second = None
@@ -234,11 +241,11 @@ def _feed_incidents(engine, spec, count: int) -> None:
                                public_url="http://dq.test")
 
 
-def _notifier(config: Path, db_url: str, log: Path, port: int) -> subprocess.Popen[bytes]:
+def _notifier(db_url: str, log: Path, port: int) -> subprocess.Popen[bytes]:
     env = _env(DQPULSE_WORKER_METRICS_PORT=str(port - 2), DQPULSE_LOG_LEVEL="INFO")
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.notify", "--config", str(config),
+            [sys.executable, "-m", "workers.notify",
              "--database-url", db_url, "--poll-interval", "0.05", "--timeout", "10"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -255,11 +262,12 @@ def test_sigterm_stops_a_notifier_with_deliveries_in_flight_within_5s_once_per_k
         f"notifications:\n  - name: hook\n    type: webhook\n    url: {receiver.url}/dq\n"
         "    secret: ${OPS_SECRET}\n    rate_limit_per_minute: 6000\n")
     spec = load_spec(config, environ={"OPS_SECRET": CHANNEL_SECRET})
+    _apply(config, _env(DQPULSE_DATABASE_URL=fresh_db))
     engine = make_engine(fresh_db)
     _feed_incidents(engine, spec, len(names))
     logs = [tmp_path / "notify1.log", tmp_path / "notify2.log"]
     port = _free_port()
-    first = _notifier(config, fresh_db, logs[0], port)
+    first = _notifier(fresh_db, logs[0], port)
     second = None
     try:
         wait_until(lambda: receiver.started >= 4, 30, interval_s=0.05,
@@ -270,7 +278,7 @@ def test_sigterm_stops_a_notifier_with_deliveries_in_flight_within_5s_once_per_k
         assert first.returncode == 0, logs[0].read_text()[-2000:]
         delivered_by_first = len(receiver.accepted())
         # the claimed rows it did not send are released at once (not after the 60 s lease)
-        second = _notifier(config, fresh_db, logs[1], _free_port())
+        second = _notifier(fresh_db, logs[1], _free_port())
 
         def all_delivered() -> bool:
             with engine.connect() as conn:
@@ -399,9 +407,10 @@ def test_probes_follow_the_database_and_a_stuck_loop(fresh_db, pg_admin_url, mak
         engine.dispose()
 
 
-def _doctor(env: dict[str, str]) -> tuple[int, str, float]:
+def _doctor(env: dict[str, str], *args: str) -> tuple[int, str, float]:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "workers.cli", "doctor", "--timeout", "3"],
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "doctor", "--timeout", "3",
+                             *args],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     return result.returncode, result.stdout, time.monotonic() - started
 
@@ -435,11 +444,10 @@ notifications:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{empty.rsplit("/", 1)[1]}"'))
     admin.dispose()
-    env = _env(DQPULSE_CONFIG_FILE=str(config), DQPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-               DQPULSE_DATABASE_URL=empty)
+    env = _env(DQPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap, DQPULSE_DATABASE_URL=empty)
     env.pop("DOCTOR_TEST_SECRET", None)
     try:
-        code, out, _ = _doctor(env)
+        code, out, _ = _doctor(env, "-f", str(config))  # nothing stored: check the file
         assert code == 1, out
         assert _line(out, "database").startswith("ok")
         assert _line(out, "database.migrations").startswith("FAIL")
@@ -452,7 +460,8 @@ notifications:
         assert "DOCTOR_TEST_SECRET" in _line(out, "channel hook")
 
         wrong_port = _free_port()
-        code, out, elapsed = _doctor(dict(env, DQPULSE_KAFKA_BOOTSTRAP=f"127.0.0.1:{wrong_port}"))
+        code, out, elapsed = _doctor(dict(env, DQPULSE_KAFKA_BOOTSTRAP=f"127.0.0.1:{wrong_port}"),
+                                     "-f", str(config))
         assert code == 1, out
         assert _line(out, "kafka").startswith("FAIL")
         assert f"127.0.0.1:{wrong_port}" in _line(out, "kafka")
@@ -463,10 +472,12 @@ notifications:
     sound = dict(env, DQPULSE_DATABASE_URL=fresh_db, DOCTOR_TEST_SECRET="set-for-doctor")
     config.write_text(config.read_text().replace(
         f"  - {{name: absent, topic: {missing_topic}, window: 10s}}\n", ""))
-    code, out, _ = _doctor(sound)
+    _apply(config, sound)
+    code, out, _ = _doctor(sound)  # the stored model, as the processes run it
     assert code == 0, out
     assert all(line.startswith("ok") for line in out.splitlines()[:-1]), out
     assert _line(out, "channel hook").startswith("ok")
+    assert _line(out, "model").startswith("ok   model: version 1")
     assert "set-for-doctor" not in out
     if os.environ.get("DQPULSE_PROMETHEUS_URL"):
         assert _line(out, "prometheus").startswith("ok")

@@ -37,10 +37,12 @@ def test_prometheus_scrapes_api_and_worker_metrics(stack_env, fresh_db, make_top
     config = tmp_path / "dqpulse.yaml"
     config.write_text(f"datasets:\n  - {{name: {dataset}, topic: {topic}, window: 5s}}\n")
     env = dict(os.environ, DQPULSE_DATABASE_URL=fresh_db, DQPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-               DQPULSE_CONFIG_FILE=str(config), DQPULSE_KAFKA_GROUP=f"g-{topic}",
+               DQPULSE_KAFKA_GROUP=f"g-{topic}",
                DQPULSE_WORKER_METRICS_PORT=str(WORKER_PORT), DQPULSE_API_PORT=str(API_PORT),
                DQPULSE_LOG_LEVEL="WARNING")
     produce(kafka_bootstrap, topic, [(0, json_bytes({"i": i})) for i in range(500)])
+    subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(config)],
+                   env=env, check=True, capture_output=True, timeout=120)
     processes = [
         subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest"], env=env),
         subprocess.Popen([sys.executable, "-m", "workers.cli", "api"], env=env),
