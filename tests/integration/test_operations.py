@@ -482,3 +482,47 @@ notifications:
     if os.environ.get("DQPULSE_PROMETHEUS_URL"):
         assert _line(out, "prometheus").startswith("ok")
 
+
+
+def test_sigterm_stops_the_api_and_the_score_worker_within_5s(fresh_db, tmp_path):
+    config = tmp_path / "dqpulse.yaml"
+    config.write_text("datasets:\n  - {name: scored, topic: scored, window: 10s}\n")
+    probe_port = _free_port()
+    env = _env(DQPULSE_DATABASE_URL=fresh_db, DQPULSE_AUTOENCODER="off",
+               DQPULSE_WORKER_METRICS_PORT=str(probe_port - 1))  # score: port + 1
+    _apply(config, env)
+    api_port = _free_port()
+    logs = {"api": tmp_path / "api.log", "score": tmp_path / "score.log"}
+    commands = {"api": ["api", "--port", str(api_port)], "score": ["worker", "score"]}
+    processes = {}
+    for name, args in commands.items():
+        with logs[name].open("ab") as out:
+            processes[name] = subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
+                                               cwd=ROOT, env=env, stdout=out,
+                                               stderr=subprocess.STDOUT)
+    try:
+        for url in (f"http://127.0.0.1:{api_port}/readyz",
+                    f"http://127.0.0.1:{probe_port}/readyz"):
+            wait_until(lambda url=url: _answers(url) == 200, 60, message=url)
+        assert httpx.get(f"http://127.0.0.1:{probe_port}/healthz").json()["alive"] is True
+        with httpx.Client() as client:  # a keep-alive connection open, as a balancer holds
+            assert client.get(f"http://127.0.0.1:{api_port}/healthz").status_code == 200
+            stop_s = {name: _stop_and_time(process) for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    assert all(seconds < STOP_LIMIT_S for seconds in stop_s.values()), stop_s
+    assert processes["score"].returncode == 0
+    # uvicorn ends by re-raising the signal once it has shut down
+    assert processes["api"].returncode in (0, -signal.SIGTERM)
+    for log in logs.values():
+        _json_lines(log)
+        _assert_no_secret(log)
+
+
+def _answers(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.TransportError:
+        return None
