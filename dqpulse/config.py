@@ -54,3 +54,16 @@ class Settings(BaseSettings):
     notify_max_parallel: int = Field(default=8, ge=1)
 
     log_level: str = "INFO"
+    # json: one JSON object per line; text: human-readable; auto: text on a terminal, else json
+    log_format: Literal["auto", "json", "text"] = "auto"
+
+    # stopping: SIGTERM/SIGINT asks for a graceful stop (last checkpoint, leave the group);
+    # the process exits at once after this many seconds, or on a second signal
+    stop_deadline_s: float = Field(default=10.0, gt=0)
+    # worker probes (/healthz, /readyz on the worker's metrics port): alive while the main
+    # loop turned within health_stall_s; ready while the last checkpoint (or notifier
+    # pass) is younger than health_checkpoint_intervals x checkpoint_interval_s
+    health_stall_s: float = Field(default=60.0, gt=0)
+    health_checkpoint_intervals: float = Field(default=15.0, gt=0)
+    # Prometheus the doctor checks when set (e.g. http://127.0.0.1:19090)
+    prometheus_url: str | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from dqpulse.config import Settings
 from dqpulse.errors import ConfigError
+from dqpulse.logs import configure_logging
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,8 +76,12 @@ def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from service.app import create_app
 
     app = create_app(settings)
+    # log_config=None: uvicorn's loggers go through the process's handler (JSON, redacted);
+    # on SIGTERM it stops accepting, closes idle keep-alive connections and gives requests
+    # in flight up to the stop deadline
     uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=settings.log_level.lower())
+                log_level=settings.log_level.lower(), log_config=None,
+                timeout_graceful_shutdown=max(1, int(settings.stop_deadline_s)))
     return 0
 
 
@@ -92,6 +97,19 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.notify import run_notify
 
     return run_notify(settings, max_seconds=args.max_seconds)
+
+
+def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.verbose:  # the check lines say it all; library chatter only with -v
+        logging.getLogger().setLevel(logging.WARNING)
+    from dqpulse.doctor import run_checks
+
+    failed = 0
+    for check in run_checks(settings, model_file=args.file, timeout_s=args.timeout):
+        failed += not check.ok
+        print(check.line(), flush=True)
+    print(f"{failed} check(s) failed" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, help="stop after this long (tests)")
     p.set_defaults(func=_cmd_worker)
 
+    p = sub.add_parser("doctor", help="check settings and model against the world: "
+                                      "database, Kafka, topics, registry, channels, Prometheus")
+    p.add_argument("-f", "--file", help="check this dqpulse.yaml instead of the model "
+                                        "applied to the database")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (5)")
+    p.set_defaults(func=_cmd_doctor)
+
     p = sub.add_parser("demo", help="everything in one process: SQLite + a built-in stream")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--database", default="sqlite:///dqpulse-demo.db")
@@ -241,10 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - pydantic names the bad variable
         print(f"error: invalid DQPULSE_* settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(),
-                                                         logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings, verbose=args.verbose)
     try:
         return int(args.func(args, settings))
     except ConfigError as exc:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 
-from prometheus_client import start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.config import Settings
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
+from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelVersion, ModelWatch, current_model
 from dqpulse.sources.base import DeadLetterSink, Source
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
+from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -47,27 +48,37 @@ def make_source(settings: Settings, client: str | None = None
 
 def run_ingest(settings: Settings, *, client: str | None = None,
                max_seconds: float | None = None) -> int:
+    stop = stop_event_on_signals(settings.stop_deadline_s)
     engine = make_engine(settings.database_url)
-    stop = stop_event_on_signals()
-    model = _first_model(engine, settings, stop)
-    if model is None:
-        return 0
-    telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
-                          registry=telemetry.registry)
-    source, dead_letter = make_source(settings, client)
-    worker = IngestWorker(settings=settings, engine=engine, datasets=model.spec.datasets,
-                          source=source, dead_letter=dead_letter, telemetry=telemetry,
-                          hooks=default_hooks(model.spec, settings, telemetry))
-    watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
-    threading.Thread(target=_follow_model, args=(stop, watch, worker, settings, telemetry),
-                     daemon=True, name="dqpulse-model-watch").start()
-    threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
-    log.info("ingest started: model version %d, %d datasets", model.version,
-             len(model.spec.datasets))
-    stats = worker.run(max_seconds=max_seconds)
-    log.info("ingest stopped: %s", stats)
+    try:
+        model = _first_model(engine, settings, stop)
+        if model is None:
+            return 0
+        register_secrets(spec_secrets(model.spec))
+        log.info("ingest starting", extra={
+            "database": settings.database_url, "kafka_bootstrap": settings.kafka_bootstrap,
+            "group": settings.kafka_group, "model_version": model.version,
+            "datasets": [d.name for d in model.spec.datasets]})
+        telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
+        health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
+        with probes(settings, "ingest", registry=telemetry.registry, health=health):
+            source, dead_letter = make_source(settings, client)
+            worker = IngestWorker(settings=settings, engine=engine,
+                                  datasets=model.spec.datasets, source=source,
+                                  dead_letter=dead_letter, telemetry=telemetry,
+                                  hooks=default_hooks(model.spec, settings, telemetry),
+                                  health=health)
+            watch = ModelWatch(engine, model.version,
+                               interval_s=settings.model_poll_interval_s)
+            threading.Thread(target=_follow_model,
+                             args=(stop, watch, worker, settings, telemetry),
+                             daemon=True, name="dqpulse-model-watch").start()
+            threading.Thread(target=_stop_when_set, args=(stop, worker), daemon=True).start()
+            stats = worker.run(max_seconds=max_seconds)
+        log.info("ingest stopped", extra={"stats": {
+            key: value for key, value in vars(stats).items() if key != "by_reason"}})
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -96,6 +107,7 @@ def _follow_model(stop: threading.Event, watch: ModelWatch, worker: IngestWorker
     while not stop.wait(watch.interval_s / 2):
         model = watch.changed()
         if model is not None:
+            register_secrets(spec_secrets(model.spec))
             worker.update_model(model.spec.datasets,
                                 default_hooks(model.spec, settings, telemetry))
 

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Mapping
 
-from prometheus_client import start_http_server
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,10 +26,13 @@ from dqpulse.alerts.dispatch import DispatchOptions, deliver_due, refresh_firing
 from dqpulse.alerts.notifiers import Notifier, build_notifiers
 from dqpulse.config import Settings
 from dqpulse.errors import ConfigError
+from dqpulse.health import Health
+from dqpulse.logs import configure_logging, register_secrets, spec_secrets
 from dqpulse.services.model import ModelWatch, current_model
 from dqpulse.spec import Spec, expand_secrets
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
+from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,13 @@ def run_notifier(
     refresh_interval_s: float = 900.0,
     batch_size: int = 100,
     timeout_s: float = 10.0,
+    health: Health | None = None,
     watch: ModelWatch | None = None,
 ) -> None:
-    """Deliver due notifications until ``stop_event`` is set; with ``watch``, a newly
-    applied model's channels replace the running ones before the next delivery."""
+    """Deliver due notifications until ``stop_event`` is set: no send starts after it is,
+    sends in flight finish (within the channel's HTTP timeout) and are recorded. With
+    ``watch``, a newly applied model's channels replace the running ones before the next
+    delivery."""
     options = options or options_from_settings(settings)
     own = channels is None
     notifiers = dict(channels) if channels is not None else _build(spec, timeout_s)
@@ -75,20 +80,25 @@ def run_notifier(
     next_refresh = time.monotonic() + refresh_interval_s
     try:
         while not stop_event.is_set():
+            if health is not None:
+                health.beat()
             model = watch.changed() if watch is not None and own else None
             if model is not None:
                 for notifier in notifiers.values():
                     notifier.close()
+                register_secrets(spec_secrets(model.spec))
                 notifiers = _build(model.spec, timeout_s)
                 log.info("model version %d: channels %s", model.version,
                          ", ".join(sorted(notifiers)) or "(none)")
             try:
                 report = deliver_due(engine, channels=notifiers, limit=batch_size,
-                                     options=options, telemetry=telemetry)
-                if time.monotonic() >= next_refresh:
+                                     options=options, telemetry=telemetry, stop=stop_event)
+                if time.monotonic() >= next_refresh and not stop_event.is_set():
                     refresh_firing(engine, channels=notifiers)
                     next_refresh = time.monotonic() + refresh_interval_s
                 failures = 0
+                if health is not None:
+                    health.progress()
             except SQLAlchemyError as exc:
                 failures += 1
                 pause = min(30.0, poll_interval_s * 2 ** min(failures, 8))
@@ -124,24 +134,36 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
     """The notify process (``dqpulse worker notify`` and ``python -m workers.notify``):
     deliver until SIGTERM/SIGINT or ``max_seconds``. ``spec``: default the current model,
     followed as new versions are applied."""
-    engine = make_engine(database_url or settings.database_url)
-    watch = None
-    if spec is None:
-        model = current_model(engine)
-        spec = model.spec
-        watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
-    telemetry = Telemetry()
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
-                          registry=telemetry.registry)
-    stop = stop_event_on_signals()
+    stop = stop_event_on_signals(settings.stop_deadline_s)
+    url = database_url or settings.database_url
+    engine = make_engine(url)
+    timer = None
     if max_seconds is not None:
-        threading.Timer(max_seconds, stop.set).start()
+        timer = threading.Timer(max_seconds, stop.set)
+        timer.daemon = True
+        timer.start()
     try:
-        run_notifier(settings, engine, spec, stop_event=stop, poll_interval_s=poll_interval_s,
-                     options=options, timeout_s=timeout_s, telemetry=telemetry,
-                     watch=watch)
+        watch = None
+        if spec is None:
+            model = current_model(engine)
+            spec = model.spec
+            watch = ModelWatch(engine, model.version,
+                               interval_s=settings.model_poll_interval_s)
+        register_secrets(spec_secrets(spec))
+        # readiness: a delivery pass (one database round trip at least) within
+        # health_checkpoint_intervals x the poll interval, at least 30 s
+        health = make_health(settings, progress_interval_s=max(
+            poll_interval_s, 30.0 / settings.health_checkpoint_intervals))
+        telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
+        with probes(settings, "notify", registry=telemetry.registry, health=health,
+                    database_url=url):
+            run_notifier(settings, engine, spec, stop_event=stop,
+                         poll_interval_s=poll_interval_s, options=options,
+                         timeout_s=timeout_s, health=health, telemetry=telemetry,
+                         watch=watch)
     finally:
+        if timer is not None:
+            timer.cancel()
         engine.dispose()
     return 0
 
@@ -159,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     base = options_from_settings(settings)
     options = DispatchOptions(
         base_backoff_s=args.base_backoff or base.base_backoff_s,

@@ -7,41 +7,65 @@ ingest worker died.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
-from prometheus_client import start_http_server
+from sqlalchemy import Engine
 
 from dqpulse.config import Settings
-from dqpulse.finalize import finalize_ready
+from dqpulse.finalize import WindowHook, finalize_ready
 from dqpulse.finalize.scoring import default_hooks
+from dqpulse.health import Health
+from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelWatch, current_model
+from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
+from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
 
 
 def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
+    stop = stop_event_on_signals(settings.stop_deadline_s)
     engine = make_engine(settings.database_url)
-    model = current_model(engine)
-    spec = model.spec
-    watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
-    telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port + 1, addr=settings.worker_metrics_host,
-                          registry=telemetry.registry)
-    hooks = default_hooks(spec, settings, telemetry)
-    stop = stop_event_on_signals()
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-        if (newer := watch.changed()) is not None:
-            spec = newer.spec
-            hooks = default_hooks(spec, settings, telemetry)
-        for dataset in spec.datasets:
-            try:
-                finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry)
-            except Exception:  # noqa: BLE001 - one dataset's trouble must not stop the rest
-                log.exception("scoring %s failed; retrying next round", dataset.name)
-        stop.wait(settings.checkpoint_interval_s)
+    try:
+        model = current_model(engine)
+        spec = model.spec
+        watch = ModelWatch(engine, model.version, interval_s=settings.model_poll_interval_s)
+        register_secrets(spec_secrets(spec))
+        telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
+        health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
+        hooks = default_hooks(spec, settings, telemetry)
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        with probes(settings, "score", registry=telemetry.registry, health=health):
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                health.beat()
+                if (newer := watch.changed()) is not None:
+                    spec = newer.spec
+                    register_secrets(spec_secrets(spec))
+                    hooks = default_hooks(spec, settings, telemetry)
+                _score_round(engine, spec, hooks, telemetry, stop, health)
+                stop.wait(settings.checkpoint_interval_s)
+    finally:
+        engine.dispose()
     return 0
+
+
+def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry: Telemetry,
+                 stop: threading.Event, health: Health) -> None:
+    """One pass over the datasets; progress only when every dataset went through."""
+    failed = False
+    for dataset in spec.datasets:
+        if stop.is_set():
+            return
+        try:
+            finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry,
+                           should_stop=stop.is_set)
+        except Exception:  # noqa: BLE001 - one dataset's trouble must not stop the rest
+            failed = True
+            log.exception("scoring %s failed; retrying next round", dataset.name,
+                          extra={"dataset": dataset.name})
+    if not failed:
+        health.progress()

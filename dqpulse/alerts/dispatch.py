@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,11 +89,12 @@ class _Attempt:
 
 
 def _send_chain(notifier: Notifier, rows: list[dict[str, Any]],
-                clock: Callable[[], datetime]) -> list[_Attempt]:
+                clock: Callable[[], datetime],
+                stop: threading.Event | None = None) -> list[_Attempt]:
     out: list[_Attempt] = []
     stopped = False
     for row in rows:
-        if stopped:
+        if stopped or (stop is not None and stop.is_set()):
             out.append(_Attempt(row, None, clock()))
             continue
         sent_at = clock()
@@ -110,8 +112,12 @@ def _send_chain(notifier: Notifier, rows: list[dict[str, Any]],
 def deliver_due(engine: Engine, *, channels: Mapping[str, Notifier],
                 now: datetime | None = None, limit: int = 100,
                 options: DispatchOptions | None = None, telemetry: Telemetry | None = None,
-                rng: random.Random | None = None) -> DeliveryReport:
-    """One delivery pass over due outbox rows of ``channels``; returns what happened."""
+                rng: random.Random | None = None,
+                stop: threading.Event | None = None) -> DeliveryReport:
+    """One delivery pass over due outbox rows of ``channels``; returns what happened.
+
+    Once ``stop`` is set no further send starts: sends in flight finish and are recorded,
+    the claimed rows not yet sent are released (due again at once, for any notifier)."""
     options = options or DispatchOptions()
     rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
     fixed = None if now is None else as_utc(now)
@@ -156,10 +162,10 @@ def deliver_due(engine: Engine, *, channels: Mapping[str, Notifier],
 
     work = [(channels[key[1]], rows_) for key, rows_ in chains.items()]
     if len(work) == 1 or options.max_parallel == 1:
-        results = [_send_chain(n, r, clock) for n, r in work]
+        results = [_send_chain(n, r, clock, stop) for n, r in work]
     else:
         with ThreadPoolExecutor(max_workers=min(options.max_parallel, len(work))) as pool:
-            results = list(pool.map(lambda w: _send_chain(w[0], w[1], clock), work))
+            results = list(pool.map(lambda w: _send_chain(w[0], w[1], clock, stop), work))
 
     with engine.begin() as conn:
         for (notifier, _rows), attempts in zip(work, results, strict=True):
@@ -182,18 +188,21 @@ def _record(conn: Any, notifier: Notifier, attempt: _Attempt, options: DispatchO
     attempts = int(row["attempts"]) + 1
     key = str(row["idempotency_key"])
     report.attempts.append((key, result.ok))
+    context = {"incident_id": int(row["incident_id"]), "channel": notifier.name,
+               "idempotency_key": key, "attempt": attempts}
     if result.ok:
         outbox_store.mark_delivered(conn, outbox_id=outbox_id, attempts=attempts, at=clock())
         report.delivered += 1
         outcome = "delivered"
-        log.info("notification %s delivered to channel %s", key, notifier.name)
+        log.info("notification %s delivered to channel %s", key, notifier.name,
+                 extra=context)
     elif result.permanent or attempts >= options.max_attempts:
         outbox_store.mark_dead(conn, outbox_id=outbox_id, attempts=attempts, at=clock(),
                                error=result.error or "failed")
         report.dead += 1
         outcome = "dead"
         log.warning("notification %s to channel %s dead after %d attempts: %s", key,
-                    notifier.name, attempts, result.error)
+                    notifier.name, attempts, result.error, extra=context)
     else:
         delay = backoff_delay(attempts, base_s=options.base_backoff_s,
                               cap_s=options.max_backoff_s, rng=rng)
@@ -205,7 +214,7 @@ def _record(conn: Any, notifier: Notifier, attempt: _Attempt, options: DispatchO
         report.retried += 1
         outcome = "retry"
         log.info("notification %s to channel %s failed (attempt %d, retry in %.1fs): %s",
-                 key, notifier.name, attempts, delay, result.error)
+                 key, notifier.name, attempts, delay, result.error, extra=context)
     if telemetry is not None:
         telemetry.notifications.labels(notifier.name, outcome).inc()
 

@@ -47,8 +47,11 @@ def finalize_ready(
     now: float | None = None,
     hooks: Sequence[WindowHook] = (),
     telemetry: Telemetry | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[FinalizedWindow]:
-    """Finalize every window of ``dataset`` that all partitions have passed."""
+    """Finalize every window of ``dataset`` that all partitions have passed; when
+    ``should_stop()`` turns true (the process is stopping), commit the windows done so far
+    and leave the rest to the next pass."""
     now = time.time() if now is None else now
     done: list[FinalizedWindow] = []
     with engine.begin() as conn:
@@ -70,7 +73,8 @@ def finalize_ready(
         schema = progress.last_schema
         window_start = start
         while (window_start + dataset.window <= final_until
-               and len(done) < MAX_WINDOWS_PER_PASS):
+               and len(done) < MAX_WINDOWS_PER_PASS
+               and not (should_stop is not None and should_stop())):
             window_end = window_start + dataset.window
             blobs = checkpoints.take_partials(conn, dataset=dataset.name,
                                               window_start=window_start)

@@ -64,15 +64,17 @@ class CheckpointJob:
 
 def read_end_offsets(source: Source, owned: Mapping[PartitionKey, OwnedPartition],
                      keys: Sequence[PartitionKey], topic_of: Callable[[str], str],
-                     now: float) -> EndOffsets:
+                     now: float, *, ask_broker: bool = True) -> EndOffsets:
     """End offsets for lag, asked of the broker only for partitions that may be idle.
 
     A partition that had records within ``idle_partition_timeout_s`` cannot be ticked
     anyway, so the end offset the client learned from its fetches (no round trip) is
-    enough for its lag; the others need a fresh one to decide they are caught up."""
+    enough for its lag; the others need a fresh one to decide they are caught up.
+    ``ask_broker=False`` (the last checkpoint before a stop): no round trip at all, so no idle
+    partition is ticked; its next owner does that."""
     tps = sorted({(topic_of(name), partition) for name, partition in keys})
     idle_set = {(topic_of(name), partition) for name, partition in keys
-                if owned[(name, partition)].aggregator.is_idle(now)}
+                if ask_broker and owned[(name, partition)].aggregator.is_idle(now)}
     ends: dict[TopicPartition, int] = {}
     fresh: frozenset[TopicPartition] = frozenset()
     try:

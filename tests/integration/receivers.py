@@ -210,6 +210,8 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     failing_status: int | None = None
+    delay_s: float = 0.0  # a slow receiver: each request waits this long before its answer
+    started: int = 0  # requests that arrived (counted before the delay)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -228,6 +230,10 @@ class Receiver:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                with receiver._lock:
+                    receiver.started += 1
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 try:

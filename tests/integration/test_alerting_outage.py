@@ -48,10 +48,15 @@ def _config(path: Path, url: str, datasets: list[str], rate: int = 600) -> Path:
 
 def _start_notifier(config: Path, db_url: str, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, OUTAGE_SECRET=SECRET, PYTHONPATH=str(ROOT),
-               DQPULSE_LOG_LEVEL="INFO")
+               DQPULSE_LOG_LEVEL="INFO", DQPULSE_WORKER_METRICS_PORT="0")
+    # the notifier runs the model applied to the database (idempotent: same model, same
+    # version)
+    subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(config)],
+                   cwd=ROOT, env=dict(env, DQPULSE_DATABASE_URL=db_url), check=True,
+                   capture_output=True, timeout=120)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.notify", "--config", str(config),
+            [sys.executable, "-m", "workers.notify",
              "--database-url", db_url, "--poll-interval", "0.05", "--base-backoff", "0.2",
              "--max-backoff", "0.8", "--max-attempts", "100000", "--lease", "2",
              "--timeout", "2"],

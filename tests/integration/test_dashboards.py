@@ -182,8 +182,9 @@ def _prometheus(tmp_path: Path, port: int, api: int, workers: list[int]) -> subp
 
 
 def _dqpulse(env: dict[str, str], *args: str, port: int | None = None) -> subprocess.Popen:
-    if port is not None:
-        env = dict(env, DQPULSE_WORKER_METRICS_PORT=str(port))
+    if port is not None:  # the notifier serves on DQPULSE_WORKER_METRICS_PORT + 2
+        base = port - 2 if args[-1] == "notify" else port
+        env = dict(env, DQPULSE_WORKER_METRICS_PORT=str(base))
     return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=env, cwd=ROOT)
 
 

@@ -1,0 +1,116 @@
+"""JSON and text log records, and the redaction of secrets (dqpulse.logs)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from dqpulse.config import Settings
+from dqpulse.logs import configure_logging, register_secrets, spec_secrets
+from dqpulse.spec import parse_spec
+
+SASL = "sasl-pass-0c9d"
+DB_PASS = "db-pass-2b7e"
+TOKENS = "tok-one-aa11,tok-two-bb22"
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[io.StringIO, Settings]]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    settings = Settings(log_format="json", kafka_sasl_password=SecretStr(SASL),
+                        api_tokens=SecretStr(TOKENS),
+                        database_url=f"postgresql+psycopg://dq:{DB_PASS}@db.internal:5432/dq")
+    configure_logging(settings, stream=stream)
+    yield stream, settings
+    root.handlers, root.level = saved
+    logging.captureWarnings(False)
+
+
+def _records(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_every_record_is_one_json_object_with_stable_keys_and_context(captured):
+    stream, _ = captured
+    log = logging.getLogger("dqpulse.test")
+    log.info("window %s finalized", 42, extra={"dataset": "orders", "partition": 3,
+                                               "offsets": {"orders[3]": 1200}})
+    log.warning("multi\nline")
+    records = _records(stream)
+    assert len(records) == 2
+    first = records[0]
+    assert first["message"] == "window 42 finalized"
+    assert first["level"] == "INFO" and first["logger"] == "dqpulse.test"
+    assert first["time"].endswith("Z") and "T" in first["time"]
+    assert first["dataset"] == "orders" and first["partition"] == 3
+    assert first["offsets"] == {"orders[3]": 1200}
+    assert records[1]["message"] == "multi\nline"
+
+
+def test_an_exception_is_one_record_with_its_traceback(captured):
+    stream, _ = captured
+    try:
+        raise ValueError(f"could not connect to postgresql://dq:{DB_PASS}@db/dq")
+    except ValueError:
+        logging.getLogger("dqpulse.test").exception("checkpoint failed",
+                                                    extra={"incident_id": 7})
+    (record,) = _records(stream)
+    assert record["exception_type"] == "ValueError"
+    assert "Traceback" in record["exception"] and "raise ValueError" in record["exception"]
+    assert record["incident_id"] == 7
+    assert DB_PASS not in stream.getvalue()
+
+
+def test_no_secret_of_the_settings_or_the_model_reaches_the_log(captured):
+    stream, settings = captured
+    spec = parse_spec("""
+datasets: [{name: a, topic: a}]
+notifications:
+  - {name: hook, type: webhook, url: "https://hooks.example.com/T1/B2/xyzzy-path-secret",
+     secret: model-secret-77aa}
+""")
+    register_secrets(spec_secrets(spec))
+    log = logging.getLogger("dqpulse.test")
+    log.info("settings: %s", settings.model_dump())  # SecretStr renders as ******
+    log.info("kafka sasl %s tokens %s", SASL, TOKENS)
+    log.info("url %s", settings.database_url, extra={"dsn": f"host=db password={DB_PASS}"})
+    log.info("sent", extra={"channel": "hook", "payload": {"k": ["model-secret-77aa"]}})
+    log.info("posting to https://hooks.example.com/T1/B2/xyzzy-path-secret")
+    log.info("curl -H 'Authorization: Bearer abc.def.ghi' https://x/?api_key=k-123&b=2")
+    log.info("https://hooks.slack.com/services/T000/B000/XXXXSECRET failed")
+    text = stream.getvalue()
+    for secret in (SASL, DB_PASS, "tok-one-aa11", "tok-two-bb22", "model-secret-77aa",
+                   "xyzzy-path-secret", "abc.def.ghi", "k-123", "XXXXSECRET"):
+        assert secret not in text, secret
+    records = _records(stream)
+    assert records[2]["message"] == "url postgresql+psycopg://dq:***@db.internal:5432/dq"
+    assert records[2]["dsn"] == "host=db password=***"
+    assert "b=2" in records[5]["message"]  # only the secret parameter is masked
+    assert records[3]["channel"] == "hook"
+
+
+def test_text_format_on_a_terminal_and_json_otherwise():
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        tty, pipe = Tty(), io.StringIO()
+        configure_logging(Settings(log_format="auto"), stream=tty)
+        logging.getLogger("dqpulse.test").info("hello", extra={"dataset": "orders"})
+        configure_logging(Settings(log_format="auto"), stream=pipe)
+        logging.getLogger("dqpulse.test").info("hello")
+    finally:
+        root.handlers, root.level = saved
+        logging.captureWarnings(False)
+    assert tty.getvalue().rstrip().endswith('INFO dqpulse.test: hello dataset="orders"')
+    assert json.loads(pipe.getvalue())["message"] == "hello"
