@@ -108,6 +108,9 @@ class DatasetSpec(_Strict):
     lateness: float = 30.0
     owner: str | None = None
     freshness_sla: float | None = None
+    # the quality score (every dimension) the owner promises; exported to Prometheus
+    # (dqpulse_dataset_quality_objective_ratio) for the DqpulseQualityBelowObjective alert
+    quality_objective: float | None = Field(default=None, ge=0.0, le=1.0)
     key: str | None = None
     label: str | None = None
     fairness: FairnessSpec | None = None

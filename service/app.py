@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
 
 from dqpulse.config import Settings
+from dqpulse.services.exposition import DatasetMetricsCollector
 from dqpulse.services.model import ModelCache
 from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
@@ -39,6 +40,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     # the applied model (channels for routing): from the database, never from a file
     app.state.model = ModelCache(app.state.engine, fixed=spec)
+    # the data-quality series of the model's datasets, read at scrape time (exactly one
+    # exporting process among the replicas: see dqpulse.services.exposition)
+    app.state.exporter = DatasetMetricsCollector(
+        app.state.engine, field_series_budget=app.state.telemetry.field_metric_budget,
+        model=app.state.model.spec)
+    app.state.telemetry.registry.register(app.state.exporter)
 
     auth = TokenAuth(settings, app.state.engine)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])
@@ -58,8 +65,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         path = getattr(route, "path", "unmatched")  # the template: bounded label values
         if request.url.path.startswith(API_PREFIX) and not path.startswith(API_PREFIX):
             path = API_PREFIX + path
-        app.state.telemetry.http_requests.labels(request.method, path,
-                                                 str(response.status_code)).inc()
+        telemetry = app.state.telemetry
+        telemetry.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        telemetry.http_seconds.labels(request.method, path).observe(
+            time.perf_counter() - started)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 

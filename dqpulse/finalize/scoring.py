@@ -84,12 +84,10 @@ class ScoringHook:
         if self.telemetry is not None:
             for anomaly in anomalies:
                 self.telemetry.anomalies.labels(dataset.name, anomaly.kind).inc()
-        outcome = process_window(conn, dataset=dataset, window_start=window.window_start,
-                                 window_end=window.window_end, anomalies=anomalies,
-                                 notifications=list(self.spec.notifications),
-                                 public_url=self.settings.public_url)
-        if self.telemetry is not None:
-            self.telemetry.incidents_open.labels(dataset.name).set(outcome.open_incidents)
+        process_window(conn, dataset=dataset, window_start=window.window_start,
+                       window_end=window.window_end, anomalies=anomalies,
+                       notifications=list(self.spec.notifications),
+                       public_url=self.settings.public_url)
 
 
 def default_hooks(spec: Spec, settings: Settings, telemetry: Telemetry | None = None

@@ -112,6 +112,8 @@ metric_points = Table(
 )
 Index("ix_metric_points_series", metric_points.c.dataset, metric_points.c.metric,
       metric_points.c.field, metric_points.c.window_start)
+# one window of a dataset (the Prometheus exposition reads the newest at scrape time)
+Index("ix_metric_points_window", metric_points.c.dataset, metric_points.c.window_start)
 
 schema_versions = Table(
     "schema_versions",

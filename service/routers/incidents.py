@@ -24,7 +24,7 @@ from dqpulse.services import incidents as incident_service
 from dqpulse.spec import NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
-from service.deps import ConnDep, SettingsDep, TelemetryDep
+from service.deps import ConnDep, SettingsDep
 from service.routers.datasets import parse_time
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -160,12 +160,6 @@ def _choices(value: str | None, parameter: str, allowed: Sequence[str]) -> list[
     return chosen
 
 
-def _export_open(conn: ConnDep, telemetry: TelemetryDep, incident_id: int) -> None:
-    dataset = incident_store.get_or_raise(conn, incident_id=incident_id)["dataset"]
-    telemetry.incidents_open.labels(dataset).set(
-        incident_store.count_active(conn, dataset=dataset))
-
-
 def _common(row: dict[str, Any]) -> dict[str, Any]:
     """The IncidentRead fields of a stored row (``since`` is its first alerted window)."""
     values = {k: row[k] for k in IncidentRead.model_fields if k != "since"}
@@ -255,25 +249,22 @@ def acknowledge_incident(incident_id: int, conn: ConnDep, request: Request,
 @router.post("/{incident_id}/resolve", response_model=IncidentDetailRead,
              summary="Resolve an open or acknowledged incident (409 if resolved)")
 def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings: SettingsDep,
-                     telemetry: TelemetryDep,
                      body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
     actions.resolve(conn, incident_id=incident_id, actor=body.actor or "api",
                     comment=body.comment, notifications=notifications_of(request),
                     public_url=settings.public_url)
-    _export_open(conn, telemetry, incident_id)
     return _detail(conn, incident_id)
 
 
 @router.post("/{incident_id}/feedback", response_model=FeedbackRead,
              summary="Mark an incident a false positive (resolves it) or confirm it")
 def incident_feedback(incident_id: int, body: FeedbackCreate, conn: ConnDep, request: Request,
-                      settings: SettingsDep, telemetry: TelemetryDep) -> FeedbackRead:
+                      settings: SettingsDep) -> FeedbackRead:
     target = incident_service.feedback(conn, incident_id=incident_id, verdict=body.verdict,
                                        comment=body.comment, actor=body.actor or "api",
                                        notifications=notifications_of(request),
                                        public_url=settings.public_url)
-    _export_open(conn, telemetry, incident_id)
     return FeedbackRead(incident=_detail(conn, incident_id), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,
                         window_starts=target.window_starts)

@@ -140,8 +140,9 @@ def test_acknowledge_resolve_lifecycle_and_conflicts(client, db_engine, spec):
         ("opened", "dqpulse"), ("acknowledged", "alice"), ("resolved", "api")]
     assert [d["event"] for d in body["deliveries"]] == ["opened", "acknowledged", "resolved"]
     assert client.post(f"/api/v1/incidents/{incident_id}/resolve").status_code == 409
-    registry = client.app.state.telemetry.registry
-    assert registry.get_sample_value("dqpulse_incidents_open", {"dataset": "orders"}) == 0
+    registry = client.app.state.telemetry.registry  # exported from the database at scrape
+    assert not [s for family in registry.collect() for s in family.samples
+                if s.name == "dqpulse_incidents_open" and s.labels["dataset"] == "orders"]
     assert client.post("/api/v1/incidents/424242/acknowledge").status_code == 404
 
 

@@ -63,3 +63,60 @@ def test_prometheus_scrapes_api_and_worker_metrics(stack_env, fresh_db, make_top
         assert requests and float(requests[0]["value"][1]) >= 1
     finally:
         stop_processes(processes)
+
+
+# advisory locks held by other sessions of this test's database only (the server is shared)
+_OUR_ADVISORY_LOCKS = """
+    SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def test_one_replica_exports_the_dataset_series_and_another_takes_over(fresh_db):
+    """Two API replicas on one database: only the holder of the exporter lock exports;
+    when its database session ends, the other exports at its next scrape."""
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import text
+
+    from dqpulse.services.exposition import DatasetMetricsCollector
+    from dqpulse.services.model import apply_model
+    from dqpulse.spec import parse_spec
+    from dqpulse.store.db import make_engine
+
+    engines = [make_engine(fresh_db), make_engine(fresh_db)]
+    apply_model(engines[0], parse_spec("datasets:\n  - {name: orders, topic: orders}\n"),
+                applied_by="test")
+    collectors = [DatasetMetricsCollector(engine) for engine in engines]
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    for registry, collector in zip(registries, collectors, strict=True):
+        registry.register(collector)
+
+    def exported() -> list[tuple[float | None, float | None]]:
+        """One scrape of each replica, in turn: (leader, the dataset's info series)."""
+        out = []
+        for registry in registries:
+            samples = {s.name: s.value for family in registry.collect() for s in family.samples
+                       if s.name == "dqpulse_exporter_leader"
+                       or s.labels.get("dataset") == "orders" and s.name.endswith("_info")}
+            out.append((samples.get("dqpulse_exporter_leader"),
+                        samples.get("dqpulse_dataset_info")))
+        return out
+
+    try:
+        assert exported() == [(1, 1), (0, None)]
+        assert exported() == [(1, 1), (0, None)]  # the lock stays where it is
+        with engines[1].begin() as conn:  # the first replica's database session ends
+            conn.execute(text(_OUR_ADVISORY_LOCKS.replace(
+                "SELECT 1", "SELECT pg_terminate_backend(pid)")))
+
+        def session_gone() -> bool:
+            with engines[1].begin() as conn:
+                return not conn.execute(text(_OUR_ADVISORY_LOCKS)).first()
+
+        wait_until(session_gone, 10, message="the terminated session to end")
+        assert exported() == [(0, None), (1, 1)]  # the next scrape of each
+        assert exported() == [(0, None), (1, 1)]
+    finally:
+        for collector, engine in zip(collectors, engines, strict=True):
+            collector.close()
+            engine.dispose()

@@ -1,45 +1,161 @@
+"""Prometheus exposition: the data-quality collector over a real (SQLite) store, the names
+table against METRIC_NAMES and docs/metrics.md, and the per-process counters."""
+
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from dqpulse.finalize.export import export_window
+from dqpulse.metrics import METRIC_NAMES
 from dqpulse.records import MetricPoint
+from dqpulse.services.exposition import DatasetMetricsCollector
+from dqpulse.services.exposition_names import DATA_FAMILIES, MAPPINGS
+from dqpulse.spec import parse_spec
+from dqpulse.store import checkpoints, datasets, incidents
+from dqpulse.store import metrics as metric_store
 from dqpulse.telemetry import Telemetry
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def _value(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
-    value = registry.get_sample_value(name, labels or {})
-    assert value is not None, name
-    return value
-
-
-def test_per_field_gauges_stop_at_the_budget_and_count_what_they_drop():
-    telemetry = Telemetry(CollectorRegistry(), field_metric_budget=3)
-    for index in range(5):
-        telemetry.set_field_metric("orders", f"f{index}", "completeness.null_ratio", 0.1)
-    telemetry.set_field_metric("orders", "f0", "completeness.null_ratio", 0.5)  # known: updates
-    registry = telemetry.registry
-    assert _value(registry, "dqpulse_field_metric_dropped_total") == 2
-    assert _value(registry, "dqpulse_field_metric",
-                  {"dataset": "orders", "field": "f0", "metric": "completeness.null_ratio"}) == 0.5
-    assert registry.get_sample_value("dqpulse_field_metric", {
-        "dataset": "orders", "field": "f4", "metric": "completeness.null_ratio"}) is None
+SPEC = """
+datasets:
+  - {name: orders, topic: orders, owner: team-a, freshness_sla: 5m, quality_objective: 0.95}
+  - {name: clicks, topic: clicks}
+"""
 
 
-def test_finalized_window_exports_dataset_gauges_in_base_units():
+def _write_window(conn, dataset: str, start: float, fields: int, records: float) -> None:
+    points = [MetricPoint("volume.records", records), MetricPoint("quality.validity", 0.5),
+              MetricPoint("freshness.event_lag_max_seconds", 3.0),
+              MetricPoint("distribution.psi_baseline", 0.1, "f0"),
+              *(MetricPoint("completeness.null_ratio", 0.01 * i, f"f{i}") for i in range(fields))]
+    checkpoints.set_partition_count(conn, dataset=dataset, partition_count=1)
+    metric_store.create_window(conn, dataset=dataset, window_start=start,
+                               window_end=start + 60, points=points)
+    metric_store.update_scores(conn, dataset=dataset, window_start=start,
+                               scores=[("volume.records", "", 0.7, False, None)])
+    checkpoints.mark_finalized(conn, dataset=dataset, until=start + 60, baseline=b"",
+                               last_schema={})
+
+
+def _open_incident(conn, dataset: str, kind: str, severity: str) -> None:
+    now = datetime.now(UTC)
+    incidents.create(conn, dataset=dataset, kind=kind, severity=severity, status="open",
+                     dedup_key=f"{dataset}:{kind}:{severity}:{now.timestamp()}", opened_at=now,
+                     last_alert_at=now, summary="s")
+
+
+def _samples(registry: CollectorRegistry, name: str) -> dict[tuple, float]:
+    out = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+@pytest.fixture
+def exporter(engine):
+    with engine.begin() as conn:
+        datasets.apply_spec(conn, spec=parse_spec(SPEC))
+        _write_window(conn, "orders", 0.0, fields=3, records=10)
+        _write_window(conn, "orders", 60.0, fields=3, records=12)
+        _write_window(conn, "clicks", 0.0, fields=3, records=5)
+        _open_incident(conn, "orders", "volume", "critical")
+        _open_incident(conn, "orders", "volume", "critical")
+        _open_incident(conn, "clicks", "validity", "warning")
+    collector = DatasetMetricsCollector(engine, field_series_budget=5)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    yield engine, registry, collector
+    collector.close()
+
+
+def test_newest_window_values_incidents_and_objectives_are_exported(exporter):
+    _, registry, _ = exporter
+    value = registry.get_sample_value
+    assert value("dqpulse_volume_records", {"dataset": "orders"}) == 12  # newest window
+    assert value("dqpulse_volume_records", {"dataset": "clicks"}) == 5
+    assert value("dqpulse_quality_score_ratio",
+                 {"dataset": "orders", "dimension": "validity"}) == 0.5
+    assert value("dqpulse_freshness_event_lag_seconds",
+                 {"dataset": "orders", "quantile": "1"}) == 3
+    assert value("dqpulse_anomaly_score",
+                 {"dataset": "orders", "metric": "volume.records", "field": ""}) == 0.7
+    assert value("dqpulse_incidents_open",
+                 {"dataset": "orders", "kind": "volume", "severity": "critical"}) == 2
+    assert value("dqpulse_dataset_freshness_objective_seconds", {"dataset": "orders"}) == 300
+    assert value("dqpulse_dataset_quality_objective_ratio", {"dataset": "orders"}) == 0.95
+    assert value("dqpulse_dataset_quality_objective_ratio", {"dataset": "clicks"}) is None
+    assert value("dqpulse_dataset_last_window_end_timestamp_seconds",
+                 {"dataset": "orders"}) == 120
+    assert value("dqpulse_dataset_info",
+                 {"dataset": "orders", "owner": "team-a", "topic": "orders"}) == 1
+    assert value("dqpulse_exporter_leader") == 1
+
+
+def test_field_series_budget_is_shared_round_robin_and_what_it_drops_is_counted(exporter):
+    _, registry, _ = exporter
+    # 2 datasets x (3 null ratios + 1 drift) = 8 per-field series, budget 5
+    admitted = [labels for name in ("dqpulse_completeness_null_ratio",
+                                    "dqpulse_distribution_drift")
+                for labels in _samples(registry, name)]
+    per_dataset = {d: sum(1 for labels in admitted if ("dataset", d) in labels)
+                   for d in ("orders", "clicks")}
+    assert sorted(per_dataset.values()) == [2, 3]
+    assert registry.get_sample_value("dqpulse_exporter_field_series_over_budget") == 3
+    before = registry.get_sample_value("dqpulse_exporter_field_series_dropped_total")
+    generate_latest(registry)
+    assert registry.get_sample_value("dqpulse_exporter_field_series_dropped_total") > before
+
+
+def test_a_removed_dataset_has_no_series_at_the_next_scrape(exporter):
+    engine, registry, _ = exporter
+    assert _samples(registry, "dqpulse_volume_records")
+    with engine.begin() as conn:
+        datasets.apply_spec(conn, spec=parse_spec(SPEC.replace(
+            "  - {name: clicks, topic: clicks}\n", "")), prune=True)
+    text = generate_latest(registry).decode()
+    assert 'dataset="clicks"' not in text
+    assert 'dataset="orders"' in text
+
+
+def test_every_metric_name_has_a_prometheus_family_documented_in_docs_metrics():
+    assert set(MAPPINGS) == set(METRIC_NAMES)
+    docs = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(dqpulse_[a-z_]+)`", docs, flags=re.M))
+    families = [*Telemetry(CollectorRegistry()).registry.collect(),
+                *DatasetMetricsCollector(None, elect=False).describe()]  # type: ignore[arg-type]
+    exported = {family.name for family in DATA_FAMILIES}
+    exported |= {family.name + ("_total" if family.type == "counter" else "")
+                 for family in families}
+    assert exported <= documented, sorted(exported - documented)
+    assert documented <= exported, sorted(documented - exported)
+    for name in exported:  # Prometheus naming: no unit-less counters, base units only
+        assert not re.search(r"_(milliseconds|minutes|hours|kilobytes|percent)\b", name)
+
+
+def test_a_finalized_window_is_counted_by_the_process_that_finalized_it():
     telemetry = Telemetry(CollectorRegistry())
-    export_window(telemetry, "orders", [
-        MetricPoint("volume.records", 120.0),
-        MetricPoint("freshness.seconds_since_last_record", 4.5),
-        MetricPoint("quality.completeness", 0.98),
-        MetricPoint("completeness.null_ratio", 0.02, field="amount"),
-        MetricPoint("distribution.mean", float("nan"), field="amount"),
-    ])
-    registry = telemetry.registry
-    assert _value(registry, "dqpulse_volume_records", {"dataset": "orders"}) == 120
-    assert _value(registry, "dqpulse_freshness_seconds_since_last_record",
-                  {"dataset": "orders"}) == 4.5
-    assert _value(registry, "dqpulse_quality_score",
-                  {"dataset": "orders", "dimension": "completeness"}) == pytest.approx(0.98)
-    assert _value(registry, "dqpulse_windows_finalized_total", {"dataset": "orders"}) == 1
+    export_window(telemetry, "orders", [MetricPoint("volume.records", 120.0)])
+    assert telemetry.registry.get_sample_value("dqpulse_windows_finalized_total",
+                                               {"dataset": "orders"}) == 1
+    assert telemetry.registry.get_sample_value("dqpulse_volume_records",
+                                               {"dataset": "orders"}) is None
+
+
+def test_a_failing_database_read_is_counted_and_the_scrape_still_answers(tmp_path):
+    from dqpulse.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'unmigrated.db'}")  # no tables at all
+    registry = CollectorRegistry()
+    registry.register(DatasetMetricsCollector(engine))
+    text = generate_latest(registry).decode()
+    assert "dqpulse_exporter_errors_total 1.0" in text
+    assert "dqpulse_volume_records{" not in text
+    engine.dispose()
