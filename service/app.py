@@ -15,7 +15,7 @@ from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
-from service.routers import datasets, health, incidents, lineage, silences
+from service.routers import audit, datasets, health, incidents, lineage, silences, tokens
 from service.ui import install as install_console
 
 API_PREFIX = "/api/v1"
@@ -47,8 +47,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.spec = spec if spec is not None else _load_spec(settings)
 
     auth = TokenAuth(settings, app.state.engine)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])
-    for router in (datasets.router, incidents.router, silences.router, lineage.router):
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)],
+                    responses=errors.problems(401, 422))
+    for router in (datasets.router, incidents.router, silences.router, lineage.router,
+                   tokens.router, audit.router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
@@ -68,4 +70,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 
+    app.add_middleware(errors.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     return app
