@@ -63,7 +63,8 @@ class Problem(BaseModel):
         default=None, description="request validation: one entry per bad parameter")
 
 
-_DESCRIPTIONS = {401: "missing, invalid, expired or revoked token",
+_DESCRIPTIONS = {400: "the request body is not JSON",
+                 401: "missing, invalid, expired or revoked token",
                  403: "the token's role does not allow this action",
                  404: "no such object (or not one of the token's teams)",
                  409: "the request contradicts the object's state",

@@ -34,7 +34,7 @@ MAX_LIMIT = 500
 _STATUS_LIST = f"^({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*$"
 # the cursor is the id of the last incident on the previous page (opaque to clients)
 CURSOR_PATTERN = r"^[1-9][0-9]{0,17}$"
-WRITE = problems(403, 404, 409, 413)
+WRITE = problems(400, 403, 404, 409, 413)
 
 
 class IncidentRead(BaseModel):

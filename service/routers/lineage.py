@@ -102,7 +102,7 @@ def get_lineage(
 
 
 @router.post("/lineage/openlineage", response_model=OpenLineageAccepted, status_code=202,
-             responses=problems(403, 404, 413),
+             responses=problems(400, 403, 404, 413),
              dependencies=[require("editor", "posting lineage")],
              summary="Accept an OpenLineage run event; its inputs -> outputs become edges "
                      "(both ends must be the token's datasets unless it is an admin)")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dqpulse.alerts.anomalies import KINDS
 from dqpulse.errors import ForbiddenError, NotFoundError, ValidationError
@@ -20,7 +20,7 @@ from dqpulse.store import silences as silence_store
 from service.auth import require
 from service.deps import ConnDep, Scope, ScopeDep
 from service.errors import problems
-from service.params import NO_NUL, IdPath
+from service.params import NO_NUL, IdPath, IsoTime
 
 router = APIRouter(prefix="/silences", tags=["silences"])
 
@@ -45,7 +45,7 @@ class _SilenceFields(BaseModel):
     owner: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
     kind: str | None = Field(default=None, description=" | ".join(KINDS),
                              pattern=f"^({'|'.join(KINDS)})$")
-    starts_at: AwareDatetime | None = Field(default=None, description="default: now")
+    starts_at: IsoTime | None = Field(default=None, description="default: now")
     comment: str | None = Field(default=None, max_length=10_000, pattern=NO_NUL)
     created_by: str | None = Field(
         default=None, max_length=200, pattern=NO_NUL,
@@ -56,7 +56,7 @@ class _SilenceFields(BaseModel):
 class SilenceCreateUntil(_SilenceFields):
     """A silence until ``ends_at``."""
 
-    ends_at: AwareDatetime
+    ends_at: IsoTime
 
 
 class SilenceCreateFor(_SilenceFields):
@@ -138,7 +138,7 @@ def list_silences(
 
 
 @router.post("", response_model=SilenceRead, status_code=201,
-             responses=problems(403, 404, 413),
+             responses=problems(400, 403, 404, 413),
              dependencies=[require("editor", "creating a silence")],
              summary="Create a silence or maintenance window (give ends_at or duration)")
 def create_silence(body: SilenceCreate, conn: ConnDep, scope: ScopeDep) -> SilenceRead:

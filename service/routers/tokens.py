@@ -9,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from dqpulse.errors import ConflictError
 from dqpulse.services import tokens as token_service
 from dqpulse.store import tokens as token_store
 from service.auth import require
-from service.deps import ConnDep, ScopeDep
+from service.deps import ConnDep, Scope, ScopeDep
 from service.errors import problems
-from service.params import IdPath
+from service.params import IdPath, IsoTime
 
 router = APIRouter(prefix="/tokens", tags=["tokens"],
                    dependencies=[require("admin", "managing API tokens")],
@@ -56,8 +57,15 @@ class TokenCreate(BaseModel):
 class TokenUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expires_at: AwareDatetime | None = Field(
+    expires_at: IsoTime | None = Field(
         description="new expiry (a past time expires the token at once); null: never")
+
+
+def _not_itself(scope: Scope, token_id: int, verb: str) -> None:
+    """An admin cannot lock itself out: another admin token (or the CLI) does that."""
+    if scope.principal.token_id == token_id:
+        raise ConflictError(f"a token cannot {verb} itself: use another admin token or "
+                            f"'dqpulse token {verb}'")
 
 
 def _read(row: dict[str, Any]) -> TokenRead:
@@ -75,7 +83,7 @@ def list_tokens(conn: ConnDep,
             if include_revoked or r["revoked_at"] is None]
 
 
-@router.post("", response_model=TokenCreated, status_code=201, responses=problems(409, 413),
+@router.post("", response_model=TokenCreated, status_code=201, responses=problems(400, 409, 413),
              summary="Create a token; the response holds its secret, shown once")
 def create_token(body: TokenCreate, conn: ConnDep, scope: ScopeDep) -> TokenCreated:
     expires_at = (datetime.now(UTC) + timedelta(days=body.expires_in_days)
@@ -92,16 +100,18 @@ def get_token(token_id: IdPath, conn: ConnDep) -> TokenRead:
     return _read(token_store.get_or_raise(conn, token_id=token_id))
 
 
-@router.patch("/{token_id}", response_model=TokenRead, responses=problems(404, 413),
+@router.patch("/{token_id}", response_model=TokenRead, responses=problems(400, 404, 409, 413),
               summary="Set or clear a token's expiry")
 def update_token(token_id: IdPath, body: TokenUpdate, conn: ConnDep,
                  scope: ScopeDep) -> TokenRead:
+    _not_itself(scope, token_id, "expire")
     expires_at = body.expires_at.astimezone(UTC) if body.expires_at else None
     return _read(token_service.set_expiry(conn, scope.principal, token_id=token_id,
                                           expires_at=expires_at))
 
 
-@router.post("/{token_id}/revoke", response_model=TokenRead, responses=problems(404),
+@router.post("/{token_id}/revoke", response_model=TokenRead, responses=problems(404, 409),
              summary="Revoke a token for good (it answers 401 from now on)")
 def revoke_token(token_id: IdPath, conn: ConnDep, scope: ScopeDep) -> TokenRead:
+    _not_itself(scope, token_id, "revoke")
     return _read(token_service.revoke(conn, scope.principal, token_id=token_id))
