@@ -80,8 +80,8 @@ def test_schemathesis_finds_no_failure_in_the_api(fresh_db, tmp_path):
         wait_until(lambda: _answers(f"{base}/healthz"), 60, message="dqpulse api listening")
         result = subprocess.run(
             [str(Path(sys.executable).with_name("st")), "--config-file", str(CONFIG), "run",
-             f"{base}/openapi.json", "--checks", "all", "--header", f"Authorization: Bearer {token}",
-             "--report", "json", "--report-json-path", str(report), "--no-color"],
+             f"{base}/openapi.json", "--checks", "all",
+             "--header", f"Authorization: Bearer {token}", "--report", "json", "--report-json-path", str(report), "--no-color"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     finally:
         stop_processes([api])
