@@ -81,7 +81,8 @@ def test_schemathesis_finds_no_failure_in_the_api(fresh_db, tmp_path):
         result = subprocess.run(
             [str(Path(sys.executable).with_name("st")), "--config-file", str(CONFIG), "run",
              f"{base}/openapi.json", "--checks", "all",
-             "--header", f"Authorization: Bearer {token}", "--report", "json", "--report-json-path", str(report), "--no-color"],
+             "--header", f"Authorization: Bearer {token}",
+             "--report", "json", "--report-json-path", str(report), "--no-color"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     finally:
         stop_processes([api])
