@@ -43,14 +43,14 @@ class AuditPage(BaseModel):
             summary="Audit log, newest first (admin: all; others: their teams' entries)")
 def list_audit(
     scope: ScopeDep,
-    action: Annotated[str | None, Query(pattern=f"^({'|'.join(ACTIONS)})$",
+    action: Annotated[str | None, Query(pattern=f"^({'|'.join(ACTIONS)})?$",
                                         description=" | ".join(ACTIONS))] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
-                                        pattern=r"^[1-9][0-9]{0,17}$")] = None,
+                                        pattern=r"^([1-9][0-9]{0,17})?$")] = None,
 ) -> AuditPage:
     rows = audit.get_page(scope.conn, scope.principal, before_id=int(cursor) if cursor else None,
-                          limit=limit + 1, action=action)
+                          limit=limit + 1, action=action or None)
     page = rows[:limit]
     return AuditPage(items=[AuditEntryRead(**r) for r in page],
                      next_cursor=str(page[-1]["id"]) if len(rows) > limit else None)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from dqpulse.access import Principal
+from dqpulse.access import ANONYMOUS_ADMIN, Principal
 from dqpulse.alerts import actions
 from dqpulse.alerts.anomalies import KINDS
 from dqpulse.alerts.incidents import STATUSES
@@ -31,9 +31,10 @@ from service.params import NO_NUL, IdPath, TimeQuery, epoch
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 MAX_LIMIT = 500
-_STATUS_LIST = f"^({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*$"
+# an empty value is no filter (as an absent one)
+_STATUS_LIST = f"^(({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*)?$"
 # the cursor is the id of the last incident on the previous page (opaque to clients)
-CURSOR_PATTERN = r"^[1-9][0-9]{0,17}$"
+CURSOR_PATTERN = r"^([1-9][0-9]{0,17})?$"
 WRITE = problems(400, 403, 404, 409, 413)
 
 
@@ -150,7 +151,11 @@ def _audit(conn: ConnDep, scope: Scope, action: str, incident: dict[str, Any],
                  team=scope.team_of(str(incident["dataset"])), detail=detail)
 
 
-def _actor(principal: Principal) -> str:
+def _actor(principal: Principal, body: IncidentActionCreate | FeedbackCreate) -> str:
+    """The incident event's actor: the token's name. In open mode nothing is authenticated,
+    so the name the client gives (the console's "Your name") is all there is."""
+    if principal is ANONYMOUS_ADMIN and body.actor:
+        return body.actor
     return principal.name
 
 
@@ -209,7 +214,7 @@ def list_incidents(
         description="open | acknowledged | resolved; comma-separated for several",
         pattern=_STATUS_LIST)] = None,
     kind: Annotated[str | None, Query(description=" | ".join(KINDS),
-                                      pattern=f"^({'|'.join(KINDS)})$")] = None,
+                                      pattern=f"^({'|'.join(KINDS)})?$")] = None,
     since: TimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
@@ -218,7 +223,7 @@ def list_incidents(
     since_s = epoch(since)
     rows = incident_store.get_page(
         conn, dataset=dataset or None, statuses=status.split(",") if status else (),
-        kind=kind, datasets=scope.datasets(),
+        kind=kind or None, datasets=scope.datasets(),
         since=datetime.fromtimestamp(since_s, UTC) if since_s is not None else None,
         before_id=int(cursor) if cursor else None, limit=limit + 1)
     page = rows[:limit]
@@ -241,7 +246,7 @@ def acknowledge_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
                          body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
     incident = scope.incident(incident_id)
-    actions.acknowledge(conn, incident_id=incident_id, actor=_actor(scope.principal),
+    actions.acknowledge(conn, incident_id=incident_id, actor=_actor(scope.principal, body),
                         comment=body.comment, notifications=notifications_of(request),
                         public_url=settings.public_url)
     _audit(conn, scope, "incident.acknowledge", incident, body)
@@ -256,7 +261,7 @@ def resolve_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep, reques
                      body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
     incident = scope.incident(incident_id)
-    actions.resolve(conn, incident_id=incident_id, actor=_actor(scope.principal),
+    actions.resolve(conn, incident_id=incident_id, actor=_actor(scope.principal, body),
                     comment=body.comment, notifications=notifications_of(request),
                     public_url=settings.public_url)
     _audit(conn, scope, "incident.resolve", incident, body)
@@ -272,7 +277,7 @@ def incident_feedback(incident_id: IdPath, body: FeedbackCreate, conn: ConnDep,
                       telemetry: TelemetryDep) -> FeedbackRead:
     incident = scope.incident(incident_id)
     target = incident_service.feedback(conn, incident_id=incident_id, verdict=body.verdict,
-                                       comment=body.comment, actor=_actor(scope.principal),
+                                       comment=body.comment, actor=_actor(scope.principal, body),
                                        notifications=notifications_of(request),
                                        public_url=settings.public_url)
     _audit(conn, scope, "incident.feedback", incident, body)

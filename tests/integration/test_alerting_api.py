@@ -139,7 +139,7 @@ def test_acknowledge_resolve_lifecycle_and_conflicts(client, db_engine, spec):
     body = response.json()
     assert body["status"] == "resolved" and body["resolved_at"] is not None
     assert [(e["action"], e["actor"]) for e in body["events"]] == [
-        ("opened", "dqpulse"), ("acknowledged", "anonymous"), ("resolved", "anonymous")]
+        ("opened", "dqpulse"), ("acknowledged", "alice"), ("resolved", "anonymous")]
     assert [d["event"] for d in body["deliveries"]] == ["opened", "acknowledged", "resolved"]
     assert client.post(f"/api/v1/incidents/{incident_id}/resolve").status_code == 409
     registry = client.app.state.telemetry.registry
