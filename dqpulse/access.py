@@ -8,7 +8,6 @@ resolve, feedback, silences, lineage), admin also manages tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,9 +51,6 @@ class Principal:
     def visible(self, owners: dict[str, str | None]) -> set[str]:
         """The names among ``{name: owner}`` this caller may see."""
         return {name for name, owner in owners.items() if self.sees_team(owner)}
-
-    def filter_names(self, names: Iterable[str], owners: dict[str, str | None]) -> list[str]:
-        return [n for n in names if n in owners and self.sees_team(owners[n])]
 
 
 ANONYMOUS_ADMIN = Principal(name="anonymous", role="admin")

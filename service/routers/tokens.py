@@ -88,9 +88,8 @@ def list_tokens(conn: ConnDep,
 def create_token(body: TokenCreate, conn: ConnDep, scope: ScopeDep) -> TokenCreated:
     expires_at = (datetime.now(UTC) + timedelta(days=body.expires_in_days)
                   if body.expires_in_days else None)
-    teams = body.teams if body.role != "admin" or body.teams else []
     token, row = token_service.create(conn, scope.principal, name=body.name, role=body.role,
-                                      teams=teams, expires_at=expires_at)
+                                      teams=body.teams, expires_at=expires_at)
     return TokenCreated(**_read(row).model_dump(), token=token)
 
 
