@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(api)
     app.include_router(health.router)
     install_console(app)
+    # inside the request counter below, so a refused body is counted like any answer
+    app.add_middleware(errors.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
 
     @app.middleware("http")
     async def count_requests(request: Request,
@@ -63,12 +65,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")  # the template: bounded label values
-        if request.url.path.startswith(API_PREFIX) and not path.startswith(API_PREFIX):
+        if (route is not None and request.url.path.startswith(API_PREFIX)
+                and not path.startswith(API_PREFIX)):
             path = API_PREFIX + path
         app.state.telemetry.http_requests.labels(request.method, path,
                                                  str(response.status_code)).inc()
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 
-    app.add_middleware(errors.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     return app

@@ -55,6 +55,25 @@ def test_open_mode_needs_no_token_and_acts_as_anonymous_admin(fresh_db):
     assert client.get("/api/v1/audit").json()["items"][0]["actor"] == "anonymous"
 
 
+def test_bodies_over_the_limit_get_a_counted_413_and_405_names_every_method(fresh_db):
+    settings = Settings(database_url=fresh_db, auth="open", api_max_body_bytes=2048)
+    client = TestClient(create_app(settings))
+    too_big = client.post("/api/v1/lineage/openlineage", content=b"{" + b" " * 4096 + b"}",
+                          headers={"Content-Type": "application/json"})
+    assert too_big.status_code == 413
+    assert too_big.json() == {"error": "PayloadTooLargeError",
+                              "detail": "request body over 2048 bytes"}
+    chunked = client.post("/api/v1/silences", content=iter([b" " * 1500, b" " * 1500]),
+                          headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413  # no Content-Length: counted as it streams
+    registry = client.app.state.telemetry.registry
+    assert registry.get_sample_value("dqpulse_http_requests_total", {
+        "method": "POST", "route": "unmatched", "status": "413"}) == 2
+    put = client.put("/api/v1/silences")
+    assert put.status_code == 405 and put.headers["allow"] == "GET, POST"
+    assert put.json()["error"] == "MethodNotAllowedError"
+
+
 def test_static_tokens_from_settings_are_admins(fresh_db):
     settings = Settings(database_url=fresh_db, api_tokens="s3cret-one,s3cret-two")
     client = TestClient(create_app(settings))
