@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dqpulse.records import MetricPoint
 from dqpulse.services import tokens as token_service
 from dqpulse.spec import parse_spec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import incidents as incident_store
+from dqpulse.store import metrics as metric_store
 from dqpulse.store import silences as silence_store
 from dqpulse.store.db import make_engine
 from tests.integration.helpers import stop_processes, wait_until
@@ -61,6 +63,14 @@ def _seed(url: str) -> str:
                 owner="payments")
         silence_store.create(conn, dataset="orders", owner=None, kind=None, starts_at=now,
                              ends_at=now + timedelta(days=1), comment=None, created_by="seed")
+        first = (int(now.timestamp()) // 60 - 120) * 60
+        for index in range(120):  # two hours of one-minute windows for the history endpoint
+            start = float(first + 60 * index)
+            metric_store.create_window(conn, dataset="orders", window_start=start,
+                                       window_end=start + 60, points=[
+                                           MetricPoint("volume.records", float(index % 7)),
+                                           MetricPoint("completeness.null_ratio", 0.01,
+                                                       "amount")])
     token, _ = token_service.create_token(engine, name="fuzzer", role="admin")
     engine.dispose()
     return token
