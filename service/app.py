@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
@@ -26,6 +27,25 @@ def _load_spec(settings: Settings) -> Spec | None:
     if Path(settings.config_file).is_file():
         return load_spec(settings.config_file)
     return None
+
+
+def _document_open_mode(app: FastAPI) -> None:
+    """In open mode no request needs a token: the served OpenAPI document says so (no
+    security requirement, no 401), so a client or a fuzzer reads the truth."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    operation.get("responses", {}).pop("401", None)
+            schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
@@ -54,6 +74,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
+    if settings.auth == "open":
+        _document_open_mode(app)
     install_console(app)
     # inside the request counter below, so a refused body is counted like any answer
     app.add_middleware(errors.BodySizeLimit, max_bytes=settings.api_max_body_bytes)

@@ -53,6 +53,11 @@ def test_open_mode_needs_no_token_and_acts_as_anonymous_admin(fresh_db):
                                                     "created_by": "bob"})
     assert created.status_code == 201 and created.json()["created_by"] == "anonymous"
     assert client.get("/api/v1/audit").json()["items"][0]["actor"] == "anonymous"
+    # the served document says what open mode does: no security requirement, no 401
+    schema = client.get("/openapi.json").json()
+    operations = [op for ops in schema["paths"].values() for op in ops.values()]
+    assert not any("security" in op or "401" in op["responses"] for op in operations)
+    assert "securitySchemes" not in schema["components"]
 
 
 def test_bodies_over_the_limit_get_a_counted_413_and_405_names_every_method(fresh_db):
