@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     public_url: str = "http://127.0.0.1:8000"
     api_tokens: SecretStr | None = None
+    # required: every /api/v1 request needs a bearer token (the default); open: no token is
+    # asked for and every request acts as an anonymous admin (the demo; a laptop)
+    auth: Literal["required", "open"] = "required"
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     field_metric_budget: int = Field(default=200, ge=0)
     # autoencoder over each dataset's window vector (needs torch: the [ml] extra):
     # off | score (score + per-metric attribution stored, no alerts) | alert

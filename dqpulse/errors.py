@@ -38,3 +38,7 @@ class ValidationError(DqpulseError):
 
 class AuthError(DqpulseError):
     """Missing or invalid credentials."""
+
+
+class ForbiddenError(DqpulseError):
+    """Valid credentials whose role does not allow the action."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
@@ -16,10 +17,38 @@ from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
-from service.routers import datasets, health, incidents, lineage, model, silences
+from service.routers import (
+    audit,
+    datasets,
+    health,
+    incidents,
+    lineage,
+    model,
+    silences,
+    tokens,
+)
 from service.ui import install as install_console
 
 API_PREFIX = "/api/v1"
+
+
+def _document_open_mode(app: FastAPI) -> None:
+    """In open mode no request needs a token: the served OpenAPI document says so (no
+    security requirement, no 401), so a client or a fuzzer reads the truth."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    operation.get("responses", {}).pop("401", None)
+            schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
@@ -48,13 +77,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.telemetry.registry.register(app.state.exporter)
 
     auth = TokenAuth(settings, app.state.engine)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)])
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth)],
+                    responses=errors.problems(401, 422))
     for router in (datasets.router, incidents.router, silences.router, lineage.router,
-                   model.router):
+                   tokens.router, audit.router, model.router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router)
+    if settings.auth == "open":
+        _document_open_mode(app)
     install_console(app)
+    # inside the request counter below, so a refused body is counted like any answer
+    app.add_middleware(errors.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
 
     @app.middleware("http")
     async def count_requests(request: Request,
@@ -63,7 +97,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")  # the template: bounded label values
-        if request.url.path.startswith(API_PREFIX) and not path.startswith(API_PREFIX):
+        if (route is not None and request.url.path.startswith(API_PREFIX)
+                and not path.startswith(API_PREFIX)):
             path = API_PREFIX + path
         telemetry = app.state.telemetry
         telemetry.http_requests.labels(request.method, path, str(response.status_code)).inc()

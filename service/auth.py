@@ -1,56 +1,70 @@
-"""Bearer-token authentication for /api/v1.
+"""Bearer-token authentication for /api/v1: who the caller is (a :class:`Principal`).
 
-Open by default (no token created: a local install or the demo). Once a token exists
-(``dqpulse token create``) or ``DQPULSE_API_TOKENS`` is set (comma-separated static
-tokens), every /api/v1 request needs ``Authorization: Bearer <token>``; /healthz,
-/readyz, /metrics and /docs stay open for probes and scrapers.
+``DQPULSE_AUTH=required`` (the default): every /api/v1 request needs
+``Authorization: Bearer <token>``; the token names a role and teams (``dqpulse token
+create``). Tokens in ``DQPULSE_API_TOKENS`` (comma-separated) are admins, for bootstrapping.
+``DQPULSE_AUTH=open`` (the demo, a laptop): no token is asked for and every request acts
+as an anonymous admin. /healthz, /readyz, /metrics, /docs and the console's pages stay open.
 """
 
 from __future__ import annotations
 
 import hmac
-import time
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
+from dqpulse.access import ANONYMOUS_ADMIN, Principal, Role
 from dqpulse.config import Settings
 from dqpulse.errors import AuthError
-from dqpulse.store import tokens as token_store
+from dqpulse.services import tokens as token_service
 
-_CACHE_S = 10.0
+bearer = HTTPBearer(auto_error=False, scheme_name="token",
+                    description="A dqpulse API token (`dqpulse token create` or "
+                                "`POST /api/v1/tokens`); not needed with DQPULSE_AUTH=open")
 
 
 class TokenAuth:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         raw = settings.api_tokens.get_secret_value() if settings.api_tokens else ""
         self.static = [t.strip() for t in raw.split(",") if t.strip()]
+        self.open = settings.auth == "open"
         self.engine = engine
-        self._any_checked_at = 0.0
-        self._any = False
 
-    def _tokens_exist(self) -> bool:
-        now = time.monotonic()
-        if now - self._any_checked_at > _CACHE_S:
-            with self.engine.connect() as conn:
-                self._any = token_store.any_exist(conn)
-            self._any_checked_at = now
-        return self._any
+    def __call__(self, request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                 ) -> Principal:
+        principal = self._principal(credentials)
+        request.state.principal = principal
+        return principal
 
-    def __call__(self, request: Request) -> None:
-        if not self.static and not self._tokens_exist():
-            request.state.actor = None
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    def _principal(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        if self.open:
+            return ANONYMOUS_ADMIN
+        if credentials is None or not credentials.credentials:
             raise AuthError("missing 'Authorization: Bearer <token>' header")
-        for static in self.static:
-            if hmac.compare_digest(static, token):
-                request.state.actor = "static-token"
-                return
+        token = credentials.credentials
+        for index, static in enumerate(self.static, start=1):
+            if hmac.compare_digest(static.encode(), token.encode()):
+                return Principal(name=f"static-token-{index}", role="admin")
         with self.engine.connect() as conn:
-            found = token_store.get_by_token(conn, token=token)
-        if found is None:
-            raise AuthError("invalid API token")
-        request.state.actor = str(found["name"])
+            return token_service.authenticate(conn, token)
+
+
+def get_principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(role: Role, action: str) -> object:
+    """A route dependency: 403 unless the caller's role allows ``action``."""
+
+    def check(principal: PrincipalDep) -> None:
+        principal.require(role, action)
+
+    return Depends(check)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine
 
+from dqpulse.access import Principal
 from dqpulse.config import Settings
+from dqpulse.errors import NotFoundError
+from dqpulse.store import datasets as dataset_store
+from dqpulse.store import incidents as incident_store
 from dqpulse.telemetry import Telemetry
+from service.auth import PrincipalDep
 
 
 def get_engine(request: Request) -> Engine:
@@ -40,3 +45,50 @@ TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
 # is sent, so a client that reads right after a write sees it (the default, "request",
 # would commit only after the response has gone out)
 ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]
+
+
+class Scope:
+    """What the caller may see: its teams' datasets (an admin: all), and objects through them.
+
+    Another team's object answers 404, exactly like a missing one, so names do not leak.
+    """
+
+    def __init__(self, principal: Principal, conn: Connection) -> None:
+        self.principal = principal
+        self.conn = conn
+        self._owners: dict[str, str | None] | None = None
+
+    @property
+    def owners(self) -> dict[str, str | None]:
+        if self._owners is None:
+            self._owners = dataset_store.get_owners(self.conn)
+        return self._owners
+
+    def datasets(self) -> set[str] | None:
+        """The visible dataset names; None for an admin (everything, known or not)."""
+        return None if self.principal.is_admin else self.principal.visible(self.owners)
+
+    def sees(self, dataset: str) -> bool:
+        return self.principal.is_admin or (
+            dataset in self.owners and self.principal.sees_team(self.owners[dataset]))
+
+    def team_of(self, dataset: str | None) -> str | None:
+        return None if dataset is None else self.owners.get(dataset)
+
+    def dataset(self, name: str) -> None:
+        """404 unless the dataset exists and the caller sees it."""
+        if not self.sees(name) or name not in self.owners:
+            raise NotFoundError(f"dataset {name!r} does not exist")
+
+    def incident(self, incident_id: int) -> dict[str, Any]:
+        row = incident_store.get(self.conn, incident_id=incident_id)
+        if row is None or not self.sees(str(row["dataset"])):
+            raise NotFoundError(f"incident {incident_id} does not exist")
+        return row
+
+
+def get_scope(principal: PrincipalDep, conn: ConnDep) -> Scope:
+    return Scope(principal, conn)
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]

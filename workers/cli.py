@@ -11,10 +11,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dqpulse.config import Settings
-from dqpulse.errors import ConfigError
+from dqpulse.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from dqpulse.logs import configure_logging
 
 
@@ -119,12 +120,62 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     max_seconds=args.max_seconds)
 
 
-def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.services.tokens import create_token
+def _token_line(row: dict[str, Any]) -> str:
+    expires = row["expires_at"].isoformat() if row["expires_at"] else "never"
+    state = "revoked" if row["revoked_at"] else "active"
+    return (f"{row['name']}\trole={row['role']}\tteams={','.join(row['teams']) or '-'}\t"
+            f"expires={expires}\t{state}")
+
+
+def _token_engine(settings: Settings) -> Any:
     from dqpulse.store.db import make_engine
 
-    token = create_token(make_engine(settings.database_url), name=args.name, owner=args.owner)
+    return make_engine(settings.database_url)
+
+
+def _later(duration: str | None) -> datetime | None:
+    from dqpulse.spec import parse_duration
+
+    if not duration:
+        return None
+    try:
+        return datetime.now(UTC) + timedelta(seconds=parse_duration(duration))
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services import tokens as token_service
+
+    token, row = token_service.create_token(_token_engine(settings), name=args.name,
+                                            role=args.role, teams=args.team,
+                                            expires_at=_later(args.expires_in))
+    print(_token_line(row), file=sys.stderr)
     print(token)
+    return 0
+
+
+def _cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services import tokens as token_service
+
+    for row in token_service.list_tokens(_token_engine(settings)):
+        print(_token_line(row))
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services import tokens as token_service
+
+    print(_token_line(token_service.revoke_token(_token_engine(settings), name=args.name)))
+    return 0
+
+
+def _cmd_token_expire(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services import tokens as token_service
+
+    at = _later(args.expires_in) or datetime.now(UTC)
+    print(_token_line(token_service.expire_token(_token_engine(settings), name=args.name,
+                                                 at=at)))
     return 0
 
 
@@ -231,10 +282,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("token", help="API tokens")
     tsub = p.add_subparsers(dest="token_command", required=True)
-    t = tsub.add_parser("create", help="create a token (printed once)")
+    t = tsub.add_parser("create", help="create a token (printed once on stdout)")
     t.add_argument("--name", required=True)
-    t.add_argument("--owner")
-    t.set_defaults(func=_cmd_token)
+    t.add_argument("--role", choices=["viewer", "editor", "admin"], default="viewer",
+                   help="viewer reads; editor also acts on incidents, silences, lineage; "
+                        "admin also manages tokens and sees every team")
+    t.add_argument("--team", action="append", default=[], metavar="OWNER",
+                   help="a dataset owner the token sees (repeatable)")
+    t.add_argument("--owner", dest="team", action="append", help=argparse.SUPPRESS)
+    t.add_argument("--expires-in", metavar="DURATION", help="e.g. 90d (default: never)")
+    t.set_defaults(func=_cmd_token_create)
+    t = tsub.add_parser("list", help="list tokens (never their secrets)")
+    t.set_defaults(func=_cmd_token_list)
+    t = tsub.add_parser("revoke", help="revoke a token for good")
+    t.add_argument("name")
+    t.set_defaults(func=_cmd_token_revoke)
+    t = tsub.add_parser("expire", help="expire a token now, or set when it expires")
+    t.add_argument("name")
+    t.add_argument("--in", dest="expires_in", metavar="DURATION",
+                   help="expire after this long instead of now (e.g. 7d)")
+    t.set_defaults(func=_cmd_token_expire)
 
     p = sub.add_parser(
         "detect", help="score a timestamp,value CSV offline, one score per row",
@@ -272,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except (ConflictError, NotFoundError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -86,8 +86,9 @@ def demo_injections(start: float) -> list[Injection]:
 def build_demo(database: str, speed: float, *, start: float | None = None,
                spec_text: str = DEMO_SPEC, injections: Sequence[Injection] | None = None
                ) -> tuple[Settings, Engine, Spec, EmbeddedSource, SimClock]:
+    # the demo is local and throwaway: the API is open (no token; every request an admin)
     settings = Settings(database_url=database, checkpoint_interval_s=0.5, poll_timeout_s=0.05,
-                        idle_partition_timeout_s=20.0, worker_metrics_port=0)
+                        idle_partition_timeout_s=20.0, worker_metrics_port=0, auth="open")
     upgrade_to_head(database)
     engine = make_engine(database)
     spec = parse_spec(spec_text, source="demo.yaml")

@@ -48,6 +48,11 @@ def get_all(conn: Connection) -> list[DatasetSpec]:
     return [DatasetSpec.model_validate(row.spec) for row in rows]
 
 
+def get_owners(conn: Connection) -> dict[str, str | None]:
+    """``{dataset: owner}`` of every dataset (the owner is the team it belongs to)."""
+    return {row.name: row.owner for row in conn.execute(select(datasets.c.name, datasets.c.owner))}
+
+
 def get(conn: Connection, *, name: str) -> DatasetSpec | None:
     row = conn.execute(select(datasets.c.spec).where(datasets.c.name == name)).first()
     return None if row is None else DatasetSpec.model_validate(row.spec)

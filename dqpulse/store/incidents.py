@@ -8,7 +8,7 @@ naive values, which :func:`aware` reads as UTC).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,9 +82,13 @@ def count_active(conn: Connection, *, dataset: str) -> int:
 
 def get_page(conn: Connection, *, dataset: str | None = None, statuses: Sequence[str] = (),
              kind: str | None = None, since: datetime | None = None,
-             before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Incidents newest first (``id`` descending), starting below ``before_id``."""
+             before_id: int | None = None, limit: int = 50,
+             datasets: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Incidents newest first (``id`` descending), starting below ``before_id``;
+    ``datasets`` keeps those of these datasets (a caller's teams)."""
     query = select(incidents)
+    if datasets is not None:
+        query = query.where(incidents.c.dataset.in_(sorted(datasets)))
     if dataset is not None:
         query = query.where(incidents.c.dataset == dataset)
     if statuses:

@@ -254,6 +254,13 @@ api_tokens = Table(
     Column("token_hash", String(128), nullable=False, unique=True),
     Column("owner", String(200)),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    # added in 0004: role (viewer | editor | admin), teams (dataset owners it may see),
+    # expiry and revocation (the row stays for the audit trail)
+    Column("role", String(20), nullable=False, server_default="viewer"),
+    Column("teams", JSON, nullable=False, server_default="[]"),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("created_by", String(200), nullable=False, server_default="cli"),
 )
 
 # Every `dqpulse apply`: the whole dqpulse.yaml model as validated, secrets still ``${VAR}``
@@ -269,3 +276,20 @@ model_versions = Table(
     Column("source", String(500), nullable=False, server_default=""),
     Column("applied_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
+
+# Every write through the API (and token administration from the CLI): who, what, on what.
+# ``team`` is the owner of the object acted on (null: not a team's object, e.g. a token).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("token_id", BigInteger),
+    Column("role", String(20), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("team", String(200)),
+    Column("detail", JSON),
+)
+Index("ix_audit_log_team", audit_log.c.team, audit_log.c.id)

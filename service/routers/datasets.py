@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
-from dqpulse.errors import ValidationError
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store import schemas as schema_store
-from service.deps import ConnDep
+from service.deps import ConnDep, ScopeDep
+from service.errors import problems
+from service.params import NO_NUL, DatasetName, TimeQuery, epoch
 from service.schemas import (
     DatasetRead,
     MetricSeriesRead,
@@ -25,6 +25,8 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+MAX_STEP_S = 3_162_240_000.0  # 100 years: a bucket beyond that is one bucket anyway
 
 
 def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
@@ -47,57 +49,34 @@ def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
     )
 
 
-@router.get("", response_model=list[DatasetRead], summary="List datasets with quality scores")
-def list_datasets(conn: ConnDep) -> list[DatasetRead]:
-    return [_to_read(conn, spec) for spec in dataset_store.get_all(conn)]
+@router.get("", response_model=list[DatasetRead],
+            summary="List datasets with quality scores (the token's teams' datasets)")
+def list_datasets(conn: ConnDep, scope: ScopeDep) -> list[DatasetRead]:
+    return [_to_read(conn, spec) for spec in dataset_store.get_all(conn) if scope.sees(spec.name)]
 
 
-@router.get("/{name}", response_model=DatasetRead, summary="One dataset with quality scores")
-def get_dataset(name: str, conn: ConnDep) -> DatasetRead:
+@router.get("/{name}", response_model=DatasetRead, summary="One dataset with quality scores",
+            responses=problems(404))
+def get_dataset(name: DatasetName, conn: ConnDep, scope: ScopeDep) -> DatasetRead:
+    scope.dataset(name)
     return _to_read(conn, dataset_store.get_or_raise(conn, name=name))
 
 
 @router.get("/{name}/metrics", response_model=list[SeriesRead],
-            summary="Metric series of a dataset")
+            summary="Metric series of a dataset", responses=problems(404))
 def list_series(
-    name: str,
+    name: DatasetName,
     conn: ConnDep,
+    scope: ScopeDep,
     counts: Annotated[bool, Query(
         description="Count each series' points; false skips the count ('points' is null), "
                     "which stays fast on months of history (the console uses it)")] = True,
 ) -> list[SeriesRead]:
-    dataset_store.get_or_raise(conn, name=name)
+    scope.dataset(name)
     if not counts:
         return [SeriesRead(**row, points=None)
                 for row in metric_store.get_series_names(conn, dataset=name)]
     return [SeriesRead(**row) for row in metric_store.get_series_list(conn, dataset=name)]
-
-
-def parse_time(value: str | None, parameter: str) -> float | None:
-    """Epoch seconds or ISO-8601 -> epoch seconds; a precise 422 otherwise."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return _parse_iso(value, parameter)
-    if not math.isfinite(number):
-        raise ValidationError(f"query parameter {parameter!r}: must be finite")
-    return number
-
-
-def _parse_iso(value: str, parameter: str) -> float:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            f"query parameter {parameter!r}: expected epoch seconds or ISO-8601, "
-            f"got {value!r}") from None
-    if parsed.tzinfo is None:
-        raise ValidationError(
-            f"query parameter {parameter!r}: ISO-8601 time needs a timezone "
-            f"(e.g. 'Z'), got {value!r}")
-    return parsed.timestamp()
 
 
 def _band(explanation: dict[str, Any] | None, key: str) -> float | None:
@@ -106,21 +85,25 @@ def _band(explanation: dict[str, Any] | None, key: str) -> float | None:
 
 
 @router.get("/{name}/metrics/{metric}", response_model=MetricSeriesRead,
-            summary="Points of one metric series")
+            summary="Points of one metric series", responses=problems(404))
 def get_series(
-    name: str,
-    metric: str,
+    name: DatasetName,
+    metric: Annotated[str, Path(pattern=r"^[a-z_]+\.[a-z0-9_]+$", max_length=120)],
     conn: ConnDep,
-    field: Annotated[str, Query(description="Field path for per-field metrics")] = "",
-    start: Annotated[str | None, Query(description="Epoch seconds or ISO-8601")] = None,
-    end: Annotated[str | None, Query(description="Epoch seconds or ISO-8601")] = None,
-    step: Annotated[float | None, Query(gt=0, description="Bucket size in seconds")] = None,
+    scope: ScopeDep,
+    field: Annotated[str, Query(description="Field path for per-field metrics",
+                                max_length=500, pattern=NO_NUL)] = "",
+    start: TimeQuery = None,
+    end: TimeQuery = None,
+    step: Annotated[float | None, Query(ge=1, le=MAX_STEP_S,
+                                        description="Bucket size in seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> MetricSeriesRead:
-    dataset_store.get_or_raise(conn, name=name)
-    start_s, end_s = parse_time(start, "start"), parse_time(end, "end")
+    scope.dataset(name)
+    start_s, end_s = epoch(start), epoch(end)
     if start_s is not None and end_s is not None and start_s >= end_s:
-        raise ValidationError("query parameters 'start' and 'end': start must be before end")
+        # an empty range: no points (a well-formed request is not an error)
+        return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step, points=[])
     if step is not None:
         # aggregated in the database: a 30-day range of 1-minute windows is one query
         buckets = metric_store.get_buckets(conn, dataset=name, metric=metric, field=field,
@@ -142,8 +125,8 @@ def get_series(
 
 
 @router.get("/{name}/schema", response_model=list[SchemaVersionRead],
-            summary="Observed schema versions with diffs")
-def get_schema(name: str, conn: ConnDep) -> list[SchemaVersionRead]:
-    dataset_store.get_or_raise(conn, name=name)
+            summary="Observed schema versions with diffs", responses=problems(404))
+def get_schema(name: DatasetName, conn: ConnDep, scope: ScopeDep) -> list[SchemaVersionRead]:
+    scope.dataset(name)
     return [SchemaVersionRead(**{k: row[k] for k in SchemaVersionRead.model_fields})
             for row in schema_store.get_all(conn, dataset=name)]

@@ -8,29 +8,34 @@ database). Channel URLs and secrets are never part of a response.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from dqpulse.alerts import actions, anomalies
-from dqpulse.alerts import incidents as lifecycle
-from dqpulse.errors import ValidationError
+from dqpulse.access import ANONYMOUS_ADMIN, Principal
+from dqpulse.alerts import actions
+from dqpulse.alerts.anomalies import KINDS
+from dqpulse.alerts.incidents import STATUSES
+from dqpulse.services import audit
 from dqpulse.services import incidents as incident_service
 from dqpulse.spec import NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
-from service.deps import ConnDep, SettingsDep
-from service.routers.datasets import parse_time
+from service.auth import require
+from service.deps import ConnDep, Scope, ScopeDep, SettingsDep
+from service.errors import problems
+from service.params import NO_NUL, IdPath, TimeQuery, epoch
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 MAX_LIMIT = 500
-_CURSOR_PREFIX = "v1:"
+# an empty value is no filter (as an absent one)
+_STATUS_LIST = f"^(({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*)?$"
+# the cursor is the id of the last incident on the previous page (opaque to clients)
+CURSOR_PATTERN = r"^([1-9][0-9]{0,17})?$"
+WRITE = problems(400, 403, 404, 409, 413)
 
 
 class IncidentRead(BaseModel):
@@ -106,15 +111,21 @@ class IncidentDetailRead(IncidentRead):
     deliveries: list[DeliveryRead]
 
 
+_ACTOR_NOTE = ("a name for the audit note only: the actor recorded is the token's "
+               "identity (deprecated)")
+
+
 class IncidentActionCreate(BaseModel):
-    actor: str | None = Field(default=None, max_length=200)
-    comment: str | None = Field(default=None, max_length=10_000)
+    actor: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
+                              description=_ACTOR_NOTE)
+    comment: str | None = Field(default=None, max_length=10_000, pattern=NO_NUL)
 
 
 class FeedbackCreate(BaseModel):
-    verdict: str = Field(description="false_positive | confirmed")
-    comment: str | None = Field(default=None, max_length=10_000)
-    actor: str | None = Field(default=None, max_length=200)
+    verdict: Literal["false_positive", "confirmed"]
+    comment: str | None = Field(default=None, max_length=10_000, pattern=NO_NUL)
+    actor: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
+                              description=_ACTOR_NOTE)
 
 
 class FeedbackRead(BaseModel):
@@ -130,34 +141,21 @@ def notifications_of(request: Request) -> list[NotificationSpec]:
     return list(request.app.state.model.spec().notifications)
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{last_id}".encode()).decode().rstrip("=")
+def _audit(conn: ConnDep, scope: Scope, action: str, incident: dict[str, Any],
+           body: IncidentActionCreate | FeedbackCreate) -> None:
+    detail: dict[str, Any] = {"comment": body.comment, "claimed_actor": body.actor}
+    if isinstance(body, FeedbackCreate):
+        detail["verdict"] = body.verdict
+    audit.record(conn, scope.principal, action=action, target=f"incident:{incident['id']}",
+                 team=scope.team_of(str(incident["dataset"])), detail=detail)
 
 
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith(_CURSOR_PREFIX):
-            raise ValueError(raw)
-        value = int(raw[len(_CURSOR_PREFIX):])
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise ValidationError(f"query parameter 'cursor': not a cursor from this API: "
-                              f"{cursor!r}") from None
-    if value < 1:
-        raise ValidationError(f"query parameter 'cursor': not a cursor from this API: "
-                              f"{cursor!r}")
-    return value
-
-
-def _choices(value: str | None, parameter: str, allowed: Sequence[str]) -> list[str]:
-    if value is None or value == "":
-        return []
-    chosen = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in allowed]
-    if unknown or not chosen:
-        raise ValidationError(f"query parameter {parameter!r}: must be one of "
-                              f"{', '.join(allowed)} (comma-separated), got {value!r}")
-    return chosen
+def _actor(principal: Principal, body: IncidentActionCreate | FeedbackCreate) -> str:
+    """The incident event's actor: the token's name. In open mode nothing is authenticated,
+    so the name the client gives (the console's "Your name") is all there is."""
+    if principal is ANONYMOUS_ADMIN and body.actor:
+        return body.actor
+    return principal.name
 
 
 def _common(row: dict[str, Any]) -> dict[str, Any]:
@@ -198,73 +196,82 @@ def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
     )
 
 
-@router.get("", response_model=IncidentPage, summary="List incidents, newest first")
+@router.get("", response_model=IncidentPage,
+            summary="List incidents, newest first (the token's teams' incidents)")
 def list_incidents(
     conn: ConnDep,
-    dataset: Annotated[str | None, Query(description="Only this dataset")] = None,
+    scope: ScopeDep,
+    dataset: Annotated[str | None, Query(description="Only this dataset", max_length=200,
+                                         pattern=NO_NUL)] = None,
     status: Annotated[str | None, Query(
-        description="open | acknowledged | resolved; comma-separated for several")] = None,
-    kind: Annotated[str | None, Query(description="freshness | volume | completeness | ...")]
-    = None,
-    since: Annotated[str | None, Query(
-        description="Only incidents opened at or after this time (epoch s or ISO-8601)")]
-    = None,
+        description="open | acknowledged | resolved; comma-separated for several",
+        pattern=_STATUS_LIST)] = None,
+    kind: Annotated[str | None, Query(description=" | ".join(KINDS),
+                                      pattern=f"^({'|'.join(KINDS)})?$")] = None,
+    since: TimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")]
-    = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
+                                        pattern=CURSOR_PATTERN)] = None,
 ) -> IncidentPage:
-    statuses = _choices(status, "status", lifecycle.STATUSES)
-    kinds = _choices(kind, "kind", anomalies.KINDS)
-    if len(kinds) > 1:
-        raise ValidationError("query parameter 'kind': give one kind")
-    since_s = parse_time(since, "since")
-    before_id = decode_cursor(cursor) if cursor else None
+    since_s = epoch(since)
     rows = incident_store.get_page(
-        conn, dataset=dataset or None, statuses=statuses, kind=kinds[0] if kinds else None,
+        conn, dataset=dataset or None, statuses=status.split(",") if status else (),
+        kind=kind or None, datasets=scope.datasets(),
         since=datetime.fromtimestamp(since_s, UTC) if since_s is not None else None,
-        before_id=before_id, limit=limit + 1)
+        before_id=int(cursor) if cursor else None, limit=limit + 1)
     page = rows[:limit]
-    next_cursor = encode_cursor(int(page[-1]["id"])) if len(rows) > limit else None
+    next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
     return IncidentPage(items=[_read(r) for r in page], next_cursor=next_cursor)
 
 
-@router.get("/{incident_id}", response_model=IncidentDetailRead,
+@router.get("/{incident_id}", response_model=IncidentDetailRead, responses=problems(404),
             summary="One incident with its alerts, audit trail and notification deliveries")
-def get_incident(incident_id: int, conn: ConnDep) -> IncidentDetailRead:
+def get_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep) -> IncidentDetailRead:
+    scope.incident(incident_id)
     return _detail(conn, incident_id)
 
 
-@router.post("/{incident_id}/acknowledge", response_model=IncidentDetailRead,
+@router.post("/{incident_id}/acknowledge", response_model=IncidentDetailRead, responses=WRITE,
+             dependencies=[require("editor", "acknowledging an incident")],
              summary="Acknowledge an open incident (409 otherwise)")
-def acknowledge_incident(incident_id: int, conn: ConnDep, request: Request,
-                         settings: SettingsDep,
+def acknowledge_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
+                         request: Request, settings: SettingsDep,
                          body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
-    actions.acknowledge(conn, incident_id=incident_id, actor=body.actor or "api",
+    incident = scope.incident(incident_id)
+    actions.acknowledge(conn, incident_id=incident_id, actor=_actor(scope.principal, body),
                         comment=body.comment, notifications=notifications_of(request),
                         public_url=settings.public_url)
+    _audit(conn, scope, "incident.acknowledge", incident, body)
     return _detail(conn, incident_id)
 
 
-@router.post("/{incident_id}/resolve", response_model=IncidentDetailRead,
+@router.post("/{incident_id}/resolve", response_model=IncidentDetailRead, responses=WRITE,
+             dependencies=[require("editor", "resolving an incident")],
              summary="Resolve an open or acknowledged incident (409 if resolved)")
-def resolve_incident(incident_id: int, conn: ConnDep, request: Request, settings: SettingsDep,
+def resolve_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep, request: Request,
+                     settings: SettingsDep,
                      body: IncidentActionCreate | None = None) -> IncidentDetailRead:
     body = body or IncidentActionCreate()
-    actions.resolve(conn, incident_id=incident_id, actor=body.actor or "api",
+    incident = scope.incident(incident_id)
+    actions.resolve(conn, incident_id=incident_id, actor=_actor(scope.principal, body),
                     comment=body.comment, notifications=notifications_of(request),
                     public_url=settings.public_url)
+    _audit(conn, scope, "incident.resolve", incident, body)
     return _detail(conn, incident_id)
 
 
-@router.post("/{incident_id}/feedback", response_model=FeedbackRead,
+@router.post("/{incident_id}/feedback", response_model=FeedbackRead, responses=WRITE,
+             dependencies=[require("editor", "giving feedback on an incident")],
              summary="Mark an incident a false positive (resolves it) or confirm it")
-def incident_feedback(incident_id: int, body: FeedbackCreate, conn: ConnDep, request: Request,
-                      settings: SettingsDep) -> FeedbackRead:
+def incident_feedback(incident_id: IdPath, body: FeedbackCreate, conn: ConnDep,
+                      scope: ScopeDep, request: Request, settings: SettingsDep) -> FeedbackRead:
+    incident = scope.incident(incident_id)
     target = incident_service.feedback(conn, incident_id=incident_id, verdict=body.verdict,
-                                       comment=body.comment, actor=body.actor or "api",
+                                       comment=body.comment, actor=_actor(scope.principal, body),
                                        notifications=notifications_of(request),
                                        public_url=settings.public_url)
+    _audit(conn, scope, "incident.feedback", incident, body)
     return FeedbackRead(incident=_detail(conn, incident_id), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,
                         window_starts=target.window_starts)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
-from dqpulse.rca.lineage import edges_from_openlineage
+from dqpulse.rca.lineage import Edge, LineageGraph, edges_from_openlineage
+from dqpulse.services import audit
 from dqpulse.services import incidents as incident_service
 from dqpulse.services.lineage import lineage_graph
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import lineage as lineage_store
-from service.deps import ConnDep
+from service.auth import require
+from service.deps import ConnDep, ScopeDep
+from service.errors import problems
+from service.params import NO_NUL, IdPath
 
 router = APIRouter(tags=["lineage"])
 
@@ -45,43 +49,89 @@ class OpenLineageAccepted(BaseModel):
     edges: list[EdgeRead]
 
 
-@router.get("/lineage", response_model=LineageRead, summary="The lineage graph around a dataset")
+class OpenLineageDataset(BaseModel):
+    namespace: str = Field(default="", max_length=200, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=300, pattern=NO_NUL)
+
+
+class OpenLineageJob(BaseModel):
+    namespace: str = Field(default="", max_length=100, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=199, pattern=NO_NUL)
+
+
+class OpenLineageEvent(BaseModel):
+    """An OpenLineage run event: the fields dqpulse reads (others are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job: OpenLineageJob
+    inputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=100)
+    outputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=100)
+
+
+def _edge(e: Edge) -> EdgeRead:
+    return EdgeRead(source=e.source, target=e.target, job=e.job, origin=e.origin)
+
+
+@router.get("/lineage", response_model=LineageRead, responses=problems(404),
+            summary="The lineage graph around a dataset (edges between the token's datasets)")
 def get_lineage(
     conn: ConnDep,
-    dataset: Annotated[str | None, Query(description="Start dataset; all edges if absent")] = None,
+    scope: ScopeDep,
+    dataset: Annotated[str | None, Query(description="Start dataset; all edges if absent",
+                                         max_length=300, pattern=NO_NUL)] = None,
     direction: Annotated[Literal["upstream", "downstream"] | None, Query()] = None,
     depth: Annotated[int, Query(ge=1, le=20)] = 3,
 ) -> LineageRead:
     graph = lineage_graph(conn)
+    if not scope.principal.is_admin:
+        graph = LineageGraph([e for e in graph.edges if scope.sees(e.source)
+                              and scope.sees(e.target)])
+        if dataset is not None:
+            scope.dataset(dataset)
     if dataset is None:
         nodes = sorted({e.source for e in graph.edges} | {e.target for e in graph.edges})
         return LineageRead(dataset=None, direction=None, nodes=nodes,
-                           edges=[EdgeRead(source=e.source, target=e.target, job=e.job,
-                                           origin=e.origin) for e in graph.edges])
+                           edges=[_edge(e) for e in graph.edges])
     directions = [direction] if direction else ["upstream", "downstream"]
     nodes = {dataset}
     for way in directions:
         nodes.update(r.dataset for r in graph.walk(dataset, way, depth))  # type: ignore[arg-type]
-    edges = [EdgeRead(source=e.source, target=e.target, job=e.job, origin=e.origin)
-             for e in graph.subgraph(nodes)]
+    edges = [_edge(e) for e in graph.subgraph(nodes)]
     return LineageRead(dataset=dataset, direction=direction, nodes=sorted(nodes), edges=edges)
 
 
 @router.post("/lineage/openlineage", response_model=OpenLineageAccepted, status_code=202,
-             summary="Accept an OpenLineage run event; its inputs -> outputs become edges")
-def post_openlineage(conn: ConnDep,
-                     event: Annotated[dict[str, Any], Body()]) -> OpenLineageAccepted:
+             responses=problems(400, 403, 404, 413),
+             dependencies=[require("editor", "posting lineage")],
+             summary="Accept an OpenLineage run event; its inputs -> outputs become edges "
+                     "(both ends must be the token's datasets unless it is an admin)")
+def post_openlineage(conn: ConnDep, scope: ScopeDep,
+                     event: OpenLineageEvent) -> OpenLineageAccepted:
     topics = {spec.topic: spec.name for spec in dataset_store.get_all(conn)}
-    edges = edges_from_openlineage(event, topics)
+    edges = edges_from_openlineage(event.model_dump(), topics)
+    if not scope.principal.is_admin:
+        for name in sorted({e.source for e in edges} | {e.target for e in edges}):
+            scope.dataset(name)
     for edge in edges:
         lineage_store.upsert(conn, source=edge.source, target=edge.target, job=edge.job,
                              origin=edge.origin)
-    return OpenLineageAccepted(edges_added=len(edges), edges=[
-        EdgeRead(source=e.source, target=e.target, job=e.job, origin=e.origin) for e in edges])
+        audit.record(conn, scope.principal, action="lineage.upsert",
+                     target=f"edge:{edge.source}->{edge.target}",
+                     team=scope.team_of(edge.target), detail={"job": edge.job})
+    return OpenLineageAccepted(edges_added=len(edges), edges=[_edge(e) for e in edges])
 
 
 @router.get("/incidents/{incident_id}/root-cause", response_model=RootCauseRead,
-            tags=["incidents"], summary="Upstream suspects, downstream impact, fields")
-def get_root_cause(incident_id: int, conn: ConnDep,
+            tags=["incidents"], responses=problems(404),
+            summary="Upstream suspects, downstream impact, fields (within the token's teams)")
+def get_root_cause(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
                    depth: Annotated[int, Query(ge=1, le=20)] = 5) -> RootCauseRead:
-    return RootCauseRead(**incident_service.root_cause(conn, incident_id=incident_id, depth=depth))
+    scope.incident(incident_id)
+    body = incident_service.root_cause(conn, incident_id=incident_id, depth=depth)
+    if not scope.principal.is_admin:
+        for key in ("suspects", "impacted"):
+            body[key] = [item for item in body[key]
+                         if all(scope.sees(str(name))
+                                for name in item.get("path") or [item.get("dataset")])]
+    return RootCauseRead(**body)

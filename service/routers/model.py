@@ -1,4 +1,5 @@
-"""The applied model: the current version (what every process runs) and its history.
+"""The applied model: the current version (what every process runs) and its history
+(admin tokens only: it names every team's datasets and channels).
 
 Secrets never leave the database expanded: channels show ``${VAR}`` references as written,
 and literal secrets or URLs masked (:func:`dqpulse.services.model.public_document`)."""
@@ -14,9 +15,13 @@ from pydantic import BaseModel, Field
 from dqpulse.errors import NotFoundError
 from dqpulse.services.model import public_document
 from dqpulse.store import models as model_store
+from service.auth import require
 from service.deps import ConnDep
+from service.errors import problems
 
-router = APIRouter(tags=["model"])
+# the model names every team's datasets and channels: admins only
+router = APIRouter(tags=["model"], dependencies=[require("admin", "reading the model")],
+                   responses=problems(403))
 
 
 class ModelVersionSummary(BaseModel):
@@ -47,7 +52,7 @@ def _read(row: dict[str, Any]) -> ModelRead:
                      changes=row["changes"], model=public_document(row["spec"]))
 
 
-@router.get("/model", response_model=ModelRead,
+@router.get("/model", response_model=ModelRead, responses=problems(404),
             summary="The current model: what every process runs")
 def get_model(conn: ConnDep) -> ModelRead:
     row = model_store.get_latest(conn)
@@ -74,7 +79,7 @@ def list_model_versions(
                             next_before=items[-1].version if more and items else None)
 
 
-@router.get("/model/versions/{version}", response_model=ModelRead,
+@router.get("/model/versions/{version}", response_model=ModelRead, responses=problems(404),
             summary="One applied model version, whole")
 def get_model_version(
     conn: ConnDep, version: Annotated[int, Path(ge=1, le=2**62)]) -> ModelRead:

@@ -24,7 +24,7 @@ def test_acknowledge_is_committed_before_the_response_starts(tmp_path):
             conn, dataset="orders", kind="volume", metric="volume.records", field="",
             severity="critical", status="open", dedup_key="orders:volume", opened_at=now,
             last_alert_at=now, summary="orders: volume.records dropped to 0", score=1.0)
-    app = create_app(Settings(database_url=url), engine=make_engine(url))
+    app = create_app(Settings(database_url=url, auth="open"), engine=make_engine(url))
     seen_at_response_start: list[str] = []
     body = json.dumps({"actor": "test"}).encode()
 

@@ -96,7 +96,8 @@ def stack_console(fresh_db: str, make_topic: Any, kafka_bootstrap: str,
            "DQPULSE_WORKER_METRICS_PORT": "0", "DQPULSE_AUTOENCODER": "off",
            "DQPULSE_LOG_LEVEL": "WARNING"}
     _cli(env, "apply", "-f", str(spec))
-    token = _cli(env, "token", "create", "--name", "console-test").strip().splitlines()[-1]
+    token = _cli(env, "token", "create", "--name", "console-test",
+                 "--role", "editor", "--team", "payments").strip().splitlines()[-1]
     port = _free_port()
     processes = [
         subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest",

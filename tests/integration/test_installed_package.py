@@ -125,6 +125,8 @@ def test_the_installed_wheel_runs_the_whole_service(
     cli("migrate")
     applied = cli("apply", "-f", str(spec))
     assert "model version 1 applied" in applied, applied
+    token = cli("token", "create", "--name", "wheel", "--role", "admin").strip().splitlines()[-1]
+    auth = {"Authorization": f"Bearer {token}"}
     port = _free_port()
     quiet = {"env": env, "cwd": tmp_path, "stdout": subprocess.DEVNULL,
              "stderr": subprocess.DEVNULL}
@@ -140,7 +142,7 @@ def test_the_installed_wheel_runs_the_whole_service(
         def counted() -> int:
             try:
                 points = httpx.get(f"{base_url}/datasets/orders/metrics/volume.records",
-                                   timeout=3).json()["points"]
+                                   headers=auth, timeout=3).json()["points"]
             except (httpx.HTTPError, KeyError, ValueError):
                 return -1
             return int(sum(p["value"] for p in points))
@@ -155,7 +157,7 @@ def test_the_installed_wheel_runs_the_whole_service(
         assert opened, [r.json for r in received]
         assert opened[0].json["dataset"] == "orders"
         assert not receiver.rejected()  # every delivery carried a valid signature
-        model = httpx.get(f"{base_url}/model", timeout=5)
+        model = httpx.get(f"{base_url}/model", headers=auth, timeout=5)
         assert model.status_code == 200 and model.json()["version"] == 1
         assert model.json()["model"]["notifications"][0]["secret"] == "${WHEEL_TEST_SECRET}"
         assert SECRET not in model.text

@@ -88,7 +88,8 @@ def test_series_names_and_the_newest_window_match_the_full_scans(engine):
 
 def test_history_api_serves_buckets_with_the_band_and_series_without_counts(engine):
     _seed(engine)
-    client = TestClient(create_app(Settings(database_url="sqlite://"), engine=engine, spec=SPEC))
+    client = TestClient(create_app(Settings(database_url="sqlite://", auth="open"), engine=engine,
+                                   spec=SPEC))
     body = client.get("/api/v1/datasets/orders/metrics/volume.records",
                       params={"step": 3600, "start": BASE, "end": BASE + 3 * 3600}).json()
     assert body["step"] == 3600

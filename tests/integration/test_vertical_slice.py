@@ -49,7 +49,7 @@ def test_records_produced_to_kafka_come_back_as_window_points_through_the_api(
 
     settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
                         kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
-                        checkpoint_interval_s=0.5, worker_metrics_port=0)
+                        checkpoint_interval_s=0.5, worker_metrics_port=0, auth="open")
     spec = parse_spec(_spec(topic))
     engine = make_engine(fresh_db)
     with engine.begin() as conn:
