@@ -15,6 +15,7 @@ from dqpulse.config import Settings
 from dqpulse.finalize import finalize_ready
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.services.model import current_model
+from dqpulse.services.retention import run_retention
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.signals import stop_event_on_signals
@@ -32,7 +33,15 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
     hooks = default_hooks(spec, settings, telemetry)
     stop = stop_event_on_signals()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    next_retention = time.monotonic()  # one pass at start, then every interval
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        if time.monotonic() >= next_retention:
+            next_retention = time.monotonic() + settings.retention_interval_s
+            try:
+                run_retention(engine, settings)
+            except Exception:  # noqa: BLE001 - retention must not stop the scoring
+                log.exception("retention pass failed; retrying in %.0fs",
+                              settings.retention_interval_s)
         for dataset in spec.datasets:
             try:
                 finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry)

@@ -23,7 +23,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dqpulse.records import MetricPoint
-from dqpulse.store.tables import metric_points
+from dqpulse.store import rollups
+from dqpulse.store.tables import metric_points, metric_rollups
 
 
 def create_window(
@@ -50,6 +51,11 @@ def create_window(
         }
         for p in points
     ]
+    # a window stored before (a replayed finalize) is recomputed into its rollups rather
+    # than added to them twice
+    replayed = conn.execute(select(metric_points.c.window_start).where(
+        metric_points.c.dataset == dataset,
+        metric_points.c.window_start == window_start).limit(1)).first() is not None
     insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = insert_fn(metric_points)
     stmt = stmt.on_conflict_do_update(
@@ -59,6 +65,10 @@ def create_window(
     )
     for start in range(0, len(rows), 1000):
         conn.execute(stmt, rows[start:start + 1000])
+    if replayed:
+        rollups.rebuild(conn, dataset=dataset, start=window_start, end=window_end)
+    else:
+        rollups.add_window(conn, dataset=dataset, window_start=window_start, points=points)
 
 
 def update_scores(
@@ -88,6 +98,8 @@ def update_scores(
          "b_window_start": window_start, "b_score": score, "b_anomalous": anomalous,
          "b_explanation": explanation}
         for metric, field, score, anomalous, explanation in scores])
+    rollups.add_scores(conn, dataset=dataset, window_start=window_start,
+                       scores=[(m, f, score, anomalous) for m, f, score, anomalous, _ in scores])
 
 
 def get_series_list(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
@@ -152,21 +164,27 @@ def get_points(
     field: str = "",
     start: float | None = None,
     end: float | None = None,
+    before: float | None = None,
     limit: int = 10_000,
 ) -> list[dict[str, Any]]:
-    stmt = select(metric_points.c.window_start, metric_points.c.window_end,
-                  metric_points.c.value, metric_points.c.score, metric_points.c.anomalous,
-                  metric_points.c.explanation).where(
-        metric_points.c.dataset == dataset, metric_points.c.metric == metric,
-        metric_points.c.field == field)
-    if start is not None:
-        stmt = stmt.where(metric_points.c.window_start >= start)
-    if end is not None:
-        stmt = stmt.where(metric_points.c.window_start < end)
-    stmt = stmt.order_by(metric_points.c.window_start.desc()).limit(limit)
+    """The newest ``limit`` points of the range (and before ``before``), oldest first."""
+    c = metric_points.c
+    stmt = select(c.window_start, c.window_end, c.value, c.score, c.anomalous,
+                  c.explanation).where(*_range(c.window_start, dataset, metric, field,
+                                               start, end, before))
+    stmt = stmt.order_by(c.window_start.desc()).limit(limit)
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
     return rows
+
+
+def _range(time: Any, dataset: str, metric: str, field: str, start: float | None,
+           end: float | None, before: float | None) -> list[ColumnElement[bool]]:
+    table = time.table.c
+    where = [table.dataset == dataset, table.metric == metric, table.field == field]
+    where += [time >= start] if start is not None else []
+    where += [time < bound for bound in (end, before) if bound is not None]
+    return where
 
 
 def get_buckets(
@@ -178,34 +196,47 @@ def get_buckets(
     step: float,
     start: float | None = None,
     end: float | None = None,
+    before: float | None = None,
     limit: int = 10_000,
 ) -> list[dict[str, Any]]:
     """Points aggregated in the database into buckets of ``step`` seconds, oldest first.
 
-    Per bucket: mean value, max score, any anomalous, the point count, and the expected
-    band of the bucket's first window (``expected_low``/``expected_high`` of its
-    explanation; none when that window is missing). The newest ``limit`` buckets of the
-    range are returned, so a long range never reads only its newest raw points.
+    Read from the coarsest rollup that tiles a bucket (:func:`rollups.resolution_for`:
+    step a multiple of an hour or a day), else from the points. Per bucket: mean, min, max
+    and last value, max score, any anomalous, the point count, and the expected band of
+    the bucket's first window (``expected_low``/``expected_high`` of its explanation; none
+    when that window is missing). The newest ``limit`` buckets of the range (and before
+    ``before``) are returned, so a long range never reads only its newest raw points.
     """
-    c = metric_points.c
+    resolution = rollups.resolution_for(step)
     # the step inlined (a float, never user text), so that the grouped and the selected
     # expressions are the same SQL text for Postgres
     step_sql: ColumnElement[float] = literal_column(repr(float(step)))
-    scaled = c.window_start / step_sql
+    if resolution is None:
+        c: Any = metric_points.c
+        time, low = c.window_start, start
+        columns = [func.avg(c.value).label("value"), func.min(c.value).label("min"),
+                   func.max(c.value).label("max"), func.max(c.window_start).label("last_at"),
+                   func.count().label("points")]
+    else:
+        c = metric_rollups.c
+        time = c.bucket_start
+        # whole rollup buckets: the first one may begin before ``start``
+        low = None if start is None else float(int(start // resolution) * resolution)
+        columns = [(func.sum(c.sum) / func.nullif(func.sum(c.value_count), 0)).label("value"),
+                   func.min(c.min).label("min"), func.max(c.max).label("max"),
+                   func.max(c.last_at).label("last_at"), func.sum(c.points).label("points")]
+    scaled = time / step_sql
     # floor(): SQLite has no floor() in every build; window starts are positive, so a cast
     # to integer (which truncates on SQLite, rounds on Postgres) is only used there
     index = (func.floor(scaled) if conn.dialect.name == "postgresql"
              else cast(scaled, BigInteger))
-    first = index * step_sql
-    where = [c.dataset == dataset, c.metric == metric, c.field == field]
-    if start is not None:
-        where.append(c.window_start >= start)
-    if end is not None:
-        where.append(c.window_start < end)
-    stmt = (select(first.label("window_start"), func.avg(c.value).label("value"),
+    where = _range(time, dataset, metric, field, low, end, before)
+    if resolution is not None:
+        where.append(c.resolution == resolution)
+    stmt = (select((index * step_sql).label("window_start"), *columns,
                    func.max(c.score).label("score"),
-                   func.max(case((c.anomalous, 1), else_=0)).label("anomalous"),
-                   func.count().label("points"))
+                   func.max(case((c.anomalous, 1), else_=0)).label("anomalous"))
             .where(*where).group_by(index).order_by(index.desc()).limit(limit))
     if conn.dialect.name == "postgresql":
         # a month of one-minute windows (43,200 rows) sorts in memory instead of on disk
@@ -213,46 +244,52 @@ def get_buckets(
         conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
-    if not rows:
-        return rows
-    # the band in a second query: one index probe and one JSON read per bucket (parsing the
-    # explanation of every point would cost more than the whole aggregate)
-    starts = [float(row["window_start"]) for row in rows]
-    bands: dict[float, tuple[float | None, float | None]] = {}
-    for chunk in range(0, len(starts), 1000):
-        band = select(c.window_start, c.explanation["expected_low"].as_float().label("low"),
-                      c.explanation["expected_high"].as_float().label("high")).where(
-            c.dataset == dataset, c.metric == metric, c.field == field,
-            c.window_start.in_(starts[chunk:chunk + 1000]))
-        bands.update((float(r.window_start), (r.low, r.high)) for r in conn.execute(band))
-    for row in rows:
-        row["expected_low"], row["expected_high"] = bands.get(float(row["window_start"]),
-                                                              (None, None))
+    if rows:
+        _add_last_and_band(conn, rows, dataset, metric, field, resolution)
     return rows
 
 
+def _add_last_and_band(conn: Connection, rows: list[dict[str, Any]], dataset: str,
+                       metric: str, field: str, resolution: int | None) -> None:
+    """Each bucket's last value (the newest window's, or the newest rollup bucket's) and
+    the band of its first window: index probes per bucket, in chunks (parsing the
+    explanation of every point would cost more than the whole aggregate)."""
+    c = metric_points.c
+    starts = [float(row["window_start"]) for row in rows]
+    lasts = [float(row["last_at"]) for row in rows]
+    probe = starts if resolution is not None else sorted(set(starts) | set(lasts))
+    found: dict[float, tuple[float | None, float | None, float | None]] = {}
+    for chunk in range(0, len(probe), 1000):
+        band = select(c.window_start, c.value,
+                      c.explanation["expected_low"].as_float().label("low"),
+                      c.explanation["expected_high"].as_float().label("high")).where(
+            c.dataset == dataset, c.metric == metric, c.field == field,
+            c.window_start.in_(probe[chunk:chunk + 1000]))
+        found.update((float(r.window_start), (r.value, r.low, r.high))
+                     for r in conn.execute(band))
+    last: dict[float, float | None] = {at: found.get(at, (None,))[0] for at in lasts}
+    if resolution is not None:
+        r = metric_rollups.c
+        buckets = sorted({float(int(at // resolution) * resolution) for at in lasts})
+        for chunk in range(0, len(buckets), 1000):
+            last.update((float(row.last_at), row.last) for row in conn.execute(
+                select(r.last_at, r.last).where(
+                    r.dataset == dataset, r.metric == metric, r.field == field,
+                    r.resolution == resolution,
+                    r.bucket_start.in_(buckets[chunk:chunk + 1000]))))
+    for row in rows:
+        _, row["expected_low"], row["expected_high"] = found.get(
+            float(row["window_start"]), (None, None, None))
+        row["last"] = last.get(float(row.pop("last_at")))
+
+
 def get_latest_window(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
-    """All points of the dataset's newest finalized window."""
-    # every finalized window has a volume.records point: one index probe finds the newest;
-    # the scan over all series is the fallback for data written otherwise
+    """All points of the dataset's newest finalized window: two probes of the
+    (dataset, window_start) index."""
     last = conn.execute(select(func.max(metric_points.c.window_start))
-                        .where(metric_points.c.dataset == dataset,
-                               metric_points.c.metric == "volume.records",
-                               metric_points.c.field == "")).scalar()
-    if last is None:
-        last = conn.execute(select(func.max(metric_points.c.window_start))
-                            .where(metric_points.c.dataset == dataset)).scalar()
+                        .where(metric_points.c.dataset == dataset)).scalar()
     if last is None:
         return []
-    if conn.dialect.name == "postgresql":
-        # one index probe per series instead of reading every point of the dataset
-        ids = [row[0] for row in conn.execute(text(_SERIES_CTE + """
-            SELECT p.id FROM series s CROSS JOIN LATERAL (
-                SELECT m.id FROM metric_points m WHERE m.dataset = :dataset
-                AND m.metric = s.metric AND m.field = s.field AND m.window_start = :last) p
-        """), {"dataset": dataset, "last": last})]
-        stmt = select(metric_points).where(metric_points.c.id.in_(ids))
-    else:
-        stmt = select(metric_points).where(metric_points.c.dataset == dataset,
-                                           metric_points.c.window_start == last)
+    stmt = select(metric_points).where(metric_points.c.dataset == dataset,
+                                       metric_points.c.window_start == last)
     return [dict(row) for row in conn.execute(stmt).mappings()]
