@@ -98,8 +98,7 @@ def update_scores(
          "b_window_start": window_start, "b_score": score, "b_anomalous": anomalous,
          "b_explanation": explanation}
         for metric, field, score, anomalous, explanation in scores])
-    rollups.add_scores(conn, dataset=dataset, window_start=window_start,
-                       scores=[(m, f, score, anomalous) for m, f, score, anomalous, _ in scores])
+    rollups.add_scores(conn, dataset=dataset, window_start=window_start, scores=scores)
 
 
 def get_series_list(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
@@ -251,36 +250,56 @@ def get_buckets(
 
 def _add_last_and_band(conn: Connection, rows: list[dict[str, Any]], dataset: str,
                        metric: str, field: str, resolution: int | None) -> None:
-    """Each bucket's last value (the newest window's, or the newest rollup bucket's) and
-    the band of its first window: index probes per bucket, in chunks (parsing the
-    explanation of every point would cost more than the whole aggregate)."""
-    c = metric_points.c
+    """Each bucket's last value (the newest window's) and the expected band of its first
+    window: from the rollup buckets that hold them, or by index probes of the points, in
+    chunks (parsing the explanation of every point would cost more than the aggregate)."""
     starts = [float(row["window_start"]) for row in rows]
-    lasts = [float(row["last_at"]) for row in rows]
-    probe = starts if resolution is not None else sorted(set(starts) | set(lasts))
+    lasts = [float(row.pop("last_at")) for row in rows]
     found: dict[float, tuple[float | None, float | None, float | None]] = {}
-    for chunk in range(0, len(probe), 1000):
-        band = select(c.window_start, c.value,
-                      c.explanation["expected_low"].as_float().label("low"),
-                      c.explanation["expected_high"].as_float().label("high")).where(
-            c.dataset == dataset, c.metric == metric, c.field == field,
-            c.window_start.in_(probe[chunk:chunk + 1000]))
-        found.update((float(r.window_start), (r.value, r.low, r.high))
-                     for r in conn.execute(band))
-    last: dict[float, float | None] = {at: found.get(at, (None,))[0] for at in lasts}
-    if resolution is not None:
-        r = metric_rollups.c
-        buckets = sorted({float(int(at // resolution) * resolution) for at in lasts})
-        for chunk in range(0, len(buckets), 1000):
-            last.update((float(row.last_at), row.last) for row in conn.execute(
-                select(r.last_at, r.last).where(
-                    r.dataset == dataset, r.metric == metric, r.field == field,
-                    r.resolution == resolution,
-                    r.bucket_start.in_(buckets[chunk:chunk + 1000]))))
-    for row in rows:
-        _, row["expected_low"], row["expected_high"] = found.get(
-            float(row["window_start"]), (None, None, None))
-        row["last"] = last.get(float(row.pop("last_at")))
+    if resolution is None:
+        probe = sorted(set(starts) | set(lasts))
+        for chunk in range(0, len(probe), 1000):
+            found.update((float(r.window_start), (r.value, r.low, r.high))
+                         for r in conn.execute(_probe(conn), {
+                             "dataset": dataset, "metric": metric, "field": field,
+                             "starts": probe[chunk:chunk + 1000]}))
+        for row, start, last in zip(rows, starts, lasts, strict=True):
+            _, row["expected_low"], row["expected_high"] = found.get(start, (None,) * 3)
+            row["last"] = found.get(last, (None,))[0]
+        return
+    r = metric_rollups.c
+    buckets = sorted(set(starts) | {float(int(at // resolution) * resolution)
+                                    for at in lasts})
+    for chunk in range(0, len(buckets), 1000):
+        found.update((float(b.bucket_start), (b.last, b.expected_low, b.expected_high))
+                     for b in conn.execute(select(
+                         r.bucket_start, r.last, r.expected_low, r.expected_high).where(
+                         r.dataset == dataset, r.metric == metric, r.field == field,
+                         r.resolution == resolution,
+                         r.bucket_start.in_(buckets[chunk:chunk + 1000]))))
+    for row, start, last in zip(rows, starts, lasts, strict=True):
+        row["expected_low"], row["expected_high"] = found.get(start, (None,) * 3)[1:]
+        row["last"] = found.get(float(int(last // resolution) * resolution), (None,))[0]
+
+
+def _probe(conn: Connection) -> Any:
+    """Points of one series at the given window starts (``:starts``). Postgres: one
+    lateral probe per start, pruned at run time to the partition of that start (an IN
+    list would send every start to every partition of the range)."""
+    if conn.dialect.name == "postgresql":
+        return text("""
+            SELECT p.window_start, p.value, (p.explanation ->> 'expected_low')::float8 AS low,
+                   (p.explanation ->> 'expected_high')::float8 AS high
+            FROM unnest(CAST(:starts AS float8[])) AS s(at) CROSS JOIN LATERAL (
+                SELECT window_start, value, explanation FROM metric_points
+                WHERE dataset = :dataset AND metric = :metric AND field = :field
+                AND window_start = s.at) AS p""")
+    c = metric_points.c
+    return select(c.window_start, c.value,
+                  c.explanation["expected_low"].as_float().label("low"),
+                  c.explanation["expected_high"].as_float().label("high")).where(
+        c.dataset == bindparam("dataset"), c.metric == bindparam("metric"),
+        c.field == bindparam("field"), c.window_start.in_(bindparam("starts", expanding=True)))
 
 
 def get_latest_window(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:

@@ -119,7 +119,8 @@ Index("ix_metric_points_dataset_time", metric_points.c.dataset, metric_points.c.
 
 # Rollups of metric_points per series and UTC bucket of ``resolution`` seconds (3600 and
 # 86400), maintained in the transaction that writes the points (store/rollups.py).
-# mean = sum / value_count; ``last`` is the value of the newest window (``last_at``).
+# mean = sum / value_count; ``last`` is the value of the newest window (``last_at``);
+# the expected band is the first window's (``first_at``).
 metric_rollups = Table(
     "metric_rollups",
     metadata,
@@ -137,6 +138,9 @@ metric_rollups = Table(
     Column("last_at", Float, nullable=False),
     Column("score", Float),
     Column("anomalous", Boolean, nullable=False, server_default=false()),
+    Column("first_at", Float, nullable=False),
+    Column("expected_low", Float),
+    Column("expected_high", Float),
 )
 # retention deletes the expired buckets of one resolution
 Index("ix_metric_rollups_resolution_time", metric_rollups.c.resolution,

@@ -60,17 +60,30 @@ def _create_days(bind: sa.Connection) -> None:
 
 _ROLLUP = """
 INSERT INTO metric_rollups (dataset, metric, field, resolution, bucket_start, points,
-    value_count, sum, min, max, last, last_at, score, anomalous)
+    value_count, sum, min, max, last, last_at, score, anomalous, first_at, expected_low,
+    expected_high)
 SELECT g.dataset, g.metric, g.field, {res}, g.bucket, g.points, g.value_count, g.total,
-       g.low, g.high, p.value, g.last_at, g.score, g.anomalous = 1
+       g.low, g.high, p.value, g.last_at, g.score, g.anomalous = 1, g.first_at,
+       {band_low}, {band_high}
 FROM (SELECT dataset, metric, field, {bucket} AS bucket, count(*) AS points,
              count(value) AS value_count, sum(value) AS total, min(value) AS low,
              max(value) AS high, max(window_start) AS last_at, max(score) AS score,
-             max(CASE WHEN anomalous THEN 1 ELSE 0 END) AS anomalous
+             max(CASE WHEN anomalous THEN 1 ELSE 0 END) AS anomalous,
+             min(window_start) AS first_at
       FROM metric_points GROUP BY dataset, metric, field, {bucket}) g
 JOIN metric_points p ON p.dataset = g.dataset AND p.metric = g.metric
      AND p.field = g.field AND p.window_start = g.last_at
+JOIN metric_points f ON f.dataset = g.dataset AND f.metric = g.metric
+     AND f.field = g.field AND f.window_start = g.first_at
 """
+
+
+def _band(postgres: bool, key: str) -> str:
+    if postgres:
+        return (f"CASE WHEN json_typeof(f.explanation -> '{key}') = 'number' "
+                f"THEN (f.explanation ->> '{key}')::float8 END")
+    return (f"CASE WHEN json_type(f.explanation, '$.{key}') IN ('real', 'integer') "
+            f"THEN json_extract(f.explanation, '$.{key}') END")
 
 
 def upgrade() -> None:
@@ -107,6 +120,9 @@ def upgrade() -> None:
         sa.Column("last_at", sa.Float(), nullable=False),
         sa.Column("score", sa.Float(), nullable=True),
         sa.Column("anomalous", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("first_at", sa.Float(), nullable=False),
+        sa.Column("expected_low", sa.Float(), nullable=True),
+        sa.Column("expected_high", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("dataset", "metric", "field", "resolution", "bucket_start",
                                 name=op.f("pk_metric_rollups")))
     op.create_index("ix_metric_rollups_resolution_time", "metric_rollups",
@@ -114,7 +130,9 @@ def upgrade() -> None:
     for res in (3600, DAY):
         bucket = (f"floor(window_start / {res}.0) * {res}.0" if postgres
                   else f"CAST(window_start / {res}.0 AS INTEGER) * {res}.0")
-        op.execute(_ROLLUP.format(res=res, bucket=bucket))
+        op.execute(_ROLLUP.format(res=res, bucket=bucket,
+                                  band_low=_band(postgres, "expected_low"),
+                                  band_high=_band(postgres, "expected_high")))
 
 
 def downgrade() -> None:
