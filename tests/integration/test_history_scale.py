@@ -319,3 +319,26 @@ def test_migration_0005_converts_existing_points_and_backfills_the_rollups(migra
     with engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM metric_points")).scalar() == 200
     engine.dispose()
+
+
+def test_the_retention_command_runs_one_pass_and_reports_it(fresh_db):
+    """`dqpulse retention` as cron runs it, on Postgres: creates the days ahead and drops
+    the expired ones, and says so."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    engine = make_engine(fresh_db)
+    with engine.begin() as conn:
+        partitions.create_day(conn, partitions.day_floor(1_700_000_000.0))  # 2023: expired
+    engine.dispose()
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "retention"], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "DQPULSE_DATABASE_URL": fresh_db,
+                          "DQPULSE_PARTITIONS_AHEAD_DAYS": "10"})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ran"] is True
+    assert [d["name"] for d in report["partitions_dropped"]] == ["metric_points_p20231114"]
+    assert len(report["partitions_created"]) == 3  # days 8 to 10 ahead (0005 made 7)
