@@ -51,11 +51,12 @@ def create_window(
         }
         for p in points
     ]
-    # a window stored before (a replayed finalize) is recomputed into its rollups rather
-    # than added to them twice
-    replayed = conn.execute(select(metric_points.c.window_start).where(
+    # a point stored before (a replayed finalize) is recomputed into its rollups rather
+    # than added to them twice; a window may get more points later (the autoencoder's)
+    stored = set(conn.execute(select(metric_points.c.metric, metric_points.c.field).where(
         metric_points.c.dataset == dataset,
-        metric_points.c.window_start == window_start).limit(1)).first() is not None
+        metric_points.c.window_start == window_start)).tuples())
+    replayed = any((p.metric, p.field) in stored for p in points)
     insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = insert_fn(metric_points)
     stmt = stmt.on_conflict_do_update(

@@ -68,7 +68,8 @@ def _seed(engine, days: float = 3, start: float = BASE, seed: int = 7) -> list[f
                                        window_end=at + 900,
                                        points=[MetricPoint("volume.records", value)])
             metric_store.update_scores(conn, dataset="orders", window_start=at, scores=[
-                ("volume.records", "", i / 1000, i == 100, None)])
+                ("volume.records", "", i / 1000, i == 100,
+                 {"expected_low": float(i), "expected_high": i + 10.0})])
     return values
 
 
@@ -85,7 +86,8 @@ def _expected(values: list[float | None], start: float, size: float) -> list[dic
                     "value": sum(known) / len(known) if known else None,
                     "min": min(known, default=None), "max": max(known, default=None),
                     "last": items[-1][1], "score": items[-1][0] / 1000,
-                    "anomalous": any(i == 100 for i, _ in items)})
+                    "anomalous": any(i == 100 for i, _ in items),
+                    "expected_low": float(items[0][0])})
     return out
 
 
@@ -94,8 +96,9 @@ def _rollup_rows(conn) -> list[tuple]:
     return [tuple(round(v, 6) if isinstance(v, float) else v for v in row)
             for row in conn.execute(
         select(c.resolution, c.bucket_start, c.points, c.value_count, c.sum, c.min, c.max,
-               c.last, c.last_at, c.score, c.anomalous)
-        .order_by(c.resolution, c.bucket_start))]
+               c.last, c.last_at, c.score, c.anomalous, c.first_at, c.expected_low,
+               c.expected_high)
+        .where(c.metric == "volume.records").order_by(c.resolution, c.bucket_start))]
 
 
 def test_rollups_match_the_points_and_a_replayed_window_is_not_counted_twice(engine):
@@ -110,7 +113,14 @@ def test_rollups_match_the_points_and_a_replayed_window_is_not_counted_twice(eng
         metric_store.create_window(conn, dataset="orders", window_start=BASE + 9000,
                                    window_end=BASE + 9900,
                                    points=[MetricPoint("volume.records", 5000.0)])
+        # a later point of the same window (the autoencoder's) is added, not recomputed
+        metric_store.create_window(conn, dataset="orders", window_start=BASE + 9000,
+                                   window_end=BASE + 9900,
+                                   points=[MetricPoint("anomaly.autoencoder", 0.5)])
         after = {(r[0], r[1]): r for r in _rollup_rows(conn)}
+        c = metric_rollups.c
+        assert conn.execute(select(c.points, c.last).where(
+            c.metric == "anomaly.autoencoder")).all() == [(1, 0.5), (1, 0.5)]
     values[10] = 5000.0
     for size in (3600, 86_400):
         for bucket in _expected(values, BASE, size):
@@ -118,6 +128,8 @@ def test_rollups_match_the_points_and_a_replayed_window_is_not_counted_twice(eng
             assert row[2] == bucket["points"]
             assert (row[5], row[6], row[7]) == (bucket["min"], bucket["max"], bucket["last"])
             assert row[4] / row[3] == pytest.approx(bucket["value"])
+            first = int((bucket["window_start"] - BASE) // 900)
+            assert (row[11], row[12], row[13]) == (bucket["window_start"], first, first + 10)
 
 
 def test_the_api_picks_a_rollup_by_step_and_matches_the_points(engine):
