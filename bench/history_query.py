@@ -94,6 +94,8 @@ def _load(engine: Engine, first: int, last: int, per_dataset: int, days: int) ->
                      generate_series(:lo, :hi - :w, :w) AS t
             """), {"per": per_dataset, "w": WINDOW, "first": first, "last": last,
                    "lo": int(lo), "hi": int(lo) + DAY})
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     with engine.begin() as conn:
         rollups.rebuild(conn, start=start, end=END)
     with engine.connect() as conn:

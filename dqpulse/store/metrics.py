@@ -19,6 +19,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -226,6 +227,15 @@ def get_buckets(
         columns = [(func.sum(c.sum) / func.nullif(func.sum(c.value_count), 0)).label("value"),
                    func.min(c.min).label("min"), func.max(c.max).label("max"),
                    func.max(c.last_at).label("last_at"), func.sum(c.points).label("points")]
+        if conn.dialect.name == "postgresql":
+            # the newest bucket's last value and the first bucket's band, in the aggregate
+            columns += [
+                func.array_agg(aggregate_order_by(c.last, c.bucket_start.desc()))[1]
+                .label("last"),
+                func.array_agg(aggregate_order_by(c.expected_low, c.bucket_start))[1]
+                .label("expected_low"),
+                func.array_agg(aggregate_order_by(c.expected_high, c.bucket_start))[1]
+                .label("expected_high")]
     scaled = time / step_sql
     # floor(): SQLite has no floor() in every build; window starts are positive, so a cast
     # to integer (which truncates on SQLite, rounds on Postgres) is only used there
@@ -244,8 +254,10 @@ def get_buckets(
         conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
-    if rows:
+    if rows and "last" not in rows[0]:
         _add_last_and_band(conn, rows, dataset, metric, field, resolution)
+    for row in rows:
+        row.pop("last_at", None)
     return rows
 
 

@@ -171,16 +171,16 @@ def band_sql(conn: Connection, key: str) -> str:
 
 
 def rebuild(conn: Connection, *, start: float, end: float, dataset: str | None = None) -> None:
-    """Recompute the buckets of [start, end) (widened to whole days) from the points."""
-    start = float(int(start // DAY) * DAY)
-    end = float(-(-end // DAY) * DAY)
-    params: dict[str, Any] = {"start": start, "end": end}
-    only = ""
-    if dataset is not None:
-        only, params["dataset"] = "AND dataset = :dataset", dataset
-    for resolution in RESOLUTIONS:
-        sql = _REBUILD.format(res=resolution, only=only,
-                              bucket=floor_sql(conn, "window_start", f"{resolution}.0"),
-                              band_low=band_sql(conn, "expected_low"),
-                              band_high=band_sql(conn, "expected_high"))
-        conn.execute(text(sql), params)
+    """Recompute the buckets of [start, end) (widened to whole days) from the points, one
+    day at a time (on Postgres one partition per statement)."""
+    only = "" if dataset is None else "AND dataset = :dataset"
+    statements = [text(_REBUILD.format(
+        res=resolution, only=only,
+        bucket=floor_sql(conn, "window_start", f"{resolution}.0"),
+        band_low=band_sql(conn, "expected_low"), band_high=band_sql(conn, "expected_high")))
+        for resolution in RESOLUTIONS]
+    day = float(int(start // DAY) * DAY)
+    while day < end:
+        for statement in statements:
+            conn.execute(statement, {"start": day, "end": day + DAY, "dataset": dataset})
+        day += DAY

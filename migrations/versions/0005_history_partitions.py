@@ -127,6 +127,8 @@ def upgrade() -> None:
                                 name=op.f("pk_metric_rollups")))
     op.create_index("ix_metric_rollups_resolution_time", "metric_rollups",
                     ["resolution", "bucket_start"], unique=False)
+    if postgres:  # statistics for the backfill's plan (the table is new)
+        op.execute("ANALYZE metric_points")
     for res in (3600, DAY):
         bucket = (f"floor(window_start / {res}.0) * {res}.0" if postgres
                   else f"CAST(window_start / {res}.0 AS INTEGER) * {res}.0")
