@@ -7,7 +7,11 @@ parameters."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
@@ -336,11 +340,6 @@ def test_migration_0005_converts_existing_points_and_backfills_the_rollups(migra
 def test_the_retention_command_runs_one_pass_and_reports_it(fresh_db):
     """`dqpulse retention` as cron runs it, on Postgres: creates the days ahead and drops
     the expired ones, and says so."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     engine = make_engine(fresh_db)
     with engine.begin() as conn:
         partitions.create_day(conn, partitions.day_floor(1_700_000_000.0))  # 2023: expired
