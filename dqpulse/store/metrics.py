@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Float,
+    Text,
     and_,
     bindparam,
     case,
@@ -170,12 +173,17 @@ def get_points(
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` points of the range (and before ``before``), oldest first."""
     c = metric_points.c
+    # the explanation as text, parsed by orjson: the driver's JSON parsing was half of the
+    # time of a week of points
     stmt = select(c.window_start, c.window_end, c.value, c.score, c.anomalous,
-                  c.explanation).where(*_range(c.window_start, dataset, metric, field,
-                                               start, end, before))
+                  cast(c.explanation, Text).label("explanation")).where(
+        *_range(c.window_start, dataset, metric, field, start, end, before))
     stmt = stmt.order_by(c.window_start.desc()).limit(limit)
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
+    for row in rows:
+        if row["explanation"] is not None:
+            row["explanation"] = orjson.loads(row["explanation"])
     return rows
 
 
@@ -211,8 +219,9 @@ def get_buckets(
     """
     resolution = rollups.resolution_for(step)
     # the step inlined (a float, never user text), so that the grouped and the selected
-    # expressions are the same SQL text for Postgres
-    step_sql: ColumnElement[float] = literal_column(repr(float(step)))
+    # expressions are the same SQL text for Postgres; typed, so that the division is in
+    # floats (untyped, SQLAlchemy casts it to NUMERIC: slower, and Decimal rows)
+    step_sql: ColumnElement[float] = literal_column(repr(float(step)), type_=Float)
     if resolution is None:
         c: Any = metric_points.c
         time, low = c.window_start, start
