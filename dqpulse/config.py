@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     notify_claim_lease_s: float = Field(default=60.0, gt=0)
     notify_max_parallel: int = Field(default=8, ge=1)
 
+    # history retention (services/retention.py; run by the score worker every
+    # retention_interval_s and by `dqpulse retention`); 0 keeps forever
+    retention_points_days: float = Field(default=35.0, ge=0, le=36_500)
+    retention_rollups_days: float = Field(default=730.0, ge=0, le=36_500)
+    retention_incidents_days: float = Field(default=365.0, ge=0, le=36_500)
+    retention_audit_days: float = Field(default=730.0, ge=0, le=36_500)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    partitions_ahead_days: int = Field(default=7, ge=1, le=366)
+
     log_level: str = "INFO"
     # json: one JSON object per line; text: human-readable; auto: text on a terminal, else json
     log_format: Literal["auto", "json", "text"] = "auto"

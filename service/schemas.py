@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,10 +44,11 @@ class SeriesRead(BaseModel):
 
 
 class PointRead(BaseModel):
-    window_start: float
-    value: float | None
-    score: float | None
-    anomalous: bool
+    window_start: float = Field(description="window start, or bucket start with 'step' "
+                                            "(epoch seconds)")
+    value: float | None = Field(description="the point's value; with 'step' the mean")
+    score: float | None = Field(description="anomaly score; with 'step' the highest")
+    anomalous: bool = Field(description="with 'step': any window of the bucket")
     explanation: dict[str, Any] | None = None
     expected_low: float | None = Field(
         default=None, description="lower edge of the detector's expected band")
@@ -55,6 +56,10 @@ class PointRead(BaseModel):
         default=None, description="upper edge of the detector's expected band")
     points: int | None = Field(
         default=None, description="raw points in the bucket (only with 'step')")
+    min: float | None = Field(default=None, description="lowest value (only with 'step')")
+    max: float | None = Field(default=None, description="highest value (only with 'step')")
+    last: float | None = Field(
+        default=None, description="value of the bucket's newest window (only with 'step')")
 
 
 class MetricSeriesRead(BaseModel):
@@ -62,7 +67,17 @@ class MetricSeriesRead(BaseModel):
     metric: str
     field: str
     step: float | None
-    points: list[PointRead]
+    source: Literal["raw", "rollup_1h", "rollup_1d"] = Field(
+        description="what the buckets were aggregated from: the raw points, or the hourly "
+                    "or daily rollups (a step that is a whole number of days or hours)")
+    points: list[PointRead] = Field(description="oldest first")
+    truncated: bool = Field(
+        description="true when the range holds more points (or buckets) than 'limit': "
+                    "this page is the newest 'limit' of them; pass 'next_cursor' for the "
+                    "older ones")
+    next_cursor: str | None = Field(
+        description="opaque cursor of the next (older) page; also in the 'Link' header "
+                    "(rel=\"next\"); null on the last page")
 
 
 class SchemaVersionRead(BaseModel):

@@ -71,6 +71,19 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.services.retention import run_retention
+    from dqpulse.store.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        report = run_retention(engine, settings)
+    finally:
+        engine.dispose()
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ran else 1
+
+
 def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -252,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="upgrade the database schema to the latest version")
     p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("retention", help="one history retention pass: partitions ahead, "
+                       "drop expired days, delete expired rollups and resolved incidents")
+    p.set_defaults(func=_cmd_retention)
 
     p = sub.add_parser("api", help="serve the REST API (OpenAPI at /docs)")
     p.add_argument("--host")

@@ -18,6 +18,7 @@ from dqpulse.finalize.scoring import default_hooks
 from dqpulse.health import Health
 from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelWatch, current_model
+from dqpulse.services.retention import run_retention
 from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
@@ -39,9 +40,13 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
         health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
         hooks = default_hooks(spec, settings, telemetry)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        next_retention = time.monotonic()  # one pass at start, then every interval
         with probes(settings, "score", registry=telemetry.registry, health=health):
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 health.beat()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + settings.retention_interval_s
+                    _retention(engine, settings)
                 if (newer := watch.changed()) is not None:
                     spec = newer.spec
                     register_secrets(spec_secrets(spec))
@@ -51,6 +56,13 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _retention(engine: Engine, settings: Settings) -> None:
+    try:
+        run_retention(engine, settings)
+    except Exception:  # noqa: BLE001 - retention must not stop the scoring
+        log.exception("retention pass failed; retrying in %.0fs", settings.retention_interval_s)
 
 
 def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry: Telemetry,

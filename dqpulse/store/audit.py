@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from dqpulse.store.tables import audit_log
 from dqpulse.utc import as_utc
@@ -31,3 +32,9 @@ def get_page(conn: Connection, *, teams: Collection[str] | None, before_id: int 
         query = query.where(audit_log.c.action == action)
     rows = conn.execute(query.order_by(audit_log.c.id.desc()).limit(limit)).mappings()
     return [{**r, "at": as_utc(r["at"])} for r in rows]
+
+
+def delete_before(conn: Connection, *, cutoff: datetime) -> int:
+    """Delete the entries written before ``cutoff`` (retention); returns how many."""
+    result = conn.execute(delete(audit_log).where(audit_log.c.at < cutoff))
+    return int(result.rowcount or 0)

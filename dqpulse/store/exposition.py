@@ -70,7 +70,7 @@ def get_window_points(conn: Connection, *, dataset: str, window_start: float,
                       field_limit: int) -> tuple[list[LatestPoint], int]:
     """One window of ``dataset``: every dataset-level point, the first ``field_limit``
     per-field points in (metric, field) order, and how many per-field points it has.
-    Served by ``ix_metric_points_window``: one index range, whatever the history."""
+    Served by ``ix_metric_points_dataset_time``: one index range, whatever the history."""
     c = metric_points.c
     window = (c.dataset == dataset, c.window_start == window_start)
     points = [LatestPoint(metric=r.metric, field="", value=r.value, score=r.score)
@@ -93,7 +93,7 @@ def get_window_points(conn: Connection, *, dataset: str, window_start: float,
 
 # Postgres: the newest window of many datasets in one round trip. The newest window is
 # the newest volume.records point (every finalized window has one: one probe of the series
-# index); its points are one range of ix_metric_points_window.
+# index); its points are one range of ix_metric_points_dataset_time.
 _NEWEST_WINDOWS_PG = text("""
     WITH newest AS (
         SELECT d.dataset, (SELECT max(p.window_start) FROM metric_points p
@@ -103,7 +103,7 @@ _NEWEST_WINDOWS_PG = text("""
     )
     SELECT n.dataset, t.metric, t.field, t.value, t.score, t.total
     FROM newest n CROSS JOIN LATERAL (
-        -- only (dataset, window_start) in the scan: the planner takes ix_metric_points_window
+        -- only (dataset, window_start) in the scan: the planner takes ix_metric_points_dataset_time
         -- and ranks the window's ~1,000 rows in memory
         SELECT w.metric, w.field, w.value, w.score, w.total FROM (
             SELECT m.metric, m.field, m.value, m.score,

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Float,
+    Text,
     and_,
     bindparam,
     case,
@@ -19,11 +22,13 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dqpulse.records import MetricPoint
-from dqpulse.store.tables import metric_points
+from dqpulse.store import rollups
+from dqpulse.store.tables import metric_points, metric_rollups
 
 
 def create_window(
@@ -50,6 +55,12 @@ def create_window(
         }
         for p in points
     ]
+    # a point stored before (a replayed finalize) is recomputed into its rollups rather
+    # than added to them twice; a window may get more points later (the autoencoder's)
+    stored = set(conn.execute(select(metric_points.c.metric, metric_points.c.field).where(
+        metric_points.c.dataset == dataset,
+        metric_points.c.window_start == window_start)).tuples())
+    replayed = any((p.metric, p.field) in stored for p in points)
     insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = insert_fn(metric_points)
     stmt = stmt.on_conflict_do_update(
@@ -59,6 +70,10 @@ def create_window(
     )
     for start in range(0, len(rows), 1000):
         conn.execute(stmt, rows[start:start + 1000])
+    if replayed:
+        rollups.rebuild(conn, dataset=dataset, start=window_start, end=window_end)
+    else:
+        rollups.add_window(conn, dataset=dataset, window_start=window_start, points=points)
 
 
 def update_scores(
@@ -88,6 +103,7 @@ def update_scores(
          "b_window_start": window_start, "b_score": score, "b_anomalous": anomalous,
          "b_explanation": explanation}
         for metric, field, score, anomalous, explanation in scores])
+    rollups.add_scores(conn, dataset=dataset, window_start=window_start, scores=scores)
 
 
 def get_series_list(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
@@ -152,21 +168,32 @@ def get_points(
     field: str = "",
     start: float | None = None,
     end: float | None = None,
+    before: float | None = None,
     limit: int = 10_000,
 ) -> list[dict[str, Any]]:
-    stmt = select(metric_points.c.window_start, metric_points.c.window_end,
-                  metric_points.c.value, metric_points.c.score, metric_points.c.anomalous,
-                  metric_points.c.explanation).where(
-        metric_points.c.dataset == dataset, metric_points.c.metric == metric,
-        metric_points.c.field == field)
-    if start is not None:
-        stmt = stmt.where(metric_points.c.window_start >= start)
-    if end is not None:
-        stmt = stmt.where(metric_points.c.window_start < end)
-    stmt = stmt.order_by(metric_points.c.window_start.desc()).limit(limit)
+    """The newest ``limit`` points of the range (and before ``before``), oldest first."""
+    c = metric_points.c
+    # the explanation as text, parsed by orjson: the driver's JSON parsing was half of the
+    # time of a week of points
+    stmt = select(c.window_start, c.window_end, c.value, c.score, c.anomalous,
+                  cast(c.explanation, Text).label("explanation")).where(
+        *_range(c.window_start, dataset, metric, field, start, end, before))
+    stmt = stmt.order_by(c.window_start.desc()).limit(limit)
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
+    for row in rows:
+        if row["explanation"] is not None:
+            row["explanation"] = orjson.loads(row["explanation"])
     return rows
+
+
+def _range(time: Any, dataset: str, metric: str, field: str, start: float | None,
+           end: float | None, before: float | None) -> list[ColumnElement[bool]]:
+    table = time.table.c
+    where = [table.dataset == dataset, table.metric == metric, table.field == field]
+    where += [time >= start] if start is not None else []
+    where += [time < bound for bound in (end, before) if bound is not None]
+    return where
 
 
 def get_buckets(
@@ -178,34 +205,57 @@ def get_buckets(
     step: float,
     start: float | None = None,
     end: float | None = None,
+    before: float | None = None,
     limit: int = 10_000,
 ) -> list[dict[str, Any]]:
     """Points aggregated in the database into buckets of ``step`` seconds, oldest first.
 
-    Per bucket: mean value, max score, any anomalous, the point count, and the expected
-    band of the bucket's first window (``expected_low``/``expected_high`` of its
-    explanation; none when that window is missing). The newest ``limit`` buckets of the
-    range are returned, so a long range never reads only its newest raw points.
+    Read from the coarsest rollup that tiles a bucket (:func:`rollups.resolution_for`:
+    step a multiple of an hour or a day), else from the points. Per bucket: mean, min, max
+    and last value, max score, any anomalous, the point count, and the expected band of
+    the bucket's first window (``expected_low``/``expected_high`` of its explanation; none
+    when that window is missing). The newest ``limit`` buckets of the range (and before
+    ``before``) are returned, so a long range never reads only its newest raw points.
     """
-    c = metric_points.c
+    resolution = rollups.resolution_for(step)
     # the step inlined (a float, never user text), so that the grouped and the selected
-    # expressions are the same SQL text for Postgres
-    step_sql: ColumnElement[float] = literal_column(repr(float(step)))
-    scaled = c.window_start / step_sql
+    # expressions are the same SQL text for Postgres; typed, so that the division is in
+    # floats (untyped, SQLAlchemy casts it to NUMERIC: slower, and Decimal rows)
+    step_sql: ColumnElement[float] = literal_column(repr(float(step)), type_=Float)
+    if resolution is None:
+        c: Any = metric_points.c
+        time, low = c.window_start, start
+        columns = [func.avg(c.value).label("value"), func.min(c.value).label("min"),
+                   func.max(c.value).label("max"), func.max(c.window_start).label("last_at"),
+                   func.count().label("points")]
+    else:
+        c = metric_rollups.c
+        time = c.bucket_start
+        # whole rollup buckets: the first one may begin before ``start``
+        low = None if start is None else float(int(start // resolution) * resolution)
+        columns = [(func.sum(c.sum) / func.nullif(func.sum(c.value_count), 0)).label("value"),
+                   func.min(c.min).label("min"), func.max(c.max).label("max"),
+                   func.max(c.last_at).label("last_at"), func.sum(c.points).label("points")]
+        if conn.dialect.name == "postgresql":
+            # the newest bucket's last value and the first bucket's band, in the aggregate
+            columns += [
+                func.array_agg(aggregate_order_by(c.last, c.bucket_start.desc()))[1]
+                .label("last"),
+                func.array_agg(aggregate_order_by(c.expected_low, c.bucket_start))[1]
+                .label("expected_low"),
+                func.array_agg(aggregate_order_by(c.expected_high, c.bucket_start))[1]
+                .label("expected_high")]
+    scaled = time / step_sql
     # floor(): SQLite has no floor() in every build; window starts are positive, so a cast
     # to integer (which truncates on SQLite, rounds on Postgres) is only used there
     index = (func.floor(scaled) if conn.dialect.name == "postgresql"
              else cast(scaled, BigInteger))
-    first = index * step_sql
-    where = [c.dataset == dataset, c.metric == metric, c.field == field]
-    if start is not None:
-        where.append(c.window_start >= start)
-    if end is not None:
-        where.append(c.window_start < end)
-    stmt = (select(first.label("window_start"), func.avg(c.value).label("value"),
+    where = _range(time, dataset, metric, field, low, end, before)
+    if resolution is not None:
+        where.append(c.resolution == resolution)
+    stmt = (select((index * step_sql).label("window_start"), *columns,
                    func.max(c.score).label("score"),
-                   func.max(case((c.anomalous, 1), else_=0)).label("anomalous"),
-                   func.count().label("points"))
+                   func.max(case((c.anomalous, 1), else_=0)).label("anomalous"))
             .where(*where).group_by(index).order_by(index.desc()).limit(limit))
     if conn.dialect.name == "postgresql":
         # a month of one-minute windows (43,200 rows) sorts in memory instead of on disk
@@ -213,46 +263,74 @@ def get_buckets(
         conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
     rows = [dict(row) for row in conn.execute(stmt).mappings()]
     rows.reverse()
-    if not rows:
-        return rows
-    # the band in a second query: one index probe and one JSON read per bucket (parsing the
-    # explanation of every point would cost more than the whole aggregate)
-    starts = [float(row["window_start"]) for row in rows]
-    bands: dict[float, tuple[float | None, float | None]] = {}
-    for chunk in range(0, len(starts), 1000):
-        band = select(c.window_start, c.explanation["expected_low"].as_float().label("low"),
-                      c.explanation["expected_high"].as_float().label("high")).where(
-            c.dataset == dataset, c.metric == metric, c.field == field,
-            c.window_start.in_(starts[chunk:chunk + 1000]))
-        bands.update((float(r.window_start), (r.low, r.high)) for r in conn.execute(band))
+    if rows and "last" not in rows[0]:
+        _add_last_and_band(conn, rows, dataset, metric, field, resolution)
     for row in rows:
-        row["expected_low"], row["expected_high"] = bands.get(float(row["window_start"]),
-                                                              (None, None))
+        row.pop("last_at", None)
     return rows
 
 
+def _add_last_and_band(conn: Connection, rows: list[dict[str, Any]], dataset: str,
+                       metric: str, field: str, resolution: int | None) -> None:
+    """Each bucket's last value (the newest window's) and the expected band of its first
+    window: from the rollup buckets that hold them, or by index probes of the points, in
+    chunks (parsing the explanation of every point would cost more than the aggregate)."""
+    starts = [float(row["window_start"]) for row in rows]
+    lasts = [float(row.pop("last_at")) for row in rows]
+    found: dict[float, tuple[float | None, float | None, float | None]] = {}
+    if resolution is None:
+        probe = sorted(set(starts) | set(lasts))
+        for chunk in range(0, len(probe), 1000):
+            found.update((float(r.window_start), (r.value, r.low, r.high))
+                         for r in conn.execute(_probe(conn), {
+                             "dataset": dataset, "metric": metric, "field": field,
+                             "starts": probe[chunk:chunk + 1000]}))
+        for row, start, last in zip(rows, starts, lasts, strict=True):
+            _, row["expected_low"], row["expected_high"] = found.get(start, (None,) * 3)
+            row["last"] = found.get(last, (None,))[0]
+        return
+    r = metric_rollups.c
+    buckets = sorted(set(starts) | {float(int(at // resolution) * resolution)
+                                    for at in lasts})
+    for chunk in range(0, len(buckets), 1000):
+        found.update((float(b.bucket_start), (b.last, b.expected_low, b.expected_high))
+                     for b in conn.execute(select(
+                         r.bucket_start, r.last, r.expected_low, r.expected_high).where(
+                         r.dataset == dataset, r.metric == metric, r.field == field,
+                         r.resolution == resolution,
+                         r.bucket_start.in_(buckets[chunk:chunk + 1000]))))
+    for row, start, last in zip(rows, starts, lasts, strict=True):
+        row["expected_low"], row["expected_high"] = found.get(start, (None,) * 3)[1:]
+        row["last"] = found.get(float(int(last // resolution) * resolution), (None,))[0]
+
+
+def _probe(conn: Connection) -> Any:
+    """Points of one series at the given window starts (``:starts``). Postgres: one
+    lateral probe per start, pruned at run time to the partition of that start (an IN
+    list would send every start to every partition of the range)."""
+    if conn.dialect.name == "postgresql":
+        return text("""
+            SELECT p.window_start, p.value, (p.explanation ->> 'expected_low')::float8 AS low,
+                   (p.explanation ->> 'expected_high')::float8 AS high
+            FROM unnest(CAST(:starts AS float8[])) AS s(at) CROSS JOIN LATERAL (
+                SELECT window_start, value, explanation FROM metric_points
+                WHERE dataset = :dataset AND metric = :metric AND field = :field
+                AND window_start = s.at) AS p""")
+    c = metric_points.c
+    return select(c.window_start, c.value,
+                  c.explanation["expected_low"].as_float().label("low"),
+                  c.explanation["expected_high"].as_float().label("high")).where(
+        c.dataset == bindparam("dataset"), c.metric == bindparam("metric"),
+        c.field == bindparam("field"), c.window_start.in_(bindparam("starts", expanding=True)))
+
+
 def get_latest_window(conn: Connection, *, dataset: str) -> list[dict[str, Any]]:
-    """All points of the dataset's newest finalized window."""
-    # every finalized window has a volume.records point: one index probe finds the newest;
-    # the scan over all series is the fallback for data written otherwise
+    """All points of the dataset's newest finalized window: two probes of the
+    (dataset, window_start) index."""
     last = conn.execute(select(func.max(metric_points.c.window_start))
-                        .where(metric_points.c.dataset == dataset,
-                               metric_points.c.metric == "volume.records",
-                               metric_points.c.field == "")).scalar()
-    if last is None:
-        last = conn.execute(select(func.max(metric_points.c.window_start))
-                            .where(metric_points.c.dataset == dataset)).scalar()
+                        .where(metric_points.c.dataset == dataset)).scalar()
     if last is None:
         return []
-    if conn.dialect.name == "postgresql":
-        # one index probe per series instead of reading every point of the dataset
-        ids = [row[0] for row in conn.execute(text(_SERIES_CTE + """
-            SELECT p.id FROM series s CROSS JOIN LATERAL (
-                SELECT m.id FROM metric_points m WHERE m.dataset = :dataset
-                AND m.metric = s.metric AND m.field = s.field AND m.window_start = :last) p
-        """), {"dataset": dataset, "last": last})]
-        stmt = select(metric_points).where(metric_points.c.id.in_(ids))
-    else:
-        stmt = select(metric_points).where(metric_points.c.dataset == dataset,
-                                           metric_points.c.window_start == last)
+    stmt = select(metric_points).where(metric_points.c.dataset == dataset,
+                                       metric_points.c.window_start == last)
     return [dict(row) for row in conn.execute(stmt).mappings()]

@@ -95,25 +95,56 @@ dataset_partitions = Table(
     Column("last_schema", JSON),
 )
 
+# One row per (dataset, metric, field, window). On Postgres the table is partitioned by
+# range of ``window_start``, one partition per UTC day plus a DEFAULT partition for windows
+# that fall outside the created days (migration 0005; store/partitions.py keeps the days
+# ahead and drops the expired ones); SQLite (the demo) keeps one plain table. A partitioned
+# table's primary key must hold the partition key, so the natural key is the primary key.
 metric_points = Table(
     "metric_points",
     metadata,
-    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
-    Column("dataset", String(200), nullable=False),
-    Column("metric", String(120), nullable=False),
-    Column("field", String(500), nullable=False, server_default=""),
-    Column("window_start", Float, nullable=False),
+    Column("dataset", String(200), primary_key=True),
+    Column("metric", String(120), primary_key=True),
+    Column("field", String(500), primary_key=True, server_default=""),
+    Column("window_start", Float, primary_key=True),
     Column("window_end", Float, nullable=False),
     Column("value", Float),
     Column("score", Float),
     Column("anomalous", Boolean, nullable=False, server_default=false()),
     Column("explanation", JSON),
-    UniqueConstraint("dataset", "metric", "field", "window_start", name="uq_metric_point"),
+    postgresql_partition_by="RANGE (window_start)",
 )
-Index("ix_metric_points_series", metric_points.c.dataset, metric_points.c.metric,
-      metric_points.c.field, metric_points.c.window_start)
-# one window of a dataset (the Prometheus exposition reads the newest at scrape time)
-Index("ix_metric_points_window", metric_points.c.dataset, metric_points.c.window_start)
+# a dataset's windows in time order: the newest window, one window's points, retention
+Index("ix_metric_points_dataset_time", metric_points.c.dataset, metric_points.c.window_start)
+
+# Rollups of metric_points per series and UTC bucket of ``resolution`` seconds (3600 and
+# 86400), maintained in the transaction that writes the points (store/rollups.py).
+# mean = sum / value_count; ``last`` is the value of the newest window (``last_at``);
+# the expected band is the first window's (``first_at``).
+metric_rollups = Table(
+    "metric_rollups",
+    metadata,
+    Column("dataset", String(200), primary_key=True),
+    Column("metric", String(120), primary_key=True),
+    Column("field", String(500), primary_key=True, server_default=""),
+    Column("resolution", Integer, primary_key=True),
+    Column("bucket_start", Float, primary_key=True),
+    Column("points", Integer, nullable=False),
+    Column("value_count", Integer, nullable=False),
+    Column("sum", Float),
+    Column("min", Float),
+    Column("max", Float),
+    Column("last", Float),
+    Column("last_at", Float, nullable=False),
+    Column("score", Float),
+    Column("anomalous", Boolean, nullable=False, server_default=false()),
+    Column("first_at", Float, nullable=False),
+    Column("expected_low", Float),
+    Column("expected_high", Float),
+)
+# retention deletes the expired buckets of one resolution
+Index("ix_metric_rollups_resolution_time", metric_rollups.c.resolution,
+      metric_rollups.c.bucket_start)
 
 schema_versions = Table(
     "schema_versions",

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
+from dqpulse.errors import ValidationError
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store import schemas as schema_store
+from dqpulse.store.rollups import resolution_for
 from service.deps import ConnDep, ScopeDep
 from service.errors import problems
 from service.params import NO_NUL, DatasetName, TimeQuery, epoch
@@ -25,9 +30,6 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-
-MAX_STEP_S = 3_162_240_000.0  # 100 years: a bucket beyond that is one bucket anyway
-
 
 def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
     latest = metric_store.get_latest_window(conn, dataset=spec.name)
@@ -84,44 +86,104 @@ def _band(explanation: dict[str, Any] | None, key: str) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+# bounds of the history query: epoch seconds from 1970 to 9999, a step of 1 s to a year
+MAX_TIME = 253_402_300_799.0
+MAX_STEP = 366 * 86_400.0
+_SOURCES = {None: "raw", 3600: "rollup_1h", 86_400: "rollup_1d"}
+
+
+def encode_cursor(before: float, step: float | None) -> str:
+    raw = json.dumps({"v": 1, "before": before, "step": step}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, step: float | None) -> float:
+    """The exclusive upper time bound of the page a cursor names; 422 for anything this
+    API did not hand out for the same step."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        before = float(data["before"])
+        ok = data["v"] == 1 and data["step"] == step and 0 <= before <= MAX_TIME
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        ok = False
+    if not ok:
+        raise ValidationError("query parameter 'cursor': not a cursor of this series and "
+                              "step (take 'next_cursor' of the previous page unchanged)")
+    return before
+
+
+def _bucket_points(rows: list[dict[str, Any]]) -> list[PointRead]:
+    return [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
+                      anomalous=bool(r["anomalous"]), expected_low=r["expected_low"],
+                      expected_high=r["expected_high"], points=r["points"], min=r["min"],
+                      max=r["max"], last=r["last"]) for r in rows]
+
+
+def _raw_points(rows: list[dict[str, Any]]) -> list[PointRead]:
+    return [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
+                      anomalous=bool(r["anomalous"]), explanation=r["explanation"],
+                      expected_low=_band(r["explanation"], "expected_low"),
+                      expected_high=_band(r["explanation"], "expected_high")) for r in rows]
+
+
 @router.get("/{name}/metrics/{metric}", response_model=MetricSeriesRead,
-            summary="Points of one metric series", responses=problems(404))
+            summary="Points of one metric series, newest page first",
+            description="Raw points, or with `step` buckets aggregated in the database: from "
+                        "the daily rollup when `step` is a whole number of days, the hourly "
+                        "one when a whole number of hours, else from the points. A page "
+                        "holds the newest `limit` points of the range, oldest first; "
+                        "`truncated` says more are older, `next_cursor` (and the `Link` "
+                        "header) fetches them.",
+            responses=problems(404))
 def get_series(
     name: DatasetName,
     metric: Annotated[str, Path(pattern=r"^[a-z_]+\.[a-z0-9_]+$", max_length=120)],
     conn: ConnDep,
     scope: ScopeDep,
+    request: Request,
     field: Annotated[str, Query(description="Field path for per-field metrics",
                                 max_length=500, pattern=NO_NUL)] = "",
     start: TimeQuery = None,
     end: TimeQuery = None,
-    step: Annotated[float | None, Query(ge=1, le=MAX_STEP_S,
+    step: Annotated[float | None, Query(ge=1, le=MAX_STEP,
                                         description="Bucket size in seconds")] = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-) -> MetricSeriesRead:
+    limit: Annotated[int, Query(ge=1, le=100_000,
+                                description="Points (or buckets) per page")] = 10_000,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$",
+                                        description="'next_cursor' of the previous page")
+                      ] = None,
+) -> Response:
     scope.dataset(name)
     start_s, end_s = epoch(start), epoch(end)
     if start_s is not None and end_s is not None and start_s >= end_s:
         # an empty range: no points (a well-formed request is not an error)
-        return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step, points=[])
+        empty = MetricSeriesRead(dataset=name, metric=metric, field=field, step=step,
+                                 source=_SOURCES[resolution_for(step) if step else None],
+                                 points=[])
+        return Response(empty.model_dump_json(), media_type="application/json")
+    before = decode_cursor(cursor, step) if cursor is not None else None
+    query = {"dataset": name, "metric": metric, "field": field, "start": start_s,
+             "end": end_s, "before": before, "limit": limit + 1}
     if step is not None:
         # aggregated in the database: a 30-day range of 1-minute windows is one query
-        buckets = metric_store.get_buckets(conn, dataset=name, metric=metric, field=field,
-                                           step=step, start=start_s, end=end_s, limit=limit)
-        points = [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
-                            anomalous=bool(r["anomalous"]), expected_low=r["expected_low"],
-                            expected_high=r["expected_high"], points=r["points"])
-                  for r in buckets]
-        return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step,
-                                points=points)
-    rows = metric_store.get_points(conn, dataset=name, metric=metric, field=field,
-                                   start=start_s, end=end_s, limit=limit)
-    points = [PointRead(window_start=r["window_start"], value=r["value"], score=r["score"],
-                        anomalous=bool(r["anomalous"]), explanation=r["explanation"],
-                        expected_low=_band(r["explanation"], "expected_low"),
-                        expected_high=_band(r["explanation"], "expected_high"))
-              for r in rows]
-    return MetricSeriesRead(dataset=name, metric=metric, field=field, step=step, points=points)
+        rows = metric_store.get_buckets(conn, step=step, **query)
+    else:
+        rows = metric_store.get_points(conn, **query)
+    truncated = len(rows) > limit
+    rows = rows[1:] if truncated else rows  # the oldest one only said that there are more
+    next_cursor = encode_cursor(float(rows[0]["window_start"]), step) if truncated else None
+    points = _bucket_points(rows) if step is not None else _raw_points(rows)
+    source = _SOURCES[resolution_for(step) if step is not None else None]
+    body = MetricSeriesRead(dataset=name, metric=metric, field=field, step=step,
+                            source=source, points=points, truncated=truncated,
+                            next_cursor=next_cursor)
+    # serialized once, by pydantic (the model was validated as it was built): FastAPI's
+    # second validation and encoding of the same 10,000 points would cost more than the SQL
+    response = Response(body.model_dump_json(), media_type="application/json")
+    if next_cursor is not None:
+        link = request.url.include_query_params(cursor=next_cursor)
+        response.headers["Link"] = f'<{link}>; rel="next"'
+    return response
 
 
 @router.get("/{name}/schema", response_model=list[SchemaVersionRead],

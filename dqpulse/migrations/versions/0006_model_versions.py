@@ -1,7 +1,7 @@
 """model_versions: every `dqpulse apply` stores the whole model as a numbered version
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
