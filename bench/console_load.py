@@ -142,7 +142,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             spec = Path(folder) / "dqpulse.yaml"
             spec.write_text(SPEC)
-            env = {**os.environ, "DQPULSE_DATABASE_URL": url,
+            env = {**os.environ, "DQPULSE_DATABASE_URL": url, "DQPULSE_AUTH": "open",
                    "DQPULSE_LOG_LEVEL": "WARNING"}
             subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(spec)],
                            env=env, check=True, capture_output=True)

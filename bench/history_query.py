@@ -217,6 +217,7 @@ def main() -> int:
         api = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "api", "--port", str(port)], cwd=ROOT,
             env={**os.environ, "DQPULSE_DATABASE_URL": url, "DQPULSE_LOG_LEVEL": "WARNING",
+                 "DQPULSE_AUTH": "open",  # a throwaway database on loopback: no tokens
                  "PYTHONPATH": str(ROOT)})
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         for _ in range(100):

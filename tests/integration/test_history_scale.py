@@ -138,7 +138,8 @@ def test_rollups_match_the_points_and_a_replayed_window_is_not_counted_twice(eng
 
 def test_the_api_picks_a_rollup_by_step_and_matches_the_points(engine):
     values = _seed(engine, days=3)
-    client = TestClient(create_app(Settings(database_url="sqlite://"), engine=engine, spec=SPEC))
+    client = TestClient(create_app(Settings(database_url="sqlite://", auth="open"), engine=engine,
+                                   spec=SPEC))
     for step, source in [(900, "raw"), (1800, "raw"), (5400, "raw"), (3600, "rollup_1h"),
                          (7200, "rollup_1h"), (86_400, "rollup_1d"),
                          (2 * 86_400, "rollup_1d")]:
@@ -155,7 +156,8 @@ def test_the_api_picks_a_rollup_by_step_and_matches_the_points(engine):
 
 def test_pages_walk_back_with_a_cursor_and_say_when_they_truncated(engine):
     _seed(engine, days=1)
-    client = TestClient(create_app(Settings(database_url="sqlite://"), engine=engine, spec=SPEC))
+    client = TestClient(create_app(Settings(database_url="sqlite://", auth="open"), engine=engine,
+                                   spec=SPEC))
     for params, total in [({}, 96), ({"step": 3600}, 24), ({"step": 1800}, 48)]:
         seen: list[float] = []
         pages = 0
@@ -195,7 +197,8 @@ def test_history_parameters_are_bounded_with_a_precise_422(params, names, tmp_pa
     engine = make_engine(url)
     with engine.begin() as conn:
         dataset_store.apply_spec(conn, spec=SPEC)
-    client = TestClient(create_app(Settings(database_url=url), engine=engine, spec=SPEC))
+    client = TestClient(create_app(Settings(database_url=url, auth="open"), engine=engine,
+                                   spec=SPEC))
     response = client.get(URL, params=params)
     assert response.status_code == 422, response.text
     assert names in response.text
@@ -204,7 +207,8 @@ def test_history_parameters_are_bounded_with_a_precise_422(params, names, tmp_pa
 
 def test_a_cursor_of_another_step_is_refused(engine):
     _seed(engine, days=1)
-    client = TestClient(create_app(Settings(database_url="sqlite://"), engine=engine, spec=SPEC))
+    client = TestClient(create_app(Settings(database_url="sqlite://", auth="open"), engine=engine,
+                                   spec=SPEC))
     cursor = client.get(URL, params={"limit": 5}).json()["next_cursor"]
     response = client.get(URL, params={"step": 3600, "cursor": cursor})
     assert response.status_code == 422 and "cursor" in response.json()["detail"]
