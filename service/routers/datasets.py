@@ -159,9 +159,9 @@ def get_series(
         # an empty range: no points (a well-formed request is not an error)
         empty = MetricSeriesRead(dataset=name, metric=metric, field=field, step=step,
                                  source=_SOURCES[resolution_for(step) if step else None],
-                                 points=[])
+                                 points=[], truncated=False, next_cursor=None)
         return Response(empty.model_dump_json(), media_type="application/json")
-    before = decode_cursor(cursor, step) if cursor is not None else None
+    before = decode_cursor(cursor, step) if cursor else None  # empty: the first page
     query = {"dataset": name, "metric": metric, "field": field, "start": start_s,
              "end": end_s, "before": before, "limit": limit + 1}
     if step is not None:

@@ -80,7 +80,7 @@ def test_schemathesis_finds_no_failure_in_the_api(fresh_db, tmp_path):
     token = _seed(fresh_db)
     port = _free_port()
     env = {**os.environ, "DQPULSE_DATABASE_URL": fresh_db, "DQPULSE_LOG_LEVEL": "WARNING",
-           "DQPULSE_CONFIG_FILE": str(tmp_path / "none.yaml"), "DQPULSE_AUTH": "required"}
+           "DQPULSE_AUTH": "required"}
     env.pop("DQPULSE_API_TOKENS", None)
     api = subprocess.Popen([sys.executable, "-m", "workers.cli", "api", "--port", str(port)],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

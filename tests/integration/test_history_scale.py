@@ -357,3 +357,17 @@ def test_the_retention_command_runs_one_pass_and_reports_it(fresh_db):
     assert report["ran"] is True
     assert [d["name"] for d in report["partitions_dropped"]] == ["metric_points_p20231114"]
     assert len(report["partitions_created"]) == 3  # days 8 to 10 ahead (0005 made 7)
+
+
+def test_an_empty_range_and_an_empty_cursor_are_well_formed(engine):
+    _seed(engine, days=1)
+    client = TestClient(create_app(Settings(database_url="sqlite://", auth="open"), engine=engine,
+                                   spec=SPEC))
+    url = "/api/v1/datasets/orders/metrics/volume.records"
+    for params in ({"start": 0, "end": 0, "step": 1}, {"start": 100, "end": 50},
+                   {"cursor": "", "limit": 5}):
+        response = client.get(url, params=params)
+        assert response.status_code == 200, (params, response.text)
+        body = response.json()
+        assert body["truncated"] is (params.get("limit") == 5)
+        assert (body["points"] == []) is ("end" in params)
