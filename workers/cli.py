@@ -22,7 +22,9 @@ from dqpulse.logs import configure_logging
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from dqpulse.spec import load_spec
 
-    spec = load_spec(args.file)
+    # the shape and references of the model; the channels' ${VAR}s are the notifier's to
+    # set (`dqpulse doctor` checks them where it runs), so they need not be set here
+    spec = load_spec(args.file, expand_env=False)
     print(f"{args.file}: OK ({len(spec.datasets)} datasets, {len(spec.lineage)} lineage edges, "
           f"{len(spec.notifications)} notification channels)")
     return 0
