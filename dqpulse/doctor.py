@@ -212,14 +212,23 @@ def _registry(settings: Settings, spec: Spec, timeout_s: float) -> Iterator[Chec
                           "set DQPULSE_SCHEMA_REGISTRY_URL or give each an avro_schema")
         return
     url = settings.schema_registry_url.rstrip("/")
+    response = yield from _http_check(
+        "schema-registry", url, "/subjects", timeout_s,
+        "check DQPULSE_SCHEMA_REGISTRY_URL and that the registry runs")
+    if response is not None:
+        yield CheckResult("schema-registry", True, f"{url}: {len(response.json())} subjects")
+
+
+def _http_check(name: str, url: str, path: str, timeout_s: float,
+                fix: str) -> Generator[CheckResult, None, httpx.Response | None]:
+    """GET url+path; on any failure yield a failed check and return None."""
     try:
-        response = httpx.get(f"{url}/subjects", timeout=timeout_s)
+        response = httpx.get(f"{url}{path}", timeout=timeout_s)
         response.raise_for_status()
     except Exception as exc:  # noqa: BLE001 - the check reports any failure
-        yield CheckResult("schema-registry", False, f"{url}: {_error(exc)}",
-                          "check DQPULSE_SCHEMA_REGISTRY_URL and that the registry runs")
-        return
-    yield CheckResult("schema-registry", True, f"{url}: {len(response.json())} subjects")
+        yield CheckResult(name, False, f"{url}: {_error(exc)}", fix)
+        return None
+    return response
 
 
 def _channels(spec: Spec, timeout_s: float) -> Iterator[CheckResult]:
@@ -253,11 +262,8 @@ def _prometheus(settings: Settings, timeout_s: float) -> Iterator[CheckResult]:
     if not settings.prometheus_url:
         return
     url = settings.prometheus_url.rstrip("/")
-    try:
-        response = httpx.get(f"{url}/-/ready", timeout=timeout_s)
-        response.raise_for_status()
-    except Exception as exc:  # noqa: BLE001 - the check reports any failure
-        yield CheckResult("prometheus", False, f"{url}: {_error(exc)}",
-                          "check DQPULSE_PROMETHEUS_URL and that Prometheus runs")
-        return
-    yield CheckResult("prometheus", True, f"{url} ready")
+    response = yield from _http_check(
+        "prometheus", url, "/-/ready", timeout_s,
+        "check DQPULSE_PROMETHEUS_URL and that Prometheus runs")
+    if response is not None:
+        yield CheckResult("prometheus", True, f"{url} ready")
