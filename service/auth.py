@@ -53,7 +53,7 @@ class TokenAuth:
             return token_service.authenticate(conn, token)
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:  # no I/O: no threadpool
     principal: Principal = request.state.principal
     return principal
 
