@@ -118,7 +118,8 @@ def _timed(call: Callable[[], None], count: int) -> tuple[float, float]:
     return _percentiles(samples)
 
 
-def _queries(clients: dict[str, httpx.Client], engine: Engine, series: int,
+def _queries(clients: dict[str, httpx.Client], pids: dict[str, int], engine: Engine,
+             series: int,
              per_dataset: int, days: int, count: int, rng: random.Random
              ) -> dict[str, dict[str, tuple[float, float]]]:
     """p50/p99 over HTTP for each API (the same random queries, sent to each in turn, so a
@@ -167,6 +168,7 @@ def _queries(clients: dict[str, httpx.Client], engine: Engine, series: int,
     for name, (range_days, step, expect) in shapes.items():
         n = count if "raw aggregate" not in name else max(30, count // 5)
         samples: dict[str, list[float]] = {label: [] for label in [*clients, "store"]}
+        cpu = {label: _cpu_seconds(pids[label]) for label in clients}
         for index in range(n):
             dataset, query = params(range_days)
             order = list(clients.items())
@@ -176,18 +178,29 @@ def _queries(clients: dict[str, httpx.Client], engine: Engine, series: int,
                 samples[label].append(over_http(client, dataset, query, step, expect))
             samples["store"].append(in_store(dataset, query, step))
         out[name] = {label: _percentiles(values) for label, values in samples.items()}
+        for label in clients:  # CPU of the API process per query: what load cannot inflate
+            used = (_cpu_seconds(pids[label]) - cpu[label]) * 1000 / n
+            out[name][f"{label} CPU"] = (used, used)
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _print_queries(results: dict[str, dict[str, tuple[float, float]]]) -> None:
     for name, by_label in results.items():
-        cells = [f"{label} p50 {p50:.1f} / p99 {p99:.1f} ms"
+        cells = [f"{label} {p50:.1f} ms/query" if label.endswith("CPU") else
+                 f"{label} p50 {p50:.1f} / p99 {p99:.1f} ms"
                  for label, (p50, p99) in by_label.items()]
         print(f"  {name} [load {_load_average()}]: " + "; ".join(cells), flush=True)
-        labels = [label for label in by_label if label not in ("store", "HTTP")]
-        for label in labels:
-            base, new = by_label[label], by_label["HTTP"]
-            print(f"    HTTP / {label}: p50 {new[0] / base[0]:.2f}, p99 {new[1] / base[1]:.2f}")
+        if "compared" in by_label:
+            base, new = by_label["compared"], by_label["HTTP"]
+            cpu = by_label["HTTP CPU"][0] / by_label["compared CPU"][0]
+            print(f"    this / compared: HTTP p50 {new[0] / base[0]:.2f}, p99 "
+                  f"{new[1] / base[1]:.2f}, API CPU per query {cpu:.2f}")
 
 
 def _load_average() -> str:
@@ -331,15 +344,16 @@ def main() -> int:
                 print(f"loaded {_stored(engine)} in {took:.0f} s", flush=True)
             print(f"kept database {args.database}: rerun with the same --database to query")
             return 0
-        clients = {}
+        clients, pids = {}, {}
         for label, root in (("HTTP", ROOT), ("compared", args.compare)):
             if root is not None:
                 api, clients[label] = _start_api(root.resolve(), url)
                 apis.append(api)
+                pids[label] = api.pid
         if reuse:
             label = _stored(engine)
             print(f"reusing {args.database}: {label}", flush=True)
-            _print_queries(_queries(clients, engine, small, args.per_dataset, args.days,
+            _print_queries(_queries(clients, pids, engine, small, args.per_dataset, args.days,
                                     args.queries, rng))
             return 0
         _prepare(engine, args)
@@ -348,7 +362,7 @@ def main() -> int:
             took = _load(engine, first, last, args.per_dataset, args.days)
             label = _stored(engine)
             print(f"loaded {label} in {took:.0f} s", flush=True)
-            results[label] = _queries(clients, engine, small, args.per_dataset, args.days,
+            results[label] = _queries(clients, pids, engine, small, args.per_dataset, args.days,
                                       args.queries, rng)
             _print_queries(results[label])
         (one, many) = results.values()
