@@ -114,10 +114,19 @@ def _seed(engine, names: list[str], fields: int, windows: int) -> None:
         _write_window(engine, names, fields, index)
 
 
-def _scrape(registry: CollectorRegistry) -> tuple[float, int]:
-    started = time.perf_counter()
-    body = generate_latest(registry)
-    return (time.perf_counter() - started) * 1000, len(body)
+try:  # what the API's /metrics serves
+    from dqpulse.services.exposition import render  # noqa: E402
+except ImportError:  # an older checkout (--compare): its route used generate_latest
+    render = generate_latest
+
+
+def _scrape(registry: CollectorRegistry) -> tuple[float, int, float]:
+    """Wall ms, body bytes, and the CPU ms of this process (what contention cannot
+    inflate much; the database's share is in the wall time only)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    body = render(registry)
+    return ((time.perf_counter() - started) * 1000, len(body),
+            (time.process_time() - cpu) * 1000)
 
 
 def _new_collector(engine, budget: int) -> tuple[DatasetMetricsCollector, CollectorRegistry]:
@@ -130,7 +139,7 @@ def _new_collector(engine, budget: int) -> tuple[DatasetMetricsCollector, Collec
 
 
 def _measure(engine, names: list[str], fields: int, windows: int, budget: int,
-             repeat: int) -> dict[str, tuple[float, int]]:
+             repeat: int) -> dict[str, tuple[float, int, float]]:
     out = {}
     collector, registry = _new_collector(engine, budget)
     try:
@@ -148,9 +157,9 @@ def _measure(engine, names: list[str], fields: int, windows: int, budget: int,
             _write_window(engine, names, fields, windows + n)
             moved.append(_scrape(registry))
             still.append(_scrape(registry))
-        out["every dataset one window on"] = (statistics.median(m[0] for m in moved),
-                                              moved[-1][1])
-        out["nothing changed"] = (statistics.median(s[0] for s in still), still[-1][1])
+        for case, runs in (("every dataset one window on", moved), ("nothing changed", still)):
+            out[case] = (statistics.median(r[0] for r in runs), runs[-1][1],
+                         statistics.median(r[2] for r in runs))
         return out
     finally:
         collector.close()
@@ -188,7 +197,7 @@ def _load_average() -> str:
 
 
 def _run_checkout(root: Path, url: str, args: argparse.Namespace, budget: int
-                  ) -> dict[str, tuple[float, int]]:
+                  ) -> dict[str, tuple[float, int, float]]:
     """One measurement by the bench of the checkout at ``root`` (its own code), as JSON."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scrape_cost.py"), "--url", url,
@@ -197,28 +206,31 @@ def _run_checkout(root: Path, url: str, args: argparse.Namespace, budget: int
         cwd=root, env={**os.environ, "PYTHONPATH": str(root),
                             "DQPULSE_BENCH_CODE": str(root)}, check=True,
         capture_output=True, text=True).stdout
-    return {case: (ms, size) for case, (ms, size) in json.loads(out.splitlines()[-1]).items()}
+    return {case: tuple(v) for case, v in json.loads(out.splitlines()[-1]).items()}
 
 
 def _compare(url: str, args: argparse.Namespace, budgets: list[int]) -> None:
     """This checkout and ``--compare`` in turn, ``--rounds`` times, on the same database."""
     roots = {"this": ROOT, "compared": args.compare.resolve()}
     for budget in budgets:
-        runs: dict[str, list[dict[str, tuple[float, int]]]] = {label: [] for label in roots}
+        runs: dict[str, list[dict[str, tuple[float, int, float]]]] = {
+            label: [] for label in roots}
         for round_ in range(args.rounds):
             order = list(roots.items()) if round_ % 2 == 0 else list(roots.items())[::-1]
             for label, root in order:
                 runs[label].append(_run_checkout(root, url, args, budget))
-        print(f"budget {budget} [load {_load_average()}], median of {args.rounds} rounds:")
+        print(f"budget {budget} [load {_load_average()}], median of {args.rounds} rounds "
+              "(wall ms; CPU ms of the scraping process):")
         for case in runs["this"][0]:
-            ms = {label: statistics.median(r[case][0] for r in rs if case in r)
-                  for label, rs in runs.items() if all(case in r for r in rs)}
-            if len(ms) < 2:
-                print(f"  {case:<30} this {ms['this']:8.1f} ms")
+            this = [statistics.median(r[case][i] for r in runs["this"]) for i in (0, 2)]
+            if not all(case in r for r in runs["compared"]):
+                print(f"  {case:<30} this {this[0]:7.1f} ms (CPU {this[1]:6.1f})")
                 continue
-            print(f"  {case:<30} this {ms['this']:8.1f} ms  compared {ms['compared']:8.1f} ms"
-                  f"  ratio {ms['this'] / ms['compared']:.2f}  "
-                  f"body {runs['this'][-1][case][1] / 1024:.1f} KiB")
+            base = [statistics.median(r[case][i] for r in runs["compared"]) for i in (0, 2)]
+            print(f"  {case:<30} this {this[0]:7.1f} ms (CPU {this[1]:6.1f})  compared "
+                  f"{base[0]:7.1f} ms (CPU {base[1]:6.1f})  ratio {this[0] / base[0]:.2f} "
+                  f"(CPU {this[1] / base[1]:.2f})  body "
+                  f"{runs['this'][-1][case][1] / 1024:.1f} KiB")
 
 
 def main() -> int:
@@ -278,8 +290,9 @@ def main() -> int:
         for budget in budgets:
             results = _measure(engine, names, args.fields, windows, budget, args.repeat)
             windows += args.repeat
-            for case, (ms, size) in results.items():
-                print(f"budget {budget:>6}  {case:<30} {ms:8.1f} ms  {size / 1024:8.1f} KiB"
+            for case, (ms, size, cpu) in results.items():
+                print(f"budget {budget:>6}  {case:<30} {ms:8.1f} ms (CPU {cpu:6.1f} ms)  "
+                      f"{size / 1024:8.1f} KiB"
                       f"  [load {_load_average()}]", flush=True)
     finally:
         engine.dispose()

@@ -62,26 +62,32 @@ class _RenderedGauge(GaugeMetricFamily):
     exposition: str | None = None
 
 
-class _One(Collector):
-    def __init__(self, metric: Metric) -> None:
-        self.metric = metric
+class _Many(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        return [self.metric]
+        return self.metrics
 
 
 def _lines(metric: Metric) -> str:
     """A family's exposition text as ``generate_latest`` writes it (header included)."""
-    return generate_latest(_One(metric)).decode()
+    return generate_latest(_Many([metric])).decode()
 
 
 def render(registry: Collector) -> bytes:
     """``generate_latest(registry)``, except that a family carrying its exposition text
     (this module's data families) is not rendered again sample by sample."""
-    parts = []
+    parts, plain = [], []
     for metric in registry.collect():
         text = getattr(metric, "exposition", None)
-        parts.append(text.encode() if text is not None else generate_latest(_One(metric)))
+        if text is None:
+            plain.append(metric)
+            continue
+        parts.append(generate_latest(_Many(plain)))
+        parts.append(text.encode())
+        plain = []
+    parts.append(generate_latest(_Many(plain)))
     return b"".join(parts)
 
 
@@ -244,8 +250,12 @@ class DatasetMetricsCollector(Collector):
             _add_point(families, item.name, point)
         samples = {name: f.samples for name, f in families.items()
                    if f.samples and isinstance(f, _RenderedGauge)}
-        # generate_latest's own lines for these samples, less its two header lines
-        text = {name: _lines(families[name]).split("\n", 2)[2] for name in samples}
+        # generate_latest's own lines for these samples, rendered at once and cut at each
+        # family's header (a label value never holds a newline: it is escaped)
+        rendered = generate_latest(_Many([families[name] for name in samples])).decode()
+        chunks = ("\n" + rendered.removesuffix("\n")).split("\n# HELP ")[1:]
+        text = {name: chunk.split("\n", 2)[2] + "\n"
+                for name, chunk in zip(samples, chunks, strict=True)}
         return _Fragment(key, samples, text)
 
     def _header(self, name: str, family: Metric) -> str:
