@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -51,10 +53,20 @@ def _document_open_mode(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # the first scrape should not be the cold one (connections, statements, every
+    # dataset's newest window): one collection in the background as the server starts
+    threading.Thread(target=app.state.exporter.warm, name="exporter-warm",
+                     daemon=True).start()
+    yield
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
                telemetry: Telemetry | None = None, spec: Spec | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
+        lifespan=_lifespan,
         title="dqpulse",
         version="0.1.0",
         description="Streaming data-quality observability: metric history, incidents, "

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from dqpulse.access import ANONYMOUS_ADMIN, Principal, Role
 from dqpulse.config import Settings
@@ -33,10 +34,13 @@ class TokenAuth:
         self.open = settings.auth == "open"
         self.engine = engine
 
-    def __call__(self, request: Request,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-                 ) -> Principal:
-        principal = self._principal(credentials)
+    async def __call__(self, request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                              Depends(bearer)]) -> Principal:
+        # async: open mode and static tokens need no I/O (no threadpool trip); a stored
+        # token is looked up in the threadpool
+        principal = (ANONYMOUS_ADMIN if self.open
+                     else await run_in_threadpool(self._principal, credentials))
         request.state.principal = principal
         return principal
 
@@ -53,7 +57,7 @@ class TokenAuth:
             return token_service.authenticate(conn, token)
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:  # no I/O: no threadpool
     principal: Principal = request.state.principal
     return principal
 

@@ -17,17 +17,19 @@ from dqpulse.telemetry import Telemetry
 from service.auth import PrincipalDep
 
 
-def get_engine(request: Request) -> Engine:
+# async: they only read app.state, so none of them needs a trip to the threadpool (each
+# trip costs more than the dependency, and a request would make several)
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_telemetry(request: Request) -> Telemetry:
+async def get_telemetry(request: Request) -> Telemetry:
     telemetry: Telemetry = request.app.state.telemetry
     return telemetry
 
@@ -87,7 +89,9 @@ class Scope:
         return row
 
 
-def get_scope(principal: PrincipalDep, conn: ConnDep) -> Scope:
+async def get_scope(principal: PrincipalDep, conn: ConnDep) -> Scope:
+    # async (no I/O here: the owners are read on first use, in the handler's thread), as
+    # are the trivial dependencies above: a plain ``def`` costs a trip to the threadpool
     return Scope(principal, conn)
 
 

@@ -14,9 +14,15 @@ holds a session advisory lock (``dqpulse:exporter``) exports; the others export
 the holder's database session ends.
 
 Cost: a dataset's newest window is read again only when its ``finalized_until`` moves
-(one index range, at most ``field_series_budget`` per-field rows); everything else is one
-indexed query per scrape. Per-field series are bounded by ``field_series_budget``, shared
-round-robin among the datasets; what the budget leaves out is counted.
+(one query for all the moved ones, at most their share of ``field_series_budget``
+per-field rows each); progress and incidents are one indexed query each per scrape. Each
+dataset's samples and their exposition text are kept while its inputs (progress row,
+window, admitted per-field series, incidents) are unchanged, so a scrape renders only the
+datasets that moved (:func:`render`: what the API's ``/metrics`` serves, byte for byte
+what ``generate_latest`` writes for the same samples). :meth:`warm` runs one collection
+as the API starts, so the first scrape is not the cold one. Per-field series are bounded
+by ``field_series_budget``, shared round-robin among the datasets; what the budget leaves
+out is counted.
 """
 
 from __future__ import annotations
@@ -26,11 +32,15 @@ import logging
 import math
 import threading
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -43,6 +53,57 @@ log = logging.getLogger(__name__)
 
 LEADER_LOCK = "dqpulse:exporter"
 _Family = GaugeMetricFamily | CounterMetricFamily
+
+
+class _RenderedGauge(GaugeMetricFamily):
+    """A data family whose exposition text was assembled from cached per-dataset lines
+    (``exposition``; None: render it from its samples)."""
+
+    exposition: str | None = None
+
+
+class _Many(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self.metrics
+
+
+def _lines(metric: Metric) -> str:
+    """A family's exposition text as ``generate_latest`` writes it (header included)."""
+    return generate_latest(_Many([metric])).decode()
+
+
+def render(registry: Collector) -> bytes:
+    """``generate_latest(registry)``, except that a family carrying its exposition text
+    (this module's data families) is not rendered again sample by sample."""
+    parts, plain = [], []
+    for metric in registry.collect():
+        text = getattr(metric, "exposition", None)
+        if text is None:
+            plain.append(metric)
+            continue
+        parts.append(generate_latest(_Many(plain)))
+        parts.append(text.encode())
+        plain = []
+    parts.append(generate_latest(_Many(plain)))
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class _Fragment:
+    """One dataset's samples per data family and their exposition lines, valid while
+    ``key`` (its progress row, window, admitted per-field series, incidents) holds."""
+
+    key: tuple[Any, ...]
+    samples: dict[str, list[Sample]]
+    text: dict[str, str]
+
+    def valid_for(self, key: tuple[Any, ...]) -> bool:
+        item, window, admitted, incidents = key
+        return (self.key[1] is window and self.key[2] == admitted
+                and self.key[3] == incidents and self.key[0] == item)
 
 
 @dataclass(slots=True)
@@ -106,6 +167,8 @@ class DatasetMetricsCollector(Collector):
                            if elect and isinstance(engine, Engine) else None)
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
+        self._fragments: dict[str, _Fragment] = {}
+        self._headers: dict[str, str] = {}
         self._share = 0  # per-field series one dataset may get of the budget (last scrape)
         self.dropped_total = 0.0
         self.errors_total = 0.0
@@ -133,6 +196,13 @@ class DatasetMetricsCollector(Collector):
             families["duration"].add_metric([], time.perf_counter() - started)
             return list(families.values())
 
+    def warm(self) -> None:
+        """One collection now (the API calls it in the background as it starts): the
+        connections, statements and every dataset's window are ready for the first
+        scrape. Only with an engine of its own (never a test's shared connection)."""
+        if self.leadership is not None:
+            self.collect()
+
     def close(self) -> None:
         if self.leadership is not None:
             self.leadership.close()
@@ -147,13 +217,51 @@ class DatasetMetricsCollector(Collector):
             windows = self._windows_of(conn, progress)
             incidents = store.count_active_incidents(conn)
         self._windows = windows  # a removed dataset's cached window goes with it
-        for item in progress:
-            _dataset_families(families, item)
-        exported = {item.name for item in progress}
+        active: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         for dataset, kind, severity, count in incidents:
-            if dataset in exported:
-                families["incidents"].add_metric([dataset, kind, severity], float(count))
-        self._data_families(families, windows)
+            active[dataset].append((kind, severity, count))
+        admitted = Counter(dataset for dataset, _ in _round_robin(
+            {d: w.per_field for d, w in windows.items()}, self.field_series_budget))
+        dropped = sum(w.per_field_total for w in windows.values()) - sum(admitted.values())
+        fragments: dict[str, _Fragment] = {}
+        for item in progress:  # by dataset name
+            key = (item, windows[item.name], admitted[item.name],
+                   tuple(active.get(item.name, ())))
+            cached = self._fragments.get(item.name)
+            fragments[item.name] = (cached if cached is not None and cached.valid_for(key)
+                                    else self._fragment(key))
+        self._fragments = fragments  # a removed dataset's lines go with it
+        for name, family in families.items():
+            if isinstance(family, _RenderedGauge):
+                header = self._header(name, family)  # before the samples go in
+                family.samples = [s for f in fragments.values() for s in f.samples.get(name, ())]
+                family.exposition = header + "".join(f.text.get(name, "")
+                                                     for f in fragments.values())
+        families["dropped"].add_metric([], float(dropped))
+        self.dropped_total += dropped
+
+    def _fragment(self, key: tuple[Any, ...]) -> _Fragment:
+        item, window, admitted, incidents = key
+        families = self._empty_families()
+        _dataset_families(families, item)
+        for kind, severity, count in incidents:
+            families["incidents"].add_metric([item.name, kind, severity], float(count))
+        for point in [*window.dataset_level, *window.per_field[:admitted]]:
+            _add_point(families, item.name, point)
+        samples = {name: f.samples for name, f in families.items()
+                   if f.samples and isinstance(f, _RenderedGauge)}
+        # generate_latest's own lines for these samples, rendered at once and cut at each
+        # family's header (a label value never holds a newline: it is escaped)
+        rendered = generate_latest(_Many([families[name] for name in samples])).decode()
+        chunks = ("\n" + rendered.removesuffix("\n")).split("\n# HELP ")[1:]
+        text = {name: chunk.split("\n", 2)[2] + "\n"
+                for name, chunk in zip(samples, chunks, strict=True)}
+        return _Fragment(key, samples, text)
+
+    def _header(self, name: str, family: Metric) -> str:
+        if name not in self._headers:
+            self._headers[name] = _lines(family)  # no samples yet: HELP and TYPE only
+        return self._headers[name]
 
     def _windows_of(self, conn: Connection, progress: list[DatasetProgress]
                     ) -> dict[str, _Window]:
@@ -190,46 +298,34 @@ class DatasetMetricsCollector(Collector):
             window.per_field = [p for p in points if p.field != ""]
             window.per_field_total = total
 
-    def _data_families(self, families: dict[str, _Family], windows: dict[str, _Window]) -> None:
-        for dataset, window in windows.items():
-            for point in window.dataset_level:
-                _add_point(families, dataset, point)
-        admitted = _round_robin({d: w.per_field for d, w in windows.items()},
-                                self.field_series_budget)
-        dropped = sum(w.per_field_total for w in windows.values()) - len(admitted)
-        for dataset, point in admitted:
-            _add_point(families, dataset, point)
-        families["dropped"].add_metric([], float(dropped))
-        self.dropped_total += dropped
-
     # -- families ------------------------------------------------------------------------
     @staticmethod
     def _empty_families() -> dict[str, _Family]:
         out: dict[str, _Family] = {
-            family.name: GaugeMetricFamily(
+            family.name: _RenderedGauge(
                 family.name, family.help,
                 labels=["dataset", *(["field"] if family.per_field else []), *family.labels])
             for family in DATA_FAMILIES
         }
-        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        gauge, counter, data = GaugeMetricFamily, CounterMetricFamily, _RenderedGauge
         out.update({
-            "score": gauge("dqpulse_anomaly_score",
+            "score": data("dqpulse_anomaly_score",
                            "Detector score of the series in the newest window (higher is "
                            "more anomalous)", labels=["dataset", "metric", "field"]),
-            "info": gauge("dqpulse_dataset_info", "Datasets in the model (value 1)",
+            "info": data("dqpulse_dataset_info", "Datasets in the model (value 1)",
                           labels=["dataset", "owner", "topic"]),
-            "last_record": gauge("dqpulse_dataset_last_record_timestamp_seconds",
+            "last_record": data("dqpulse_dataset_last_record_timestamp_seconds",
                                  "When ingest last accepted a record of the dataset "
                                  "(wall clock, as checkpointed)",
                                  labels=["dataset"]),
-            "last_window": gauge("dqpulse_dataset_last_window_end_timestamp_seconds",
+            "last_window": data("dqpulse_dataset_last_window_end_timestamp_seconds",
                                  "End of the newest finalized window", labels=["dataset"]),
-            "freshness_objective": gauge("dqpulse_dataset_freshness_objective_seconds",
+            "freshness_objective": data("dqpulse_dataset_freshness_objective_seconds",
                                          "freshness_sla of the dataset", labels=["dataset"]),
-            "quality_objective": gauge("dqpulse_dataset_quality_objective_ratio",
+            "quality_objective": data("dqpulse_dataset_quality_objective_ratio",
                                        "quality_objective of the dataset",
                                        labels=["dataset"]),
-            "incidents": gauge("dqpulse_incidents_open",
+            "incidents": data("dqpulse_incidents_open",
                                "Open or acknowledged incidents",
                                labels=["dataset", "kind", "severity"]),
             "leader": gauge("dqpulse_exporter_leader",

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    CursorResult,
     Float,
     Text,
     and_,
@@ -179,11 +180,19 @@ def get_points(
                   cast(c.explanation, Text).label("explanation")).where(
         *_range(c.window_start, dataset, metric, field, start, end, before))
     stmt = stmt.order_by(c.window_start.desc()).limit(limit)
-    rows = [dict(row) for row in conn.execute(stmt).mappings()]
-    rows.reverse()
+    rows = _dicts(conn.execute(stmt))
     for row in rows:
         if row["explanation"] is not None:
             row["explanation"] = orjson.loads(row["explanation"])
+    return rows
+
+
+def _dicts(result: CursorResult[Any]) -> list[dict[str, Any]]:
+    """Rows as dicts, oldest first (the query reads newest first): fetched at once and
+    zipped with the keys, not one ``RowMapping`` per row (a third of a week's read)."""
+    keys = list(result.keys())
+    rows = [dict(zip(keys, row, strict=True)) for row in result.all()]
+    rows.reverse()
     return rows
 
 
@@ -257,12 +266,12 @@ def get_buckets(
                    func.max(c.score).label("score"),
                    func.max(case((c.anomalous, 1), else_=0)).label("anomalous"))
             .where(*where).group_by(index).order_by(index.desc()).limit(limit))
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and resolution is None:
         # a month of one-minute windows (43,200 rows) sorts in memory instead of on disk
-        # (the default 4 MB spills): a third faster; SET LOCAL ends with the transaction
+        # (the default 4 MB spills): a third faster; SET LOCAL ends with the transaction.
+        # A rollup read sorts a few thousand rows at most: no round trip for it
         conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
-    rows = [dict(row) for row in conn.execute(stmt).mappings()]
-    rows.reverse()
+    rows = _dicts(conn.execute(stmt))
     if rows and "last" not in rows[0]:
         _add_last_and_band(conn, rows, dataset, metric, field, resolution)
     for row in rows:

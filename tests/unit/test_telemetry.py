@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from dqpulse.finalize.export import export_window
 from dqpulse.metrics import METRIC_NAMES
 from dqpulse.records import MetricPoint
-from dqpulse.services.exposition import DatasetMetricsCollector
+from dqpulse.services.exposition import DatasetMetricsCollector, render
 from dqpulse.services.exposition_names import DATA_FAMILIES, MAPPINGS
 from dqpulse.spec import parse_spec
 from dqpulse.store import checkpoints, datasets, incidents
@@ -123,6 +123,39 @@ def test_a_removed_dataset_has_no_series_at_the_next_scrape(exporter):
     text = generate_latest(registry).decode()
     assert 'dataset="clicks"' not in text
     assert 'dataset="orders"' in text
+
+
+def _lines(text: str) -> list[str]:
+    # what varies from scrape to scrape by itself: the collection time, the summed drops
+    return sorted(line for line in text.splitlines()
+                  if "collect_duration" not in line and "dropped_total" not in line)
+
+
+def test_the_rendered_scrape_is_generate_latest_and_follows_every_change(exporter):
+    """render() reuses each dataset's lines while its inputs are unchanged: the body is
+    what generate_latest writes for the same samples, before and after a dataset moves,
+    an incident opens and the budget's shares change."""
+    engine, registry, _ = exporter
+    first = render(registry).decode()
+    assert _lines(first) == _lines(generate_latest(registry).decode())
+    assert _lines(render(registry).decode()) == _lines(first)  # nothing moved: the same
+    with engine.begin() as conn:
+        _write_window(conn, "clicks", 60.0, fields=1, records=7)  # fewer fields: shares move
+        _open_incident(conn, "clicks", "schema", "warning")
+    moved = render(registry).decode()
+    assert 'dqpulse_volume_records{dataset="clicks"} 7.0' in moved
+    assert 'dqpulse_incidents_open{dataset="clicks",kind="schema",severity="warning"} 1.0' in moved
+    assert 'dqpulse_volume_records{dataset="clicks"} 5.0' not in moved
+    assert _lines(moved) == _lines(generate_latest(registry).decode())
+    assert registry.get_sample_value("dqpulse_volume_records", {"dataset": "orders"}) == 12
+
+
+def test_warm_collects_once_so_the_first_scrape_finds_every_window_read(exporter):
+    engine, registry, collector = exporter
+    assert collector.leadership is not None  # an engine of its own: warm() runs
+    collector.warm()
+    assert set(collector._windows) == {"orders", "clicks"}
+    assert set(collector._fragments) == {"orders", "clicks"}
 
 
 def test_every_metric_name_has_a_prometheus_family_documented_in_docs_metrics():
