@@ -393,6 +393,19 @@ def expand_secrets(spec: Spec, environ: dict[str, str] | None = None) -> Spec:
     return spec.model_copy(update={"notifications": channels})
 
 
+def expand_emit_secrets(emit: OpenLineageEmitSpec,
+                        environ: dict[str, str] | None = None) -> OpenLineageEmitSpec:
+    """``emit`` with ``${VAR}`` in ``url`` and ``api_key`` expanded (ConfigError names a
+    variable that is not set)."""
+    env = dict(os.environ) if environ is None else environ
+    problems: list[str] = []
+    values = {key: _expand_env(getattr(emit, key), env, f"openlineage.emit.{key}", problems)
+              for key in ("url", "api_key")}
+    if problems:
+        raise ConfigError(problems)
+    return emit.model_copy(update=values)
+
+
 def has_env_reference(value: str | None) -> bool:
     return bool(value) and _ENV_VAR.search(value or "") is not None
 

@@ -18,6 +18,7 @@ from dqpulse.config import Settings
 from dqpulse.detectors.scoring import ScoredPoint, SeriesScorer
 from dqpulse.finalize import autoencoder
 from dqpulse.finalize.finalize import FinalizedWindow, WindowHook
+from dqpulse.finalize.openlineage import OpenLineageOutboxHook
 from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES, is_watched
 from dqpulse.jsonsafe import json_safe_object
 from dqpulse.spec import DatasetSpec, Spec
@@ -92,5 +93,9 @@ class ScoringHook:
 
 def default_hooks(spec: Spec, settings: Settings, telemetry: Telemetry | None = None
                   ) -> list[WindowHook]:
-    """The hooks every process runs on a finalized window: detectors, then incidents."""
-    return [ScoringHook(spec, settings, telemetry)]
+    """The hooks every process runs on a finalized window: detectors, then incidents;
+    then, when ``openlineage.emit`` is configured, the window's OpenLineage outbox row."""
+    hooks: list[WindowHook] = [ScoringHook(spec, settings, telemetry)]
+    if spec.openlineage.emit is not None:
+        hooks.append(OpenLineageOutboxHook())
+    return hooks

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dqpulse.store.incidents import aware
+from dqpulse.store.tables import metric_points
 from dqpulse.store.tables import openlineage_outbox as outbox
 from dqpulse.store.tables import openlineage_runs as runs
 
@@ -131,3 +132,13 @@ def get_all(conn: Connection, *, dataset: str | None = None) -> list[dict[str, A
             item[key] = aware(item[key])
         out.append(item)
     return out
+
+
+def get_anomalous(conn: Connection, *, dataset: str,
+                  window_start: float) -> list[tuple[str, str, float | None]]:
+    """(metric, field, score) of the window's points the detectors flagged."""
+    c = metric_points.c
+    rows = conn.execute(select(c.metric, c.field, c.score).where(
+        c.dataset == dataset, c.window_start == window_start, c.anomalous.is_(True))
+        .order_by(c.metric, c.field))
+    return [(r.metric, r.field, r.score) for r in rows]
