@@ -6,7 +6,9 @@ Kept for the series whose alerts people investigate by example:
 - ``completeness:<path>``: records where a declared (or the key) field is null or missing,
 - ``type:<path>:<type>``: records whose ``path`` holds a value of ``type`` (per type seen in
   the window; a type change is shown with the records of its new type),
-- ``uniqueness``: records whose ``key`` repeats another key of the same poll batch.
+- ``uniqueness``: records whose ``key`` repeats another key of the same poll batch of one
+  partition (a repeat across partitions or poll batches is counted by the uniqueness
+  family but has no sample: finding it would need every key of the window).
 
 Bounded: at most ``samples.per_window`` records per series and ``MAX_SERIES`` series per
 window (the first ones by partition and offset after a merge). A sample holds only the
