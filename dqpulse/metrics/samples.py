@@ -11,7 +11,8 @@ Kept for the series whose alerts people investigate by example:
   family but has no sample: finding it would need every key of the window).
 
 Bounded: at most ``samples.per_window`` records per series and ``MAX_SERIES`` series per
-window (the first ones by partition and offset after a merge). A sample holds only the
+window (type samples: ``TYPE_SAMPLES`` records for each of at most ``MAX_TYPE_SERIES``
+field types), the first ones by partition and offset after a merge. A sample holds only the
 declared fields, the key and the offending field, each value cut to
 ``samples.max_value_chars``; a path listed in ``samples.redact`` (or under it) is never
 stored: it is named in the sample's ``redacted`` list instead. Validity samples are taken
@@ -34,6 +35,10 @@ from dqpulse.records import ColumnBatch, MetricPoint
 from dqpulse.spec import DatasetSpec
 
 MAX_SERIES = 100
+#: type samples (one key per field and type seen) have their own budget, so that a wide
+#: record cannot crowd out the validity and completeness samples
+MAX_TYPE_SERIES = 200
+TYPE_SAMPLES = 2
 Sample = dict[str, Any]
 
 
@@ -59,9 +64,12 @@ class SamplesState(FamilyState):
 
     def _room(self, key: str) -> int:
         have = self.samples.get(key)
+        typed = key.startswith("type:")
+        limit = min(self.limit, TYPE_SAMPLES) if typed else self.limit
         if have is None:
-            return self.limit if len(self.samples) < MAX_SERIES else 0
-        return self.limit - len(have)
+            count = sum(1 for k in self.samples if k.startswith("type:") == typed)
+            return limit if count < (MAX_TYPE_SERIES if typed else MAX_SERIES) else 0
+        return limit - len(have)
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str | bytes) and len(value) > self.spec.samples.max_value_chars:
@@ -141,12 +149,12 @@ class SamplesState(FamilyState):
 
     def merge(self, other: SamplesState) -> SamplesState:
         for key, samples in other.samples.items():
-            mine = self.samples.get(key)
-            if mine is None and len(self.samples) >= MAX_SERIES:
+            room = self._room(key)
+            if key not in self.samples and room <= 0:
                 continue
-            combined = [*(mine or []), *samples]
+            combined = [*self.samples.get(key, []), *samples]
             combined.sort(key=lambda s: (s["partition"], s["offset"] or 0))
-            self.samples[key] = combined[:self.limit]
+            self.samples[key] = combined[:len(self.samples.get(key, [])) + max(room, 0)]
         return self
 
     def to_bytes(self) -> bytes:
