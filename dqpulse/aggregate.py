@@ -139,12 +139,14 @@ class PartitionAggregator:
         batch = result.batch
         if batch.n == 0:
             return AddReport(0, 0, bad, 0, by_reason)
-        stamps = batch_in.timestamps_ms
+        stamps, offsets = batch_in.timestamps_ms, batch_in.offsets
         if candidates is not None:
-            stamps = stamps[np.asarray(candidates, dtype=np.int64)]
+            picked = np.asarray(candidates, dtype=np.int64)
+            stamps, offsets = stamps[picked], offsets[picked]
         if result.rows.shape[0] != stamps.shape[0]:
-            stamps = stamps[result.rows]
+            stamps, offsets = stamps[result.rows], offsets[result.rows]
         batch.timestamps = stamps / 1000.0
+        batch.offsets = offsets
         batch.ingest_time = now
         batch.partition = self.partition
         fallbacks = self._set_event_times(batch, now)

@@ -71,6 +71,8 @@ class ColumnBatch:
     event_times: npt.NDArray[np.float64] | None = None
     ingest_time: float = 0.0
     partition: int = -1
+    #: the Kafka offset of each record (for failing samples), when the source gave them
+    offsets: npt.NDArray[np.int64] | None = None
     #: values derived from the batch once and shared by the metric families (per batch)
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -93,6 +95,7 @@ class ColumnBatch:
             event_times=None if self.event_times is None else self.event_times[rows],
             ingest_time=self.ingest_time,
             partition=self.partition,
+            offsets=None if self.offsets is None else self.offsets[rows],
         )
 
     def present_count(self, path: str) -> int:

@@ -96,6 +96,17 @@ class DetectorOverride(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class SamplesSpec(_Strict):
+    """Failing-record samples kept per window for validity, completeness, type-change and
+    uniqueness alerts: at most ``per_window`` records per series and window, each with its
+    partition and offset; the ``redact`` paths (and everything under them) are never
+    stored, and values longer than ``max_value_chars`` are cut."""
+
+    per_window: int = Field(default=5, ge=0, le=50)
+    redact: list[str] = Field(default_factory=list)
+    max_value_chars: int = Field(default=200, ge=8, le=4000)
+
+
 class DatasetSpec(_Strict):
     """One watched dataset: a Kafka topic with its format, windowing and contract."""
 
@@ -117,6 +128,7 @@ class DatasetSpec(_Strict):
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     severity: dict[str, Severity] = Field(default_factory=dict)
     detectors: list[DetectorOverride] = Field(default_factory=list)
+    samples: SamplesSpec = Field(default_factory=SamplesSpec)
 
     @field_validator("name")
     @classmethod
@@ -171,12 +183,33 @@ class NotificationSpec(_Strict):
     rate_limit_per_minute: int = Field(default=30, ge=1)
 
 
+class OpenLineageEmitSpec(_Strict):
+    """Where finalized windows go as OpenLineage run events (``dataQualityMetrics`` and
+    ``dataQualityAssertions`` facets), through the openlineage-python HTTP transport
+    (Marquez-compatible: ``POST {url}/{endpoint}``). ``url`` and ``api_key`` may hold
+    ``${VAR}``, expanded where the sender runs."""
+
+    url: str
+    endpoint: str = "api/v1/lineage"
+    api_key: str | None = None
+    job_namespace: str = "dqpulse"
+    dataset_namespace: str = "kafka://dqpulse"
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+
+class OpenLineageSpec(_Strict):
+    """OpenLineage settings; ``emit`` absent: nothing is emitted."""
+
+    emit: OpenLineageEmitSpec | None = None
+
+
 class Spec(_Strict):
     """The whole ``dqpulse.yaml``."""
 
     datasets: list[DatasetSpec] = Field(default_factory=list)
     lineage: list[LineageSpec] = Field(default_factory=list)
     notifications: list[NotificationSpec] = Field(default_factory=list)
+    openlineage: OpenLineageSpec = Field(default_factory=OpenLineageSpec)
 
     def dataset(self, name: str) -> DatasetSpec:
         for dataset in self.datasets:
@@ -358,6 +391,19 @@ def expand_secrets(spec: Spec, environ: dict[str, str] | None = None) -> Spec:
     if problems:
         raise ConfigError(problems)
     return spec.model_copy(update={"notifications": channels})
+
+
+def expand_emit_secrets(emit: OpenLineageEmitSpec,
+                        environ: dict[str, str] | None = None) -> OpenLineageEmitSpec:
+    """``emit`` with ``${VAR}`` in ``url`` and ``api_key`` expanded (ConfigError names a
+    variable that is not set)."""
+    env = dict(os.environ) if environ is None else environ
+    problems: list[str] = []
+    values = {key: _expand_env(getattr(emit, key), env, f"openlineage.emit.{key}", problems)
+              for key in ("url", "api_key")}
+    if problems:
+        raise ConfigError(problems)
+    return emit.model_copy(update=values)
 
 
 def has_env_reference(value: str | None) -> bool:

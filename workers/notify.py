@@ -5,7 +5,8 @@ the pass was full (more rows are due); every ``refresh_interval_s`` re-send acti
 incidents to Alertmanager channels so they keep firing. A database error is logged and
 retried with a growing pause; it never ends the loop. Safe to run several copies: claims
 use ``FOR UPDATE SKIP LOCKED`` and a lease. Killed at any point, it loses nothing: a row
-is pending until its delivery is recorded.
+is pending until its delivery is recorded. Beside it, a thread drains the OpenLineage
+emission outbox when the model configures ``openlineage.emit``.
 
 ``dqpulse worker notify`` and ``python -m workers.notify --help`` (with options) both
 run :func:`run_notify`.
@@ -29,7 +30,8 @@ from dqpulse.errors import ConfigError
 from dqpulse.health import Health
 from dqpulse.logs import configure_logging, register_secrets, spec_secrets
 from dqpulse.services.model import ModelWatch, current_model
-from dqpulse.spec import Spec, expand_secrets
+from dqpulse.services.openlineage_emit import run_emitter
+from dqpulse.spec import OpenLineageEmitSpec, Spec, expand_secrets
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
@@ -155,17 +157,40 @@ def run_notify(settings: Settings, *, spec: Spec | None = None, database_url: st
         health = make_health(settings, progress_interval_s=max(
             poll_interval_s, 30.0 / settings.health_checkpoint_intervals))
         telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
+        emitter = _start_emitter(engine, spec, stop, watch, settings)
         with probes(settings, "notify", registry=telemetry.registry, health=health,
                     database_url=url):
             run_notifier(settings, engine, spec, stop_event=stop,
                          poll_interval_s=poll_interval_s, options=options,
                          timeout_s=timeout_s, health=health, telemetry=telemetry,
                          watch=watch)
+        emitter.join(timeout=settings.stop_deadline_s)
     finally:
         if timer is not None:
             timer.cancel()
         engine.dispose()
     return 0
+
+
+def _start_emitter(engine: Engine, spec: Spec, stop: threading.Event,
+                   followed: ModelWatch | None, settings: Settings) -> threading.Thread:
+    """The OpenLineage sender (dqpulse.services.openlineage_emit) beside the notifier: it
+    drains the emission outbox while ``openlineage.emit`` is configured in the model."""
+    latest = {"spec": spec}
+    watch = None if followed is None else ModelWatch(
+        engine, followed.version, interval_s=settings.model_poll_interval_s)
+
+    def current() -> OpenLineageEmitSpec | None:
+        model = watch.changed() if watch is not None else None
+        if model is not None:
+            latest["spec"] = model.spec
+        return latest["spec"].openlineage.emit
+
+    thread = threading.Thread(target=run_emitter, args=(engine, current),
+                              kwargs={"stop_event": stop}, daemon=True,
+                              name="dqpulse-openlineage")
+    thread.start()
+    return thread
 
 
 def main(argv: list[str] | None = None) -> int:

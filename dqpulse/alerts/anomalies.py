@@ -112,6 +112,37 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _named(items: list[str], one: str, many: str, limit: int = 5) -> str:
+    shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more"
+                                         if len(items) > limit else "")
+    return f"{one if len(items) == 1 else many} {shown}"
+
+
+def describe_schema_change(metric: str, change: Any) -> str | None:
+    """The fields and types of a schema change, from the point's ``schema_change``.
+
+    >>> describe_schema_change("schema.new_fields", {"fields": {"promo_code": "string|null"}})
+    'new field promo_code: string|null'
+    >>> describe_schema_change("schema.type_changes",
+    ...                        {"changes": {"amount": {"from": ["number"], "to": ["string"]}}})
+    'type of amount changed: number -> string'
+    """
+    if not isinstance(change, dict):
+        return None
+    fields = change.get("fields") or {}
+    if metric == "schema.new_fields" and fields:
+        return _named([f"{p}: {t}" for p, t in sorted(fields.items())], "new field",
+                      "new fields")
+    if metric == "schema.removed_fields" and fields:
+        return _named([f"{p} (was {t})" for p, t in sorted(fields.items())], "removed field",
+                      "removed fields")
+    changes = change.get("changes") or {}
+    if metric == "schema.type_changes" and changes:
+        return _named([f"{p} changed: {'|'.join(c['from'])} -> {'|'.join(c['to'])}"
+                       for p, c in sorted(changes.items())], "type of", "types of")
+    return None
+
+
 def summarize(dataset: str, anomaly: Anomaly) -> str:
     """One sentence: what broke, observed vs expected.
 
@@ -123,6 +154,9 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     """
     what = anomaly.metric + (f" of {anomaly.field}" if anomaly.field else "")
     exp = anomaly.explanation or {}
+    change = describe_schema_change(anomaly.metric, exp.get("schema_change"))
+    if change:
+        return f"{dataset}: {change}"
     observed = exp.get("observed")
     if observed is None:
         return f"{dataset}: anomalous {what} (score {anomaly.score:.3f})"

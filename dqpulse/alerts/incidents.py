@@ -63,6 +63,7 @@ from dqpulse.alerts.anomalies import (
     summarize,
 )
 from dqpulse.alerts.routing import channels_for_incident
+from dqpulse.alerts.summary import with_later
 from dqpulse.jsonsafe import json_safe
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import incidents as incident_store
@@ -306,16 +307,17 @@ def _update_active(conn: Connection, *, dataset: DatasetSpec, active: dict[str, 
     severity, kinds, metrics = group.severity, group.kinds, group.metrics
     silenced_by, best_score = group.silenced_by, group.best_score
     incident_id = int(active["id"])
-    replace_top = best_score > float(active.get("score") or 0.0)
+    # what opened the incident stays its metric, field, explanation and summary's first
+    # line; later alerts are listed below it (dqpulse.alerts.summary)
+    summary, details = with_later({**active, "details": _details(
+        active.get("details"), top, kinds, metrics, replace_top=False)}, dataset.name,
+        [i.anomaly for i in members])
     values: dict[str, Any] = {
-        "healthy_windows": 0, "last_alert_at": now,
+        "healthy_windows": 0, "last_alert_at": now, "summary": summary, "details": details,
         "last_window_end": max(window_end, active.get("last_window_end") or window_end),
         "alert_count": int(active["alert_count"]) + len(members),
-        "details": _details(active.get("details"), top, kinds, metrics, replace_top),
+        "score": max(best_score, float(active.get("score") or 0.0)),
     }
-    if replace_top:
-        values.update(score=best_score, metric=top.metric, field=top.field,
-                      summary=summarize(dataset.name, top))
     old_severity = str(active["severity"])
     escalated = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(old_severity, 0)
     if escalated:

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
 from dqpulse.finalize.export import export_window
-from dqpulse.metrics import FinalizeContext, diff_schema, finalize_window, merge_partials
+from dqpulse.metrics import (
+    FinalizeContext,
+    WindowState,
+    diff_schema,
+    finalize_window,
+    merge_partials,
+)
+from dqpulse.metrics.samples import SamplesState
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints, schemas
@@ -28,12 +36,35 @@ from dqpulse.telemetry import Telemetry
 MAX_WINDOWS_PER_PASS = 500
 
 
+#: metrics whose alerts carry failing samples (dqpulse.metrics.samples)
+SAMPLED_METRICS = frozenset({"validity.violation_ratio", "completeness.null_ratio",
+                             "completeness.required_violations", "schema.type_changes",
+                             "uniqueness.duplicate_ratio"})
+
+
 @dataclass(frozen=True, slots=True)
 class FinalizedWindow:
     dataset: str
     window_start: float
     window_end: float
     points: list[MetricPoint]
+    #: failing samples per (metric, field) of the points that have any
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def samples_of(state: WindowState, points: list[MetricPoint]
+               ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The failing samples of the window's points that are not clean (value > 0)."""
+    family = state.families.get("samples")
+    if not isinstance(family, SamplesState):
+        return {}
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for point in points:
+        if point.metric in SAMPLED_METRICS and point.value:
+            found = family.for_series(point.metric, point.field, point.extra)
+            if found:
+                out[(point.metric, point.field)] = found
+    return out
 
 
 # A hook sees the finalized window inside the finalize transaction (scoring, alerting).
@@ -92,7 +123,8 @@ def finalize_ready(
                 schema = result.observed_schema
             metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
                                        window_end=window_end, points=result.points)
-            window = FinalizedWindow(dataset.name, window_start, window_end, result.points)
+            window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
+                                     samples_of(state, result.points))
             for hook in hooks:
                 hook(conn, dataset, window)
             done.append(window)

@@ -18,8 +18,9 @@ from dqpulse.config import Settings
 from dqpulse.detectors.scoring import ScoredPoint, SeriesScorer
 from dqpulse.finalize import autoencoder
 from dqpulse.finalize.finalize import FinalizedWindow, WindowHook
+from dqpulse.finalize.openlineage import OpenLineageOutboxHook
 from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES, is_watched
-from dqpulse.jsonsafe import json_safe_object
+from dqpulse.jsonsafe import json_safe, json_safe_object
 from dqpulse.spec import DatasetSpec, Spec
 from dqpulse.store import detector_states
 from dqpulse.store import metrics as metric_store
@@ -72,11 +73,14 @@ class ScoringHook:
 
     def _alert(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow,
                scored: list[ScoredPoint]) -> None:
+        schema_changes = {p.metric: p.extra for p in window.points
+                          if p.metric in SCHEMA_CHANGE_METRICS}
         anomalies = [
             Anomaly(dataset=dataset.name, kind=kind_of_metric(p.metric), metric=p.metric,
                     field=p.field, window_start=window.window_start,
                     window_end=window.window_end, score=p.score,
-                    explanation=json_safe_object(p.explanation) or {})
+                    explanation=_enriched(json_safe_object(p.explanation) or {}, window,
+                                          p.metric, p.field, schema_changes))
             for p in scored
             if p.anomalous and (p.metric != AUTOENCODER_METRIC
                                 or self.autoencoder == "alert")
@@ -90,7 +94,27 @@ class ScoringHook:
                        public_url=self.settings.public_url)
 
 
+SCHEMA_CHANGE_METRICS = frozenset({"schema.new_fields", "schema.removed_fields",
+                                   "schema.type_changes"})
+
+
+def _enriched(explanation: dict[str, object], window: FinalizedWindow, metric: str,
+              field: str, schema_changes: dict[str, dict[str, object]]) -> dict[str, object]:
+    """An anomaly's explanation with the window's failing samples of its series and, for
+    a schema change, the fields and types involved (``schema_change``)."""
+    samples = window.samples.get((metric, field))
+    if samples:
+        explanation["samples"] = json_safe(samples)
+    if metric in schema_changes:
+        explanation["schema_change"] = json_safe(schema_changes[metric])
+    return explanation
+
+
 def default_hooks(spec: Spec, settings: Settings, telemetry: Telemetry | None = None
                   ) -> list[WindowHook]:
-    """The hooks every process runs on a finalized window: detectors, then incidents."""
-    return [ScoringHook(spec, settings, telemetry)]
+    """The hooks every process runs on a finalized window: detectors, then incidents;
+    then, when ``openlineage.emit`` is configured, the window's OpenLineage outbox row."""
+    hooks: list[WindowHook] = [ScoringHook(spec, settings, telemetry)]
+    if spec.openlineage.emit is not None:
+        hooks.append(OpenLineageOutboxHook())
+    return hooks

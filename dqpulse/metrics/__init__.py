@@ -16,6 +16,7 @@ from dqpulse.metrics import (  # noqa: F401  (registration order = FAMILIES orde
     distribution,
     freshness,
     ml_data,
+    samples,  # noqa: F401  (after validity: reads its batch cache)
     schema,
     uniqueness,
     validity,

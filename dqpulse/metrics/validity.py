@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from dqpulse.metrics.base import FamilyState, ratio, register_family
@@ -44,6 +45,10 @@ _ACCEPTED = {
     "object": set(),
     "timestamp": {"timestamp", "string", "integer", "number"},
 }
+
+
+#: ``batch.cache`` key: violations per ``path:rule`` found in the batch (for samples)
+VIOLATIONS_CACHE = "validity.violations"
 
 
 class ExpressionError(ValueError):
@@ -223,10 +228,14 @@ class ValidityState(FamilyState):
         counts = self.counts[key]
         counts[0] += violations
         counts[1] += checked
+        if violations:
+            self._found[key] = self._found.get(key, 0) + violations
 
     def update(self, batch: ColumnBatch) -> None:
         if not batch.n:
             return
+        self._found: dict[str, int] = {}
+        batch.cache[VIOLATIONS_CACHE] = self._found
         frame = batch.frame
         for path, field_spec in self.spec.fields.items():
             column_type = batch.types.get(path)
@@ -315,6 +324,51 @@ class ValidityState(FamilyState):
                 MetricPoint("validity.violation_ratio", ratio(violations, checked), key, extra)
             )
         return points
+
+
+def violation_mask(batch: ColumnBatch, path: str, rule: str,
+                   field_spec: FieldSpec) -> npt.NDArray[np.bool_]:
+    """Which records of ``batch`` break ``rule`` of ``path`` (what the counts count)."""
+    column_type = batch.types.get(path)
+    none = np.zeros(batch.n, dtype=np.bool_)
+    if column_type is None or column_type == "null":
+        return ~none if rule == "not_null" else none
+    column = batch.frame.get_column(path)
+    if rule == "not_null":
+        present = column.is_not_null().to_numpy()
+        for mask in batch.other_types.get(path, {}).values():
+            present = present | mask
+        return ~present
+    if rule == "type":
+        accepted = _ACCEPTED.get(field_spec.type or "", set())
+        mask = none.copy()
+        if column_type not in accepted:
+            mask = column.is_not_null().to_numpy()
+        elif field_spec.type == "integer" and column_type == "number":
+            mask = (column != column.floor()).fill_null(False).to_numpy()
+        for other, other_mask in batch.other_types.get(path, {}).items():
+            if other not in accepted:
+                mask = mask | other_mask
+        return mask
+    test: pl.Series | None = None
+    if rule == "min" and field_spec.min is not None and column_type in NUMERIC_TYPES:
+        test = column < field_spec.min
+    elif rule == "max" and field_spec.max is not None and column_type in NUMERIC_TYPES:
+        test = column > field_spec.max
+    elif rule == "allowed" and field_spec.allowed is not None:
+        test = ~column.is_in(_allowed_for(field_spec.allowed, column_type))
+    elif rule == "pattern" and field_spec.pattern is not None and column_type == "string":
+        test = ~_Pattern(field_spec.pattern).matches(column)
+    elif rule == "expression" and field_spec.expression is not None:
+        try:
+            expression = compile_expression(field_spec.expression, path)
+            holds = column.to_frame(path).select(expression.fill_null(False)).to_series()
+            test = ~holds.cast(pl.Boolean)
+        except (ExpressionError, pl.exceptions.PolarsError, TypeError):
+            test = column.is_not_null()
+    if test is None:
+        return none
+    return (test.fill_null(False) & column.is_not_null()).to_numpy()
 
 
 def _allowed_for(allowed: list[Any], column_type: str) -> list[Any]:

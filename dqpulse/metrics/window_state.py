@@ -97,7 +97,7 @@ class WindowState:
             sizes=batch.sizes, timestamps=batch.timestamps,
             other_types={p: m for p, m in batch.other_types.items() if p not in dropped},
             event_times=batch.event_times, ingest_time=batch.ingest_time,
-            partition=batch.partition,
+            partition=batch.partition, offsets=batch.offsets,
         )
 
     def update(self, batch: ColumnBatch) -> None:
@@ -134,7 +134,8 @@ class WindowState:
                 families[name] = FAMILIES[name].from_bytes(spec, blob)
         for name, family in FAMILIES.items():
             families.setdefault(name, family.zero(spec))
-        return cls(spec, families)
+        # registration order: a family may read what an earlier one left in batch.cache
+        return cls(spec, {name: families[name] for name in FAMILIES})
 
     def observed_schema(self) -> dict[str, list[str]]:
         return self.schema.observed()
@@ -286,10 +287,18 @@ def finalize_window(spec: DatasetSpec, state: WindowState, ctx: FinalizeContext,
 
     # schema versus the previous non-empty window
     diff = diff_schema(previous_schema, observed) if has_records else diff_schema(None, {})
+    records = state.volume.records
+    added = {path: "|".join([*(observed.get(path) or []),
+                             *(["null"] if state.completeness.present.get(path, 0) < records
+                               else [])]) or "null"
+             for path in diff["added"]}
+    removed = {path: "|".join((previous_schema or {}).get(path) or []) or "null"
+               for path in diff["removed"]}
     points += [
-        MetricPoint("schema.new_fields", float(len(diff["added"])), extra={"paths": diff["added"]}),
+        MetricPoint("schema.new_fields", float(len(diff["added"])),
+                    extra={"paths": diff["added"], "fields": added}),
         MetricPoint("schema.removed_fields", float(len(diff["removed"])),
-                    extra={"paths": diff["removed"]}),
+                    extra={"paths": diff["removed"], "fields": removed}),
         MetricPoint("schema.type_changes", float(len(diff["type_changed"])),
                     extra={"changes": diff["type_changed"]}),
     ]

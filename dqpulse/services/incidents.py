@@ -4,6 +4,7 @@ cause of an incident."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -12,12 +13,16 @@ from dqpulse.alerts import actions
 from dqpulse.errors import NotFoundError
 from dqpulse.finalize.watch import AUTOENCODER_METRIC
 from dqpulse.rca import attribution
+from dqpulse.rca.jobs import job_failure_suspects, onset_of, with_job_failures
+from dqpulse.rca.lineage import LineageGraph
+from dqpulse.rca.openlineage import FAILED_TYPES
 from dqpulse.services.lineage import lineage_graph
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import detector_states
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import metrics as metric_store
+from dqpulse.store import openlineage as openlineage_store
 
 
 def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
@@ -76,8 +81,24 @@ def root_cause(conn: Connection, *, incident_id: int, depth: int = 5) -> dict[st
     others = {name: incident_store.get_page(conn, dataset=name, limit=200)
               for name in upstream}
     body = attribution.root_cause(incident, alerts, graph, others, depth=depth)
+    body["suspects"] = with_job_failures(body["suspects"],
+                                         _job_failures(conn, incident, graph, depth))
     body["autoencoder"] = _autoencoder_attribution(conn, incident, alerts)
     return body
+
+
+def _job_failures(conn: Connection, incident: dict[str, Any], graph: LineageGraph,
+                  depth: int, slack: timedelta = timedelta(minutes=30)) -> list[dict[str, Any]]:
+    """Upstream jobs that reported FAIL or ABORT near the incident's onset (all of their
+    stored events, for the datasets they write)."""
+    onset = onset_of(incident)
+    window = slack.total_seconds()
+    failed = openlineage_store.get_failed_jobs(conn, start=onset - window, end=onset + window,
+                                               types=sorted(FAILED_TYPES))
+    if not failed:
+        return []
+    runs = openlineage_store.get_runs(conn, jobs=failed)
+    return job_failure_suspects(incident, graph, runs, depth=depth, slack=slack)
 
 
 def _autoencoder_attribution(conn: Connection, incident: dict[str, Any],

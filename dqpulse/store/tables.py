@@ -324,3 +324,43 @@ audit_log = Table(
     Column("detail", JSON),
 )
 Index("ix_audit_log_team", audit_log.c.team, audit_log.c.id)
+
+# OpenLineage run events received (0008): one row per (job, run, event type), so a FAIL or
+# ABORT of an upstream job can be named as a root-cause suspect. ``inputs``/``outputs`` are
+# the lineage node names the event's datasets resolved to.
+openlineage_runs = Table(
+    "openlineage_runs",
+    metadata,
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    Column("job", String(300), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("event_type", String(20), nullable=False),
+    Column("event_time", Float, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("outputs", JSON, nullable=False),
+    Column("received_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    UniqueConstraint("job", "run_id", "event_type", name="uq_openlineage_run_event"),
+)
+Index("ix_openlineage_runs_type_time", openlineage_runs.c.event_type,
+      openlineage_runs.c.event_time)
+
+# Finalized windows waiting to be emitted as OpenLineage events (0008): written in the
+# finalize transaction, drained by a background sender (dqpulse/rca/emitter.py) through
+# the openlineage-python HTTP transport; a row stays pending until the receiver took it.
+openlineage_outbox = Table(
+    "openlineage_outbox",
+    metadata,
+    Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+    Column("dataset", String(200), nullable=False),
+    Column("window_start", Float, nullable=False),
+    Column("event", JSON, nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+    UniqueConstraint("dataset", "window_start", name="uq_openlineage_outbox_window"),
+)
+Index("ix_openlineage_outbox_due", openlineage_outbox.c.status,
+      openlineage_outbox.c.next_attempt_at)

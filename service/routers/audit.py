@@ -19,7 +19,8 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 
 MAX_LIMIT = 500
 ACTIONS = ("incident.acknowledge", "incident.resolve", "incident.feedback", "silence.create",
-           "silence.delete", "lineage.upsert", "token.create", "token.expire", "token.revoke")
+           "silence.delete", "lineage.upsert", "lineage.run", "token.create", "token.expire",
+           "token.revoke")
 
 
 class AuditEntryRead(BaseModel):

@@ -92,6 +92,36 @@ class DeliveryRead(BaseModel):
     delivered_at: datetime | None
 
 
+class SampleRead(BaseModel):
+    partition: int
+    offset: int | None
+    record: dict[str, Any]
+    redacted: list[str] = Field(default_factory=list)
+
+
+class SampleSetRead(BaseModel):
+    metric: str
+    field: str
+    window_start: float
+    records: list[SampleRead]
+
+
+_MAX_SAMPLE_SETS = 20
+
+
+def _samples(alerts: list[dict[str, Any]]) -> list[SampleSetRead]:
+    """The failing samples of each alerted series, from its first alert that has any."""
+    out: dict[tuple[str, str], SampleSetRead] = {}
+    for alert in sorted(alerts, key=lambda a: a["window_start"]):
+        found = (alert.get("explanation") or {}).get("samples")
+        key = (alert["metric"], alert["field"])
+        if found and key not in out and len(out) < _MAX_SAMPLE_SETS:
+            out[key] = SampleSetRead(metric=key[0], field=key[1],
+                                     window_start=alert["window_start"],
+                                     records=[SampleRead(**s) for s in found])
+    return list(out.values())
+
+
 class IncidentDetailRead(IncidentRead):
     owner: str | None
     dedup_key: str
@@ -109,6 +139,10 @@ class IncidentDetailRead(IncidentRead):
     alerts: list[AlertRead]
     events: list[IncidentEventRead]
     deliveries: list[DeliveryRead]
+    samples: list[SampleSetRead] = Field(
+        default_factory=list,
+        description="failing records of the alerted series (first alerted window of each), "
+                    "with partition and offset; redacted fields are named, never shown")
 
 
 _ACTOR_NOTE = ("a name for the audit note only: the actor recorded is the token's "
@@ -173,6 +207,7 @@ def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
     row = incident_store.get_or_raise(conn, incident_id=incident_id)
     details = row.get("details") or {}
     explanation = details.get("explanation") or {}
+    alerts = incident_store.get_alerts(conn, incident_id=incident_id)
 
     def number(key: str) -> float | None:
         value = explanation.get(key)
@@ -187,8 +222,8 @@ def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
         feedback=row["feedback"], kinds=list(details.get("kinds") or [row["kind"]]),
         expected_low=number("expected_low"),
         expected_high=number("expected_high"), observed=number("observed"),
-        alerts=[AlertRead(**{k: a[k] for k in AlertRead.model_fields})
-                for a in incident_store.get_alerts(conn, incident_id=incident_id)],
+        alerts=[AlertRead(**{k: a[k] for k in AlertRead.model_fields}) for a in alerts],
+        samples=_samples(alerts),
         events=[IncidentEventRead(**{k: e[k] for k in IncidentEventRead.model_fields})
                 for e in incident_store.get_events(conn, incident_id=incident_id)],
         deliveries=[DeliveryRead(**{k: d[k] for k in DeliveryRead.model_fields})

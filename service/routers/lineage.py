@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from dqpulse.rca.lineage import Edge, LineageGraph, edges_from_openlineage
+from dqpulse.rca.lineage import Edge, LineageGraph
+from dqpulse.rca.openlineage import EVENT_TYPES, read_run_event
 from dqpulse.services import audit
 from dqpulse.services import incidents as incident_service
 from dqpulse.services.lineage import lineage_graph
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import lineage as lineage_store
+from dqpulse.store import openlineage as openlineage_store
 from service.auth import require
 from service.deps import ConnDep, ScopeDep
 from service.errors import problems
@@ -28,11 +31,22 @@ class EdgeRead(BaseModel):
     origin: str
 
 
+class JobRead(BaseModel):
+    """A job node learned from OpenLineage: its newest run state and its datasets."""
+
+    job: str
+    last_event_type: str
+    last_event_time: float
+    inputs: list[str]
+    outputs: list[str]
+
+
 class LineageRead(BaseModel):
     dataset: str | None
     direction: str | None
     nodes: list[str]
     edges: list[EdgeRead]
+    jobs: list[JobRead] = Field(default_factory=list)
 
 
 class RootCauseRead(BaseModel):
@@ -47,6 +61,9 @@ class RootCauseRead(BaseModel):
 class OpenLineageAccepted(BaseModel):
     edges_added: int
     edges: list[EdgeRead]
+    job: str
+    event_type: str
+    run_recorded: bool
 
 
 class OpenLineageDataset(BaseModel):
@@ -59,11 +76,20 @@ class OpenLineageJob(BaseModel):
     name: str = Field(min_length=1, max_length=199, pattern=NO_NUL)
 
 
+class OpenLineageRun(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    runId: str = Field(default="", max_length=64, pattern=NO_NUL)  # noqa: N815 - OpenLineage
+
+
 class OpenLineageEvent(BaseModel):
     """An OpenLineage run event: the fields dqpulse reads (others are accepted and ignored)."""
 
     model_config = ConfigDict(extra="allow")
 
+    eventType: Literal[EVENT_TYPES] | None = None  # type: ignore[valid-type]  # noqa: N815
+    eventTime: str | None = Field(default=None, max_length=64, pattern=NO_NUL)  # noqa: N815
+    run: OpenLineageRun | None = None
     job: OpenLineageJob
     inputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=100)
     outputs: list[OpenLineageDataset] = Field(default_factory=list, max_length=100)
@@ -89,37 +115,70 @@ def get_lineage(
                               and scope.sees(e.target)])
         if dataset is not None:
             scope.dataset(dataset)
+    jobs = openlineage_store.get_jobs(conn)
     if dataset is None:
         nodes = sorted({e.source for e in graph.edges} | {e.target for e in graph.edges})
         return LineageRead(dataset=None, direction=None, nodes=nodes,
-                           edges=[_edge(e) for e in graph.edges])
+                           edges=[_edge(e) for e in graph.edges],
+                           jobs=_jobs_touching(jobs, set(nodes), scope))
     directions = [direction] if direction else ["upstream", "downstream"]
     nodes = {dataset}
     for way in directions:
         nodes.update(r.dataset for r in graph.walk(dataset, way, depth))  # type: ignore[arg-type]
     edges = [_edge(e) for e in graph.subgraph(nodes)]
-    return LineageRead(dataset=dataset, direction=direction, nodes=sorted(nodes), edges=edges)
+    return LineageRead(dataset=dataset, direction=direction, nodes=sorted(nodes), edges=edges,
+                       jobs=_jobs_touching(jobs, nodes, scope))
+
+
+def _jobs_touching(jobs: list[dict[str, Any]], nodes: set[str],
+                   scope: ScopeDep) -> list[JobRead]:
+    """Job nodes that read or write one of ``nodes`` (and only datasets the caller sees)."""
+    out = []
+    for job in jobs:
+        touched = set(job["inputs"]) | set(job["outputs"])
+        if not touched & nodes:
+            continue
+        if not scope.principal.is_admin and not all(scope.sees(n) for n in touched & nodes):
+            continue
+        out.append(JobRead(**job))
+    return out
 
 
 @router.post("/lineage/openlineage", response_model=OpenLineageAccepted, status_code=202,
              responses=problems(400, 403, 404, 413),
              dependencies=[require("editor", "posting lineage")],
-             summary="Accept an OpenLineage run event; its inputs -> outputs become edges "
-                     "(both ends must be the token's datasets unless it is an admin)")
+             summary="Accept an OpenLineage run event of any eventType; its inputs -> "
+                     "outputs become edges, its run state is kept (a FAIL or ABORT is a "
+                     "root-cause suspect downstream); the declared datasets it names must "
+                     "be the token's unless it is an admin")
 def post_openlineage(conn: ConnDep, scope: ScopeDep,
                      event: OpenLineageEvent) -> OpenLineageAccepted:
-    topics = {spec.topic: spec.name for spec in dataset_store.get_all(conn)}
-    edges = edges_from_openlineage(event.model_dump(), topics)
+    specs = dataset_store.get_all(conn)
+    topics = {spec.topic: spec.name for spec in specs}
+    names = {spec.name for spec in specs}
+    report = read_run_event(event.model_dump(), topics, datasets=names,
+                            received_at=time.time())
+    edges = list(report.edges)
     if not scope.principal.is_admin:
-        for name in sorted({e.source for e in edges} | {e.target for e in edges}):
+        for name in sorted(({*report.inputs, *report.outputs}) & names):
             scope.dataset(name)
+    recorded = openlineage_store.create_run(
+        conn, job=report.job, run_id=report.run_id, event_type=report.event_type,
+        event_time=report.event_time, inputs=report.inputs, outputs=report.outputs)
     for edge in edges:
         lineage_store.upsert(conn, source=edge.source, target=edge.target, job=edge.job,
                              origin=edge.origin)
         audit.record(conn, scope.principal, action="lineage.upsert",
                      target=f"edge:{edge.source}->{edge.target}",
                      team=scope.team_of(edge.target), detail={"job": edge.job})
-    return OpenLineageAccepted(edges_added=len(edges), edges=[_edge(e) for e in edges])
+    if recorded:
+        audit.record(conn, scope.principal, action="lineage.run",
+                     target=f"job:{report.job}"[:300],
+                     team=next((scope.team_of(n) for n in report.outputs if n in names), None),
+                     detail={"run_id": report.run_id, "event_type": report.event_type})
+    return OpenLineageAccepted(edges_added=len(edges), edges=[_edge(e) for e in edges],
+                               job=report.job, event_type=report.event_type,
+                               run_recorded=recorded)
 
 
 @router.get("/incidents/{incident_id}/root-cause", response_model=RootCauseRead,

@@ -1,0 +1,190 @@
+"""Failing samples: a few offending records per window, with their partition and offset.
+
+Kept for the series whose alerts people investigate by example:
+
+- ``validity:<path>:<rule>``: records that break a declared rule,
+- ``completeness:<path>``: records where a declared (or the key) field is null or missing,
+- ``type:<path>:<type>``: records whose ``path`` holds a value of ``type`` (per type seen in
+  the window; a type change is shown with the records of its new type),
+- ``uniqueness``: records whose ``key`` repeats another key of the same poll batch of one
+  partition (a repeat across partitions or poll batches is counted by the uniqueness
+  family but has no sample: finding it would need every key of the window).
+
+Bounded: at most ``samples.per_window`` records per series and ``MAX_SERIES`` series per
+window (type samples: ``TYPE_SAMPLES`` records for each of at most ``MAX_TYPE_SERIES``
+field types), the first ones by partition and offset after a merge. A sample holds only the
+declared fields, the key and the offending field, each value cut to
+``samples.max_value_chars``; a path listed in ``samples.redact`` (or under it) is never
+stored: it is named in the sample's ``redacted`` list instead. Validity samples are taken
+only for rules the validity family found broken in the batch (``batch.cache``), so a
+clean stream pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dqpulse.metrics.base import FamilyState, register_family
+from dqpulse.metrics.batchstats import column_stats
+from dqpulse.metrics.codec import pack, unpack
+from dqpulse.metrics.validity import VIOLATIONS_CACHE, violation_mask
+from dqpulse.records import ColumnBatch, MetricPoint
+from dqpulse.spec import DatasetSpec
+
+MAX_SERIES = 100
+#: type samples (one key per field and type seen) have their own budget, so that a wide
+#: record cannot crowd out the validity and completeness samples
+MAX_TYPE_SERIES = 200
+TYPE_SAMPLES = 2
+Sample = dict[str, Any]
+
+
+def is_redacted(path: str, redact: list[str]) -> bool:
+    """Whether ``path`` is a redacted path or lies under one.
+
+    >>> is_redacted("card.number", ["card"]), is_redacted("cardholder", ["card"])
+    (True, False)
+    """
+    return any(path == r or path.startswith(r + ".") for r in redact)
+
+
+@register_family
+class SamplesState(FamilyState):
+    family = "samples"
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        super().__init__(spec)
+        self.samples: dict[str, list[Sample]] = {}
+        self.limit = spec.samples.per_window
+        self._shown = [p for p in dict.fromkeys([*spec.fields, *([spec.key] if spec.key else [])])
+                       if not is_redacted(p, spec.samples.redact)]
+
+    def _room(self, key: str) -> int:
+        have = self.samples.get(key)
+        typed = key.startswith("type:")
+        limit = min(self.limit, TYPE_SAMPLES) if typed else self.limit
+        if have is None:
+            count = sum(1 for k in self.samples if k.startswith("type:") == typed)
+            return limit if count < (MAX_TYPE_SERIES if typed else MAX_SERIES) else 0
+        return limit - len(have)
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str | bytes) and len(value) > self.spec.samples.max_value_chars:
+            text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            return text[:self.spec.samples.max_value_chars] + "…"
+        return value
+
+    def _take(self, key: str, batch: ColumnBatch, rows: npt.NDArray[np.int64],
+              path: str | None) -> None:
+        room = self._room(key)
+        if room <= 0 or not rows.size:
+            return
+        redact = self.spec.samples.redact
+        shown = [p for p in self._shown if p in batch.frame.columns]
+        hidden: list[str] = []
+        if path is not None and path not in shown:
+            if is_redacted(path, redact):
+                hidden.append(path)
+            elif path in batch.frame.columns:
+                shown.append(path)
+        picked = rows[:room]
+        frame = batch.frame.select(shown)[picked] if shown else None
+        out = self.samples.setdefault(key, [])
+        for position, row in enumerate(picked.tolist()):
+            record = {} if frame is None else {
+                p: self._value(v) for p, v in frame.row(position, named=True).items()}
+            sample: Sample = {"partition": batch.partition,
+                              "offset": None if batch.offsets is None
+                              else int(batch.offsets[row]), "record": record}
+            if hidden:
+                sample["redacted"] = hidden
+            out.append(sample)
+
+    def update(self, batch: ColumnBatch) -> None:
+        if self.limit <= 0 or not batch.n:
+            return
+        broken: dict[str, int] = batch.cache.get(VIOLATIONS_CACHE, {})
+        for key, count in broken.items():
+            if count and self._room(f"validity:{key}") > 0:
+                path, _, rule = key.rpartition(":")
+                mask = violation_mask(batch, path, rule, self.spec.fields[path])
+                self._take(f"validity:{key}", batch, np.flatnonzero(mask), path)
+        stats = column_stats(batch)
+        watched = [*self.spec.fields, *([self.spec.key] if self.spec.key else [])]
+        for path in dict.fromkeys(watched):
+            nulls = stats[path].nulls if path in stats else batch.n
+            if nulls and self._room(f"completeness:{path}") > 0:
+                if path in batch.frame.columns:
+                    missing = batch.frame.get_column(path).is_null().to_numpy()
+                    for mask in batch.other_types.get(path, {}).values():
+                        missing &= ~mask
+                    rows = np.flatnonzero(missing)
+                else:
+                    rows = np.arange(batch.n, dtype=np.int64)
+                self._take(f"completeness:{path}", batch, rows, path)
+        self._types(batch)
+        self._duplicates(batch)
+
+    def _types(self, batch: ColumnBatch) -> None:
+        for path, type_name in batch.types.items():
+            if type_name != "null" and self._room(f"type:{path}:{type_name}") > 0:
+                column = batch.frame.get_column(path)
+                self._take(f"type:{path}:{type_name}", batch,
+                           np.flatnonzero(column.is_not_null().to_numpy()), path)
+            for other, mask in batch.other_types.get(path, {}).items():
+                if self._room(f"type:{path}:{other}") > 0:
+                    self._take(f"type:{path}:{other}", batch, np.flatnonzero(mask), path)
+
+    def _duplicates(self, batch: ColumnBatch) -> None:
+        key = self.spec.key
+        if key is None or key not in batch.frame.columns or self._room("uniqueness") <= 0:
+            return
+        column = batch.frame.get_column(key)
+        repeated = (column.is_duplicated() & column.is_not_null()).to_numpy()
+        if repeated.any():
+            self._take("uniqueness", batch, np.flatnonzero(repeated), key)
+
+    def merge(self, other: SamplesState) -> SamplesState:
+        for key, samples in other.samples.items():
+            room = self._room(key)
+            if key not in self.samples and room <= 0:
+                continue
+            combined = [*self.samples.get(key, []), *samples]
+            combined.sort(key=lambda s: (s["partition"], s["offset"] or 0))
+            self.samples[key] = combined[:len(self.samples.get(key, [])) + max(room, 0)]
+        return self
+
+    def to_bytes(self) -> bytes:
+        return pack({"samples": self.samples})
+
+    @classmethod
+    def from_bytes(cls, spec: DatasetSpec, data: bytes) -> SamplesState:
+        header, _ = unpack(data)
+        state = cls(spec)
+        state.samples = {k: list(v) for k, v in header["samples"].items()}
+        return state
+
+    def points(self) -> list[MetricPoint]:
+        return []
+
+    def for_series(self, metric: str, field: str,
+                   extra: dict[str, object] | None = None) -> list[Sample]:
+        """The samples that illustrate one alerted series of the window."""
+        if metric == "validity.violation_ratio":
+            return self.samples.get(f"validity:{field}", [])
+        if metric in ("completeness.null_ratio", "completeness.required_violations"):
+            return self.samples.get(f"completeness:{field}", [])
+        if metric == "uniqueness.duplicate_ratio":
+            return self.samples.get("uniqueness", [])
+        if metric == "schema.type_changes" and extra:
+            out: list[Sample] = []
+            changes: Any = extra.get("changes") or {}
+            for path, change in sorted(changes.items()):
+                for type_name in change["to"]:
+                    if type_name not in change["from"]:
+                        out += self.samples.get(f"type:{path}:{type_name}", [])
+            return out[:self.limit * 4]
+        return []

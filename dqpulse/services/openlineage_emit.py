@@ -1,0 +1,153 @@
+"""The OpenLineage sender: drain the emission outbox through the openlineage-python
+client's HTTP transport, in the background.
+
+Each pass claims due rows (a lease, ``FOR UPDATE SKIP LOCKED`` on Postgres: several
+senders never send one row at once), builds the client's ``RunEvent`` of each stored
+window report and emits it. A row is marked delivered only after the receiver answered
+2xx; any failure (connection refused, timeout, 5xx, 4xx) keeps it pending with an
+exponential backoff (full jitter, capped), and the rest of the pass is put back at the
+same time, so a receiver outage costs one failed request per backoff step, never a lost
+window. Nothing here runs on the ingest path: the finalize transaction only inserted the
+row (:mod:`dqpulse.finalize.openlineage`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from dqpulse.errors import ConfigError
+from dqpulse.rca.openlineage_out import run_event
+from dqpulse.spec import OpenLineageEmitSpec, expand_emit_secrets
+from dqpulse.store import openlineage as openlineage_store
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    base_backoff_s: float = 2.0
+    max_backoff_s: float = 300.0
+    lease_s: float = 60.0
+    batch: int = 100
+
+
+@dataclass
+class EmitReport:
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+
+def http_sender(emit: OpenLineageEmitSpec) -> tuple[Send, Callable[[], object]]:
+    """A send function over the client's HTTP transport, and its close."""
+    # imported here: openlineage-python is the optional ``lineage`` extra
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport
+    from openlineage.client.transport.http import TokenProvider as NoToken
+
+    emit = expand_emit_secrets(emit)
+    config = HttpConfig(
+        url=emit.url, endpoint=emit.endpoint, timeout=emit.timeout_s,
+        auth=ApiKeyTokenProvider({"apiKey": emit.api_key}) if emit.api_key else NoToken({}),
+        # the outbox retries with its own backoff; one quick transport retry for a blip
+        retry={"total": 1, "connect": 1, "read": 1, "backoff_factor": 0.1,
+               "status_forcelist": [502, 503, 504], "allowed_methods": ["POST"]})
+    client = OpenLineageClient(transport=HttpTransport(config))
+
+    def send(report: dict[str, Any]) -> None:
+        client.emit(run_event(report, emit))
+
+    return send, client.transport.close
+
+
+def _backoff(attempt: int, options: EmitOptions, rng: random.Random) -> float:
+    ceiling = min(options.max_backoff_s, options.base_backoff_s * 2 ** max(0, attempt - 1))
+    return max(0.05, rng.uniform(0, ceiling))
+
+
+def emit_due(engine: Engine, send: Send, *, options: EmitOptions | None = None,
+             now: datetime | None = None, rng: random.Random | None = None,
+             stop: threading.Event | None = None) -> EmitReport:
+    """One pass: claim the due rows and send them, oldest first."""
+    options = options or EmitOptions()
+    rng = rng or random.Random()
+    now = now or datetime.now(UTC)
+    report = EmitReport()
+    with engine.begin() as conn:
+        rows = openlineage_store.claim_due(conn, now=now, lease_s=options.lease_s,
+                                           limit=options.batch)
+    report.claimed = len(rows)
+    for index, row in enumerate(rows):
+        if stop is not None and stop.is_set():
+            break  # the lease runs out and the next sender takes the rest
+        try:
+            send(row["event"])
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the row pending
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            delay = _backoff(int(row["attempts"]) + 1, options, rng)
+            retry_at = now + timedelta(seconds=delay)
+            with engine.begin() as conn:
+                for later in rows[index:]:
+                    openlineage_store.mark_failed(conn, row_id=int(later["id"]),
+                                                  retry_at=retry_at, error=error)
+            report.failed = len(rows) - index
+            log.warning("openlineage: emit failed (%s); %d window(s) retry in %.1fs",
+                        type(exc).__name__, report.failed, delay)
+            return report
+        with engine.begin() as conn:
+            openlineage_store.mark_delivered(conn, row_id=int(row["id"]),
+                                             now=datetime.now(UTC))
+        report.delivered += 1
+    return report
+
+
+def run_emitter(engine: Engine, emit: Callable[[], OpenLineageEmitSpec | None], *,
+                stop_event: threading.Event, poll_interval_s: float = 1.0,
+                options: EmitOptions | None = None) -> None:
+    """Send until ``stop_event`` is set; ``emit()`` is the current configuration (None:
+    emission is off, rows wait). Database errors are logged and retried."""
+    options = options or EmitOptions()
+    current: OpenLineageEmitSpec | None = None
+    send: Send | None = None
+    close: Callable[[], object] = lambda: None  # noqa: E731
+    failures = 0
+    try:
+        while not stop_event.is_set():
+            wanted = emit()
+            if wanted != current:
+                close()
+                current, send, close = wanted, None, lambda: None
+                if wanted is not None:
+                    try:
+                        send, close = http_sender(wanted)
+                    except (ConfigError, ImportError, ValueError) as exc:
+                        log.error("openlineage: cannot emit (%s); windows wait in the outbox",
+                                  exc)
+            if send is None:
+                stop_event.wait(poll_interval_s)
+                continue
+            try:
+                report = emit_due(engine, send, options=options, stop=stop_event)
+                failures = 0
+            except SQLAlchemyError as exc:
+                failures += 1
+                pause = min(30.0, poll_interval_s * 2 ** min(failures, 8))
+                log.warning("openlineage: database error (%s); retrying in %.1fs",
+                            type(exc).__name__, pause)
+                stop_event.wait(pause)
+                continue
+            if report.claimed < options.batch or report.failed:
+                stop_event.wait(poll_interval_s)
+    finally:
+        close()
