@@ -325,7 +325,7 @@ audit_log = Table(
 )
 Index("ix_audit_log_team", audit_log.c.team, audit_log.c.id)
 
-# OpenLineage run events received (0008): one row per (job, run, event type), so a FAIL or
+# OpenLineage run events received (0007): one row per (job, run, event type), so a FAIL or
 # ABORT of an upstream job can be named as a root-cause suspect. ``inputs``/``outputs`` are
 # the lineage node names the event's datasets resolved to.
 openlineage_runs = Table(
@@ -344,7 +344,7 @@ openlineage_runs = Table(
 Index("ix_openlineage_runs_type_time", openlineage_runs.c.event_type,
       openlineage_runs.c.event_time)
 
-# Finalized windows waiting to be emitted as OpenLineage events (0008): written in the
+# Finalized windows waiting to be emitted as OpenLineage events (0007): written in the
 # finalize transaction, drained by a background sender (dqpulse/rca/emitter.py) through
 # the openlineage-python HTTP transport; a row stays pending until the receiver took it.
 openlineage_outbox = Table(

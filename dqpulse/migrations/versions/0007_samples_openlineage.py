@@ -1,7 +1,7 @@
 """OpenLineage both ways: received run events (job failures as root-cause suspects) and
 the outbox of finalized windows to emit
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
