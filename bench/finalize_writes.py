@@ -69,18 +69,18 @@ def measure(url: str, series: int, windows: int, warmup: int) -> dict[str, Any]:
                        {"expected_low": 1.0, "expected_high": 2.0}) for p in points]
             marks = [time.perf_counter()]
             with engine.begin() as conn:
-                rollups.add_window = lambda *a, **k: None  # type: ignore[assignment]
+                rollups.add_window = lambda *a, **k: None
                 metric_store.create_window(conn, dataset="d", window_start=start,
                                            window_end=start + 10, points=points)
-                rollups.add_window = add_window  # type: ignore[assignment]
+                rollups.add_window = add_window
                 marks.append(time.perf_counter())
                 rollups.add_window(conn, dataset="d", window_start=start, points=points)
                 marks.append(time.perf_counter())
                 if w % 2 == 0:
-                    rollups.add_scores = lambda *a, **k: None  # type: ignore[assignment]
+                    rollups.add_scores = lambda *a, **k: None
                     metric_store.update_scores(conn, dataset="d", window_start=start,
                                                scores=scores)
-                    rollups.add_scores = add_scores  # type: ignore[assignment]
+                    rollups.add_scores = add_scores
                 else:
                     conn.execute(text(UNNEST_UPDATE), {
                         "metrics": [s[0] for s in scores], "fields": [s[1] for s in scores],
@@ -96,7 +96,7 @@ def measure(url: str, series: int, windows: int, warmup: int) -> dict[str, Any]:
                                         zip(marks, marks[1:]), strict=True):
                     steps[name].append(1000 * (b - a))
     finally:
-        rollups.add_window, rollups.add_scores = add_window, add_scores  # type: ignore[assignment]
+        rollups.add_window, rollups.add_scores = add_window, add_scores
         engine.dispose()
     ms = {k: round(statistics.median(v), 1) for k, v in steps.items() if v}
     per_window = ms["insert"] + ms["rollup_add"] + ms["update"] + ms["rollup_scores"]

@@ -49,7 +49,7 @@ def as_worker(timings: str) -> int:
     import dqpulse.ingest.worker as worker_module
     from workers.cli import main
 
-    original = worker_module.finalize_ready
+    original = worker_module.finalize_ready  # type: ignore[attr-defined]
     out = open(timings, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
 
     def timed(engine: Any, dataset: Any, **kwargs: Any) -> Any:
@@ -180,10 +180,12 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             "startup_s": round(first or 0, 1),
             "consume_s": round((consumed_at or finished) - (first or 0), 1),
             # from the first checkpoint seen to the last: what was consumed in between
+            # None: all of it was in the first checkpoint seen (a backlog too small)
             "records_per_s": round((total - done_at_first)
-                                   / max((consumed_at or finished) - (first or 0), 0.25)),
+                                   / max((consumed_at or finished) - (first or 0), 0.25))
+            if done_at_first < total else None,
             "all_final_s": round(finished - (first or 0), 1),
-            "windows_finalized": int(finalized),
+            "windows_finalized": int(finalized or 0),
             "checkpoint_state_bytes_max": state_max,
             "checkpoint_bytes_per_partition": round(state_max / (fleet.datasets
                                                                  * fleet.partitions)),
@@ -275,6 +277,9 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         producer.stop_event.set()
         producer.join(60)
+        # drop the client: a live one refreshes its topics' metadata, and a broker that
+        # auto-creates topics brings the deleted ones back
+        del producer.producer
         if worker is not None:
             wl.stop_worker(worker)
         engine.dispose()

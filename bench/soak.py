@@ -190,7 +190,7 @@ def write_svg(data: dict[str, Any], path: Path) -> None:
              f'rebalance every {data["args"]["rebalance_min"]:.0f} min ({data["date"]})</text>']
     for index, (title, series) in enumerate(PANELS):
         y0 = top_pad + index * panel_h + 20
-        values = [fn(s) for s in samples for _, fn in series if _safe(fn, s) is not None]
+        values = [v for s in samples for _, fn in series if (v := _safe(fn, s)) is not None]
         y_max = max(values + [1e-9]) * 1.15
 
         def px(minute: float, value: float, y0: int = y0, y_max: float = y_max) -> str:
