@@ -109,6 +109,7 @@ class IngestWorker:
         self._writer = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix="dqpulse-checkpoint")
         self._inflight: Future[CheckpointJob | None] | None = None
+        self._next_finalize = 0  # where the next finalize pass starts (see finalize_ready)
 
     def _set_datasets(self, datasets: Sequence[DatasetSpec]) -> None:
         self.datasets = list(datasets)
@@ -422,10 +423,13 @@ class IngestWorker:
                     type(exc.orig).__name__ if exc.orig else exc, backoff)
 
     def finalize_ready(self) -> int:
-        total = 0
-        for dataset in self.datasets:
-            if self._stop.is_set():
-                break  # stopping: the next owner (or a score worker) finalizes the rest
+        """Ready windows for ~2 checkpoint intervals, on from the last pass (docs/scaling.md)."""
+        total, k = 0, self._next_finalize % max(len(self.datasets), 1)
+        budget = time.monotonic() + 2 * self.settings.checkpoint_interval_s
+        for i, dataset in enumerate(self.datasets[k:] + self.datasets[:k]):
+            if self._stop.is_set() or (i and time.monotonic() > budget):
+                self._next_finalize = k + i  # (stopping: the next owner finalizes the rest)
+                break
             try:
                 windows = finalize_ready(self.engine, dataset, now=self.clock(),
                                          hooks=self.hooks, telemetry=self.telemetry,

@@ -74,6 +74,35 @@ def test_buckets_hold_mean_max_score_any_anomaly_and_the_first_windows_band(engi
     assert [b["window_start"] for b in newest] == [BASE + 7200]  # the newest, not the oldest
 
 
+def test_one_windows_scores_of_many_series_land_on_their_points_and_buckets(engine):
+    # Postgres writes a window's scores in one statement per table (unnest), SQLite one
+    # per point: the same rows either way; a series scored twice keeps its last score on
+    # the point and its highest in the buckets, as sequential updates did
+    fields = [f"f{i:02d}" for i in range(40)]
+    with engine.begin() as conn:
+        dataset_store.apply_spec(conn, spec=SPEC)
+        metric_store.create_window(conn, dataset="orders", window_start=BASE,
+                                   window_end=BASE + 60, points=[
+                                       MetricPoint("completeness.null_ratio", 0.0, f)
+                                       for f in fields])
+        metric_store.update_scores(conn, dataset="orders", window_start=BASE, scores=[
+            *[("completeness.null_ratio", f, i / 100, i == 7, {"expected_low": float(i)})
+              for i, f in enumerate(fields)],
+            ("completeness.null_ratio", "f03", 0.01, False, None)])
+    for i, field in enumerate(fields):
+        with engine.begin() as conn:
+            [bucket] = metric_store.get_buckets(
+                conn, dataset="orders", metric="completeness.null_ratio", field=field,
+                step=3600, start=BASE, end=BASE + 3600)
+            [raw] = metric_store.get_buckets(
+                conn, dataset="orders", metric="completeness.null_ratio", field=field,
+                step=60, start=BASE, end=BASE + 60)
+        assert bucket["score"] == pytest.approx(i / 100), field
+        assert bool(bucket["anomalous"]) is (i == 7), field
+        assert raw["score"] == pytest.approx(0.01 if field == "f03" else i / 100), field
+        assert bucket["expected_low"] == (None if field == "f03" else float(i)), field
+
+
 def test_series_names_and_the_newest_window_match_the_full_scans(engine):
     _seed(engine)
     with engine.begin() as conn:

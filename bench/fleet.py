@@ -1,0 +1,385 @@
+"""Fleet benchmark: many data sets x partitions x fields through real ingest workers.
+
+On the local stack (``deploy/local/stack up``): ``--datasets`` topics of ``--partitions``
+partitions, each record with ``--fields`` number fields, ``--records`` records produced
+once (event times spread over ``--windows`` windows of ``--window-s``, an hour ago), then
+consumed by 1, 2 and 4 ingest worker processes (``--workers``), each run with a fresh
+consumer group and a fresh database at Alembic head. Per run:
+
+- records/s: all records / (first checkpointed offset -> every offset checkpointed),
+  read from ``partition_checkpoints`` every 0.25 s;
+- finalize time per window: each worker runs under a timer around the ingest loop's
+  ``finalize_ready`` (one call per data set and pass; time / windows finalized);
+- checkpoint bytes (partition state rows at their largest) and the Postgres write rate
+  (rows inserted/updated/deleted and transactions per second, this database's counters);
+- RSS per worker (largest VmRSS sampled);
+- then, one worker on fresh topics of the same shape, live (``--live-s`` at ``--live-rate``
+  records/s, event time = now): detection latency = the first time a window's scored
+  points are in Postgres minus the window's end (it includes ``lateness``, 2 s), p50/p95.
+
+Usage: ``eval "$(deploy/local/stack env)"; .venv/bin/python bench/fleet.py``; results as
+JSON on stdout and in ``--out``. ``--profile`` records py-spy stacks (collapsed, text) of the
+one-worker run into the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import workload as wl  # noqa: E402
+
+
+def as_worker(timings: str) -> int:
+    """Run ``dqpulse worker ingest`` with a timer around each finalize pass (bench only)."""
+    import dqpulse.ingest.worker as worker_module
+    from workers.cli import main
+
+    original = worker_module.finalize_ready  # type: ignore[attr-defined]
+    out = open(timings, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+
+    def timed(engine: Any, dataset: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        windows = original(engine, dataset, **kwargs)
+        if windows:
+            out.write(json.dumps([dataset.name, len(windows),
+                                  time.perf_counter() - started, os.getpid()]) + "\n")
+        return windows
+
+    worker_module.finalize_ready = timed  # type: ignore[attr-defined]
+    return main(["worker", "ingest"])
+
+
+def produce_backlog(bootstrap: str, fleet: wl.Fleet, records: int, windows: int) -> float:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                         "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
+                         "compression.type": "lz4", "enable.idempotence": True})
+    rng = random.Random(11)
+    names = fleet.names()
+    slots = [(n, p) for n in names for p in range(fleet.partitions)]
+    per_slot = records // len(slots)
+    # event times ahead of the wall clock (idle ticks move no watermark past them, so no
+    # empty windows between the data and now), closed by one record per partition after
+    t0 = (int(time.time()) + 7200) // fleet.window_s * fleet.window_s
+    span = windows * fleet.window_s
+    started = time.perf_counter()
+    for k in range(per_slot):
+        ts = t0 + span * k / per_slot
+        for topic, partition in slots:
+            value = fleet.record(rng, ts, k)
+            while True:
+                try:
+                    producer.produce(topic, value=value, partition=partition)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+    for topic, partition in slots:
+        producer.produce(topic, value=fleet.record(rng, t0 + span + 3 * fleet.window_s, -1),
+                         partition=partition)
+    assert producer.flush(300) == 0
+    return time.perf_counter() - started
+
+
+def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total: int,
+                workdir: Path) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from dqpulse.store.db import make_engine
+
+    admin = os.environ.get("DQPULSE_DATABASE_URL", wl.DEFAULT_PG)
+    bootstrap = os.environ.get("DQPULSE_KAFKA_BOOTSTRAP", wl.DEFAULT_KAFKA)
+    url = wl.create_database(admin, "dqpulse_fleet")
+    database = url.rsplit("/", 1)[1]
+    env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
+                        DQPULSE_IDLE_PARTITION_TIMEOUT_S="3",
+                        DQPULSE_KAFKA_CLIENT=args.client)
+    wl.apply_model(env, fleet.yaml(), workdir)
+    engine = make_engine(url, pool_size=1)
+    timings = workdir / f"finalize-{n_workers}.jsonl"
+    timings.unlink(missing_ok=True)
+    processes = []
+    for i in range(n_workers):
+        log = open(workdir / f"worker-{n_workers}-{i}.log", "ab")  # noqa: SIM115
+        processes.append(subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
+            env=env, stdout=log, stderr=subprocess.STDOUT))
+    profiler = None
+    if args.profile and n_workers == 1:
+        profiler = subprocess.Popen(
+            ["py-spy", "record", "-p", str(processes[0].pid), "--format", "raw", "-o",
+             str(workdir / "fleet-1worker.txt"), "-r", "50", "-d", str(args.profile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    started = time.monotonic()
+    first = consumed_at = None
+    done_at_first = 0
+    rss: dict[int, float] = {}
+    state_max = 0
+    expected_windows = fleet.datasets * args.windows
+
+    def stats() -> tuple[int, int]:
+        with engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT sum(xact_commit), 0 FROM pg_stat_database WHERE datname = :d"),
+                {"d": database}).one()
+            tuples = conn.execute(text(
+                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+                "FROM pg_stat_user_tables")).scalar()
+        return int(row[0] or 0), int(tuples or 0)
+
+    base_xact, base_tuples = stats()
+    try:
+        while time.monotonic() - started < args.timeout_s:
+            with engine.connect() as conn:
+                done, state = conn.execute(text(
+                    "SELECT coalesce(sum(next_offset), 0), "
+                    "coalesce(sum(octet_length(state)), 0) FROM partition_checkpoints")).one()
+                finalized = conn.execute(text(
+                    "SELECT count(*) FROM metric_points WHERE metric = 'volume.records' "
+                    "AND field = '' AND value > 0")).scalar()
+            state_max = max(state_max, int(state))
+            now = time.monotonic() - started
+            if first is None and done > 0:
+                first, done_at_first = now, int(done)
+            if consumed_at is None and done >= total:
+                consumed_at = now
+            for p in processes:
+                value = wl.rss_mib(p.pid)
+                if value:
+                    rss[p.pid] = max(rss.get(p.pid, 0.0), value)
+            if consumed_at is not None and finalized >= expected_windows:
+                break
+            if any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"a worker exited; logs in {workdir}")
+            time.sleep(0.25)
+        finished = time.monotonic() - started
+        xact, tuples = stats()
+        with engine.connect() as conn:
+            points, windows = conn.execute(text(
+                "SELECT count(*), count(DISTINCT (dataset, window_start)) "
+                "FROM metric_points")).one()
+            scored = conn.execute(text("SELECT count(*) FROM detector_states")).scalar()
+        result: dict[str, Any] = {
+            "workers": n_workers, "records": total,
+            "startup_s": round(first or 0, 1),
+            "consume_s": round((consumed_at or finished) - (first or 0), 1),
+            # from the first checkpoint seen to the last: what was consumed in between
+            # None: all of it was in the first checkpoint seen (a backlog too small)
+            "records_per_s": round((total - done_at_first)
+                                   / max((consumed_at or finished) - (first or 0), 0.25))
+            if done_at_first < total else None,
+            "all_final_s": round(finished - (first or 0), 1),
+            "windows_finalized": int(finalized or 0),
+            "checkpoint_state_bytes_max": state_max,
+            "checkpoint_bytes_per_partition": round(state_max / (fleet.datasets
+                                                                 * fleet.partitions)),
+            "pg_rows_written_per_s": round((tuples - base_tuples) / (finished - (first or 0))),
+            "pg_transactions_per_s": round((xact - base_xact) / (finished - (first or 0))),
+            "rss_mib_per_worker": sorted(round(v) for v in rss.values()),
+            "points_per_window": round(points / max(windows, 1)),
+            "scored_series": int(scored or 0),
+        }
+        result.update(finalize_stats(timings))
+        return result
+    finally:
+        for p in processes:
+            wl.stop_worker(p)
+        if profiler is not None:
+            profiler.wait(60)
+        engine.dispose()
+        wl.drop_database(admin, url)
+
+
+def finalize_stats(timings: Path) -> dict[str, Any]:
+    rows = [json.loads(line) for line in timings.read_text().splitlines()] \
+        if timings.exists() else []
+    # a worker's first pass imports and builds its detectors (torch, ...): apart
+    firsts: dict[Any, list[Any]] = {}
+    for row in rows:
+        firsts.setdefault(row[3] if len(row) > 3 else None, row)
+    first_pass = [r for r in firsts.values() if len(r) > 3]
+    rows = [r for r in rows if not any(r is f for f in first_pass)]
+    per_window = [r[2] / r[1] for r in rows for _ in range(r[1])]
+    if not per_window:
+        return {"finalize_ms_per_window": None}
+    per_window.sort()
+    return {"finalize_ms_per_window": round(1000 * statistics.mean(per_window), 1),
+            "finalize_ms_per_window_p95": round(1000 * per_window[int(0.95 * len(per_window))],
+                                                1),
+            "finalize_seconds_total": round(sum(r[2] for r in rows + first_pass), 1),
+            "finalize_first_pass_s": [round(r[2], 1) for r in first_pass]}
+
+
+def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One worker on fresh topics (no backlog: the watermark follows the wall clock) with
+    ``--live-rate`` records/s, event time = now: detection latency = the first time a
+    window's points are in Postgres minus the window's end (it includes lateness, 2 s)."""
+    from sqlalchemy import text
+
+    from dqpulse.store.db import make_engine
+
+    admin = os.environ.get("DQPULSE_DATABASE_URL", wl.DEFAULT_PG)
+    bootstrap = os.environ.get("DQPULSE_KAFKA_BOOTSTRAP", wl.DEFAULT_KAFKA)
+    fleet = wl.Fleet(args.datasets, args.partitions, args.fields, args.window_s,
+                     prefix=f"flive{uuid.uuid4().hex[:5]}")
+    wl.create_topics(bootstrap, fleet.names(), fleet.partitions)
+    url = wl.create_database(admin, "dqpulse_fleet")
+    env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
+                        DQPULSE_IDLE_PARTITION_TIMEOUT_S="3",
+                        DQPULSE_KAFKA_CLIENT=args.client)
+    engine = make_engine(url, pool_size=1)
+    timings = workdir / "finalize-live.jsonl"
+    timings.unlink(missing_ok=True)
+    producer = wl.SteadyProducer(bootstrap, fleet, args.live_rate)
+    worker = None
+    seen: dict[tuple[str, float], float] = {}
+    measured_from: float | None = None  # the first window seen: the worker is up
+    rss = 0.0
+    try:
+        wl.apply_model(env, fleet.yaml(), workdir)
+        log = open(workdir / "worker-live.log", "ab")  # noqa: SIM115
+        worker = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        producer.start()
+        deadline = time.monotonic() + args.live_s + 120
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT dataset, window_start FROM metric_points WHERE metric = "
+                    "'volume.records' AND field = ''")).all()
+            now = time.time()
+            for row in rows:
+                seen.setdefault((row.dataset, row.window_start), now)
+            if measured_from is None and rows:
+                measured_from = now
+                deadline = time.monotonic() + args.live_s
+            rss = max(rss, wl.rss_mib(worker.pid) or 0.0)
+            if worker.poll() is not None:
+                raise RuntimeError(f"the live worker exited; logs in {workdir}")
+            time.sleep(0.25)
+    finally:
+        producer.stop_event.set()
+        producer.join(60)
+        # drop the client: a live one refreshes its topics' metadata, and a broker that
+        # auto-creates topics brings the deleted ones back
+        del producer.producer
+        if worker is not None:
+            wl.stop_worker(worker)
+        engine.dispose()
+        wl.drop_database(admin, url)
+        wl.delete_topics(bootstrap, fleet.names())
+    end = time.time()
+    # windows that started after the worker was up and ended well before the end
+    latencies = sorted(t - (start + fleet.window_s) for (_, start), t in seen.items()
+                       if measured_from is not None and start >= measured_from
+                       and start + 3 * fleet.window_s < end)
+    result: dict[str, Any] = {"rate": args.live_rate, "seconds": args.live_s,
+                              "windows": len(latencies), "rss_mib": round(rss)}
+    if latencies:
+        result.update({
+            "latency_p50_s": round(latencies[len(latencies) // 2], 2),
+            "latency_p95_s": round(latencies[int(0.95 * len(latencies))], 2),
+            "latency_max_s": round(latencies[-1], 2),
+            "note": "window end -> first poll (every 0.25 s) that saw the window's points; "
+                    "includes lateness (2 s) and the idle-partition timeout where a "
+                    "partition had no record after the window"})
+    result.update(finalize_stats(timings))
+    return result
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def backlog_runs(args: argparse.Namespace, fleet: wl.Fleet, workers: list[int], records: int,
+                 workdir: Path) -> dict[str, Any]:
+    """Produce ``records`` once onto fresh topics of ``fleet``; consume them with each
+    number of ``workers`` (fresh group and database each time)."""
+    bootstrap = os.environ.get("DQPULSE_KAFKA_BOOTSTRAP", wl.DEFAULT_KAFKA)
+    wl.create_topics(bootstrap, fleet.names(), fleet.partitions)
+    slots = fleet.datasets * fleet.partitions
+    total = records // slots * slots
+    out: dict[str, Any] = {
+        "fleet": {"datasets": fleet.datasets, "partitions": fleet.partitions,
+                  "fields": fleet.fields, "records": total, "windows": args.windows,
+                  "window_s": fleet.window_s, "client": args.client},
+        "runs": []}
+    try:
+        out["produce_s"] = round(produce_backlog(bootstrap, fleet, total, args.windows), 1)
+        print(f"fleet: produced {total} records in {out['produce_s']}s", file=sys.stderr)
+        for n in workers:
+            run = run_workers(args, fleet, n, total + slots, workdir)
+            run["load"] = load_average()
+            print(json.dumps(run), file=sys.stderr)
+            out["runs"].append(run)
+    finally:
+        wl.delete_topics(bootstrap, fleet.names())
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--fields", type=int, default=20)
+    parser.add_argument("--records", type=int, default=1_200_000)
+    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--window-s", type=int, default=10)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--single-records", type=int, default=0,
+                        help="first, this many records on one data set, one worker")
+    parser.add_argument("--client", default="confluent")
+    parser.add_argument("--live-s", type=float, default=60.0)
+    parser.add_argument("--live-rate", type=float, default=10_000.0)
+    parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--profile", type=int, default=0,
+                        help="seconds of py-spy on the one-worker run (0: none)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--as-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.as_worker:
+        return as_worker(args.as_worker)
+    workdir = Path(tempfile.mkdtemp(prefix="dqpulse-fleet-"))
+    print(f"fleet: worker logs in {workdir}", file=sys.stderr)
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} vCPU shared with the broker, Postgres and other users",
+        "load_before": load_average()}
+    fleet = wl.Fleet(args.datasets, args.partitions, args.fields, args.window_s,
+                     prefix=f"fleet{uuid.uuid4().hex[:5]}")
+    if args.single_records > 0:
+        # the same shape on one data set, one worker, side by side: what the fleet costs
+        single = wl.Fleet(1, args.partitions, args.fields, args.window_s,
+                          prefix=f"fleet{uuid.uuid4().hex[:5]}")
+        report["single"] = backlog_runs(args, single, [1], args.single_records, workdir)
+    report.update(backlog_runs(args, fleet, [int(x) for x in args.workers.split(",")],
+                               args.records, workdir))
+    if args.live_s > 0:
+        report["live"] = live_run(args, workdir)
+        print(json.dumps(report["live"]), file=sys.stderr)
+    report["load_after"] = load_average()
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
