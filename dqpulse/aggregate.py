@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from dqpulse.decode import Decoder, DecodeResult, decoder_for
 from dqpulse.metrics.codec import pack, unpack
@@ -147,6 +148,7 @@ class PartitionAggregator:
         batch.timestamps = stamps / 1000.0
         batch.ingest_time = now
         batch.partition = self.partition
+        batch.key_prefixes = self._key_prefixes(batch_in, candidates, result.rows)
         fallbacks = self._set_event_times(batch, now)
         late = self._route(batch)
         assert batch.event_times is not None
@@ -156,6 +158,22 @@ class PartitionAggregator:
         self.counters["late"] += late
         self.counters["event_time_fallbacks"] += fallbacks
         return AddReport(accepted, late, bad, fallbacks, by_reason)
+
+    def _key_prefixes(self, batch_in: PartitionBatch, candidates: list[int] | None,
+                      rows: npt.NDArray[np.int64]) -> pl.Series | None:
+        """The decoded rows' message-key prefixes (segment dimension ``kafka.key_prefix``):
+        the key up to its first ``:/|._-``, at most ``key_prefix_length`` characters."""
+        natives = batch_in.natives
+        if natives is None:
+            return None
+        keys = list(map(batch_in.key_of, natives))
+        if candidates is not None:
+            keys = [keys[i] for i in candidates]
+        if len(keys) != rows.shape[0]:
+            keys = [keys[i] for i in rows.tolist()]
+        length = self.spec.segments.key_prefix_length
+        return (pl.Series("key", keys, dtype=pl.Binary).cast(pl.String, strict=False)
+                .str.extract(f"^([^:/|._-]{{1,{length}}})", 1))
 
     def _set_event_times(self, batch: ColumnBatch, now: float) -> int:
         path = self.spec.event_time

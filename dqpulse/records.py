@@ -71,6 +71,8 @@ class ColumnBatch:
     event_times: npt.NDArray[np.float64] | None = None
     ingest_time: float = 0.0
     partition: int = -1
+    #: the message keys' prefixes (String, one per row; null without a key), for segments
+    key_prefixes: pl.Series | None = None
     #: values derived from the batch once and shared by the metric families (per batch)
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -93,6 +95,7 @@ class ColumnBatch:
             event_times=None if self.event_times is None else self.event_times[rows],
             ingest_time=self.ingest_time,
             partition=self.partition,
+            key_prefixes=None if self.key_prefixes is None else self.key_prefixes[rows],
         )
 
     def present_count(self, path: str) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 
 from dqpulse.finalize.export import export_window
 from dqpulse.metrics import FinalizeContext, diff_schema, finalize_window, merge_partials
+from dqpulse.metrics.segments import SegmentState
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints, schemas
@@ -34,6 +35,9 @@ class FinalizedWindow:
     window_start: float
     window_end: float
     points: list[MetricPoint]
+    #: segment states of the window and of the reference before it (root cause)
+    segments: SegmentState | None = None
+    segment_reference: SegmentState | None = None
 
 
 # A hook sees the finalized window inside the finalize transaction (scoring, alerting).
@@ -92,7 +96,8 @@ def finalize_ready(
                 schema = result.observed_schema
             metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
                                        window_end=window_end, points=result.points)
-            window = FinalizedWindow(dataset.name, window_start, window_end, result.points)
+            window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
+                                     result.segments, result.segment_reference)
             for hook in hooks:
                 hook(conn, dataset, window)
             done.append(window)

@@ -17,6 +17,7 @@ from dqpulse.metrics import (  # noqa: F401  (registration order = FAMILIES orde
     freshness,
     ml_data,
     schema,
+    segments,
     uniqueness,
     validity,
     volume,
