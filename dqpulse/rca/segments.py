@@ -12,7 +12,16 @@ for numeric distribution metrics, the record count otherwise. For a ratio measur
 current ``B`` times its own reference ratio (the dataset's where the value is new), so a
 value's excess is what it adds beyond its usual behaviour and the excesses of all values
 (``(other)`` included) sum to the whole change; for counts the expectation is the
-value's reference count. Reference = the per-window average of the previous windows'
+value's reference count. A value's reference ratio is shrunk towards the dataset's by
+``PRIOR`` records (``(A_ref + PRIOR * overall) / (B_ref + PRIOR)``): with few records a
+value's own ratio is mostly noise (a value with no null in 20 reference records is not
+"never null"), and that noise would otherwise look like excess spread over many values.
+
+Dimensions are ranked as Adtributor does with its succinctness principle made explicit:
+those whose named values (each explaining at least ``EEP``) together explain ``EP`` of
+the change first, then the fewest named values (a change carried by one producer beats
+the same change read as five key prefixes, each a bit above its share), then the summed
+surprise of the named values. Reference = the per-window average of the previous windows'
 segment states (``dqpulse.metrics.window_state.SEGMENT_WINDOWS``).
 """
 
@@ -28,6 +37,7 @@ from dqpulse.metrics.segments import OTHER_VALUE, SegmentState
 
 EEP = 0.1   # a value explains at least this share of the change to be named (Adtributor T_EEP)
 EP = 0.67   # a dimension's named values together explain at least this share (T_EP)
+PRIOR = 20.0  # records of the dataset-wide reference rate mixed into a value's own rate
 _TOP_VALUES = 5
 
 
@@ -95,7 +105,7 @@ def _dimension(dimension: str, now: dict[str, tuple[float, float]],
     for value, (a, b) in now.items():
         if ratio_measure:
             ra, rb = ref.get(value, (0.0, 0.0))
-            rate = ra / rb if rb else overall
+            rate = (ra + PRIOR * overall) / (rb + PRIOR)
             expected[value] = b * rate
         else:
             expected[value] = ref.get(value, (0.0, 0.0))[0]
@@ -157,7 +167,8 @@ def attribute(metric: str, field: str, current: SegmentState | None,
             ranked.append(result)
     if not ranked:
         return None
-    ranked.sort(key=lambda d: (not d["explanatory"], -round(d["surprise"], 12),
+    ranked.sort(key=lambda d: (not d["explanatory"], len(d["named"]),
+                               -round(d["surprise"], 12),
                                -d["explains"], d["dimension"]))
     best = ranked[0]
     top_value = next((v for v in best["values"] if v["value"] in best["named"]),
