@@ -13,7 +13,11 @@ the order in which workers finalize the datasets does not matter:
   dataset's first joining sends an ``impact`` notification to the channels told about the
   root and the channels that match the impacted dataset;
 * the downstream incident came first (its dataset finalized sooner): opening the root
-  merges it, it resolves with ``details["merged_into"]`` and becomes an impact.
+  merges it, it resolves with ``details["merged_into"]`` and becomes an impact (with the
+  same ``impact`` notification on the root).
+
+The root incident's row is locked (``FOR UPDATE``) while a dataset joins or merges, so
+datasets finalized concurrently by several workers never overwrite each other's impacts.
 
 The caller passes the lineage around the dataset (``Related``): this layer does not read
 the graph itself.
@@ -74,7 +78,10 @@ def find_root(conn: Connection, related: Related, *, dataset: DatasetSpec,
                 best = (key, row, distance)
     if best is None:
         return None
-    return incident_store.get_or_raise(conn, incident_id=int(best[1]["id"])), best[2]
+    # locked until commit: datasets finalized concurrently (other workers, a score
+    # worker) join one at a time, none overwrites another's impact
+    return incident_store.get_or_raise(conn, incident_id=int(best[1]["id"]),
+                                       for_update=True), best[2]
 
 
 def _impact_entry(previous: Mapping[str, Any] | None, *, dataset: str, owner: str | None,
@@ -136,14 +143,23 @@ def join_root(conn: Connection, root: dict[str, Any], distance: int, *,
                           segment=(top.anomaly.explanation or {}).get("segment"))
     if not _add_impact(conn, root, entry, len(members)):
         return 0
+    return _announce(conn, root_id, entry, notifications=notifications,
+                     public_url=public_url, now=now)
+
+
+def _announce(conn: Connection, root_id: int, entry: Mapping[str, Any], *,
+              notifications: Sequence[NotificationSpec], public_url: str,
+              now: datetime) -> int:
+    """Audit a dataset's first joining and tell the channels about the root and those
+    that route the impacted dataset (an ``impact`` message); returns the messages queued."""
     incident_store.create_event(
         conn, incident_id=root_id, action="impact", actor=SYSTEM_ACTOR,
-        comment=f"{dataset.name} (owner {dataset.owner or 'unassigned'}) impacted: "
+        comment=f"{entry['dataset']} (owner {entry.get('owner') or 'unassigned'}) impacted: "
                 f"{', '.join(entry['kinds'])}", at=now)
     fresh = incident_store.get_or_raise(conn, incident_id=root_id)
     told = outbox_store.notified_channels(conn, incident_id=root_id)
-    theirs = channels_for_incident(notifications, {**fresh, "dataset": dataset.name,
-                                                   "owner": dataset.owner})
+    theirs = channels_for_incident(notifications, {**fresh, "dataset": entry["dataset"],
+                                                   "owner": entry.get("owner")})
     channels = [n.name for n in notifications if n.name in told or n.name in theirs]
     return outbox.enqueue(conn, incident=fresh, event="impact", channels=channels,
                           public_url=public_url, now=now, actor=SYSTEM_ACTOR)
@@ -157,10 +173,14 @@ def merge_downstream(conn: Connection, root_id: int, related: Related, *,
     merged: list[int] = []
     slack = related.slack_windows * dataset.window
     for name, distance in sorted(related.downstream.items(), key=lambda kv: kv[1]):
-        for row in incident_store.get_page(conn, dataset=name, limit=_RECENT):
-            root = incident_store.get_or_raise(conn, incident_id=root_id)
-            if not _covers(row, float(root["first_window_start"]),
+        for listed in incident_store.get_page(conn, dataset=name, limit=_RECENT):
+            root = incident_store.get_or_raise(conn, incident_id=root_id, for_update=True)
+            if not _covers(listed, float(root["first_window_start"]),
                            float(root["last_window_end"]), slack):
+                continue
+            row = incident_store.get_or_raise(conn, incident_id=int(listed["id"]),
+                                              for_update=True)  # its dataset may finalize now
+            if (row.get("details") or {}).get("merged_into") is not None:
                 continue
             details = row.get("details") or {}
             entry = _impact_entry(
@@ -171,7 +191,9 @@ def merge_downstream(conn: Connection, root_id: int, related: Related, *,
                 window_end=float(row.get("last_window_end") or row["first_window_start"]),
                 segment=(details.get("explanation") or {}).get("segment"),
                 incident_id=int(row["id"]))
-            _add_impact(conn, root, entry, 0)
+            if _add_impact(conn, root, entry, 0):
+                _announce(conn, root_id, entry, notifications=notifications,
+                          public_url=public_url, now=now)
             _close_merged(conn, row, root_id, notifications=notifications,
                           public_url=public_url, now=now)
             merged.append(int(row["id"]))

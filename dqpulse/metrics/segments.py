@@ -146,29 +146,31 @@ class SegmentState(FamilyState):
         self.tables = {name: SegmentTable(len(self.columns)) for name in dimensions_of(spec)}
 
     # -- update ------------------------------------------------------------------------
-    def _aggregations(self, batch: ColumnBatch) -> tuple[list[pl.Expr], list[int]]:
-        """The polars aggregations of this batch's statistics and their column indices."""
-        exprs: list[pl.Expr] = [pl.len().cast(pl.Float64).alias("count")]
+    def _statistics(self, batch: ColumnBatch) -> tuple[pl.DataFrame, list[int]]:
+        """One row per record of this batch's additive statistics (0/1 flags, values),
+        evaluated once and summed per dimension value, and their column indices."""
+        exprs: list[pl.Expr] = [pl.lit(1.0, dtype=pl.Float64).alias("count")]
         where = [0]
         at = {name: i for i, name in enumerate(self.columns)}
         for path, field_spec in sorted(self.spec.fields.items()):
             kind = batch.types.get(path)
             if kind is None or kind == "null":
-                exprs.append(pl.len().cast(pl.Float64).alias(f"null:{path}"))
+                exprs.append(pl.lit(1.0, dtype=pl.Float64).alias(f"null:{path}"))
                 where.append(at[f"null:{path}"])
                 continue
             column = pl.col(path)
-            exprs.append(column.is_null().sum().cast(pl.Float64).alias(f"null:{path}"))
+            exprs.append(column.is_null().cast(pl.Float64).alias(f"null:{path}"))
             where.append(at[f"null:{path}"])
             broken = _violation(column, field_spec, kind)
             if broken is not None and f"viol:{path}" in at:
-                exprs.append(broken.sum().cast(pl.Float64).alias(f"viol:{path}"))
+                exprs.append(broken.cast(pl.Float64).alias(f"viol:{path}"))
                 where.append(at[f"viol:{path}"])
             if f"sum:{path}" in at and kind in NUMERIC_TYPES:
-                exprs.append(column.cast(pl.Float64).sum().alias(f"sum:{path}"))
-                exprs.append(column.is_not_null().sum().cast(pl.Float64).alias(f"num:{path}"))
+                exprs.append(column.cast(pl.Float64).fill_null(0.0).alias(f"sum:{path}"))
+                exprs.append(column.is_not_null().cast(pl.Float64).alias(f"num:{path}"))
                 where += [at[f"sum:{path}"], at[f"num:{path}"]]
-        return exprs, where
+        frame = batch.frame if batch.frame.width else pl.DataFrame({"_": np.zeros(batch.n)})
+        return frame.select(exprs), where
 
     def _dimension(self, batch: ColumnBatch, name: str) -> pl.Series:
         length = self.spec.segments.max_value_length
@@ -187,22 +189,19 @@ class SegmentState(FamilyState):
     def update(self, batch: ColumnBatch) -> None:
         if not batch.n:
             return
-        exprs, where = self._aggregations(batch)
-        frame = batch.frame if batch.frame.width else pl.DataFrame({"_": np.zeros(batch.n)})
+        stats, where = self._statistics(batch)
         width = len(self.columns)
-        total: Matrix | None = None
         for name in dimensions_of(self.spec):
             if name == PARTITION:
                 continue
-            keyed = frame.with_columns(self._dimension(batch, name).alias("\x00dim"))
-            grouped = keyed.group_by("\x00dim").agg(exprs).sort("\x00dim")
+            grouped = (stats.with_columns(self._dimension(batch, name).alias("\x00dim"))
+                       .group_by("\x00dim").sum().sort("\x00dim"))
             rows = np.zeros((grouped.height, width))
             rows[:, where] = grouped.select(pl.exclude("\x00dim")).to_numpy()
             self.tables[name].add(grouped.get_column("\x00dim").to_list(), rows,
                                   self.capacity)
-            if total is None:
-                total = rows.sum(axis=0)
-        assert total is not None
+        total = np.zeros(width)
+        total[where] = stats.sum().to_numpy()[0]
         self.tables[PARTITION].add([str(batch.partition)], total[None, :], self.capacity)
 
     # -- merge, bytes --------------------------------------------------------------------

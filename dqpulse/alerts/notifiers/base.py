@@ -226,7 +226,8 @@ def facts(message: Mapping[str, Any]) -> list[tuple[str, str]]:
     if segment.get("text"):
         out.append(("Segment", str(segment["text"])))
     root = message.get("root") or {}
-    if root.get("dataset") and root.get("dataset") != message.get("dataset"):
+    if root.get("dataset") and (root.get("dataset") != message.get("dataset")
+                                or message.get("impacts")):
         out.append(("Root cause", f"{root['dataset']} (incident #{root.get('incident_id')})"))
     impacts = message.get("impacts") or []
     if impacts:

@@ -87,6 +87,7 @@ def test_downstream_alerts_join_the_root_incident_as_impacts_with_owners(engine)
     assert last["segment"]["value"] == "svc-07"
     lines = dict(facts(last))
     assert lines["Impact"] == "join (team-join), out (team-out)"
+    assert lines["Root cause"] == f"src (incident #{root_id})"
     assert lines["Segment"].startswith("92% of the null increase")
 
 
@@ -115,7 +116,9 @@ def test_a_downstream_incident_that_opened_first_is_merged_into_the_root(engine)
     assert later.opened == [] and later.impacts == [root_id]
     # channels told about the merged incident hear that it is resolved (merged)
     events = [(n["incident_id"], n["event"]) for n in outbox(engine)]
-    assert (early, "resolved") in events and (root_id, "opened") in events
+    assert events == [(early, "opened"), (root_id, "opened"), (root_id, "impact"),
+                      (early, "resolved")]
+    assert [i["dataset"] for i in outbox(engine)[2]["payload"]["impacts"]] == ["out"]
 
 
 def test_alerts_outside_the_slack_open_their_own_incident(engine):
