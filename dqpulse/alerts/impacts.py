@@ -14,7 +14,9 @@ the order in which workers finalize the datasets does not matter:
   root and the channels that match the impacted dataset;
 * the downstream incident came first (its dataset finalized sooner): opening the root
   merges it, it resolves with ``details["merged_into"]`` and becomes an impact (with the
-  same ``impact`` notification on the root).
+  same ``impact`` notification on the root); datasets that had joined it as impacts (it
+  was a nearer root) move to the root with it, their alerts stay on the merged incident
+  (``merged_incident_id``).
 
 The root incident's row is locked (``FOR UPDATE``) while a dataset joins or merges, so
 datasets finalized concurrently by several workers never overwrite each other's impacts.
@@ -191,9 +193,16 @@ def merge_downstream(conn: Connection, root_id: int, related: Related, *,
                 window_end=float(row.get("last_window_end") or row["first_window_start"]),
                 segment=(details.get("explanation") or {}).get("segment"),
                 incident_id=int(row["id"]))
-            if _add_impact(conn, root, entry, 0):
-                _announce(conn, root_id, entry, notifications=notifications,
-                          public_url=public_url, now=now)
+            carried = [entry] + [  # what had joined the merged incident joins the root
+                {**i, "distance": related.downstream.get(i["dataset"],
+                                                         distance + int(i["distance"])),
+                 "merged_incident_id": i.get("merged_incident_id") or int(row["id"])}
+                for i in details.get("impacts") or []]
+            for item in carried:
+                fresh = incident_store.get_or_raise(conn, incident_id=root_id, for_update=True)
+                if _add_impact(conn, fresh, item, 0):
+                    _announce(conn, root_id, item, notifications=notifications,
+                              public_url=public_url, now=now)
             _close_merged(conn, row, root_id, notifications=notifications,
                           public_url=public_url, now=now)
             merged.append(int(row["id"]))

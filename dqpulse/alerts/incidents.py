@@ -188,12 +188,11 @@ def process_window(
                      window_start=window_start, window_end=window_end,
                      notifications=notifications, public_url=public_url, now=now,
                      options=options, silences=silences, result=result)
-
     for key, row in active.items():
         if key not in touched:
             _healthy_window(conn, row, window_start=window_start, window_end=window_end,
-                            notifications=notifications,
-                            public_url=public_url, now=now, options=options, result=result)
+                            notifications=notifications, public_url=public_url, now=now,
+                            options=options, result=result)
     for incident_id in result.opened + result.reopened if related is not None else []:
         result.merged += merge_downstream(conn, incident_id, related or Related(),
                                           dataset=dataset, notifications=notifications,

@@ -75,6 +75,10 @@ def root_cause(conn: Connection, *, incident_id: int, depth: int = 5) -> dict[st
         root = incident_store.get(conn, incident_id=int(merged_into))
         incident = root if root is not None else incident
     alerts = incident_store.get_alerts(conn, incident_id=int(incident["id"]), limit=10_000)
+    merged = {int(i["merged_incident_id"]) for i in (incident.get("details") or {}).get(
+        "impacts") or [] if i.get("merged_incident_id") is not None}
+    for merged_id in sorted(merged):  # alerts that stayed on incidents merged into this one
+        alerts += incident_store.get_alerts(conn, incident_id=merged_id, limit=1_000)
     graph = lineage_graph(conn)
     upstream = [r.dataset for r in graph.walk(incident["dataset"], "upstream", depth)]
     others = {name: incident_store.get_page(conn, dataset=name, limit=200)

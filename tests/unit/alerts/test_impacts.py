@@ -156,3 +156,17 @@ def test_root_cause_body_names_the_root_and_lists_impacts(engine):
     assert [a["lineage_distance"] for a in body["alternatives"]] == [0, -1, -2]
     assert [(i["dataset"], i["owner"]) for i in body["impacts"]] == [
         ("join", "team-join"), ("out", "team-out")]
+
+
+def test_a_nearer_root_merged_later_brings_its_impacts_along(engine):
+    # join opens first, out joins join's incident; then src (farther upstream) opens
+    nearer = run(engine, "join", 0).opened[0]
+    assert run(engine, "out", 0).impacts == [nearer]
+    root_id = run(engine, "src", 0).opened[0]
+    rows = {r["id"]: r for r in incidents(engine)}
+    assert rows[nearer]["details"]["merged_into"] == root_id
+    impacts = rows[root_id]["details"]["impacts"]
+    assert [(i["dataset"], i["distance"], i["merged_incident_id"]) for i in impacts] == [
+        ("join", 1, nearer), ("out", 2, nearer)]
+    root_events = [n["event"] for n in outbox(engine) if n["incident_id"] == root_id]
+    assert root_events == ["opened", "impact", "impact"]
