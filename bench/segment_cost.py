@@ -4,8 +4,8 @@ Same records and path as ``bench/ingest_compute.py`` (its generator and dataset 
 every metric family; messages carry a key ``user<id>:<order>``), one fresh child process
 per measurement, pinned to one core, interleaved ``--repeat`` times:
 
-* ``off``: the segments family does nothing (its ``update`` is a no-op): dqpulse before
-  issue 14;
+* ``off``: the segments family does nothing (its ``update`` is a no-op) and no message-key
+  prefix is extracted: dqpulse before issue 14;
 * ``default``: no ``dimensions:`` declared, only the built-in ``kafka.partition`` and
   ``kafka.key_prefix``;
 * ``3 dims``: ``dimensions: [category, status, device.os]`` on top of those.
@@ -47,8 +47,10 @@ def child(path: Path, mode: str) -> dict[str, float]:
     from dqpulse.records import PartitionBatch, RawMessage
 
     ic.pin(1)
-    if mode == "off":
+    if mode == "off":  # no segment statistics and no message-key prefixes
         SegmentState.update = lambda self, batch: None  # type: ignore[method-assign]
+        PartitionAggregator._key_prefixes = (  # type: ignore[method-assign]
+            lambda self, batch_in, candidates, rows: None)
     spec = ic.bench_spec()
     if mode == "3 dims":
         spec = spec.model_copy(update={"dimensions": DIMENSIONS})
