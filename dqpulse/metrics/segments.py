@@ -149,13 +149,14 @@ class SegmentState(FamilyState):
     def _statistics(self, batch: ColumnBatch) -> tuple[pl.DataFrame, list[int]]:
         """One row per record of this batch's additive statistics (0/1 flags, values),
         evaluated once and summed per dimension value, and their column indices."""
-        exprs: list[pl.Expr] = [pl.lit(1.0, dtype=pl.Float64).alias("count")]
+        one = pl.repeat(1.0, batch.n, dtype=pl.Float64)  # a column, also without fields
+        exprs: list[pl.Expr] = [one.alias("count")]
         where = [0]
         at = {name: i for i, name in enumerate(self.columns)}
         for path, field_spec in sorted(self.spec.fields.items()):
             kind = batch.types.get(path)
             if kind is None or kind == "null":
-                exprs.append(pl.lit(1.0, dtype=pl.Float64).alias(f"null:{path}"))
+                exprs.append(one.alias(f"null:{path}"))
                 where.append(at[f"null:{path}"])
                 continue
             column = pl.col(path)
