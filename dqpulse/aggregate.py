@@ -172,8 +172,12 @@ class PartitionAggregator:
         if len(keys) != rows.shape[0]:
             keys = [keys[i] for i in rows.tolist()]
         length = self.spec.segments.key_prefix_length
-        return (pl.Series("key", keys, dtype=pl.Binary).cast(pl.String, strict=False)
-                .str.extract(f"^([^:/|._-]{{1,{length}}})", 1))
+        try:
+            text = pl.Series("key", keys, dtype=pl.Binary).cast(pl.String, strict=False)
+        except pl.exceptions.ComputeError:  # a key that is not UTF-8 (binary, Avro): lossy
+            text = pl.Series("key", [None if k is None else bytes(k[:4 * length]).decode(
+                "utf-8", "replace") for k in keys], dtype=pl.String)
+        return text.str.extract(f"^([^:/|._-]{{1,{length}}})", 1)
 
     def _set_event_times(self, batch: ColumnBatch, now: float) -> int:
         path = self.spec.event_time
