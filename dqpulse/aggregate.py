@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from dqpulse.decode import Decoder, DecodeResult, decoder_for
 from dqpulse.metrics.codec import pack, unpack
@@ -149,6 +150,7 @@ class PartitionAggregator:
         batch.offsets = offsets
         batch.ingest_time = now
         batch.partition = self.partition
+        batch.key_prefixes = self._key_prefixes(batch_in, candidates, result.rows)
         fallbacks = self._set_event_times(batch, now)
         late = self._route(batch)
         assert batch.event_times is not None
@@ -158,6 +160,26 @@ class PartitionAggregator:
         self.counters["late"] += late
         self.counters["event_time_fallbacks"] += fallbacks
         return AddReport(accepted, late, bad, fallbacks, by_reason)
+
+    def _key_prefixes(self, batch_in: PartitionBatch, candidates: list[int] | None,
+                      rows: npt.NDArray[np.int64]) -> pl.Series | None:
+        """The decoded rows' message-key prefixes (segment dimension ``kafka.key_prefix``):
+        the key up to its first ``:/|._-``, at most ``key_prefix_length`` characters."""
+        natives = batch_in.natives
+        if natives is None:
+            return None
+        keys = list(map(batch_in.key_of, natives))
+        if candidates is not None:
+            keys = [keys[i] for i in candidates]
+        if len(keys) != rows.shape[0]:
+            keys = [keys[i] for i in rows.tolist()]
+        length = self.spec.segments.key_prefix_length
+        try:
+            text = pl.Series("key", keys, dtype=pl.Binary).cast(pl.String, strict=False)
+        except pl.exceptions.ComputeError:  # a key that is not UTF-8 (binary, Avro): lossy
+            text = pl.Series("key", [None if k is None else bytes(k[:4 * length]).decode(
+                "utf-8", "replace") for k in keys], dtype=pl.String)
+        return text.str.extract(f"^([^:/|._-]{{1,{length}}})", 1)
 
     def _set_event_times(self, batch: ColumnBatch, now: float) -> int:
         path = self.spec.event_time

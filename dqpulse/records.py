@@ -73,6 +73,8 @@ class ColumnBatch:
     partition: int = -1
     #: the Kafka offset of each record (for failing samples), when the source gave them
     offsets: npt.NDArray[np.int64] | None = None
+    #: the message keys' prefixes (String, one per row; null without a key), for segments
+    key_prefixes: pl.Series | None = None
     #: values derived from the batch once and shared by the metric families (per batch)
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -96,6 +98,7 @@ class ColumnBatch:
             ingest_time=self.ingest_time,
             partition=self.partition,
             offsets=None if self.offsets is None else self.offsets[rows],
+            key_prefixes=None if self.key_prefixes is None else self.key_prefixes[rows],
         )
 
     def present_count(self, path: str) -> int:

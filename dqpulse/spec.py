@@ -105,6 +105,22 @@ class SamplesSpec(_Strict):
     per_window: int = Field(default=5, ge=0, le=50)
     redact: list[str] = Field(default_factory=list)
     max_value_chars: int = Field(default=200, ge=8, le=4000)
+# -- segments (issue 14): dimensions and the memory budget of per-segment states ----------
+class SegmentSpec(_Strict):
+    """How much a dataset's per-segment states may hold (``segments:`` of a dataset).
+
+    ``budget_kib`` bounds one window state's segment tables (a partition's partial and the
+    merged window alike); heavy hitters of each dimension are kept within it and the rest
+    is counted as ``other``. Values longer than ``max_value_length`` are cut; a message
+    key's prefix is the key up to its first ``:/|._-`` or ``key_prefix_length`` characters.
+    """
+
+    budget_kib: int = Field(default=256, ge=16, le=65_536)
+    max_value_length: int = Field(default=64, ge=8, le=256)
+    key_prefix_length: int = Field(default=16, ge=1, le=64)
+
+
+MAX_DIMENSIONS = 8
 
 
 class DatasetSpec(_Strict):
@@ -129,6 +145,21 @@ class DatasetSpec(_Strict):
     severity: dict[str, Severity] = Field(default_factory=dict)
     detectors: list[DetectorOverride] = Field(default_factory=list)
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
+    # segment attribution: record fields to slice by (kafka.partition and
+    # kafka.key_prefix are always sliced), and the budget of their states
+    dimensions: list[str] = Field(default_factory=list, max_length=MAX_DIMENSIONS)
+    segments: SegmentSpec = Field(default_factory=SegmentSpec)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimension_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip() or name.startswith("kafka."):
+                raise ValueError(f"dimension {name!r} must be a record field path "
+                                 "(kafka.partition and kafka.key_prefix are always there)")
+        if len(set(value)) != len(value):
+            raise ValueError("dimensions must not repeat")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -62,7 +62,8 @@ from dqpulse.alerts.anomalies import (
     max_severity,
     summarize,
 )
-from dqpulse.alerts.routing import channels_for_incident
+from dqpulse.alerts.impacts import Related, find_root, join_root, merge_downstream
+from dqpulse.alerts.routing import channels_for_incident, silence_for
 from dqpulse.alerts.summary import with_later
 from dqpulse.jsonsafe import json_safe
 from dqpulse.spec import DatasetSpec, NotificationSpec
@@ -107,23 +108,14 @@ class WindowOutcome:
     updated: list[int] = dc_field(default_factory=list)
     escalated: list[int] = dc_field(default_factory=list)
     resolved: list[int] = dc_field(default_factory=list)
+    impacts: list[int] = dc_field(default_factory=list)  # root incidents joined
+    merged: list[int] = dc_field(default_factory=list)  # downstream incidents merged
     notifications: int = 0
     suppressed: int = 0
     open_incidents: int = 0
 
 
 # ---- helpers ----------------------------------------------------------------------------
-
-def _silence_for(silences: Sequence[Mapping[str, Any]], kinds: Iterable[str]) -> int | None:
-    """Id of a silence covering every one of ``kinds`` (None if some kind is not covered)."""
-    chosen: int | None = None
-    for kind in kinds:
-        match = next((s for s in silences if s["kind"] in (None, kind)), None)
-        if match is None:
-            return None
-        chosen = chosen or int(match["id"])
-    return chosen
-
 
 def channels_told(conn: Connection, row: Mapping[str, Any],
                   notifications: Sequence[NotificationSpec]) -> list[str]:
@@ -161,11 +153,15 @@ def process_window(
     public_url: str,
     now: datetime | None = None,
     options: IncidentOptions | None = None,
+    related: Related | None = None,
 ) -> WindowOutcome:
     """Record the window's anomalies as alerts and move the dataset's incidents along.
 
     Call once per finalized window (also windows without anomalies: they count as healthy),
-    inside the transaction that finalizes the window.
+    inside the transaction that finalizes the window. With ``related`` (the dataset's
+    lineage), a group without an active incident joins an upstream root incident as an
+    impact, and an incident that opens merges earlier downstream ones
+    (``dqpulse.alerts.impacts``: one incident per break).
     """
     now = as_utc_or_now(now)
     options = options or IncidentOptions()
@@ -178,17 +174,30 @@ def process_window(
     touched: set[str] = set()
     for group, members in group_anomalies(dataset, anomalies, set(active)).items():
         key = dedup_key(dataset.name, group)
+        root = None if key in active or related is None else find_root(
+            conn, related, dataset=dataset, window_start=window_start, window_end=window_end)
+        if root is not None:
+            result.notifications += join_root(
+                conn, *root, dataset=dataset, members=members, window_start=window_start,
+                window_end=window_end, notifications=notifications, public_url=public_url,
+                now=now)
+            result.impacts.append(int(root[0]["id"]))
+            result.alerts += len(members)
+            continue
         touched.add(key)
         _apply_group(conn, dataset=dataset, key=key, members=members, active=active.get(key),
                      window_start=window_start, window_end=window_end,
                      notifications=notifications, public_url=public_url, now=now,
                      options=options, silences=silences, result=result)
-
     for key, row in active.items():
         if key not in touched:
             _healthy_window(conn, row, window_start=window_start, window_end=window_end,
-                            notifications=notifications,
-                            public_url=public_url, now=now, options=options, result=result)
+                            notifications=notifications, public_url=public_url, now=now,
+                            options=options, result=result)
+    for incident_id in result.opened + result.reopened if related is not None else []:
+        result.merged += merge_downstream(conn, incident_id, related or Related(),
+                                          dataset=dataset, notifications=notifications,
+                                          public_url=public_url, now=now)
     result.open_incidents = incident_store.count_active(conn, dataset=dataset.name)
     return result
 
@@ -226,7 +235,7 @@ def _apply_group(conn: Connection, *, dataset: DatasetSpec, key: str,
     group = _GroupAlerts(
         members=members, top_item=top_item, severity=max_severity(i.severity for i in members),
         kinds=kinds, metrics=[(i.anomaly.metric, i.anomaly.field) for i in members],
-        silenced_by=_silence_for(silences, kinds),
+        silenced_by=silence_for(silences, kinds),
         best_score=max(i.anomaly.score for i in members))
     if active is None:
         _open_or_reopen(conn, dataset=dataset, key=key, group=group, window_start=window_start,

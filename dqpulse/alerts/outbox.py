@@ -80,6 +80,12 @@ def build_message(incident: Mapping[str, Any], *, event: str, idempotency: str,
         "observed": explanation.get("observed"),
         "direction": explanation.get("direction"),
         "alert_count": incident.get("alert_count"),
+        # root cause (issue 14): the slice that carries it, the root, the datasets it hits
+        "segment": explanation.get("segment"),
+        "root": {"dataset": incident["dataset"], "incident_id": int(incident["id"])},
+        "impacts": [{"dataset": i.get("dataset"), "owner": i.get("owner"),
+                     "distance": i.get("distance"), "kinds": i.get("kinds")}
+                    for i in details.get("impacts") or []],
         "incident_url": incident_url(public_url, int(incident["id"])),
         "occurred_at": _iso(now),
         "actor": actor,

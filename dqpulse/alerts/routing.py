@@ -60,3 +60,14 @@ def channels_for_incident(notifications: Sequence[NotificationSpec],
             if channel.name not in names:
                 names.append(channel.name)
     return names
+
+
+def silence_for(silences: Sequence[Mapping[str, Any]], kinds: Iterable[str]) -> int | None:
+    """Id of a silence covering every one of ``kinds`` (None if some kind is not covered)."""
+    chosen: int | None = None
+    for kind in kinds:
+        match = next((s for s in silences if s["kind"] in (None, kind)), None)
+        if match is None:
+            return None
+        chosen = chosen or int(match["id"])
+    return chosen

@@ -26,6 +26,7 @@ from dqpulse.metrics import (
     merge_partials,
 )
 from dqpulse.metrics.samples import SamplesState
+from dqpulse.metrics.segments import SegmentState
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints, schemas
@@ -50,6 +51,9 @@ class FinalizedWindow:
     points: list[MetricPoint]
     #: failing samples per (metric, field) of the points that have any
     samples: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    #: segment states of the window and of the reference before it (root cause)
+    segments: SegmentState | None = None
+    segment_reference: SegmentState | None = None
 
 
 def samples_of(state: WindowState, points: list[MetricPoint]
@@ -124,7 +128,9 @@ def finalize_ready(
             metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
                                        window_end=window_end, points=result.points)
             window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
-                                     samples_of(state, result.points))
+                                     samples=samples_of(state, result.points),
+                                     segments=result.segments,
+                                     segment_reference=result.segment_reference)
             for hook in hooks:
                 hook(conn, dataset, window)
             done.append(window)

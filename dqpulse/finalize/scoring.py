@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from sqlalchemy import Connection
 
 from dqpulse.alerts.anomalies import Anomaly, kind_of_metric
+from dqpulse.alerts.impacts import Related
 from dqpulse.alerts.incidents import process_window
 from dqpulse.config import Settings
 from dqpulse.detectors.scoring import ScoredPoint, SeriesScorer
@@ -21,8 +22,11 @@ from dqpulse.finalize.finalize import FinalizedWindow, WindowHook
 from dqpulse.finalize.openlineage import OpenLineageOutboxHook
 from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES, is_watched
 from dqpulse.jsonsafe import json_safe, json_safe_object
+from dqpulse.rca.lineage import Edge, LineageGraph
+from dqpulse.rca.segments import attribute
 from dqpulse.spec import DatasetSpec, Spec
 from dqpulse.store import detector_states
+from dqpulse.store import lineage as lineage_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.telemetry import Telemetry
 
@@ -85,13 +89,27 @@ class ScoringHook:
             if p.anomalous and (p.metric != AUTOENCODER_METRIC
                                 or self.autoencoder == "alert")
         ]
-        if self.telemetry is not None:
-            for anomaly in anomalies:
+        for anomaly in anomalies:
+            segment = attribute(anomaly.metric, anomaly.field, window.segments,
+                                window.segment_reference)
+            if segment is not None:
+                anomaly.explanation["segment"] = json_safe_object(segment)
+            if self.telemetry is not None:
                 self.telemetry.anomalies.labels(dataset.name, anomaly.kind).inc()
         process_window(conn, dataset=dataset, window_start=window.window_start,
                        window_end=window.window_end, anomalies=anomalies,
                        notifications=list(self.spec.notifications),
-                       public_url=self.settings.public_url)
+                       public_url=self.settings.public_url,
+                       related=self._related(conn, dataset) if anomalies else None)
+
+    def _related(self, conn: Connection, dataset: DatasetSpec) -> Related:
+        """The datasets linked to ``dataset`` by lineage (declared and OpenLineage)."""
+        graph = LineageGraph(Edge(*row) for row in lineage_store.get_all(conn))
+        owners = {d.name: d.owner for d in self.spec.datasets}
+        return Related(
+            upstream={r.dataset: r.depth for r in graph.walk(dataset.name, "upstream", 5)},
+            downstream={r.dataset: r.depth for r in graph.walk(dataset.name, "downstream", 5)},
+            owners=owners)
 
 
 SCHEMA_CHANGE_METRICS = frozenset({"schema.new_fields", "schema.removed_fields",

@@ -18,6 +18,7 @@ from dqpulse.metrics import (  # noqa: F401  (registration order = FAMILIES orde
     ml_data,
     samples,  # noqa: F401  (after validity: reads its batch cache)
     schema,
+    segments,
     uniqueness,
     validity,
     volume,

@@ -28,6 +28,7 @@ from dqpulse.metrics.distribution import DistributionState
 from dqpulse.metrics.drift import categorical_drift, numeric_drift
 from dqpulse.metrics.freshness import FreshnessState
 from dqpulse.metrics.schema import SchemaState
+from dqpulse.metrics.segments import SegmentState
 from dqpulse.metrics.uniqueness import UniquenessState
 from dqpulse.metrics.validity import ValidityState
 from dqpulse.metrics.volume import VolumeState
@@ -36,6 +37,7 @@ from dqpulse.spec import DatasetSpec
 
 MAX_FIELDS = 500
 TRAILING_WINDOWS = 8
+SEGMENT_WINDOWS = 3  # non-empty windows whose segment states make the reference
 
 
 class WindowState:
@@ -75,6 +77,10 @@ class WindowState:
         return self.families["uniqueness"]  # type: ignore[return-value]
 
     @property
+    def segments(self) -> SegmentState:
+        return self.families["segments"]  # type: ignore[return-value]
+
+    @property
     def freshness(self) -> FreshnessState:
         return self.families["freshness"]  # type: ignore[return-value]
 
@@ -98,6 +104,7 @@ class WindowState:
             other_types={p: m for p, m in batch.other_types.items() if p not in dropped},
             event_times=batch.event_times, ingest_time=batch.ingest_time,
             partition=batch.partition, offsets=batch.offsets,
+            key_prefixes=batch.key_prefixes,
         )
 
     def update(self, batch: ColumnBatch) -> None:
@@ -163,6 +170,10 @@ class WindowResult:
     points: list[MetricPoint]
     baseline: bytes
     observed_schema: dict[str, list[str]] = field(default_factory=dict)
+    #: the window's segment states and the per-window average of the previous
+    #: ``SEGMENT_WINDOWS`` non-empty windows' (None before the first), for attribution
+    segments: SegmentState | None = None
+    segment_reference: SegmentState | None = None
 
 
 def diff_schema(previous: dict[str, list[str]] | None,
@@ -203,7 +214,8 @@ def _summary(state: DistributionState) -> _Summary:
     return summary
 
 
-def _pack_baseline(schema: dict[str, list[str]] | None, windows: list[_Summary]) -> bytes:
+def _pack_baseline(schema: dict[str, list[str]] | None, windows: list[_Summary],
+                   segments: list[bytes]) -> bytes:
     blobs = BlobTable()
     encoded = []
     for summary in windows:
@@ -214,10 +226,12 @@ def _pack_baseline(schema: dict[str, list[str]] | None, windows: list[_Summary])
             else:
                 entry[path] = ["categorical", [list(i) for i in item[1]], item[2]]
         encoded.append(entry)
-    return pack({"schema": schema, "windows": encoded}, blobs.blobs)
+    segment_blobs = [blobs.add(blob) for blob in segments]
+    return pack({"schema": schema, "windows": encoded, "segments": segment_blobs}, blobs.blobs)
 
 
-def _unpack_baseline(data: bytes) -> tuple[dict[str, list[str]] | None, list[_Summary]]:
+def _unpack_baseline(data: bytes) -> tuple[dict[str, list[str]] | None, list[_Summary],
+                                            list[bytes]]:
     header, blobs = unpack(data)
     windows: list[_Summary] = []
     for entry in header["windows"]:
@@ -229,7 +243,17 @@ def _unpack_baseline(data: bytes) -> tuple[dict[str, list[str]] | None, list[_Su
                 summary[path] = ("categorical", [(str(i), float(c)) for i, c in item[1]],
                                  int(item[2]))
         windows.append(summary)
-    return header["schema"], windows
+    return header["schema"], windows, [blobs[i] for i in header.get("segments", [])]
+
+
+def _segment_reference(spec: DatasetSpec, blobs: list[bytes]) -> SegmentState | None:
+    """The per-window average of earlier windows' segment states."""
+    if not blobs:
+        return None
+    merged = SegmentState.zero(spec)
+    for blob in blobs:
+        merged.merge(SegmentState.from_bytes(spec, blob))
+    return merged.scaled(1.0 / len(blobs))
 
 
 def _trailing(windows: list[_Summary]) -> _Summary:
@@ -281,7 +305,9 @@ def finalize_window(spec: DatasetSpec, state: WindowState, ctx: FinalizeContext,
     lag = None if ctx.consumer_lag_records is None else float(ctx.consumer_lag_records)
     points.append(MetricPoint("freshness.consumer_lag_records", lag))
 
-    previous_schema, windows = (None, []) if baseline is None else _unpack_baseline(baseline)
+    previous_schema, windows, segment_blobs = (
+        (None, [], []) if baseline is None else _unpack_baseline(baseline))
+    segment_reference = _segment_reference(spec, segment_blobs)
     observed = state.observed_schema()
     has_records = state.volume.records > 0
 
@@ -320,8 +346,11 @@ def finalize_window(spec: DatasetSpec, state: WindowState, ctx: FinalizeContext,
     if has_records:
         windows = [*windows, current][-TRAILING_WINDOWS:]
         previous_schema = observed
-    return WindowResult(points=points, baseline=_pack_baseline(previous_schema, windows),
-                        observed_schema=observed)
+        segment_blobs = [*segment_blobs, state.segments.to_bytes()][-SEGMENT_WINDOWS:]
+    return WindowResult(points=points,
+                        baseline=_pack_baseline(previous_schema, windows, segment_blobs),
+                        observed_schema=observed, segments=state.segments,
+                        segment_reference=segment_reference)
 
 
 def _quality_points(spec: DatasetSpec, state: WindowState,

@@ -1,6 +1,14 @@
 """Where an incident started and what it hits: upstream suspects, downstream impact, and
 the fields/metrics that drove it.
 
+The root and its ranked alternatives: every dataset with alerts in the incident (its own
+and its impacts, ``dqpulse.alerts.impacts``) and every upstream suspect is a candidate;
+candidates rank by how many of the other candidates they reach downstream (the one that
+explains the others' alerts comes first), then by onset (first alerted window), then by
+score. Each carries its evidence: onset, lineage distance from the incident's dataset
+(upstream positive, downstream negative), score, owner and its segment attribution
+(``dqpulse.rca.segments``: the dimension value that carries its change).
+
 Suspects are upstream datasets (by lineage) with incidents that were active when this one
 opened, ranked by how early their incident opened and how close they are; if none, the
 incident's own dataset is the suspect. Field attribution ranks the incident's alerts by
@@ -42,6 +50,7 @@ def root_cause(
     *,
     depth: int = 5,
     slack: timedelta = timedelta(minutes=30),
+    owners: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """``{suspects, impacted, fields}`` for one incident."""
     dataset = str(incident["dataset"])
@@ -59,6 +68,7 @@ def root_cause(
                     "path": [*reversed(reached.via), dataset],
                     "incident_id": other["id"], "kind": other["kind"],
                     "opened_at": other_opened.isoformat(),
+                    "first_window_start": other.get("first_window_start"),
                     "lead_seconds": (opened - other_opened).total_seconds(),
                 })
     suspects.sort(key=lambda s: (-s["lead_seconds"], s["depth"]))
@@ -68,5 +78,78 @@ def root_cause(
                          "opened_at": opened.isoformat(), "lead_seconds": 0.0})
     impacted = [{"dataset": r.dataset, "depth": r.depth, "path": [dataset, *r.via]}
                 for r in graph.walk(dataset, "downstream", depth)]
+    alternatives = rank_candidates(incident, alerts, graph, suspects, owners or {},
+                                   depth=depth)
+    impacts = [{**i, "owner": i.get("owner") or (owners or {}).get(i["dataset"])}
+               for i in (incident.get("details") or {}).get("impacts") or []]
     return {"incident_id": incident["id"], "dataset": dataset, "suspects": suspects,
-            "impacted": impacted, "fields": field_attribution(alerts)}
+            "impacted": impacted, "fields": field_attribution(alerts),
+            "root": alternatives[0] if alternatives else None,
+            "alternatives": alternatives, "impacts": impacts,
+            "segments": segment_attribution(alerts)}
+
+
+def segment_attribution(alerts: Sequence[Mapping[str, Any]],
+                        top: int = 10) -> list[dict[str, Any]]:
+    """The segment attributions of the incident's alerts: per (dataset, metric, field)
+    the first window's, most concentrated first."""
+    first: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for alert in sorted(alerts, key=lambda a: (a["window_start"], -float(a["score"]))):
+        segment = (alert.get("explanation") or {}).get("segment")
+        key = (str(alert.get("dataset") or ""), str(alert["metric"]),
+               str(alert.get("field") or ""))
+        if segment and key not in first:
+            first[key] = {"dataset": key[0], "window_start": alert["window_start"],
+                          **{k: segment.get(k) for k in ("metric", "field", "measure",
+                                                         "dimension", "value", "share",
+                                                         "text")}}
+    return sorted(first.values(), key=lambda s: -float(s["share"] or 0.0))[:top]
+
+
+def _candidate(name: str, rows: Sequence[Mapping[str, Any]], distance: int,
+               owner: str | None, incident_id: Any) -> dict[str, Any]:
+    first = min(rows, key=lambda a: (a["window_start"], -float(a["score"])))
+    best = max(rows, key=lambda a: float(a["score"]))
+    segment = ((first.get("explanation") or {}).get("segment")
+               or (best.get("explanation") or {}).get("segment"))
+    return {"dataset": name, "incident_id": incident_id, "owner": owner,
+            "onset": float(first["window_start"]), "lineage_distance": distance,
+            "score": float(best["score"]), "metric": first["metric"],
+            "field": first.get("field") or None,
+            "segment": None if not segment else {k: segment.get(k) for k in (
+                "dimension", "value", "share", "text")}}
+
+
+def rank_candidates(incident: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]],
+                    graph: LineageGraph, suspects: Sequence[Mapping[str, Any]],
+                    owners: Mapping[str, str | None], *, depth: int = 5
+                    ) -> list[dict[str, Any]]:
+    """The candidate roots of the incident, best first, with their evidence."""
+    dataset = str(incident["dataset"])
+    up = {r.dataset: r.depth for r in graph.walk(dataset, "upstream", depth)}
+    down = {r.dataset: -r.depth for r in graph.walk(dataset, "downstream", depth)}
+    by_dataset: dict[str, list[Mapping[str, Any]]] = {}
+    for alert in alerts:
+        by_dataset.setdefault(str(alert.get("dataset") or dataset), []).append(alert)
+    candidates = {name: _candidate(name, rows, 0 if name == dataset else
+                                   up.get(name, down.get(name, 0)), owners.get(name),
+                                   incident["id"])
+                  for name, rows in by_dataset.items()}
+    for suspect in suspects:
+        name = str(suspect["dataset"])
+        if name not in candidates and name != dataset:
+            candidates[name] = {
+                "dataset": name, "incident_id": suspect["incident_id"],
+                "owner": owners.get(name), "onset": suspect.get("first_window_start"),
+                "lineage_distance": int(suspect["depth"]), "score": None,
+                "metric": None, "field": None, "segment": None}
+    names = set(candidates)
+    for name, entry in candidates.items():
+        reach = {r.dataset for r in graph.walk(name, "downstream", depth)}
+        entry["explains"] = sorted((reach & names) - {name})
+    ranked = sorted(candidates.values(), key=lambda c: (
+        -len(c["explains"]), float("inf") if c["onset"] is None else c["onset"],
+        -(c["score"] or 0.0), c["dataset"]))
+    for rank, entry in enumerate(ranked, start=1):
+        entry["rank"] = rank
+    return ranked

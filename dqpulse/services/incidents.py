@@ -75,12 +75,21 @@ def root_cause(conn: Connection, *, incident_id: int, depth: int = 5) -> dict[st
     incident = incident_store.get(conn, incident_id=incident_id)
     if incident is None:
         raise NotFoundError(f"incident {incident_id} does not exist")
-    alerts = incident_store.get_alerts(conn, incident_id=incident_id, limit=10_000)
+    merged_into = (incident.get("details") or {}).get("merged_into")
+    if merged_into is not None:  # merged into its upstream root: that incident's cause
+        root = incident_store.get(conn, incident_id=int(merged_into))
+        incident = root if root is not None else incident
+    alerts = incident_store.get_alerts(conn, incident_id=int(incident["id"]), limit=10_000)
+    merged = {int(i["merged_incident_id"]) for i in (incident.get("details") or {}).get(
+        "impacts") or [] if i.get("merged_incident_id") is not None}
+    for merged_id in sorted(merged):  # alerts that stayed on incidents merged into this one
+        alerts += incident_store.get_alerts(conn, incident_id=merged_id, limit=1_000)
     graph = lineage_graph(conn)
     upstream = [r.dataset for r in graph.walk(incident["dataset"], "upstream", depth)]
     others = {name: incident_store.get_page(conn, dataset=name, limit=200)
               for name in upstream}
-    body = attribution.root_cause(incident, alerts, graph, others, depth=depth)
+    owners = {spec.name: spec.owner for spec in dataset_store.get_all(conn)}
+    body = attribution.root_cause(incident, alerts, graph, others, depth=depth, owners=owners)
     body["suspects"] = with_job_failures(body["suspects"],
                                          _job_failures(conn, incident, graph, depth))
     body["autoencoder"] = _autoencoder_attribution(conn, incident, alerts)

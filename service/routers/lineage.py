@@ -49,9 +49,54 @@ class LineageRead(BaseModel):
     jobs: list[JobRead] = Field(default_factory=list)
 
 
+class SegmentRead(BaseModel):
+    """The dimension value that carries a dataset's change (Adtributor-style)."""
+
+    dimension: str | None = None
+    value: str | None = None
+    share: float | None = Field(default=None, description="share of the change it explains")
+    text: str | None = Field(default=None, examples=[
+        "92% of the null increase in customer.segment comes from producer=checkout-v2"])
+
+
+class CandidateRead(BaseModel):
+    """A candidate root of the incident, with its evidence."""
+
+    rank: int
+    dataset: str
+    incident_id: int | None
+    owner: str | None
+    onset: float | None = Field(description="first alerted window start (epoch seconds)")
+    lineage_distance: int = Field(
+        description="hops from the incident's dataset: upstream > 0, downstream < 0")
+    explains: list[str] = Field(description="other alerting datasets it reaches downstream")
+    score: float | None
+    metric: str | None
+    field: str | None
+    segment: SegmentRead | None
+
+
+class ImpactRead(BaseModel):
+    """A downstream dataset whose alerts joined the root's incident."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str
+    owner: str | None = None
+    distance: int | None = None
+    kinds: list[str] = Field(default_factory=list)
+    alerts: int = 0
+    first_window_start: float | None = None
+    segment: dict[str, Any] | None = None
+
+
 class RootCauseRead(BaseModel):
     incident_id: int
     dataset: str
+    root: CandidateRead | None = None
+    alternatives: list[CandidateRead] = Field(default_factory=list)
+    impacts: list[ImpactRead] = Field(default_factory=list)
+    segments: list[dict[str, Any]] = Field(default_factory=list)
     suspects: list[dict[str, Any]]
     impacted: list[dict[str, Any]]
     fields: list[dict[str, Any]]
@@ -183,7 +228,9 @@ def post_openlineage(conn: ConnDep, scope: ScopeDep,
 
 @router.get("/incidents/{incident_id}/root-cause", response_model=RootCauseRead,
             tags=["incidents"], responses=problems(404),
-            summary="Upstream suspects, downstream impact, fields (within the token's teams)")
+            summary="The root (ranked alternatives with evidence: onset, lineage distance, "
+                    "score, segment), the impacts with owners, suspects and fields "
+                    "(within the token's teams)")
 def get_root_cause(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
                    depth: Annotated[int, Query(ge=1, le=20)] = 5) -> RootCauseRead:
     scope.incident(incident_id)
@@ -193,4 +240,7 @@ def get_root_cause(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
             body[key] = [item for item in body[key]
                          if all(scope.sees(str(name))
                                 for name in item.get("path") or [item.get("dataset")])]
+        for key in ("alternatives", "impacts", "segments"):
+            body[key] = [item for item in body[key] if scope.sees(str(item["dataset"]))]
+        body["root"] = body["alternatives"][0] if body["alternatives"] else None
     return RootCauseRead(**body)

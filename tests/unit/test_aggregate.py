@@ -165,3 +165,17 @@ def test_window_records_sum_to_the_accepted_records():
     aggregator.tick(10_000.0)
     total = sum(records_of(blob) for _, blob in aggregator.pop_closed())
     assert total == accepted == 161
+
+
+def test_message_key_prefixes_feed_the_segments_also_when_keys_are_not_utf8():
+    aggregator = PartitionAggregator(SPEC, 0)
+    keyed = [RawMessage("orders", 0, i, 1_000_000, orjson.dumps({"ts": 1}), key)
+             for i, key in enumerate([b"checkout:1", b"checkout:2", b"\xff\xfe:3", None,
+                                      b"-lead", b"cart|9"])]
+    report = aggregator.add(keyed, now=2000.0)  # a binary key must not stop ingest
+    assert report.accepted == 6
+    aggregator.tick(10_000.0)
+    [(_, blob)] = aggregator.pop_closed()
+    table = WindowState.from_bytes(SPEC, blob).segments.tables["kafka.key_prefix"]
+    counts = {value: row[0] for value, row in table.rows().items()}
+    assert counts == {"checkout": 2, "\ufffd\ufffd": 1, "(null)": 2, "cart": 1}

@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "dqpulse.notifiers"
 USER_AGENT = "dqpulse-notifier/0.1"
 
-#: Events a message can announce, in lifecycle order.
-EVENTS = ("opened", "reopened", "escalated", "acknowledged", "resolved")
+#: Events a message can announce, in lifecycle order (``impact``: a downstream dataset
+#: joined the incident of its upstream root, see ``dqpulse.alerts.impacts``).
+EVENTS = ("opened", "reopened", "escalated", "impact", "acknowledged", "resolved")
 
 # Statuses that mean "the request itself is wrong": retrying cannot help.
 _PERMANENT = frozenset({400, 401, 403, 404, 405, 410, 413, 414, 415, 422})
@@ -221,6 +222,18 @@ def facts(message: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Severity", str(message["severity"])),
         ("Status", str(message["status"])),
     ]
+    segment = message.get("segment") or {}
+    if segment.get("text"):
+        out.append(("Segment", str(segment["text"])))
+    root = message.get("root") or {}
+    if root.get("dataset") and (root.get("dataset") != message.get("dataset")
+                                or message.get("impacts")):
+        out.append(("Root cause", f"{root['dataset']} (incident #{root.get('incident_id')})"))
+    impacts = message.get("impacts") or []
+    if impacts:
+        out.append(("Impact", ", ".join(
+            f"{i['dataset']} ({i.get('owner') or 'unassigned'})" for i in impacts[:10])
+            + (f" and {len(impacts) - 10} more" if len(impacts) > 10 else "")))
     if message.get("actor") and message["event"] in ("acknowledged", "resolved"):
         out.append(("By", str(message["actor"])))
     if message.get("comment"):

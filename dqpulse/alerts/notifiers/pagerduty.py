@@ -23,6 +23,7 @@ from dqpulse.alerts.notifiers.base import (
 from dqpulse.errors import ConfigError
 
 _ACTION = {"opened": "trigger", "reopened": "trigger", "escalated": "trigger",
+           "impact": "trigger",
            "acknowledged": "acknowledge", "resolved": "resolve"}
 SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
 

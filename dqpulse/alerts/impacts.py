@@ -1,0 +1,228 @@
+"""One incident per break: a downstream dataset's alerts join the upstream root's incident.
+
+When datasets linked by lineage alert within a window of each other, the incident of the
+dataset farthest upstream is the *root*; the alerts of the datasets below it are recorded
+on the root's incident (alert rows keep their own dataset) and listed in its
+``details["impacts"]`` (dataset, owner, lineage distance, kinds, alerts, first window,
+segment), instead of opening incidents of their own. "Within a window" is counted in
+event time: the downstream alert's window starts no more than ``slack_windows`` windows
+outside the root incident's alerted windows (first window start .. last window end), so
+the order in which workers finalize the datasets does not matter:
+
+* the upstream incident exists (active or already resolved): the alerts join it, and a
+  dataset's first joining sends an ``impact`` notification to the channels told about the
+  root and the channels that match the impacted dataset;
+* the downstream incident came first (its dataset finalized sooner): opening the root
+  merges it, it resolves with ``details["merged_into"]`` and becomes an impact (with the
+  same ``impact`` notification on the root); datasets that had joined it as impacts (it
+  was a nearer root) move to the root with it, their alerts stay on the merged incident
+  (``merged_incident_id``).
+
+The root incident's row is locked (``FOR UPDATE``) while a dataset joins or merges, so
+datasets finalized concurrently by several workers never overwrite each other's impacts.
+
+The caller passes the lineage around the dataset (``Related``): this layer does not read
+the graph itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dqpulse.alerts import outbox
+from dqpulse.alerts.anomalies import ClassifiedAnomaly
+from dqpulse.alerts.routing import channels_for_incident
+from dqpulse.jsonsafe import json_safe
+from dqpulse.spec import DatasetSpec, NotificationSpec
+from dqpulse.store import incidents as incident_store
+from dqpulse.store import outbox as outbox_store
+
+SYSTEM_ACTOR = "dqpulse"
+_MAX_IMPACTS = 100
+_RECENT = 20  # incidents per related dataset looked at
+
+
+@dataclass(frozen=True)
+class Related:
+    """Datasets linked to one dataset by lineage, with their distance (1: adjacent)."""
+
+    upstream: Mapping[str, int] = field(default_factory=dict)
+    downstream: Mapping[str, int] = field(default_factory=dict)
+    owners: Mapping[str, str | None] = field(default_factory=dict)
+    slack_windows: float = 1.0
+
+
+def _covers(row: Mapping[str, Any], start: float, end: float, slack: float) -> bool:
+    first = row.get("first_window_start")
+    if first is None or (row.get("details") or {}).get("merged_into") is not None:
+        return False
+    last = row.get("last_window_end") or first
+    return float(first) - slack <= end and start <= float(last) + slack
+
+
+def find_root(conn: Connection, related: Related, *, dataset: DatasetSpec,
+              window_start: float, window_end: float) -> tuple[dict[str, Any], int] | None:
+    """The upstream incident (and its distance) this window's alerts belong to: the one
+    farthest upstream whose alerted windows are within the slack, earliest first."""
+    slack = related.slack_windows * dataset.window
+    best: tuple[tuple[int, float, int], dict[str, Any], int] | None = None
+    for name, distance in related.upstream.items():
+        for row in incident_store.get_page(conn, dataset=name, limit=_RECENT):
+            if not _covers(row, window_start, window_end, slack):
+                continue
+            key = (-distance, float(row["first_window_start"]), int(row["id"]))
+            if best is None or key < best[0]:
+                best = (key, row, distance)
+    if best is None:
+        return None
+    # locked until commit: datasets finalized concurrently (other workers, a score
+    # worker) join one at a time, none overwrites another's impact
+    return incident_store.get_or_raise(conn, incident_id=int(best[1]["id"]),
+                                       for_update=True), best[2]
+
+
+def _impact_entry(previous: Mapping[str, Any] | None, *, dataset: str, owner: str | None,
+                  distance: int, kinds: Sequence[str], alerts: int, score: float,
+                  window_start: float, window_end: float, segment: Any,
+                  incident_id: int | None = None) -> dict[str, Any]:
+    entry = dict(previous or {"dataset": dataset, "owner": owner, "distance": distance,
+                              "first_window_start": window_start, "alerts": 0, "kinds": [],
+                              "score": 0.0, "segment": segment})
+    entry["kinds"] = sorted(set(entry["kinds"]) | set(kinds))
+    entry["alerts"] = int(entry["alerts"]) + alerts
+    entry["score"] = max(float(entry["score"]), score)
+    entry["first_window_start"] = min(float(entry["first_window_start"]), window_start)
+    entry["last_window_end"] = max(float(entry.get("last_window_end") or window_end),
+                                   window_end)
+    if entry.get("segment") is None:
+        entry["segment"] = segment
+    if incident_id is not None:
+        entry["merged_incident_id"] = incident_id
+    return entry
+
+
+def _add_impact(conn: Connection, root: Mapping[str, Any], entry: dict[str, Any],
+                alerts: int) -> bool:
+    """Store ``entry`` in the root's impacts; True when the dataset is new there."""
+    details = dict(root.get("details") or {})
+    impacts = [dict(i) for i in details.get("impacts") or []]
+    new = all(i["dataset"] != entry["dataset"] for i in impacts)
+    impacts = [i for i in impacts if i["dataset"] != entry["dataset"]] + [entry]
+    details["impacts"] = sorted(impacts, key=lambda i: (i["distance"], i["dataset"]))[
+        :_MAX_IMPACTS]
+    incident_store.update(conn, incident_id=int(root["id"]), details=json_safe(details),
+                          alert_count=int(root["alert_count"]) + alerts)
+    return new
+
+
+def join_root(conn: Connection, root: dict[str, Any], distance: int, *,
+              dataset: DatasetSpec, members: Sequence[ClassifiedAnomaly],
+              window_start: float, window_end: float,
+              notifications: Sequence[NotificationSpec], public_url: str,
+              now: datetime) -> int:
+    """Record ``members`` (alerts of ``dataset``) on the root incident as an impact;
+    returns the notifications queued."""
+    root_id = int(root["id"])
+    top = max(members, key=lambda i: i.anomaly.score)
+    incident_store.create_alerts(conn, rows=[{
+        "incident_id": root_id, "dataset": i.anomaly.dataset, "kind": i.kind,
+        "metric": i.anomaly.metric, "field": i.anomaly.field or "",
+        "window_start": i.anomaly.window_start, "severity": i.severity,
+        "score": float(i.anomaly.score), "explanation": json_safe(i.anomaly.explanation or {}),
+        "created_at": now,
+    } for i in members])
+    previous = next((i for i in (root.get("details") or {}).get("impacts") or []
+                     if i["dataset"] == dataset.name), None)
+    entry = _impact_entry(previous, dataset=dataset.name, owner=dataset.owner,
+                          distance=distance, kinds=sorted({i.kind for i in members}),
+                          alerts=len(members), score=float(top.anomaly.score),
+                          window_start=window_start, window_end=window_end,
+                          segment=(top.anomaly.explanation or {}).get("segment"))
+    if not _add_impact(conn, root, entry, len(members)):
+        return 0
+    return _announce(conn, root_id, entry, notifications=notifications,
+                     public_url=public_url, now=now)
+
+
+def _announce(conn: Connection, root_id: int, entry: Mapping[str, Any], *,
+              notifications: Sequence[NotificationSpec], public_url: str,
+              now: datetime) -> int:
+    """Audit a dataset's first joining and tell the channels about the root and those
+    that route the impacted dataset (an ``impact`` message); returns the messages queued."""
+    incident_store.create_event(
+        conn, incident_id=root_id, action="impact", actor=SYSTEM_ACTOR,
+        comment=f"{entry['dataset']} (owner {entry.get('owner') or 'unassigned'}) impacted: "
+                f"{', '.join(entry['kinds'])}", at=now)
+    fresh = incident_store.get_or_raise(conn, incident_id=root_id)
+    told = outbox_store.notified_channels(conn, incident_id=root_id)
+    theirs = channels_for_incident(notifications, {**fresh, "dataset": entry["dataset"],
+                                                   "owner": entry.get("owner")})
+    channels = [n.name for n in notifications if n.name in told or n.name in theirs]
+    return outbox.enqueue(conn, incident=fresh, event="impact", channels=channels,
+                          public_url=public_url, now=now, actor=SYSTEM_ACTOR)
+
+
+def merge_downstream(conn: Connection, root_id: int, related: Related, *,
+                     dataset: DatasetSpec, notifications: Sequence[NotificationSpec],
+                     public_url: str, now: datetime) -> list[int]:
+    """Incidents of downstream datasets that opened first, within the slack of the root:
+    resolved as merged into the root and listed as its impacts; returns their ids."""
+    merged: list[int] = []
+    slack = related.slack_windows * dataset.window
+    for name, distance in sorted(related.downstream.items(), key=lambda kv: kv[1]):
+        for listed in incident_store.get_page(conn, dataset=name, limit=_RECENT):
+            root = incident_store.get_or_raise(conn, incident_id=root_id, for_update=True)
+            if not _covers(listed, float(root["first_window_start"]),
+                           float(root["last_window_end"]), slack):
+                continue
+            row = incident_store.get_or_raise(conn, incident_id=int(listed["id"]),
+                                              for_update=True)  # its dataset may finalize now
+            if (row.get("details") or {}).get("merged_into") is not None:
+                continue
+            details = row.get("details") or {}
+            entry = _impact_entry(
+                None, dataset=name, owner=row.get("owner"), distance=distance,
+                kinds=details.get("kinds") or [row["kind"]], alerts=int(row["alert_count"]),
+                score=float(row.get("score") or 0.0),
+                window_start=float(row["first_window_start"]),
+                window_end=float(row.get("last_window_end") or row["first_window_start"]),
+                segment=(details.get("explanation") or {}).get("segment"),
+                incident_id=int(row["id"]))
+            carried = [entry] + [  # what had joined the merged incident joins the root
+                {**i, "distance": related.downstream.get(i["dataset"],
+                                                         distance + int(i["distance"])),
+                 "merged_incident_id": i.get("merged_incident_id") or int(row["id"])}
+                for i in details.get("impacts") or []]
+            for item in carried:
+                fresh = incident_store.get_or_raise(conn, incident_id=root_id, for_update=True)
+                if _add_impact(conn, fresh, item, 0):
+                    _announce(conn, root_id, item, notifications=notifications,
+                              public_url=public_url, now=now)
+            _close_merged(conn, row, root_id, notifications=notifications,
+                          public_url=public_url, now=now)
+            merged.append(int(row["id"]))
+    return merged
+
+
+def _close_merged(conn: Connection, row: Mapping[str, Any], root_id: int, *,
+                  notifications: Sequence[NotificationSpec], public_url: str,
+                  now: datetime) -> None:
+    comment = f"merged into incident #{root_id} (its upstream root) as an impact"
+    values: dict[str, Any] = {"details": {**(row.get("details") or {}), "merged_into": root_id}}
+    active = row["status"] != "resolved"
+    if active:
+        values.update(status="resolved", resolved_at=now, flapping=False)
+    incident_store.update(conn, incident_id=int(row["id"]), **values)
+    incident_store.create_event(conn, incident_id=int(row["id"]), action="merged",
+                                actor=SYSTEM_ACTOR, comment=comment, at=now)
+    if active:
+        told = outbox_store.notified_channels(conn, incident_id=int(row["id"]))
+        fresh = incident_store.get_or_raise(conn, incident_id=int(row["id"]))
+        outbox.enqueue(conn, incident=fresh, event="resolved",
+                       channels=[n.name for n in notifications if n.name in told],
+                       public_url=public_url, now=now, actor=SYSTEM_ACTOR, comment=comment)

@@ -1,0 +1,288 @@
+"""Per-segment states: what each value of a dimension carries in a window, for root cause.
+
+A *dimension* is a record field declared in the dataset's ``dimensions`` (producer,
+country, app_version), plus two that every dataset has: ``kafka.partition`` and
+``kafka.key_prefix`` (the message key up to its first ``:/|._-``, at most
+``segments.key_prefix_length`` characters). Per dimension, a table maps each value to one
+row of additive statistics (``stat_columns``): the record count, and per declared field
+its nulls, its rule violations (min, max, allowed, pattern) and, for numeric fields, the
+sum and count of its values (so a segment's mean is ``sum / num``). Rows add, so the
+state merges over partitions and windows like every other family.
+
+Memory is bounded by ``segments.budget_kib``: each dimension keeps at most ``capacity``
+values; when a table outgrows it, the values with the smallest record counts are folded
+into the dimension's ``other`` row (counts never get lost: a table's rows plus ``other``
+always sum to the window's totals). A heavy hitter of the window therefore keeps its own
+row, a long tail becomes ``other``. DataSketches' frequent-items sketch tracks one weight
+per item; a segment needs a vector of statistics per value, so the eviction is done here
+on numpy rows, after a polars ``group_by`` per dimension and batch (no per-record Python).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from dqpulse.metrics.base import FamilyState, register_family
+from dqpulse.metrics.codec import pack, unpack
+from dqpulse.records import NUMERIC_TYPES, ColumnBatch, MetricPoint
+from dqpulse.spec import DatasetSpec, FieldSpec
+
+PARTITION = "kafka.partition"
+KEY_PREFIX = "kafka.key_prefix"
+NULL_VALUE = "(null)"
+OTHER_VALUE = "(other)"
+_ENTRY_OVERHEAD = 200  # bytes per kept value besides its stats row: str, dict slot, list slot
+_MIN_CAPACITY = 16
+
+Matrix = npt.NDArray[np.float64]
+
+
+def dimensions_of(spec: DatasetSpec) -> list[str]:
+    """The dimensions a dataset is sliced by: its declared ones, then partition and key."""
+    return [*spec.dimensions, PARTITION, KEY_PREFIX]
+
+
+def _has_rules(field_spec: FieldSpec) -> bool:
+    return any(v is not None for v in (field_spec.min, field_spec.max, field_spec.allowed,
+                                        field_spec.pattern))
+
+
+def stat_columns(spec: DatasetSpec) -> list[str]:
+    """The additive statistics of one segment row, by name."""
+    columns = ["count"]
+    for path, field_spec in sorted(spec.fields.items()):
+        columns.append(f"null:{path}")
+        if _has_rules(field_spec):
+            columns.append(f"viol:{path}")
+        if field_spec.type in ("number", "integer"):
+            columns += [f"sum:{path}", f"num:{path}"]
+    return columns
+
+
+def capacity_of(spec: DatasetSpec) -> int:
+    """Values kept per dimension so that all tables fit in the dataset's budget."""
+    per_entry = len(stat_columns(spec)) * 8 + spec.segments.max_value_length + _ENTRY_OVERHEAD
+    budget = spec.segments.budget_kib * 1024
+    return max(_MIN_CAPACITY, budget // (len(dimensions_of(spec)) * per_entry))
+
+
+class SegmentTable:
+    """Value -> statistics row of one dimension, with ``other`` for the evicted tail."""
+
+    __slots__ = ("index", "other", "stats", "values")
+
+    def __init__(self, width: int) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+        self.stats: Matrix = np.zeros((0, width))
+        self.other: Matrix = np.zeros(width)
+
+    def add(self, values: list[str], rows: Matrix, capacity: int) -> None:
+        """Add one row per value (values distinct), then keep the ``capacity`` largest."""
+        positions = np.empty(len(values), dtype=np.int64)
+        index, known = self.index, self.values
+        fresh = 0
+        for i, value in enumerate(values):
+            at = index.get(value)
+            if at is None:
+                at = index[value] = len(known)
+                known.append(value)
+                fresh += 1
+            positions[i] = at
+        if fresh:
+            self.stats = np.concatenate([self.stats, np.zeros((fresh, self.stats.shape[1]))])
+        self.stats[positions] += rows
+        if len(known) > capacity:
+            self._evict(capacity)
+
+    def _evict(self, capacity: int) -> None:
+        order = np.argsort(-self.stats[:, 0], kind="stable")
+        keep, drop = np.sort(order[:capacity]), order[capacity:]
+        self.other = self.other + self.stats[drop].sum(axis=0)
+        self.values = [self.values[i] for i in keep.tolist()]
+        self.index = {value: i for i, value in enumerate(self.values)}
+        self.stats = np.ascontiguousarray(self.stats[keep])
+
+    def totals(self) -> Matrix:
+        total: Matrix = self.stats.sum(axis=0) + self.other
+        return total
+
+    def rows(self) -> dict[str, Matrix]:
+        """Every kept value's row, and ``(other)`` when anything was folded into it."""
+        out = {value: self.stats[i] for i, value in enumerate(self.values)}
+        if self.other.any():
+            out[OTHER_VALUE] = self.other
+        return out
+
+    def nbytes(self) -> int:
+        return (self.stats.nbytes + self.other.nbytes + sys.getsizeof(self.index)
+                + sys.getsizeof(self.values) + sum(sys.getsizeof(v) for v in self.values))
+
+
+def _align(rows: Matrix, source: list[str], target: list[str]) -> Matrix:
+    if source == target:
+        return rows
+    out = np.zeros((*rows.shape[:-1], len(target)))
+    where = {name: i for i, name in enumerate(source)}
+    for j, name in enumerate(target):
+        if name in where:
+            out[..., j] = rows[..., where[name]]
+    return out
+
+
+@register_family
+class SegmentState(FamilyState):
+    family = "segments"
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        super().__init__(spec)
+        self.columns = stat_columns(spec)
+        self.capacity = capacity_of(spec)
+        self.tables = {name: SegmentTable(len(self.columns)) for name in dimensions_of(spec)}
+
+    # -- update ------------------------------------------------------------------------
+    def _statistics(self, batch: ColumnBatch) -> tuple[pl.DataFrame, list[int]]:
+        """One row per record of this batch's additive statistics (0/1 flags, values),
+        evaluated once and summed per dimension value, and their column indices."""
+        one = pl.repeat(1.0, batch.n, dtype=pl.Float64)  # a column, also without fields
+        exprs: list[pl.Expr] = [one.alias("count")]
+        where = [0]
+        at = {name: i for i, name in enumerate(self.columns)}
+        for path, field_spec in sorted(self.spec.fields.items()):
+            kind = batch.types.get(path)
+            if kind is None or kind == "null":
+                exprs.append(one.alias(f"null:{path}"))
+                where.append(at[f"null:{path}"])
+                continue
+            column = pl.col(path)
+            exprs.append(column.is_null().cast(pl.Float64).alias(f"null:{path}"))
+            where.append(at[f"null:{path}"])
+            broken = _violation(column, field_spec, kind)
+            if broken is not None and f"viol:{path}" in at:
+                exprs.append(broken.cast(pl.Float64).alias(f"viol:{path}"))
+                where.append(at[f"viol:{path}"])
+            if f"sum:{path}" in at and kind in NUMERIC_TYPES:
+                exprs.append(column.cast(pl.Float64).fill_null(0.0).alias(f"sum:{path}"))
+                exprs.append(column.is_not_null().cast(pl.Float64).alias(f"num:{path}"))
+                where += [at[f"sum:{path}"], at[f"num:{path}"]]
+        frame = batch.frame if batch.frame.width else pl.DataFrame({"_": np.zeros(batch.n)})
+        return frame.select(exprs), where
+
+    def _dimension(self, batch: ColumnBatch, name: str) -> pl.Series:
+        length = self.spec.segments.max_value_length
+        if name == KEY_PREFIX:
+            series = batch.key_prefixes
+            if series is None:
+                return pl.repeat(NULL_VALUE, batch.n, dtype=pl.String, eager=True)
+        elif batch.types.get(name) in (None, "null"):
+            return pl.repeat(NULL_VALUE, batch.n, dtype=pl.String, eager=True)
+        else:
+            series = batch.frame.get_column(name)
+        if series.dtype != pl.String:
+            series = series.cast(pl.String)
+        return series.str.slice(0, length).fill_null(NULL_VALUE).alias(name)
+
+    def update(self, batch: ColumnBatch) -> None:
+        if not batch.n:
+            return
+        stats, where = self._statistics(batch)
+        width = len(self.columns)
+        for name in dimensions_of(self.spec):
+            if name == PARTITION:
+                continue
+            grouped = (stats.with_columns(self._dimension(batch, name).alias("\x00dim"))
+                       .group_by("\x00dim").sum().sort("\x00dim"))
+            rows = np.zeros((grouped.height, width))
+            rows[:, where] = grouped.select(pl.exclude("\x00dim")).to_numpy()
+            self.tables[name].add(grouped.get_column("\x00dim").to_list(), rows,
+                                  self.capacity)
+        total = np.zeros(width)
+        total[where] = stats.sum().to_numpy()[0]
+        self.tables[PARTITION].add([str(batch.partition)], total[None, :], self.capacity)
+
+    # -- merge, bytes --------------------------------------------------------------------
+    def merge(self, other: SegmentState) -> SegmentState:
+        for name, table in other.tables.items():
+            mine = self.tables.setdefault(name, SegmentTable(len(self.columns)))
+            mine.add(list(table.values), _align(table.stats, other.columns, self.columns),
+                     self.capacity)
+            mine.other = mine.other + _align(table.other, other.columns, self.columns)
+        return self
+
+    def to_bytes(self) -> bytes:
+        names = sorted(self.tables)
+        blobs: list[bytes] = []
+        for name in names:
+            table = self.tables[name]
+            blobs += [table.stats.tobytes(), table.other.tobytes()]
+        header = {"columns": self.columns, "dims": names,
+                  "values": [self.tables[n].values for n in names]}
+        return pack(header, blobs)
+
+    @classmethod
+    def from_bytes(cls, spec: DatasetSpec, data: bytes) -> SegmentState:
+        header, blobs = unpack(data)
+        state = cls(spec)
+        columns: list[str] = header["columns"]
+        width = len(columns)
+        for i, (name, values) in enumerate(zip(header["dims"], header["values"], strict=True)):
+            stats = np.frombuffer(blobs[2 * i], dtype=np.float64).reshape(len(values), width)
+            other = np.frombuffer(blobs[2 * i + 1], dtype=np.float64)
+            table = state.tables.setdefault(name, SegmentTable(len(state.columns)))
+            table.add(list(values), _align(stats, columns, state.columns), state.capacity)
+            table.other = table.other + _align(other, columns, state.columns)
+        return state
+
+    def points(self) -> list[MetricPoint]:
+        return []  # read by root-cause attribution, not a series of its own
+
+    # -- reading -------------------------------------------------------------------------
+    def nbytes(self) -> int:
+        """What the tables hold in memory (numpy rows, values, their index)."""
+        return sum(table.nbytes() for table in self.tables.values())
+
+    def scaled(self, factor: float) -> SegmentState:
+        """A copy with every statistic multiplied by ``factor`` (a per-window average)."""
+        copy = self.clone()
+        for table in copy.tables.values():
+            table.stats = table.stats * factor
+            table.other = table.other * factor
+        return copy
+
+    def column(self, name: str) -> int | None:
+        try:
+            return self.columns.index(name)
+        except ValueError:
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        return {name: len(table.values) for name, table in self.tables.items()}
+
+
+def _violation(column: pl.Expr, field_spec: FieldSpec, kind: str) -> pl.Expr | None:
+    """Per record: does its (non-null) value break a min/max/allowed/pattern rule?"""
+    checks: list[pl.Expr] = []
+    numeric = kind in NUMERIC_TYPES
+    if field_spec.min is not None and numeric:
+        checks.append(column < field_spec.min)
+    if field_spec.max is not None and numeric:
+        checks.append(column > field_spec.max)
+    if field_spec.allowed is not None:
+        allowed = [v for v in field_spec.allowed
+                   if (isinstance(v, str) and kind == "string")
+                   or (not isinstance(v, str | bool) and numeric)
+                   or (isinstance(v, bool) and kind == "boolean")]
+        checks.append(~column.is_in(allowed))
+    if field_spec.pattern is not None and kind == "string":
+        checks.append(~column.str.contains(field_spec.pattern))
+    if not checks:
+        return None
+    broken = checks[0]
+    for check in checks[1:]:
+        broken = broken | check
+    return broken.fill_null(False)
