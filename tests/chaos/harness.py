@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,31 @@ datasets:
         return "".join(path.read_text(errors="replace")
                        for path in sorted(self.tmp_path.glob("worker-*.log")))
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of each worker's log, for a failure's message (pytest prunes its
+        temporary folders: the files may be gone by the time someone looks)."""
+        parts = []
+        for path in sorted(self.tmp_path.glob("worker-*.log")):
+            text = path.read_text(errors="replace")
+            # what ended the process, in full: an uncaught exception's line, a C abort
+            fatal = [line[:6000] for line in text.splitlines()
+                     if '"CRITICAL"' in line or "Fatal Python error" in line
+                     or "Assertion" in line]
+            parts.append(f"\n--- {path.name} ---\n" + "\n".join(fatal[:3])
+                         + ("\n[...]\n" if fatal else "") + text[-chars:])
+        return "".join(parts)
+
+    def wait(self, predicate: Callable[[], bool], timeout_s: float, message: str,
+             interval_s: float = 0.5) -> None:
+        try:
+            wait_until(predicate, timeout_s, interval_s=interval_s, message=message)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}{self.log_tail()}") from None
+
     def assert_workers_alive(self) -> None:
         """No worker has exited on its own: each recovered from the fault by itself."""
         dead = [p.returncode for p in self.workers if p.poll() is not None]
-        assert not dead, f"worker(s) exited with {dead}; logs in {self.tmp_path}"
+        assert not dead, f"worker(s) exited with {dead}{self.log_tail()}"
 
     # -- producing ----------------------------------------------------------------------
     def start_producing(self) -> None:
@@ -179,8 +201,8 @@ datasets:
 
     def wait_final(self, timeout_s: float = 150) -> None:
         expected = set(self.acked)
-        wait_until(lambda: expected <= set(self.volumes()), timeout_s, interval_s=1.0,
-                   message=f"every window finalized (logs in {self.tmp_path})")
+        self.wait(lambda: expected <= set(self.volumes()), timeout_s,
+                  "every window finalized", interval_s=1.0)
 
     def check(self) -> None:
         """Exact volumes, no partial state, every offset consumed, workers alive."""
@@ -201,7 +223,7 @@ datasets:
         # every finalized window has its whole set of points, not some of them (the first
         # has no drift metrics: it has no previous window)
         assert len(set(counts.values())) == 1, counts
-        wait_until(self._consumed, 60, message="every offset checkpointed")
+        self.wait(self._consumed, 60, "every offset checkpointed")
 
     def _consumed(self) -> bool:
         ends = end_offsets(self.stack.bootstrap, self.topic, self.partitions)

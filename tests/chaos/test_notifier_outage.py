@@ -58,6 +58,13 @@ def _notifier(config: Path, db_url: str, log: Path) -> subprocess.Popen[bytes]:
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _exited(process: subprocess.Popen[bytes], log: Path) -> str:
+    """The failure message: the exit status and the log's tail (pytest's temporary folders
+    are pruned, the log may be gone by the time someone looks)."""
+    tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+    return f"a notifier exited with {process.returncode}; {log}:\n{tail}"
+
+
 def _rows(engine) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(
@@ -119,7 +126,7 @@ def test_receiver_refusing_while_incidents_open_and_resolve(fresh_db: str,
                 notifiers[0] = _notifier(config, db_url, log)
                 killed = True
             for process in notifiers:
-                assert process.poll() is None, f"a notifier exited; log: {log}"
+                assert process.poll() is None, _exited(process, log)
             time.sleep(0.5)
         rows = _rows(engine)
         say(f"outage over: {window} windows, {dict(transitions)}, {len(rows)} queued, "
@@ -132,7 +139,7 @@ def test_receiver_refusing_while_incidents_open_and_resolve(fresh_db: str,
                    interval_s=0.2, message=f"every notification delivered (log: {log})")
         time.sleep(1.0)  # nothing more may arrive
         for process in notifiers:
-            assert process.poll() is None, f"a notifier exited; log: {log}"
+            assert process.poll() is None, _exited(process, log)
     finally:
         for process in notifiers:
             if process.poll() is None:
