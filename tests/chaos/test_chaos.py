@@ -32,7 +32,7 @@ def _progress(run: ChaosRun, beyond: int, timeout_s: float = 60) -> None:
 # because blocking client calls made inside the rebalance callbacks (list_topics in
 # on_assign; the synchronous commit and offsets_for_times of the checkpoint in on_revoke)
 # clear the client's thread-local call state, and the next callback of the same consume()
-# (a librdkafka log line) finds it empty. It struck in 1 of 3 runs here. Not strict: the
+# (a librdkafka log line) finds it empty. It struck in 1 of 7 runs here. Not strict: the
 # test reports XPASS when the worker survives (its checks all passed then).
 BROKER_CLIENTS = [
     pytest.param("confluent", marks=pytest.mark.xfail(
