@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
+from kafka.errors import KafkaConnectionError
 from kafka.structs import OffsetAndMetadata
 
 from dqpulse.config import Settings
@@ -89,7 +91,16 @@ class KafkaPythonSource:
         self._consumer.subscribe(list(topics), listener=_Listener(self))
 
     def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
-        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                          max_records=max_records)
+        except KafkaConnectionError as exc:
+            # the broker is away: kafka-python lets the coordinator lookup's connection
+            # error out of poll() (before any fetch, so no position moved); the next poll
+            # retries. Uncaught, it ended the worker (found by tests/chaos).
+            log.warning("kafka poll: %s; retrying", exc)
+            time.sleep(min(timeout_s, 0.5))  # as long as a poll would have waited, at most
+            return []
         out: list[PartitionBatch] = []
         for tp, records in batches.items():
             if not records:

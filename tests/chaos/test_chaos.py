@@ -1,0 +1,133 @@
+"""Faults on the real stack, mid-stream, with real worker processes (docs/operations.md):
+the Kafka broker SIGKILLed twice, Postgres restarted, and a storm of worker SIGKILLs and
+starts. After each: every window's volume equals what the broker acknowledged, no partial
+state is left, every offset is checkpointed, and no worker needed a human.
+
+The notifier's receivers refusing while incidents open and resolve (issue #16 (d)) is
+tests/chaos/test_notifier_outage.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+
+from tests.chaos.harness import ChaosRun, say
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+CLIENTS = ["confluent", "kafka-python"]
+
+
+def _progress(run: ChaosRun, beyond: int, timeout_s: float = 60) -> None:
+    """Wait until windows have been finalized past ``beyond`` windows (the pipeline runs)."""
+    run.wait(lambda: len(run.volumes()) > beyond, timeout_s,
+             f"more than {beyond} windows finalized")
+
+
+# A known bug this suite found (docs/operations.md, failure behaviour): with confluent-kafka
+# a broker bounce can abort the worker (SIGABRT, `CallState_get: Assertion cs != NULL`)
+# because blocking client calls made inside the rebalance callbacks (list_topics in
+# on_assign; the synchronous commit and offsets_for_times of the checkpoint in on_revoke)
+# clear the client's thread-local call state, and the next callback of the same consume()
+# (a librdkafka log line) finds it empty. It struck in 1 of 7 runs here. Not strict: the
+# test reports XPASS when the worker survives (its checks all passed then).
+BROKER_CLIENTS = [
+    pytest.param("confluent", marks=pytest.mark.xfail(
+        strict=False, reason="confluent-kafka aborts on a blocking call inside a rebalance "
+                             "callback followed by another callback (known, unfixed)")),
+    "kafka-python",
+]
+
+
+@pytest.mark.parametrize("client", BROKER_CLIENTS)
+def test_broker_sigkilled_twice_mid_stream(client, private_stack, tmp_path):
+    run = ChaosRun(private_stack, tmp_path, client)
+    try:
+        run.start_worker()
+        run.start_worker()
+        run.start_producing()
+        for _ in range(2):
+            _progress(run, len(run.volumes()))
+            say(f"SIGKILL the broker at {len(run.volumes())} windows")
+            private_stack.kill("kafka")
+            time.sleep(2.0)  # records pile up in the producer; the workers lose the broker
+            private_stack.up()
+            say("broker back")
+            run.assert_workers_alive()
+        _progress(run, len(run.volumes()) + 2, timeout_s=90)  # the pipeline runs again
+        say("stop producing")
+        run.stop_producing()
+        run.wait_final()
+        say("all windows final")
+        run.check()
+        say("checked")
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_postgres_restarted_mid_stream(client, private_stack, tmp_path):
+    run = ChaosRun(private_stack, tmp_path, client)
+    try:
+        run.start_worker()
+        run.start_worker()
+        run.start_producing()
+        _progress(run, 2)
+        say(f"stop Postgres at {len(run.volumes())} windows")
+        private_stack.stop("postgres")  # fast shutdown: every session is cut
+        time.sleep(3.0)
+        private_stack.up()
+        say("Postgres back")
+        run.assert_workers_alive()
+        _progress(run, len(run.volumes()) + 2, timeout_s=90)
+        # the fault reached the workers: their checkpoints failed and were retried
+        assert "OperationalError" in run.worker_logs()
+        say("stop producing")
+        run.stop_producing()
+        run.wait_final()
+        say("all windows final")
+        run.check()
+        say("checked")
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_worker_storm_of_sigkills_and_starts(client, private_stack, tmp_path):
+    """Four workers; every 5-20 s one is SIGKILLed or one more started, for
+    DQPULSE_CHAOS_STORM_S seconds (45 in the test command; run by hand for longer)."""
+    storm_s = float(os.environ.get("DQPULSE_CHAOS_STORM_S", "45"))
+    rng = random.Random(f"storm-{client}")
+    run = ChaosRun(private_stack, tmp_path, client)
+    try:
+        for _ in range(4):
+            run.start_worker()
+        run.start_producing()
+        _progress(run, 1, timeout_s=90)
+        ended = time.monotonic() + storm_s
+        kills = starts = 0
+        while time.monotonic() < ended:
+            time.sleep(rng.uniform(5.0, 20.0))
+            if len(run.workers) == 4 or (len(run.workers) > 1 and rng.random() < 0.6):
+                run.kill_worker(rng.choice(run.workers))
+                kills += 1
+            else:
+                run.start_worker()
+                starts += 1
+            run.assert_workers_alive()
+        while len(run.workers) < 4:
+            run.start_worker()
+        _progress(run, len(run.volumes()), timeout_s=90)
+        say("stop producing")
+        run.stop_producing()
+        run.wait_final()
+        say("all windows final")
+        run.check()
+        say("checked")
+        say(f"storm: {kills} SIGKILLs, {starts} starts")
+        assert kills >= 2, (kills, starts)
+    finally:
+        run.close()
