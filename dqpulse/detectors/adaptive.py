@@ -1,12 +1,11 @@
 """The default detector: forecasters chosen per series, calibrated scores, regime adoption.
 
 Per series it runs a few one-step forecasters (a slow and a fast level, hour-of-day and
-hour-of-week profiles), forecasts each window with the one whose
-recent one-step error is lowest, standardises the residual by that error (floored by the
-series' own resolution and, for counts, by counting noise) and turns the standardised
-residual into a tail probability with a :class:`~dqpulse.detectors.calibration.TailCalibrator`
-fed with the residuals of the series' normal windows. See :mod:`dqpulse.detectors.calibration`
-for what a score means (0.9: about once in 10,000 normal windows).
+hour-of-week profiles; a time-of-day memory can only explain a value), forecasts with the
+one whose recent one-step error is lowest, standardises the residual by that error (floored
+by the series' resolution and, for counts, counting noise) and turns it into a tail
+probability (:class:`~dqpulse.detectors.calibration.TailCalibrator`, fed with the residuals
+of normal windows): a score of 0.9 is about once in 10,000 normal windows.
 
 A level or variance shift that persists for ``adopt_after`` windows becomes the new normal:
 the forecasters move to the new level and the scale to the new spread, so a regime change
@@ -46,7 +45,6 @@ from dqpulse.detectors.regimes import RegimeAdoption
 __all__ = ["AdaptiveDetector"]
 
 
-
 @register("adaptive")
 class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     """Calibrated online detector with per-series model choice and regime adoption.
@@ -75,6 +73,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     season_seconds
         Width of the season buckets (3600: hour of day and hour of week); ``0`` turns the
         seasonal forecasters off.
+    fine_seconds
+        Bucket width of the time-of-day memory (300: one value per 5 minutes of the day),
+        which learns every window, anomalies included: a value close to what the same time
+        of day looked like over the last days is judged by its distance from that, so a
+        jump that recurs daily (a nightly batch) alerts on its first days only. ``0`` off.
     calibration_size
         Normal residuals kept per side for calibration.
     error_alpha
@@ -123,7 +126,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     (True, True, True)
     """
 
-    state_version = 1
+    state_version = 2  # 2: the time-of-day memory (fine_seconds); version-1 states reset
 
     def __init__(
         self,
@@ -138,6 +141,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         spread_floor: float = 0.05,
         adopt_after: int | None = 12,
         season_seconds: float = 3600.0,
+        fine_seconds: float = 300.0,
         calibration_size: int = 256,
         error_alpha: float = 0.05,
         select_alpha: float = 0.003,
@@ -168,6 +172,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.spread_floor = spread_floor
         self.adopt_after = adopt_after
         self.season_seconds = season_seconds
+        self.fine_seconds = fine_seconds
         self.calibration_size = calibration_size
         self.error_alpha = error_alpha
         self.select_alpha = select_alpha
@@ -187,6 +192,10 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if season_seconds > 0:
             self._forecasters += [SeasonalForecaster(86400.0, season_seconds),
                                   SeasonalForecaster(7 * 86400.0, season_seconds)]
+        # what this time of day looked like in the last days, anomalies included: a jump
+        # that recurs at the same time every day stops being a surprise
+        self._memory = (SeasonalForecaster(86400.0, fine_seconds, interpolate=False)
+                        if fine_seconds > 0 else None)
         n = len(self._forecasters)
         self._fit_error = [0.0] * n   # EW mean |one-step error| over every observed window
         self._fit_count = [0] * n
@@ -241,10 +250,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
 
     def _clip(self, value: float) -> float:
         if self.lower is not None and value < self.lower:
-            return self.lower
-        if self.upper is not None and value > self.upper:
-            return self.upper
-        return value
+            value = self.lower
+        return self.upper if self.upper is not None and value > self.upper else value
 
     def _scale_of(self, index: int, forecast: float, t: float | None) -> float:
         noise = self._noise[index]
@@ -255,19 +262,14 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
                 # shrunk towards the series-wide noise while the hour has few points
                 hourly = (count * self._hour_noise[hour] + 5.0 * noise) / (count + 5.0)
                 noise = max(noise, hourly)
-        scale = MEAN_ABS_TO_SIGMA * noise
-        if self.min_scale > scale:
-            scale = self.min_scale
-        if self.rel_scale:
-            scale = max(scale, self.rel_scale * abs(forecast))
-        if self.count_noise:
-            scale = max(scale, self.count_noise * math.sqrt(max(forecast, 1.0)))
-        if self._resolution < math.inf:
-            scale = max(scale, self.resolution_floor * self._resolution)
-        # a few percent of how much the series moves at all: a smooth curve's smallest step
-        # is no resolution, and a deterministic series has no noise to standardise by
-        scale = max(scale, self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread)
-        return max(scale, 1e-12)
+        # floors: absolute, relative, counting noise, the series' resolution, and a few
+        # percent of how much the series moves at all (a smooth curve's smallest step is no
+        # resolution, and a deterministic series has no noise to standardise by)
+        resolution = self._resolution if self._resolution < math.inf else 0.0
+        return max(MEAN_ABS_TO_SIGMA * noise, self.min_scale, self.rel_scale * abs(forecast),
+                   self.count_noise * math.sqrt(max(forecast, 1.0)),
+                   self.resolution_floor * resolution,
+                   self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread, 1e-12)
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
         cached = self._z_cache
@@ -281,7 +283,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             index, forecast = chosen
             forecast = self._clip(forecast)
             scale = self._scale_of(index, forecast, t)
-            result = ((value - forecast) / scale, forecast, scale)
+            result = (self._remembered(value - forecast, value, t) / scale, forecast, scale)
         self._z_cache = (value, t, self._version, result)
         return result
 
@@ -314,7 +316,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if best < 0:
             return z
         forecast = self._clip(forecasts[best])  # type: ignore[arg-type]
-        return (value - forecast) / self._scale_of(best, forecast, t)
+        return self._remembered(value - forecast, value, t) / self._scale_of(best, forecast, t)
+
+    def _remembered(self, residual: float, value: float, t: float | None) -> float:
+        memory = self._memory
+        return residual if memory is None else memory.closer_residual(residual, value, t)
 
     def _log_p(self, z: float, seasonal_z: float | None = None) -> float:
         """Tail probability of the window (point and persistence), after sensitivity."""
@@ -346,6 +352,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         score = (log_p_to_score(self._log_p(z, seasonal_z))
                  if self.is_warm and scale > 0.0 else 0.0)
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
+        if self._memory is not None:
+            self._memory.learn(t, value)
         weight = self._learning_weight(score)
         self._track_errors(value, t, scale, learned=not anomalous, weight=weight)
         if scale > 0.0 and not anomalous:
@@ -439,12 +447,3 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if verdict == "confirmed":
             self._hold = True
         super().feedback(x, verdict)
-
-    def _update(self, value: float, t: float | None) -> None:
-        z, _, scale = self._z(value, t)
-        self._learn(value, t, z, scale)
-        self.n_learned -= 1  # the base class counts it
-
-    def _forget(self, value: float, t: float | None) -> bool:
-        return False  # exponentially weighted state: a learned window cannot be taken back
-

@@ -53,6 +53,13 @@ class RegimeAdoption:
     def _drift(self, z: float) -> float:
         raise NotImplementedError
 
+    def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    def _learn(self, value: float, t: float | None, z: float, scale: float,
+               weight: float = 1.0) -> None:
+        raise NotImplementedError
+
     def _boundary(self, z: float) -> float:
         if z > 0.0:
             return self._up.deviation_at(THRESHOLD_LOG_P)
@@ -148,3 +155,13 @@ class RegimeAdoption:
         self._episode.clear()
         self._version += 1
         self.n_learned += len(recent)
+
+    # ---- the feedback path of the base class -----------------------------------------
+    def _update(self, value: float, t: float | None) -> None:
+        z, _, scale = self._z(value, t)
+        self._learn(value, t, z, scale)
+        self.n_learned -= 1  # the base class counts it
+
+    def _forget(self, value: float, t: float | None) -> bool:
+        return False  # exponentially weighted state: a learned window cannot be taken back
+

@@ -126,3 +126,44 @@ def test_calibrator_tail_is_monotone_and_never_saturates() -> None:
     assert log_p_to_score(log_ps[-1]) < 1.0
     boundary = calibrator.deviation_at(score_to_log_p(0.9))
     assert log_p_to_score(calibrator.log_p(boundary)) == pytest.approx(0.9, abs=1e-6)
+
+
+def test_a_jump_that_recurs_at_the_same_time_every_day_stops_alerting() -> None:
+    # a square wave with a little noise: 20 all day, 80 from 09:00 to 18:00 (a nightly
+    # batch looks the same)
+    noise = random.Random(8)
+    values = [(80.0 if 9 * 12 <= i % 288 < 18 * 12 else 20.0) + noise.gauss(0.0, 0.5)
+              for i in range(288 * 10)]
+
+    def first_alerts(fine_seconds: float) -> tuple[list[int], AdaptiveDetector]:
+        detector = AdaptiveDetector(fine_seconds=fine_seconds)
+        scores = feed(detector, values)
+        return sorted({i // 288 for i, s in enumerate(scores) if s >= 0.9}), detector
+
+    days_without_memory, _ = first_alerts(0.0)
+    days, detector = first_alerts(300.0)
+    assert len(days_without_memory) >= 7  # the hourly profile alone blurs the step daily
+    assert days and max(days) <= 3, days  # with the memory: learned within the first days
+    # a jump at another time of day still alerts on day 11
+    assert detector.score_one({"value": 80.0, "t": (288 * 10 + 3 * 12) * STEP}) >= 0.9
+
+
+def test_a_state_of_the_previous_layout_starts_a_fresh_baseline() -> None:
+    from dqpulse.detectors.base import DetectorStateError
+    from dqpulse.detectors.scoring import SeriesScorer
+
+    detector = AdaptiveDetector()
+    feed(detector, [10.0] * 50)
+    blob = bytearray(detector.to_bytes())
+    version_at = blob.index(b"adaptive") + len(b"adaptive")
+    blob[version_at:version_at + 2] = (1).to_bytes(2, "big")  # written by the version-1 layout
+    with pytest.raises(DetectorStateError):
+        Detector.from_bytes(bytes(blob))
+    # the scorer catches it and starts a fresh baseline for the series
+    from dqpulse.spec import DatasetSpec
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    fresh = scorer._detector("volume.bytes|", "adaptive", {}, {"volume.bytes|": bytes(blob)})
+    assert isinstance(fresh, AdaptiveDetector) and fresh.n_learned == 0
+    same = scorer._detector("volume.bytes|", "adaptive", {},
+                            {"volume.bytes|": detector.to_bytes()})
+    assert isinstance(same, AdaptiveDetector) and same.n_learned == 50
