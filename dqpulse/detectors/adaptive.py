@@ -34,6 +34,7 @@ from dqpulse.detectors.calibration import (
     TailCalibrator,
     log_p_to_score,
 )
+from dqpulse.detectors.evidence import RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import (
     Forecaster,
     LevelForecaster,
@@ -108,6 +109,18 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     point_share, drift_share
         Bonferroni factors on the point's and the persistence EWMA's tail probabilities
         (the window's probability is the smaller of the two, after its factor).
+    report_share
+        Factor on the tail probability a window reports (not the one it learns by).
+    record_windows, record_boost
+        A value outside the range of the last ``record_windows`` windows (anomalies
+        included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
+    repeat_windows, repeat_count
+        A window no more unusual than ``repeat_count`` others of the last
+        ``repeat_windows`` reports just under the threshold. ``0`` off.
+    hold, hold_from
+        Alert hysteresis: once a window reports the threshold, up to ``hold`` following
+        windows scoring ``hold_from`` or more report it too. ``0`` off. Learning sees none
+        of these three: it follows the residual's own score.
     learn_anomalies, relearn_after
         As in the other detectors (``relearn_after`` is superseded by ``adopt_after``).
 
@@ -126,7 +139,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     (True, True, True)
     """
 
-    state_version = 2  # 2: the time-of-day memory (fine_seconds); version-1 states reset
+    state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
 
     def __init__(
         self,
@@ -152,12 +165,17 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         seasonal_persistence: bool = True,
         point_share: float = 2.0,
         drift_share: float = 2.0,
+        report_share: float = 2.5,
+        record_windows: int = 4032,
+        record_boost: float = 30.0,
+        repeat_windows: int = 288,
+        repeat_count: int = 4,
+        hold: int = 3,
+        hold_from: float = 0.5,
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
     ) -> None:
-        """Store each argument under its own name (River's convention: ``clone`` and the
-        registry read them back) and build the empty per-series state; longer than 60
-        lines only because the detector has that many documented parameters."""
+        """Each argument under its own name (River's convention), then the empty state."""
         check_side(side)
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
@@ -183,6 +201,13 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.seasonal_persistence = seasonal_persistence
         self.point_share = point_share
         self.drift_share = drift_share
+        self.report_share = report_share
+        self.record_windows = record_windows
+        self.record_boost = record_boost
+        self.repeat_windows = repeat_windows
+        self.repeat_count = repeat_count
+        self.hold = hold
+        self.hold_from = hold_from
         self.learn_anomalies = learn_anomalies
         self.relearn_after = relearn_after
         self.z_threshold = 1.0  # unused by the calibrated score; kept for the protocol
@@ -221,6 +246,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._episode: deque[tuple[float | None, float, bool, float]] = deque(
             maxlen=max(adopt_after or 1, 1) * 2)
         self._hold = False  # a confirmed verdict: keep the old normal during this episode
+        self._records = RecordRange(record_windows) if record_windows > 0 else None
+        self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None
 
     # ---- forecast and scale -------------------------------------------------------------
     def _forecasts(self, t: float | None) -> list[float | None]:
@@ -341,7 +368,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         z, _, scale = self._z(value, t)
         if scale == 0.0:
             return 0.0
-        return log_p_to_score(self._log_p(z, self._seasonal_z(value, t, z)))
+        return self._evidence(self._log_p(z, self._seasonal_z(value, t, z)), value)[2]
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         value, t = self._read(x)
@@ -349,8 +376,9 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             return
         z, _, scale = self._z(value, t)
         seasonal_z = self._seasonal_z(value, t, z) if scale > 0.0 else z
-        score = (log_p_to_score(self._log_p(z, seasonal_z))
-                 if self.is_warm and scale > 0.0 else 0.0)
+        log_p = self._log_p(z, seasonal_z) if self.is_warm and scale > 0.0 else 0.0
+        score = log_p_to_score(log_p)
+        self._observe(value, self._evidence(log_p, value) if log_p < 0.0 else (0.0, 0.0, 0.0))
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
         if self._memory is not None:
             self._memory.learn(t, value)
@@ -367,13 +395,6 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             if not any(bad for _, _, bad, _ in list(self._episode)[-3:]):
                 self._end_episode()  # three normal windows in a row: the episode is over
         self._learn(value, t, z, scale, weight)
-
-    def _learning_weight(self, score: float) -> float:
-        """1 up to ``taper_from``, then falling linearly to 0 at the threshold."""
-        start = self.taper_from
-        if score <= start or start >= self.threshold:
-            return 1.0
-        return max(0.0, (self.threshold - score) / (self.threshold - start))
 
     def _learn(self, value: float, t: float | None, z: float, scale: float,
                weight: float = 1.0) -> None:
@@ -396,25 +417,6 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             self._resolution = min(self._resolution, abs(value - self._last_value))
         self._last_value = value
         self.n_learned += 1
-
-    def _track_errors(self, value: float, t: float | None, scale: float, learned: bool,
-                      weight: float = 1.0) -> None:
-        if not learned:
-            return  # anomalies are not learned, not even into the model choice (see _settle)
-        # one wild window moves the errors by at most a few scales
-        cap = 6.0 * scale if scale > 0.0 else math.inf
-        for index, forecast in enumerate(self._forecasts(t)):
-            if forecast is None:
-                continue
-            error = abs(value - self._clip(forecast))
-            if error > cap:
-                error = cap
-            count = self._fit_count[index] = self._fit_count[index] + 1
-            alpha = 1.0 / count if count * self.select_alpha < 1.0 else self.select_alpha
-            self._fit_error[index] += alpha * (error - self._fit_error[index])
-            count = self._noise_count[index] = self._noise_count[index] + 1
-            alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
-            self._noise[index] += weight * alpha * (error - self._noise[index])
 
     # ---- explain and feedback -----------------------------------------------------------
     def explain(self, x: Mapping[str, Any]) -> Explanation:
