@@ -36,23 +36,26 @@ class RecordRange:
         self.min_history = min_history
         self.high = array("d", [float("-inf")] * buckets)
         self.low = array("d", [float("inf")] * buckets)
+        self.top, self.bottom = float("-inf"), float("inf")  # over every bucket
         self.seen = 0
 
     def outside(self, value: float) -> int:
         """+1 above every value of the range, -1 below, 0 inside (or history too short)."""
         if self.seen < self.min_history:
             return 0
-        if value > max(self.high):
+        if value > self.top:
             return 1
-        return -1 if value < min(self.low) else 0
+        return -1 if value < self.bottom else 0
 
     def add(self, value: float) -> None:
         bucket = (self.seen // self.per_bucket) % len(self.high)
         if self.seen % self.per_bucket == 0:  # a new bucket replaces the oldest one
             self.high[bucket], self.low[bucket] = value, value
+            self.top, self.bottom = max(self.high), min(self.low)
         else:
             self.high[bucket] = max(self.high[bucket], value)
             self.low[bucket] = min(self.low[bucket], value)
+            self.top, self.bottom = max(self.top, value), min(self.bottom, value)
         self.seen += 1
 
 
@@ -67,7 +70,7 @@ class RepeatCounter:
     (2, 0)
     """
 
-    def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 64) -> None:
+    def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 16) -> None:
         self.windows = windows
         self.floor = floor
         self.keep = keep
