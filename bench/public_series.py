@@ -29,7 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EVAL = SHARED / "tools" / "series_eval.py"
 CORPUS = SHARED / "data" / "nab-visible"
-DQPULSE = ROOT / ".venv" / "bin" / "dqpulse"
+# the checkout's own venv, else the dqpulse next to this interpreter (a shared venv running
+# this checkout through PYTHONPATH)
+DQPULSE = next((p for p in (ROOT / ".venv" / "bin" / "dqpulse",
+                            Path(sys.executable).parent / "dqpulse") if p.exists()),
+               ROOT / ".venv" / "bin" / "dqpulse")
 
 CONFIGS = {
     "adaptive, distribution defaults (detect's default)": "--metric-kind distribution",

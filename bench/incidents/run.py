@@ -3,8 +3,12 @@
 Runs the real pipeline (EmbeddedSource -> IngestWorker -> PartitionAggregator -> checkpoint
 -> finalize_ready -> metric points -> ScoringHook: detectors, rules, incidents) on SQLite,
 on a manual simulated clock, over a seasonal stream with realistic noise. After a warm-up
-the stream gets the twelve incident kinds of ``INJECTION_KINDS``, each several times at
-seeded random, non-overlapping moments. The injections are the ground truth.
+the stream gets the twelve incident kinds of ``INJECTION_KINDS`` plus an 80% volume drop of
+exactly three windows (``short_drop``), each several times at seeded random, non-overlapping
+moments, and finally one permanent level shift (``level_shift``: the rate halves for the
+rest of the run, at least ``SHIFT_QUIET_DAYS`` of it). The injections are the ground truth.
+A level shift counts as detected when an alert falls within its first ``SHIFT_SPAN_WINDOWS``
+windows; alerts after that are false (the new level should have become the normal).
 
 Both detectors are read from the same database and counted the same way:
 
@@ -47,6 +51,7 @@ from dqpulse.finalize.scoring import default_hooks  # noqa: E402
 from dqpulse.finalize.watch import is_watched  # noqa: E402
 from dqpulse.ingest import IngestWorker  # noqa: E402
 from dqpulse.sources.embedded import (  # noqa: E402
+    EXTRA_INJECTION_KINDS,
     INJECTION_KINDS,
     EmbeddedSource,
     Injection,
@@ -88,8 +93,15 @@ PROFILE = StreamProfile(DATASET, base_rate=1.0, partitions=2, daily_amplitude=0.
                         level_noise=0.04, level_noise_minutes=30.0)
 
 # (windows it lasts: low, high) per kind; a seasonal shift only shows over hours
-DURATION_WINDOWS: dict[str, tuple[int, int]] = {kind: (3, 6) for kind in INJECTION_KINDS}
+SCHEDULED_KINDS = (*INJECTION_KINDS, "short_drop")
+ALL_KINDS = (*INJECTION_KINDS, *EXTRA_INJECTION_KINDS)
+DURATION_WINDOWS: dict[str, tuple[int, int]] = {kind: (3, 6) for kind in SCHEDULED_KINDS}
 DURATION_WINDOWS["seasonal_shift"] = (36, 48)
+DURATION_WINDOWS["short_drop"] = (3, 3)  # exactly three whole windows (start aligned)
+# the permanent level shift: quiet test time after it, and the windows in which its alert
+# must come (the adaptive detector adopts a held shift after 12 windows by default)
+SHIFT_QUIET_DAYS = 0.75
+SHIFT_SPAN_WINDOWS = 14
 # which field an injection hits (None: the source's default)
 FIELDS: dict[str, Sequence[str | None]] = {
     "null_spike": ("amount", "country", "status", "email"),
@@ -115,8 +127,9 @@ def plan_injections(cfg: Config) -> list[Injection]:
     """Seeded random, non-overlapping incidents over the test period."""
     rng = random.Random(cfg.seed)
     test_start = START + cfg.warmup_days * 86400.0
-    test_end = test_start + cfg.test_days * 86400.0
-    kinds = [kind for kind in INJECTION_KINDS for _ in range(cfg.per_kind)]
+    shift_start = test_start + (cfg.test_days - SHIFT_QUIET_DAYS) * 86400.0
+    test_end = shift_start - GAP_WINDOWS * WINDOW  # the others end before the shift
+    kinds = [kind for kind in SCHEDULED_KINDS for _ in range(cfg.per_kind)]
     rng.shuffle(kinds)
     total = sum(sum(DURATION_WINDOWS[k]) / 2 + GAP_WINDOWS for k in kinds) * WINDOW
     span = test_end - test_start - 2 * GAP_WINDOWS * WINDOW
@@ -134,10 +147,25 @@ def plan_injections(cfg: Config) -> list[Injection]:
         low, high = DURATION_WINDOWS[kind]
         length = rng.uniform(low, high) * WINDOW
         start = cursor
+        if kind == "short_drop":
+            start = math.ceil(cursor / WINDOW) * WINDOW
         field = rng.choice(FIELDS[kind]) if kind in FIELDS else None
         injections.append(Injection(kind, DATASET, start, start + length, field))
         cursor = start + (sum(DURATION_WINDOWS[kind]) / 2 + GAP_WINDOWS) * WINDOW
+    # one permanent level shift, window-aligned, lasting past the end of the run
+    shift_start = math.floor(shift_start / WINDOW) * WINDOW
+    injections.append(Injection("level_shift", DATASET, shift_start, shift_start + 365 * 86400.0,
+                                None))
     return injections
+
+
+def span_of(injection: Injection) -> tuple[int, int]:
+    """First and last window in which an alert counts for ``injection`` (recall), the last
+    one included; a level shift only counts in its first ``SHIFT_SPAN_WINDOWS``."""
+    first = window_of(injection.start)
+    if injection.kind == "level_shift":
+        return first, first + SHIFT_SPAN_WINDOWS - 1
+    return first, window_of(injection.end - 1e-6) + 1
 
 
 def simulate(cfg: Config, injections: Sequence[Injection], database: str) -> dict[str, float]:
@@ -273,7 +301,7 @@ def evaluate(alerts: dict[float, set[str]], injections: Sequence[Injection],
     alert_windows = sorted(window_of(t) for t in alerts if test_start <= t < test_end)
     # each injection covers [start window - 1, end window + 1] for precision,
     # [start window, end window + 1] for recall
-    spans = [(window_of(i.start), window_of(i.end - 1e-6) + 1, i) for i in injections]
+    spans = [(*span_of(i), i) for i in injections]
     detected: dict[str, list[int]] = defaultdict(list)
     missed: dict[str, int] = defaultdict(int)
     alert_set = set(alert_windows)
@@ -342,7 +370,7 @@ def report(ours: Scores, base: Scores, injections: Sequence[Injection], cfg: Con
         "| baseline median delay |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for kind in INJECTION_KINDS:
+    for kind in ALL_KINDS:
         lines.append(
             f"| {kind} | {counts[kind]} | {_fmt(ours.recall(kind))} "
             f"| {_fmt(_median(ours.delays(kind)), 1)} | {_fmt(base.recall(kind))} "
@@ -365,8 +393,8 @@ def report(ours: Scores, base: Scores, injections: Sequence[Injection], cfg: Con
         f"| {base.alert_windows - base.true_alert_windows} |",
     ]
     setup = (
-        f"{len(injections)} incidents ({cfg.per_kind} per type) over {cfg.test_days:g} test "
-        f"days after {cfg.warmup_days:g} warm-up days; 5-minute windows "
+        f"{len(injections)} incidents ({cfg.per_kind} per type, one level shift) over "
+        f"{cfg.test_days:g} test days after {cfg.warmup_days:g} warm-up days; 5-minute windows "
         f"({int(cfg.test_days * 288)} test windows), seed {cfg.seed}; "
         f"{timings['records']:.0f} records, {timings['windows']:.0f} windows through the "
         f"pipeline in {timings['seconds']:.0f} s; baseline: mean +- 3 sigma over the "
@@ -440,8 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("missed by dqpulse:")
         alerts = dqpulse_alerts(series)
         for injection in injections:
-            first = window_of(injection.start)
-            last = window_of(injection.end - 1e-6) + 1
+            first, last = span_of(injection)
             hit = any(window_of(t) in range(first, last + 1) for t in alerts)
             if not hit:
                 print(f"  {injection.kind} field={injection.field} "

@@ -1,12 +1,11 @@
 """The default detector: forecasters chosen per series, calibrated scores, regime adoption.
 
 Per series it runs a few one-step forecasters (a slow and a fast level, hour-of-day and
-hour-of-week profiles), forecasts each window with the one whose
-recent one-step error is lowest, standardises the residual by that error (floored by the
-series' own resolution and, for counts, by counting noise) and turns the standardised
-residual into a tail probability with a :class:`~dqpulse.detectors.calibration.TailCalibrator`
-fed with the residuals of the series' normal windows. See :mod:`dqpulse.detectors.calibration`
-for what a score means (0.9: about once in 10,000 normal windows).
+hour-of-week profiles; a time-of-day memory can only explain a value), forecasts with the
+one whose recent one-step error is lowest, standardises the residual by that error (floored
+by the series' resolution and, for counts, counting noise) and turns it into a tail
+probability (:class:`~dqpulse.detectors.calibration.TailCalibrator`, fed with the residuals
+of normal windows): a score of 0.9 is about once in 10,000 normal windows.
 
 A level or variance shift that persists for ``adopt_after`` windows becomes the new normal:
 the forecasters move to the new level and the scale to the new spread, so a regime change
@@ -35,6 +34,7 @@ from dqpulse.detectors.calibration import (
     TailCalibrator,
     log_p_to_score,
 )
+from dqpulse.detectors.evidence import RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import (
     Forecaster,
     LevelForecaster,
@@ -44,7 +44,6 @@ from dqpulse.detectors.forecasters import (
 from dqpulse.detectors.regimes import RegimeAdoption
 
 __all__ = ["AdaptiveDetector"]
-
 
 
 @register("adaptive")
@@ -75,6 +74,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     season_seconds
         Width of the season buckets (3600: hour of day and hour of week); ``0`` turns the
         seasonal forecasters off.
+    fine_seconds
+        Bucket width of the time-of-day memory (300: one value per 5 minutes of the day),
+        which learns every window, anomalies included: a value close to what the same time
+        of day looked like over the last days is judged by its distance from that, so a
+        jump that recurs daily (a nightly batch) alerts on its first days only. ``0`` off.
     calibration_size
         Normal residuals kept per side for calibration.
     error_alpha
@@ -105,6 +109,18 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     point_share, drift_share
         Bonferroni factors on the point's and the persistence EWMA's tail probabilities
         (the window's probability is the smaller of the two, after its factor).
+    report_share
+        Factor on the tail probability a window reports (not the one it learns by).
+    record_windows, record_boost
+        A value outside the range of the last ``record_windows`` windows (anomalies
+        included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
+    repeat_windows, repeat_count
+        A window no more unusual than ``repeat_count`` others of the last
+        ``repeat_windows`` reports just under the threshold. ``0`` off.
+    hold, hold_from
+        Alert hysteresis: once a window reports the threshold, up to ``hold`` following
+        windows scoring ``hold_from`` or more report it too. ``0`` off. Learning sees none
+        of these three: it follows the residual's own score.
     learn_anomalies, relearn_after
         As in the other detectors (``relearn_after`` is superseded by ``adopt_after``).
 
@@ -123,7 +139,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     (True, True, True)
     """
 
-    state_version = 1
+    state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
 
     def __init__(
         self,
@@ -138,6 +154,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         spread_floor: float = 0.05,
         adopt_after: int | None = 12,
         season_seconds: float = 3600.0,
+        fine_seconds: float = 300.0,
         calibration_size: int = 256,
         error_alpha: float = 0.05,
         select_alpha: float = 0.003,
@@ -148,12 +165,17 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         seasonal_persistence: bool = True,
         point_share: float = 2.0,
         drift_share: float = 2.0,
+        report_share: float = 2.5,
+        record_windows: int = 4032,
+        record_boost: float = 30.0,
+        repeat_windows: int = 288,
+        repeat_count: int = 4,
+        hold: int = 3,
+        hold_from: float = 0.5,
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
     ) -> None:
-        """Store each argument under its own name (River's convention: ``clone`` and the
-        registry read them back) and build the empty per-series state; longer than 60
-        lines only because the detector has that many documented parameters."""
+        """Each argument under its own name (River's convention), then the empty state."""
         check_side(side)
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
@@ -168,6 +190,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.spread_floor = spread_floor
         self.adopt_after = adopt_after
         self.season_seconds = season_seconds
+        self.fine_seconds = fine_seconds
         self.calibration_size = calibration_size
         self.error_alpha = error_alpha
         self.select_alpha = select_alpha
@@ -178,6 +201,13 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.seasonal_persistence = seasonal_persistence
         self.point_share = point_share
         self.drift_share = drift_share
+        self.report_share = report_share
+        self.record_windows = record_windows
+        self.record_boost = record_boost
+        self.repeat_windows = repeat_windows
+        self.repeat_count = repeat_count
+        self.hold = hold
+        self.hold_from = hold_from
         self.learn_anomalies = learn_anomalies
         self.relearn_after = relearn_after
         self.z_threshold = 1.0  # unused by the calibrated score; kept for the protocol
@@ -187,6 +217,10 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if season_seconds > 0:
             self._forecasters += [SeasonalForecaster(86400.0, season_seconds),
                                   SeasonalForecaster(7 * 86400.0, season_seconds)]
+        # what this time of day looked like in the last days, anomalies included: a jump
+        # that recurs at the same time every day stops being a surprise
+        self._memory = (SeasonalForecaster(86400.0, fine_seconds, interpolate=False)
+                        if fine_seconds > 0 else None)
         n = len(self._forecasters)
         self._fit_error = [0.0] * n   # EW mean |one-step error| over every observed window
         self._fit_count = [0] * n
@@ -212,6 +246,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._episode: deque[tuple[float | None, float, bool, float]] = deque(
             maxlen=max(adopt_after or 1, 1) * 2)
         self._hold = False  # a confirmed verdict: keep the old normal during this episode
+        self._records = RecordRange(record_windows) if record_windows > 0 else None
+        self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None
 
     # ---- forecast and scale -------------------------------------------------------------
     def _forecasts(self, t: float | None) -> list[float | None]:
@@ -241,10 +277,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
 
     def _clip(self, value: float) -> float:
         if self.lower is not None and value < self.lower:
-            return self.lower
-        if self.upper is not None and value > self.upper:
-            return self.upper
-        return value
+            value = self.lower
+        return self.upper if self.upper is not None and value > self.upper else value
 
     def _scale_of(self, index: int, forecast: float, t: float | None) -> float:
         noise = self._noise[index]
@@ -255,19 +289,14 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
                 # shrunk towards the series-wide noise while the hour has few points
                 hourly = (count * self._hour_noise[hour] + 5.0 * noise) / (count + 5.0)
                 noise = max(noise, hourly)
-        scale = MEAN_ABS_TO_SIGMA * noise
-        if self.min_scale > scale:
-            scale = self.min_scale
-        if self.rel_scale:
-            scale = max(scale, self.rel_scale * abs(forecast))
-        if self.count_noise:
-            scale = max(scale, self.count_noise * math.sqrt(max(forecast, 1.0)))
-        if self._resolution < math.inf:
-            scale = max(scale, self.resolution_floor * self._resolution)
-        # a few percent of how much the series moves at all: a smooth curve's smallest step
-        # is no resolution, and a deterministic series has no noise to standardise by
-        scale = max(scale, self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread)
-        return max(scale, 1e-12)
+        # floors: absolute, relative, counting noise, the series' resolution, and a few
+        # percent of how much the series moves at all (a smooth curve's smallest step is no
+        # resolution, and a deterministic series has no noise to standardise by)
+        resolution = self._resolution if self._resolution < math.inf else 0.0
+        return max(MEAN_ABS_TO_SIGMA * noise, self.min_scale, self.rel_scale * abs(forecast),
+                   self.count_noise * math.sqrt(max(forecast, 1.0)),
+                   self.resolution_floor * resolution,
+                   self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread, 1e-12)
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
         cached = self._z_cache
@@ -281,7 +310,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             index, forecast = chosen
             forecast = self._clip(forecast)
             scale = self._scale_of(index, forecast, t)
-            result = ((value - forecast) / scale, forecast, scale)
+            result = (self._remembered(value - forecast, value, t) / scale, forecast, scale)
         self._z_cache = (value, t, self._version, result)
         return result
 
@@ -314,7 +343,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if best < 0:
             return z
         forecast = self._clip(forecasts[best])  # type: ignore[arg-type]
-        return (value - forecast) / self._scale_of(best, forecast, t)
+        return self._remembered(value - forecast, value, t) / self._scale_of(best, forecast, t)
+
+    def _remembered(self, residual: float, value: float, t: float | None) -> float:
+        memory = self._memory
+        return residual if memory is None else memory.closer_residual(residual, value, t)
 
     def _log_p(self, z: float, seasonal_z: float | None = None) -> float:
         """Tail probability of the window (point and persistence), after sensitivity."""
@@ -335,7 +368,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         z, _, scale = self._z(value, t)
         if scale == 0.0:
             return 0.0
-        return log_p_to_score(self._log_p(z, self._seasonal_z(value, t, z)))
+        return self._evidence(self._log_p(z, self._seasonal_z(value, t, z)), value)[2]
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         value, t = self._read(x)
@@ -343,9 +376,12 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             return
         z, _, scale = self._z(value, t)
         seasonal_z = self._seasonal_z(value, t, z) if scale > 0.0 else z
-        score = (log_p_to_score(self._log_p(z, seasonal_z))
-                 if self.is_warm and scale > 0.0 else 0.0)
+        log_p = self._log_p(z, seasonal_z) if self.is_warm and scale > 0.0 else 0.0
+        score = log_p_to_score(log_p)
+        self._observe(value, self._evidence(log_p, value) if log_p < 0.0 else (0.0, 0.0, 0.0))
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
+        if self._memory is not None:
+            self._memory.learn(t, value)
         weight = self._learning_weight(score)
         self._track_errors(value, t, scale, learned=not anomalous, weight=weight)
         if scale > 0.0 and not anomalous:
@@ -359,13 +395,6 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             if not any(bad for _, _, bad, _ in list(self._episode)[-3:]):
                 self._end_episode()  # three normal windows in a row: the episode is over
         self._learn(value, t, z, scale, weight)
-
-    def _learning_weight(self, score: float) -> float:
-        """1 up to ``taper_from``, then falling linearly to 0 at the threshold."""
-        start = self.taper_from
-        if score <= start or start >= self.threshold:
-            return 1.0
-        return max(0.0, (self.threshold - score) / (self.threshold - start))
 
     def _learn(self, value: float, t: float | None, z: float, scale: float,
                weight: float = 1.0) -> None:
@@ -388,25 +417,6 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             self._resolution = min(self._resolution, abs(value - self._last_value))
         self._last_value = value
         self.n_learned += 1
-
-    def _track_errors(self, value: float, t: float | None, scale: float, learned: bool,
-                      weight: float = 1.0) -> None:
-        if not learned:
-            return  # anomalies are not learned, not even into the model choice (see _settle)
-        # one wild window moves the errors by at most a few scales
-        cap = 6.0 * scale if scale > 0.0 else math.inf
-        for index, forecast in enumerate(self._forecasts(t)):
-            if forecast is None:
-                continue
-            error = abs(value - self._clip(forecast))
-            if error > cap:
-                error = cap
-            count = self._fit_count[index] = self._fit_count[index] + 1
-            alpha = 1.0 / count if count * self.select_alpha < 1.0 else self.select_alpha
-            self._fit_error[index] += alpha * (error - self._fit_error[index])
-            count = self._noise_count[index] = self._noise_count[index] + 1
-            alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
-            self._noise[index] += weight * alpha * (error - self._noise[index])
 
     # ---- explain and feedback -----------------------------------------------------------
     def explain(self, x: Mapping[str, Any]) -> Explanation:
@@ -439,12 +449,3 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if verdict == "confirmed":
             self._hold = True
         super().feedback(x, verdict)
-
-    def _update(self, value: float, t: float | None) -> None:
-        z, _, scale = self._z(value, t)
-        self._learn(value, t, z, scale)
-        self.n_learned -= 1  # the base class counts it
-
-    def _forget(self, value: float, t: float | None) -> bool:
-        return False  # exponentially weighted state: a learned window cannot be taken back
-

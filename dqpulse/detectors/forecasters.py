@@ -8,6 +8,7 @@ per season bucket) so that a series' state stays a few KiB.
 
 from __future__ import annotations
 
+import math
 from array import array
 
 __all__ = ["Forecaster", "LevelForecaster", "SeasonalForecaster", "season_bucket"]
@@ -76,8 +77,11 @@ class SeasonalForecaster(Forecaster):
     """
 
     def __init__(self, period: float, bucket_seconds: float, alpha: float = 0.2,
-                 cycles: float = 2.0) -> None:
+                 cycles: float = 2.0, interpolate: bool = True) -> None:
         self.name = "daily" if period <= 86400.0 else "weekly"
+        if not interpolate:
+            self.name += "_fine"
+        self.interpolate = interpolate
         self.period = period
         self.bucket_seconds = bucket_seconds
         self.n_buckets = max(int(round(period / bucket_seconds)), 1)
@@ -99,9 +103,18 @@ class SeasonalForecaster(Forecaster):
         bucket, neighbour, weight = self._locate(t)
         if not self.count[bucket]:
             return None
-        if not self.count[neighbour] or neighbour == bucket:
+        if not self.interpolate or not self.count[neighbour] or neighbour == bucket:
             return float(self.mean[bucket])
         return (1.0 - weight) * self.mean[bucket] + weight * self.mean[neighbour]
+
+    def closer_residual(self, residual: float, value: float, t: float | None) -> float:
+        """``residual`` shrunk to the value's distance from this profile's forecast when
+        that is closer (same sign): used as a memory of the last days at this time of day,
+        anomalies included, a jump that recurs daily is explained by it."""
+        remembered = self.predict(t)
+        if remembered is None or abs(value - remembered) >= abs(residual):
+            return residual
+        return math.copysign(abs(value - remembered), residual)
 
     def learn(self, t: float | None, value: float, weight: float = 1.0) -> None:
         if t is None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator
+from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p_to_score
+from dqpulse.detectors.evidence import RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
 
 __all__ = ["Episode", "RegimeAdoption"]
@@ -31,6 +32,8 @@ class RegimeAdoption:
     _fit_count: list[int]
     _fit_error: list[float]
     _noise: list[float]
+    _noise_count: list[int]
+    error_alpha: float
     _hold: bool
     _last_value: float | None
     _version: int
@@ -52,6 +55,81 @@ class RegimeAdoption:
 
     def _drift(self, z: float) -> float:
         raise NotImplementedError
+
+    def _forecasts(self, t: float | None) -> list[float | None]:
+        raise NotImplementedError
+
+    def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    def _learn(self, value: float, t: float | None, z: float, scale: float,
+               weight: float = 1.0) -> None:
+        raise NotImplementedError
+
+    # ---- what a window reports: long-view evidence and alert hysteresis ------------------
+    hold: int
+    hold_from: float
+    threshold: float
+    side: str
+    record_boost: float
+    report_share: float
+    repeat_count: int
+    _records: RecordRange | None
+    _repeats: RepeatCounter | None
+    _run_held = -1  # windows held up in the current alert run; -1: no run
+
+    def _evidence(self, log_p: float, value: float) -> tuple[float, float, float]:
+        """(score with the long view, after the repeat cap, reported after the hold).
+
+        The window's tail probability is first multiplied by ``report_share``. A value
+        outside the range of the last ``record_windows`` (on an alerting side) has it
+        divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
+        of the last ``repeat_windows`` does not open an alert (it reports just under the
+        threshold) unless a user confirmed the episode. While an alert run is on, a
+        window scoring ``hold_from`` or more keeps it on for up to ``hold`` windows (one
+        alert for a shift hovering about the threshold). Learning sees none of this: it
+        follows the residual's own score."""
+        if log_p < 0.0:
+            log_p = min(log_p + math.log(self.report_share), 0.0)
+        records = self._records
+        if records is not None and log_p < 0.0 and self.record_boost > 1.0:
+            side = records.outside(value)
+            if (side > 0 and self.side != "down") or (side < 0 and self.side != "up"):
+                log_p -= math.log(self.record_boost)
+        score = capped = log_p_to_score(log_p)
+        repeats = self._repeats
+        if (repeats is not None and score >= self.threshold and self._run_held < 0
+                and not self._hold and repeats.as_high(score) >= self.repeat_count):
+            capped = self.threshold - 1e-4
+        reported = capped
+        if (capped < self.threshold and 0 <= self._run_held < self.hold
+                and capped >= self.hold_from):
+            reported = self.threshold
+        return score, capped, reported
+
+    def _observe(self, value: float, evidence: tuple[float, float, float]) -> None:
+        """Move the long view and the alert run past a window (every window, anomalies
+        included)."""
+        score, capped, reported = evidence
+        if self._records is not None:
+            self._records.add(value)
+        if self._repeats is not None:
+            self._repeats.add(score)
+        if reported < self.threshold:
+            self._run_held = -1
+        elif capped < self.threshold:
+            self._run_held += 1
+        else:
+            self._run_held = 0
+
+    taper_from: float
+
+    def _learning_weight(self, score: float) -> float:
+        """1 up to ``taper_from``, then falling linearly to 0 at the threshold."""
+        start = self.taper_from
+        if score <= start or start >= self.threshold:
+            return 1.0
+        return max(0.0, (self.threshold - score) / (self.threshold - start))
 
     def _boundary(self, z: float) -> float:
         if z > 0.0:
@@ -148,3 +226,32 @@ class RegimeAdoption:
         self._episode.clear()
         self._version += 1
         self.n_learned += len(recent)
+
+    def _track_errors(self, value: float, t: float | None, scale: float, learned: bool,
+                      weight: float = 1.0) -> None:
+        if not learned:
+            return  # anomalies are not learned, not even into the model choice (see _settle)
+        # one wild window moves the errors by at most a few scales
+        cap = 6.0 * scale if scale > 0.0 else math.inf
+        for index, forecast in enumerate(self._forecasts(t)):
+            if forecast is None:
+                continue
+            error = abs(value - self._clip(forecast))
+            if error > cap:
+                error = cap
+            count = self._fit_count[index] = self._fit_count[index] + 1
+            alpha = 1.0 / count if count * self.select_alpha < 1.0 else self.select_alpha
+            self._fit_error[index] += alpha * (error - self._fit_error[index])
+            count = self._noise_count[index] = self._noise_count[index] + 1
+            alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
+            self._noise[index] += weight * alpha * (error - self._noise[index])
+
+    # ---- the feedback path of the base class -----------------------------------------
+    def _update(self, value: float, t: float | None) -> None:
+        z, _, scale = self._z(value, t)
+        self._learn(value, t, z, scale)
+        self.n_learned -= 1  # the base class counts it
+
+    def _forget(self, value: float, t: float | None) -> bool:
+        return False  # exponentially weighted state: a learned window cannot be taken back
+

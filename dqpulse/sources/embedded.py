@@ -34,6 +34,13 @@ INJECTION_KINDS = (
     "duplicate_burst",    # 30% of records repeat a key
     "late_burst",         # 40% of records arrive with event time minutes old
 )
+#: Kinds the embedded source also understands but that are not scheduled like the others:
+#: an 80% drop held for exactly three windows, and a permanent halving of the rate (a
+#: regime change: one incident at its start, then the new normal).
+EXTRA_INJECTION_KINDS = (
+    "short_drop",         # rate x 0.2
+    "level_shift",        # rate x 0.5, meant to last until the end of the stream
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +171,10 @@ class EmbeddedSource:
             return
         shift = 6.0 if "seasonal_shift" in active else 0.0
         rate = self.rate(profile, t, shift)
-        if "volume_drop" in active:
+        if "volume_drop" in active or "short_drop" in active:
             rate *= 0.2
+        if "level_shift" in active:
+            rate *= 0.5
         if "volume_spike" in active:
             rate *= 4.0
         rate *= max(0.0, 1.0 + self._rng.gauss(0.0, profile.noise))

@@ -126,3 +126,96 @@ def test_calibrator_tail_is_monotone_and_never_saturates() -> None:
     assert log_p_to_score(log_ps[-1]) < 1.0
     boundary = calibrator.deviation_at(score_to_log_p(0.9))
     assert log_p_to_score(calibrator.log_p(boundary)) == pytest.approx(0.9, abs=1e-6)
+
+
+def test_a_jump_that_recurs_at_the_same_time_every_day_stops_alerting() -> None:
+    # a square wave with a little noise: 20 all day, 80 from 09:00 to 18:00 (a nightly
+    # batch looks the same)
+    noise = random.Random(8)
+    values = [(80.0 if 9 * 12 <= i % 288 < 18 * 12 else 20.0) + noise.gauss(0.0, 0.5)
+              for i in range(288 * 10)]
+
+    def first_alerts(fine_seconds: float) -> tuple[list[int], AdaptiveDetector]:
+        detector = AdaptiveDetector(fine_seconds=fine_seconds)
+        scores = feed(detector, values)
+        return sorted({i // 288 for i, s in enumerate(scores) if s >= 0.9}), detector
+
+    days_without_memory, _ = first_alerts(0.0)
+    days, detector = first_alerts(300.0)
+    assert len(days_without_memory) >= 7  # the hourly profile alone blurs the step daily
+    assert days and max(days) <= 3, days  # with the memory: learned within the first days
+    # a jump at another time of day still alerts on day 11
+    assert detector.score_one({"value": 80.0, "t": (288 * 10 + 3 * 12) * STEP}) >= 0.9
+
+
+def test_a_state_of_the_previous_layout_starts_a_fresh_baseline() -> None:
+    from dqpulse.detectors.base import DetectorStateError
+    from dqpulse.detectors.scoring import SeriesScorer
+
+    detector = AdaptiveDetector()
+    feed(detector, [10.0] * 50)
+    blob = bytearray(detector.to_bytes())
+    version_at = blob.index(b"adaptive") + len(b"adaptive")
+    blob[version_at:version_at + 2] = (1).to_bytes(2, "big")  # written by the version-1 layout
+    with pytest.raises(DetectorStateError):
+        Detector.from_bytes(bytes(blob))
+    # the scorer catches it and starts a fresh baseline for the series
+    from dqpulse.spec import DatasetSpec
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    fresh = scorer._detector("volume.bytes|", "adaptive", {}, {"volume.bytes|": bytes(blob)})
+    assert isinstance(fresh, AdaptiveDetector) and fresh.n_learned == 0
+    same = scorer._detector("volume.bytes|", "adaptive", {},
+                            {"volume.bytes|": detector.to_bytes()})
+    assert isinstance(same, AdaptiveDetector) and same.n_learned == 50
+
+
+def episodes(scores: list[float], threshold: float = 0.9) -> int:
+    """Runs of windows at or above the threshold."""
+    return sum(1 for i, score in enumerate(scores)
+               if score >= threshold and (i == 0 or scores[i - 1] < threshold))
+
+
+def test_a_burst_that_recurs_through_the_day_stops_opening_alerts() -> None:
+    def bursts(**params: float) -> list[float]:
+        rng = random.Random(17)
+        # spike_memory 0: bursts stay out of the calibration, only the repeat count acts
+        detector = AdaptiveDetector(spike_memory=0.0, **params)  # type: ignore[arg-type]
+        feed(detector, [100.0 + rng.gauss(0.0, 3.0) for _ in range(600)])
+        values = [100.0 + rng.gauss(0.0, 3.0) + (80.0 if i % 20 == 0 else 0.0)
+                  for i in range(200)]
+        return feed(detector, values, start=600)
+
+    plain, counted = bursts(repeat_windows=0), bursts()
+    assert episodes(plain) == 10, "without the count every burst alerts"
+    # the first bursts alert while they are news (a burst a little more unusual than
+    # every earlier one still does); once four of the last day were as unusual, none
+    assert 1 <= episodes(counted) <= 6
+    assert max(counted[120:]) < 0.9
+
+
+def test_a_shift_hovering_about_the_threshold_is_one_alert_not_one_per_crossing() -> None:
+    detector = AdaptiveDetector(adopt_after=None, record_windows=0, repeat_windows=0)
+    reference = AdaptiveDetector(adopt_after=None, record_windows=0, repeat_windows=0, hold=0)
+    rng = random.Random(23)
+    warm = [100.0 + rng.gauss(0.0, 2.0) for _ in range(500)]
+    feed(detector, warm)
+    feed(reference, warm)
+    # alternating windows far out and a little out
+    hovering = [100.0 + (30.0 if i % 2 == 0 else 8.0) for i in range(12)]
+    held, plain = feed(detector, hovering, start=500), feed(reference, hovering, start=500)
+    assert episodes(plain) > 1
+    assert episodes(held) == 1
+
+
+def test_a_value_beyond_weeks_of_history_ranks_above_the_same_residual_inside_it() -> None:
+    rng = random.Random(29)
+    values = [100.0 + rng.gauss(0.0, 3.0) for _ in range(1200)]
+    values[300] = 140.0  # once, long ago, the series went this high
+    with_record = AdaptiveDetector()
+    without = AdaptiveDetector(record_windows=0)
+    feed(with_record, values)
+    feed(without, values)
+    probe = {"value": 125.0, "t": 1200 * STEP}
+    beyond = {"value": 145.0, "t": 1200 * STEP}
+    assert with_record.score_one(probe) == pytest.approx(without.score_one(probe))
+    assert with_record.score_one(beyond) > without.score_one(beyond)

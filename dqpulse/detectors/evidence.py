@@ -1,0 +1,93 @@
+"""Long-view evidence for the adaptive detector: records over weeks, repeats within a day.
+
+A window's tail probability comes from the residuals of the last day or so; two facts from
+a longer view change how unusual it really is:
+
+- :class:`RecordRange`: a value above the highest (or below the lowest) of the last
+  ``windows`` windows, anomalies included, is something this series has not done in that
+  time, rarer than its residual alone says. The range is kept as per-bucket extremes
+  (``buckets`` of them, a few hundred bytes), so it spans between ``windows * (1 - 1 /
+  buckets)`` and ``windows`` windows.
+- :class:`RepeatCounter`: a window no more unusual than ``count`` others of the last
+  ``windows`` is how the series behaves today (a burst that recurs hour after hour), not
+  news: it is reported just under the threshold.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+
+__all__ = ["RecordRange", "RepeatCounter"]
+
+
+class RecordRange:
+    """Highest and lowest value over the last ``windows`` windows, in ``buckets`` buckets.
+
+    >>> record = RecordRange(windows=40, buckets=4, min_history=10)
+    >>> for i in range(40):
+    ...     record.add(float(i % 10))
+    >>> record.outside(12.0), record.outside(5.0), record.outside(-1.0)
+    (1, 0, -1)
+    """
+
+    def __init__(self, windows: int = 4032, buckets: int = 28, min_history: int = 288) -> None:
+        self.per_bucket = max(windows // buckets, 1)
+        self.min_history = min_history
+        self.high = array("d", [float("-inf")] * buckets)
+        self.low = array("d", [float("inf")] * buckets)
+        self.top, self.bottom = float("-inf"), float("inf")  # over every bucket
+        self.seen = 0
+
+    def outside(self, value: float) -> int:
+        """+1 above every value of the range, -1 below, 0 inside (or history too short)."""
+        if self.seen < self.min_history:
+            return 0
+        if value > self.top:
+            return 1
+        return -1 if value < self.bottom else 0
+
+    def add(self, value: float) -> None:
+        bucket = (self.seen // self.per_bucket) % len(self.high)
+        if self.seen % self.per_bucket == 0:  # a new bucket replaces the oldest one
+            self.high[bucket], self.low[bucket] = value, value
+            self.top, self.bottom = max(self.high), min(self.low)
+        else:
+            self.high[bucket] = max(self.high[bucket], value)
+            self.low[bucket] = min(self.low[bucket], value)
+            self.top, self.bottom = max(self.top, value), min(self.bottom, value)
+        self.seen += 1
+
+
+class RepeatCounter:
+    """How many of the last ``windows`` windows scored at least as high as a given score
+    (only scores from ``floor`` up are kept, at most ``keep`` of them, the highest).
+
+    >>> repeats = RepeatCounter(windows=10, floor=0.5)
+    >>> for score in (0.95, 0.2, 0.97, 0.6):
+    ...     repeats.add(score)
+    >>> repeats.as_high(0.9), repeats.as_high(0.99)
+    (2, 0)
+    """
+
+    def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 16) -> None:
+        self.windows = windows
+        self.floor = floor
+        self.keep = keep
+        self.recent: deque[tuple[int, float]] = deque()
+        self.seen = 0
+
+    def as_high(self, score: float) -> int:
+        oldest = self.seen - self.windows
+        return sum(1 for index, kept in self.recent if index >= oldest and kept >= score)
+
+    def add(self, score: float) -> None:
+        recent = self.recent
+        while recent and recent[0][0] < self.seen - self.windows:
+            recent.popleft()
+        if score >= self.floor:
+            recent.append((self.seen, score))
+            if len(recent) > self.keep:
+                lowest = min(range(len(recent)), key=lambda i: recent[i][1])
+                del recent[lowest]
+        self.seen += 1
