@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,9 +56,10 @@ lineage:
 """
 
 
-def _records(base: float, per_window: int, broken: bool) -> list[tuple[int | None, bytes]]:
+def _records(base: float, per_window: int, broken: bool, windows: int = WINDOWS
+             ) -> list[tuple[int | None, bytes]]:
     out: list[tuple[int | None, bytes]] = []
-    for window in range(WINDOWS):
+    for window in range(windows):
         for i in range(per_window):
             bad = broken and window in BROKEN and i % 2 == 0
             amount = (None if i % 4 == 0 else -5.0) if bad else 10.0 + (i * 7919 % 90)
@@ -86,7 +88,24 @@ def stack_console(fresh_db: str, make_topic: Any, kafka_bootstrap: str,
                   tmp_path: Path) -> Iterator[tuple[str, str]]:
     raw_topic, topic = make_topic("payments-raw"), make_topic("payments", partitions=2)
     base = math.floor(time.time() / WINDOW) * WINDOW - (WINDOWS + 3) * WINDOW
-    produce(kafka_bootstrap, raw_topic, _records(base, 10, broken=False))
+    # the upstream keeps flowing, whole windows up to the end of the current one and then one
+    # record a second (its usual rate), while payments stops: payments' drop is its own
+    # break, not an impact of an upstream drop (one incident per break would otherwise
+    # merge it into payments_raw's incident)
+    produce(kafka_bootstrap, raw_topic, _records(base, 10, broken=False, windows=WINDOWS + 4))
+    live_from = base + (WINDOWS + 4) * WINDOW
+    stop_upstream = threading.Event()
+
+    def upstream() -> None:
+        i = 0
+        while not stop_upstream.wait(1.0):
+            produce(kafka_bootstrap, raw_topic, [(None, json_bytes({
+                "ts": live_from + i, "payment_id": f"live-{i}", "amount": 10.0 + i % 90,
+                "country": ("DE", "FR", "US")[i % 3]}))])
+            i += 1
+
+    live = threading.Thread(target=upstream, daemon=True)
+    live.start()
     produce(kafka_bootstrap, topic, _records(base, 60, broken=True))
     spec = tmp_path / "dqpulse.yaml"
     spec.write_text(_spec(raw_topic, topic))
@@ -125,6 +144,8 @@ def stack_console(fresh_db: str, make_topic: Any, kafka_bootstrap: str,
                    message="windows and an open incident from the ingest worker")
         yield base_url, token
     finally:
+        stop_upstream.set()
+        live.join(timeout=10)
         stop_processes(processes)
 
 
