@@ -129,13 +129,7 @@ def join_root(conn: Connection, root: dict[str, Any], distance: int, *,
     returns the notifications queued."""
     root_id = int(root["id"])
     top = max(members, key=lambda i: i.anomaly.score)
-    incident_store.create_alerts(conn, rows=[{
-        "incident_id": root_id, "dataset": i.anomaly.dataset, "kind": i.kind,
-        "metric": i.anomaly.metric, "field": i.anomaly.field or "",
-        "window_start": i.anomaly.window_start, "severity": i.severity,
-        "score": float(i.anomaly.score), "explanation": json_safe(i.anomaly.explanation or {}),
-        "created_at": now,
-    } for i in members])
+    record_alerts(conn, root_id, members, now)
     previous = next((i for i in (root.get("details") or {}).get("impacts") or []
                      if i["dataset"] == dataset.name), None)
     entry = _impact_entry(previous, dataset=dataset.name, owner=dataset.owner,
@@ -226,3 +220,16 @@ def _close_merged(conn: Connection, row: Mapping[str, Any], root_id: int, *,
         outbox.enqueue(conn, incident=fresh, event="resolved",
                        channels=[n.name for n in notifications if n.name in told],
                        public_url=public_url, now=now, actor=SYSTEM_ACTOR, comment=comment)
+
+
+def record_alerts(conn: Connection, incident_id: int, members: Sequence[ClassifiedAnomaly],
+                  now: datetime) -> None:
+    """Store ``members`` as alert rows of incident ``incident_id`` (its own alerts, or a
+    downstream dataset's alerts joining a root as an impact)."""
+    incident_store.create_alerts(conn, rows=[{
+        "incident_id": incident_id, "dataset": i.anomaly.dataset, "kind": i.kind,
+        "metric": i.anomaly.metric, "field": i.anomaly.field or "",
+        "window_start": i.anomaly.window_start, "severity": i.severity,
+        "score": float(i.anomaly.score), "explanation": json_safe(i.anomaly.explanation or {}),
+        "created_at": now,
+    } for i in members])

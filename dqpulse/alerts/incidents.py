@@ -62,7 +62,13 @@ from dqpulse.alerts.anomalies import (
     max_severity,
     summarize,
 )
-from dqpulse.alerts.impacts import Related, find_root, join_root, merge_downstream
+from dqpulse.alerts.impacts import (
+    Related,
+    find_root,
+    join_root,
+    merge_downstream,
+    record_alerts,
+)
 from dqpulse.alerts.routing import channels_for_incident, silence_for
 from dqpulse.alerts.summary import with_later
 from dqpulse.jsonsafe import json_safe
@@ -296,7 +302,7 @@ def _open_or_reopen(conn: Connection, *, dataset: DatasetSpec, key: str, group: 
                                     comment=summarize(dataset.name, top), at=now)
         event = "opened"
         result.opened.append(incident_id)
-    _record_alerts(conn, incident_id, members, now)
+    record_alerts(conn, incident_id, members, now)
     row = incident_store.get_or_raise(conn, incident_id=incident_id)
     channels = channels_for_incident(notifications, row)
     if event == "reopened":
@@ -332,7 +338,7 @@ def _update_active(conn: Connection, *, dataset: DatasetSpec, active: dict[str, 
     if escalated:
         values["severity"] = severity
     incident_store.update(conn, incident_id=incident_id, **values)
-    _record_alerts(conn, incident_id, members, now)
+    record_alerts(conn, incident_id, members, now)
     result.alerts += len(members)
     row = incident_store.get_or_raise(conn, incident_id=incident_id)
     if escalated:
@@ -403,16 +409,6 @@ def _within_grace(previous: Mapping[str, Any], window_start: float, dataset: Dat
         return False
     return window_start - float(resolved_end) < options.reopen_grace_windows * dataset.window
 
-
-def _record_alerts(conn: Connection, incident_id: int, members: Sequence[ClassifiedAnomaly],
-                   now: datetime) -> None:
-    incident_store.create_alerts(conn, rows=[{
-        "incident_id": incident_id, "dataset": i.anomaly.dataset, "kind": i.kind,
-        "metric": i.anomaly.metric, "field": i.anomaly.field or "",
-        "window_start": i.anomaly.window_start, "severity": i.severity,
-        "score": float(i.anomaly.score), "explanation": json_safe(i.anomaly.explanation or {}),
-        "created_at": now,
-    } for i in members])
 
 
 def _announce(conn: Connection, row: Mapping[str, Any], *, event: str, channels: list[str],
