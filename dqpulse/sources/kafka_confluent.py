@@ -1,14 +1,35 @@
-"""Kafka source on confluent-kafka (librdkafka): the default, measured faster."""
+"""Kafka source on confluent-kafka (librdkafka): the default, measured faster.
+
+No blocking consumer call inside a rebalance callback. confluent-kafka keeps the state of
+the call that serves callbacks (``consume()``) in a thread-local slot, and a blocking call
+made from inside a callback (``list_topics``) clears that slot when it returns; the next
+callback of the same ``consume()`` (a librdkafka log line, frequent while the broker is
+away) then aborts the process (SIGABRT, ``CallState_get: Assertion 'cs != NULL'``; found
+by tests/chaos, about 1 broker bounce in 7). So, while a callback runs: partition counts come
+from a cache refreshed in :meth:`ConfluentSource.poll` before ``consume()``; offset commits
+are asynchronous (Kafka's committed offsets are advisory: a worker restarts from its
+Postgres checkpoint); no fresh end offsets are asked (idle partitions are ticked by the
+next checkpoint or owner); seeks are skipped (the partitions are being revoked).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+)
 from confluent_kafka import TopicPartition as CkTopicPartition
 
 from dqpulse.config import Settings
@@ -24,6 +45,14 @@ _librdkafka_log = logging.getLogger("dqpulse.sources.librdkafka")
 _value, _topic, _partition = Message.value, Message.topic, Message.partition
 _offset, _timestamp, _error, _key = Message.offset, Message.timestamp, Message.error, Message.key
 _second = itemgetter(1)
+
+#: how often (seconds) the cached partition counts are refreshed, outside callbacks
+#: (librdkafka itself notices a topic's new partitions, and rebalances, every 300 s:
+#: ``topic.metadata.refresh.interval.ms``); a topic without a count is retried sooner
+PARTITION_COUNT_REFRESH_S = 30.0
+UNKNOWN_COUNT_RETRY_S = 2.0
+#: how long one metadata request for a partition count may take in the poll loop
+METADATA_TIMEOUT_S = 5.0
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -60,36 +89,85 @@ class ConfluentSource:
         self._consumer = Consumer(config)
         self._on_assign: AssignCallback | None = None
         self._on_revoke: RevokeCallback | None = None
+        self._in_callback = False
+        self._topics: list[str] = []
+        # topic -> partition count, as the broker last gave it
+        self._partition_counts: dict[str, int] = {}
+        self._counted_at = 0.0  # monotonic time of the last metadata request
+        self._unreachable = False  # that request was not answered
+        # seeks asked for inside a callback: made right after the consume() that ran it
+        self._pending_seeks: dict[TopicPartition, int | None] = {}
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._topics = list(topics)
+        # the callbacks read partition counts from the cache: fill it now, on the caller's
+        # thread and outside any callback (poll() retries what the broker did not answer)
+        self._refresh_partition_counts(force=True)
 
         def assign(consumer: Consumer, partitions: list[CkTopicPartition]) -> None:
             assert self._on_assign is not None
-            starts = self._on_assign([(p.topic, p.partition) for p in partitions])
+            self._check_counts(partitions)
+            with self._callback():
+                starts = self._on_assign([(p.topic, p.partition) for p in partitions])
             for p in partitions:
+                self._pending_seeks.pop((p.topic, p.partition), None)  # started right below
                 start = starts.get((p.topic, p.partition))
                 p.offset = OFFSET_BEGINNING if start is None else start
-            consumer.assign(partitions)
+            consumer.assign(partitions)  # not blocking: librdkafka applies it in the background
 
         def revoke(consumer: Consumer, partitions: list[CkTopicPartition]) -> None:
             assert self._on_revoke is not None
-            self._on_revoke([(p.topic, p.partition) for p in partitions])
+            with self._callback():
+                self._on_revoke([(p.topic, p.partition) for p in partitions])
             consumer.unassign()
 
         def lost(consumer: Consumer, partitions: list[CkTopicPartition]) -> None:
             # Lost (not revoked): another member may own them already; the checkpoint's
             # compare-and-set fences any write we would still make, so we only drop state.
             assert self._on_revoke is not None
-            self._on_revoke([(p.topic, p.partition) for p in partitions])
+            with self._callback():
+                self._on_revoke([(p.topic, p.partition) for p in partitions])
             consumer.unassign()
 
         self._consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke,
                                  on_lost=lost)
 
+    def _check_counts(self, partitions: list[CkTopicPartition]) -> None:
+        """A partition beyond the cached count: the topic grew since the last refresh and
+        librdkafka noticed first. Stop rather than store a short count (which would
+        finalize windows before every partition passed them); the restart reads it."""
+        for p in partitions:
+            known = self._partition_counts.get(p.topic)
+            if known is not None and p.partition >= known:
+                raise RuntimeError(f"{p.topic}[{p.partition}] assigned, but the topic had "
+                                   f"{known} partitions at the last refresh")
+
+    @contextmanager
+    def _callback(self) -> Iterator[None]:
+        self._in_callback = True
+        try:
+            yield
+        finally:
+            self._in_callback = False
+
     def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
+        if not self._refresh_partition_counts():
+            # a subscribed topic's partition count is unknown because the broker did not
+            # answer: consume nothing, so that no assignment (whose callback needs the
+            # count) is served before it is known
+            time.sleep(min(timeout_s, 0.5))
+            return []
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+        if self._pending_seeks:
+            # a callback of this consume() reloaded partitions from their checkpoints: what
+            # it returned for them is from the old position; seek now, outside the callback
+            # (which also drops what was prefetched)
+            seeks, self._pending_seeks = self._pending_seeks, {}
+            messages = [m for m in messages if (m.topic(), m.partition()) not in seeks]
+            for (topic, partition), offset in seeks.items():
+                self.seek(topic, partition, offset)
         if not messages:
             return []
         if any(map(_error, messages)):
@@ -111,12 +189,21 @@ class ConfluentSource:
             messages, _key)
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if offsets:
-            self._consumer.commit(offsets=[CkTopicPartition(t, p, o)
-                                           for (t, p), o in offsets.items()],
-                                  asynchronous=False)
+        """Synchronous in the poll loop; asynchronous inside a rebalance callback (no
+        blocking call there; the result, advisory anyway, is served by a later consume)."""
+        if not offsets:
+            return
+        parts = [CkTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self._in_callback:
+            self._consumer.commit(offsets=parts, asynchronous=True)
+        else:
+            self._consumer.commit(offsets=parts, asynchronous=False)
 
     def seek(self, topic: str, partition: int, offset: int | None) -> None:
+        if self._in_callback:
+            # a fenced checkpoint inside a callback: seek (a blocking call) after it
+            self._pending_seeks[(topic, partition)] = offset
+            return
         try:
             self._consumer.seek(CkTopicPartition(topic, partition,
                                                  OFFSET_BEGINNING if offset is None else offset))
@@ -126,6 +213,8 @@ class ConfluentSource:
     def end_offsets(self, partitions: Sequence[TopicPartition], *,
                     fresh: bool = True) -> dict[TopicPartition, int]:
         result: dict[TopicPartition, int] = {}
+        if fresh and self._in_callback:
+            return result  # no broker round trip in a callback: idle ticks wait
         if fresh and partitions:
             # One ListOffsets request for all of them (timestamp -1: the end offset). On the
             # broker it queues behind this consumer's long-poll fetch (fetch.wait.max.ms,
@@ -146,8 +235,53 @@ class ConfluentSource:
         return result
 
     def partition_count(self, topic: str) -> int:
-        metadata = self._consumer.list_topics(topic, timeout=10.0)
-        return len(metadata.topics[topic].partitions)
+        """From the broker, except inside a rebalance callback: then the cached count
+        (refreshed every ``PARTITION_COUNT_REFRESH_S`` by ``poll``)."""
+        if not self._in_callback:
+            self._fetch_partition_counts([topic], timeout_s=10.0)
+        if topic not in self._partition_counts:
+            # in a callback: the topic appeared after the last refresh and librdkafka saw
+            # it first; guessing could finalize windows before all partitions passed them
+            raise RuntimeError(f"partition count of {topic!r} not known; the worker "
+                               "stops rather than guess (its restart reads it)")
+        return self._partition_counts[topic]
+
+    def _refresh_partition_counts(self, *, force: bool = False) -> bool:
+        """Refresh the cached partition counts of the subscribed topics when due (outside
+        callbacks; one metadata request every ``PARTITION_COUNT_REFRESH_S``, or every
+        ``UNKNOWN_COUNT_RETRY_S`` while a topic has none). Whether consuming may go on:
+        not while a topic lacks its count because the broker did not answer (a topic
+        that does not exist yet gets no assignment, so it holds nothing up)."""
+        missing = any(topic not in self._partition_counts for topic in self._topics)
+        every = UNKNOWN_COUNT_RETRY_S if missing else PARTITION_COUNT_REFRESH_S
+        if self._topics and (force or time.monotonic() - self._counted_at >= every):
+            self._fetch_partition_counts(self._topics, timeout_s=METADATA_TIMEOUT_S)
+        return not (self._unreachable and
+                    any(topic not in self._partition_counts for topic in self._topics))
+
+    def _fetch_partition_counts(self, topics: Sequence[str], *, timeout_s: float) -> None:
+        """One metadata request: for the topic, or for all topics when several."""
+        assert not self._in_callback, "no blocking metadata request in a rebalance callback"
+        self._counted_at = time.monotonic()
+        try:
+            metadata = self._consumer.list_topics(topics[0] if len(topics) == 1 else None,
+                                                  timeout=timeout_s)
+        except KafkaException as exc:
+            self._unreachable = True
+            log.warning("partition counts of %s: %s", ", ".join(topics), exc)
+            return
+        self._unreachable = False
+        for topic in topics:
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None or not described.partitions:
+                log.warning("partition count of %s: %s", topic,
+                            described.error if described is not None else "no such topic")
+                continue
+            count = len(described.partitions)
+            previous = self._partition_counts.get(topic)
+            if previous is not None and previous != count:
+                log.warning("topic %s has %d partitions (was %d)", topic, count, previous)
+            self._partition_counts[topic] = count
 
     def close(self) -> None:
         self._consumer.close()

@@ -27,22 +27,13 @@ def _progress(run: ChaosRun, beyond: int, timeout_s: float = 60) -> None:
              f"more than {beyond} windows finalized")
 
 
-# A known bug this suite found (docs/operations.md, failure behaviour): with confluent-kafka
-# a broker bounce can abort the worker (SIGABRT, `CallState_get: Assertion cs != NULL`)
-# because blocking client calls made inside the rebalance callbacks (list_topics in
-# on_assign; the synchronous commit and offsets_for_times of the checkpoint in on_revoke)
-# clear the client's thread-local call state, and the next callback of the same consume()
-# (a librdkafka log line) finds it empty. It struck in 1 of 7 runs here. Not strict: the
-# test reports XPASS when the worker survives (its checks all passed then).
-BROKER_CLIENTS = [
-    pytest.param("confluent", marks=pytest.mark.xfail(
-        strict=False, reason="confluent-kafka aborts on a blocking call inside a rebalance "
-                             "callback followed by another callback (known, unfixed)")),
-    "kafka-python",
-]
-
-
-@pytest.mark.parametrize("client", BROKER_CLIENTS)
+# With confluent-kafka a broker bounce used to abort the worker (SIGABRT, `CallState_get:
+# Assertion cs != NULL`, 2 of 4 to 1 of 7 runs): a blocking consumer call inside a rebalance
+# callback (list_topics) cleared the client's thread-local call state, and the next
+# callback of the same consume() (a librdkafka log line) found it empty. The source now
+# makes no blocking consumer call inside a callback (dqpulse/sources/kafka_confluent.py;
+# docs/operations.md, "Found by the suite"), and this test is strict for both clients.
+@pytest.mark.parametrize("client", CLIENTS)
 def test_broker_sigkilled_twice_mid_stream(client, private_stack, tmp_path):
     run = ChaosRun(private_stack, tmp_path, client)
     try:
