@@ -41,7 +41,9 @@ def test_broker_sigkilled_twice_mid_stream(client, private_stack, tmp_path):
         run.start_worker()
         run.start_producing()
         for _ in range(2):
-            _progress(run, len(run.volumes()))
+            # 90 s: after a bounce kafka-python reconnects with a back-off of up to 30 s
+            # (reconnect_backoff_max_ms), on a loaded box after a slow broker restart
+            _progress(run, len(run.volumes()), timeout_s=90)
             say(f"SIGKILL the broker at {len(run.volumes())} windows")
             private_stack.kill("kafka")
             time.sleep(2.0)  # records pile up in the producer; the workers lose the broker
