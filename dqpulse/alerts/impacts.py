@@ -18,8 +18,14 @@ the order in which workers finalize the datasets does not matter:
   was a nearer root) move to the root with it, their alerts stay on the merged incident
   (``merged_incident_id``).
 
-The root incident's row is locked (``FOR UPDATE``) while a dataset joins or merges, so
-datasets finalized concurrently by several workers never overwrite each other's impacts.
+Datasets finalized concurrently by several workers (each in its own transaction) decide
+one at a time: :func:`lock_break` takes a lock per dataset of the lineage around the
+alerting dataset (itself, its upstream and its downstream), held until the finalize
+transaction commits, before any incident row is read. Two linked datasets lock each
+other's name, so a root and its downstream alerting at the same moment never both open an
+incident without seeing the other's. The root incident's row is also locked
+(``FOR UPDATE``) while a dataset joins or merges, so nothing (an acknowledgement, a
+resolution) overwrites its impacts.
 
 The caller passes the lineage around the dataset (``Related``): this layer does not read
 the graph itself.
@@ -55,6 +61,14 @@ class Related:
     downstream: Mapping[str, int] = field(default_factory=dict)
     owners: Mapping[str, str | None] = field(default_factory=dict)
     slack_windows: float = 1.0
+
+
+def lock_break(conn: Connection, related: Related, *, dataset: str) -> int:
+    """Serialize this window's incident decisions with those of the datasets linked to
+    ``dataset`` by lineage (until the caller's transaction ends); returns the locks taken
+    (none without lineage)."""
+    names = {dataset, *related.upstream, *related.downstream}
+    return incident_store.lock_datasets(conn, names=names) if len(names) > 1 else 0
 
 
 def _covers(row: Mapping[str, Any], start: float, end: float, slack: float) -> bool:

@@ -66,6 +66,7 @@ from dqpulse.alerts.impacts import (
     Related,
     find_root,
     join_root,
+    lock_break,
     merge_downstream,
     record_alerts,
 )
@@ -172,6 +173,8 @@ def process_window(
     now = as_utc_or_now(now)
     options = options or IncidentOptions()
     result = WindowOutcome()
+    if related is not None:  # before any incident row: see dqpulse.alerts.impacts
+        lock_break(conn, related, dataset=dataset.name)
     silences = silence_store.get_active_for(conn, dataset=dataset.name, owner=dataset.owner,
                                             at=now)
     active = {row["dedup_key"]: row

@@ -8,18 +8,38 @@ naive values, which :func:`aware` reads as UTC).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import zlib
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy import update as sa_update
 
 from dqpulse.errors import NotFoundError
+from dqpulse.store.db import is_postgres
 from dqpulse.store.tables import alerts, incident_events, incidents
 from dqpulse.utc import as_utc
 
 ACTIVE_STATUSES = ("open", "acknowledged")
+# pg_advisory_xact_lock(namespace, key): the namespace keeps these apart from other locks
+_BREAK_LOCK_NAMESPACE = 0x64715F14  # "dq_" 14
+
+
+def lock_datasets(conn: Connection, *, names: Iterable[str]) -> int:
+    """Take the transaction-scoped lock of each dataset in ``names`` (Postgres; SQLite's
+    single writer serializes anyway), waiting for it; returns the locks taken.
+
+    Always in ascending key order, so two transactions that lock overlapping sets never
+    wait on each other crosswise. Two names with one key share a lock (harmless)."""
+    if not is_postgres(conn):
+        return 0
+    keys = sorted({zlib.crc32(name.encode()) - 2**31 for name in names})
+    for key in keys:
+        conn.execute(text("SELECT pg_advisory_xact_lock(CAST(:namespace AS integer), "
+                          "CAST(:key AS integer))"),
+                     {"namespace": _BREAK_LOCK_NAMESPACE, "key": key})
+    return len(keys)
 
 
 def aware(value: datetime | None) -> datetime | None:
