@@ -132,6 +132,9 @@ def _add_impact(conn: Connection, root: Mapping[str, Any], entry: dict[str, Any]
         :_MAX_IMPACTS]
     incident_store.update(conn, incident_id=int(root["id"]), details=json_safe(details),
                           alert_count=int(root["alert_count"]) + alerts)
+    if new:  # the dataset now finds (lists, counts) this incident as one that hits it
+        incident_store.create_impact(conn, incident_id=int(root["id"]),
+                                     dataset=str(entry["dataset"]))
     return new
 
 
