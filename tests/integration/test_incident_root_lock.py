@@ -47,8 +47,11 @@ def engine(fresh_db: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _window(name: str, index: int) -> Callable[[Connection], inc.WindowOutcome]:
-    """``name``'s window ``index`` with a null-ratio alert, as its worker processes it."""
+def _window(name: str, index: int, *, alert: bool = True,
+            options: inc.IncidentOptions | None = None
+            ) -> Callable[[Connection], inc.WindowOutcome]:
+    """``name``'s window ``index`` with a null-ratio alert (or none: a healthy window,
+    without the lineage, as the scoring hook passes it), as its worker processes it."""
     start = T0.timestamp() + index * WINDOW
     spec = DatasetSpec.model_validate({"name": name, "topic": name, "owner": OWNERS[name],
                                        "window": "1m"})
@@ -64,23 +67,29 @@ def _window(name: str, index: int) -> Callable[[Connection], inc.WindowOutcome]:
 
     def process(conn: Connection) -> inc.WindowOutcome:
         return inc.process_window(conn, dataset=spec, window_start=start,
-                                  window_end=start + WINDOW, anomalies=[anomaly],
+                                  window_end=start + WINDOW, anomalies=[anomaly] if alert else [],
                                   notifications=[CHANNEL], public_url="http://dq.example",
                                   now=T0 + timedelta(seconds=(index + 1) * WINDOW + 30),
-                                  related=related)
+                                  related=related if alert else None, options=options)
     return process
 
 
 def _concurrently(engine: Engine,
-                  calls: list[Callable[[Connection], inc.WindowOutcome]]
-                  ) -> list[inc.WindowOutcome]:
+                  calls: list[Callable[[Connection], inc.WindowOutcome]],
+                  in_order: bool = False) -> list[inc.WindowOutcome]:
+    """Run ``calls`` in transactions of their own at once; ``in_order``: each starts once
+    the one before it decided (not committed)."""
     start = threading.Barrier(len(calls))
     commit = threading.Barrier(len(calls), timeout=HOLD_S)
+    decided = [threading.Event() for _ in calls]
 
-    def transaction(call: Callable[[Connection], inc.WindowOutcome]) -> inc.WindowOutcome:
+    def transaction(index: int) -> inc.WindowOutcome:
         start.wait()
+        if in_order and index:
+            decided[index - 1].wait(timeout=30)
         with engine.begin() as conn:
-            outcome = call(conn)
+            outcome = calls[index](conn)
+            decided[index].set()
             try:
                 commit.wait()  # decided: commit together with the others...
             except threading.BrokenBarrierError:
@@ -88,7 +97,7 @@ def _concurrently(engine: Engine,
         return outcome
 
     with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(transaction, call) for call in calls]
+        futures = [pool.submit(transaction, index) for index in range(len(calls))]
         return [f.result(timeout=60) for f in futures]
 
 
@@ -131,3 +140,19 @@ def test_two_downstream_datasets_joining_one_root_at_once_keep_both_impacts(engi
 def test_a_root_and_two_downstream_datasets_alerting_at_once_make_one_incident(engine):
     _concurrently(engine, [_window("out-a", 0), _window("src", 0), _window("join", 0)])
     _one_incident_with_impacts(engine, "src", {"join", "out-a"})
+
+
+def test_a_downstream_joining_while_the_root_resolves_keeps_both_changes(engine):
+    """The root's row lock: the root's healthy window resolves it (writing the window it
+    resolved at) while a downstream dataset joins it (writing its impacts)."""
+    once = inc.IncidentOptions(auto_resolve_windows=1)
+    with engine.begin() as conn:
+        [root_id] = _window("src", 0, options=once)(conn).opened
+    resolved, joined = _concurrently(
+        engine, [_window("src", 1, alert=False, options=once), _window("join", 1)],
+        in_order=True)
+    assert resolved.resolved == [root_id] and joined.impacts == [root_id]
+    [root] = _incidents(engine)
+    assert root["status"] == "resolved"
+    assert root["details"]["resolved_window_end"] == T0.timestamp() + 2 * WINDOW
+    assert [i["dataset"] for i in root["details"]["impacts"]] == ["join"]
