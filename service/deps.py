@@ -83,8 +83,21 @@ class Scope:
             raise NotFoundError(f"dataset {name!r} does not exist")
 
     def incident(self, incident_id: int) -> dict[str, Any]:
+        """The incident, if the caller sees its dataset (to act on it); else 404."""
         row = incident_store.get(self.conn, incident_id=incident_id)
         if row is None or not self.sees(str(row["dataset"])):
+            raise NotFoundError(f"incident {incident_id} does not exist")
+        return row
+
+    def incident_to_read(self, incident_id: int) -> dict[str, Any]:
+        """The incident, if the caller sees its dataset or a dataset it impacts (an
+        upstream break that hits the caller's data is the caller's to read); else 404."""
+        row = incident_store.get(self.conn, incident_id=incident_id)
+        if row is not None and not self.sees(str(row["dataset"])) and not any(
+                self.sees(name) for name in incident_store.get_impacted(
+                    self.conn, incident_id=incident_id)):
+            row = None
+        if row is None:
             raise NotFoundError(f"incident {incident_id} does not exist")
         return row
 

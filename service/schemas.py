@@ -25,7 +25,12 @@ class DatasetRead(BaseModel):
     freshness_sla_seconds: float | None
     last_window_start: float | None = None
     quality: QualityScores = QualityScores()
-    open_incidents: int = Field(default=0, description="open or acknowledged incidents")
+    open_incidents: int = Field(
+        default=0, description="open or acknowledged incidents that hit the dataset: its own "
+                               "and those of upstream breaks it is an impact of")
+    open_impacts: int = Field(
+        default=0, description="of open_incidents, those of upstream datasets that this "
+                               "dataset is an impact of (one incident per break)")
     seconds_since_last_record: float | None = Field(
         default=None, description="freshness in the newest window (compare with the SLA)")
     contract: dict[str, Any] = Field(

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from dqpulse.alerts import outbox
-from dqpulse.alerts.incidents import channels_told, close
+from dqpulse.alerts.closing import channels_told, close
 from dqpulse.errors import ConflictError, ValidationError
 from dqpulse.spec import NotificationSpec
 from dqpulse.store import incidents as incident_store

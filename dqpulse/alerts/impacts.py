@@ -18,8 +18,14 @@ the order in which workers finalize the datasets does not matter:
   was a nearer root) move to the root with it, their alerts stay on the merged incident
   (``merged_incident_id``).
 
-The root incident's row is locked (``FOR UPDATE``) while a dataset joins or merges, so
-datasets finalized concurrently by several workers never overwrite each other's impacts.
+Datasets finalized concurrently by several workers (each in its own transaction) decide
+one at a time: :func:`lock_break` takes a lock per dataset of the lineage around the
+alerting dataset (itself, its upstream and its downstream), held until the finalize
+transaction commits, before any incident row is read. Two linked datasets lock each
+other's name, so a root and its downstream alerting at the same moment never both open an
+incident without seeing the other's. The root incident's row is also locked
+(``FOR UPDATE``) while a dataset joins or merges, so nothing (an acknowledgement, a
+resolution) overwrites its impacts.
 
 The caller passes the lineage around the dataset (``Related``): this layer does not read
 the graph itself.
@@ -36,11 +42,12 @@ from sqlalchemy import Connection
 
 from dqpulse.alerts import outbox
 from dqpulse.alerts.anomalies import ClassifiedAnomaly
-from dqpulse.alerts.routing import channels_for_incident
+from dqpulse.alerts.routing import channels_for_incident, silence_for
 from dqpulse.jsonsafe import json_safe
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import outbox as outbox_store
+from dqpulse.store import silences as silence_store
 
 SYSTEM_ACTOR = "dqpulse"
 _MAX_IMPACTS = 100
@@ -55,6 +62,14 @@ class Related:
     downstream: Mapping[str, int] = field(default_factory=dict)
     owners: Mapping[str, str | None] = field(default_factory=dict)
     slack_windows: float = 1.0
+
+
+def lock_break(conn: Connection, related: Related, *, dataset: str) -> int:
+    """Serialize this window's incident decisions with those of the datasets linked to
+    ``dataset`` by lineage (until the caller's transaction ends); returns the locks taken
+    (none without lineage)."""
+    names = {dataset, *related.upstream, *related.downstream}
+    return incident_store.lock_datasets(conn, names=names) if len(names) > 1 else 0
 
 
 def _covers(row: Mapping[str, Any], start: float, end: float, slack: float) -> bool:
@@ -117,16 +132,32 @@ def _add_impact(conn: Connection, root: Mapping[str, Any], entry: dict[str, Any]
         :_MAX_IMPACTS]
     incident_store.update(conn, incident_id=int(root["id"]), details=json_safe(details),
                           alert_count=int(root["alert_count"]) + alerts)
+    if new:  # the dataset now finds (lists, counts) this incident as one that hits it
+        incident_store.create_impact(conn, incident_id=int(root["id"]),
+                                     dataset=str(entry["dataset"]))
     return new
+
+
+@dataclass
+class Announced:
+    """Impact notifications queued and suppressed (channels) by one call."""
+
+    queued: int = 0
+    suppressed: int = 0
+
+    def add(self, other: Announced) -> Announced:
+        self.queued += other.queued
+        self.suppressed += other.suppressed
+        return self
 
 
 def join_root(conn: Connection, root: dict[str, Any], distance: int, *,
               dataset: DatasetSpec, members: Sequence[ClassifiedAnomaly],
               window_start: float, window_end: float,
               notifications: Sequence[NotificationSpec], public_url: str,
-              now: datetime) -> int:
+              now: datetime) -> Announced:
     """Record ``members`` (alerts of ``dataset``) on the root incident as an impact;
-    returns the notifications queued."""
+    returns the impact notifications queued and suppressed by silences."""
     root_id = int(root["id"])
     top = max(members, key=lambda i: i.anomaly.score)
     record_alerts(conn, root_id, members, now)
@@ -137,36 +168,81 @@ def join_root(conn: Connection, root: dict[str, Any], distance: int, *,
                           alerts=len(members), score=float(top.anomaly.score),
                           window_start=window_start, window_end=window_end,
                           segment=(top.anomaly.explanation or {}).get("segment"))
-    if not _add_impact(conn, root, entry, len(members)):
-        return 0
-    return _announce(conn, root_id, entry, notifications=notifications,
+    if previous is not None and previous.get("notified", True):
+        _add_impact(conn, root, entry, len(members))  # announced already: nothing to send
+        return Announced()
+    # first joining, or joined while silenced: announce unless (still) silenced
+    silence = _impact_silence(conn, entry, now)
+    entry["notified"] = silence is None
+    _add_impact(conn, root, entry, len(members))
+    if previous is None:
+        _audit_impact(conn, root_id, entry, now)
+    elif silence is not None:
+        return Announced()  # still silenced: suppressed (and audited) when it joined
+    return _announce(conn, root_id, entry, silence=silence, notifications=notifications,
                      public_url=public_url, now=now)
 
 
-def _announce(conn: Connection, root_id: int, entry: Mapping[str, Any], *,
-              notifications: Sequence[NotificationSpec], public_url: str,
-              now: datetime) -> int:
-    """Audit a dataset's first joining and tell the channels about the root and those
-    that route the impacted dataset (an ``impact`` message); returns the messages queued."""
+def _impact_silence(conn: Connection, entry: Mapping[str, Any], now: datetime) -> int | None:
+    """Id of an active silence of the impacted dataset (its name, owner, the impact's
+    kinds), exactly as it would silence the dataset's own incident; else None."""
+    found = silence_store.get_active_for(conn, dataset=str(entry["dataset"]),
+                                         owner=entry.get("owner"), at=now)
+    return silence_for(found, entry["kinds"])
+
+
+def _audit_impact(conn: Connection, root_id: int, entry: Mapping[str, Any],
+                  now: datetime) -> None:
     incident_store.create_event(
         conn, incident_id=root_id, action="impact", actor=SYSTEM_ACTOR,
         comment=f"{entry['dataset']} (owner {entry.get('owner') or 'unassigned'}) impacted: "
                 f"{', '.join(entry['kinds'])}", at=now)
+
+
+def _announce(conn: Connection, root_id: int, entry: Mapping[str, Any], *,
+              silence: int | None, notifications: Sequence[NotificationSpec],
+              public_url: str, now: datetime) -> Announced:
+    """Tell the channels about an impacted dataset (an ``impact`` message): the channels
+    whose routing matches the impacted dataset (its name, owner, the impact's kinds) and
+    the channels already told about the root. Silences apply per audience, as they would
+    without the root: one of the impacted dataset (``silence``) suppresses the message
+    everywhere; one of the root's dataset suppresses it to the root's audience only."""
     fresh = incident_store.get_or_raise(conn, incident_id=root_id)
     told = outbox_store.notified_channels(conn, incident_id=root_id)
-    theirs = channels_for_incident(notifications, {**fresh, "dataset": entry["dataset"],
-                                                   "owner": entry.get("owner")})
-    channels = [n.name for n in notifications if n.name in told or n.name in theirs]
-    return outbox.enqueue(conn, incident=fresh, event="impact", channels=channels,
-                          public_url=public_url, now=now, actor=SYSTEM_ACTOR)
+    theirs = channels_for_incident(notifications, {
+        **fresh, "dataset": entry["dataset"], "owner": entry.get("owner"),
+        "details": {"kinds": list(entry["kinds"])}})
+    root_silence = silence_for(
+        silence_store.get_active_for(conn, dataset=str(fresh["dataset"]),
+                                     owner=fresh.get("owner"), at=now),
+        (fresh.get("details") or {}).get("kinds") or [fresh["kind"]])
+    wanted = [n.name for n in notifications if n.name in told or n.name in theirs]
+    if silence is not None:
+        send, muted, by = [], wanted, silence
+    elif root_silence is not None:
+        send = [c for c in wanted if c in theirs]
+        muted, by = [c for c in wanted if c not in theirs], root_silence
+    else:
+        send, muted, by = wanted, [], None
+    if muted:
+        incident_store.create_event(
+            conn, incident_id=root_id, action="silenced", actor=SYSTEM_ACTOR,
+            comment=f"impact notification of {entry['dataset']} to {len(muted)} channel(s) "
+                    f"suppressed by silence #{by}", at=now)
+    queued = outbox.enqueue(conn, incident=fresh, event="impact", channels=send,
+                            public_url=public_url, now=now,
+                            actor=SYSTEM_ACTOR) if send else 0
+    return Announced(queued=queued, suppressed=len(muted))
 
 
 def merge_downstream(conn: Connection, root_id: int, related: Related, *,
                      dataset: DatasetSpec, notifications: Sequence[NotificationSpec],
-                     public_url: str, now: datetime) -> list[int]:
+                     public_url: str, now: datetime) -> tuple[list[int], Announced]:
     """Incidents of downstream datasets that opened first, within the slack of the root:
-    resolved as merged into the root and listed as its impacts; returns their ids."""
+    resolved as merged into the root and listed as its impacts; returns their ids and the
+    impact notifications queued and suppressed."""
     merged: list[int] = []
+    announced = Announced()
     slack = related.slack_windows * dataset.window
     for name, distance in sorted(related.downstream.items(), key=lambda kv: kv[1]):
         for listed in incident_store.get_page(conn, dataset=name, limit=_RECENT):
@@ -194,13 +270,16 @@ def merge_downstream(conn: Connection, root_id: int, related: Related, *,
                 for i in details.get("impacts") or []]
             for item in carried:
                 fresh = incident_store.get_or_raise(conn, incident_id=root_id, for_update=True)
-                if _add_impact(conn, fresh, item, 0):
-                    _announce(conn, root_id, item, notifications=notifications,
-                              public_url=public_url, now=now)
+                silence = _impact_silence(conn, item, now)
+                if _add_impact(conn, fresh, {**item, "notified": silence is None}, 0):
+                    _audit_impact(conn, root_id, item, now)
+                    announced.add(_announce(conn, root_id, item, silence=silence,
+                                            notifications=notifications,
+                                            public_url=public_url, now=now))
             _close_merged(conn, row, root_id, notifications=notifications,
                           public_url=public_url, now=now)
             merged.append(int(row["id"]))
-    return merged
+    return merged, announced
 
 
 def _close_merged(conn: Connection, row: Mapping[str, Any], root_id: int, *,

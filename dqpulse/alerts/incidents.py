@@ -62,10 +62,13 @@ from dqpulse.alerts.anomalies import (
     max_severity,
     summarize,
 )
+from dqpulse.alerts.closing import channels_told, close
 from dqpulse.alerts.impacts import (
+    Announced,
     Related,
     find_root,
     join_root,
+    lock_break,
     merge_downstream,
     record_alerts,
 )
@@ -74,7 +77,6 @@ from dqpulse.alerts.summary import with_later
 from dqpulse.jsonsafe import json_safe
 from dqpulse.spec import DatasetSpec, NotificationSpec
 from dqpulse.store import incidents as incident_store
-from dqpulse.store import outbox as outbox_store
 from dqpulse.store import silences as silence_store
 from dqpulse.utc import as_utc_or_now
 
@@ -120,14 +122,9 @@ class WindowOutcome:
     suppressed: int = 0
     open_incidents: int = 0
 
-
-# ---- helpers ----------------------------------------------------------------------------
-
-def channels_told(conn: Connection, row: Mapping[str, Any],
-                  notifications: Sequence[NotificationSpec]) -> list[str]:
-    """Configured channels that already have a notification about the incident."""
-    told = outbox_store.notified_channels(conn, incident_id=int(row["id"]))
-    return [n.name for n in notifications if n.name in told]
+    def count(self, announced: Announced) -> None:
+        self.notifications += announced.queued
+        self.suppressed += announced.suppressed
 
 
 def _details(previous: Mapping[str, Any] | None, top: Anomaly, kinds: Iterable[str],
@@ -145,8 +142,6 @@ def _details(previous: Mapping[str, Any] | None, top: Anomaly, kinds: Iterable[s
     details["metrics"] = known
     return details
 
-
-# ---- the window hook --------------------------------------------------------------------
 
 def process_window(
     conn: Connection,
@@ -172,6 +167,8 @@ def process_window(
     now = as_utc_or_now(now)
     options = options or IncidentOptions()
     result = WindowOutcome()
+    if related is not None:  # before any incident row: see dqpulse.alerts.impacts
+        lock_break(conn, related, dataset=dataset.name)
     silences = silence_store.get_active_for(conn, dataset=dataset.name, owner=dataset.owner,
                                             at=now)
     active = {row["dedup_key"]: row
@@ -183,10 +180,10 @@ def process_window(
         root = None if key in active or related is None else find_root(
             conn, related, dataset=dataset, window_start=window_start, window_end=window_end)
         if root is not None:
-            result.notifications += join_root(
+            result.count(join_root(
                 conn, *root, dataset=dataset, members=members, window_start=window_start,
                 window_end=window_end, notifications=notifications, public_url=public_url,
-                now=now)
+                now=now))
             result.impacts.append(int(root[0]["id"]))
             result.alerts += len(members)
             continue
@@ -201,9 +198,11 @@ def process_window(
                             notifications=notifications, public_url=public_url, now=now,
                             options=options, result=result)
     for incident_id in result.opened + result.reopened if related is not None else []:
-        result.merged += merge_downstream(conn, incident_id, related or Related(),
-                                          dataset=dataset, notifications=notifications,
-                                          public_url=public_url, now=now)
+        merged, announced = merge_downstream(
+            conn, incident_id, related or Related(), dataset=dataset,
+            notifications=notifications, public_url=public_url, now=now)
+        result.merged += merged
+        result.count(announced)
     result.open_incidents = incident_store.count_active(conn, dataset=dataset.name)
     return result
 
@@ -410,7 +409,6 @@ def _within_grace(previous: Mapping[str, Any], window_start: float, dataset: Dat
     return window_start - float(resolved_end) < options.reopen_grace_windows * dataset.window
 
 
-
 def _announce(conn: Connection, row: Mapping[str, Any], *, event: str, channels: list[str],
               silenced_by: int | None, public_url: str, now: datetime, result: WindowOutcome,
               previous_severity: str | None = None) -> None:
@@ -426,22 +424,3 @@ def _announce(conn: Connection, row: Mapping[str, Any], *, event: str, channels:
     result.notifications += outbox.enqueue(conn, incident=row, event=event, channels=channels,
                                            public_url=public_url, now=now, actor=SYSTEM_ACTOR,
                                            previous_severity=previous_severity)
-
-
-def close(conn: Connection, row: Mapping[str, Any], *, actor: str, comment: str | None,
-          notifications: Sequence[NotificationSpec], public_url: str, now: datetime,
-          window_end: float | None = None) -> int:
-    """Resolve the incident ``row`` (any status) and tell the channels that heard of it;
-    returns the notifications queued. ``window_end`` is the event time it resolved at (the
-    healthy window that resolved it); the reopen grace is counted from there."""
-    incident_id = int(row["id"])
-    values: dict[str, Any] = {"status": "resolved", "resolved_at": now, "flapping": False}
-    if window_end is not None:
-        values["details"] = {**(row.get("details") or {}), "resolved_window_end": window_end}
-    incident_store.update(conn, incident_id=incident_id, **values)
-    incident_store.create_event(conn, incident_id=incident_id, action="resolved", actor=actor,
-                                comment=comment, at=now)
-    fresh = incident_store.get_or_raise(conn, incident_id=incident_id)
-    return outbox.enqueue(conn, incident=fresh, event="resolved",
-                          channels=channels_told(conn, fresh, notifications),
-                          public_url=public_url, now=now, actor=actor, comment=comment)

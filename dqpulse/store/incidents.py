@@ -8,18 +8,38 @@ naive values, which :func:`aware` reads as UTC).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import zlib
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import ColumnElement, Connection, func, insert, or_, select, text
 from sqlalchemy import update as sa_update
 
 from dqpulse.errors import NotFoundError
-from dqpulse.store.tables import alerts, incident_events, incidents
+from dqpulse.store.db import is_postgres
+from dqpulse.store.tables import alerts, incident_events, incident_impacts, incidents
 from dqpulse.utc import as_utc
 
 ACTIVE_STATUSES = ("open", "acknowledged")
+# pg_advisory_xact_lock(namespace, key): the namespace keeps these apart from other locks
+_BREAK_LOCK_NAMESPACE = 0x64715F14  # "dq_" 14
+
+
+def lock_datasets(conn: Connection, *, names: Iterable[str]) -> int:
+    """Take the transaction-scoped lock of each dataset in ``names`` (Postgres; SQLite's
+    single writer serializes anyway), waiting for it; returns the locks taken.
+
+    Always in ascending key order, so two transactions that lock overlapping sets never
+    wait on each other crosswise. Two names with one key share a lock (harmless)."""
+    if not is_postgres(conn):
+        return 0
+    keys = sorted({zlib.crc32(name.encode()) - 2**31 for name in names})
+    for key in keys:
+        conn.execute(text("SELECT pg_advisory_xact_lock(CAST(:namespace AS integer), "
+                          "CAST(:key AS integer))"),
+                     {"namespace": _BREAK_LOCK_NAMESPACE, "key": key})
+    return len(keys)
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -74,23 +94,74 @@ def get_last_resolved(conn: Connection, *, dataset: str,
 
 
 def count_active(conn: Connection, *, dataset: str) -> int:
+    """Active incidents of ``dataset`` itself (not those it is an impact of)."""
     return int(conn.execute(
         select(func.count()).select_from(incidents)
         .where(incidents.c.dataset == dataset, incidents.c.status.in_(ACTIVE_STATUSES))
     ).scalar_one())
 
 
+def count_active_impacts(conn: Connection, *, dataset: str) -> int:
+    """Active incidents of other datasets (upstream roots) that ``dataset`` is an impact of."""
+    return int(conn.execute(
+        select(func.count()).select_from(incidents)
+        .where(incidents.c.id.in_(_impacting([dataset])), incidents.c.dataset != dataset,
+               incidents.c.status.in_(ACTIVE_STATUSES))
+    ).scalar_one())
+
+
+def _impacting(datasets: Collection[str]) -> Any:
+    """Ids of the incidents that impact any of ``datasets`` (a subquery)."""
+    return (select(incident_impacts.c.incident_id)
+            .where(incident_impacts.c.dataset.in_(sorted(datasets))))
+
+
+def _of(datasets: Collection[str], with_impacts: bool) -> ColumnElement[bool]:
+    own = incidents.c.dataset.in_(sorted(datasets))
+    return or_(own, incidents.c.id.in_(_impacting(datasets))) if with_impacts else own
+
+
+def create_impact(conn: Connection, *, incident_id: int, dataset: str) -> None:
+    """Record that incident ``incident_id`` impacts ``dataset`` (once; the caller holds
+    the incident's row lock)."""
+    known = conn.execute(select(incident_impacts.c.dataset).where(
+        incident_impacts.c.incident_id == incident_id,
+        incident_impacts.c.dataset == dataset)).first()
+    if known is None:
+        conn.execute(insert(incident_impacts).values(incident_id=incident_id, dataset=dataset))
+
+
+def get_impacted(conn: Connection, *, incident_id: int) -> list[str]:
+    """The datasets incident ``incident_id`` impacts, by name."""
+    return get_impacted_all(conn, incident_ids=[incident_id]).get(incident_id, [])
+
+
+def get_impacted_all(conn: Connection, *, incident_ids: Collection[int]) -> dict[int, list[str]]:
+    """The datasets each of ``incident_ids`` impacts, by name (those without: absent)."""
+    if not incident_ids:
+        return {}
+    out: dict[int, list[str]] = {}
+    for incident_id, name in conn.execute(
+            select(incident_impacts.c.incident_id, incident_impacts.c.dataset)
+            .where(incident_impacts.c.incident_id.in_(sorted(incident_ids)))
+            .order_by(incident_impacts.c.incident_id, incident_impacts.c.dataset)):
+        out.setdefault(int(incident_id), []).append(str(name))
+    return out
+
+
 def get_page(conn: Connection, *, dataset: str | None = None, statuses: Sequence[str] = (),
              kind: str | None = None, since: datetime | None = None,
              before_id: int | None = None, limit: int = 50,
-             datasets: Collection[str] | None = None) -> list[dict[str, Any]]:
+             datasets: Collection[str] | None = None,
+             with_impacts: bool = False) -> list[dict[str, Any]]:
     """Incidents newest first (``id`` descending), starting below ``before_id``;
-    ``datasets`` keeps those of these datasets (a caller's teams)."""
+    ``datasets`` keeps those of these datasets (a caller's teams). ``with_impacts``: also
+    the incidents that impact ``dataset`` (and ``datasets``), upstream roots of a break."""
     query = select(incidents)
     if datasets is not None:
-        query = query.where(incidents.c.dataset.in_(sorted(datasets)))
+        query = query.where(_of(datasets, with_impacts))
     if dataset is not None:
-        query = query.where(incidents.c.dataset == dataset)
+        query = query.where(_of([dataset], with_impacts))
     if statuses:
         query = query.where(incidents.c.status.in_(list(statuses)))
     if kind is not None:

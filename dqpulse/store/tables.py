@@ -231,6 +231,18 @@ incident_events = Table(
 )
 Index("ix_incident_events_incident", incident_events.c.incident_id)
 
+# The datasets an incident impacts (one incident per break, issue 14; added after 0007):
+# a downstream dataset that joined its upstream root's incident. Mirrors the incident's
+# details["impacts"] so that a dataset finds the incidents that hit it by index.
+incident_impacts = Table(
+    "incident_impacts",
+    metadata,
+    Column("incident_id", BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("dataset", String(200), primary_key=True),
+)
+Index("ix_incident_impacts_dataset", incident_impacts.c.dataset)
+
 notification_outbox = Table(
     "notification_outbox",
     metadata,

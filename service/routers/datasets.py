@@ -39,6 +39,8 @@ def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
     latest = metric_store.get_latest_window(conn, dataset=spec.name)
     quality = {p["metric"].split(".", 1)[1]: p["value"] for p in latest
                if p["metric"].startswith("quality.") and p["field"] == ""}
+    own_incidents = incident_store.count_active(conn, dataset=spec.name)
+    impacts = incident_store.count_active_impacts(conn, dataset=spec.name)
     freshness = [p["value"] for p in latest
                  if p["metric"] == "freshness.seconds_since_last_record" and p["field"] == ""]
     return DatasetRead(
@@ -48,7 +50,8 @@ def _to_read(conn: ConnDep, spec: DatasetSpec) -> DatasetRead:
         last_window_start=latest[0]["window_start"] if latest else None,
         quality=QualityScores(**{k: v for k, v in quality.items()
                                  if k in QualityScores.model_fields}),
-        open_incidents=incident_store.count_active(conn, dataset=spec.name),
+        open_incidents=own_incidents + impacts,
+        open_impacts=impacts,
         seconds_since_last_record=freshness[0] if freshness else None,
         contract=spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True,
                                  include={"event_time", "key", "label", "fairness", "fields"}),

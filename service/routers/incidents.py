@@ -52,6 +52,16 @@ class IncidentRead(BaseModel):
     score: float | None
     since: float | None = Field(default=None,
                                 description="start of the first alerted window (epoch s)")
+    role: Literal["root", "impact"] = Field(
+        default="root",
+        description="in a list: 'impact' when the incident is listed because the dataset "
+                    "asked for (without 'dataset': one of the token's teams' datasets) is "
+                    "one of its impacts, i.e. an upstream break that hits it; 'root' when "
+                    "it is the incident of its own dataset")
+    impacted: list[str] = Field(
+        default_factory=list,
+        description="the downstream datasets that joined this incident as impacts (one "
+                    "incident per break; within the token's teams)")
 
 
 class IncidentPage(BaseModel):
@@ -192,29 +202,35 @@ def _actor(principal: Principal, body: IncidentActionCreate | FeedbackCreate) ->
     return principal.name
 
 
-def _common(row: dict[str, Any]) -> dict[str, Any]:
+_DERIVED = ("since", "role", "impacted")
+
+
+def _common(row: dict[str, Any], impacted: list[str], role: str = "root") -> dict[str, Any]:
     """The IncidentRead fields of a stored row (``since`` is its first alerted window)."""
-    values = {k: row[k] for k in IncidentRead.model_fields if k != "since"}
-    values["since"] = row.get("first_window_start")
+    values = {k: row[k] for k in IncidentRead.model_fields if k not in _DERIVED}
+    values.update(since=row.get("first_window_start"), role=role, impacted=impacted)
     return values
 
 
-def _read(row: dict[str, Any]) -> IncidentRead:
-    return IncidentRead(**_common(row))
+def _visible(scope: Scope, names: list[str]) -> list[str]:
+    return names if scope.principal.is_admin else [n for n in names if scope.sees(n)]
 
 
-def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
+def _detail(conn: ConnDep, incident_id: int, scope: Scope) -> IncidentDetailRead:
     row = incident_store.get_or_raise(conn, incident_id=incident_id)
     details = row.get("details") or {}
     explanation = details.get("explanation") or {}
     alerts = incident_store.get_alerts(conn, incident_id=incident_id)
+    if not scope.principal.is_admin:  # an impacted team reads the root's alerts and its own
+        alerts = [a for a in alerts if a["dataset"] == row["dataset"] or scope.sees(a["dataset"])]
+    impacted = _visible(scope, incident_store.get_impacted(conn, incident_id=incident_id))
 
     def number(key: str) -> float | None:
         value = explanation.get(key)
         return float(value) if isinstance(value, int | float) else None
 
     return IncidentDetailRead(
-        **_common(row),
+        **_common(row, impacted),
         owner=row.get("owner"), dedup_key=row["dedup_key"],
         acknowledged_at=row["acknowledged_at"], last_alert_at=row["last_alert_at"],
         alert_count=row["alert_count"], reopen_count=row["reopen_count"],
@@ -223,7 +239,7 @@ def _detail(conn: ConnDep, incident_id: int) -> IncidentDetailRead:
         expected_low=number("expected_low"),
         expected_high=number("expected_high"), observed=number("observed"),
         alerts=[AlertRead(**{k: a[k] for k in AlertRead.model_fields}) for a in alerts],
-        samples=_samples(alerts),
+        samples=_samples([a for a in alerts if scope.sees(a["dataset"])]),
         events=[IncidentEventRead(**{k: e[k] for k in IncidentEventRead.model_fields})
                 for e in incident_store.get_events(conn, incident_id=incident_id)],
         deliveries=[DeliveryRead(**{k: d[k] for k in DeliveryRead.model_fields})
@@ -247,23 +263,37 @@ def list_incidents(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page",
                                         pattern=CURSOR_PATTERN)] = None,
+    impacts: Annotated[bool, Query(
+        description="Also the incidents of upstream datasets that 'dataset' (without it: "
+                    "the token's teams' datasets) is an impact of, with role 'impact'; "
+                    "false: only the datasets' own incidents")] = True,
 ) -> IncidentPage:
     since_s = epoch(since)
+    visible = scope.datasets()
     rows = incident_store.get_page(
         conn, dataset=dataset or None, statuses=status.split(",") if status else (),
-        kind=kind or None, datasets=scope.datasets(),
+        kind=kind or None, datasets=visible, with_impacts=impacts,
         since=datetime.fromtimestamp(since_s, UTC) if since_s is not None else None,
         before_id=int(cursor) if cursor else None, limit=limit + 1)
     page = rows[:limit]
     next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
-    return IncidentPage(items=[_read(r) for r in page], next_cursor=next_cursor)
+    impacted = incident_store.get_impacted_all(conn, incident_ids=[r["id"] for r in page])
+
+    def role(row: dict[str, Any]) -> str:
+        own = row["dataset"] == dataset if dataset else (
+            visible is None or row["dataset"] in visible)
+        return "root" if own else "impact"
+
+    return IncidentPage(items=[
+        IncidentRead(**_common(r, _visible(scope, impacted.get(r["id"], [])), role(r)))
+        for r in page], next_cursor=next_cursor)
 
 
 @router.get("/{incident_id}", response_model=IncidentDetailRead, responses=problems(404),
             summary="One incident with its alerts, audit trail and notification deliveries")
 def get_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep) -> IncidentDetailRead:
-    scope.incident(incident_id)
-    return _detail(conn, incident_id)
+    scope.incident_to_read(incident_id)
+    return _detail(conn, incident_id, scope)
 
 
 @router.post("/{incident_id}/acknowledge", response_model=IncidentDetailRead, responses=WRITE,
@@ -278,7 +308,7 @@ def acknowledge_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
                         comment=body.comment, notifications=notifications_of(request),
                         public_url=settings.public_url)
     _audit(conn, scope, "incident.acknowledge", incident, body)
-    return _detail(conn, incident_id)
+    return _detail(conn, incident_id, scope)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentDetailRead, responses=WRITE,
@@ -293,7 +323,7 @@ def resolve_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep, reques
                     comment=body.comment, notifications=notifications_of(request),
                     public_url=settings.public_url)
     _audit(conn, scope, "incident.resolve", incident, body)
-    return _detail(conn, incident_id)
+    return _detail(conn, incident_id, scope)
 
 
 @router.post("/{incident_id}/feedback", response_model=FeedbackRead, responses=WRITE,
@@ -307,6 +337,6 @@ def incident_feedback(incident_id: IdPath, body: FeedbackCreate, conn: ConnDep,
                                        notifications=notifications_of(request),
                                        public_url=settings.public_url)
     _audit(conn, scope, "incident.feedback", incident, body)
-    return FeedbackRead(incident=_detail(conn, incident_id), dataset=target.dataset,
+    return FeedbackRead(incident=_detail(conn, incident_id, scope), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,
                         window_starts=target.window_starts)

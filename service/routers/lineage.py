@@ -233,7 +233,7 @@ def post_openlineage(conn: ConnDep, scope: ScopeDep,
                     "(within the token's teams)")
 def get_root_cause(incident_id: IdPath, conn: ConnDep, scope: ScopeDep,
                    depth: Annotated[int, Query(ge=1, le=20)] = 5) -> RootCauseRead:
-    scope.incident(incident_id)
+    scope.incident_to_read(incident_id)
     body = incident_service.root_cause(conn, incident_id=incident_id, depth=depth)
     if not scope.principal.is_admin:
         for key in ("suspects", "impacted"):

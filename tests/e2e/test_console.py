@@ -167,14 +167,20 @@ def test_incidents_page_filters_paginates_and_opens_a_detail(console, demo, tmp_
     page.get_by_role("button", name="Apply filters").click()
     console.wait_ready()
     assert "dataset=orders" in page.url
-    datasets = rows.evaluate_all("rs => rs.map(r => r.children[3].innerText)")
+    # orders' own incidents, and upstream ones (clicks') that hit it, marked "impact"
+    own = page.locator("#incidents tbody tr[data-incident]:not(:has(.badge.impact))")
+    datasets = own.evaluate_all("rs => rs.map(r => r.children[3].innerText)")
     assert datasets and set(datasets) == {"orders"}
+    upstream = rows.evaluate_all("rs => rs.filter(r => r.querySelector('.badge.impact'))"
+                                 ".map(r => r.children[3].innerText)")
+    assert all(text.startswith("clicks") for text in upstream)
     expected = httpx.get(f"{demo}/api/v1/incidents",
                          params={"dataset": "orders", "limit": 50}).json()["items"]
     shown = rows.evaluate_all("rs => rs.map(r => Number(r.dataset.incident))")
     assert shown[:len(expected)][-1] <= expected[0]["id"]
 
-    first = int(shown[-1])  # the oldest: the null spike, with clicks upstream
+    # the oldest of orders' own: the null spike, with clicks upstream
+    first = int(own.evaluate_all("rs => rs.map(r => Number(r.dataset.incident))")[-1])
     page.click(f'tr[data-incident="{first}"] a[href$="/incidents/{first}"]')
     console.wait_ready()
     assert page.url.endswith(f"/ui/incidents/{first}")

@@ -69,7 +69,8 @@ def test_list_filters_and_cursor_pagination(client, db_engine, spec):
     assert [i["id"] for i in body["items"]] == sorted(ids, reverse=True)[:2]
     assert set(body["items"][0]) == {"id", "dataset", "kind", "metric", "field", "severity",
                                      "status", "opened_at", "resolved_at", "summary", "score",
-                                     "since"}  # since: first alerted window (the console)
+                                     "since", "role", "impacted"}
+    # since: first alerted window (the console); role, impacted: one incident per break
     seen = [i["id"] for i in body["items"]]
     while body["next_cursor"]:
         body = client.get("/api/v1/incidents",

@@ -576,7 +576,8 @@
       cursors[page + 1] = data.next_cursor;
       tbody.replaceChildren(...data.items.map((i) => el("tr", { "data-incident": String(i.id) },
         el("td", {}, link(`/incidents/${i.id}`, `#${i.id}`)), el("td", {}, badge(i.severity)),
-        el("td", {}, badge(i.status)), el("td", {}, link(`/datasets/${encodeURIComponent(i.dataset)}`, i.dataset)),
+        el("td", {}, badge(i.status)), el("td", {}, link(`/datasets/${encodeURIComponent(i.dataset)}`, i.dataset),
+          i.role === "impact" && filters.dataset ? [" ", el("span", { class: "badge impact", title: `upstream break that hits ${filters.dataset}` }, "impact")] : null),
         el("td", {}, i.kind), el("td", { class: "mono" }, i.metric ? `${i.metric}${i.field ? " · " + i.field : ""}` : "–"),
         el("td", { class: "mono" }, fmtTime(i.since)), el("td", { class: "mono" }, fmtIso(i.opened_at)),
         el("td", {}, i.summary), el("td", { class: "num" }, fmtNum(i.score, 2)))));
