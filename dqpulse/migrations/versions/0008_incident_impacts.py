@@ -2,7 +2,7 @@
 and counts the incidents of an upstream break that hit it; filled from the incidents'
 ``details["impacts"]``
 
-Revision ID: i14g_impacts (placeholder: re-chained on merge)
+Revision ID: 0008
 Revises: 0007
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "i14g_impacts"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
