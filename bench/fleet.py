@@ -46,7 +46,10 @@ import workload as wl  # noqa: E402
 
 def as_worker(timings: str) -> int:
     """Run ``dqpulse worker ingest`` with a timer around each finalize pass (bench only)."""
-    import dqpulse.ingest.worker as worker_module
+    try:  # where the ingest loop calls finalize_ready (before issue 16: the worker module)
+        import dqpulse.ingest.finalizer as worker_module
+    except ImportError:
+        import dqpulse.ingest.worker as worker_module  # type: ignore[no-redef]
     from workers.cli import main
 
     original = worker_module.finalize_ready  # type: ignore[attr-defined]
@@ -98,7 +101,7 @@ def produce_backlog(bootstrap: str, fleet: wl.Fleet, records: int, windows: int)
 
 
 def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total: int,
-                workdir: Path) -> dict[str, Any]:
+                workdir: Path, tree: Path = HERE.parent) -> dict[str, Any]:
     from sqlalchemy import text
 
     from dqpulse.store.db import make_engine
@@ -109,16 +112,16 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     database = url.rsplit("/", 1)[1]
     env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
                         DQPULSE_IDLE_PARTITION_TIMEOUT_S="3",
-                        DQPULSE_KAFKA_CLIENT=args.client)
+                        DQPULSE_KAFKA_CLIENT=args.client, PYTHONPATH=str(tree))
     wl.apply_model(env, fleet.yaml(), workdir)
     engine = make_engine(url, pool_size=1)
-    timings = workdir / f"finalize-{n_workers}.jsonl"
+    timings = workdir / f"finalize-{n_workers}-{tree.name}.jsonl"
     timings.unlink(missing_ok=True)
     processes = []
     for i in range(n_workers):
         log = open(workdir / f"worker-{n_workers}-{i}.log", "ab")  # noqa: SIM115
         processes.append(subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
+            [sys.executable, str(tree / "bench" / "fleet.py"), "--as-worker", str(timings)],
             env=env, stdout=log, stderr=subprocess.STDOUT))
     profiler = None
     if args.profile and n_workers == 1:
@@ -185,6 +188,11 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
                                    / max((consumed_at or finished) - (first or 0), 0.25))
             if done_at_first < total else None,
             "all_final_s": round(finished - (first or 0), 1),
+            # finalization after the last record was checkpointed (it runs beside the
+            # checkpoints since issue 16; before, each checkpoint waited for a pass)
+            "finalize_after_consume_s": round(finished - (consumed_at or finished), 1),
+            "windows_final_per_s": round(int(finalized or 0) / max(finished - (first or 0),
+                                                                   0.25), 2),
             "windows_finalized": int(finalized or 0),
             "checkpoint_state_bytes_max": state_max,
             "checkpoint_bytes_per_partition": round(state_max / (fleet.datasets
@@ -311,7 +319,8 @@ def load_average() -> str:
 def backlog_runs(args: argparse.Namespace, fleet: wl.Fleet, workers: list[int], records: int,
                  workdir: Path) -> dict[str, Any]:
     """Produce ``records`` once onto fresh topics of ``fleet``; consume them with each
-    number of ``workers`` (fresh group and database each time)."""
+    number of ``workers`` and each source tree of ``--trees`` (fresh group and database
+    each time), the trees one after the other for each worker count."""
     bootstrap = os.environ.get("DQPULSE_KAFKA_BOOTSTRAP", wl.DEFAULT_KAFKA)
     wl.create_topics(bootstrap, fleet.names(), fleet.partitions)
     slots = fleet.datasets * fleet.partitions
@@ -325,13 +334,24 @@ def backlog_runs(args: argparse.Namespace, fleet: wl.Fleet, workers: list[int], 
         out["produce_s"] = round(produce_backlog(bootstrap, fleet, total, args.windows), 1)
         print(f"fleet: produced {total} records in {out['produce_s']}s", file=sys.stderr)
         for n in workers:
-            run = run_workers(args, fleet, n, total + slots, workdir)
-            run["load"] = load_average()
-            print(json.dumps(run), file=sys.stderr)
-            out["runs"].append(run)
+            for label, tree in trees(args):
+                run = run_workers(args, fleet, n, total + slots, workdir, tree)
+                run["load"] = load_average()
+                if label:
+                    run["tree"] = label
+                print(json.dumps(run), file=sys.stderr)
+                out["runs"].append(run)
     finally:
         wl.delete_topics(bootstrap, fleet.names())
     return out
+
+
+def trees(args: argparse.Namespace) -> list[tuple[str | None, Path]]:
+    """``--trees new=.,old=../base``: (label, source tree) pairs; default this tree."""
+    if not args.trees:
+        return [(None, HERE.parent)]
+    pairs = [item.split("=", 1) for item in args.trees.split(",")]
+    return [(label, Path(path).resolve()) for label, path in pairs]
 
 
 def main() -> int:
@@ -351,6 +371,9 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--profile", type=int, default=0,
                         help="seconds of py-spy on the one-worker run (0: none)")
+    parser.add_argument("--trees", default="",
+                        help="label=path,...: run the workers of each source tree side by "
+                             "side on the same records (e.g. new=.,old=/tmp/base)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
