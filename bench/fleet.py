@@ -127,7 +127,8 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     if args.profile and n_workers == 1:
         profiler = subprocess.Popen(
             ["py-spy", "record", "-p", str(processes[0].pid), "--format", "raw", "-o",
-             str(workdir / "fleet-1worker.txt"), "-r", "50", "-d", str(args.profile)],
+             str(workdir / f"fleet-1worker-{tree.name}.txt"), "-r", "50", "-d",
+             str(args.profile)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     started = time.monotonic()
     first = consumed_at = None
@@ -255,6 +256,7 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     timings = workdir / "finalize-live.jsonl"
     timings.unlink(missing_ok=True)
     producer = wl.SteadyProducer(bootstrap, fleet, args.live_rate)
+    produce_started = time.monotonic()
     worker = None
     seen: dict[tuple[str, float], float] = {}
     measured_from: float | None = None  # the first window seen: the worker is up
@@ -266,6 +268,7 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         producer.start()
+        produce_started = time.monotonic()
         deadline = time.monotonic() + args.live_s + 120
         while time.monotonic() < deadline:
             with engine.connect() as conn:
@@ -285,6 +288,8 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         producer.stop_event.set()
         producer.join(60)
+        produced_per_s = producer.sent / max(time.monotonic() - produce_started, 1.0) \
+            if producer.sent else 0.0
         # drop the client: a live one refreshes its topics' metadata, and a broker that
         # auto-creates topics brings the deleted ones back
         del producer.producer
@@ -298,7 +303,8 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     latencies = sorted(t - (start + fleet.window_s) for (_, start), t in seen.items()
                        if measured_from is not None and start >= measured_from
                        and start + 3 * fleet.window_s < end)
-    result: dict[str, Any] = {"rate": args.live_rate, "seconds": args.live_s,
+    result: dict[str, Any] = {"rate": args.live_rate, "produced_per_s": round(produced_per_s),
+                              "window_s": fleet.window_s, "seconds": args.live_s,
                               "windows": len(latencies), "rss_mib": round(rss)}
     if latencies:
         result.update({
@@ -392,8 +398,9 @@ def main() -> int:
         single = wl.Fleet(1, args.partitions, args.fields, args.window_s,
                           prefix=f"fleet{uuid.uuid4().hex[:5]}")
         report["single"] = backlog_runs(args, single, [1], args.single_records, workdir)
-    report.update(backlog_runs(args, fleet, [int(x) for x in args.workers.split(",")],
-                               args.records, workdir))
+    counts = [int(x) for x in args.workers.split(",") if int(x) > 0]  # 0: live run only
+    if counts:
+        report.update(backlog_runs(args, fleet, counts, args.records, workdir))
     if args.live_s > 0:
         report["live"] = live_run(args, workdir)
         print(json.dumps(report["live"]), file=sys.stderr)
