@@ -56,11 +56,11 @@ def as_worker(timings: str) -> int:
     out = open(timings, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
 
     def timed(engine: Any, dataset: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         windows = original(engine, dataset, **kwargs)
-        if windows:
-            out.write(json.dumps([dataset.name, len(windows),
-                                  time.perf_counter() - started, os.getpid()]) + "\n")
+        if windows:  # wall time, pid, and this thread's CPU time (what the load leaves out)
+            out.write(json.dumps([dataset.name, len(windows), time.perf_counter() - started,
+                                  os.getpid(), time.thread_time() - cpu]) + "\n")
         return windows
 
     worker_module.finalize_ready = timed  # type: ignore[attr-defined]
@@ -133,6 +133,7 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     started = time.monotonic()
     first = consumed_at = None
     done_at_first = 0
+    cpu_at_first = cpu_at_consumed = 0.0
     rss: dict[int, float] = {}
     state_max = 0
     expected_windows = fleet.datasets * args.windows
@@ -161,8 +162,10 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             now = time.monotonic() - started
             if first is None and done > 0:
                 first, done_at_first = now, int(done)
+                cpu_at_first = sum(cpu_seconds(p.pid) for p in processes)
             if consumed_at is None and done >= total:
                 consumed_at = now
+                cpu_at_consumed = sum(cpu_seconds(p.pid) for p in processes)
             for p in processes:
                 value = wl.rss_mib(p.pid)
                 if value:
@@ -198,6 +201,13 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             "checkpoint_state_bytes_max": state_max,
             "checkpoint_bytes_per_partition": round(state_max / (fleet.datasets
                                                                  * fleet.partitions)),
+            # the workers' CPU (user + system) from the first checkpoint seen until all
+            # records were checkpointed, per record consumed meanwhile: what a record costs
+            # with the finalization that ran beside it, whatever the load
+            "worker_cpu_s_consuming": round(cpu_at_consumed - cpu_at_first, 1),
+            "worker_cpu_us_per_record": round(1e6 * (cpu_at_consumed - cpu_at_first)
+                                              / max(total - done_at_first, 1), 1)
+            if consumed_at is not None else None,
             "pg_rows_written_per_s": round((tuples - base_tuples) / (finished - (first or 0))),
             "pg_transactions_per_s": round((xact - base_xact) / (finished - (first or 0))),
             "rss_mib_per_worker": sorted(round(v) for v in rss.values()),
@@ -215,6 +225,15 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
         wl.drop_database(admin, url)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def finalize_stats(timings: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in timings.read_text().splitlines()] \
         if timings.exists() else []
@@ -228,7 +247,11 @@ def finalize_stats(timings: Path) -> dict[str, Any]:
     if not per_window:
         return {"finalize_ms_per_window": None}
     per_window.sort()
+    cpu = [r[4] / r[1] for r in rows if len(r) > 4 for _ in range(r[1])]
     return {"finalize_ms_per_window": round(1000 * statistics.mean(per_window), 1),
+            # the finalize thread's own CPU per window: the load average does not inflate it
+            "finalize_cpu_ms_per_window": round(1000 * statistics.mean(cpu), 1) if cpu
+            else None,
             "finalize_ms_per_window_p95": round(1000 * per_window[int(0.95 * len(per_window))],
                                                 1),
             "finalize_seconds_total": round(sum(r[2] for r in rows + first_pass), 1),
@@ -303,9 +326,16 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     latencies = sorted(t - (start + fleet.window_s) for (_, start), t in seen.items()
                        if measured_from is not None and start >= measured_from
                        and start + 3 * fleet.window_s < end)
+    # the windows of that range that every data set had: those not in Postgres by the end
+    # were still waiting (finalization did not keep up), so the latencies leave them out
+    w = fleet.window_s
+    starts = ([] if measured_from is None else
+              range(int(-(-measured_from // w) * w), int(end - 3 * w), w))
     result: dict[str, Any] = {"rate": args.live_rate, "produced_per_s": round(produced_per_s),
                               "window_s": fleet.window_s, "seconds": args.live_s,
-                              "windows": len(latencies), "rss_mib": round(rss)}
+                              "windows": len(latencies),
+                              "windows_expected": len(starts) * fleet.datasets,
+                              "rss_mib": round(rss)}
     if latencies:
         result.update({
             "latency_p50_s": round(latencies[len(latencies) // 2], 2),
