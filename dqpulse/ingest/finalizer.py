@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
@@ -37,32 +36,45 @@ class Finalizer:
         self.worker = worker
         self.stop = stop
         self.backlog = 0  # windows, at the last pass (the finalize thread writes it)
-        self._executor = ThreadPoolExecutor(max_workers=1,
-                                            thread_name_prefix="dqpulse-finalize")
-        self._pass: Future[int] | None = None
+        self._thread: threading.Thread | None = None
+        self._pass_done = threading.Event()
         self._next_pass_at = 0.0
         self._next_dataset = 0  # where the next pass starts (see finalize_ready)
         self._waits = 0
 
     def due(self) -> None:
-        """Start a pass on the finalize thread when none is running and one is due; above
-        the backlog bound, wait for the pass in flight first (consuming thread)."""
+        """Start the finalize thread on the first call; above the backlog bound, wait for
+        the pass in flight to end (consuming thread, every loop)."""
+        if self._thread is None:
+            # a daemon: a worker used without run() (tests) must not keep the process up
+            self._thread = threading.Thread(target=self._loop, name="dqpulse-finalize",
+                                            daemon=True)
+            self._thread.start()
         bound = self.worker.settings.finalize_max_backlog_windows
-        running = self._pass
-        if running is not None and not running.done():
-            if self.backlog <= bound:
-                return
+        if self.backlog > bound:
             self._waits += 1
             if self._waits == 1:
                 log.warning("finalize backlog of %d windows is over %d: ingest waits for "
                             "finalization", self.backlog, bound)
-            running.result()
-        elif self._waits and self.backlog <= bound:
+            self._pass_done.clear()
+            # one pass, well inside Kafka's max.poll.interval.ms
+            self._pass_done.wait(timeout=30.0)
+        elif self._waits:
             log.info("finalize backlog down to %d windows: ingest goes on (it waited for "
                      "%d passes)", self.backlog, self._waits)
             self._waits = 0
-        if time.monotonic() >= self._next_pass_at:
-            self._pass = self._executor.submit(self.run_pass)
+
+    def _loop(self) -> None:
+        """Pass after pass until the worker stops (finalize thread): driven by its own
+        clock, not by the consuming loop, whose turns slow down with many partitions."""
+        while not self.stop.is_set():
+            try:
+                self.run_pass()
+            except Exception:  # noqa: BLE001 - finalization trouble must not stop it for good
+                log.exception("finalize pass failed; the next one retries")
+                self._next_pass_at = time.monotonic() + self.worker.settings.checkpoint_interval_s
+            self._pass_done.set()
+            self.stop.wait(max(0.0, self._next_pass_at - time.monotonic()))
 
     def run_pass(self) -> int:
         """One pass over the datasets with windows ready (finalize thread)."""
@@ -122,4 +134,6 @@ class Finalizer:
     def shutdown(self) -> None:
         """Wait for the pass in flight (it stops after its current dataset once the worker
         is stopping)."""
-        self._executor.shutdown(wait=True)
+        self.stop.set()  # (already set when the worker stops; not after a crash of its loop)
+        if self._thread is not None:
+            self._thread.join()

@@ -74,17 +74,16 @@ def test_ingest_waits_for_the_pass_in_flight_only_above_the_backlog_bound(monkey
 
     monkeypatch.setattr(Finalizer, "run_pass", slow_pass)
     finalizer = Finalizer(_worker("a"), stop=threading.Event())
-    finalizer.due()  # starts a pass
+    finalizer.due()  # starts the finalize thread, which runs passes on its own
     finalizer.backlog = 5  # at the bound: the loop goes on without waiting
     finalizer.due()
-    assert len(passes) == 1 and not release.is_set()
+    assert not release.is_set()
 
-    finalizer.backlog = 6  # over it: the loop waits for the pass in flight, then starts one
+    finalizer.backlog = 6  # over it: the loop waits for the pass in flight to end
     threading.Timer(0.2, release.set).start()
     finalizer.due()
-    assert release.is_set()
-    finalizer.shutdown()
-    assert len(passes) == 2
+    assert release.is_set() and len(passes) >= 1
+    finalizer.shutdown()  # stops the thread after its pass
 
 
 def test_a_pass_without_the_database_backs_off():
