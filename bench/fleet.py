@@ -409,7 +409,7 @@ def main() -> int:
                         help="seconds of py-spy on the one-worker run (0: none)")
     parser.add_argument("--trees", default="",
                         help="label=path,...: run the workers of each source tree side by "
-                             "side on the same records (e.g. new=.,old=/tmp/base)")
+                             "side on the same records (e.g. new=.,old=../base)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
