@@ -46,18 +46,21 @@ import workload as wl  # noqa: E402
 
 def as_worker(timings: str) -> int:
     """Run ``dqpulse worker ingest`` with a timer around each finalize pass (bench only)."""
-    import dqpulse.ingest.worker as worker_module
+    try:  # where the ingest loop calls finalize_ready (before issue 16: the worker module)
+        import dqpulse.ingest.finalizer as worker_module
+    except ImportError:
+        import dqpulse.ingest.worker as worker_module  # type: ignore[no-redef]
     from workers.cli import main
 
     original = worker_module.finalize_ready  # type: ignore[attr-defined]
     out = open(timings, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
 
     def timed(engine: Any, dataset: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         windows = original(engine, dataset, **kwargs)
-        if windows:
-            out.write(json.dumps([dataset.name, len(windows),
-                                  time.perf_counter() - started, os.getpid()]) + "\n")
+        if windows:  # wall time, pid, and this thread's CPU time (what the load leaves out)
+            out.write(json.dumps([dataset.name, len(windows), time.perf_counter() - started,
+                                  os.getpid(), time.thread_time() - cpu]) + "\n")
         return windows
 
     worker_module.finalize_ready = timed  # type: ignore[attr-defined]
@@ -98,7 +101,7 @@ def produce_backlog(bootstrap: str, fleet: wl.Fleet, records: int, windows: int)
 
 
 def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total: int,
-                workdir: Path) -> dict[str, Any]:
+                workdir: Path, tree: Path = HERE.parent) -> dict[str, Any]:
     from sqlalchemy import text
 
     from dqpulse.store.db import make_engine
@@ -109,26 +112,28 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     database = url.rsplit("/", 1)[1]
     env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
                         DQPULSE_IDLE_PARTITION_TIMEOUT_S="3",
-                        DQPULSE_KAFKA_CLIENT=args.client)
+                        DQPULSE_KAFKA_CLIENT=args.client, PYTHONPATH=str(tree))
     wl.apply_model(env, fleet.yaml(), workdir)
     engine = make_engine(url, pool_size=1)
-    timings = workdir / f"finalize-{n_workers}.jsonl"
+    timings = workdir / f"finalize-{n_workers}-{tree.name}.jsonl"
     timings.unlink(missing_ok=True)
     processes = []
     for i in range(n_workers):
         log = open(workdir / f"worker-{n_workers}-{i}.log", "ab")  # noqa: SIM115
         processes.append(subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
+            [sys.executable, str(tree / "bench" / "fleet.py"), "--as-worker", str(timings)],
             env=env, stdout=log, stderr=subprocess.STDOUT))
     profiler = None
     if args.profile and n_workers == 1:
         profiler = subprocess.Popen(
             ["py-spy", "record", "-p", str(processes[0].pid), "--format", "raw", "-o",
-             str(workdir / "fleet-1worker.txt"), "-r", "50", "-d", str(args.profile)],
+             str(workdir / f"fleet-1worker-{tree.name}.txt"), "-r", "50", "-d",
+             str(args.profile)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     started = time.monotonic()
     first = consumed_at = None
     done_at_first = 0
+    cpu_at_first = cpu_at_consumed = 0.0
     rss: dict[int, float] = {}
     state_max = 0
     expected_windows = fleet.datasets * args.windows
@@ -157,8 +162,10 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             now = time.monotonic() - started
             if first is None and done > 0:
                 first, done_at_first = now, int(done)
+                cpu_at_first = sum(cpu_seconds(p.pid) for p in processes)
             if consumed_at is None and done >= total:
                 consumed_at = now
+                cpu_at_consumed = sum(cpu_seconds(p.pid) for p in processes)
             for p in processes:
                 value = wl.rss_mib(p.pid)
                 if value:
@@ -185,10 +192,22 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
                                    / max((consumed_at or finished) - (first or 0), 0.25))
             if done_at_first < total else None,
             "all_final_s": round(finished - (first or 0), 1),
+            # finalization after the last record was checkpointed (it runs beside the
+            # checkpoints since issue 16; before, each checkpoint waited for a pass)
+            "finalize_after_consume_s": round(finished - (consumed_at or finished), 1),
+            "windows_final_per_s": round(int(finalized or 0) / max(finished - (first or 0),
+                                                                   0.25), 2),
             "windows_finalized": int(finalized or 0),
             "checkpoint_state_bytes_max": state_max,
             "checkpoint_bytes_per_partition": round(state_max / (fleet.datasets
                                                                  * fleet.partitions)),
+            # the workers' CPU (user + system) from the first checkpoint seen until all
+            # records were checkpointed, per record consumed meanwhile: what a record costs
+            # with the finalization that ran beside it, whatever the load
+            "worker_cpu_s_consuming": round(cpu_at_consumed - cpu_at_first, 1),
+            "worker_cpu_us_per_record": round(1e6 * (cpu_at_consumed - cpu_at_first)
+                                              / max(total - done_at_first, 1), 1)
+            if consumed_at is not None else None,
             "pg_rows_written_per_s": round((tuples - base_tuples) / (finished - (first or 0))),
             "pg_transactions_per_s": round((xact - base_xact) / (finished - (first or 0))),
             "rss_mib_per_worker": sorted(round(v) for v in rss.values()),
@@ -206,6 +225,15 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
         wl.drop_database(admin, url)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def finalize_stats(timings: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in timings.read_text().splitlines()] \
         if timings.exists() else []
@@ -219,7 +247,11 @@ def finalize_stats(timings: Path) -> dict[str, Any]:
     if not per_window:
         return {"finalize_ms_per_window": None}
     per_window.sort()
+    cpu = [r[4] / r[1] for r in rows if len(r) > 4 for _ in range(r[1])]
     return {"finalize_ms_per_window": round(1000 * statistics.mean(per_window), 1),
+            # the finalize thread's own CPU per window: the load average does not inflate it
+            "finalize_cpu_ms_per_window": round(1000 * statistics.mean(cpu), 1) if cpu
+            else None,
             "finalize_ms_per_window_p95": round(1000 * per_window[int(0.95 * len(per_window))],
                                                 1),
             "finalize_seconds_total": round(sum(r[2] for r in rows + first_pass), 1),
@@ -247,6 +279,7 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     timings = workdir / "finalize-live.jsonl"
     timings.unlink(missing_ok=True)
     producer = wl.SteadyProducer(bootstrap, fleet, args.live_rate)
+    produce_started = time.monotonic()
     worker = None
     seen: dict[tuple[str, float], float] = {}
     measured_from: float | None = None  # the first window seen: the worker is up
@@ -258,6 +291,7 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         producer.start()
+        produce_started = time.monotonic()
         deadline = time.monotonic() + args.live_s + 120
         while time.monotonic() < deadline:
             with engine.connect() as conn:
@@ -277,6 +311,8 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         producer.stop_event.set()
         producer.join(60)
+        produced_per_s = producer.sent / max(time.monotonic() - produce_started, 1.0) \
+            if producer.sent else 0.0
         # drop the client: a live one refreshes its topics' metadata, and a broker that
         # auto-creates topics brings the deleted ones back
         del producer.producer
@@ -290,8 +326,16 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     latencies = sorted(t - (start + fleet.window_s) for (_, start), t in seen.items()
                        if measured_from is not None and start >= measured_from
                        and start + 3 * fleet.window_s < end)
-    result: dict[str, Any] = {"rate": args.live_rate, "seconds": args.live_s,
-                              "windows": len(latencies), "rss_mib": round(rss)}
+    # the windows of that range that every data set had: those not in Postgres by the end
+    # were still waiting (finalization did not keep up), so the latencies leave them out
+    w = fleet.window_s
+    starts = ([] if measured_from is None else
+              range(int(-(-measured_from // w) * w), int(end - 3 * w), w))
+    result: dict[str, Any] = {"rate": args.live_rate, "produced_per_s": round(produced_per_s),
+                              "window_s": fleet.window_s, "seconds": args.live_s,
+                              "windows": len(latencies),
+                              "windows_expected": len(starts) * fleet.datasets,
+                              "rss_mib": round(rss)}
     if latencies:
         result.update({
             "latency_p50_s": round(latencies[len(latencies) // 2], 2),
@@ -311,7 +355,8 @@ def load_average() -> str:
 def backlog_runs(args: argparse.Namespace, fleet: wl.Fleet, workers: list[int], records: int,
                  workdir: Path) -> dict[str, Any]:
     """Produce ``records`` once onto fresh topics of ``fleet``; consume them with each
-    number of ``workers`` (fresh group and database each time)."""
+    number of ``workers`` and each source tree of ``--trees`` (fresh group and database
+    each time), the trees one after the other for each worker count."""
     bootstrap = os.environ.get("DQPULSE_KAFKA_BOOTSTRAP", wl.DEFAULT_KAFKA)
     wl.create_topics(bootstrap, fleet.names(), fleet.partitions)
     slots = fleet.datasets * fleet.partitions
@@ -325,13 +370,24 @@ def backlog_runs(args: argparse.Namespace, fleet: wl.Fleet, workers: list[int], 
         out["produce_s"] = round(produce_backlog(bootstrap, fleet, total, args.windows), 1)
         print(f"fleet: produced {total} records in {out['produce_s']}s", file=sys.stderr)
         for n in workers:
-            run = run_workers(args, fleet, n, total + slots, workdir)
-            run["load"] = load_average()
-            print(json.dumps(run), file=sys.stderr)
-            out["runs"].append(run)
+            for label, tree in trees(args):
+                run = run_workers(args, fleet, n, total + slots, workdir, tree)
+                run["load"] = load_average()
+                if label:
+                    run["tree"] = label
+                print(json.dumps(run), file=sys.stderr)
+                out["runs"].append(run)
     finally:
         wl.delete_topics(bootstrap, fleet.names())
     return out
+
+
+def trees(args: argparse.Namespace) -> list[tuple[str | None, Path]]:
+    """``--trees new=.,old=../base``: (label, source tree) pairs; default this tree."""
+    if not args.trees:
+        return [(None, HERE.parent)]
+    pairs = [item.split("=", 1) for item in args.trees.split(",")]
+    return [(label, Path(path).resolve()) for label, path in pairs]
 
 
 def main() -> int:
@@ -351,6 +407,9 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--profile", type=int, default=0,
                         help="seconds of py-spy on the one-worker run (0: none)")
+    parser.add_argument("--trees", default="",
+                        help="label=path,...: run the workers of each source tree side by "
+                             "side on the same records (e.g. new=.,old=../base)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,8 +428,9 @@ def main() -> int:
         single = wl.Fleet(1, args.partitions, args.fields, args.window_s,
                           prefix=f"fleet{uuid.uuid4().hex[:5]}")
         report["single"] = backlog_runs(args, single, [1], args.single_records, workdir)
-    report.update(backlog_runs(args, fleet, [int(x) for x in args.workers.split(",")],
-                               args.records, workdir))
+    counts = [int(x) for x in args.workers.split(",") if int(x) > 0]  # 0: live run only
+    if counts:
+        report.update(backlog_runs(args, fleet, counts, args.records, workdir))
     if args.live_s > 0:
         report["live"] = live_run(args, workdir)
         print(json.dumps(report["live"]), file=sys.stderr)

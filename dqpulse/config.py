@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     poll_max_records: int = Field(default=20_000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
     checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    # finalization runs beside checkpoints (Postgres); above this many windows ready and
+    # not finalized (all datasets), each poll waits for the finalize pass in flight
+    finalize_max_backlog_windows: int = Field(default=1000, ge=0)
     # how often running processes look for a newer `dqpulse apply` (one index read)
     model_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
     max_message_bytes: int = Field(default=1_048_576, ge=1)

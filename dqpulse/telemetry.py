@@ -47,6 +47,10 @@ class Telemetry:
                                             "Checkpoint transaction time", registry=r)
         self.assigned_partitions = Gauge("dqpulse_assigned_partitions",
                                          "Partitions assigned to this worker", registry=r)
+        self.finalize_backlog = Gauge("dqpulse_finalize_backlog_windows",
+                                      "Windows every partition has passed that are not "
+                                      "finalized yet (all datasets, at the last pass)",
+                                      registry=r)
         self.windows_finalized = Counter("dqpulse_windows_finalized",
                                          "Windows finalized by this process",
                                          ["dataset"], registry=r)

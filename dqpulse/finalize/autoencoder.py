@@ -13,40 +13,47 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection
-
 from dqpulse.detectors.base import Detector, create
 from dqpulse.detectors.scoring import ScoredPoint
-from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES
-from dqpulse.records import MetricPoint
+from dqpulse.finalize.watch import AUTOENCODER_METRIC
 from dqpulse.spec import DatasetSpec
-from dqpulse.store import detector_states
-from dqpulse.store import metrics as metric_store
 
 
 def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def score_window(conn: Connection, dataset: DatasetSpec, *, window_start: float,
-                 window_end: float, scored: Sequence[ScoredPoint], saved: bytes | None,
-                 device: str | None) -> ScoredPoint:
-    """Score (then learn) the window's vector of scored values; saves the model's state
-    and the :data:`AUTOENCODER_METRIC` point in the caller's transaction."""
-    vector: dict[str, Any] = {"t": window_start}
-    for point in scored:
-        if point.value is not None and math.isfinite(point.value):
-            vector[f"{point.metric}|{point.field}"] = point.value
-    model = Detector.from_bytes(saved) if saved else create("autoencoder", device=device)
-    score = model.score_one(vector)
-    explanation = model.explain(vector)
-    model.learn_one(vector)
-    detector_states.save_all(conn, dataset=dataset.name,
-                             states={AUTOENCODER_SERIES: model.to_bytes()},
-                             known={AUTOENCODER_SERIES} if saved else set())
-    metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
-                               window_end=window_end,
-                               points=[MetricPoint(AUTOENCODER_METRIC, score)])
-    return ScoredPoint(metric=AUTOENCODER_METRIC, field="", value=score, score=score,
-                       anomalous=model.is_anomalous(score), detector="autoencoder",
-                       explanation=explanation)
+class AutoencoderScorer:
+    """One autoencoder per dataset, kept in memory between windows while the stored state
+    is the one it wrote last (after another worker's write, a restart or a rolled-back
+    transaction it is loaded again from the stored state): a window then pays for
+    scoring, learning and saving the model, not for rebuilding it from bytes."""
+
+    def __init__(self, device: str | None) -> None:
+        self.device = device
+        self._models: dict[str, tuple[bytes, Detector]] = {}
+
+    def score_window(self, dataset: DatasetSpec, *, window_start: float,
+                     scored: Sequence[ScoredPoint], saved: bytes | None
+                     ) -> tuple[ScoredPoint, bytes]:
+        """Score (then learn) the window's vector of scored values; returns the
+        :data:`AUTOENCODER_METRIC` point and the model's new state (the caller saves
+        both in its transaction)."""
+        vector: dict[str, Any] = {"t": window_start}
+        for point in scored:
+            if point.value is not None and math.isfinite(point.value):
+                vector[f"{point.metric}|{point.field}"] = point.value
+        cached = self._models.get(dataset.name)
+        if saved is not None and cached is not None and cached[0] == saved:
+            model = cached[1]
+        else:
+            model = Detector.from_bytes(saved) if saved else create("autoencoder",
+                                                                    device=self.device)
+        score = model.score_one(vector)
+        explanation = model.explain(vector)
+        model.learn_one(vector)
+        state = model.to_bytes()
+        self._models[dataset.name] = (state, model)
+        return ScoredPoint(metric=AUTOENCODER_METRIC, field="", value=score, score=score,
+                           anomalous=model.is_anomalous(score), detector="autoencoder",
+                           explanation=explanation), state

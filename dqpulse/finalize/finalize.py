@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, Engine
 
 from dqpulse.finalize.export import export_window
+from dqpulse.jsonsafe import json_safe_object
 from dqpulse.metrics import (
     FinalizeContext,
     WindowState,
@@ -34,6 +35,9 @@ from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import advisory_lock
 from dqpulse.telemetry import Telemetry
 
+if TYPE_CHECKING:  # typing only: an ingest worker without hooks never loads the detectors
+    from dqpulse.detectors.scoring import ScoredPoint
+
 MAX_WINDOWS_PER_PASS = 500
 
 
@@ -43,7 +47,7 @@ SAMPLED_METRICS = frozenset({"validity.violation_ratio", "completeness.null_rati
                              "uniqueness.duplicate_ratio"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinalizedWindow:
     dataset: str
     window_start: float
@@ -54,6 +58,11 @@ class FinalizedWindow:
     #: segment states of the window and of the reference before it (root cause)
     segments: SegmentState | None = None
     segment_reference: SegmentState | None = None
+    #: the window's scored points, when a hook scored them before the write (see
+    #: :class:`ScoresBeforeWrite`): the points are then written once, with their scores
+    scored: list[ScoredPoint] | None = None
+    #: points a hook adds before the write (the autoencoder's), written with the others
+    extra_points: list[MetricPoint] = field(default_factory=list)
 
 
 def samples_of(state: WindowState, points: list[MetricPoint]
@@ -71,8 +80,27 @@ def samples_of(state: WindowState, points: list[MetricPoint]
     return out
 
 
-# A hook sees the finalized window inside the finalize transaction (scoring, alerting).
+# A hook sees the finalized window inside the finalize transaction (scoring, alerting),
+# after its points are written.
 WindowHook = Callable[[Connection, DatasetSpec, FinalizedWindow], None]
+
+
+@runtime_checkable
+class ScoresBeforeWrite(Protocol):
+    """A hook that also runs before the window's points are written (the scoring hook):
+    it sets ``window.scored`` (and may add ``window.extra_points``), so that each point is
+    inserted once with its score instead of inserted, then updated."""
+
+    def before_write(self, conn: Connection, dataset: DatasetSpec,
+                     window: FinalizedWindow) -> None: ...
+
+
+def scores_of(window: FinalizedWindow) -> metric_store.Scores | None:
+    """The (score, anomalous, explanation) of the window's scored points, by series."""
+    if window.scored is None:
+        return None
+    return {(p.metric, p.field): (p.score, p.anomalous, json_safe_object(p.explanation))
+            for p in window.scored}
 
 
 def finalize_ready(
@@ -125,12 +153,17 @@ def finalize_ready(
                                            fields=result.observed_schema, diff=diff,
                                            seen_at=window_start)
                 schema = result.observed_schema
-            metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
-                                       window_end=window_end, points=result.points)
             window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
                                      samples=samples_of(state, result.points),
                                      segments=result.segments,
                                      segment_reference=result.segment_reference)
+            for hook in hooks:
+                if isinstance(hook, ScoresBeforeWrite):
+                    hook.before_write(conn, dataset, window)
+            metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
+                                       window_end=window_end,
+                                       points=[*result.points, *window.extra_points],
+                                       scores=scores_of(window))
             for hook in hooks:
                 hook(conn, dataset, window)
             done.append(window)

@@ -24,6 +24,7 @@ from dqpulse.finalize.watch import AUTOENCODER_METRIC, AUTOENCODER_SERIES, is_wa
 from dqpulse.jsonsafe import json_safe, json_safe_object
 from dqpulse.rca.lineage import Edge, LineageGraph
 from dqpulse.rca.segments import attribute
+from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec, Spec
 from dqpulse.store import detector_states
 from dqpulse.store import lineage as lineage_store
@@ -53,27 +54,48 @@ class ScoringHook:
         self.alerting = alerting
         self.scorers = {d.name: SeriesScorer(d) for d in spec.datasets}
         self.autoencoder = settings.autoencoder if autoencoder.torch_available() else "off"
+        self.autoencoders = autoencoder.AutoencoderScorer(settings.autoencoder_device)
+
+    def before_write(self, conn: Connection, dataset: DatasetSpec,
+                     window: FinalizedWindow) -> None:
+        """Score the window before its points are written, so that they are written once
+        with their scores (``finalize_ready`` calls it; see ``ScoresBeforeWrite``)."""
+        window.scored = self._score(conn, dataset, window)
 
     def __call__(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow) -> None:
+        scored = window.scored
+        if scored is None:  # the points were written without scores: score, then update
+            scored = self._score(conn, dataset, window)
+            metric_store.create_window(conn, dataset=dataset.name,
+                                       window_start=window.window_start,
+                                       window_end=window.window_end,
+                                       points=window.extra_points)
+            metric_store.update_scores(
+                conn, dataset=dataset.name, window_start=window.window_start,
+                scores=[(p.metric, p.field, p.score, p.anomalous,
+                         json_safe_object(p.explanation)) for p in scored])
+        if self.alerting:
+            self._alert(conn, dataset, window, scored)
+
+    def _score(self, conn: Connection, dataset: DatasetSpec,
+               window: FinalizedWindow) -> list[ScoredPoint]:
+        """Run the detectors (and the dataset's autoencoder, whose point joins
+        ``window.extra_points``) and save the states that changed, in one statement."""
         scorer = self.scorers.get(dataset.name)
         if scorer is None:
             scorer = self.scorers[dataset.name] = SeriesScorer(dataset)
         points = [p for p in window.points if is_watched(dataset, p.metric, p.field)]
         saved = detector_states.get_all(conn, dataset=dataset.name)
         scored, updated = scorer.score_window(window.window_start, points, saved)
-        detector_states.save_all(conn, dataset=dataset.name,
-                                 states=changed_states(scored, updated, saved),
-                                 known=set(saved))
+        states = changed_states(scored, updated, saved)
         if self.autoencoder != "off":
-            scored.append(autoencoder.score_window(
-                conn, dataset, window_start=window.window_start, window_end=window.window_end,
-                scored=scored, saved=saved.get(AUTOENCODER_SERIES),
-                device=self.settings.autoencoder_device))
-        metric_store.update_scores(conn, dataset=dataset.name, window_start=window.window_start,
-                                   scores=[(p.metric, p.field, p.score, p.anomalous,
-                                            json_safe_object(p.explanation)) for p in scored])
-        if self.alerting:
-            self._alert(conn, dataset, window, scored)
+            point, states[AUTOENCODER_SERIES] = self.autoencoders.score_window(
+                dataset, window_start=window.window_start, scored=scored,
+                saved=saved.get(AUTOENCODER_SERIES))
+            scored.append(point)
+            window.extra_points.append(MetricPoint(AUTOENCODER_METRIC, point.score))
+        detector_states.save_all(conn, dataset=dataset.name, states=states, known=set(saved))
+        return scored
 
     def _alert(self, conn: Connection, dataset: DatasetSpec, window: FinalizedWindow,
                scored: list[ScoredPoint]) -> None:

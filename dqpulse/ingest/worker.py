@@ -9,12 +9,19 @@ partition's state + next offset + newly closed window partials in ONE transactio
 that all partitions have passed. A crash anywhere replays from the last checkpoint, whose
 state matches its offsets exactly, so nothing is lost or counted twice.
 
-On Postgres the transaction and the finalization run on a writer thread while the next
-batches are consumed: the snapshot (states, offsets, closed windows) is taken on the
-consuming thread, so what is written is consistent however far consumption has moved
-on; one checkpoint is in flight at a time, and its outcome (new versions and the offset
-commit, a fencing reload, or a database-outage back-off) is applied on the consuming
-thread. ``checkpoint()`` itself stays synchronous (revocation, shutdown).
+On Postgres the transaction runs on a writer thread while the next batches are consumed:
+the snapshot (states, offsets, closed windows) is taken on the consuming thread, so what
+is written is consistent however far consumption has moved on; one checkpoint is in
+flight at a time, and its outcome (new versions and the offset commit, a fencing reload,
+or a database-outage back-off) is applied on the consuming thread. ``checkpoint()``
+itself stays synchronous (revocation, shutdown).
+
+Finalization runs on a third thread, beside the checkpoints rather than after each one:
+it reads only what checkpoints committed (window partials and watermarks, under the
+dataset's advisory lock, as another worker's finalization does), so a checkpoint never
+waits for it and exactly-once does not depend on it. Its backlog (windows every
+partition has passed, not finalized yet) is exported as a gauge and bounded: above
+``finalize_max_backlog_windows`` each poll first waits for the finalize pass in flight.
 """
 
 from __future__ import annotations
@@ -35,11 +42,12 @@ from sqlalchemy.exc import DBAPIError
 
 from dqpulse.aggregate import AddReport
 from dqpulse.config import Settings
-from dqpulse.finalize import WindowHook, finalize_ready
+from dqpulse.finalize import WindowHook
 from dqpulse.health import Health
 from dqpulse.ingest import assignment
 from dqpulse.ingest import checkpoint as protocol
 from dqpulse.ingest.checkpoint import CheckpointJob
+from dqpulse.ingest.finalizer import Finalizer
 from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
 from dqpulse.records import PartitionBatch
 from dqpulse.sources.base import DeadLetterSink, Source, TopicPartition
@@ -108,8 +116,8 @@ class IngestWorker:
                                        else background_checkpoints)
         self._writer = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix="dqpulse-checkpoint")
-        self._inflight: Future[CheckpointJob | None] | None = None
-        self._next_finalize = 0  # where the next finalize pass starts (see finalize_ready)
+        self._inflight: Future[CheckpointJob] | None = None
+        self.finalizer = Finalizer(self, stop=self._stop)
 
     def _set_datasets(self, datasets: Sequence[DatasetSpec]) -> None:
         self.datasets = list(datasets)
@@ -230,6 +238,7 @@ class IngestWorker:
                      extra={"partitions_owned": len(self.owned)})
         finally:
             self._writer.shutdown(wait=True)
+            self.finalizer.shutdown()
             started = time.monotonic()
             self.source.close()
             log.info("left the consumer group in %.2fs", time.monotonic() - started)
@@ -240,6 +249,8 @@ class IngestWorker:
         if self._pending_model is not None:
             self._apply_model()
         self._collect(wait=False)
+        if self.background_checkpoints and self.finalize:
+            self.finalizer.due()
         if self._db_down_until > time.monotonic():
             # the database is away: stop consuming (memory stays bounded; Kafka keeps the
             # records) until the next checkpoint attempt
@@ -325,16 +336,13 @@ class IngestWorker:
 
     def _checkpoint_due(self) -> None:
         """The periodic checkpoint of ``run_once`` with background checkpoints: the
-        snapshot is taken here, the transaction (and then finalization) runs on the writer
-        thread while this one goes on consuming; ``_collect`` applies the outcome."""
+        snapshot is taken here, the transaction runs on the writer thread while this one
+        goes on consuming; ``_collect`` applies the outcome."""
         if self._inflight is not None:
             return  # the previous one is still writing; try again next loop
         job = self._prepare(None)
-        if job is None:
-            if self.finalize:
-                self._inflight = self._writer.submit(self._finalize_only)
-            return
-        self._inflight = self._writer.submit(self._write_and_finalize, job)
+        if job is not None:
+            self._inflight = self._writer.submit(self._write_job, job)
 
     def _prepare(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
         """Snapshot what to write (consuming thread); None when nothing is owned."""
@@ -357,18 +365,12 @@ class IngestWorker:
         self.telemetry.checkpoint_seconds.observe(time.perf_counter() - started)
         return versions
 
-    def _write_and_finalize(self, job: CheckpointJob) -> CheckpointJob:
+    def _write_job(self, job: CheckpointJob) -> CheckpointJob:
         try:
             job.versions = self._write(job)
         except BaseException as exc:  # handed to the consuming thread by _collect
             job.error = exc
-            return job
-        if self.finalize:
-            self.finalize_ready()
         return job
-
-    def _finalize_only(self) -> None:
-        self.finalize_ready()
 
     def _collect(self, *, wait: bool) -> None:
         """Apply the outcome of the background checkpoint, if one finished (consuming
@@ -378,8 +380,6 @@ class IngestWorker:
             return
         self._inflight = None
         job = future.result()
-        if job is None:  # a finalize-only pass
-            return
         error = job.error
         if error is None:
             self._db_failures = 0
@@ -422,24 +422,9 @@ class IngestWorker:
         log.warning("checkpoint failed (%s); retrying in %.1fs",
                     type(exc.orig).__name__ if exc.orig else exc, backoff)
 
-    def finalize_ready(self) -> int:
-        """Ready windows for ~2 checkpoint intervals, on from the last pass (docs/scaling.md)."""
-        total, k = 0, self._next_finalize % max(len(self.datasets), 1)
-        budget = time.monotonic() + 2 * self.settings.checkpoint_interval_s
-        for i, dataset in enumerate(self.datasets[k:] + self.datasets[:k]):
-            if self._stop.is_set() or (i and time.monotonic() > budget):
-                self._next_finalize = k + i  # (stopping: the next owner finalizes the rest)
-                break
-            try:
-                windows = finalize_ready(self.engine, dataset, now=self.clock(),
-                                         hooks=self.hooks, telemetry=self.telemetry,
-                                         should_stop=self._stop.is_set)
-            except Exception:  # noqa: BLE001 - scoring trouble must not stop ingest
-                log.exception("finalizing %s failed; will retry", dataset.name)
-                continue
-            total += len(windows)
-        self.stats.windows += total
-        return total
+    def finalize_ready(self, only: set[str] | None = None) -> int:
+        """Finalize ready windows now, on the calling thread (see :class:`Finalizer`)."""
+        return self.finalizer.finalize_ready(only)
 
 
 def _freeze_gc() -> None:

@@ -147,11 +147,14 @@ def first_partial_window(conn: Connection, *, dataset: str) -> float | None:
 
 def take_partials(conn: Connection, *, dataset: str, window_start: float) -> list[bytes]:
     """Read and delete every partition's partial of one window (inside the finalize txn)."""
-    rows = conn.execute(select(window_partials.c.state).where(
-        window_partials.c.dataset == dataset,
-        window_partials.c.window_start == window_start)).all()
-    conn.execute(delete(window_partials).where(
-        window_partials.c.dataset == dataset, window_partials.c.window_start == window_start))
+    where = (window_partials.c.dataset == dataset,
+             window_partials.c.window_start == window_start)
+    if conn.dialect.name == "postgresql":  # one round trip: finalization mostly waits on them
+        rows = conn.execute(delete(window_partials).where(*where)
+                            .returning(window_partials.c.state)).all()
+        return [bytes(row.state) for row in rows]
+    rows = conn.execute(select(window_partials.c.state).where(*where)).all()
+    conn.execute(delete(window_partials).where(*where))
     return [bytes(row.state) for row in rows]
 
 
@@ -159,3 +162,44 @@ def mark_finalized(conn: Connection, *, dataset: str, until: float, baseline: by
                    last_schema: dict[str, list[str]]) -> None:
     conn.execute(update(dataset_partitions).where(dataset_partitions.c.dataset == dataset)
                  .values(finalized_until=until, baseline=baseline, last_schema=last_schema))
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeFrontier:
+    """Where a dataset's finalization stands, for every dataset at once (one query)."""
+
+    partition_count: int
+    partitions_seen: int
+    min_watermark: float | None
+    #: ``finalized_until``, or the first window with a partial when none was finalized
+    next_window: float | None
+
+
+def get_frontiers(conn: Connection) -> dict[str, FinalizeFrontier]:
+    """Every dataset's finalization frontier without locks: which have windows ready (a
+    finalize pass skips the others) and how many are waiting (the finalize backlog)."""
+    c, w, d = partition_checkpoints.c, window_partials.c, dataset_partitions.c
+    marks = (select(c.dataset, func.count().label("n"), func.min(c.watermark).label("wm"))
+             .group_by(c.dataset).subquery())
+    firsts = (select(w.dataset, func.min(w.window_start).label("first"))
+              .group_by(w.dataset).subquery())
+    rows = conn.execute(
+        select(d.dataset, d.partition_count, d.finalized_until, marks.c.n, marks.c.wm,
+               firsts.c.first)
+        .outerjoin(marks, marks.c.dataset == d.dataset)
+        .outerjoin(firsts, firsts.c.dataset == d.dataset))
+    return {row.dataset: FinalizeFrontier(
+        partition_count=row.partition_count, partitions_seen=int(row.n or 0),
+        min_watermark=row.wm,
+        next_window=row.finalized_until if row.finalized_until is not None else row.first)
+        for row in rows}
+
+
+def ready_windows(frontier: FinalizeFrontier | None, *, window: float,
+                  lateness: float) -> int:
+    """How many windows of a dataset every partition has passed and are not finalized yet
+    (what :func:`dqpulse.finalize.finalize_ready` would finalize now)."""
+    if (frontier is None or frontier.min_watermark is None or frontier.next_window is None
+            or frontier.partitions_seen < frontier.partition_count):
+        return 0
+    return max(0, int((frontier.min_watermark - lateness - frontier.next_window) // window))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 
 from dqpulse.store.tables import detector_states
+
+_UPDATE_STATES = text("""
+UPDATE detector_states AS d SET state = u.state, updated_at = now()
+FROM unnest(CAST(:series AS text[]), CAST(:states AS bytea[])) AS u(series, state)
+WHERE d.dataset = :dataset AND d.series = u.series
+""")
 
 
 def get_all(conn: Connection, *, dataset: str) -> dict[str, bytes]:
@@ -20,12 +26,17 @@ def save_all(conn: Connection, *, dataset: str, states: Mapping[str, bytes],
              known: set[str]) -> None:
     """Upsert states; ``known`` is the set of series that already have a row.
 
-    One executemany for the updates and one for the inserts.
+    Postgres: one ``UPDATE ... FROM unnest(...)`` for the updates; else an executemany;
+    then one executemany for the inserts.
     """
     updates = [{"b_series": s, "b_state": b} for s, b in states.items() if s in known]
     inserts = [{"dataset": dataset, "series": s, "state": b}
                for s, b in states.items() if s not in known]
-    if updates:
+    if updates and conn.dialect.name == "postgresql":
+        conn.execute(_UPDATE_STATES, {"dataset": dataset,
+                                      "series": [u["b_series"] for u in updates],
+                                      "states": [u["b_state"] for u in updates]})
+    elif updates:
         conn.execute(update(detector_states).where(
             detector_states.c.dataset == dataset,
             detector_states.c.series == bindparam("b_series"))

@@ -29,9 +29,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from dqpulse.records import MetricPoint
-from dqpulse.store import rollups
+from dqpulse.store import rollups, window_write
 from dqpulse.store.tables import metric_points, metric_rollups
 
+Scores = window_write.Scores
 
 def create_window(
     conn: Connection,
@@ -40,23 +41,29 @@ def create_window(
     window_start: float,
     window_end: float,
     points: Sequence[MetricPoint],
+    scores: Scores | None = None,
 ) -> None:
-    """Insert a window's points; a repeated window (replayed finalize) replaces values."""
+    """Insert a window's points, with their ``scores`` when given (the score's explanation
+    replaces the point's ``extra``), and add them to their rollups; a repeated window
+    (replayed finalize) replaces values and recomputes its rollups.
+
+    Postgres: points and rollups in one statement (:mod:`.window_write`); without
+    ``scores``, :func:`update_scores` sets them later (two more statements)."""
     if not points:
         return
-    rows = [
-        {
-            "dataset": dataset,
-            "metric": p.metric,
-            "field": p.field,
-            "window_start": window_start,
-            "window_end": window_end,
-            "value": p.value,
-            "anomalous": False,
-            "explanation": dict(p.extra) if p.extra else None,
-        }
-        for p in points
-    ]
+    if conn.dialect.name == "postgresql":
+        window_write.create_window(conn, dataset=dataset, window_start=window_start,
+                                   window_end=window_end, points=points, scores=scores)
+        return
+    scores = scores or {}
+    rows = []
+    for p in points:
+        score, anomalous, explanation = scores.get(
+            (p.metric, p.field), (None, False, dict(p.extra) if p.extra else None))
+        rows.append({"dataset": dataset, "metric": p.metric, "field": p.field,
+                     "window_start": window_start, "window_end": window_end,
+                     "value": p.value, "score": score, "anomalous": bool(anomalous),
+                     "explanation": explanation})
     # a point stored before (a replayed finalize) is recomputed into its rollups rather
     # than added to them twice; a window may get more points later (the autoencoder's)
     stored = set(conn.execute(select(metric_points.c.metric, metric_points.c.field).where(
@@ -68,14 +75,17 @@ def create_window(
     stmt = stmt.on_conflict_do_update(
         index_elements=["dataset", "metric", "field", "window_start"],
         set_={"value": stmt.excluded.value, "window_end": stmt.excluded.window_end,
-              "explanation": stmt.excluded.explanation},
+              "explanation": stmt.excluded.explanation,
+              **({"score": stmt.excluded.score, "anomalous": stmt.excluded.anomalous}
+                 if scores else {})},
     )
     for start in range(0, len(rows), 1000):
         conn.execute(stmt, rows[start:start + 1000])
     if replayed:
         rollups.rebuild(conn, dataset=dataset, start=window_start, end=window_end)
     else:
-        rollups.add_window(conn, dataset=dataset, window_start=window_start, points=points)
+        rollups.add_window(conn, dataset=dataset, window_start=window_start, points=points,
+                           scores=scores)
 
 
 _UPDATE_SCORES = text("""

@@ -12,7 +12,7 @@ that a query of rollups never reads the points.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, text, update
@@ -75,21 +75,38 @@ def _upsert(conn: Connection) -> Any:
         })
 
 
+def bucket_of(at: float, resolution: int) -> float:
+    """The start of the bucket of ``resolution`` seconds that holds ``at``."""
+    return float(int(at // resolution) * resolution)
+
+
+def band(explanation: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
+    """The expected band (``expected_low``, ``expected_high``) of a score's explanation."""
+    return _number(explanation, "expected_low"), _number(explanation, "expected_high")
+
+
 def add_window(conn: Connection, *, dataset: str, window_start: float,
-               points: Sequence[MetricPoint]) -> None:
-    """Add a window that was not stored before to its hour and day buckets."""
+               points: Sequence[MetricPoint],
+               scores: Mapping[tuple[str, str], tuple[float | None, bool,
+                                                      dict[str, Any] | None]] | None = None
+               ) -> None:
+    """Add a window that was not stored before to its hour and day buckets, with the
+    points' ``scores`` when they are known already (else :func:`add_scores` adds them)."""
     rows = []
+    scores = scores or {}
     for resolution in RESOLUTIONS:
-        bucket = float(int(window_start // resolution) * resolution)
+        bucket = bucket_of(window_start, resolution)
         for p in points:
             value = p.value
+            score, anomalous, explanation = scores.get((p.metric, p.field), (None, False, None))
+            low, high = band(explanation)
             rows.append({
                 "dataset": dataset, "metric": p.metric, "field": p.field,
                 "resolution": resolution, "bucket_start": bucket, "points": 1,
                 "value_count": 0 if value is None else 1, "sum": value, "min": value,
-                "max": value, "last": value, "last_at": window_start, "score": None,
-                "anomalous": False, "first_at": window_start, "expected_low": None,
-                "expected_high": None})
+                "max": value, "last": value, "last_at": window_start, "score": score,
+                "anomalous": bool(anomalous), "first_at": window_start, "expected_low": low,
+                "expected_high": high})
     stmt = _upsert(conn)
     for start in range(0, len(rows), 1000):
         conn.execute(stmt, rows[start:start + 1000])
@@ -173,7 +190,7 @@ def _add_scores_unnest(conn: Connection, *, dataset: str, window_start: float,
         "lows": [merged[k][2] for k, _ in keys], "highs": [merged[k][3] for k, _ in keys]})
 
 
-def _number(explanation: dict[str, Any] | None, key: str) -> float | None:
+def _number(explanation: Mapping[str, Any] | None, key: str) -> float | None:
     value = (explanation or {}).get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
