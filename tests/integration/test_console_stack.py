@@ -186,7 +186,10 @@ def test_console_on_the_real_stack_asks_for_the_token_then_shows_and_acts(
         console.open("/ui/incidents?dataset=payments&status=open")
         # payments' own incident (an upstream one it is an impact of is marked "impact")
         rows = page.locator("#incidents tbody tr[data-incident]:not(:has(.badge.impact))")
-        assert rows.count() >= 1
+        listed = httpx.get(f"{base_url}/api/v1/incidents", headers=headers,
+                           params={"dataset": "payments", "status": "open"}).json()["items"]
+        assert rows.count() >= 1, [(i["id"], i["dataset"], i.get("role"), i["summary"])
+                                   for i in listed]
         incident_id = int(rows.first.get_attribute("data-incident") or 0)
         page.click(f'tr[data-incident="{incident_id}"] a[href$="/incidents/{incident_id}"]')
         console.wait_ready()
