@@ -1,0 +1,95 @@
+"""Regime adoption for the seasonal detector: a held level shift becomes the new normal.
+
+A mixin of :class:`dqpulse.detectors.seasonal.SeasonalDetector`, kept apart so that the
+detector's module holds the season profiles and scoring and this one the episode
+bookkeeping. The adaptive detector has its own (:mod:`dqpulse.detectors.regimes`): its
+forecasters shift by a residual, the seasonal profiles here are rescaled by a ratio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+__all__ = ["SeasonalAdoption"]
+
+#: windows of the current anomaly episode: (window start, value, expected, anomalous)
+_EpisodePoint = tuple[float | None, float, float, bool]
+# normal windows in a row that end an anomaly episode
+_EPISODE_END = 3
+# a window whose value is below this share of the expected one is a near-silence: a dead
+# source is left to the silence and freshness rules, never adopted as a normal level
+_SILENT_RATIO = 0.02
+
+
+class SeasonalAdoption:
+    """Anomaly episodes and the adoption of a shift held for ``adopt_after`` windows."""
+
+    adopt_after: int | None
+    threshold: float
+    _profiles: list[Any]
+    _local: Any
+    _journal: deque[Any]
+    _drift: float
+
+    # Old saved states predate adoption: they read these class defaults.
+    _shift_episode: deque[_EpisodePoint] | None = None
+    _hold: bool = False
+    adoptions: int = 0
+
+    def _episode_window(self, t: float | None, value: float, expected: float,
+                        anomalous: bool) -> bool:
+        """Note a window in the current episode; True when it completes an adoption."""
+        if self.adopt_after is None:
+            return False
+        episode = self._shift_episode
+        if episode is None:
+            episode = self._shift_episode = deque(maxlen=2 * self.adopt_after)
+        if not anomalous and not episode:
+            return False
+        episode.append((t, value, expected, anomalous))
+        if not anomalous:
+            if not any(bad for *_, bad in list(episode)[-_EPISODE_END:]):
+                episode.clear()  # the episode is over: the old normal came back
+                self._hold = False
+            return False
+        return self._maybe_adopt()
+
+    def _maybe_adopt(self) -> bool:
+        """Move every profile to the held level: by the median ratio of value to expected
+        over the last ``adopt_after`` windows (at least half of them anomalous) when the
+        series is positive, else by the median difference."""
+        episode = self._shift_episode
+        if self.adopt_after is None or self._hold or episode is None:
+            return False
+        recent = list(episode)[-self.adopt_after:]
+        if len(recent) < self.adopt_after or sum(bad for *_, bad in recent) * 2 < len(recent):
+            return False
+        positive = all(value >= 0.0 and expected > 0.0 for _, value, expected, _ in recent)
+        if positive:
+            ratios = sorted(value / expected for _, value, expected, _ in recent)
+            ratio = ratios[len(ratios) // 2]
+            if ratio < _SILENT_RATIO:
+                return False
+            self._rescale(ratio, 0.0)
+        else:
+            deltas = sorted(value - expected for _, value, expected, _ in recent)
+            self._rescale(1.0, deltas[len(deltas) // 2])
+        episode.clear()
+        self._journal.clear()  # learned points can no longer be taken back exactly
+        self._drift = 0.0
+        self.adoptions += 1
+        return True
+
+    def _rescale(self, ratio: float, delta: float) -> None:
+        for profile in (*self._profiles, self._local):
+            profile.mean = [mean * ratio + delta if count else mean
+                            for mean, count in zip(profile.mean, profile.count, strict=True)]
+            profile.mad = [mad * ratio for mad in profile.mad]
+            profile.err *= ratio
+            profile.fit_err *= ratio
+
+    def _confirm(self) -> None:
+        """A user confirmed the anomaly: keep the old normal while this episode lasts."""
+        if self._shift_episode:
+            self._hold = True
