@@ -108,7 +108,7 @@ class DailyRepeat:
         buckets = max(int(86400.0 // bucket_seconds), 1)
         self.today = array("H", bytes(2 * buckets))
         self.before = array("H", bytes(2 * buckets))
-        self.day = array("l", [-2] * buckets)  # the day whose highest score ``today`` holds
+        self.day = array("i", [-2] * buckets)  # the day whose highest score ``today`` holds
 
     def _slot(self, t: float) -> tuple[int, int]:
         return int(t // 86400.0), int((t % 86400.0) // self.bucket_seconds) % len(self.day)

@@ -316,7 +316,8 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         score = self.score_one(x)
         if self.adopt_after is not None and self.is_warm:
             anomalous = score >= self.threshold and not self.learn_anomalies
-            if self._episode_window(t, value, self._z(value, t)[1], anomalous):
+            if (anomalous or self._shift_episode) and self._episode_window(
+                    t, value, self._z(value, t)[1], anomalous):
                 return  # the profiles moved to this window's level
         suspicious = self.is_warm and score >= self.learn_below
         weight = self._learning_weight(score)

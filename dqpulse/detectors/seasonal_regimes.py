@@ -8,6 +8,7 @@ forecasters shift by a residual, the seasonal profiles here are rescaled by a ra
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -20,6 +21,9 @@ _EPISODE_END = 3
 # a window whose value is below this share of the expected one is a near-silence: a dead
 # source is left to the silence and freshness rules, never adopted as a normal level
 _SILENT_RATIO = 0.02
+# the most the held ratio may move between the first and second half of the windows, as a
+# share of the shift itself, for them to count as one new level
+_DRIFT_SHARE = 0.25
 
 
 class SeasonalAdoption:
@@ -63,15 +67,22 @@ class SeasonalAdoption:
         if self.adopt_after is None or self._hold or episode is None:
             return False
         recent = list(episode)[-self.adopt_after:]
-        if len(recent) < self.adopt_after or sum(bad for *_, bad in recent) * 2 < len(recent):
+        if len(recent) < self.adopt_after or not all(bad for *_, bad in recent):
             return False
-        positive = all(value >= 0.0 and expected > 0.0 for _, value, expected, _ in recent)
-        if positive:
-            ratios = sorted(value / expected for _, value, expected, _ in recent)
-            ratio = ratios[len(ratios) // 2]
-            if ratio < _SILENT_RATIO:
+        if len({value > expected for _, value, expected, _ in recent}) > 1:
+            return False  # above and below: no one level explains it
+        if all(value >= 0.0 and expected > 0.0 for _, value, expected, _ in recent):
+            logs = [math.log(max(value / expected, _SILENT_RATIO))
+                    for _, value, expected, _ in recent]
+            shift = _median(logs)
+            if shift <= math.log(_SILENT_RATIO) + 1e-9:
                 return False
-            self._rescale(ratio, 0.0)
+            # a level shift is one ratio held; a daily pattern moved by hours is a ratio
+            # that drifts window by window: its two halves differ by much of the shift
+            half = len(logs) // 2
+            if abs(_median(logs[half:]) - _median(logs[:half])) > _DRIFT_SHARE * abs(shift):
+                return False
+            self._rescale(math.exp(shift), 0.0)
         else:
             deltas = sorted(value - expected for _, value, expected, _ in recent)
             self._rescale(1.0, deltas[len(deltas) // 2])
@@ -93,3 +104,8 @@ class SeasonalAdoption:
         """A user confirmed the anomaly: keep the old normal while this episode lasts."""
         if self._shift_episode:
             self._hold = True
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
