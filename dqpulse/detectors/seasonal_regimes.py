@@ -24,6 +24,8 @@ _SILENT_RATIO = 0.02
 # the most the held ratio may move between the first and second half of the windows, as a
 # share of the shift itself, for them to count as one new level
 _DRIFT_SHARE = 0.25
+# anomalous windows back at the level before an adoption of the last day that undo it
+_UNDO_WINDOWS = 3
 
 
 class SeasonalAdoption:
@@ -40,6 +42,10 @@ class SeasonalAdoption:
     _shift_episode: deque[_EpisodePoint] | None = None
     _hold: bool = False
     adoptions: int = 0
+    # the ratio adopted over the last day (1: none), when, and windows back at the old level
+    _undo: float = 1.0
+    _undo_t: float | None = None
+    _undo_run: int = 0
 
     def _episode_window(self, t: float | None, value: float, expected: float,
                         anomalous: bool) -> bool:
@@ -52,6 +58,8 @@ class SeasonalAdoption:
         if not anomalous and not episode:
             return False
         episode.append((t, value, expected, anomalous))
+        if anomalous and self._old_level_back(t, value, expected):
+            return True
         if not anomalous:
             if not any(bad for *_, bad in list(episode)[-_EPISODE_END:]):
                 episode.clear()  # the episode is over: the old normal came back
@@ -83,6 +91,8 @@ class SeasonalAdoption:
             if abs(_median(logs[half:]) - _median(logs[:half])) > _DRIFT_SHARE * abs(shift):
                 return False
             self._rescale(math.exp(shift), 0.0)
+            self._undo *= math.exp(shift)
+            self._undo_t, self._undo_run = recent[-1][0], 0
         else:
             deltas = sorted(value - expected for _, value, expected, _ in recent)
             self._rescale(1.0, deltas[len(deltas) // 2])
@@ -90,6 +100,32 @@ class SeasonalAdoption:
         self._journal.clear()  # learned points can no longer be taken back exactly
         self._drift = 0.0
         self.adoptions += 1
+        return True
+
+    def _old_level_back(self, t: float | None, value: float, expected: float) -> bool:
+        """Undo the adoptions of the last day when the level before them is back.
+
+        A daily pattern moved by hours for a while can pass as a held level (its ratio
+        drifts only slowly); when it ends, the windows sit at the old level again, and
+        ``_UNDO_WINDOWS`` anomalous windows there restore it at once instead of alerting
+        until a new adoption."""
+        if self._undo == 1.0 or self._undo_t is None or t is None:
+            return False
+        if t - self._undo_t > 86400.0:  # the adopted level held for a day: it is the normal
+            self._undo, self._undo_t = 1.0, None
+            return False
+        undo = math.log(self._undo)
+        near = value > 0.0 and expected > 0.0 and (
+            abs(math.log(value / expected) + undo) < 0.5 * abs(undo))
+        self._undo_run = self._undo_run + 1 if near else 0
+        if self._undo_run < _UNDO_WINDOWS:
+            return False
+        self._rescale(1.0 / self._undo, 0.0)
+        self._undo, self._undo_t, self._undo_run = 1.0, None, 0
+        if self._shift_episode is not None:
+            self._shift_episode.clear()
+        self._drift = 0.0
+        self.adoptions -= 1
         return True
 
     def _rescale(self, ratio: float, delta: float) -> None:
