@@ -337,3 +337,13 @@ def test_seasonal_short_drop_is_caught_and_not_adopted() -> None:
     # the persistence EWMA may carry the drop a few windows on; then quiet, nothing adopted
     assert not any(after[6:])
     assert detector.adoptions == 0
+
+
+def test_seasonal_adopted_shift_that_ends_within_a_day_is_undone_quickly() -> None:
+    detector, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS, adopt_after=12)
+    assert all(_level_shift_alerts(detector, t, 20, factor=0.5)[:12])
+    assert detector.adoptions == 1
+    back = _level_shift_alerts(detector, t + 20 * 300.0, 48, factor=1.0)
+    # three windows at the old level undo the adoption, then quiet
+    assert back[:3] == [True] * 3 and not any(back[3:])
+    assert detector.adoptions == 0
