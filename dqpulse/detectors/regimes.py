@@ -80,7 +80,9 @@ class RegimeAdoption:
     _records: RecordRange | None
     _repeats: RepeatCounter | None
     _run_held = -1  # windows held up in the current alert run; -1: no run
-    _daily: DailyRepeat | None = None  # old saved states: off
+    # old saved states predate the daily repeat: built on their first window once set
+    daily_repeat_seconds: float = 0.0
+    _daily: DailyRepeat | None = None
 
     def _evidence(self, log_p: float, value: float,
                   t: float | None = None) -> tuple[float, float, float]:
@@ -119,6 +121,8 @@ class RegimeAdoption:
         """Move the long view and the alert run past a window (every window, anomalies
         included)."""
         score, capped, reported = evidence
+        if self._daily is None and self.daily_repeat_seconds > 0:
+            self._daily = DailyRepeat(self.daily_repeat_seconds)
         if self._daily is not None and t is not None:
             self._daily.add(t, score)
         if self._records is not None:

@@ -228,6 +228,11 @@ class SeriesScorer:
             loaded = Detector.from_bytes(saved)
         except DetectorStateError:
             return fresh
+        # a param that the saved state predates (added by a later dqpulse) takes the value
+        # configured now, keeping the learned baseline; the detector builds its state lazily
+        for param, value in fresh._get_params().items():
+            if param not in vars(loaded):
+                setattr(loaded, param, value)
         # changed params in dqpulse.yaml also start a new baseline
         return loaded if loaded._get_params() == fresh._get_params() else fresh
 

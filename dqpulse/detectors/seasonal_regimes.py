@@ -31,7 +31,7 @@ _UNDO_WINDOWS = 3
 class SeasonalAdoption:
     """Anomaly episodes and the adoption of a shift held for ``adopt_after`` windows."""
 
-    adopt_after: int | None
+    adopt_after: int | None = None  # old saved states: never (the scorer sets the new value)
     threshold: float
     _profiles: list[Any]
     _local: Any
