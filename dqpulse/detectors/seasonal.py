@@ -185,13 +185,14 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         held for several (the daily pattern moved by hours) still alerts. ``0`` (the
         default) disables it; 0.2 remembers about 5 windows.
     adopt_after
-        A shift held for this many windows (at least half of them anomalous) becomes the
-        new normal: every season profile is rescaled by the median ratio of value to
-        expected over them (the median difference for a series that is not positive), so
+        A level shift held for this many windows (all anomalous, on one side, the ratio of
+        value to expected steady) becomes the new normal: every season profile is rescaled
+        by the median ratio (the median difference for a series that is not positive), so
         a permanent level shift alerts once, then goes quiet. A near-silent level (under
         2 % of the expected) is never adopted: the silence and freshness rules own it.
-        A ``confirmed`` verdict keeps the old normal while the episode lasts. ``None``
-        (the default) never adopts.
+        An adoption of the last day is undone after 3 anomalous windows back at the old
+        level. A ``confirmed`` verdict keeps the old normal while the episode lasts.
+        ``None`` (the default) never adopts.
 
     Examples
     --------

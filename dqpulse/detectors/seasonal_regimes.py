@@ -69,8 +69,8 @@ class SeasonalAdoption:
 
     def _maybe_adopt(self) -> bool:
         """Move every profile to the held level: by the median ratio of value to expected
-        over the last ``adopt_after`` windows (at least half of them anomalous) when the
-        series is positive, else by the median difference."""
+        over the last ``adopt_after`` windows (all anomalous, on one side, the ratio
+        steady) when the series is not negative, else by the median difference."""
         episode = self._shift_episode
         if self.adopt_after is None or self._hold or episode is None:
             return False
