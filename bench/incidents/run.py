@@ -99,7 +99,8 @@ DURATION_WINDOWS: dict[str, tuple[int, int]] = {kind: (3, 6) for kind in SCHEDUL
 DURATION_WINDOWS["seasonal_shift"] = (36, 48)
 DURATION_WINDOWS["short_drop"] = (3, 3)  # exactly three whole windows (start aligned)
 # the permanent level shift: quiet test time after it, and the windows in which its alert
-# must come (the adaptive detector adopts a held shift after 12 windows by default)
+# must come (record counts' seasonal detector and the adaptive one adopt a held shift after
+# 12 windows by default)
 SHIFT_QUIET_DAYS = 0.75
 SHIFT_SPAN_WINDOWS = 14
 # which field an injection hits (None: the source's default)

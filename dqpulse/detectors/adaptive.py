@@ -25,7 +25,6 @@ from dqpulse.detectors.base import (
     MEAN_ABS_TO_SIGMA,
     Explanation,
     UnivariateDetector,
-    Verdict,
     check_side,
     register,
 )
@@ -34,7 +33,7 @@ from dqpulse.detectors.calibration import (
     TailCalibrator,
     log_p_to_score,
 )
-from dqpulse.detectors.evidence import RecordRange, RepeatCounter
+from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import (
     Forecaster,
     LevelForecaster,
@@ -116,7 +115,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
     repeat_windows, repeat_count
         A window no more unusual than ``repeat_count`` others of the last
-        ``repeat_windows`` reports just under the threshold. ``0`` off.
+        ``repeat_windows`` reports just under the threshold. ``0`` off. So does one no
+        more unusual than the same time yesterday (``daily_repeat_seconds`` buckets; 0 off).
     hold, hold_from
         Alert hysteresis: once a window reports the threshold, up to ``hold`` following
         windows scoring ``hold_from`` or more report it too. ``0`` off. Learning sees none
@@ -170,6 +170,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         record_boost: float = 30.0,
         repeat_windows: int = 288,
         repeat_count: int = 4,
+        daily_repeat_seconds: float = 900.0,
         hold: int = 3,
         hold_from: float = 0.5,
         learn_anomalies: bool = False,
@@ -206,6 +207,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.record_boost = record_boost
         self.repeat_windows = repeat_windows
         self.repeat_count = repeat_count
+        self.daily_repeat_seconds = daily_repeat_seconds
         self.hold = hold
         self.hold_from = hold_from
         self.learn_anomalies = learn_anomalies
@@ -248,6 +250,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._hold = False  # a confirmed verdict: keep the old normal during this episode
         self._records = RecordRange(record_windows) if record_windows > 0 else None
         self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None
+        self._daily = DailyRepeat(daily_repeat_seconds) if daily_repeat_seconds > 0 else None
 
     # ---- forecast and scale -------------------------------------------------------------
     def _forecasts(self, t: float | None) -> list[float | None]:
@@ -368,7 +371,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         z, _, scale = self._z(value, t)
         if scale == 0.0:
             return 0.0
-        return self._evidence(self._log_p(z, self._seasonal_z(value, t, z)), value)[2]
+        return self._evidence(self._log_p(z, self._seasonal_z(value, t, z)), value, t)[2]
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         value, t = self._read(x)
@@ -378,7 +381,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         seasonal_z = self._seasonal_z(value, t, z) if scale > 0.0 else z
         log_p = self._log_p(z, seasonal_z) if self.is_warm and scale > 0.0 else 0.0
         score = log_p_to_score(log_p)
-        self._observe(value, self._evidence(log_p, value) if log_p < 0.0 else (0.0, 0.0, 0.0))
+        self._observe(value, self._evidence(log_p, value, t) if log_p < 0.0 else
+                      (0.0, 0.0, 0.0), t)
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
         if self._memory is not None:
             self._memory.learn(t, value)
@@ -418,7 +422,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._last_value = value
         self.n_learned += 1
 
-    # ---- explain and feedback -----------------------------------------------------------
+    # ---- explain (feedback: regimes.py) ------------------------------------------------------
     def explain(self, x: Mapping[str, Any]) -> Explanation:
         value, t = self._read(x)
         explanation: Explanation = {"expected_low": None, "expected_high": None,
@@ -442,10 +446,3 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         if self.score_one(x) > 0.0:
             explanation["direction"] = "up" if z > 0 else "down"
         return explanation
-
-    def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
-        """False positive: learn ``x`` and lower the sensitivity; confirmed: raise it again
-        and keep the current normal (a shift in progress is not adopted)."""
-        if verdict == "confirmed":
-            self._hold = True
-        super().feedback(x, verdict)

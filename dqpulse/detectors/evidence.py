@@ -18,7 +18,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 
-__all__ = ["RecordRange", "RepeatCounter"]
+__all__ = ["DailyRepeat", "RecordRange", "RepeatCounter"]
 
 
 class RecordRange:
@@ -91,3 +91,45 @@ class RepeatCounter:
                 lowest = min(range(len(recent)), key=lambda i: recent[i][1])
                 del recent[lowest]
         self.seen += 1
+
+
+class DailyRepeat:
+    """The highest score of each ``bucket_seconds`` of the day, today's and yesterday's:
+    what this time of day scored yesterday (the bucket and its two neighbours).
+
+    >>> daily = DailyRepeat(bucket_seconds=900.0)
+    >>> daily.add(86400.0 + 3600.0, 0.95)
+    >>> round(daily.yesterday(2 * 86400.0 + 3600.0 + 600.0), 3), daily.yesterday(2 * 86400.0)
+    (0.95, 0.0)
+    """
+
+    def __init__(self, bucket_seconds: float = 900.0) -> None:
+        self.bucket_seconds = bucket_seconds
+        buckets = max(int(86400.0 // bucket_seconds), 1)
+        self.today = array("H", bytes(2 * buckets))
+        self.before = array("H", bytes(2 * buckets))
+        self.day = array("i", [-2] * buckets)  # the day whose highest score ``today`` holds
+
+    def _slot(self, t: float) -> tuple[int, int]:
+        return int(t // 86400.0), int((t % 86400.0) // self.bucket_seconds) % len(self.day)
+
+    def _on(self, day: int, bucket: int) -> int:
+        """The highest score (as stored) of ``bucket`` on ``day``, 0 when not kept."""
+        if self.day[bucket] == day:
+            return self.today[bucket]
+        return self.before[bucket] if self.day[bucket] == day + 1 else 0
+
+    def yesterday(self, t: float) -> float:
+        highest = 0
+        for offset in (-self.bucket_seconds, 0.0, self.bucket_seconds):
+            highest = max(highest, self._on(*self._slot(t - 86400.0 + offset)))
+        return highest / 65535.0
+
+    def add(self, t: float, score: float) -> None:
+        day, bucket = self._slot(t)
+        if self.day[bucket] != day:
+            self.before[bucket] = self.today[bucket] if self.day[bucket] == day - 1 else 0
+            self.today[bucket], self.day[bucket] = 0, day
+        stored = int(min(max(score, 0.0), 1.0) * 65535.0)
+        if stored > self.today[bucket]:
+            self.today[bucket] = stored

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
+from dqpulse.detectors.base import Verdict
 from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p_to_score
-from dqpulse.detectors.evidence import RecordRange, RepeatCounter
+from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
 
 __all__ = ["Episode", "RegimeAdoption"]
@@ -77,8 +80,12 @@ class RegimeAdoption:
     _records: RecordRange | None
     _repeats: RepeatCounter | None
     _run_held = -1  # windows held up in the current alert run; -1: no run
+    # old saved states predate the daily repeat: built on their first window once set
+    daily_repeat_seconds: float = 0.0
+    _daily: DailyRepeat | None = None
 
-    def _evidence(self, log_p: float, value: float) -> tuple[float, float, float]:
+    def _evidence(self, log_p: float, value: float,
+                  t: float | None = None) -> tuple[float, float, float]:
         """(score with the long view, after the repeat cap, reported after the hold).
 
         The window's tail probability is first multiplied by ``report_share``. A value
@@ -98,8 +105,10 @@ class RegimeAdoption:
                 log_p -= math.log(self.record_boost)
         score = capped = log_p_to_score(log_p)
         repeats = self._repeats
-        if (repeats is not None and score >= self.threshold and self._run_held < 0
-                and not self._hold and repeats.as_high(score) >= self.repeat_count):
+        if score >= self.threshold and self._run_held < 0 and not self._hold and (
+                (repeats is not None and repeats.as_high(score) >= self.repeat_count)
+                or (self._daily is not None and t is not None
+                    and self._daily.yesterday(t) >= score)):
             capped = self.threshold - 1e-4
         reported = capped
         if (capped < self.threshold and 0 <= self._run_held < self.hold
@@ -107,10 +116,15 @@ class RegimeAdoption:
             reported = self.threshold
         return score, capped, reported
 
-    def _observe(self, value: float, evidence: tuple[float, float, float]) -> None:
+    def _observe(self, value: float, evidence: tuple[float, float, float],
+                 t: float | None = None) -> None:
         """Move the long view and the alert run past a window (every window, anomalies
         included)."""
         score, capped, reported = evidence
+        if self._daily is None and self.daily_repeat_seconds > 0:
+            self._daily = DailyRepeat(self.daily_repeat_seconds)
+        if self._daily is not None and t is not None:
+            self._daily.add(t, score)
         if self._records is not None:
             self._records.add(value)
         if self._repeats is not None:
@@ -247,6 +261,13 @@ class RegimeAdoption:
             self._noise[index] += weight * alpha * (error - self._noise[index])
 
     # ---- the feedback path of the base class -----------------------------------------
+    def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
+        """False positive: learn ``x`` and lower the sensitivity; confirmed: raise it again
+        and keep the current normal (a shift in progress is not adopted)."""
+        if verdict == "confirmed":
+            self._hold = True
+        super().feedback(x, verdict)  # type: ignore[misc]
+
     def _update(self, value: float, t: float | None) -> None:
         z, _, scale = self._z(value, t)
         self._learn(value, t, z, scale)

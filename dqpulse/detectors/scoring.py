@@ -73,8 +73,10 @@ _MIN_SCALE = {**dict.fromkeys(_DRIFT_METRICS, 0.005), **dict.fromkeys(_SAMPLE_ST
 # incident benchmark (seed 17) the adaptive detector missed 2 of 4 daily patterns moved by
 # 6 hours, a 4x spike and an 80 % drop (recall 0.92), where the seasonal one misses none.
 _SEASONAL_BY_DEFAULT = frozenset({"volume.records"})
+# A level shift held for 12 windows (an hour at 5-minute windows, as the adaptive detector's
+# adopt_after) becomes the new normal: one incident, then quiet.
 _SEASONAL_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2,
-                                           "taper_learning_from": 0.7}
+                                           "taper_learning_from": 0.7, "adopt_after": 12}
 # Record counts: Poisson counting noise floors the scale, and no count is below 0.
 _COUNT_METRICS = frozenset({"volume.records", "volume.bytes", "volume.late_records",
                             "distribution.distinct_count"})
@@ -116,7 +118,7 @@ def default_params_for(metric: str) -> dict[str, Any]:
     >>> default_params_for("freshness.seconds_since_last_record")
     {'side': 'up', 'lower': 0.0}
     >>> default_params_for("volume.records")
-    {'z_threshold': 4.0, 'persistence': 0.2, 'taper_learning_from': 0.7}
+    {'z_threshold': 4.0, 'persistence': 0.2, 'taper_learning_from': 0.7, 'adopt_after': 12}
     >>> default_params_for("volume.bytes")
     {'lower': 0.0, 'count_noise': 1.0}
     >>> default_params_for("distribution.psi")
@@ -226,6 +228,11 @@ class SeriesScorer:
             loaded = Detector.from_bytes(saved)
         except DetectorStateError:
             return fresh
+        # a param that the saved state predates (added by a later dqpulse) takes the value
+        # configured now, keeping the learned baseline; the detector builds its state lazily
+        for param, value in fresh._get_params().items():
+            if param not in vars(loaded):
+                setattr(loaded, param, value)
         # changed params in dqpulse.yaml also start a new baseline
         return loaded if loaded._get_params() == fresh._get_params() else fresh
 

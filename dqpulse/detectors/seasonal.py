@@ -15,11 +15,13 @@ from typing import Any
 from dqpulse.detectors.base import (
     MEAN_ABS_TO_SIGMA,
     UnivariateDetector,
+    Verdict,
     check_side,
     register,
     z_to_score,
 )
 from dqpulse.detectors.forecasters import ew_alpha, season_bucket
+from dqpulse.detectors.seasonal_regimes import SeasonalAdoption
 
 __all__ = ["SeasonalDetector"]
 
@@ -129,7 +131,7 @@ class _SeasonProfile:
 
 
 @register("seasonal")
-class SeasonalDetector(UnivariateDetector):
+class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
     """Seasonal robust baseline for volume and freshness series.
 
     Keeps an exponentially weighted level and mean absolute residual per hour of the week
@@ -182,6 +184,15 @@ class SeasonalDetector(UnivariateDetector):
         learned spread beside the point's z: a shift too small to flag in one window but
         held for several (the daily pattern moved by hours) still alerts. ``0`` (the
         default) disables it; 0.2 remembers about 5 windows.
+    adopt_after
+        A level shift held for this many windows (all anomalous, on one side, the ratio of
+        value to expected steady) becomes the new normal: every season profile is rescaled
+        by the median ratio (the median difference for a series that is not positive), so
+        a permanent level shift alerts once, then goes quiet. A near-silent level (under
+        2 % of the expected) is never adopted: the silence and freshness rules own it.
+        An adoption of the last day is undone after 3 anomalous windows back at the old
+        level. A ``confirmed`` verdict keeps the old normal while the episode lasts.
+        ``None`` (the default) never adopts.
 
     Examples
     --------
@@ -217,6 +228,7 @@ class SeasonalDetector(UnivariateDetector):
         persistence: float = 0.0,
         learn_below: float = 1.0,
         taper_learning_from: float = 1.0,
+        adopt_after: int | None = None,
     ) -> None:
         check_side(side)
         if not 0.0 <= persistence < 1.0:
@@ -225,6 +237,9 @@ class SeasonalDetector(UnivariateDetector):
             raise ValueError("learn_below is a score in (0, 1]")
         if not 0.0 <= taper_learning_from <= 1.0:
             raise ValueError("taper_learning_from is a score in [0, 1]")
+        if adopt_after is not None and adopt_after < 1:
+            raise ValueError("adopt_after is a number of windows >= 1 (or None)")
+        self.adopt_after = adopt_after
         self.learn_below = learn_below
         self.taper_learning_from = taper_learning_from
         self.z_threshold = z_threshold
@@ -300,6 +315,11 @@ class SeasonalDetector(UnivariateDetector):
         if value is None:
             return
         score = self.score_one(x)
+        if self.adopt_after is not None and self.is_warm:
+            anomalous = score >= self.threshold and not self.learn_anomalies
+            if (anomalous or self._shift_episode) and self._episode_window(
+                    t, value, self._z(value, t)[1], anomalous):
+                return  # the profiles moved to this window's level
         suspicious = self.is_warm and score >= self.learn_below
         weight = self._learning_weight(score)
         if t is not None:
@@ -318,6 +338,12 @@ class SeasonalDetector(UnivariateDetector):
             self.n_learned += 1
         elif t is not None:
             self._update(value, t, cold_only=True)
+
+    def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
+        """As the base class; ``confirmed`` also keeps a shift in progress from adoption."""
+        if verdict == "confirmed":
+            self._confirm()
+        super().feedback(x, verdict)
 
     def _learning_weight(self, score: float) -> float:
         """1 up to ``taper_learning_from``, then linearly down to 0 at the threshold."""

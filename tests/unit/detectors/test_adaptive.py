@@ -135,14 +135,19 @@ def test_a_jump_that_recurs_at_the_same_time_every_day_stops_alerting() -> None:
     values = [(80.0 if 9 * 12 <= i % 288 < 18 * 12 else 20.0) + noise.gauss(0.0, 0.5)
               for i in range(288 * 10)]
 
-    def first_alerts(fine_seconds: float) -> tuple[list[int], AdaptiveDetector]:
-        detector = AdaptiveDetector(fine_seconds=fine_seconds)
+    def first_alerts(fine_seconds: float, daily: float = 0.0
+                     ) -> tuple[list[int], AdaptiveDetector]:
+        detector = AdaptiveDetector(fine_seconds=fine_seconds, daily_repeat_seconds=daily)
         scores = feed(detector, values)
         return sorted({i // 288 for i, s in enumerate(scores) if s >= 0.9}), detector
 
     days_without_memory, _ = first_alerts(0.0)
     days, detector = first_alerts(300.0)
     assert len(days_without_memory) >= 7  # the hourly profile alone blurs the step daily
+    # no more unusual than yesterday at this time: the daily repeat alone quiets some days
+    # (a day scoring higher than the day before still alerts)
+    days_with_daily_repeat, _ = first_alerts(0.0, daily=900.0)
+    assert len(days_with_daily_repeat) < len(days_without_memory), days_with_daily_repeat
     assert days and max(days) <= 3, days  # with the memory: learned within the first days
     # a jump at another time of day still alerts on day 11
     assert detector.score_one({"value": 80.0, "t": (288 * 10 + 3 * 12) * STEP}) >= 0.9

@@ -4,6 +4,7 @@ import io
 import math
 import random
 
+from dqpulse.detectors.base import create
 from dqpulse.detectors.offline import detect_csv
 from dqpulse.detectors.scoring import (
     SeriesScorer,
@@ -159,3 +160,24 @@ def test_detect_csv_streams_scores_without_look_ahead() -> None:
 def test_detect_csv_accepts_epoch_without_header() -> None:
     rows = list(detect_csv(io.StringIO("1700000000,1\n1700003600,2\n")))
     assert [r[0] for r in rows] == ["1700000000", "1700003600"]
+
+
+def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param() -> None:
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    for metric, new_param, lazy_state in (("volume.records", "adopt_after", None),
+                                          ("volume.bytes", "daily_repeat_seconds", "_daily")):
+        name, params = default_detector_for(metric), default_params_for(metric)
+        old = create(name, **params)
+        for i in range(60):
+            x = {"value": 100.0 + (i % 3), "t": i * 300.0}
+            old.score_one(x)
+            old.learn_one(x)
+        del old.__dict__[new_param]  # as a state pickled before the param existed
+        if lazy_state is not None:
+            del old.__dict__[lazy_state]
+        loaded = scorer._detector(f"{metric}|", name, params, {f"{metric}|": old.to_bytes()})
+        assert loaded.n_learned == old.n_learned > 0  # type: ignore[attr-defined]
+        assert getattr(loaded, new_param) == getattr(create(name, **params), new_param)
+        loaded.learn_one({"value": 101.0, "t": 60 * 300.0})
+        if lazy_state is not None:
+            assert getattr(loaded, lazy_state) is not None  # built on its first window

@@ -289,3 +289,61 @@ def test_seasonal_state_saved_before_taper_and_fit_error_still_loads() -> None:
     assert loaded.score_one(probe) == pytest.approx(clean, abs=0.01)
     loaded.learn_one({"value": 101.0, "t": 601 * 300.0})
     assert loaded._profiles[-1].fit_count > 0  # hour of day: warm, so its fit is tracked
+
+
+VOLUME_PARAMS: dict[str, object] = {"z_threshold": 4.0, "persistence": 0.2,
+                                    "taper_learning_from": 0.7}
+
+
+def _level_shift_alerts(detector: SeasonalDetector, t: float, windows: int, factor: float,
+                        confirm: bool = False) -> list[bool]:
+    """Alerts of ``windows`` 5-minute windows from ``t``, the volume times ``factor``."""
+    rng = random.Random(5)
+    alerts = []
+    for step in range(windows):
+        x = {"value": factor * rng.gauss(1000.0, 30.0), "t": t + 300.0 * step}
+        alerts.append(detector.score_one(x) >= detector.threshold)
+        if confirm and alerts[-1]:
+            detector.feedback(x, "confirmed")
+        detector.learn_one(x)
+    return alerts
+
+
+def test_seasonal_level_shift_alerts_once_then_is_adopted_after_the_configured_windows(
+) -> None:
+    detector, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS, adopt_after=12)
+    alerts = _level_shift_alerts(detector, t, 288 * 3, factor=0.5)
+    # one alert run of exactly the configured windows at the start, then three quiet days
+    assert alerts[:12] == [True] * 12
+    assert sum(alerts[12:]) <= 3 and detector.adoptions == 1
+    # never adopting (the old behaviour) keeps alerting
+    stuck, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS)
+    assert sum(_level_shift_alerts(stuck, t, 288 * 3, factor=0.5)) > 288 * 2
+
+
+def test_seasonal_confirmed_shift_keeps_alerting_and_a_silent_source_is_not_adopted(
+) -> None:
+    confirmed, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS, adopt_after=12)
+    assert all(_level_shift_alerts(confirmed, t, 48, factor=0.5, confirm=True))
+    silent, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS, adopt_after=12)
+    assert all(_level_shift_alerts(silent, t, 48, factor=0.0))
+    assert confirmed.adoptions == silent.adoptions == 0
+
+
+def test_seasonal_short_drop_is_caught_and_not_adopted() -> None:
+    detector, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS, adopt_after=12)
+    assert _level_shift_alerts(detector, t, 3, factor=0.2) == [True] * 3
+    after = _level_shift_alerts(detector, t + 900.0, 48, factor=1.0)
+    # the persistence EWMA may carry the drop a few windows on; then quiet, nothing adopted
+    assert not any(after[6:])
+    assert detector.adoptions == 0
+
+
+def test_seasonal_adopted_shift_that_ends_within_a_day_is_undone_quickly() -> None:
+    detector, t = _seasonal_after_two_weeks_of_noise(**VOLUME_PARAMS, adopt_after=12)
+    assert all(_level_shift_alerts(detector, t, 20, factor=0.5)[:12])
+    assert detector.adoptions == 1
+    back = _level_shift_alerts(detector, t + 20 * 300.0, 48, factor=1.0)
+    # three windows at the old level undo the adoption, then quiet
+    assert back[:3] == [True] * 3 and not any(back[3:])
+    assert detector.adoptions == 0

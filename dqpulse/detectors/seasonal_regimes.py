@@ -1,0 +1,147 @@
+"""Regime adoption for the seasonal detector: a held level shift becomes the new normal.
+
+A mixin of :class:`dqpulse.detectors.seasonal.SeasonalDetector`, kept apart so that the
+detector's module holds the season profiles and scoring and this one the episode
+bookkeeping. The adaptive detector has its own (:mod:`dqpulse.detectors.regimes`): its
+forecasters shift by a residual, the seasonal profiles here are rescaled by a ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+__all__ = ["SeasonalAdoption"]
+
+#: windows of the current anomaly episode: (window start, value, expected, anomalous)
+_EpisodePoint = tuple[float | None, float, float, bool]
+# normal windows in a row that end an anomaly episode
+_EPISODE_END = 3
+# a window whose value is below this share of the expected one is a near-silence: a dead
+# source is left to the silence and freshness rules, never adopted as a normal level
+_SILENT_RATIO = 0.02
+# the most the held ratio may move between the first and second half of the windows, as a
+# share of the shift itself, for them to count as one new level
+_DRIFT_SHARE = 0.25
+# anomalous windows back at the level before an adoption of the last day that undo it
+_UNDO_WINDOWS = 3
+
+
+class SeasonalAdoption:
+    """Anomaly episodes and the adoption of a shift held for ``adopt_after`` windows."""
+
+    adopt_after: int | None = None  # old saved states: never (the scorer sets the new value)
+    threshold: float
+    _profiles: list[Any]
+    _local: Any
+    _journal: deque[Any]
+    _drift: float
+
+    # Old saved states predate adoption: they read these class defaults.
+    _shift_episode: deque[_EpisodePoint] | None = None
+    _hold: bool = False
+    adoptions: int = 0
+    # the ratio adopted over the last day (1: none), when, and windows back at the old level
+    _undo: float = 1.0
+    _undo_t: float | None = None
+    _undo_run: int = 0
+
+    def _episode_window(self, t: float | None, value: float, expected: float,
+                        anomalous: bool) -> bool:
+        """Note a window in the current episode; True when it completes an adoption."""
+        if self.adopt_after is None:
+            return False
+        episode = self._shift_episode
+        if episode is None:
+            episode = self._shift_episode = deque(maxlen=2 * self.adopt_after)
+        if not anomalous and not episode:
+            return False
+        episode.append((t, value, expected, anomalous))
+        if anomalous and self._old_level_back(t, value, expected):
+            return True
+        if not anomalous:
+            if not any(bad for *_, bad in list(episode)[-_EPISODE_END:]):
+                episode.clear()  # the episode is over: the old normal came back
+                self._hold = False
+            return False
+        return self._maybe_adopt()
+
+    def _maybe_adopt(self) -> bool:
+        """Move every profile to the held level: by the median ratio of value to expected
+        over the last ``adopt_after`` windows (all anomalous, on one side, the ratio
+        steady) when the series is not negative, else by the median difference."""
+        episode = self._shift_episode
+        if self.adopt_after is None or self._hold or episode is None:
+            return False
+        recent = list(episode)[-self.adopt_after:]
+        if len(recent) < self.adopt_after or not all(bad for *_, bad in recent):
+            return False
+        if len({value > expected for _, value, expected, _ in recent}) > 1:
+            return False  # above and below: no one level explains it
+        if all(value >= 0.0 and expected > 0.0 for _, value, expected, _ in recent):
+            logs = [math.log(max(value / expected, _SILENT_RATIO))
+                    for _, value, expected, _ in recent]
+            shift = _median(logs)
+            if shift <= math.log(_SILENT_RATIO) + 1e-9:
+                return False
+            # a level shift is one ratio held; a daily pattern moved by hours is a ratio
+            # that drifts window by window: its two halves differ by much of the shift
+            half = len(logs) // 2
+            if abs(_median(logs[half:]) - _median(logs[:half])) > _DRIFT_SHARE * abs(shift):
+                return False
+            self._rescale(math.exp(shift), 0.0)
+            self._undo *= math.exp(shift)
+            self._undo_t, self._undo_run = recent[-1][0], 0
+        else:
+            deltas = sorted(value - expected for _, value, expected, _ in recent)
+            self._rescale(1.0, deltas[len(deltas) // 2])
+        episode.clear()
+        self._journal.clear()  # learned points can no longer be taken back exactly
+        self._drift = 0.0
+        self.adoptions += 1
+        return True
+
+    def _old_level_back(self, t: float | None, value: float, expected: float) -> bool:
+        """Undo the adoptions of the last day when the level before them is back.
+
+        A daily pattern moved by hours for a while can pass as a held level (its ratio
+        drifts only slowly); when it ends, the windows sit at the old level again, and
+        ``_UNDO_WINDOWS`` anomalous windows there restore it at once instead of alerting
+        until a new adoption."""
+        if self._undo == 1.0 or self._undo_t is None or t is None:
+            return False
+        if t - self._undo_t > 86400.0:  # the adopted level held for a day: it is the normal
+            self._undo, self._undo_t = 1.0, None
+            return False
+        undo = math.log(self._undo)
+        near = value > 0.0 and expected > 0.0 and (
+            abs(math.log(value / expected) + undo) < 0.5 * abs(undo))
+        self._undo_run = self._undo_run + 1 if near else 0
+        if self._undo_run < _UNDO_WINDOWS:
+            return False
+        self._rescale(1.0 / self._undo, 0.0)
+        self._undo, self._undo_t, self._undo_run = 1.0, None, 0
+        if self._shift_episode is not None:
+            self._shift_episode.clear()
+        self._drift = 0.0
+        self.adoptions -= 1
+        return True
+
+    def _rescale(self, ratio: float, delta: float) -> None:
+        for profile in (*self._profiles, self._local):
+            profile.mean = [mean * ratio + delta if count else mean
+                            for mean, count in zip(profile.mean, profile.count, strict=True)]
+            profile.mad = [mad * ratio for mad in profile.mad]
+            profile.err *= ratio
+            profile.fit_err *= ratio
+
+    def _confirm(self) -> None:
+        """A user confirmed the anomaly: keep the old normal while this episode lasts."""
+        if self._shift_episode:
+            self._hold = True
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
