@@ -104,7 +104,10 @@ def stack_console(fresh_db: str, make_topic: Any, kafka_bootstrap: str,
         while not stop_upstream.wait(0.5):
             due = int(time.monotonic() - started) + 1
             batch = [(None, json_bytes({
-                "ts": live_from + n, "payment_id": f"live-{n}", "amount": 10.0 + n % 90,
+                "ts": live_from + n, "payment_id": f"live-{n}",
+                # the amounts of a historical window (_records), so that payments_raw's
+                # distribution stays put (a drifting p50 opened an upstream incident)
+                "amount": 10.0 + (n % WINDOW) * 7919 % 90,
                 "country": ("DE", "FR", "US")[n % 3]})) for n in range(i, due)]
             if batch:
                 produce(kafka_bootstrap, raw_topic, batch)
