@@ -115,9 +115,8 @@ def emit_due(engine: Engine, send: Send, *, options: EmitOptions | None = None,
             delay = _backoff(int(row["attempts"]) + 1, options, rng)
             retry_at = now + timedelta(seconds=delay)
             with engine.begin() as conn:
-                for later in rows[index:]:
-                    openlineage_store.mark_failed(conn, row_id=int(later["id"]),
-                                                  retry_at=retry_at, error=error)
+                openlineage_store.mark_failed(conn, row_ids=[int(r["id"]) for r in rows[index:]],
+                                              retry_at=retry_at, error=error)
             report.failed = len(rows) - index
             log.warning("openlineage: emit failed (%s); %d window(s) retry in %.1fs",
                         type(exc).__name__, report.failed, delay)

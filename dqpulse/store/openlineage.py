@@ -114,9 +114,12 @@ def mark_delivered(conn: Connection, *, row_id: int, now: datetime) -> None:
         status=DELIVERED, delivered_at=now, attempts=outbox.c.attempts + 1, last_error=None))
 
 
-def mark_failed(conn: Connection, *, row_id: int, retry_at: datetime, error: str) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-        attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:500]))
+def mark_failed(conn: Connection, *, row_ids: Sequence[int], retry_at: datetime,
+                error: str) -> None:
+    """One failed pass: these rows wait until ``retry_at`` (one statement for all)."""
+    if row_ids:
+        conn.execute(update(outbox).where(outbox.c.id.in_(list(row_ids))).values(
+            attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:500]))
 
 
 def counts(conn: Connection) -> dict[str, int]:
