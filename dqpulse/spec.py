@@ -121,9 +121,7 @@ class SegmentSpec(_Strict):
 
 
 MAX_DIMENSIONS = 8
-# dimensions that are not record fields: the partition is always sliced (listing it changes
-# nothing), the message key's prefix only when listed (it costs ingest time, issue 14)
-KAFKA_DIMENSIONS = ("kafka.partition", "kafka.key_prefix")
+KAFKA_DIMENSIONS = ("kafka.partition", "kafka.key_prefix")  # partition: always sliced
 
 
 class DatasetSpec(_Strict):
@@ -148,9 +146,8 @@ class DatasetSpec(_Strict):
     severity: dict[str, Severity] = Field(default_factory=dict)
     detectors: list[DetectorOverride] = Field(default_factory=list)
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
-    # segment attribution: record fields to slice by, and ``kafka.key_prefix`` when the
-    # message key's prefix should be one (kafka.partition is always sliced), and the
-    # budget of their states
+    # segment attribution: record fields (and kafka.key_prefix, opt-in) to slice by
+    # (kafka.partition is always sliced), and the budget of their states
     dimensions: list[str] = Field(default_factory=list, max_length=MAX_DIMENSIONS)
     segments: SegmentSpec = Field(default_factory=SegmentSpec)
 
