@@ -156,6 +156,7 @@ class SegmentState(FamilyState):
         self.columns = stat_columns(spec)
         self.capacity = capacity_of(spec)
         self.tables = {name: SegmentTable(len(self.columns)) for name in dimensions_of(spec)}
+        self._distinct: dict[str, int] = {}  # values per dimension in the last batch
 
     # -- update ------------------------------------------------------------------------
     def _statistics(self, batch: ColumnBatch) -> tuple[list[pl.Expr], list[int], list[int]]:
@@ -195,21 +196,19 @@ class SegmentState(FamilyState):
         """One polars query sums the statistics per combination of the dimensions' values
         (few rows for a batch of thousands of records); each dimension's rows are then
         summed from those: one ``group_by`` over the records instead of one per dimension.
+        A dimension that had more than ``_JOINT_MAX`` values in the previous batch (a key
+        prefix, an id-like field) would multiply the combinations: it gets its own query.
         Values are cut and nulls named on the combinations, not on every record."""
         if not batch.n:
             return
         exprs, where, copies = self._statistics(batch)
         names = [name for name in self.tables if name != PARTITION]
-        keys = [f"\x00dim{i}" for i in range(len(names))]
+        wide = [n for n in names if self._distinct.get(n, 0) > _JOINT_MAX]
+        groups = [[n for n in names if n not in wide], *([n] for n in wide)]
         frame = batch.frame if batch.frame.width else pl.DataFrame({"_": np.zeros(batch.n)})
-        query = frame.lazy().with_columns(
-            *exprs, *(self._dimension(batch, n).alias(k) for n, k in zip(names, keys, strict=True)))
         aggs = [pl.len().alias("\x00count"),
                 *(pl.col(e.meta.output_name()).sum() for e in exprs)]
-        combos = (query.group_by(keys).agg(aggs) if keys else query.select(aggs)).collect()
         length = self.spec.segments.max_value_length
-        combos = combos.with_columns(
-            pl.col(k).cast(pl.String).str.slice(0, length).fill_null(NULL_VALUE) for k in keys)
 
         def spread(matrix: Matrix) -> Matrix:  # [count, *exprs] -> every statistic
             rows = np.zeros((matrix.shape[0], len(self.columns)))
@@ -217,12 +216,25 @@ class SegmentState(FamilyState):
             rows[:, copies] = matrix[:, :1]
             return rows
 
-        sums = spread(combos.drop(keys).to_numpy())
-        for name, key in zip(names, keys, strict=True):
-            values, rows = _sum_by(combos, keys, key, sums, spread)
-            self.tables[name].add(values, rows, self.capacity)
-        self.tables[PARTITION].add([str(batch.partition)], sums.sum(axis=0)[None, :],
-                                   self.capacity)
+        for number, group in enumerate(groups):
+            if number and not group:
+                continue
+            keys = [f"\x00dim{i}" for i in range(len(group))]
+            query = frame.lazy().with_columns(
+                *exprs, *(self._dimension(batch, n).alias(k)
+                          for n, k in zip(group, keys, strict=True)))
+            combos = (query.group_by(keys).agg(aggs) if keys else query.select(aggs)).collect()
+            combos = combos.with_columns(
+                pl.col(k).cast(pl.String).str.slice(0, length).fill_null(NULL_VALUE)
+                for k in keys)
+            sums = spread(combos.drop(keys).to_numpy())
+            for name, key in zip(group, keys, strict=True):
+                values, rows = _sum_by(combos, keys, key, sums, spread)
+                self._distinct[name] = len(values)
+                self.tables[name].add(values, rows, self.capacity)
+            if not number:  # the first group has every record once: the partition's row
+                self.tables[PARTITION].add([str(batch.partition)], sums.sum(axis=0)[None, :],
+                                           self.capacity)
 
     # -- merge, bytes --------------------------------------------------------------------
     def merge(self, other: SegmentState) -> SegmentState:
@@ -288,6 +300,7 @@ class SegmentState(FamilyState):
 
 
 _SMALL = 4096  # combinations summed per dimension in numpy; more: by polars
+_JOINT_MAX = 100  # values of a dimension in a batch beyond which it is grouped on its own
 
 
 def _sum_by(combos: pl.DataFrame, keys: list[str], key: str, sums: Matrix,
