@@ -6,9 +6,9 @@ per measurement, pinned to one core, interleaved ``--repeat`` times:
 
 * ``off``: the segments family does nothing (its ``update`` is a no-op) and no message-key
   prefix is extracted: dqpulse before issue 14;
-* ``default``: no ``dimensions:`` declared, only the built-in ``kafka.partition`` and
-  ``kafka.key_prefix``;
-* ``3 dims``: ``dimensions: [category, status, device.os]`` on top of those.
+* ``default``: no ``dimensions:`` declared, only the built-in ``kafka.partition``;
+* ``3 dims``: ``dimensions: [category, status, device.os]`` (the issue's target);
+* ``3 dims+key``: the same and ``kafka.key_prefix`` (the message key's prefix, opt-in).
 
 Reported: rec/s of ``PartitionAggregator.add`` + finalize of every window, by CPU time of
 the measured code and by wall time, and the cost of each configuration against ``off`` as
@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 import ingest_compute as ic  # noqa: E402  (the sibling benchmark's generator and spec)
 
 DIMENSIONS = ["category", "status", "device.os"]
-MODES = ("off", "default", "3 dims")
+MODES = ("off", "default", "3 dims", "3 dims+key")
 
 
 def child(path: Path, mode: str) -> dict[str, float]:
@@ -54,6 +54,8 @@ def child(path: Path, mode: str) -> dict[str, float]:
     spec = ic.bench_spec()
     if mode == "3 dims":
         spec = spec.model_copy(update={"dimensions": DIMENSIONS})
+    if mode == "3 dims+key":
+        spec = spec.model_copy(update={"dimensions": [*DIMENSIONS, "kafka.key_prefix"]})
     values = ic.read_values(path)
     messages = [RawMessage("orders", 0, i, int((ic.BASE_EPOCH + i / ic.RATE) * 1000), v,
                            f"user{i % 997}:{i}".encode())

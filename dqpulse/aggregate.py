@@ -47,6 +47,7 @@ import polars as pl
 
 from dqpulse.decode import Decoder, DecodeResult, decoder_for
 from dqpulse.metrics.codec import pack, unpack
+from dqpulse.metrics.segments import wants_key_prefix
 from dqpulse.metrics.window_state import WindowState
 from dqpulse.records import ColumnBatch, PartitionBatch, RawMessage
 from dqpulse.spec import DatasetSpec
@@ -150,7 +151,8 @@ class PartitionAggregator:
         batch.offsets = offsets
         batch.ingest_time = now
         batch.partition = self.partition
-        batch.key_prefixes = self._key_prefixes(batch_in, candidates, result.rows)
+        if wants_key_prefix(self.spec):
+            batch.key_prefixes = self._key_prefixes(batch_in, candidates, result.rows)
         fallbacks = self._set_event_times(batch, now)
         late = self._route(batch)
         assert batch.event_times is not None

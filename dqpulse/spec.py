@@ -121,6 +121,7 @@ class SegmentSpec(_Strict):
 
 
 MAX_DIMENSIONS = 8
+KAFKA_DIMENSIONS = ("kafka.partition", "kafka.key_prefix")  # partition: always sliced
 
 
 class DatasetSpec(_Strict):
@@ -145,8 +146,8 @@ class DatasetSpec(_Strict):
     severity: dict[str, Severity] = Field(default_factory=dict)
     detectors: list[DetectorOverride] = Field(default_factory=list)
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
-    # segment attribution: record fields to slice by (kafka.partition and
-    # kafka.key_prefix are always sliced), and the budget of their states
+    # segment attribution: record fields (and kafka.key_prefix, opt-in) to slice by
+    # (kafka.partition is always sliced), and the budget of their states
     dimensions: list[str] = Field(default_factory=list, max_length=MAX_DIMENSIONS)
     segments: SegmentSpec = Field(default_factory=SegmentSpec)
 
@@ -154,9 +155,9 @@ class DatasetSpec(_Strict):
     @classmethod
     def _dimension_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not name.strip() or name.startswith("kafka."):
-                raise ValueError(f"dimension {name!r} must be a record field path "
-                                 "(kafka.partition and kafka.key_prefix are always there)")
+            if not name.strip() or (name.startswith("kafka.") and name not in KAFKA_DIMENSIONS):
+                raise ValueError(f"dimension {name!r} must be a record field path, "
+                                 "kafka.key_prefix or kafka.partition (always there)")
         if len(set(value)) != len(value):
             raise ValueError("dimensions must not repeat")
         return value

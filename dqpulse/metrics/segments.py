@@ -1,10 +1,11 @@
 """Per-segment states: what each value of a dimension carries in a window, for root cause.
 
 A *dimension* is a record field declared in the dataset's ``dimensions`` (producer,
-country, app_version), plus two that every dataset has: ``kafka.partition`` and
+country, app_version), plus ``kafka.partition``, which every dataset has, and
 ``kafka.key_prefix`` (the message key up to its first ``:/|._-``, at most
-``segments.key_prefix_length`` characters). Per dimension, a table maps each value to one
-row of additive statistics (``stat_columns``): the record count, and per declared field
+``segments.key_prefix_length`` characters) when ``dimensions`` lists it (extracting it
+from every message costs ingest time, so it is opt-in). Per dimension, a table maps each
+value to one row of additive statistics (``stat_columns``): the record count, and per declared field
 its nulls, its rule violations (min, max, allowed, pattern) and, for numeric fields, the
 sum and count of its values (so a segment's mean is ``sum / num``). Rows add, so the
 state merges over partitions and windows like every other family.
@@ -15,12 +16,15 @@ into the dimension's ``other`` row (counts never get lost: a table's rows plus `
 always sum to the window's totals). A heavy hitter of the window therefore keeps its own
 row, a long tail becomes ``other``. DataSketches' frequent-items sketch tracks one weight
 per item; a segment needs a vector of statistics per value, so the eviction is done here
-on numpy rows, after a polars ``group_by`` per dimension and batch (no per-record Python).
+on numpy rows. Per batch, one polars ``group_by`` over the records sums the statistics per
+combination of the dimensions' values; each dimension's rows are summed from those
+combinations (no per-record Python).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,7 @@ import polars as pl
 
 from dqpulse.metrics.base import FamilyState, register_family
 from dqpulse.metrics.codec import pack, unpack
+from dqpulse.metrics.validity import pattern_matches
 from dqpulse.records import NUMERIC_TYPES, ColumnBatch, MetricPoint
 from dqpulse.spec import DatasetSpec, FieldSpec
 
@@ -43,8 +48,15 @@ Matrix = npt.NDArray[np.float64]
 
 
 def dimensions_of(spec: DatasetSpec) -> list[str]:
-    """The dimensions a dataset is sliced by: its declared ones, then partition and key."""
-    return [*spec.dimensions, PARTITION, KEY_PREFIX]
+    """The dimensions a dataset is sliced by: its declared record fields, the partition,
+    then the message key's prefix when declared."""
+    fields = [name for name in spec.dimensions if name not in (PARTITION, KEY_PREFIX)]
+    return [*fields, PARTITION, *([KEY_PREFIX] if wants_key_prefix(spec) else [])]
+
+
+def wants_key_prefix(spec: DatasetSpec) -> bool:
+    """Whether the message key's prefix is a dimension (``kafka.key_prefix`` declared)."""
+    return KEY_PREFIX in spec.dimensions
 
 
 def _has_rules(field_spec: FieldSpec) -> bool:
@@ -144,71 +156,92 @@ class SegmentState(FamilyState):
         self.columns = stat_columns(spec)
         self.capacity = capacity_of(spec)
         self.tables = {name: SegmentTable(len(self.columns)) for name in dimensions_of(spec)}
+        self._distinct: dict[str, int] = {}  # values per dimension in the last batch
 
     # -- update ------------------------------------------------------------------------
-    def _statistics(self, batch: ColumnBatch) -> tuple[pl.DataFrame, list[int]]:
-        """One row per record of this batch's additive statistics (0/1 flags, values),
-        evaluated once and summed per dimension value, and their column indices."""
-        one = pl.repeat(1.0, batch.n, dtype=pl.Float64)  # a column, also without fields
-        exprs: list[pl.Expr] = [one.alias("count")]
-        where = [0]
+    def _statistics(self, batch: ColumnBatch) -> tuple[list[pl.Expr], list[int], list[int]]:
+        """Per record, this batch's additive statistics (flags, values) as expressions; the
+        index in ``columns`` of the record count and of each expression; and the indices
+        of the statistics that equal the record count (nulls of a field the batch lacks)."""
+        exprs: list[pl.Expr] = []
+        where, copies = [0], []
         at = {name: i for i, name in enumerate(self.columns)}
         for path, field_spec in sorted(self.spec.fields.items()):
             kind = batch.types.get(path)
             if kind is None or kind == "null":
-                exprs.append(one.alias(f"null:{path}"))
-                where.append(at[f"null:{path}"])
+                copies.append(at[f"null:{path}"])
                 continue
             column = pl.col(path)
-            exprs.append(column.is_null().cast(pl.Float64).alias(f"null:{path}"))
-            where.append(at[f"null:{path}"])
-            broken = _violation(column, field_spec, kind)
+            stats = [(f"null:{path}", column.is_null())]
+            broken = _violation(batch, path, field_spec, kind)
             if broken is not None and f"viol:{path}" in at:
-                exprs.append(broken.cast(pl.Float64).alias(f"viol:{path}"))
-                where.append(at[f"viol:{path}"])
+                stats.append((f"viol:{path}", broken))
             if f"sum:{path}" in at and kind in NUMERIC_TYPES:
-                exprs.append(column.cast(pl.Float64).fill_null(0.0).alias(f"sum:{path}"))
-                exprs.append(column.is_not_null().cast(pl.Float64).alias(f"num:{path}"))
-                where += [at[f"sum:{path}"], at[f"num:{path}"]]
-        frame = batch.frame if batch.frame.width else pl.DataFrame({"_": np.zeros(batch.n)})
-        return frame.select(exprs), where
+                stats += [(f"sum:{path}", column.cast(pl.Float64).fill_null(0.0)),
+                          (f"num:{path}", column.is_not_null())]
+            for name, expr in stats:
+                exprs.append(expr.alias(f"\x00{name}"))
+                where.append(at[name])
+        return exprs, where, copies
 
-    def _dimension(self, batch: ColumnBatch, name: str) -> pl.Series:
-        length = self.spec.segments.max_value_length
-        if name == KEY_PREFIX:
-            series = batch.key_prefixes
-            if series is None:
-                return pl.repeat(NULL_VALUE, batch.n, dtype=pl.String, eager=True)
-        elif batch.types.get(name) in (None, "null"):
-            return pl.repeat(NULL_VALUE, batch.n, dtype=pl.String, eager=True)
-        else:
-            series = batch.frame.get_column(name)
-        if series.dtype != pl.String:
-            series = series.cast(pl.String)
-        return series.str.slice(0, length).fill_null(NULL_VALUE).alias(name)
+    def _dimension(self, batch: ColumnBatch, name: str) -> pl.Expr:
+        """The batch's values of one dimension as they are (cut and named after grouping)."""
+        if name == KEY_PREFIX and batch.key_prefixes is not None:
+            return pl.lit(batch.key_prefixes)
+        if name == KEY_PREFIX or batch.types.get(name) in (None, "null"):
+            return pl.repeat(NULL_VALUE, batch.n, dtype=pl.String)
+        return pl.col(name)
 
     def update(self, batch: ColumnBatch) -> None:
+        """One polars query sums the statistics per combination of the dimensions' values
+        (few rows for a batch of thousands of records); each dimension's rows are then
+        summed from those: one ``group_by`` over the records instead of one per dimension.
+        A dimension that had more than ``_JOINT_MAX`` values in the previous batch (a key
+        prefix, an id-like field) would multiply the combinations: it gets its own query.
+        Values are cut and nulls named on the combinations, not on every record."""
         if not batch.n:
             return
-        stats, where = self._statistics(batch)
-        width = len(self.columns)
-        for name in dimensions_of(self.spec):
-            if name == PARTITION:
+        exprs, where, copies = self._statistics(batch)
+        names = [name for name in self.tables if name != PARTITION]
+        wide = [n for n in names if self._distinct.get(n, 0) > _JOINT_MAX]
+        groups = [[n for n in names if n not in wide], *([n] for n in wide)]
+        frame = batch.frame if batch.frame.width else pl.DataFrame({"_": np.zeros(batch.n)})
+        aggs = [pl.len().alias("\x00count"),
+                *(pl.col(e.meta.output_name()).sum() for e in exprs)]
+        length = self.spec.segments.max_value_length
+
+        def spread(matrix: Matrix) -> Matrix:  # [count, *exprs] -> every statistic
+            rows = np.zeros((matrix.shape[0], len(self.columns)))
+            rows[:, where] = matrix
+            rows[:, copies] = matrix[:, :1]
+            return rows
+
+        for number, group in enumerate(groups):
+            if number and not group:
                 continue
-            grouped = (stats.with_columns(self._dimension(batch, name).alias("\x00dim"))
-                       .group_by("\x00dim").sum().sort("\x00dim"))
-            rows = np.zeros((grouped.height, width))
-            rows[:, where] = grouped.select(pl.exclude("\x00dim")).to_numpy()
-            self.tables[name].add(grouped.get_column("\x00dim").to_list(), rows,
-                                  self.capacity)
-        total = np.zeros(width)
-        total[where] = stats.sum().to_numpy()[0]
-        self.tables[PARTITION].add([str(batch.partition)], total[None, :], self.capacity)
+            keys = [f"\x00dim{i}" for i in range(len(group))]
+            query = frame.lazy().with_columns(
+                *exprs, *(self._dimension(batch, n).alias(k)
+                          for n, k in zip(group, keys, strict=True)))
+            combos = (query.group_by(keys).agg(aggs) if keys else query.select(aggs)).collect()
+            combos = combos.with_columns(
+                pl.col(k).cast(pl.String).str.slice(0, length).fill_null(NULL_VALUE)
+                for k in keys)
+            sums = spread(combos.drop(keys).to_numpy())
+            for name, key in zip(group, keys, strict=True):
+                values, rows = _sum_by(combos, keys, key, sums, spread)
+                self._distinct[name] = len(values)
+                self.tables[name].add(values, rows, self.capacity)
+            if not number:  # the first group has every record once: the partition's row
+                self.tables[PARTITION].add([str(batch.partition)], sums.sum(axis=0)[None, :],
+                                           self.capacity)
 
     # -- merge, bytes --------------------------------------------------------------------
     def merge(self, other: SegmentState) -> SegmentState:
         for name, table in other.tables.items():
-            mine = self.tables.setdefault(name, SegmentTable(len(self.columns)))
+            mine = self.tables.get(name)
+            if mine is None:  # a dimension the spec no longer declares
+                continue
             mine.add(list(table.values), _align(table.stats, other.columns, self.columns),
                      self.capacity)
             mine.other = mine.other + _align(table.other, other.columns, self.columns)
@@ -233,7 +266,9 @@ class SegmentState(FamilyState):
         for i, (name, values) in enumerate(zip(header["dims"], header["values"], strict=True)):
             stats = np.frombuffer(blobs[2 * i], dtype=np.float64).reshape(len(values), width)
             other = np.frombuffer(blobs[2 * i + 1], dtype=np.float64)
-            table = state.tables.setdefault(name, SegmentTable(len(state.columns)))
+            table = state.tables.get(name)
+            if table is None:  # a dimension the spec no longer declares
+                continue
             table.add(list(values), _align(stats, columns, state.columns), state.capacity)
             table.other = table.other + _align(other, columns, state.columns)
         return state
@@ -264,8 +299,30 @@ class SegmentState(FamilyState):
         return {name: len(table.values) for name, table in self.tables.items()}
 
 
-def _violation(column: pl.Expr, field_spec: FieldSpec, kind: str) -> pl.Expr | None:
+_SMALL = 4096  # combinations summed per dimension in numpy; more: by polars
+_JOINT_MAX = 100  # values of a dimension in a batch beyond which it is grouped on its own
+
+
+def _sum_by(combos: pl.DataFrame, keys: list[str], key: str, sums: Matrix,
+            spread: Callable[[Matrix], Matrix]) -> tuple[list[str], Matrix]:
+    """The statistics of every combination of values (``combos``, and as ``sums`` rows)
+    added up per value of the dimension ``key``, values sorted."""
+    if combos.height > _SMALL:  # many distinct values: hashing in polars beats a dict
+        grouped = (combos.drop([k for k in keys if k != key]).group_by(key).sum()
+                   .sort(key))
+        return grouped.get_column(key).to_list(), spread(grouped.drop(key).to_numpy())
+    index: dict[str, int] = {}
+    codes = [index.setdefault(value, len(index)) for value in combos.get_column(key).to_list()]
+    rows = np.zeros((len(index), sums.shape[1]))
+    np.add.at(rows, codes, sums)
+    values = sorted(index)
+    return values, rows[[index[value] for value in values]]
+
+
+def _violation(batch: ColumnBatch, path: str, field_spec: FieldSpec,
+               kind: str) -> pl.Expr | None:
     """Per record: does its (non-null) value break a min/max/allowed/pattern rule?"""
+    column = pl.col(path)
     checks: list[pl.Expr] = []
     numeric = kind in NUMERIC_TYPES
     if field_spec.min is not None and numeric:
@@ -279,7 +336,8 @@ def _violation(column: pl.Expr, field_spec: FieldSpec, kind: str) -> pl.Expr | N
                    or (isinstance(v, bool) and kind == "boolean")]
         checks.append(~column.is_in(allowed))
     if field_spec.pattern is not None and kind == "string":
-        checks.append(~column.str.contains(field_spec.pattern))
+        # the validity family matched this batch already (a native or Python regex)
+        checks.append(~pl.lit(pattern_matches(batch, path, field_spec.pattern)))
     if not checks:
         return None
     broken = checks[0]

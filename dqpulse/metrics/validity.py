@@ -21,6 +21,7 @@ Each rule of a declared field is its own series: metric ``validity.violation_rat
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 from collections.abc import Callable
@@ -202,6 +203,21 @@ class _Pattern:
         return column.map_elements(lambda s: search(s) is not None, return_dtype=pl.Boolean)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> _Pattern:
+    return _Pattern(pattern)
+
+
+def pattern_matches(batch: ColumnBatch, path: str, pattern: str) -> pl.Series:
+    """Per record, whether the string column ``path`` matches ``pattern`` (null where the
+    value is null); evaluated once per batch (``batch.cache``) for every family."""
+    key = f"pattern:{path}:{pattern}"
+    matched: pl.Series | None = batch.cache.get(key)
+    if matched is None:
+        matched = batch.cache[key] = _compiled(pattern).matches(batch.frame.get_column(path))
+    return matched
+
+
 @register_family
 class ValidityState(FamilyState):
     family = "validity"
@@ -213,7 +229,6 @@ class ValidityState(FamilyState):
             f"{path}:{rule}": [0, 0]
             for path, field_spec in spec.fields.items() for rule in rules_of(field_spec)
         }
-        self._patterns: dict[str, _Pattern] = {}
         self._expressions: dict[str, pl.Expr | ExpressionError] = {}
 
     def _expression(self, path: str, source: str) -> pl.Expr | ExpressionError:
@@ -268,11 +283,7 @@ class ValidityState(FamilyState):
                     inside = int(column.is_in(allowed).sum())
                 self._add(f"{path}:allowed", present - inside, present)
             if field_spec.pattern is not None and column_type == "string":
-                pattern = self._patterns.get(path)
-                if pattern is None:
-                    pattern = self._patterns[path] = _Pattern(field_spec.pattern)
-                matched = int(pattern.matches(column if pattern.native else column.drop_nulls())
-                              .sum())
+                matched = int(pattern_matches(batch, path, field_spec.pattern).sum())
                 self._add(f"{path}:pattern", present - matched, present)
             if field_spec.expression is not None:
                 expression = self._expression(path, field_spec.expression)
@@ -358,7 +369,7 @@ def violation_mask(batch: ColumnBatch, path: str, rule: str,
     elif rule == "allowed" and field_spec.allowed is not None:
         test = ~column.is_in(_allowed_for(field_spec.allowed, column_type))
     elif rule == "pattern" and field_spec.pattern is not None and column_type == "string":
-        test = ~_Pattern(field_spec.pattern).matches(column)
+        test = ~_compiled(field_spec.pattern).matches(column)
     elif rule == "expression" and field_spec.expression is not None:
         try:
             expression = compile_expression(field_spec.expression, path)

@@ -1,11 +1,12 @@
 """OpenLineage out: a finalized window's results as a run event with the
 ``dataQualityMetrics`` and ``dataQualityAssertions`` input dataset facets.
 
-Two steps, so the finalize transaction does only the cheap one: :func:`window_report`
-(plain JSON from the window's points, stored in the emission outbox in the finalize
-transaction) and :func:`run_event` (the openlineage-python client's ``RunEvent``, built
-by the background sender from a stored report). The run id is derived from the dataset
-and the window, so a resent event is the same run to the receiver.
+Three steps, so the finalize transaction does only a tiny one: :func:`window_stub` (which
+window of which dataset: stored in the emission outbox in the finalize transaction),
+:func:`report_of` (plain JSON from the window's points and the series the detectors
+flagged, as stored in Postgres; built by the background sender) and :func:`run_event`
+(the openlineage-python client's ``RunEvent`` of a report). The run id is derived from
+the dataset and the window, so a resent event is the same run to the receiver.
 
 The event: job ``<job_namespace>/dqpulse.<dataset>``, ``eventType`` COMPLETE,
 ``eventTime`` the window's end, one input dataset (``<dataset_namespace>``, the topic)
@@ -66,17 +67,22 @@ def _columns(points: Sequence[MetricPoint], records: int) -> dict[str, dict[str,
     return columns
 
 
-def _assertions(spec: DatasetSpec, points: Sequence[MetricPoint],
-                anomalous: Iterable[tuple[str, str, float | None]]) -> list[dict[str, Any]]:
+def _assertions(contract: bool, points: Sequence[MetricPoint],
+                anomalous: Iterable[tuple[str, str, float | None]],
+                violations: dict[str, Any] | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for point in points:
         if point.metric == "validity.violation_ratio" and point.value is not None:
             extra = point.extra
+            if violations is not None:  # stored points: scoring replaced their details
+                path, _, rule = point.field.rpartition(":")
+                extra = {"path": path, "rule": rule,
+                         "violations": violations.get(point.field)}
             out.append({"assertion": str(extra.get("rule")), "column": str(extra.get("path")),
                         "success": not extra.get("violations"),
                         "name": f"dqpulse.validity.{point.field}",
                         "actual": str(extra.get("violations")), "expected": "0"})
-        elif point.metric == "schema.contract_violations" and spec.fields:
+        elif point.metric == "schema.contract_violations" and contract:
             out.append({"assertion": "schema_contract", "success": not point.value,
                         "name": "dqpulse.schema.contract",
                         "actual": str(int(point.value or 0)), "expected": "0"})
@@ -88,18 +94,44 @@ def _assertions(spec: DatasetSpec, points: Sequence[MetricPoint],
     return out
 
 
-def window_report(spec: DatasetSpec, *, window_start: float, window_end: float,
-                  points: Sequence[MetricPoint],
-                  anomalous: Iterable[tuple[str, str, float | None]] = ()) -> dict[str, Any]:
-    """What the event of one finalized window says, as JSON (cheap: no client objects)."""
+def window_stub(spec: DatasetSpec, *, window_start: float, window_end: float,
+                points: Sequence[MetricPoint]) -> dict[str, Any]:
+    """Which window to emit: what the finalize transaction stores (a small row), with the
+    one thing the stored points may lose: each validity rule's violation count (scoring
+    replaces a stored point's details with its detector's explanation)."""
+    violations = {p.field: int(p.extra.get("violations") or 0)  # type: ignore[call-overload]
+                  for p in points if p.metric == "validity.violation_ratio"}
+    return {"dataset": spec.name, "topic": spec.topic, "window_start": window_start,
+            "window_end": window_end, "contract": bool(spec.fields),
+            "violations": violations}
+
+
+def is_report(event: dict[str, Any]) -> bool:
+    """A built report (rows queued before stubs were, or by :func:`window_report`)."""
+    return "columns" in event
+
+
+def report_of(stub: dict[str, Any], points: Sequence[MetricPoint],
+              anomalous: Iterable[tuple[str, str, float | None]] = ()) -> dict[str, Any]:
+    """What the event of one finalized window says, as JSON (no client objects): from
+    its stub, its metric points and the (metric, field, score) the detectors flagged."""
     by_name = {p.metric: p.value for p in points if not p.field}
     records = int(by_name.get("volume.records") or 0)
     size = by_name.get("volume.bytes")
-    return {"dataset": spec.name, "topic": spec.topic, "window_start": window_start,
-            "window_end": window_end, "row_count": records,
-            "bytes": None if size is None else int(size),
+    return {"dataset": stub["dataset"], "topic": stub["topic"],
+            "window_start": stub["window_start"], "window_end": stub["window_end"],
+            "row_count": records, "bytes": None if size is None else int(size),
             "columns": _columns(points, records),
-            "assertions": _assertions(spec, points, anomalous)}
+            "assertions": _assertions(bool(stub.get("contract", True)), points, anomalous,
+                                      stub.get("violations"))}
+
+
+def window_report(spec: DatasetSpec, *, window_start: float, window_end: float,
+                  points: Sequence[MetricPoint],
+                  anomalous: Iterable[tuple[str, str, float | None]] = ()) -> dict[str, Any]:
+    """The report of a window whose points are at hand."""
+    stub = window_stub(spec, window_start=window_start, window_end=window_end, points=points)
+    return report_of({**stub, "violations": None}, points, anomalous)
 
 
 def run_id(dataset: str, window_start: float) -> str:

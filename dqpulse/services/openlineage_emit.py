@@ -2,13 +2,15 @@
 client's HTTP transport, in the background.
 
 Each pass claims due rows (a lease, ``FOR UPDATE SKIP LOCKED`` on Postgres: several
-senders never send one row at once), builds the client's ``RunEvent`` of each stored
-window report and emits it. A row is marked delivered only after the receiver answered
+senders never send one row at once), builds each window's report from its points and
+flagged series as stored in Postgres (the outbox row names only the window), then the
+client's ``RunEvent``, and emits it. A row is marked delivered only after the receiver answered
 2xx; any failure (connection refused, timeout, 5xx, 4xx) keeps it pending with an
 exponential backoff (full jitter, capped), and the rest of the pass is put back at the
 same time, so a receiver outage costs one failed request per backoff step, never a lost
 window. Nothing here runs on the ingest path: the finalize transaction only inserted the
-row (:mod:`dqpulse.finalize.openlineage`).
+row (:mod:`dqpulse.finalize.openlineage`). A window whose points expired
+(``retention_points_days``) before the receiver came back is sent without them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.errors import ConfigError
-from dqpulse.rca.openlineage_out import run_event
+from dqpulse.jsonsafe import json_safe_object
+from dqpulse.rca.openlineage_out import is_report, report_of, run_event
 from dqpulse.spec import OpenLineageEmitSpec, expand_emit_secrets
 from dqpulse.store import openlineage as openlineage_store
 
@@ -71,6 +74,20 @@ def http_sender(emit: OpenLineageEmitSpec) -> tuple[Send, Callable[[], object]]:
     return send, client.transport.close
 
 
+def build_report(engine: Engine, event: dict[str, Any]) -> dict[str, Any]:
+    """The report of an outbox row: as stored (rows queued with a report) or built from
+    the window's stored points and flagged series (rows queued as a stub)."""
+    if is_report(event):
+        return event
+    with engine.connect() as conn:
+        points = openlineage_store.window_points(conn, dataset=event["dataset"],
+                                                 window_start=event["window_start"])
+        anomalous = openlineage_store.get_anomalous(conn, dataset=event["dataset"],
+                                                    window_start=event["window_start"])
+    report = report_of(event, points, anomalous)
+    return json_safe_object(report) or {}  # NaN / inf as null: the event is JSON
+
+
 def _backoff(attempt: int, options: EmitOptions, rng: random.Random) -> float:
     ceiling = min(options.max_backoff_s, options.base_backoff_s * 2 ** max(0, attempt - 1))
     return max(0.05, rng.uniform(0, ceiling))
@@ -92,15 +109,14 @@ def emit_due(engine: Engine, send: Send, *, options: EmitOptions | None = None,
         if stop is not None and stop.is_set():
             break  # the lease runs out and the next sender takes the rest
         try:
-            send(row["event"])
+            send(build_report(engine, row["event"]))
         except Exception as exc:  # noqa: BLE001 - any failure keeps the row pending
             error = f"{type(exc).__name__}: {exc}"[:500]
             delay = _backoff(int(row["attempts"]) + 1, options, rng)
             retry_at = now + timedelta(seconds=delay)
             with engine.begin() as conn:
-                for later in rows[index:]:
-                    openlineage_store.mark_failed(conn, row_id=int(later["id"]),
-                                                  retry_at=retry_at, error=error)
+                openlineage_store.mark_failed(conn, row_ids=[int(r["id"]) for r in rows[index:]],
+                                              retry_at=retry_at, error=error)
             report.failed = len(rows) - index
             log.warning("openlineage: emit failed (%s); %d window(s) retry in %.1fs",
                         type(exc).__name__, report.failed, delay)

@@ -15,8 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from dqpulse.records import MetricPoint
 from dqpulse.store.incidents import aware
 from dqpulse.store.tables import metric_points
 from dqpulse.store.tables import openlineage_outbox as outbox
@@ -81,13 +84,13 @@ def get_jobs(conn: Connection, *, limit: int = 1000) -> list[dict[str, Any]]:
 
 def enqueue(conn: Connection, *, dataset: str, window_start: float, event: dict[str, Any],
             now: datetime) -> None:
-    """One row per finalized window (a window finalized again replaces nothing)."""
-    found = conn.execute(select(outbox.c.id).where(
-        outbox.c.dataset == dataset, outbox.c.window_start == window_start)).first()
-    if found is None:
-        conn.execute(insert(outbox).values(dataset=dataset, window_start=window_start,
-                                           event=event, status=PENDING, attempts=0,
-                                           next_attempt_at=now, created_at=now))
+    """One row per finalized window (a window finalized again replaces nothing): one
+    ``INSERT .. ON CONFLICT DO NOTHING``, in the finalize transaction."""
+    insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert_fn(outbox).values(
+        dataset=dataset, window_start=window_start, event=event, status=PENDING, attempts=0,
+        next_attempt_at=now, created_at=now,
+    ).on_conflict_do_nothing(index_elements=["dataset", "window_start"]))
 
 
 def claim_due(conn: Connection, *, now: datetime, lease_s: float,
@@ -111,9 +114,12 @@ def mark_delivered(conn: Connection, *, row_id: int, now: datetime) -> None:
         status=DELIVERED, delivered_at=now, attempts=outbox.c.attempts + 1, last_error=None))
 
 
-def mark_failed(conn: Connection, *, row_id: int, retry_at: datetime, error: str) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-        attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:500]))
+def mark_failed(conn: Connection, *, row_ids: Sequence[int], retry_at: datetime,
+                error: str) -> None:
+    """One failed pass: these rows wait until ``retry_at`` (one statement for all)."""
+    if row_ids:
+        conn.execute(update(outbox).where(outbox.c.id.in_(list(row_ids))).values(
+            attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:500]))
 
 
 def counts(conn: Connection) -> dict[str, int]:
@@ -142,3 +148,12 @@ def get_anomalous(conn: Connection, *, dataset: str,
         c.dataset == dataset, c.window_start == window_start, c.anomalous.is_(True))
         .order_by(c.metric, c.field))
     return [(r.metric, r.field, r.score) for r in rows]
+
+
+def window_points(conn: Connection, *, dataset: str, window_start: float) -> list[MetricPoint]:
+    """The stored points of one window (value and details), for its OpenLineage event."""
+    c = metric_points.c
+    rows = conn.execute(select(c.metric, c.field, c.value, c.explanation).where(
+        c.dataset == dataset, c.window_start == window_start).order_by(c.metric, c.field))
+    return [MetricPoint(r.metric, r.value, r.field or "", dict(r.explanation or {}))
+            for r in rows]

@@ -168,7 +168,8 @@ def test_window_records_sum_to_the_accepted_records():
 
 
 def test_message_key_prefixes_feed_the_segments_also_when_keys_are_not_utf8():
-    aggregator = PartitionAggregator(SPEC, 0)
+    spec = SPEC.model_copy(update={"dimensions": ["kafka.key_prefix"]})
+    aggregator = PartitionAggregator(spec, 0)
     keyed = [RawMessage("orders", 0, i, 1_000_000, orjson.dumps({"ts": 1}), key)
              for i, key in enumerate([b"checkout:1", b"checkout:2", b"\xff\xfe:3", None,
                                       b"-lead", b"cart|9"])]
@@ -176,6 +177,11 @@ def test_message_key_prefixes_feed_the_segments_also_when_keys_are_not_utf8():
     assert report.accepted == 6
     aggregator.tick(10_000.0)
     [(_, blob)] = aggregator.pop_closed()
-    table = WindowState.from_bytes(SPEC, blob).segments.tables["kafka.key_prefix"]
+    table = WindowState.from_bytes(spec, blob).segments.tables["kafka.key_prefix"]
     counts = {value: row[0] for value, row in table.rows().items()}
     assert counts == {"checkout": 2, "\ufffd\ufffd": 1, "(null)": 2, "cart": 1}
+    plain = PartitionAggregator(SPEC, 0)  # not declared: keys are not even read
+    plain.add(keyed, now=2000.0)
+    plain.tick(10_000.0)
+    [(_, blob)] = plain.pop_closed()
+    assert list(WindowState.from_bytes(SPEC, blob).segments.tables) == ["kafka.partition"]

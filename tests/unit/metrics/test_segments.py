@@ -19,13 +19,13 @@ from dqpulse.metrics.segments import (
 )
 from dqpulse.rca.segments import attribute
 from dqpulse.records import ColumnBatch
-from dqpulse.spec import parse_spec
+from dqpulse.spec import DatasetSpec, parse_spec
 
 SPEC = parse_spec("""
 datasets:
   - name: orders
     topic: orders
-    dimensions: [producer, country, app_version]
+    dimensions: [producer, country, app_version, kafka.key_prefix]
     segments: {budget_kib: 256}
     fields:
       customer.segment: {type: string, allowed: [smb, ent]}
@@ -145,3 +145,41 @@ def test_attribution_names_the_value_that_carries_a_null_increase(seed):
                      reference)
     assert rule is not None and rule["value"] == bad
     assert attribute("completeness.null_ratio", "customer.segment", window(bad), None) is None
+
+
+def test_the_key_prefix_is_a_dimension_only_when_declared():
+    plain = SPEC.model_copy(update={"dimensions": ["producer", "kafka.partition"]})
+    state = SegmentState(plain)
+    state.update(_batch({"producer": ["a", "b", "a"]}, keys=["x", "y", "z"], partition=2))
+    assert list(state.tables) == ["producer", PARTITION]  # kafka.partition: always, once
+    assert state.tables["producer"].rows()["a"][0] == 2
+    assert list(state.tables[PARTITION].rows()) == ["2"]
+    # a state written while the key prefix was declared merges into one without it
+    keyed = SegmentState(SPEC)
+    keyed.update(_batch({"producer": ["a"]}, keys=["x"]))
+    merged = SegmentState.from_bytes(plain, keyed.to_bytes()).merge(keyed)
+    assert KEY_PREFIX not in merged.tables
+    assert merged.tables["producer"].rows()["a"][0] == 2
+    for bad in (["kafka.offset"], ["kafka.key_prefix", "kafka.key_prefix"]):
+        with pytest.raises(ValueError):
+            DatasetSpec(name="x", topic="x", dimensions=bad)
+
+
+def test_many_distinct_combinations_sum_per_dimension_like_few():
+    rng = random.Random(5)
+    n = 12_000  # more combinations of values than the numpy path takes
+    rows = {"producer": [f"p{rng.randrange(9000)}" for _ in range(n)],
+            "country": [rng.choice(["DE", "FR", None]) for _ in range(n)],
+            "customer.segment": [rng.choice(["smb", "bad", None]) for _ in range(n)],
+            "amount": [rng.choice([-1.0, 2.5, None]) for _ in range(n)]}
+    whole = SegmentState(SPEC)
+    whole.update(_batch(rows))
+    pieces = SegmentState(SPEC)
+    for at in range(0, n, 1000):  # 1000 records: at most 1000 combinations each
+        pieces.update(_batch({k: v[at:at + 1000] for k, v in rows.items()}))
+    for name in ("country", PARTITION):
+        want = {k: list(v) for k, v in pieces.tables[name].rows().items()}
+        assert {k: list(v) for k, v in whole.tables[name].rows().items()} == want
+    country = whole.tables["country"].rows()
+    assert country["(null)"][0] == rows["country"].count(None)
+    assert whole.tables["producer"].totals()[0] == n
