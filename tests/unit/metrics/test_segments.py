@@ -183,3 +183,37 @@ def test_many_distinct_combinations_sum_per_dimension_like_few():
     country = whole.tables["country"].rows()
     assert country["(null)"][0] == rows["country"].count(None)
     assert whole.tables["producer"].totals()[0] == n
+
+
+def test_partition_only_totals_match_the_grouped_query():
+    """Without declared dimensions a batch's partition row comes from the shared column
+    aggregates (no polars query of its own); it must equal what the grouped query sums."""
+    text = """
+datasets:
+  - name: orders
+    topic: orders
+    {dims}
+    fields:
+      producer: {{type: string}}
+      customer.segment: {{type: string, allowed: [smb, ent], pattern: "^[a-z]+$"}}
+      amount: {{type: number, min: 0, max: 100}}
+      missing: {{type: number}}
+"""
+    bare = parse_spec(text.format(dims="")).datasets[0]
+    grouped = parse_spec(text.format(dims="dimensions: [producer]")).datasets[0]
+    rng = random.Random(5)
+    rows = {"producer": [rng.choice(["a", "b", None]) for _ in range(500)],
+            "customer.segment": [rng.choice(["smb", "ent", "XX", "other", None])
+                                 for _ in range(500)],
+            "amount": [rng.choice([None, -1.5, 50.25, 120.0, 3.0]) for _ in range(500)]}
+    fast, slow = SegmentState(bare), SegmentState(grouped)
+    assert list(fast.tables) == [PARTITION]
+    for start in range(0, 500, 125):
+        part = _batch({k: v[start:start + 125] for k, v in rows.items()}, partition=3)
+        fast.update(part)
+        slow.update(part)
+    assert fast.columns == slow.columns
+    got, want = fast.tables[PARTITION].rows()["3"], slow.tables[PARTITION].rows()["3"]
+    assert got[0] == 500
+    assert "viol:customer.segment" in fast.columns and "null:missing" in fast.columns
+    np.testing.assert_allclose(got, want, rtol=1e-12)
