@@ -102,8 +102,12 @@ class PartitionAggregator:
         return sorted(self._windows)
 
     # -- ingest --------------------------------------------------------------------------
-    def add(self, messages: PartitionBatch | Sequence[RawMessage], now: float) -> AddReport:
-        """Count one poll batch of this partition (``RawMessage``s are accepted too)."""
+    def add(self, messages: PartitionBatch | Sequence[RawMessage], now: float,
+            poll_times: npt.NDArray[np.float64] | None = None) -> AddReport:
+        """Count one poll batch of this partition (``RawMessage``s are accepted too).
+
+        ``now`` is the wall clock; ``poll_times`` (one per message), when several polls
+        were coalesced into one batch, when each record was polled (freshness lag)."""
         batch_in = (messages if isinstance(messages, PartitionBatch)
                     else PartitionBatch.from_messages(messages))
         bad: list[BadRecord] = []
@@ -142,14 +146,17 @@ class PartitionAggregator:
         if batch.n == 0:
             return AddReport(0, 0, bad, 0, by_reason)
         stamps, offsets = batch_in.timestamps_ms, batch_in.offsets
+        polled = poll_times
         if candidates is not None:
             picked = np.asarray(candidates, dtype=np.int64)
             stamps, offsets = stamps[picked], offsets[picked]
+            polled = None if polled is None else polled[picked]
         if result.rows.shape[0] != stamps.shape[0]:
             stamps, offsets = stamps[result.rows], offsets[result.rows]
+            polled = None if polled is None else polled[result.rows]
         batch.timestamps = stamps / 1000.0
         batch.offsets = offsets
-        batch.ingest_time = now
+        batch.ingest_time = now if polled is None else polled
         batch.partition = self.partition
         if wants_key_prefix(self.spec):
             batch.key_prefixes = self._key_prefixes(batch_in, candidates, result.rows)

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     poll_max_records: int = Field(default=20_000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
     checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    # a partition's polled records are aggregated once it holds this many (or at the
+    # next checkpoint): many partitions polled a few records at a time pay a metric
+    # update's fixed cost once per this many records; 1: aggregate every poll as it comes
+    coalesce_records: int = Field(default=2000, ge=1)
+    # records held back for coalescing in all partitions together; above it, all are
+    # aggregated at once (bounds the memory: records x their size)
+    coalesce_max_held_records: int = Field(default=200_000, ge=0)
     # finalization runs beside checkpoints (Postgres); above this many windows ready and
     # not finalized (all datasets), each poll waits for the finalize pass in flight
     finalize_max_backlog_windows: int = Field(default=1000, ge=0)

@@ -69,7 +69,8 @@ class ColumnBatch:
     other_types: dict[str, dict[str, npt.NDArray[np.bool_]]] = dataclasses.field(
         default_factory=dict)
     event_times: npt.NDArray[np.float64] | None = None
-    ingest_time: float = 0.0
+    #: when the records were polled: one time, or one per record (coalesced polls)
+    ingest_time: float | npt.NDArray[np.float64] = 0.0
     partition: int = -1
     #: the Kafka offset of each record (for failing samples), when the source gave them
     offsets: npt.NDArray[np.int64] | None = None
@@ -95,7 +96,8 @@ class ColumnBatch:
             timestamps=self.timestamps[rows],
             other_types=other,
             event_times=None if self.event_times is None else self.event_times[rows],
-            ingest_time=self.ingest_time,
+            ingest_time=(self.ingest_time[rows] if isinstance(self.ingest_time, np.ndarray)
+                         else self.ingest_time),
             partition=self.partition,
             offsets=None if self.offsets is None else self.offsets[rows],
             key_prefixes=None if self.key_prefixes is None else self.key_prefixes[rows],
@@ -172,6 +174,21 @@ class PartitionBatch:
             self.topic, self.partition, self.values[start:], self.timestamps_ms[start:],
             self.offsets[start:], None if self.natives is None else self.natives[start:],
             self.key_of)
+
+    @classmethod
+    def concat(cls, batches: Sequence[PartitionBatch]) -> PartitionBatch:
+        """Consecutive batches of one partition as one (in the order given)."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        natives: list[Any] | None = None
+        if all(batch.natives is not None for batch in batches):
+            natives = [native for batch in batches for native in batch.natives]  # type: ignore[union-attr]
+        return cls(first.topic, first.partition,
+                   [value for batch in batches for value in batch.values],
+                   np.concatenate([batch.timestamps_ms for batch in batches]),
+                   np.concatenate([batch.offsets for batch in batches]), natives,
+                   first.key_of)
 
     @classmethod
     def from_messages(cls, messages: Sequence[RawMessage]) -> PartitionBatch:

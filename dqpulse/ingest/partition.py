@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dqpulse.aggregate import AddReport, PartitionAggregator
 from dqpulse.config import Settings
 from dqpulse.decode import Decoder, decoder_for
@@ -31,22 +33,47 @@ class OwnedPartition:
     # closed window partials popped from the aggregator but not yet committed (a failed
     # checkpoint transaction must not lose them)
     pending_closed: list[tuple[float, bytes]] = field(default_factory=list)
+    # polled batches held back to be aggregated as one (``coalesce``), with their poll
+    # times; always aggregated before a checkpoint snapshot (``flush``)
+    held: list[tuple[PartitionBatch, float]] = field(default_factory=list)
+    held_records: int = 0
 
-    def add(self, batch: PartitionBatch, now: float) -> AddReport | None:
-        """Aggregate the part of ``batch`` this partition has not counted yet.
+    def add(self, batch: PartitionBatch, now: float, *, coalesce: int = 1) -> AddReport | None:
+        """Aggregate the part of ``batch`` this partition has not counted yet, or hold it
+        until the partition holds ``coalesce`` records (then all of them at once: a
+        metric update has a fixed cost of milliseconds per batch, so a fleet of
+        partitions polled a few records at a time pays it once per ``coalesce`` records
+        rather than per poll). ``next_offset`` counts held records: :meth:`flush` runs
+        before every checkpoint snapshot, so state and offset always agree there.
 
         Several datasets on one topic resume from the least advanced offset, so a batch
         may start before ``next_offset``: that part was counted before and is skipped.
-        Returns None when nothing of the batch was new."""
+        Returns the report of what was aggregated now (None: nothing was)."""
         todo = batch
         if self.next_offset is not None and todo.first_offset < self.next_offset:
             todo = todo.since(self.next_offset)
             if not len(todo):
                 return None
-        report = self.aggregator.add(todo, now)
         self.next_offset = todo.last_offset + 1
         self.dirty = True
-        return report
+        if not self.held and len(todo) >= coalesce:
+            return self.aggregator.add(todo, now)
+        self.held.append((todo, now))
+        self.held_records += len(todo)
+        return self.flush() if self.held_records >= coalesce else None
+
+    def flush(self) -> AddReport | None:
+        """Aggregate the held batches as one batch (each record keeps its poll time)."""
+        if not self.held:
+            return None
+        held, self.held, self.held_records = self.held, [], 0
+        if len(held) == 1:
+            return self.aggregator.add(held[0][0], held[0][1])
+        batches = [batch for batch, _ in held]
+        poll_times = np.repeat(np.array([now for _, now in held], dtype=np.float64),
+                               [len(batch) for batch in batches])
+        return self.aggregator.add(PartitionBatch.concat(batches), held[-1][1],
+                                   poll_times=poll_times)
 
 
 @dataclass(frozen=True, slots=True)

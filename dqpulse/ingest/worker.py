@@ -102,6 +102,7 @@ class IngestWorker:
         self._by_name: dict[str, DatasetSpec] = {}
         self._set_datasets(datasets)
         self.owned: dict[PartitionKey, OwnedPartition] = {}
+        self._held: set[PartitionKey] = set()  # partitions holding records to coalesce
         self._pending_model: tuple[list[DatasetSpec], list[WindowHook]] | None = None
         self._model_lock = threading.Lock()
         self.stats = IngestStats()
@@ -283,15 +284,36 @@ class IngestWorker:
 
     def _ingest(self, batches: list[PartitionBatch]) -> None:
         now = self.clock()
+        coalesce = self.settings.coalesce_records
+        held = self._held
         for batch in batches:
             self.stats.polled += len(batch)
             for dataset in self.by_topic.get(batch.topic, []):
-                owned = self.owned.get((dataset.name, batch.partition))
+                key = (dataset.name, batch.partition)
+                owned = self.owned.get(key)
                 if owned is None:
                     continue  # revoked between poll and now: the new owner replays it
-                report = owned.add(batch, now)
+                report = owned.add(batch, now, coalesce=coalesce)
                 if report is not None:
                     self._account(dataset, report)
+                if owned.held:
+                    held.add(key)
+        if held and (sum(self.owned[key].held_records for key in held if key in self.owned)
+                     > self.settings.coalesce_max_held_records):
+            self._flush_held(None)
+
+    def _flush_held(self, only: Sequence[PartitionKey] | None) -> None:
+        """Aggregate what partitions hold back for coalescing (before a snapshot; when
+        they hold too much)."""
+        keys = list(self._held) if only is None else [k for k in only if k in self._held]
+        for key in keys:
+            self._held.discard(key)
+            owned = self.owned.get(key)
+            if owned is None:
+                continue  # revoked (or reloaded after fencing): its next owner replays it
+            report = owned.flush()
+            if report is not None:
+                self._account(self._by_name[key[0]], report)
 
     def _topic_of(self, dataset_name: str) -> str:
         return self._by_name[dataset_name].topic
@@ -347,6 +369,7 @@ class IngestWorker:
     def _prepare(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
         """Snapshot what to write (consuming thread); None when nothing is owned."""
         self._last_checkpoint = time.monotonic()
+        self._flush_held(only)  # state and next offsets agree in the snapshot
         keys = list(self.owned) if only is None else [k for k in only if k in self.owned]
         if not keys:
             if only is None:
