@@ -71,6 +71,15 @@ class AddReport:
     event_time_fallbacks: int = 0
     bad_by_reason: dict[str, int] = field(default_factory=dict)
 
+    def combined(self, other: AddReport) -> AddReport:
+        """Both reports as one (two batches aggregated one after the other)."""
+        reasons = dict(self.bad_by_reason)
+        for reason, count in other.bad_by_reason.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+        return AddReport(self.accepted + other.accepted, self.late + other.late,
+                         [*self.bad, *other.bad],
+                         self.event_time_fallbacks + other.event_time_fallbacks, reasons)
+
 
 class PartitionAggregator:
     """Open windows and the watermark of one (dataset, partition)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,13 +39,15 @@ class OwnedPartition:
     held: list[tuple[PartitionBatch, float]] = field(default_factory=list)
     held_records: int = 0
 
-    def add(self, batch: PartitionBatch, now: float, *, coalesce: int = 1) -> AddReport | None:
+    def add(self, batch: PartitionBatch, now: float, *, coalesce: int = 1,
+            max_wait_s: float = math.inf) -> AddReport | None:
         """Aggregate the part of ``batch`` this partition has not counted yet, or hold it
-        until the partition holds ``coalesce`` records (then all of them at once: a
-        metric update has a fixed cost of milliseconds per batch, so a fleet of
-        partitions polled a few records at a time pays it once per ``coalesce`` records
-        rather than per poll). ``next_offset`` counts held records: :meth:`flush` runs
-        before every checkpoint snapshot, so state and offset always agree there.
+        until the partition holds ``coalesce`` records or its oldest held batch was polled
+        ``max_wait_s`` before ``now`` (then all of them at once: a metric update has a
+        fixed cost of milliseconds per batch, so a fleet of partitions polled a few
+        records at a time pays it once per ``coalesce`` records rather than per poll).
+        ``next_offset`` counts held records: :meth:`flush` runs before every checkpoint
+        snapshot, so state and offset always agree there.
 
         Several datasets on one topic resume from the least advanced offset, so a batch
         may start before ``next_offset``: that part was counted before and is skipped.
@@ -56,11 +59,18 @@ class OwnedPartition:
                 return None
         self.next_offset = todo.last_offset + 1
         self.dirty = True
+        # held long enough: aggregated before anything newer, so lateness is judged in
+        # order (the worker also flushes such partitions before each poll's batches)
+        earlier = self.flush() if self.due(now, math.inf, max_wait_s) else None
         if not self.held and len(todo) >= coalesce:
-            return self.aggregator.add(todo, now)
-        self.held.append((todo, now))
-        self.held_records += len(todo)
-        return self.flush() if self.held_records >= coalesce else None
+            report: AddReport | None = self.aggregator.add(todo, now)
+        else:
+            self.held.append((todo, now))
+            self.held_records += len(todo)
+            report = self.flush() if self.due(now, coalesce, max_wait_s) else None
+        if earlier is None:
+            return report
+        return earlier if report is None else earlier.combined(report)
 
     def flush(self) -> AddReport | None:
         """Aggregate the held batches as one batch (each record keeps its poll time)."""
@@ -74,6 +84,11 @@ class OwnedPartition:
                                [len(batch) for batch in batches])
         return self.aggregator.add(PartitionBatch.concat(batches), held[-1][1],
                                    poll_times=poll_times)
+
+    def due(self, now: float, coalesce: float, max_wait_s: float) -> bool:
+        """Whether what is held should be aggregated now."""
+        return bool(self.held) and (self.held_records >= coalesce
+                                    or now - self.held[0][1] >= max_wait_s)
 
 
 @dataclass(frozen=True, slots=True)

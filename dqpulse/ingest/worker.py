@@ -285,7 +285,12 @@ class IngestWorker:
     def _ingest(self, batches: list[PartitionBatch]) -> None:
         now = self.clock()
         coalesce = self.settings.coalesce_records
+        max_wait = self.settings.coalesce_max_wait_s
         held = self._held
+        if held:  # held long enough: aggregated before anything newer (lateness in order)
+            held.intersection_update(self.owned)  # revoked: the next owner replays them
+            self._flush_held([key for key in held
+                              if self.owned[key].due(now, coalesce, max_wait)])
         for batch in batches:
             self.stats.polled += len(batch)
             for dataset in self.by_topic.get(batch.topic, []):
@@ -293,7 +298,7 @@ class IngestWorker:
                 owned = self.owned.get(key)
                 if owned is None:
                     continue  # revoked between poll and now: the new owner replays it
-                report = owned.add(batch, now, coalesce=coalesce)
+                report = owned.add(batch, now, coalesce=coalesce, max_wait_s=max_wait)
                 if report is not None:
                     self._account(dataset, report)
                 if owned.held:

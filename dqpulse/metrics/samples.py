@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dqpulse.metrics.base import FamilyState, register_family
-from dqpulse.metrics.batchstats import column_stats
+from dqpulse.metrics.batchstats import ColumnStats, column_stats
 from dqpulse.metrics.codec import pack, unpack
 from dqpulse.metrics.validity import VIOLATIONS_CACHE, violation_mask
 from dqpulse.records import ColumnBatch, MetricPoint
@@ -61,6 +61,7 @@ class SamplesState(FamilyState):
         self.limit = spec.samples.per_window
         self._shown = [p for p in dict.fromkeys([*spec.fields, *([spec.key] if spec.key else [])])
                        if not is_redacted(p, spec.samples.redact)]
+        self._asked: list[tuple[str, npt.NDArray[np.int64], str | None]] = []
 
     def _room(self, key: str) -> int:
         have = self.samples.get(key)
@@ -79,29 +80,49 @@ class SamplesState(FamilyState):
 
     def _take(self, key: str, batch: ColumnBatch, rows: npt.NDArray[np.int64],
               path: str | None) -> None:
+        """Ask for the first records at ``rows`` as samples of ``key`` (as many as it has
+        room for); :meth:`_gather` reads every asked record of the batch at once."""
         room = self._room(key)
         if room <= 0 or not rows.size:
             return
+        self.samples.setdefault(key, [])  # counted against MAX_SERIES from now on
+        self._asked.append((key, rows[:room], path))
+
+    def _gather(self, batch: ColumnBatch) -> None:
+        """Read the asked records in one selection of the batch's frame (a selection per
+        series cost ~0.2 ms each: 40 per batch for 20 fields), then file them."""
+        asked, self._asked = self._asked, []
+        if not asked:
+            return
         redact = self.spec.samples.redact
-        shown = [p for p in self._shown if p in batch.frame.columns]
-        hidden: list[str] = []
-        if path is not None and path not in shown:
-            if is_redacted(path, redact):
-                hidden.append(path)
-            elif path in batch.frame.columns:
-                shown.append(path)
-        picked = rows[:room]
-        frame = batch.frame.select(shown)[picked] if shown else None
-        out = self.samples.setdefault(key, [])
-        for position, row in enumerate(picked.tolist()):
-            record = {} if frame is None else {
-                p: self._value(v) for p, v in frame.row(position, named=True).items()}
-            sample: Sample = {"partition": batch.partition,
-                              "offset": None if batch.offsets is None
-                              else int(batch.offsets[row]), "record": record}
-            if hidden:
-                sample["redacted"] = hidden
-            out.append(sample)
+        columns = set(batch.frame.columns)
+        shown = [p for p in self._shown if p in columns]
+        extra = [path for _, _, path in asked if path is not None and path not in shown
+                 and path in columns and not is_redacted(path, redact)]
+        selected = [*shown, *dict.fromkeys(extra)]
+        wanted = np.unique(np.concatenate([rows for _, rows, _ in asked]))
+        records: dict[int, dict[str, Any]] = {}
+        if selected:
+            frame = batch.frame.select(selected)[wanted]
+            for row, line in zip(wanted.tolist(), frame.iter_rows(), strict=True):
+                records[row] = dict(zip(selected, line, strict=True))
+        for key, rows, path in asked:
+            hidden = ([path] if path is not None and path not in shown
+                      and is_redacted(path, redact) else [])
+            own = path if path is not None and path not in shown and path in columns \
+                and not hidden else None
+            out = self.samples[key]
+            for row in rows.tolist():
+                read = records.get(row, {})
+                record = {p: self._value(read[p]) for p in shown}
+                if own is not None:
+                    record[own] = self._value(read[own])
+                sample: Sample = {"partition": batch.partition,
+                                  "offset": None if batch.offsets is None
+                                  else int(batch.offsets[row]), "record": record}
+                if hidden:
+                    sample["redacted"] = hidden
+                out.append(sample)
 
     def update(self, batch: ColumnBatch) -> None:
         if self.limit <= 0 or not batch.n:
@@ -125,15 +146,18 @@ class SamplesState(FamilyState):
                 else:
                     rows = np.arange(batch.n, dtype=np.int64)
                 self._take(f"completeness:{path}", batch, rows, path)
-        self._types(batch)
+        self._types(batch, stats)
         self._duplicates(batch)
+        self._gather(batch)
 
-    def _types(self, batch: ColumnBatch) -> None:
+    def _types(self, batch: ColumnBatch, stats: dict[str, ColumnStats]) -> None:
         for path, type_name in batch.types.items():
             if type_name != "null" and self._room(f"type:{path}:{type_name}") > 0:
-                column = batch.frame.get_column(path)
-                self._take(f"type:{path}:{type_name}", batch,
-                           np.flatnonzero(column.is_not_null().to_numpy()), path)
+                if not stats[path].nulls:  # every record holds the type: the first ones
+                    rows = np.arange(min(batch.n, TYPE_SAMPLES), dtype=np.int64)
+                else:
+                    rows = np.flatnonzero(batch.frame.get_column(path).is_not_null().to_numpy())
+                self._take(f"type:{path}:{type_name}", batch, rows, path)
             for other, mask in batch.other_types.get(path, {}).items():
                 if self._room(f"type:{path}:{other}") > 0:
                     self._take(f"type:{path}:{other}", batch, np.flatnonzero(mask), path)

@@ -86,3 +86,18 @@ def test_each_held_record_keeps_the_time_it_was_polled():
     assert isinstance(state, FreshnessState)
     assert state.lag.get_min_value() == 10.0  # polled at 100: 10 s behind, not 15
     assert state.lag_max == 15.0
+
+
+def test_held_records_wait_at_most_max_wait_by_the_worker_clock():
+    part = owned()
+    assert part.add(batch(range(0, 5)), 100.0, coalesce=1000, max_wait_s=2.0) is None
+    assert not part.due(101.9, 1000, 2.0)
+    assert part.due(102.0, 1000, 2.0)
+    # what waited long enough is aggregated first, on its own (lateness judged in order);
+    # the new batch is held in its turn
+    report = part.add(batch(range(5, 8)), 102.5, coalesce=1000, max_wait_s=2.0)
+    assert report is not None and report.accepted == 5
+    assert (part.held_records, part.next_offset) == (3, 8)
+    assert part.add(batch(range(8, 10), bad=9), 105.0, coalesce=1000, max_wait_s=0.0) \
+        .accepted == 4  # both flushes in one report
+    assert not part.due(200.0, 1000, 2.0)  # nothing held
