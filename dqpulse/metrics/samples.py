@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from dqpulse.metrics.base import FamilyState, register_family
 from dqpulse.metrics.batchstats import ColumnStats, column_stats
@@ -135,28 +136,38 @@ class SamplesState(FamilyState):
                 self._take(f"validity:{key}", batch, np.flatnonzero(mask), path)
         stats = column_stats(batch)
         watched = [*self.spec.fields, *([self.spec.key] if self.spec.key else [])]
+        columns = set(batch.frame.columns)
+        # which records are null, for every column that needs it, in one polars call
+        nullable = [p for p in dict.fromkeys([*watched, *batch.types]) if p in columns
+                    and stats[p].nulls and (self._room(f"completeness:{p}") > 0 or (
+                        p in batch.types and self._room(f"type:{p}:{batch.types[p]}") > 0))]
+        null_masks: dict[str, npt.NDArray[np.bool_]] = {}
+        if nullable:
+            matrix = batch.frame.select([pl.col(p).is_null() for p in nullable]).to_numpy()
+            null_masks = {p: matrix[:, i] for i, p in enumerate(nullable)}
         for path in dict.fromkeys(watched):
             nulls = stats[path].nulls if path in stats else batch.n
             if nulls and self._room(f"completeness:{path}") > 0:
-                if path in batch.frame.columns:
-                    missing = batch.frame.get_column(path).is_null().to_numpy()
+                if path in columns:
+                    missing = null_masks[path].copy()
                     for mask in batch.other_types.get(path, {}).values():
                         missing &= ~mask
                     rows = np.flatnonzero(missing)
                 else:
                     rows = np.arange(batch.n, dtype=np.int64)
                 self._take(f"completeness:{path}", batch, rows, path)
-        self._types(batch, stats)
+        self._types(batch, stats, null_masks)
         self._duplicates(batch)
         self._gather(batch)
 
-    def _types(self, batch: ColumnBatch, stats: dict[str, ColumnStats]) -> None:
+    def _types(self, batch: ColumnBatch, stats: dict[str, ColumnStats],
+               null_masks: dict[str, npt.NDArray[np.bool_]]) -> None:
         for path, type_name in batch.types.items():
             if type_name != "null" and self._room(f"type:{path}:{type_name}") > 0:
                 if not stats[path].nulls:  # every record holds the type: the first ones
                     rows = np.arange(min(batch.n, TYPE_SAMPLES), dtype=np.int64)
                 else:
-                    rows = np.flatnonzero(batch.frame.get_column(path).is_not_null().to_numpy())
+                    rows = np.flatnonzero(~null_masks[path])
                 self._take(f"type:{path}:{type_name}", batch, rows, path)
             for other, mask in batch.other_types.get(path, {}).items():
                 if self._room(f"type:{path}:{other}") > 0:
