@@ -181,3 +181,25 @@ def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param(
         loaded.learn_one({"value": 101.0, "t": 60 * 300.0})
         if lazy_state is not None:
             assert getattr(loaded, lazy_state) is not None  # built on its first window
+
+
+def test_every_late_burst_alerts_even_when_it_recurs_within_a_day() -> None:
+    """Late records are lost to their windows: a burst 4 hours after the last one, and one
+    at the same time of day a day later, alert like the first (the long view that treats a
+    recurring burst as normal is off for this metric kind)."""
+    name, params = detector_for(DatasetSpec(name="o", topic="o"), "volume.late_records")
+    detector = create(name, **params)
+    rng = random.Random(3)
+    bursts = {start: 5 for start in (8 * 288, 8 * 288 + 48, 9 * 288, 9 * 288 + 200)}
+    in_burst = {w for start, n in bursts.items() for w in range(start, start + n)}
+    best: dict[int, float] = {}
+    for w in range(10 * 288):
+        value = float(rng.randint(12, 25)) if w in in_burst else (
+            1.0 if rng.random() < 0.003 else 0.0)
+        x = {"value": value, "t": 1_736_121_600.0 + 300.0 * w}
+        score = detector.score_one(x)
+        detector.learn_one(x)
+        if w in in_burst:
+            start = max(s for s in bursts if s <= w)
+            best[start] = max(best.get(start, 0.0), score)
+    assert all(score >= 0.9 for score in best.values()), best
