@@ -127,7 +127,7 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     if args.profile and n_workers == 1:
         profiler = subprocess.Popen(
             [str(Path(sys.executable).with_name("py-spy")), "record", "-p",
-             str(processes[0].pid), "--format", "raw", "-o",
+             str(processes[0].pid), "--format", "raw", "--threads", "-o",
              str(workdir / f"fleet-1worker-{tree.name}.txt"), "-r", "50", "-d",
              str(args.profile)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

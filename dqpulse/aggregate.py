@@ -81,6 +81,17 @@ class AddReport:
                          self.event_time_fallbacks + other.event_time_fallbacks, reasons)
 
 
+@dataclass(slots=True)
+class Decoded:
+    """One poll batch after size checks and decoding, before it is counted."""
+
+    batch_in: PartitionBatch
+    result: DecodeResult
+    #: positions in ``batch_in`` that were decoded, when not all of them
+    candidates: list[int] | None
+    bad: list[BadRecord]
+
+
 class PartitionAggregator:
     """Open windows and the watermark of one (dataset, partition)."""
 
@@ -116,7 +127,16 @@ class PartitionAggregator:
         """Count one poll batch of this partition (``RawMessage``s are accepted too).
 
         ``now`` is the wall clock; ``poll_times`` (one per message), when several polls
-        were coalesced into one batch, when each record was polled (freshness lag)."""
+        were coalesced into one batch, when each record was polled (freshness lag).
+        The same as :meth:`apply` of :meth:`prepare`."""
+        return self.apply(self.prepare(messages), now, poll_times)
+
+    def prepare(self, messages: PartitionBatch | Sequence[RawMessage]) -> Decoded:
+        """Size checks and decoding of one poll batch, the first half of :meth:`add`.
+
+        Touches nothing but the decoder (whose learned schema carries over between
+        batches), so a worker can decode the next batches on another thread while it
+        applies this one; batches of one partition must be prepared in their order."""
         batch_in = (messages if isinstance(messages, PartitionBatch)
                     else PartitionBatch.from_messages(messages))
         bad: list[BadRecord] = []
@@ -144,6 +164,13 @@ class PartitionAggregator:
         for failure in result.failures:
             index = failure.index if candidates is None else candidates[failure.index]
             bad.append(BadRecord(batch_in.message(index), failure.reason, failure.detail))
+        return Decoded(batch_in, result, candidates, bad)
+
+    def apply(self, decoded: Decoded, now: float,
+              poll_times: npt.NDArray[np.float64] | None = None) -> AddReport:
+        """Count a batch :meth:`prepare` decoded: the second half of :meth:`add`."""
+        batch_in, result, candidates, bad = (decoded.batch_in, decoded.result,
+                                             decoded.candidates, decoded.bad)
         by_reason: dict[str, int] = {}
         for record in bad:
             by_reason[record.reason] = by_reason.get(record.reason, 0) + 1

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # records held back for coalescing in all partitions together; above it, all are
     # aggregated at once (bounds the memory: records x their size)
     coalesce_max_held_records: int = Field(default=200_000, ge=0)
+    # decode the next batches of a poll on a second thread while the worker counts the
+    # ones already decoded (decoding runs outside the GIL); false: all on one thread
+    decode_ahead: bool = True
     # finalization runs beside checkpoints (Postgres); above this many windows ready and
     # not finalized (all datasets), each poll waits for the finalize pass in flight
     finalize_max_backlog_windows: int = Field(default=1000, ge=0)

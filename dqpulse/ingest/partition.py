@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from dqpulse.aggregate import AddReport, PartitionAggregator
 from dqpulse.config import Settings
@@ -18,6 +19,15 @@ from dqpulse.store.checkpoints import Checkpoint
 
 #: (dataset name, partition number)
 PartitionKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class AddJob:
+    """A batch to aggregate, with its poll time (and each record's, when coalesced)."""
+
+    batch: PartitionBatch
+    now: float
+    poll_times: npt.NDArray[np.float64] | None = None
 
 
 @dataclass
@@ -52,38 +62,55 @@ class OwnedPartition:
         Several datasets on one topic resume from the least advanced offset, so a batch
         may start before ``next_offset``: that part was counted before and is skipped.
         Returns the report of what was aggregated now (None: nothing was)."""
+        return self.run(self.plan(batch, now, coalesce=coalesce, max_wait_s=max_wait_s))
+
+    def plan(self, batch: PartitionBatch, now: float, *, coalesce: int = 1,
+             max_wait_s: float = math.inf) -> list[AddJob]:
+        """What :meth:`add` would aggregate, in order, without aggregating it (the worker
+        decodes the jobs of a whole poll ahead on another thread); the offsets and what
+        is held move as in :meth:`add`. Run the jobs in order with :meth:`run`."""
         todo = batch
         if self.next_offset is not None and todo.first_offset < self.next_offset:
             todo = todo.since(self.next_offset)
             if not len(todo):
-                return None
+                return []
         self.next_offset = todo.last_offset + 1
         self.dirty = True
         # held long enough: aggregated before anything newer, so lateness is judged in
         # order (the worker also flushes such partitions before each poll's batches)
-        earlier = self.flush() if self.due(now, math.inf, max_wait_s) else None
+        jobs = self.take_held() if self.due(now, math.inf, max_wait_s) else []
         if not self.held and len(todo) >= coalesce:
-            report: AddReport | None = self.aggregator.add(todo, now)
+            jobs.append(AddJob(todo, now))
         else:
             self.held.append((todo, now))
             self.held_records += len(todo)
-            report = self.flush() if self.due(now, coalesce, max_wait_s) else None
-        if earlier is None:
-            return report
-        return earlier if report is None else earlier.combined(report)
+            if self.due(now, coalesce, max_wait_s):
+                jobs += self.take_held()
+        return jobs
 
     def flush(self) -> AddReport | None:
         """Aggregate the held batches as one batch (each record keeps its poll time)."""
+        return self.run(self.take_held())
+
+    def take_held(self) -> list[AddJob]:
+        """The held batches as one job (none when nothing is held); they are no longer held."""
         if not self.held:
-            return None
+            return []
         held, self.held, self.held_records = self.held, [], 0
         if len(held) == 1:
-            return self.aggregator.add(held[0][0], held[0][1])
+            return [AddJob(held[0][0], held[0][1])]
         batches = [batch for batch, _ in held]
         poll_times = np.repeat(np.array([now for _, now in held], dtype=np.float64),
                                [len(batch) for batch in batches])
-        return self.aggregator.add(PartitionBatch.concat(batches), held[-1][1],
-                                   poll_times=poll_times)
+        return [AddJob(PartitionBatch.concat(batches), held[-1][1], poll_times)]
+
+    def run(self, jobs: Sequence[AddJob]) -> AddReport | None:
+        """Aggregate ``jobs`` in order; their combined report (None: there were none)."""
+        report: AddReport | None = None
+        for job in jobs:
+            done = self.aggregator.add(job.batch, job.now, job.poll_times)
+            report = done if report is None else report.combined(done)
+        return report
 
     def due(self, now: float, coalesce: float, max_wait_s: float) -> bool:
         """Whether what is held should be aggregated now."""

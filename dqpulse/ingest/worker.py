@@ -34,7 +34,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -48,7 +48,7 @@ from dqpulse.ingest import assignment
 from dqpulse.ingest import checkpoint as protocol
 from dqpulse.ingest.checkpoint import CheckpointJob
 from dqpulse.ingest.finalizer import Finalizer
-from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
+from dqpulse.ingest.partition import AddJob, AggregatorOptions, OwnedPartition, PartitionKey
 from dqpulse.records import PartitionBatch
 from dqpulse.sources.base import DeadLetterSink, Source, TopicPartition
 from dqpulse.spec import DatasetSpec
@@ -119,6 +119,10 @@ class IngestWorker:
                                           thread_name_prefix="dqpulse-checkpoint")
         self._inflight: Future[CheckpointJob] | None = None
         self.finalizer = Finalizer(self, stop=self._stop)
+        # the next batches of a poll are decoded here while this thread counts the last
+        self._decoder: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqpulse-decode")
+            if self.settings.decode_ahead else None)
 
     def _set_datasets(self, datasets: Sequence[DatasetSpec]) -> None:
         self.datasets = list(datasets)
@@ -239,6 +243,8 @@ class IngestWorker:
                      extra={"partitions_owned": len(self.owned)})
         finally:
             self._writer.shutdown(wait=True)
+            if self._decoder is not None:
+                self._decoder.shutdown(wait=True)
             self.finalizer.shutdown()
             started = time.monotonic()
             self.source.close()
@@ -287,10 +293,11 @@ class IngestWorker:
         coalesce = self.settings.coalesce_records
         max_wait = self.settings.coalesce_max_wait_s
         held = self._held
+        jobs: list[tuple[PartitionKey, AddJob]] = []
         if held:  # held long enough: aggregated before anything newer (lateness in order)
             held.intersection_update(self.owned)  # revoked: the next owner replays them
-            self._flush_held([key for key in held
-                              if self.owned[key].due(now, coalesce, max_wait)])
+            jobs += self._take_held([key for key in held
+                                     if self.owned[key].due(now, coalesce, max_wait)])
         for batch in batches:
             self.stats.polled += len(batch)
             for dataset in self.by_topic.get(batch.topic, []):
@@ -298,27 +305,54 @@ class IngestWorker:
                 owned = self.owned.get(key)
                 if owned is None:
                     continue  # revoked between poll and now: the new owner replays it
-                report = owned.add(batch, now, coalesce=coalesce, max_wait_s=max_wait)
-                if report is not None:
-                    self._account(dataset, report)
+                jobs += [(key, job) for job in owned.plan(batch, now, coalesce=coalesce,
+                                                          max_wait_s=max_wait)]
                 if owned.held:
                     held.add(key)
         if held and (sum(self.owned[key].held_records for key in held if key in self.owned)
                      > self.settings.coalesce_max_held_records):
-            self._flush_held(None)
+            jobs += self._take_held(None)
+        self._aggregate(jobs)
 
-    def _flush_held(self, only: Sequence[PartitionKey] | None) -> None:
-        """Aggregate what partitions hold back for coalescing (before a snapshot; when
-        they hold too much)."""
+    def _take_held(self, only: Sequence[PartitionKey] | None) -> list[tuple[PartitionKey, AddJob]]:
+        """What partitions hold back for coalescing, as jobs to aggregate now."""
         keys = list(self._held) if only is None else [k for k in only if k in self._held]
+        jobs: list[tuple[PartitionKey, AddJob]] = []
         for key in keys:
             self._held.discard(key)
             owned = self.owned.get(key)
             if owned is None:
                 continue  # revoked (or reloaded after fencing): its next owner replays it
-            report = owned.flush()
-            if report is not None:
+            jobs += [(key, job) for job in owned.take_held()]
+        return jobs
+
+    def _flush_held(self, only: Sequence[PartitionKey] | None) -> None:
+        """Aggregate what partitions hold back for coalescing (before a snapshot; when
+        they hold too much)."""
+        self._aggregate(self._take_held(only))
+
+    def _aggregate(self, jobs: Sequence[tuple[PartitionKey, AddJob]]) -> None:
+        """Count ``jobs`` in order. With a decode thread, the jobs are decoded there in
+        the same order (a partition's decoder learns its schema batch after batch) while
+        this thread counts the ones already decoded: decoding (Arrow's JSON reader, Avro)
+        runs outside the GIL and overlaps the metric updates, on a second core."""
+        pool = self._decoder
+        if pool is None or len(jobs) < 2:
+            for key, job in jobs:
+                self._account(self._by_name[key[0]], self.owned[key].aggregator.add(
+                    job.batch, job.now, job.poll_times))
+            return
+        futures = [pool.submit(self.owned[key].aggregator.prepare, job.batch)
+                   for key, job in jobs]
+        try:
+            for (key, job), future in zip(jobs, futures, strict=True):
+                report = self.owned[key].aggregator.apply(future.result(), job.now,
+                                                          job.poll_times)
                 self._account(self._by_name[key[0]], report)
+        finally:  # no decoding left in flight (a decoder is used by one thread at a time)
+            for future in futures:
+                future.cancel()
+            wait(futures)
 
     def _topic_of(self, dataset_name: str) -> str:
         return self._by_name[dataset_name].topic

@@ -107,6 +107,9 @@ class SamplesState(FamilyState):
             frame = batch.frame.select(selected)[wanted]
             for row, line in zip(wanted.tolist(), frame.iter_rows(), strict=True):
                 records[row] = dict(zip(selected, line, strict=True))
+        # the shown part of a record, cut once per row: many series sample the same rows
+        # (every field's type samples are the first records)
+        cut: dict[int, dict[str, Any]] = {}
         for key, rows, path in asked:
             hidden = ([path] if path is not None and path not in shown
                       and is_redacted(path, redact) else [])
@@ -115,7 +118,10 @@ class SamplesState(FamilyState):
             out = self.samples[key]
             for row in rows.tolist():
                 read = records.get(row, {})
-                record = {p: self._value(read[p]) for p in shown}
+                part = cut.get(row)
+                if part is None:
+                    part = cut[row] = {p: self._value(read[p]) for p in shown}
+                record = dict(part)
                 if own is not None:
                     record[own] = self._value(read[own])
                 sample: Sample = {"partition": batch.partition,
