@@ -101,7 +101,8 @@ def produce_backlog(bootstrap: str, fleet: wl.Fleet, records: int, windows: int)
 
 
 def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total: int,
-                workdir: Path, tree: Path = HERE.parent) -> dict[str, Any]:
+                workdir: Path, tree: Path = HERE.parent,
+                extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     from sqlalchemy import text
 
     from dqpulse.store.db import make_engine
@@ -112,7 +113,8 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     database = url.rsplit("/", 1)[1]
     env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
                         DQPULSE_IDLE_PARTITION_TIMEOUT_S="3",
-                        DQPULSE_KAFKA_CLIENT=args.client, PYTHONPATH=str(tree))
+                        DQPULSE_KAFKA_CLIENT=args.client, PYTHONPATH=str(tree),
+                        **(extra_env or {}))
     wl.apply_model(env, fleet.yaml(), workdir)
     engine = make_engine(url, pool_size=1)
     timings = workdir / f"finalize-{n_workers}-{tree.name}.jsonl"
@@ -372,10 +374,13 @@ def backlog_runs(args: argparse.Namespace, fleet: wl.Fleet, workers: list[int], 
         print(f"fleet: produced {total} records in {out['produce_s']}s", file=sys.stderr)
         for n in workers:
             for label, tree in trees(args):
-                run = run_workers(args, fleet, n, total + slots, workdir, tree)
+                extra = tree_env(args, label)
+                run = run_workers(args, fleet, n, total + slots, workdir, tree, extra)
                 run["load"] = load_average()
                 if label:
                     run["tree"] = label
+                if extra:
+                    run["env"] = extra
                 print(json.dumps(run), file=sys.stderr)
                 out["runs"].append(run)
     finally:
@@ -389,6 +394,17 @@ def trees(args: argparse.Namespace) -> list[tuple[str | None, Path]]:
         return [(None, HERE.parent)]
     pairs = [item.split("=", 1) for item in args.trees.split(",")]
     return [(label, Path(path).resolve()) for label, path in pairs]
+
+
+def tree_env(args: argparse.Namespace, label: str | None) -> dict[str, str]:
+    """``--env new5:DQPULSE_CHECKPOINT_INTERVAL_S=5``: settings for one labelled run."""
+    out: dict[str, str] = {}
+    for item in args.env:
+        name, _, setting = item.partition(":")
+        if name == label:
+            key, _, value = setting.partition("=")
+            out[key] = value
+    return out
 
 
 def main() -> int:
@@ -411,6 +427,9 @@ def main() -> int:
     parser.add_argument("--trees", default="",
                         help="label=path,...: run the workers of each source tree side by "
                              "side on the same records (e.g. new=.,old=../base)")
+    parser.add_argument("--env", action="append", default=[],
+                        help="LABEL:KEY=VALUE: a worker setting for the --trees run LABEL "
+                             "(the same tree may run under two labels, e.g. a=.,b=.)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
