@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     poll_max_records: int = Field(default=20_000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
     checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    # ... stretched so that checkpointing (snapshot + transaction) takes at most this share
+    # of a worker's time: a worker owning hundreds of partitions writes every open window
+    # state at each checkpoint, and at 2 s that alone can cost more than the records
+    checkpoint_max_share: float = Field(default=0.2, gt=0, le=1)
+    # ... but never beyond this (replay after a crash, readiness: 15 x the base interval)
+    checkpoint_max_interval_s: float = Field(default=10.0, gt=0)
     # a partition's polled records are aggregated once it holds this many (or at the
     # next checkpoint): many partitions polled a few records at a time pay a metric
     # update's fixed cost once per this many records; 1: aggregate every poll as it comes

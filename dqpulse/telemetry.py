@@ -45,6 +45,9 @@ class Telemetry:
                                            registry=r)
         self.checkpoint_seconds = Histogram("dqpulse_checkpoint_duration_seconds",
                                             "Checkpoint transaction time", registry=r)
+        self.checkpoint_interval = Gauge("dqpulse_checkpoint_interval_seconds",
+                                         "How long the periodic checkpoint waits now "
+                                         "(stretched when checkpoints are costly)", registry=r)
         self.assigned_partitions = Gauge("dqpulse_assigned_partitions",
                                          "Partitions assigned to this worker", registry=r)
         self.finalize_backlog = Gauge("dqpulse_finalize_backlog_windows",

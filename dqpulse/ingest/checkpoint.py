@@ -60,6 +60,9 @@ class CheckpointJob:
     rows: list[CheckpointRow] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     error: BaseException | None = None
+    #: seconds spent on it: the snapshot (consuming thread), the transaction (writer)
+    prepare_s: float = 0.0
+    write_s: float = 0.0
 
 
 def read_end_offsets(source: Source, owned: Mapping[PartitionKey, OwnedPartition],

@@ -118,6 +118,7 @@ class IngestWorker:
         self._writer = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix="dqpulse-checkpoint")
         self._inflight: Future[CheckpointJob] | None = None
+        self._checkpoint_cost_s = 0.0  # the last periodic checkpoint's snapshot + write
         self.finalizer = Finalizer(self, stop=self._stop)
         # the next batches of a poll are decoded here while this thread counts the last
         self._decoder: ThreadPoolExecutor | None = (
@@ -272,10 +273,11 @@ class IngestWorker:
         # Caught up (the poll timed out before filling up) with records not yet
         # checkpointed: checkpoint now rather than at the next interval, so a burst's
         # metrics land sooner; at most every quarter interval.
+        interval = self.checkpoint_interval_s
         caught_up = (polled < limit
-                     and since >= self.settings.checkpoint_interval_s / 4
+                     and since >= interval / 4
                      and any(owned.dirty for owned in self.owned.values()))
-        if caught_up or since >= self.settings.checkpoint_interval_s:
+        if caught_up or since >= interval:
             if self.background_checkpoints:
                 self._checkpoint_due()
                 return
@@ -405,9 +407,27 @@ class IngestWorker:
         if job is not None:
             self._inflight = self._writer.submit(self._write_job, job)
 
+    @property
+    def checkpoint_interval_s(self) -> float:
+        """How long the periodic checkpoint waits: ``checkpoint_interval_s``, stretched
+        so that the last checkpoint's cost (snapshot + transaction) is at most
+        ``checkpoint_max_share`` of the time, up to ``checkpoint_max_interval_s``.
+        Exactly-once does not depend on it; what a crash replays and how soon a
+        window's partials reach the finalizer do."""
+        settings = self.settings
+        stretched = self._checkpoint_cost_s / settings.checkpoint_max_share
+        return max(settings.checkpoint_interval_s,
+                   min(stretched, settings.checkpoint_max_interval_s))
+
     def _prepare(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
         """Snapshot what to write (consuming thread); None when nothing is owned."""
-        self._last_checkpoint = time.monotonic()
+        started = self._last_checkpoint = time.monotonic()
+        job = self._snapshot(only)
+        if job is not None:
+            job.prepare_s = time.monotonic() - started
+        return job
+
+    def _snapshot(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
         self._flush_held(only)  # state and next offsets agree in the snapshot
         keys = list(self.owned) if only is None else [k for k in only if k in self.owned]
         if not keys:
@@ -424,7 +444,8 @@ class IngestWorker:
     def _write(self, job: CheckpointJob) -> list[int]:
         started = time.perf_counter()
         versions = protocol.write(self.engine, job, owner_id=self.owner_id)
-        self.telemetry.checkpoint_seconds.observe(time.perf_counter() - started)
+        job.write_s = time.perf_counter() - started
+        self.telemetry.checkpoint_seconds.observe(job.write_s)
         return versions
 
     def _write_job(self, job: CheckpointJob) -> CheckpointJob:
@@ -456,6 +477,9 @@ class IngestWorker:
             raise error
 
     def _applied(self, job: CheckpointJob, *, commit: bool) -> None:
+        if len(job.keys) >= len(self.owned):  # periodic (a revocation's covers only some)
+            self._checkpoint_cost_s = job.prepare_s + job.write_s
+            self.telemetry.checkpoint_interval.set(self.checkpoint_interval_s)
         commit_offsets = protocol.apply(self.owned, job, self._topic_of)
         self.stats.checkpoints += 1
         self.telemetry.checkpoints.inc()
