@@ -421,14 +421,15 @@ class IngestWorker:
 
     def _prepare(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
         """Snapshot what to write (consuming thread); None when nothing is owned."""
-        started = self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._flush_held(only)  # state and next offsets agree in the snapshot
+        started = time.monotonic()  # the records held back are not the checkpoint's cost
         job = self._snapshot(only)
         if job is not None:
             job.prepare_s = time.monotonic() - started
         return job
 
     def _snapshot(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
-        self._flush_held(only)  # state and next offsets agree in the snapshot
         keys = list(self.owned) if only is None else [k for k in only if k in self.owned]
         if not keys:
             if only is None:
