@@ -31,6 +31,12 @@ WINDOWS = 60
 BROKEN = range(44, 48)  # windows with negative and missing amounts
 
 
+_FRESHNESS_OVERRIDES = "\n".join(
+    f"      - {{metric: {metric}, detector: adaptive, params: {{min_scale: 30}}}}"
+    for metric in ("freshness.seconds_since_last_record", "freshness.event_lag_p50_seconds",
+                   "freshness.event_lag_p95_seconds", "freshness.event_lag_max_seconds"))
+
+
 def _spec(raw_topic: str, topic: str) -> str:
     return f"""
 datasets:
@@ -40,6 +46,12 @@ datasets:
     window: {WINDOW}s
     lateness: 0s
     owner: payments
+    # this test's live producer (a thread of the test process) can stall for seconds on a
+    # loaded box; the freshness rise that makes is real but not the break under test, and an
+    # upstream incident would take payments' own in as an impact (one incident per break):
+    # ignore freshness moves under half a minute here (2 of 3 CI-load runs failed without)
+    detectors:
+{_FRESHNESS_OVERRIDES}
   - name: payments
     topic: {topic}
     event_time: ts
@@ -202,13 +214,15 @@ def test_console_on_the_real_stack_asks_for_the_token_then_shows_and_acts(
         assert console.wait_chart("incident-metric", 5) >= 5
 
         page.click("#btn-acknowledge")
-        page.wait_for_function(
-            "document.getElementById('action-status').textContent === 'Acknowledged.'")
+        page.wait_for_function(  # a loaded CI box can take longer than the default 20 s
+            "document.getElementById('action-status').textContent === 'Acknowledged.'",
+            timeout=60_000)
         body = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
         assert body["status"] == "acknowledged"
         page.click("#btn-false-positive")
         page.wait_for_function(
-            "document.getElementById('action-status').textContent.startsWith('Marked false')")
+            "document.getElementById('action-status').textContent.startsWith('Marked false')",
+            timeout=60_000)
         body = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
         assert body["feedback"] == "false_positive" and body["status"] == "resolved"
         console.close()
