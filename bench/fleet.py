@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -64,7 +65,38 @@ def as_worker(timings: str) -> int:
         return windows
 
     worker_module.finalize_ready = timed  # type: ignore[attr-defined]
+    _report_gc(Path(f"{timings}.gc-{os.getpid()}"))
     return main(["worker", "ingest"])
+
+
+def _report_gc(path: Path) -> None:
+    """Write this process's time in the garbage collector to ``path`` every 0.2 s."""
+    try:
+        from dqpulse.telemetry import GC_TIMER, install_gc_timer
+    except ImportError:  # a tree from before the timer: no reading
+        return
+    install_gc_timer()
+
+    scratch = path.with_name(path.name + ".tmp")
+
+    def loop() -> None:
+        while True:
+            scratch.write_text(json.dumps(list(GC_TIMER.totals())))
+            scratch.replace(path)
+            time.sleep(0.2)
+
+    threading.Thread(target=loop, name="bench-gc", daemon=True).start()
+
+
+def gc_readings(timings: Path, pids: list[int]) -> tuple[float, int] | None:
+    """(seconds, collections) in the garbage collector of these workers so far."""
+    readings = []
+    for pid in pids:
+        try:
+            readings.append(json.loads(Path(f"{timings}.gc-{pid}").read_text()))
+        except (OSError, ValueError):
+            return None
+    return sum(r[0] for r in readings), sum(r[1] for r in readings)
 
 
 def produce_backlog(bootstrap: str, fleet: wl.Fleet, records: int, windows: int) -> float:
@@ -137,6 +169,7 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     first = consumed_at = None
     done_at_first = 0
     cpu_at_first = cpu_at_consumed = 0.0
+    gc_at_first = gc_at_consumed = None
     rss: dict[int, float] = {}
     state_max = 0
     expected_windows = fleet.datasets * args.windows
@@ -166,9 +199,11 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             if first is None and done > 0:
                 first, done_at_first = now, int(done)
                 cpu_at_first = sum(cpu_seconds(p.pid) for p in processes)
+                gc_at_first = gc_readings(timings, [p.pid for p in processes])
             if consumed_at is None and done >= total:
                 consumed_at = now
                 cpu_at_consumed = sum(cpu_seconds(p.pid) for p in processes)
+                gc_at_consumed = gc_readings(timings, [p.pid for p in processes])
             for p in processes:
                 value = wl.rss_mib(p.pid)
                 if value:
@@ -211,6 +246,12 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             "worker_cpu_us_per_record": round(1e6 * (cpu_at_consumed - cpu_at_first)
                                               / max(total - done_at_first, 1), 1)
             if consumed_at is not None else None,
+            # the workers' time in the cyclic garbage collector meanwhile (its share of
+            # the CPU above) and how many collections ran
+            "worker_gc_s_consuming": round(gc_at_consumed[0] - gc_at_first[0], 2)
+            if gc_at_first and gc_at_consumed else None,
+            "worker_gc_collections_consuming": gc_at_consumed[1] - gc_at_first[1]
+            if gc_at_first and gc_at_consumed else None,
             "pg_rows_written_per_s": round((tuples - base_tuples) / (finished - (first or 0))),
             "pg_transactions_per_s": round((xact - base_xact) / (finished - (first or 0))),
             "rss_mib_per_worker": sorted(round(v) for v in rss.values()),

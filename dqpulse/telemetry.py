@@ -11,7 +11,15 @@ not here: they are read from the database at scrape time by one process
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 # API latency buckets: 5 ms .. 10 s
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -67,3 +75,56 @@ class Telemetry:
                                       "API request time, from the first byte in to the "
                                       "response", ["method", "route"], buckets=HTTP_BUCKETS,
                                       registry=r)
+        install_gc_timer()
+        r.register(_GcCollector())
+
+
+class GcTimer:
+    """How long the cyclic garbage collector ran in this process, by generation (fed by a
+    ``gc.callbacks`` hook, one per process: :func:`install_gc_timer`)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        # collections run with the GIL held, one at a time: no lock needed
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = min(int(info.get("generation", 2)), 2)
+        self.seconds[generation] += time.perf_counter() - self._started
+        self.collections[generation] += 1
+
+    def totals(self) -> tuple[float, int]:
+        """(seconds, collections) over all generations."""
+        return sum(self.seconds), sum(self.collections)
+
+
+GC_TIMER = GcTimer()
+_gc_timer_lock = threading.Lock()
+
+
+def install_gc_timer() -> None:
+    """Hook :data:`GC_TIMER` into the collector (once per process; idempotent)."""
+    with _gc_timer_lock:
+        if GC_TIMER not in gc.callbacks:
+            gc.callbacks.append(GC_TIMER)
+
+
+class _GcCollector(Collector):
+    """``dqpulse_gc_seconds_total`` and ``dqpulse_gc_collections_total`` by generation."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        seconds = CounterMetricFamily("dqpulse_gc_seconds",
+                                      "Time spent in the cyclic garbage collector",
+                                      labels=["generation"])
+        collections = CounterMetricFamily("dqpulse_gc_collections",
+                                          "Cyclic garbage collections",
+                                          labels=["generation"])
+        for generation in range(3):
+            seconds.add_metric([str(generation)], GC_TIMER.seconds[generation])
+            collections.add_metric([str(generation)], GC_TIMER.collections[generation])
+        yield seconds
+        yield collections

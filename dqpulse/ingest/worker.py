@@ -220,7 +220,7 @@ class IngestWorker:
         # the process: move it out of the cyclic collector's generations, so that the
         # full collections the per-poll allocations trigger do not rescan it. Measured
         # on the 1-partition bench: 119-141k -> 153-161k records/s (docs/benchmarks.md).
-        _freeze_gc()
+        _freeze_gc(self.settings.gc_threshold)
 
     def stop(self) -> None:
         self.health.set_condition("stopping", "stop requested")
@@ -514,8 +514,13 @@ class IngestWorker:
         return self.finalizer.finalize_ready(only)
 
 
-def _freeze_gc() -> None:
+def _freeze_gc(threshold: int) -> None:
     # No gc.unfreeze at exit: it handed the whole heap back to the final collections and
     # cost 1.5 s of a busy worker's 2.5 s stop here, growing with the heap (an exiting
     # process needs no collection; the OS takes the memory back).
     gc.freeze()
+    # A poll allocates tens of thousands of objects (a message object per record, which
+    # the cyclic collector tracks) that all live until the poll is counted: at Python's
+    # threshold (700) every few hundred records ran a collection that found nothing.
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(threshold, gen1, gen2)
