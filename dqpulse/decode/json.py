@@ -72,6 +72,7 @@ class JsonDecoder:
 
     def __init__(self, spec: DatasetSpec | None = None) -> None:
         self._schema: pa.Schema | None = None
+        self._read_schema: pa.Schema | None = None  # what the last read gave
         self.fallback_batches = 0  # batches that needed the per-record path
 
     def decode(self, values: Sequence[bytes],
@@ -105,6 +106,9 @@ class JsonDecoder:
     def _learn_schema(self, schema: pa.Schema) -> None:
         # Null-typed columns (all null so far) are left to inference, or a later value
         # would be reported as a type change.
+        if self._read_schema is not None and schema.equals(self._read_schema):
+            return  # the usual case: the batch had the schema learned before
+        self._read_schema = schema
         fields = [f for f in schema if not _has_null_type(f.type)]
         self._schema = pa.schema(fields)
 

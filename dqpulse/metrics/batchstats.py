@@ -6,6 +6,7 @@ a 5000-record batch, so every family reads these instead (cached in ``batch.cach
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +45,27 @@ def column_stats(batch: ColumnBatch) -> dict[str, ColumnStats]:
     for path, nulls in zip(frame.columns, frame.null_count().row(0), strict=True):
         if path in stats:
             stats[path].nulls = int(nulls)
+    exprs, layout = _stats_plan(tuple(batch.types.items()))
+    if exprs and batch.n:
+        row = frame.select_seq(exprs).row(0)
+        for (path, name), value in zip(layout, row, strict=True):
+            if value is not None:
+                if name in ("minimum", "maximum"):
+                    value = float(value)  # integer columns give ints
+                setattr(stats[path], name, value)
+    batch.cache["stats"] = stats
+    return stats
+
+
+@functools.lru_cache(maxsize=1024)
+def _stats_plan(types: tuple[tuple[str, str], ...]
+                ) -> tuple[tuple[pl.Expr, ...], tuple[tuple[str, str], ...]]:
+    """The expressions :func:`column_stats` selects for a batch with these column types, and
+    which (path, statistic) each gives. Built once per schema: building 4 expressions per
+    column cost more than computing them on a few hundred records."""
     exprs: list[pl.Expr] = []
     layout: list[tuple[str, str]] = []
-    for index, (path, type_name) in enumerate(batch.types.items()):
+    for index, (path, type_name) in enumerate(types):
         column = pl.col(path)
 
         def add(expr: pl.Expr, name: str, index: int = index, path: str = path) -> None:
@@ -63,15 +82,7 @@ def column_stats(batch: ColumnBatch) -> dict[str, ColumnStats]:
             add(column.str.len_chars().sum(), "length_sum")
         elif type_name == "boolean":
             add(column.sum(), "true_count")
-    if exprs and batch.n:
-        row = frame.select_seq(exprs).row(0)
-        for (path, name), value in zip(layout, row, strict=True):
-            if value is not None:
-                if name in ("minimum", "maximum"):
-                    value = float(value)  # integer columns give ints
-                setattr(stats[path], name, value)
-    batch.cache["stats"] = stats
-    return stats
+    return tuple(exprs), tuple(layout)
 
 
 def value_counts(batch: ColumnBatch, path: str) -> tuple[list[Any], list[int]]:
