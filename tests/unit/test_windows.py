@@ -52,3 +52,16 @@ def test_clock_round_trips_through_a_dict():
     restored = PartitionClock(window=60, lateness=0, idle_timeout_s=10)
     restored.load(clock.to_dict())
     assert restored.watermark == -math.inf and restored.last_record_at is None
+
+
+def test_numeric_and_timestamp_event_times_give_nan_for_nulls_and_a_writable_array():
+    numbers = parse_event_times(pl.Series([1.7e9, None, 1.7e12]), "number")
+    assert numbers[0] == numbers[2] == 1.7e9 and math.isnan(numbers[1])
+    integers = parse_event_times(pl.Series([1_700_000_000_000, None], dtype=pl.Int64),
+                                 "integer")
+    assert integers[0] == 1.7e9 and math.isnan(integers[1])
+    stamps = parse_event_times(pl.Series([1.7e9, None]), "timestamp")
+    assert stamps[0] == 1.7e9 and math.isnan(stamps[1])
+    full = parse_event_times(pl.Series([1.7e9, 1.8e9]), "timestamp")
+    full[0] = 0.0  # callers may replace invalid times in place
+    assert full.tolist() == [0.0, 1.8e9]
