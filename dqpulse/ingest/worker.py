@@ -220,7 +220,7 @@ class IngestWorker:
         # the process: move it out of the cyclic collector's generations, so that the
         # full collections the per-poll allocations trigger do not rescan it. Measured
         # on the 1-partition bench: 119-141k -> 153-161k records/s (docs/benchmarks.md).
-        _freeze_gc(self.settings.gc_threshold)
+        _tune_gc(self.settings.gc_threshold)
 
     def stop(self) -> None:
         self.health.set_condition("stopping", "stop requested")
@@ -514,7 +514,7 @@ class IngestWorker:
         return self.finalizer.finalize_ready(only)
 
 
-def _freeze_gc(threshold: int) -> None:
+def _tune_gc(threshold: int) -> None:
     # No gc.unfreeze at exit: it handed the whole heap back to the final collections and
     # cost 1.5 s of a busy worker's 2.5 s stop here, growing with the heap (an exiting
     # process needs no collection; the OS takes the memory back).
