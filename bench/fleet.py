@@ -169,6 +169,8 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     first = consumed_at = None
     done_at_first = 0
     cpu_at_first = cpu_at_consumed = 0.0
+    threads_at_first: dict[str, float] = {}
+    threads_at_consumed: dict[str, float] = {}
     gc_at_first = gc_at_consumed = None
     rss: dict[int, float] = {}
     state_max = 0
@@ -199,10 +201,12 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             if first is None and done > 0:
                 first, done_at_first = now, int(done)
                 cpu_at_first = sum(cpu_seconds(p.pid) for p in processes)
+                threads_at_first = thread_cpu_seconds([p.pid for p in processes])
                 gc_at_first = gc_readings(timings, [p.pid for p in processes])
             if consumed_at is None and done >= total:
                 consumed_at = now
                 cpu_at_consumed = sum(cpu_seconds(p.pid) for p in processes)
+                threads_at_consumed = thread_cpu_seconds([p.pid for p in processes])
                 gc_at_consumed = gc_readings(timings, [p.pid for p in processes])
             for p in processes:
                 value = wl.rss_mib(p.pid)
@@ -246,6 +250,13 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             "worker_cpu_us_per_record": round(1e6 * (cpu_at_consumed - cpu_at_first)
                                               / max(total - done_at_first, 1), 1)
             if consumed_at is not None else None,
+            # the same by thread: the consuming thread ("main"), librdkafka's fetch and
+            # decompression threads, and the others (checkpoint writer, finalizer)
+            "worker_cpu_us_per_record_by_thread": {
+                group: round(1e6 * (threads_at_consumed.get(group, 0.0) - seconds)
+                             / max(total - done_at_first, 1), 1)
+                for group, seconds in threads_at_first.items()}
+            if consumed_at is not None else None,
             # the workers' time in the cyclic garbage collector meanwhile (its share of
             # the CPU above) and how many collections ran
             "worker_gc_s_consuming": round(gc_at_consumed[0] - gc_at_first[0], 2)
@@ -276,6 +287,25 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """User + system CPU seconds so far of the processes' threads, by group: ``main`` (the
+    consuming thread), ``librdkafka`` (threads named ``rdk:...``) and ``other``."""
+    out = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                head, rest = task.joinpath("stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue  # the thread ended
+            name = head.split("(", 1)[1]
+            fields = rest.split()
+            group = ("main" if task.name == str(pid) else
+                     "librdkafka" if name.startswith("rdk:") else "other")
+            out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def finalize_stats(timings: Path) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Fastest path: when the learned schema is flat and of plain types (integers, numb
 strings, booleans), every value is decoded by ``msgspec`` into a record type made from
 that schema, strictly (an unknown field, a value of another type, anything that is not one
 JSON object fails it), and the columns are built from the records; about twice as fast as
-Arrow's reader on records of 20 number fields (docs/benchmarks.md). Whatever it refuses
-takes the next path, so its result is always the one Arrow would give.
+Arrow's reader on records of 20 number fields (docs/benchmarks.md). A first batch (no
+schema learned yet) takes it with the types Arrow infers from its first records. Whatever
+it refuses takes the next path, so its result is always the one Arrow would give.
 
 Fast path: the values are joined with newlines and read by ``pyarrow.json`` with the
 schema learned from earlier batches (new fields are still inferred, so schema drift is
@@ -95,6 +96,10 @@ class JsonDecoder:
         zeros = np.zeros(n, dtype=np.float64)
         if n == 0:
             return DecodeResult(ColumnBatch.empty(), np.zeros(0, dtype=np.int64))
+        if self._read_schema is None and n >= 4 * FIRST_BATCH_PREFIX:
+            batch = self._first_batch(values, sizes, zeros)
+            if batch is not None:
+                return DecodeResult(batch, np.arange(n))
         if self._records is not None:
             if self._records_skip:
                 self._records_skip -= 1
@@ -110,6 +115,24 @@ class JsonDecoder:
         if table is not None:
             return DecodeResult(batch_from_arrow(table, sizes, zeros), np.arange(n))
         return self._decode_per_record(values, sizes)
+
+    def _first_batch(self, values: Sequence[bytes], sizes: npt.NDArray[np.int64],
+                     zeros: npt.NDArray[np.float64]) -> ColumnBatch | None:
+        """A first batch (no schema learned yet) on the msgspec path: the types inferred
+        by Arrow's reader from its first records, then the whole batch decoded strictly
+        with them. Every field of the batch must have been seen in the prefix with a
+        value and keep its type (an integer field that later holds a number, a field
+        first seen later or only as null so far: refused), so the columns, their order
+        and their types are those Arrow infers from the whole batch."""
+        table = _read(b"\n".join(values[:FIRST_BATCH_PREFIX]), None)
+        if table is None or table.num_rows != FIRST_BATCH_PREFIX:
+            return None
+        path = RecordPath.for_schema(table.schema)
+        batch = None if path is None else path.read(values, sizes, zeros)
+        if batch is not None:
+            self._learn_schema(table.schema)
+            self.record_path_batches += 1
+        return batch
 
     def _read_columnar(self, values: Sequence[bytes]) -> pa.Table | None:
         # A value with a raw newline (pretty-printed JSON) or several objects breaks the
@@ -154,6 +177,9 @@ class JsonDecoder:
 
 #: after the msgspec path refused a batch, how many batches go straight to Arrow's reader
 RECORD_PATH_RETRY_BATCHES = 16
+#: a first batch of at least 4x this many records is decoded on the msgspec path with the
+#: types Arrow's reader infers from this many records
+FIRST_BATCH_PREFIX = 128
 
 # Arrow column type -> (msgspec field type, polars dtype, our type name) of the plain types
 _PLAIN_TYPES: dict[pa.DataType, tuple[type, pl.DataType, str]] = {

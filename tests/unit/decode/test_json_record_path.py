@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 
 from dqpulse.decode import DecodeResult
-from dqpulse.decode.json import RECORD_PATH_RETRY_BATCHES, JsonDecoder
+from dqpulse.decode.json import FIRST_BATCH_PREFIX, RECORD_PATH_RETRY_BATCHES, JsonDecoder
 from dqpulse.spec import DatasetSpec
 
 SPEC = DatasetSpec(name="d", topic="t")
@@ -117,6 +117,39 @@ def test_the_record_path_decodes_exactly_what_arrows_reader_decodes():
     # most clean batches took the msgspec path (it retries a while after a refusal)
     assert fast.record_path_batches >= 150
     assert arrow.record_path_batches == 0
+
+
+def test_a_first_batch_decodes_exactly_as_arrow_infers_it():
+    rng = random.Random(11)
+    taken = 0
+    late_changes = [
+        lambda r: {**r, "late_field": "x"},  # a field first seen after the prefix
+        lambda r: {**r, "id": 2.5},  # an integer field that turns to numbers
+        lambda r: {**r, "amount": "text"},  # a type change after the prefix
+        lambda r: {**r, "flag": None, "name": None},  # nulls only: nothing changes
+    ]
+    for round_ in range(60):
+        size = rng.randrange(4 * FIRST_BATCH_PREFIX, 8 * FIRST_BATCH_PREFIX)
+        # every field in every record of the prefix, so that the prefix can type them all
+        records = [{"id": rng.randrange(10**6), "amount": rng.gauss(100, 30),
+                    "name": rng.choice(STRINGS), "flag": rng.random() < 0.5,
+                    "score": round(rng.random(), 3)} for _ in range(size)]
+        if round_ % 3:
+            at = rng.randrange(FIRST_BATCH_PREFIX, size)
+            records[at] = late_changes[round_ % len(late_changes)](records[at])
+        if round_ % 5 == 0:  # integral numbers in a number field, after the prefix
+            records[-1]["amount"] = 7
+        if round_ % 7 == 0:  # a field holding only nulls in the prefix
+            for record in records[:FIRST_BATCH_PREFIX]:
+                record["score"] = None
+        values = [orjson.dumps(record) for record in records]
+        fast, arrow = JsonDecoder(SPEC), ArrowOnlyDecoder(SPEC)
+        _assert_same(fast.decode(values), arrow.decode(values))
+        taken += fast.record_path_batches
+        # and the schema each learned reads the next batch alike
+        following = [orjson.dumps(_record(rng)) for _ in range(20)]
+        _assert_same(fast.decode(following), arrow.decode(following))
+    assert taken >= 20
 
 
 def test_exact_floats_survive_the_record_path():
