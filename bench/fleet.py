@@ -332,10 +332,13 @@ def finalize_stats(timings: Path) -> dict[str, Any]:
             "finalize_first_pass_s": [round(r[2], 1) for r in first_pass]}
 
 
-def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
+             extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """One worker on fresh topics (no backlog: the watermark follows the wall clock) with
     ``--live-rate`` records/s, event time = now: detection latency = the first time a
-    window's points are in Postgres minus the window's end (it includes lateness, 2 s)."""
+    window's points are in Postgres minus the window's end (it includes lateness, 2 s);
+    and the worker's CPU per record produced while measured (at a fixed rate, what a
+    record costs a live worker, by thread as in the backlog runs)."""
     from sqlalchemy import text
 
     from dqpulse.store.db import make_engine
@@ -348,9 +351,10 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     url = wl.create_database(admin, "dqpulse_fleet")
     env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
                         DQPULSE_IDLE_PARTITION_TIMEOUT_S="3",
-                        DQPULSE_KAFKA_CLIENT=args.client)
+                        DQPULSE_KAFKA_CLIENT=args.client, PYTHONPATH=str(tree),
+                        **(extra_env or {}))
     engine = make_engine(url, pool_size=1)
-    timings = workdir / "finalize-live.jsonl"
+    timings = workdir / f"finalize-live-{tree.name}.jsonl"
     timings.unlink(missing_ok=True)
     producer = wl.SteadyProducer(bootstrap, fleet, args.live_rate)
     produce_started = time.monotonic()
@@ -358,11 +362,13 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     seen: dict[tuple[str, float], float] = {}
     measured_from: float | None = None  # the first window seen: the worker is up
     rss = 0.0
+    cpu_from: tuple[int, dict[str, float]] | None = None
+    cpu_to: tuple[int, dict[str, float]] | None = None
     try:
         wl.apply_model(env, fleet.yaml(), workdir)
         log = open(workdir / "worker-live.log", "ab")  # noqa: SIM115
         worker = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--as-worker", str(timings)],
+            [sys.executable, str(tree / "bench" / "fleet.py"), "--as-worker", str(timings)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         producer.start()
         produce_started = time.monotonic()
@@ -378,6 +384,9 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if measured_from is None and rows:
                 measured_from = now
                 deadline = time.monotonic() + args.live_s
+                cpu_from = (producer.sent, thread_cpu_seconds([worker.pid]))
+            if measured_from is not None:
+                cpu_to = (producer.sent, thread_cpu_seconds([worker.pid]))
             rss = max(rss, wl.rss_mib(worker.pid) or 0.0)
             if worker.poll() is not None:
                 raise RuntimeError(f"the live worker exited; logs in {workdir}")
@@ -410,6 +419,13 @@ def live_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                               "windows": len(latencies),
                               "windows_expected": len(starts) * fleet.datasets,
                               "rss_mib": round(rss)}
+    if cpu_from is not None and cpu_to is not None and cpu_to[0] > cpu_from[0]:
+        produced = cpu_to[0] - cpu_from[0]
+        by_thread = {group: 1e6 * (cpu_to[1][group] - seconds) / produced
+                     for group, seconds in cpu_from[1].items()}
+        result["worker_cpu_us_per_record"] = round(sum(by_thread.values()), 1)
+        result["worker_cpu_us_per_record_by_thread"] = {
+            group: round(value, 1) for group, value in by_thread.items()}
     if latencies:
         result.update({
             "latency_p50_s": round(latencies[len(latencies) // 2], 2),
@@ -523,8 +539,12 @@ def main() -> int:
     if counts:
         report.update(backlog_runs(args, fleet, counts, args.records, workdir))
     if args.live_s > 0:
-        report["live"] = live_run(args, workdir)
-        print(json.dumps(report["live"]), file=sys.stderr)
+        report["live"] = []
+        for label, tree in trees(args):
+            run = live_run(args, workdir, tree, tree_env(args, label))
+            run["tree"] = label
+            report["live"].append(run)
+            print(json.dumps(run), file=sys.stderr)
     report["load_after"] = load_average()
     text = json.dumps(report, indent=1)
     print(text)
