@@ -13,9 +13,13 @@ consumer group and a fresh database at Alembic head. Per run:
 - checkpoint bytes (partition state rows at their largest) and the Postgres write rate
   (rows inserted/updated/deleted and transactions per second, this database's counters);
 - RSS per worker (largest VmRSS sampled);
+- the workers' CPU per record consumed, in all and by thread (the consuming thread,
+  librdkafka's threads, the others);
 - then, one worker on fresh topics of the same shape, live (``--live-s`` at ``--live-rate``
   records/s, event time = now): detection latency = the first time a window's scored
-  points are in Postgres minus the window's end (it includes ``lateness``, 2 s), p50/p95.
+  points are in Postgres minus the window's end (it includes ``lateness``, 2 s), p50/p95,
+  and the worker's CPU per record produced meanwhile, by thread (one live run per tree
+  with ``--trees``).
 
 Usage: ``eval "$(deploy/local/stack env)"; .venv/bin/python bench/fleet.py``; results as
 JSON on stdout and in ``--out``. ``--profile`` records py-spy stacks (collapsed, text) of the
