@@ -284,31 +284,35 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
         wl.drop_database(admin, url)
 
 
+def _stat_cpu(stat: Path) -> tuple[str, float] | None:
+    """(name, user + system CPU seconds) from a ``/proc/.../stat`` file; None when gone."""
+    try:
+        head, rest = stat.read_text().rsplit(")", 1)
+    except OSError:
+        return None
+    fields = rest.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    read = _stat_cpu(Path(f"/proc/{pid}/stat"))
+    return 0.0 if read is None else read[1]
 
 
 def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
     """User + system CPU seconds so far of the processes' threads, by group: ``main`` (the
     consuming thread), ``librdkafka`` (threads named ``rdk:...``) and ``other``."""
     out = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                head, rest = task.joinpath("stat").read_text().rsplit(")", 1)
-            except OSError:
+            read = _stat_cpu(task / "stat")
+            if read is None:
                 continue  # the thread ended
-            name = head.split("(", 1)[1]
-            fields = rest.split()
+            name, seconds = read
             group = ("main" if task.name == str(pid) else
                      "librdkafka" if name.startswith("rdk:") else "other")
-            out[group] += (int(fields[11]) + int(fields[12])) / tick
+            out[group] += seconds
     return out
 
 
