@@ -70,7 +70,60 @@ def as_worker(timings: str) -> int:
 
     worker_module.finalize_ready = timed  # type: ignore[attr-defined]
     _report_gc(Path(f"{timings}.gc-{os.getpid()}"))
+    _report_batches(Path(f"{timings}.batches-{os.getpid()}"))
     return main(["worker", "ingest"])
+
+
+def _report_batches(path: Path) -> None:
+    """Write how many records each metric update of this process took (batches and
+    records by power-of-two size class) to ``path`` every second."""
+    from dqpulse.aggregate import PartitionAggregator
+
+    original = PartitionAggregator.add
+    classes: dict[int, list[int]] = {}
+
+    def add(self: Any, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        n = len(messages)
+        counts = classes.setdefault(n.bit_length(), [0, 0])
+        counts[0] += 1
+        counts[1] += n
+        return original(self, messages, *args, **kwargs)
+
+    PartitionAggregator.add = add  # type: ignore[method-assign]
+    scratch = path.with_name(path.name + ".tmp")
+
+    def loop() -> None:
+        while True:
+            scratch.write_text(json.dumps({k: list(v) for k, v in classes.items()}))
+            scratch.replace(path)
+            time.sleep(1.0)
+
+    threading.Thread(target=loop, name="bench-batches", daemon=True).start()
+
+
+def batch_readings(timings: Path, pid: int) -> dict[int, list[int]]:
+    """What :func:`_report_batches` wrote for ``pid`` (empty when nothing yet)."""
+    try:
+        return {int(k): v for k, v in
+                json.loads(Path(f"{timings}.batches-{pid}").read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def batch_summary(before: dict[int, list[int]], after: dict[int, list[int]]
+                  ) -> dict[str, Any]:
+    """Metric updates between two readings: how many, records per update, and the share
+    of records that went through updates of under 64 records."""
+    batches = records = small = 0
+    for size_class, (n, r) in after.items():
+        n0, r0 = before.get(size_class, [0, 0])
+        batches, records = batches + n - n0, records + r - r0
+        if size_class <= 6:  # under 64 records
+            small += r - r0
+    if not batches:
+        return {}
+    return {"metric_updates": batches, "records_per_update": round(records / batches, 1),
+            "share_of_records_in_updates_under_64": round(small / max(records, 1), 3)}
 
 
 def _report_gc(path: Path) -> None:
@@ -372,6 +425,8 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
     rss = 0.0
     cpu_from: tuple[int, dict[str, float]] | None = None
     cpu_to: tuple[int, dict[str, float]] | None = None
+    batches_from: dict[int, list[int]] = {}
+    batches_to: dict[int, list[int]] = {}
     try:
         wl.apply_model(env, fleet.yaml(), workdir)
         log = open(workdir / "worker-live.log", "ab")  # noqa: SIM115
@@ -393,8 +448,10 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
                 measured_from = now
                 deadline = time.monotonic() + args.live_s
                 cpu_from = (producer.sent, thread_cpu_seconds([worker.pid]))
+                batches_from = batch_readings(timings, worker.pid)
             if measured_from is not None:
                 cpu_to = (producer.sent, thread_cpu_seconds([worker.pid]))
+                batches_to = batch_readings(timings, worker.pid)
             rss = max(rss, wl.rss_mib(worker.pid) or 0.0)
             if worker.poll() is not None:
                 raise RuntimeError(f"the live worker exited; logs in {workdir}")
@@ -434,6 +491,7 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
         result["worker_cpu_us_per_record"] = round(sum(by_thread.values()), 1)
         result["worker_cpu_us_per_record_by_thread"] = {
             group: round(value, 1) for group, value in by_thread.items()}
+    result.update(batch_summary(batches_from, batches_to))
     if latencies:
         result.update({
             "latency_p50_s": round(latencies[len(latencies) // 2], 2),

@@ -23,6 +23,9 @@ from prometheus_client.registry import Collector
 
 # API latency buckets: 5 ms .. 10 s
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: records per metric update: a fixed cost of milliseconds per update makes batches of
+#: under ~100 records cost several times more per record than batches of thousands
+BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 5000, 20000, 100000)
 
 
 class Telemetry:
@@ -56,6 +59,10 @@ class Telemetry:
         self.checkpoint_interval = Gauge("dqpulse_checkpoint_interval_seconds",
                                          "How long the periodic checkpoint waits now "
                                          "(stretched when checkpoints are costly)", registry=r)
+        self.aggregated_batch_records = Histogram(
+            "dqpulse_aggregated_batch_records",
+            "Records per metric update (a partition's batch aggregated at once: a poll's, "
+            "or the records held back for coalescing)", buckets=BATCH_BUCKETS, registry=r)
         self.assigned_partitions = Gauge("dqpulse_assigned_partitions",
                                          "Partitions assigned to this worker", registry=r)
         self.finalize_backlog = Gauge("dqpulse_finalize_backlog_windows",

@@ -96,6 +96,8 @@ def read_end_offsets(source: Source, owned: Mapping[PartitionKey, OwnedPartition
 def prepare(owned: Mapping[PartitionKey, OwnedPartition], keys: Sequence[PartitionKey],
             ends: EndOffsets, topic_of: Callable[[str], str], now: float) -> CheckpointJob:
     """Snapshot what to write (consuming thread): states, offsets, newly closed windows.
+    A partition still holding records for coalescing saves its state without them and
+    the first held offset: a crash replays them.
 
     A partition known to be caught up (a fresh end offset it has reached) is ticked
     first, so an idle topic's windows close on wall-clock time. Partitions with nothing
@@ -106,7 +108,10 @@ def prepare(owned: Mapping[PartitionKey, OwnedPartition], keys: Sequence[Partiti
         tp = (topic_of(key[0]), key[1])
         end = ends.offsets.get(tp)
         fresh = tp in ends.fresh
-        caught_up = fresh and end is not None and (partition.next_offset or 0) >= end
+        # a partition holding records is not caught up: ticking it would close windows
+        # its held records still belong to
+        caught_up = (fresh and end is not None and (partition.next_offset or 0) >= end
+                     and not partition.held)
         if caught_up or (fresh and partition.next_offset is None and end == 0):
             partition.aggregator.tick(now)
         partition.pending_closed.extend(partition.aggregator.pop_closed())
@@ -116,7 +121,7 @@ def prepare(owned: Mapping[PartitionKey, OwnedPartition], keys: Sequence[Partiti
             continue
         job.rows.append(CheckpointRow(
             key=key, owned=partition, loaded_version=partition.version,
-            next_offset=partition.next_offset if partition.next_offset is not None else 0,
+            next_offset=partition.checkpoint_offset or 0,
             watermark=partition.aggregator.watermark,
             last_record_at=partition.aggregator.last_record_at, end_offset=end,
             state=partition.aggregator.snapshot(), closed=closed))

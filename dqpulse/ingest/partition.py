@@ -45,9 +45,16 @@ class OwnedPartition:
     # checkpoint transaction must not lose them)
     pending_closed: list[tuple[float, bytes]] = field(default_factory=list)
     # polled batches held back to be aggregated as one (``coalesce``), with their poll
-    # times; always aggregated before a checkpoint snapshot (``flush``)
+    # times; a checkpoint may keep holding them: it then saves the state without them and
+    # the first held offset (``checkpoint_offset``), so a crash replays them
     held: list[tuple[PartitionBatch, float]] = field(default_factory=list)
     held_records: int = 0
+
+    @property
+    def checkpoint_offset(self) -> int | None:
+        """The next offset the aggregated state accounts for: the first held record's
+        (held records are not in the state yet), else :attr:`next_offset`."""
+        return self.held[0][0].first_offset if self.held else self.next_offset
 
     def add(self, batch: PartitionBatch, now: float, *, coalesce: int = 1,
             max_wait_s: float = math.inf) -> AddReport | None:
@@ -56,8 +63,8 @@ class OwnedPartition:
         ``max_wait_s`` before ``now`` (then all of them at once: a metric update has a
         fixed cost of milliseconds per batch, so a fleet of partitions polled a few
         records at a time pays it once per ``coalesce`` records rather than per poll).
-        ``next_offset`` counts held records: :meth:`flush` runs before every checkpoint
-        snapshot, so state and offset always agree there.
+        ``next_offset`` counts held records; a checkpoint saves ``checkpoint_offset``
+        (the first held one), so the saved state and offset always agree.
 
         Several datasets on one topic resume from the least advanced offset, so a batch
         may start before ``next_offset``: that part was counted before and is skipped.
@@ -75,7 +82,6 @@ class OwnedPartition:
             if not len(todo):
                 return []
         self.next_offset = todo.last_offset + 1
-        self.dirty = True
         # held long enough: aggregated before anything newer, so lateness is judged in
         # order (the worker also flushes such partitions before each poll's batches)
         jobs = self.take_held() if self.due(now, math.inf, max_wait_s) else []
@@ -86,6 +92,9 @@ class OwnedPartition:
             self.held_records += len(todo)
             if self.due(now, coalesce, max_wait_s):
                 jobs += self.take_held()
+        if jobs:
+            # records held back change neither the state nor the offset a checkpoint saves
+            self.dirty = True
         return jobs
 
     def flush(self) -> AddReport | None:
@@ -97,6 +106,7 @@ class OwnedPartition:
         if not self.held:
             return []
         held, self.held, self.held_records = self.held, [], 0
+        self.dirty = True  # a checkpoint taken while they were held did not save them
         if len(held) == 1:
             return [AddJob(held[0][0], held[0][1])]
         batches = [batch for batch, _ in held]

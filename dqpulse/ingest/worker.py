@@ -269,6 +269,8 @@ class IngestWorker:
         polled = sum(map(len, batches))
         if batches:
             self._ingest(batches)
+        elif self._held:  # a quiet poll: what was held long enough is aggregated now
+            self._flush_held(self._due_held(self.clock()))
         since = time.monotonic() - self._last_checkpoint
         # Caught up (the poll timed out before filling up) with records not yet
         # checkpointed: checkpoint now rather than at the next interval, so a burst's
@@ -282,7 +284,7 @@ class IngestWorker:
                 self._checkpoint_due()
                 return
             try:
-                self.checkpoint(commit=True)
+                self.checkpoint(commit=True, hold=True)
             except DBAPIError as exc:
                 self._db_unavailable(exc)
                 return
@@ -297,9 +299,7 @@ class IngestWorker:
         held = self._held
         jobs: list[tuple[PartitionKey, AddJob]] = []
         if held:  # held long enough: aggregated before anything newer (lateness in order)
-            held.intersection_update(self.owned)  # revoked: the next owner replays them
-            jobs += self._take_held([key for key in held
-                                     if self.owned[key].due(now, coalesce, max_wait)])
+            jobs += self._take_held(self._due_held(now))
         for batch in batches:
             self.stats.polled += len(batch)
             for dataset in self.by_topic.get(batch.topic, []):
@@ -316,6 +316,14 @@ class IngestWorker:
             jobs += self._take_held(None)
         self._aggregate(jobs)
 
+    def _due_held(self, now: float) -> list[PartitionKey]:
+        """Partitions whose held records should be aggregated now (held long enough)."""
+        held = self._held
+        held.intersection_update(self.owned)  # revoked: the next owner replays them
+        coalesce = self.settings.coalesce_records
+        max_wait = self.settings.coalesce_max_wait_s
+        return [key for key in held if self.owned[key].due(now, coalesce, max_wait)]
+
     def _take_held(self, only: Sequence[PartitionKey] | None) -> list[tuple[PartitionKey, AddJob]]:
         """What partitions hold back for coalescing, as jobs to aggregate now."""
         keys = list(self._held) if only is None else [k for k in only if k in self._held]
@@ -329,8 +337,7 @@ class IngestWorker:
         return jobs
 
     def _flush_held(self, only: Sequence[PartitionKey] | None) -> None:
-        """Aggregate what partitions hold back for coalescing (before a snapshot; when
-        they hold too much)."""
+        """Aggregate what partitions hold back for coalescing (``only`` these; None: all)."""
         self._aggregate(self._take_held(only))
 
     def _aggregate(self, jobs: Sequence[tuple[PartitionKey, AddJob]]) -> None:
@@ -338,6 +345,9 @@ class IngestWorker:
         the same order (a partition's decoder learns its schema batch after batch) while
         this thread counts the ones already decoded: decoding (Arrow's JSON reader, Avro)
         runs outside the GIL and overlaps the metric updates, on a second core."""
+        sizes = self.telemetry.aggregated_batch_records
+        for _key, job in jobs:
+            sizes.observe(len(job.batch))
         pool = self._decoder
         if pool is None or len(jobs) < 2:
             for key, job in jobs:
@@ -378,13 +388,15 @@ class IngestWorker:
 
     # -- checkpoint ----------------------------------------------------------------------
     def checkpoint(self, *, only: Sequence[PartitionKey] | None = None,
-                   commit: bool = True) -> None:
+                   commit: bool = True, hold: bool = False) -> None:
         """Write state + offsets of owned partitions in one transaction, then commit offsets.
 
         Synchronous: waits for a background checkpoint in flight first, so on return every
-        record polled so far is checkpointed (revocation, shutdown, tests)."""
+        record polled so far is checkpointed (revocation, shutdown, tests); with ``hold``
+        (the periodic checkpoint) records held back for coalescing stay held and their
+        partitions are saved at the first held offset."""
         self._collect(wait=True)
-        job = self._prepare(only)
+        job = self._prepare(only, hold=hold)
         if job is None:
             return
         try:
@@ -403,7 +415,7 @@ class IngestWorker:
         goes on consuming; ``_collect`` applies the outcome."""
         if self._inflight is not None:
             return  # the previous one is still writing; try again next loop
-        job = self._prepare(None)
+        job = self._prepare(None, hold=True)
         if job is not None:
             self._inflight = self._writer.submit(self._write_job, job)
 
@@ -419,10 +431,14 @@ class IngestWorker:
         return max(settings.checkpoint_interval_s,
                    min(stretched, settings.checkpoint_max_interval_s))
 
-    def _prepare(self, only: Sequence[PartitionKey] | None) -> CheckpointJob | None:
-        """Snapshot what to write (consuming thread); None when nothing is owned."""
+    def _prepare(self, only: Sequence[PartitionKey] | None, *,
+                 hold: bool = False) -> CheckpointJob | None:
+        """Snapshot what to write (consuming thread); None when nothing is owned. Held
+        records are aggregated first (``hold``: only those held long enough; the others
+        stay held and their partitions are saved at the first held offset: a periodic
+        checkpoint of many quiet partitions does not cut their batches short)."""
         self._last_checkpoint = time.monotonic()
-        self._flush_held(only)  # state and next offsets agree in the snapshot
+        self._flush_held(self._due_held(self.clock()) if hold else only)
         started = time.monotonic()  # the records held back are not the checkpoint's cost
         job = self._snapshot(only)
         if job is not None:

@@ -197,3 +197,45 @@ def test_a_busy_partition_is_not_ticked_on_a_stale_end_offset(engine, topic):
     assert ends.fresh == frozenset() and source.asked == [([(topic, 0)], False)]
     checkpoint(engine, owned, [spec], ends=ends, now=51.0)
     assert owned[(spec.name, 0)].aggregator.open_windows == [0.0]
+
+
+def test_records_held_for_coalescing_are_saved_as_not_yet_counted(engine, topic):
+    """A periodic checkpoint may keep a partition's held records held: it saves the state
+    without them and the first held offset, so a restart replays them, once."""
+    spec = dataset(topic)
+    owned, _ = owned_for(engine, [spec])
+    part = owned[(spec.name, 0)]
+    part.add(batch(topic, 0, [0, 1, 2, 3]), now=50.0)  # aggregated
+    assert part.add(batch(topic, 0, [4, 5]), now=51.0, coalesce=100) is None  # held
+    assert (part.next_offset, part.checkpoint_offset) == (6, 4)
+    assert checkpoint(engine, owned, [spec]) == {(topic, 0): 4}
+    assert stored(engine, spec).next_offset == 4
+    # more records held change neither the state nor the saved offset: no row to write
+    assert part.add(batch(topic, 0, [6]), now=52.0, coalesce=100) is None
+    assert not part.dirty and checkpoint(engine, owned, [spec]) == {}
+    # a restart (the held records lost with the process) resumes at the first held one
+    again, starts = owned_for(engine, [spec])
+    assert starts == {(topic, 0): 4}
+    restored = again[(spec.name, 0)]
+    report = restored.add(batch(topic, 0, [4, 5, 6]), now=60.0)
+    assert report is not None and report.accepted == 3
+    assert restored.aggregator.counters["accepted"] == 7  # each record counted once
+    # without the restart, the held records reach the state and the next checkpoint
+    assert part.flush() is not None and part.dirty
+    assert checkpoint(engine, owned, [spec]) == {(topic, 0): 7}
+    assert part.aggregator.counters["accepted"] == 7
+
+
+def test_a_partition_holding_records_is_not_ticked_as_caught_up(engine, topic):
+    spec, owned, source = three_records_read_to_the_end(engine, topic)
+    part = owned[(spec.name, 0)]
+    source.ends[(topic, 0)] = 5
+    assert part.add(batch(topic, 0, [3, 4], ts=10.0), now=51.0, coalesce=100) is None
+    now = 50.0 + SETTINGS.idle_partition_timeout_s + 200.0  # idle by its aggregated records
+    ends = protocol.read_end_offsets(source, owned, list(owned), {spec.name: topic}.get, now)
+    assert ends.fresh == {(topic, 0)}  # asked: it may be idle
+    checkpoint(engine, owned, [spec], ends=ends, now=now)
+    # its window stays open for the held records (ticked, they would all be late)
+    assert part.aggregator.open_windows == [0.0]
+    report = part.flush()
+    assert report is not None and (report.accepted, report.late) == (2, 0)
