@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dqpulse.aggregate import AddReport
 from dqpulse.config import Settings
+from dqpulse.decode import json as json_decoding
 from dqpulse.finalize import WindowHook
 from dqpulse.health import Health
 from dqpulse.ingest import assignment
@@ -221,6 +222,7 @@ class IngestWorker:
         # full collections the per-poll allocations trigger do not rescan it. Measured
         # on the 1-partition bench: 119-141k -> 153-161k records/s (docs/benchmarks.md).
         _tune_gc(self.settings.gc_threshold)
+        json_decoding.configure(threads=self.settings.decode_threads)
 
     def stop(self) -> None:
         self.health.set_condition("stopping", "stop requested")

@@ -70,3 +70,54 @@ def test_arrays_become_their_length():
 
 def test_registry_returns_the_json_decoder():
     assert decoder_for(SPEC).format == "json"
+
+
+def _decode_stream(batches: list[list[bytes]]) -> list[tuple[object, ...]]:
+    """Everything a decoder gives for a stream of batches, comparable across settings."""
+    decoder = JsonDecoder(SPEC)
+    out: list[tuple[object, ...]] = []
+    for values in batches:
+        result = decoder.decode(values)
+        batch = result.batch
+        out.append((batch.types, batch.frame.to_dict(as_series=False),
+                    {p: {t: m.tolist() for t, m in o.items()} for p, o in batch.other_types.items()},
+                    result.rows.tolist(), [(f.index, f.reason) for f in result.failures]))
+    return out
+
+
+def test_large_batches_parsed_on_arrows_thread_pool_decode_exactly_alike():
+    """``DQPULSE_DECODE_THREADS``: a batch of several 512 KiB blocks parsed in parallel gives
+    the same columns, types, rows and failures as one block, with fields first seen in a
+    later block, a type widened there, a nested object, and bad values."""
+    from dqpulse.decode import json as json_decoding
+
+    def record(i: int, batch: int) -> bytes:
+        row: dict[str, object] = {"ts": 1e9 + i, "a": (i * 7919) % 1000 / 7, "b": i,
+                                  "s": f"v{i % 13}", "pad": "x" * 200}
+        if batch >= 1 and i > 6000:
+            row["late_new"] = "n"  # first seen in a later block, beside a learned schema
+        if batch == 2 and i > 7000:
+            row["b"] = i + 0.5  # integer -> number in a later block
+        if i % 2500 == 17:
+            row["nested"] = {"k": i, "z": None}
+        return orjson.dumps(row)
+
+    batches = []
+    for b in range(4):
+        values = [record(i, b) for i in range(9000)]
+        if b == 3:
+            values[4000] = b'{"a": 1'  # a bad value sends the batch the per-record way
+        batches.append(values)
+    assert sum(map(len, batches[0])) > 4 * json_decoding._PARALLEL_BLOCK  # several blocks
+    json_decoding.configure(threads=False)
+    single = _decode_stream(batches)
+    json_decoding.configure(threads=True)
+    try:
+        parallel = _decode_stream(batches)
+    finally:
+        json_decoding.configure(threads=False)
+    # the cases happen
+    assert "late_new" not in single[0][0] and "late_new" in single[1][0]
+    assert single[1][0]["b"] == "integer" and single[2][0]["b"] == "number"
+    assert single[3][4] == [(4000, "truncated")]
+    assert parallel == single
