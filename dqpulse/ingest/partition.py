@@ -49,6 +49,12 @@ class OwnedPartition:
     # the first held offset (``checkpoint_offset``), so a crash replays them
     held: list[tuple[PartitionBatch, float]] = field(default_factory=list)
     held_records: int = 0
+    #: the held records' window can close once the stream passes this (seconds since the
+    #: epoch, by Kafka timestamps: the end of the oldest window they may belong to, plus
+    #: lateness); ``held_deadline``: the same by the worker's clock, for a live stream
+    held_until: float = math.inf
+    held_deadline: float = math.inf
+    held_newest: float = -math.inf  # the newest Kafka timestamp held (seconds)
 
     @property
     def checkpoint_offset(self) -> int | None:
@@ -66,6 +72,12 @@ class OwnedPartition:
         ``next_offset`` counts held records; a checkpoint saves ``checkpoint_offset``
         (the first held one), so the saved state and offset always agree.
 
+        Held records are also aggregated as soon as their window may close: when a held
+        record's Kafka timestamp passes the end of the oldest window they may belong to
+        plus lateness, or (a live stream) the worker's clock does. So holding does not
+        delay a window while event time follows Kafka time, and a quiet partition pays a
+        metric update about once per window rather than once per ``max_wait_s``.
+
         Several datasets on one topic resume from the least advanced offset, so a batch
         may start before ``next_offset``: that part was counted before and is skipped.
         Returns the report of what was aggregated now (None: nothing was)."""
@@ -82,20 +94,38 @@ class OwnedPartition:
             if not len(todo):
                 return []
         self.next_offset = todo.last_offset + 1
-        # held long enough: aggregated before anything newer, so lateness is judged in
-        # order (the worker also flushes such partitions before each poll's batches)
-        jobs = self.take_held() if self.due(now, math.inf, max_wait_s) else []
+        # held for max_wait: aggregated before anything newer, so lateness is judged in
+        # order; held until their window may close: aggregated with the new records,
+        # which may be the ones that close it
+        jobs = (self.take_held() if self.held and now - self.held[0][1] >= max_wait_s
+                else [])
         if not self.held and len(todo) >= coalesce:
             jobs.append(AddJob(todo, now))
         else:
-            self.held.append((todo, now))
-            self.held_records += len(todo)
+            self._hold(todo, now)
             if self.due(now, coalesce, max_wait_s):
                 jobs += self.take_held()
         if jobs:
             # records held back change neither the state nor the offset a checkpoint saves
             self.dirty = True
         return jobs
+
+    def _hold(self, batch: PartitionBatch, now: float) -> None:
+        stamps = batch.timestamps_ms
+        if not self.held and len(stamps) and stamps[0] >= 0:
+            spec = self.aggregator.spec
+            first = float(stamps[0]) / 1000.0
+            start = math.floor(first / spec.window) * spec.window
+            opened = self.aggregator.open_windows
+            if opened:
+                start = min(start, opened[0])
+            self.held_until = start + spec.window + spec.lateness
+            # a record already past it (a backlog) is held by count and max_wait only
+            self.held_deadline = self.held_until if self.held_until > now else math.inf
+        if len(stamps):
+            self.held_newest = max(self.held_newest, float(stamps.max()) / 1000.0)
+        self.held.append((batch, now))
+        self.held_records += len(batch)
 
     def flush(self) -> AddReport | None:
         """Aggregate the held batches as one batch (each record keeps its poll time)."""
@@ -106,6 +136,8 @@ class OwnedPartition:
         if not self.held:
             return []
         held, self.held, self.held_records = self.held, [], 0
+        self.held_until = self.held_deadline = math.inf
+        self.held_newest = -math.inf
         self.dirty = True  # a checkpoint taken while they were held did not save them
         if len(held) == 1:
             return [AddJob(held[0][0], held[0][1])]
@@ -123,9 +155,12 @@ class OwnedPartition:
         return report
 
     def due(self, now: float, coalesce: float, max_wait_s: float) -> bool:
-        """Whether what is held should be aggregated now."""
+        """Whether what is held should be aggregated now: ``coalesce`` records held, the
+        oldest polled ``max_wait_s`` ago, or their window may close (see :meth:`add`)."""
         return bool(self.held) and (self.held_records >= coalesce
-                                    or now - self.held[0][1] >= max_wait_s)
+                                    or now - self.held[0][1] >= max_wait_s
+                                    or self.held_newest >= self.held_until
+                                    or now >= self.held_deadline)
 
 
 @dataclass(frozen=True, slots=True)

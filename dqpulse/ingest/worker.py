@@ -300,8 +300,6 @@ class IngestWorker:
         max_wait = self.settings.coalesce_max_wait_s
         held = self._held
         jobs: list[tuple[PartitionKey, AddJob]] = []
-        if held:  # held long enough: aggregated before anything newer (lateness in order)
-            jobs += self._take_held(self._due_held(now))
         for batch in batches:
             self.stats.polled += len(batch)
             for dataset in self.by_topic.get(batch.topic, []):
@@ -313,6 +311,8 @@ class IngestWorker:
                                                           max_wait_s=max_wait)]
                 if owned.held:
                     held.add(key)
+        if held:  # the partitions of this poll were planned in order; others held enough
+            jobs += self._take_held(self._due_held(now))
         if held and (sum(self.owned[key].held_records for key in held if key in self.owned)
                      > self.settings.coalesce_max_held_records):
             jobs += self._take_held(None)

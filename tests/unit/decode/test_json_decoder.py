@@ -79,8 +79,9 @@ def _decode_stream(batches: list[list[bytes]]) -> list[tuple[object, ...]]:
     for values in batches:
         result = decoder.decode(values)
         batch = result.batch
-        out.append((batch.types, batch.frame.to_dict(as_series=False),
-                    {p: {t: m.tolist() for t, m in o.items()} for p, o in batch.other_types.items()},
+        others = {p: {t: m.tolist() for t, m in o.items()}
+                  for p, o in batch.other_types.items()}
+        out.append((batch.types, batch.frame.to_dict(as_series=False), others,
                     result.rows.tolist(), [(f.index, f.reason) for f in result.failures]))
     return out
 

@@ -101,3 +101,64 @@ def test_held_records_wait_at_most_max_wait_by_the_worker_clock():
     assert part.add(batch(range(8, 10), bad=9), 105.0, coalesce=1000, max_wait_s=0.0) \
         .accepted == 4  # both flushes in one report
     assert not part.due(200.0, 1000, 2.0)  # nothing held
+
+
+def stamped(offsets: range, kafka_ts: float, ts: float | None = None) -> PartitionBatch:
+    """Records whose Kafka timestamp is ``kafka_ts`` (event time ``ts``, default the same)."""
+    event = kafka_ts if ts is None else ts
+    values: list[bytes | None] = [orjson.dumps({"ts": event, "v": o}) for o in offsets]
+    return PartitionBatch("t", 0, values,
+                          np.full(len(values), int(kafka_ts * 1000), dtype=np.int64),
+                          np.asarray(list(offsets), dtype=np.int64))
+
+
+LIVE = DatasetSpec(name="d", topic="t", event_time="ts", window=60, lateness=5)
+
+
+def test_held_records_are_aggregated_when_the_stream_passes_their_window():
+    """A live partition holds its records until a record's Kafka timestamp passes the end
+    of their window plus lateness (then the window can close at once), not per max_wait."""
+    part = OwnedPartition(PartitionAggregator(LIVE, 0), None, None)
+    assert part.add(stamped(range(0, 3), 1000.0), 1000.5, coalesce=2000,
+                    max_wait_s=600) is None
+    assert part.held_until == 960.0 + 60 + 5  # window [960, 1020) + lateness
+    for step, t in enumerate((1010.0, 1019.0, 1024.0)):
+        assert part.add(stamped(range(3 + step, 4 + step), t), t + 0.5, coalesce=2000,
+                        max_wait_s=600) is None  # still inside window + lateness
+    report = part.add(stamped(range(6, 7), 1025.5), 1026.0, coalesce=2000, max_wait_s=600)
+    assert report is not None and report.accepted == 7  # one metric update for all
+    assert part.aggregator.watermark >= 1025.0 and part.held == []
+    # the window closed with that update: nothing was late, nothing waits
+    assert [start for start, _ in part.aggregator.pop_closed()] == [960.0]
+
+
+def test_a_quiet_live_partition_is_aggregated_when_the_clock_passes_the_window():
+    part = OwnedPartition(PartitionAggregator(LIVE, 0), None, None)
+    assert part.add(stamped(range(0, 3), 1000.0), 1000.5, coalesce=2000,
+                    max_wait_s=600) is None
+    assert part.held_deadline == 1025.0
+    assert not part.due(1024.9, 2000, 600)
+    assert part.due(1025.0, 2000, 600)  # by the worker's clock: no newer record came
+
+
+def test_an_old_window_is_held_by_count_and_max_wait_only_until_the_stream_passes_it():
+    """Records of a window long past (a backlog): not aggregated at once because the clock
+    passed their window, but when a later record passes it (or by count, or max_wait)."""
+    part = OwnedPartition(PartitionAggregator(LIVE, 0), None, None)
+    assert part.add(stamped(range(0, 3), 100.0), 5000.0, coalesce=2000,
+                    max_wait_s=30) is None
+    assert (part.held_until, part.held_deadline) == (125.0, float("inf"))
+    assert not part.due(5029.0, 2000, 30)
+    assert part.add(stamped(range(3, 5), 110.0), 5001.0, coalesce=2000, max_wait_s=30) is None
+    report = part.add(stamped(range(5, 6), 126.0), 5002.0, coalesce=2000, max_wait_s=30)
+    assert report is not None and report.accepted == 6
+
+
+def test_a_window_still_open_from_before_bounds_how_long_newer_records_are_held():
+    """Event time behind Kafka time: after an update that did not close the window, the
+    next records are held only until they pass that still open window, not a window on."""
+    part = OwnedPartition(PartitionAggregator(LIVE, 0), None, None)
+    part.add(stamped(range(0, 3), 1030.0, ts=1015.0), 1030.5)  # event time 15 s behind
+    assert part.aggregator.open_windows == [960.0]
+    assert part.add(stamped(range(3, 4), 1031.0, ts=1016.0), 1031.5, coalesce=2000,
+                    max_wait_s=600) is not None  # Kafka time is already past 1025
