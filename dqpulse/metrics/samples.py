@@ -63,13 +63,18 @@ class SamplesState(FamilyState):
         self._shown = [p for p in dict.fromkeys([*spec.fields, *([spec.key] if spec.key else [])])
                        if not is_redacted(p, spec.samples.redact)]
         self._asked: list[tuple[str, npt.NDArray[np.int64], str | None]] = []
+        # how many type / other series there are (None: count them again)
+        self._series: dict[bool, int] | None = None
 
     def _room(self, key: str) -> int:
         have = self.samples.get(key)
         typed = key.startswith("type:")
         limit = min(self.limit, TYPE_SAMPLES) if typed else self.limit
         if have is None:
-            count = sum(1 for k in self.samples if k.startswith("type:") == typed)
+            if self._series is None:
+                typed_count = sum(1 for k in self.samples if k.startswith("type:"))
+                self._series = {True: typed_count, False: len(self.samples) - typed_count}
+            count = self._series[typed]
             return limit if count < (MAX_TYPE_SERIES if typed else MAX_SERIES) else 0
         return limit - len(have)
 
@@ -86,7 +91,10 @@ class SamplesState(FamilyState):
         room = self._room(key)
         if room <= 0 or not rows.size:
             return
-        self.samples.setdefault(key, [])  # counted against MAX_SERIES from now on
+        if key not in self.samples:  # counted against MAX_SERIES from now on
+            self.samples[key] = []
+            if self._series is not None:
+                self._series[key.startswith("type:")] += 1
         self._asked.append((key, rows[:room], path))
 
     def _gather(self, batch: ColumnBatch) -> None:
@@ -101,29 +109,35 @@ class SamplesState(FamilyState):
         extra = [path for _, _, path in asked if path is not None and path not in shown
                  and path in columns and not is_redacted(path, redact)]
         selected = [*shown, *dict.fromkeys(extra)]
+        position = {p: i for i, p in enumerate(selected)}
         wanted = np.unique(np.concatenate([rows for _, rows, _ in asked]))
-        records: dict[int, dict[str, Any]] = {}
+        lines: dict[int, tuple[Any, ...]] = {}
+        textual: list[int] = []  # the shown columns whose values may need cutting
         if selected:
             frame = batch.frame.select(selected)[wanted]
-            for row, line in zip(wanted.tolist(), frame.iter_rows(), strict=True):
-                records[row] = dict(zip(selected, line, strict=True))
+            lines = dict(zip(wanted.tolist(), frame.iter_rows(), strict=True))
+            textual = [i for i, dtype in enumerate(frame.dtypes[:len(shown)])
+                       if dtype in (pl.String, pl.Binary)]
         # the shown part of a record, cut once per row: many series sample the same rows
         # (every field's type samples are the first records)
         cut: dict[int, dict[str, Any]] = {}
         for key, rows, path in asked:
             hidden = ([path] if path is not None and path not in shown
                       and is_redacted(path, redact) else [])
-            own = path if path is not None and path not in shown and path in columns \
-                and not hidden else None
+            own = position[path] if path is not None and path not in shown \
+                and path in columns and not hidden else None
             out = self.samples[key]
             for row in rows.tolist():
-                read = records.get(row, {})
+                line = lines.get(row, ())
                 part = cut.get(row)
                 if part is None:
-                    part = cut[row] = {p: self._value(read[p]) for p in shown}
+                    # the line goes on with the asked fields that are not shown
+                    part = cut[row] = dict(zip(shown, line, strict=False))
+                    for i in textual:
+                        part[shown[i]] = self._value(line[i])
                 record = dict(part)
                 if own is not None:
-                    record[own] = self._value(read[own])
+                    record[selected[own]] = self._value(line[own])
                 sample: Sample = {"partition": batch.partition,
                                   "offset": None if batch.offsets is None
                                   else int(batch.offsets[row]), "record": record}
@@ -191,11 +205,14 @@ class SamplesState(FamilyState):
     def merge(self, other: SamplesState) -> SamplesState:
         for key, samples in other.samples.items():
             room = self._room(key)
-            if key not in self.samples and room <= 0:
+            new = key not in self.samples
+            if new and room <= 0:
                 continue
             combined = [*self.samples.get(key, []), *samples]
             combined.sort(key=lambda s: (s["partition"], s["offset"] or 0))
             self.samples[key] = combined[:len(self.samples.get(key, [])) + max(room, 0)]
+            if new and self._series is not None:
+                self._series[key.startswith("type:")] += 1
         return self
 
     def to_bytes(self) -> bytes:
@@ -206,6 +223,7 @@ class SamplesState(FamilyState):
         header, _ = unpack(data)
         state = cls(spec)
         state.samples = {k: list(v) for k, v in header["samples"].items()}
+        state._series = None
         return state
 
     def points(self) -> list[MetricPoint]:
