@@ -461,6 +461,7 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
         producer.join(60)
         produced_per_s = producer.sent / max(time.monotonic() - produce_started, 1.0) \
             if producer.sent else 0.0
+        acked_per_s = producer.acked / max(time.monotonic() - produce_started, 1.0)
         # drop the client: a live one refreshes its topics' metadata, and a broker that
         # auto-creates topics brings the deleted ones back
         del producer.producer
@@ -480,6 +481,7 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
     starts = ([] if measured_from is None else
               range(int(-(-measured_from // w) * w), int(end - 3 * w), w))
     result: dict[str, Any] = {"rate": args.live_rate, "produced_per_s": round(produced_per_s),
+                              "acked_per_s": round(acked_per_s),
                               "window_s": fleet.window_s, "seconds": args.live_s,
                               "windows": len(latencies),
                               "windows_expected": len(starts) * fleet.datasets,
@@ -491,7 +493,16 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
         result["worker_cpu_us_per_record"] = round(sum(by_thread.values()), 1)
         result["worker_cpu_us_per_record_by_thread"] = {
             group: round(value, 1) for group, value in by_thread.items()}
-    result.update(batch_summary(batches_from, batches_to))
+    summary = batch_summary(batches_from, batches_to)
+    result.update(summary)
+    if cpu_from is not None and cpu_to is not None and summary.get("metric_updates"):
+        # per record the worker aggregated meanwhile (what it kept up with), beside the
+        # per record produced above (handed to the producer client: when the box cannot
+        # keep up, part of that is still queued in the client at the end)
+        aggregated = summary["metric_updates"] * summary["records_per_update"]
+        result["worker_cpu_us_per_record_aggregated"] = round(
+            1e6 * sum(cpu_to[1][g] - s for g, s in cpu_from[1].items()) / aggregated, 1)
+        result["aggregated_per_s"] = round(aggregated / args.live_s)
     if latencies:
         result.update({
             "latency_p50_s": round(latencies[len(latencies) // 2], 2),

@@ -173,7 +173,8 @@ class SteadyProducer(threading.Thread):
                                   "enable.idempotence": True,
                                   "queue.buffering.max.messages": 1_000_000})
         self.stop_event = threading.Event()
-        self.sent = 0
+        self.sent = 0  # handed to the client
+        self.acked = 0  # acknowledged by the broker
         self.errors = 0
         self.rng = random.Random(seed)
 
@@ -203,6 +204,8 @@ class SteadyProducer(threading.Thread):
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
             self.errors += 1
+        else:
+            self.acked += 1
 
 
 # -- Postgres readings ----------------------------------------------------------------------
