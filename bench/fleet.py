@@ -90,15 +90,21 @@ def _report_batches(path: Path) -> None:
         return original(self, messages, *args, **kwargs)
 
     PartitionAggregator.add = add  # type: ignore[method-assign]
+    _write_every(path, 1.0, lambda: {k: list(v) for k, v in classes.items()})
+
+
+def _write_every(path: Path, seconds: float, read: Any) -> None:
+    """Replace ``path`` with ``read()`` as JSON every ``seconds``, on a daemon thread (the
+    bench's parent reads it while this worker runs; a rename, so never half written)."""
     scratch = path.with_name(path.name + ".tmp")
 
     def loop() -> None:
         while True:
-            scratch.write_text(json.dumps({k: list(v) for k, v in classes.items()}))
+            scratch.write_text(json.dumps(read()))
             scratch.replace(path)
-            time.sleep(1.0)
+            time.sleep(seconds)
 
-    threading.Thread(target=loop, name="bench-batches", daemon=True).start()
+    threading.Thread(target=loop, name=f"bench-{path.name}", daemon=True).start()
 
 
 def batch_readings(timings: Path, pid: int) -> dict[int, list[int]]:
@@ -133,16 +139,7 @@ def _report_gc(path: Path) -> None:
     except ImportError:  # a tree from before the timer: no reading
         return
     install_gc_timer()
-
-    scratch = path.with_name(path.name + ".tmp")
-
-    def loop() -> None:
-        while True:
-            scratch.write_text(json.dumps(list(GC_TIMER.totals())))
-            scratch.replace(path)
-            time.sleep(0.2)
-
-    threading.Thread(target=loop, name="bench-gc", daemon=True).start()
+    _write_every(path, 0.2, lambda: list(GC_TIMER.totals()))
 
 
 def gc_readings(timings: Path, pids: list[int]) -> tuple[float, int] | None:

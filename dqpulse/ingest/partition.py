@@ -101,13 +101,11 @@ class OwnedPartition:
                 else [])
         if not self.held and len(todo) >= coalesce:
             jobs.append(AddJob(todo, now))
+            self.dirty = True  # (records held back change neither state nor saved offset)
         else:
             self._hold(todo, now)
             if self.due(now, coalesce, max_wait_s):
-                jobs += self.take_held()
-        if jobs:
-            # records held back change neither the state nor the offset a checkpoint saves
-            self.dirty = True
+                jobs += self.take_held()  # marks it dirty
         return jobs
 
     def _hold(self, batch: PartitionBatch, now: float) -> None:
