@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -49,12 +50,16 @@ sys.path.insert(0, str(HERE.parent))
 import workload as wl  # noqa: E402
 
 
-def as_worker(timings: str) -> int:
-    """Run ``dqpulse worker ingest`` with a timer around each finalize pass (bench only)."""
-    try:  # where the ingest loop calls finalize_ready (before issue 16: the worker module)
-        import dqpulse.ingest.finalizer as worker_module
-    except ImportError:
-        import dqpulse.ingest.worker as worker_module  # type: ignore[no-redef]
+def as_worker(timings: str, role: str = "ingest") -> int:
+    """Run ``dqpulse worker ingest`` (or ``score``) with a timer around each finalize pass
+    (bench only)."""
+    if role == "score":
+        import workers.score as worker_module
+    else:
+        try:  # where the ingest loop calls finalize_ready (before issue 16: the worker)
+            import dqpulse.ingest.finalizer as worker_module  # type: ignore[no-redef]
+        except ImportError:
+            import dqpulse.ingest.worker as worker_module  # type: ignore[no-redef]
     from workers.cli import main
 
     original = worker_module.finalize_ready  # type: ignore[attr-defined]
@@ -69,6 +74,8 @@ def as_worker(timings: str) -> int:
         return windows
 
     worker_module.finalize_ready = timed  # type: ignore[attr-defined]
+    if role == "score":
+        return main(["worker", "score"])
     _report_gc(Path(f"{timings}.gc-{os.getpid()}"))
     _report_batches(Path(f"{timings}.batches-{os.getpid()}"))
     return main(["worker", "ingest"])
@@ -399,6 +406,7 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
     record costs a live worker, by thread as in the backlog runs)."""
     from sqlalchemy import text
 
+    from dqpulse.store import checkpoints as checkpoint_store
     from dqpulse.store.db import make_engine
 
     admin = os.environ.get("DQPULSE_DATABASE_URL", wl.DEFAULT_PG)
@@ -416,8 +424,12 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
     timings.unlink(missing_ok=True)
     producer = wl.SteadyProducer(bootstrap, fleet, args.live_rate)
     produce_started = time.monotonic()
-    worker = None
+    worker = score = None
+    # DQPULSE_INGEST_FINALIZE=false: a score worker process finalizes beside the worker
+    split = env.get("DQPULSE_INGEST_FINALIZE", "true").lower() in ("false", "0", "no", "off")
+    score_cpu: list[float] = []  # its CPU seconds at the start and the end of the measure
     seen: dict[tuple[str, float], float] = {}
+    ready: dict[tuple[str, float], float] = {}  # first poll that saw the window ready
     measured_from: float | None = None  # the first window seen: the worker is up
     rss = 0.0
     cpu_from: tuple[int, dict[str, float]] | None = None
@@ -430,6 +442,10 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
         worker = subprocess.Popen(
             [sys.executable, str(tree / "bench" / "fleet.py"), "--as-worker", str(timings)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
+        if split:
+            score = subprocess.Popen(
+                [sys.executable, str(tree / "bench" / "fleet.py"), "--as-score", str(timings)],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
         producer.start()
         produce_started = time.monotonic()
         deadline = time.monotonic() + args.live_s + 120
@@ -438,19 +454,30 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
                 rows = conn.execute(text(
                     "SELECT dataset, window_start FROM metric_points WHERE metric = "
                     "'volume.records' AND field = ''")).all()
+                frontiers = checkpoint_store.get_frontiers(conn)
             now = time.time()
             for row in rows:
                 seen.setdefault((row.dataset, row.window_start), now)
+            for name, frontier in frontiers.items():  # every partition passed end + lateness
+                if (frontier.min_watermark is not None
+                        and math.isfinite(frontier.min_watermark)
+                        and frontier.partitions_seen >= frontier.partition_count):
+                    last = int((frontier.min_watermark - wl.LATENESS_S) // fleet.window_s)
+                    for k in range(last - 3, last):
+                        ready.setdefault((name, float(k * fleet.window_s)), now)
             if measured_from is None and rows:
                 measured_from = now
                 deadline = time.monotonic() + args.live_s
                 cpu_from = (producer.sent, thread_cpu_seconds([worker.pid]))
                 batches_from = batch_readings(timings, worker.pid)
+                score_cpu[:] = [cpu_seconds(score.pid)] if score is not None else []
             if measured_from is not None:
                 cpu_to = (producer.sent, thread_cpu_seconds([worker.pid]))
                 batches_to = batch_readings(timings, worker.pid)
+                if score is not None:
+                    score_cpu[1:] = [cpu_seconds(score.pid)]
             rss = max(rss, wl.rss_mib(worker.pid) or 0.0)
-            if worker.poll() is not None:
+            if worker.poll() is not None or (score is not None and score.poll() is not None):
                 raise RuntimeError(f"the live worker exited; logs in {workdir}")
             time.sleep(0.25)
     finally:
@@ -462,16 +489,18 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
         # drop the client: a live one refreshes its topics' metadata, and a broker that
         # auto-creates topics brings the deleted ones back
         del producer.producer
-        if worker is not None:
-            wl.stop_worker(worker)
+        for process in (worker, score):
+            if process is not None:
+                wl.stop_worker(process)
         engine.dispose()
         wl.drop_database(admin, url)
         wl.delete_topics(bootstrap, fleet.names())
     end = time.time()
     # windows that started after the worker was up and ended well before the end
-    latencies = sorted(t - (start + fleet.window_s) for (_, start), t in seen.items()
-                       if measured_from is not None and start >= measured_from
-                       and start + 3 * fleet.window_s < end)
+    measured = {key: t for key, t in seen.items()
+                if measured_from is not None and key[1] >= measured_from
+                and key[1] + 3 * fleet.window_s < end}
+    latencies = sorted(t - (start + fleet.window_s) for (_, start), t in measured.items())
     # the windows of that range that every data set had: those not in Postgres by the end
     # were still waiting (finalization did not keep up), so the latencies leave them out
     w = fleet.window_s
@@ -490,6 +519,9 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
         result["worker_cpu_us_per_record"] = round(sum(by_thread.values()), 1)
         result["worker_cpu_us_per_record_by_thread"] = {
             group: round(value, 1) for group, value in by_thread.items()}
+        if len(score_cpu) == 2:  # the score worker process, apart
+            result["score_worker_cpu_us_per_record"] = round(
+                1e6 * (score_cpu[1] - score_cpu[0]) / produced, 1)
     summary = batch_summary(batches_from, batches_to)
     result.update(summary)
     if cpu_from is not None and cpu_to is not None and summary.get("metric_updates"):
@@ -501,10 +533,20 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
             1e6 * sum(cpu_to[1][g] - s for g, s in cpu_from[1].items()) / aggregated, 1)
         result["aggregated_per_s"] = round(aggregated / args.live_s)
     if latencies:
+        # where the latency goes: window end -> every partition's checkpointed watermark
+        # past end + lateness (ready), then ready -> stored (the finalize queue)
+        counted = [(key, t) for key, t in measured.items() if key in ready]
+        to_ready = sorted(ready[key] - (key[1] + fleet.window_s) for key, _ in counted)
+        queued = sorted(t - ready[key] for key, t in counted)
         result.update({
             "latency_p50_s": round(latencies[len(latencies) // 2], 2),
             "latency_p95_s": round(latencies[int(0.95 * len(latencies))], 2),
+            "latency_min_s": round(latencies[0], 2),
             "latency_max_s": round(latencies[-1], 2),
+            **({"ready_p50_s": round(to_ready[len(to_ready) // 2], 2),
+                "ready_p95_s": round(to_ready[int(0.95 * len(to_ready))], 2),
+                "queued_p50_s": round(queued[len(queued) // 2], 2),
+                "queued_p95_s": round(queued[int(0.95 * len(queued))], 2)} if counted else {}),
             "note": "window end -> first poll (every 0.25 s) that saw the window's points; "
                     "includes lateness (2 s) and the idle-partition timeout where a "
                     "partition had no record after the window"})
@@ -593,9 +635,12 @@ def main() -> int:
                              "(the same tree may run under two labels, e.g. a=.,b=.)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--as-score", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_worker:
         return as_worker(args.as_worker)
+    if args.as_score:
+        return as_worker(args.as_score, "score")
     workdir = Path(tempfile.mkdtemp(prefix="dqpulse-fleet-"))
     print(f"fleet: worker logs in {workdir}", file=sys.stderr)
     report: dict[str, Any] = {

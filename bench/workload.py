@@ -23,6 +23,10 @@ DEFAULT_PG = "postgresql+psycopg://dqpulse@127.0.0.1:55432/dqpulse"
 DEFAULT_KAFKA = "127.0.0.1:19092"
 
 
+#: every fleet data set's allowed lateness
+LATENESS_S = 2
+
+
 @dataclass
 class Fleet:
     """``datasets`` data sets, each on its own topic of ``partitions`` partitions, with
@@ -41,7 +45,8 @@ class Fleet:
         lines = ["datasets:"]
         for name in self.names():
             lines += [f"  - name: {name}", f"    topic: {name}", "    event_time: ts",
-                      f"    window: {self.window_s}s", "    lateness: 2s", "    fields:"]
+                      f"    window: {self.window_s}s", f"    lateness: {LATENESS_S}s",
+                      "    fields:"]
             lines += [f"      f{j:02d}: {{type: number}}" for j in range(self.fields)]
         return "\n".join(lines) + "\n"
 

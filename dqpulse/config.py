@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # of a worker consuming 3M records in the fleet bench; 6 and 0.16 s at 50,000);
     # reference counting frees all but cycles either way
     gc_threshold: int = Field(default=50_000, ge=1)
+    # whether an ingest worker finalizes and scores windows itself (on its own thread,
+    # sharing the process's GIL with consuming); off: it only checkpoints, and a
+    # `dqpulse worker score` process finalizes and scores every dataset (a process of its
+    # own: a fleet's burst of windows at each window end no longer slows consuming)
+    ingest_finalize: bool = True
     # finalization runs beside checkpoints (Postgres); above this many windows ready and
     # not finalized (all datasets), each poll waits for the finalize pass in flight
     finalize_max_backlog_windows: int = Field(default=1000, ge=0)

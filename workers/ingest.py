@@ -14,11 +14,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.config import Settings
+from dqpulse.finalize import WindowHook
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
 from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelVersion, ModelWatch, current_model
 from dqpulse.sources.base import DeadLetterSink, Source
+from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
@@ -66,8 +68,8 @@ def run_ingest(settings: Settings, *, client: str | None = None,
             worker = IngestWorker(settings=settings, engine=engine,
                                   datasets=model.spec.datasets, source=source,
                                   dead_letter=dead_letter, telemetry=telemetry,
-                                  hooks=default_hooks(model.spec, settings, telemetry),
-                                  health=health)
+                                  hooks=_hooks(model.spec, settings, telemetry),
+                                  finalize=settings.ingest_finalize, health=health)
             watch = ModelWatch(engine, model.version,
                                interval_s=settings.model_poll_interval_s)
             threading.Thread(target=_follow_model,
@@ -108,8 +110,13 @@ def _follow_model(stop: threading.Event, watch: ModelWatch, worker: IngestWorker
         model = watch.changed()
         if model is not None:
             register_secrets(spec_secrets(model.spec))
-            worker.update_model(model.spec.datasets,
-                                default_hooks(model.spec, settings, telemetry))
+            worker.update_model(model.spec.datasets, _hooks(model.spec, settings, telemetry))
+
+
+def _hooks(spec: Spec, settings: Settings, telemetry: Telemetry) -> list[WindowHook]:
+    """The window hooks of a worker that finalizes; none for one that does not (a score
+    worker finalizes and scores: the detectors are not loaded here)."""
+    return default_hooks(spec, settings, telemetry) if settings.ingest_finalize else []
 
 
 def _stop_when_set(stop: threading.Event, worker: IngestWorker) -> None:

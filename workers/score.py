@@ -11,6 +11,7 @@ import threading
 import time
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from dqpulse.config import Settings
 from dqpulse.finalize import WindowHook, finalize_ready
@@ -20,6 +21,7 @@ from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelWatch, current_model
 from dqpulse.services.retention import run_retention
 from dqpulse.spec import Spec
+from dqpulse.store import checkpoints as checkpoint_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
@@ -67,11 +69,22 @@ def _retention(engine: Engine, settings: Settings) -> None:
 
 def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry: Telemetry,
                  stop: threading.Event, health: Health) -> None:
-    """One pass over the datasets; progress only when every dataset went through."""
+    """One pass over the datasets with windows ready (one query finds them, as an ingest
+    worker's finalizer does: a fleet's hundreds of datasets are not each locked and read
+    every round); progress only when every one of them went through."""
+    try:
+        with engine.connect() as conn:
+            frontiers = checkpoint_store.get_frontiers(conn)
+    except DBAPIError as exc:  # the next round retries; /readyz sees no progress
+        log.warning("scoring round skipped: %s", type(exc.orig).__name__ if exc.orig else exc)
+        return
     failed = False
     for dataset in spec.datasets:
         if stop.is_set():
             return
+        if not checkpoint_store.ready_windows(frontiers.get(dataset.name),
+                                              window=dataset.window, lateness=dataset.lateness):
+            continue
         try:
             finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry,
                            should_stop=stop.is_set)

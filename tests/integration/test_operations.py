@@ -521,6 +521,90 @@ def test_sigterm_stops_the_api_and_the_score_worker_within_5s(fresh_db, tmp_path
         _assert_no_secret(log)
 
 
+def test_an_ingest_worker_without_finalize_leaves_the_windows_to_the_score_worker(
+        fresh_db, make_topic, kafka_bootstrap, tmp_path):
+    """``DQPULSE_INGEST_FINALIZE=false``: the ingest worker only checkpoints (window
+    partials and watermarks, no metric point); a score worker process finalizes and scores
+    every window, each counting exactly what was produced into it."""
+    topic = make_topic("split", partitions=2)
+    config = tmp_path / "dqpulse.yaml"
+    config.write_text(f"""
+datasets:
+  - name: split
+    topic: {topic}
+    event_time: ts
+    window: 10s
+    lateness: 1s
+    fields:
+      value: {{type: number}}
+""")
+    score_port = _free_port()
+    env = _env(DQPULSE_DATABASE_URL=fresh_db, DQPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+               DQPULSE_KAFKA_GROUP=f"split-{topic}", DQPULSE_CHECKPOINT_INTERVAL_S="0.5",
+               DQPULSE_IDLE_PARTITION_TIMEOUT_S="3600", DQPULSE_AUTOENCODER="off",
+               DQPULSE_INGEST_FINALIZE="false", DQPULSE_LOG_LEVEL="INFO",
+               DQPULSE_WORKER_METRICS_PORT=str(score_port - 1))  # score: port + 1
+    base = 1_700_000_000.0  # event times of the past: windows close on event time only
+    produced: Counter[float] = Counter()
+    rows = []
+    for i in range(3000):
+        ts = base + 40.0 * i / 3000  # four 10 s windows
+        produced[math.floor(ts / 10) * 10] += 1
+        rows.append((i % 2, json_bytes({"ts": ts, "value": i % 97})))
+    rows += [(p, json_bytes({"ts": base + 100, "value": 0})) for p in range(2)]  # closes them
+    _apply(config, env)
+    logs = {"ingest": tmp_path / "ingest.log", "score": tmp_path / "score.log"}
+    processes: dict[str, subprocess.Popen[bytes]] = {"ingest": _ingest(env, logs["ingest"])}
+    engine = make_engine(fresh_db)
+
+    def watermark() -> float | None:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT min(watermark) FROM partition_checkpoints "
+                                     "HAVING count(*) = 2")).scalar()
+
+    def volumes() -> dict[float, int]:
+        with engine.connect() as conn:
+            found = conn.execute(select(metric_points.c.window_start, metric_points.c.value)
+                                 .where(metric_points.c.metric == "volume.records",
+                                        metric_points.c.field == "",
+                                        metric_points.c.window_start < base + 100)).all()
+        return {row.window_start: int(row.value) for row in found if row.value}
+
+    try:
+        produce(kafka_bootstrap, topic, rows)
+        wait_until(lambda: (watermark() or 0) >= base + 100, 90, interval_s=0.5,
+                   message="every partition checkpointed past the windows")
+        time.sleep(2.0)  # a finalizing worker would have finalized them by now
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(metric_points)).scalar() == 0
+            partials = conn.execute(text("SELECT count(DISTINCT window_start) "
+                                         "FROM window_partials")).scalar()
+        assert partials >= len(produced)
+        with logs["score"].open("ab") as out:
+            processes["score"] = subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "worker", "score"], cwd=ROOT, env=env,
+                stdout=out, stderr=subprocess.STDOUT)
+        wait_until(lambda: len(volumes()) == len(produced), 90, interval_s=0.5,
+                   message="the score worker finalized every window")
+        with engine.connect() as conn:
+            unscored = conn.execute(select(func.count()).select_from(metric_points).where(
+                metric_points.c.metric == "volume.records", metric_points.c.score.is_(None),
+                metric_points.c.window_start < base + 100)).scalar()
+        counted = volumes()
+        stop_s = {name: _stop_and_time(process) for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+        engine.dispose()
+    assert counted == dict(produced)
+    assert unscored == 0  # scored by the score worker's detectors
+    assert all(seconds < STOP_LIMIT_S for seconds in stop_s.values()), stop_s
+    assert all(process.returncode == 0 for process in processes.values())
+    for log in logs.values():
+        _json_lines(log)
+
+
 def _answers(url: str) -> int | None:
     try:
         return httpx.get(url, timeout=2).status_code
