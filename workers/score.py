@@ -14,14 +14,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from dqpulse.config import Settings
-from dqpulse.finalize import WindowHook, finalize_ready
+from dqpulse.finalize import WindowHook, finalize_ready, windows_ready
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.health import Health
 from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelWatch, current_model
 from dqpulse.services.retention import run_retention
 from dqpulse.spec import Spec
-from dqpulse.store import checkpoints as checkpoint_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
@@ -73,8 +72,7 @@ def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry:
     worker's finalizer does: a fleet's hundreds of datasets are not each locked and read
     every round); progress only when every one of them went through."""
     try:
-        with engine.connect() as conn:
-            frontiers = checkpoint_store.get_frontiers(conn)
+        ready = windows_ready(engine, spec.datasets)
     except DBAPIError as exc:  # the next round retries; /readyz sees no progress
         log.warning("scoring round skipped: %s", type(exc.orig).__name__ if exc.orig else exc)
         return
@@ -82,8 +80,7 @@ def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry:
     for dataset in spec.datasets:
         if stop.is_set():
             return
-        if not checkpoint_store.ready_windows(frontiers.get(dataset.name),
-                                              window=dataset.window, lateness=dataset.lateness):
+        if not ready.get(dataset.name):
             continue
         try:
             finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry,

@@ -16,6 +16,8 @@ from dqpulse.finalize.finalize import (
     FinalizedWindow,
     WindowHook,
     finalize_ready,
+    windows_ready,
 )
 
-__all__ = ["MAX_WINDOWS_PER_PASS", "FinalizedWindow", "WindowHook", "finalize_ready"]
+__all__ = ["MAX_WINDOWS_PER_PASS", "FinalizedWindow", "WindowHook", "finalize_ready",
+           "windows_ready"]

@@ -103,6 +103,15 @@ def scores_of(window: FinalizedWindow) -> metric_store.Scores | None:
             for p in window.scored}
 
 
+def windows_ready(engine: Engine, datasets: Sequence[DatasetSpec]) -> dict[str, int]:
+    """How many windows of each dataset every partition has passed and are not finalized
+    yet, in one query without locks: a finalize pass visits only the datasets with some."""
+    with engine.connect() as conn:
+        frontiers = checkpoints.get_frontiers(conn)
+    return {d.name: checkpoints.ready_windows(frontiers.get(d.name), window=d.window,
+                                              lateness=d.lateness) for d in datasets}
+
+
 def finalize_ready(
     engine: Engine,
     dataset: DatasetSpec,

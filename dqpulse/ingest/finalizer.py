@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
-from dqpulse.finalize import finalize_ready
-from dqpulse.store import checkpoints as checkpoint_store
+from dqpulse.finalize import finalize_ready, windows_ready
 
 if TYPE_CHECKING:  # typing only: the worker owns its finalizer
     from dqpulse.ingest.worker import IngestWorker
@@ -81,16 +80,12 @@ class Finalizer:
         worker = self.worker
         interval = worker.settings.checkpoint_interval_s
         try:
-            with worker.engine.connect() as conn:
-                frontiers = checkpoint_store.get_frontiers(conn)
+            ready = windows_ready(worker.engine, worker.datasets)
         except DBAPIError as exc:  # the checkpoints report the outage; retry later
             log.warning("finalize pass skipped: %s",
                         type(exc.orig).__name__ if exc.orig else exc)
             self._next_pass_at = time.monotonic() + 4 * interval
             return 0
-        ready = {d.name: checkpoint_store.ready_windows(
-            frontiers.get(d.name), window=d.window, lateness=d.lateness)
-            for d in worker.datasets}
         backlog = sum(ready.values())
         self._set_backlog(backlog)
         done = self.finalize_ready({name for name, n in ready.items() if n}) if backlog else 0
