@@ -467,7 +467,11 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
                         ready.setdefault((name, float(k * fleet.window_s)), now)
             if measured_from is None and rows:
                 measured_from = now
-                deadline = time.monotonic() + args.live_s
+                # at least one window that starts after this and ends 2 windows before
+                # the end (the windows the latency counts, below)
+                first_start = -(-now // fleet.window_s) * fleet.window_s
+                deadline = time.monotonic() + max(args.live_s,
+                                                  first_start + 3 * fleet.window_s + 5 - now)
                 cpu_from = (producer.sent, thread_cpu_seconds([worker.pid]))
                 batches_from = batch_readings(timings, worker.pid)
                 score_cpu[:] = [cpu_seconds(score.pid)] if score is not None else []
