@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 
 from dqpulse.store.tables import detector_states
 
+# The states travel as one bytea (cut by offsets, 1-based, and sizes) rather than a bytea[]:
+# an array parameter is written out element by element in Python, each state hex-escaped
+# and quoted (6-7 % of a fleet worker's finalize thread), one bytea is passed as it is.
 _UPDATE_STATES = text("""
-UPDATE detector_states AS d SET state = u.state, updated_at = now()
-FROM unnest(CAST(:series AS text[]), CAST(:states AS bytea[])) AS u(series, state)
+UPDATE detector_states AS d
+SET state = substring(CAST(:states AS bytea) FROM u.start FOR u.size), updated_at = now()
+FROM unnest(CAST(:series AS text[]), CAST(:starts AS integer[]), CAST(:sizes AS integer[]))
+     AS u(series, start, size)
 WHERE d.dataset = :dataset AND d.series = u.series
 """)
 
@@ -26,16 +32,19 @@ def save_all(conn: Connection, *, dataset: str, states: Mapping[str, bytes],
              known: set[str]) -> None:
     """Upsert states; ``known`` is the set of series that already have a row.
 
-    Postgres: one ``UPDATE ... FROM unnest(...)`` for the updates; else an executemany;
-    then one executemany for the inserts.
+    Postgres: one ``UPDATE ... FROM unnest(...)`` for the updates (the states as one
+    bytea); else an executemany; then one executemany for the inserts.
     """
     updates = [{"b_series": s, "b_state": b} for s, b in states.items() if s in known]
     inserts = [{"dataset": dataset, "series": s, "state": b}
                for s, b in states.items() if s not in known]
     if updates and conn.dialect.name == "postgresql":
+        sizes = [len(u["b_state"]) for u in updates]
+        starts = list(itertools.accumulate(sizes[:-1], initial=1))
         conn.execute(_UPDATE_STATES, {"dataset": dataset,
                                       "series": [u["b_series"] for u in updates],
-                                      "states": [u["b_state"] for u in updates]})
+                                      "states": b"".join(u["b_state"] for u in updates),
+                                      "starts": starts, "sizes": sizes})
     elif updates:
         conn.execute(update(detector_states).where(
             detector_states.c.dataset == dataset,
