@@ -35,21 +35,22 @@ def save_all(conn: Connection, *, dataset: str, states: Mapping[str, bytes],
     Postgres: one ``UPDATE ... FROM unnest(...)`` for the updates (the states as one
     bytea); else an executemany; then one executemany for the inserts.
     """
-    updates = [{"b_series": s, "b_state": b} for s, b in states.items() if s in known]
+    updates = {s: b for s, b in states.items() if s in known}
     inserts = [{"dataset": dataset, "series": s, "state": b}
                for s, b in states.items() if s not in known]
     if updates and conn.dialect.name == "postgresql":
-        sizes = [len(u["b_state"]) for u in updates]
-        starts = list(itertools.accumulate(sizes[:-1], initial=1))
-        conn.execute(_UPDATE_STATES, {"dataset": dataset,
-                                      "series": [u["b_series"] for u in updates],
-                                      "states": b"".join(u["b_state"] for u in updates),
-                                      "starts": starts, "sizes": sizes})
+        sizes = [len(b) for b in updates.values()]
+        conn.execute(_UPDATE_STATES, {"dataset": dataset, "series": list(updates),
+                                      "states": b"".join(updates.values()),
+                                      "starts": list(itertools.accumulate(sizes[:-1],
+                                                                          initial=1)),
+                                      "sizes": sizes})
     elif updates:
         conn.execute(update(detector_states).where(
             detector_states.c.dataset == dataset,
             detector_states.c.series == bindparam("b_series"))
-            .values(state=bindparam("b_state"), updated_at=func.now()), updates)
+            .values(state=bindparam("b_state"), updated_at=func.now()),
+            [{"b_series": s, "b_state": b} for s, b in updates.items()])
     if inserts:
         conn.execute(insert(detector_states), inserts)
 

@@ -5,6 +5,7 @@ window and a window that gets the autoencoder's point."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 
@@ -115,3 +116,33 @@ def test_points_written_with_their_scores_match_points_scored_after(engine):
     hours = [b for b in replayed[1] if b[0] == "volume.records" and b[2] == 3600]
     assert len(hours) == 10 and all(b[4] == 4 for b in hours)
     assert max(b[8] for b in hours) == 1000.0  # the replayed value is in its bucket
+
+
+def test_missing_and_non_finite_values_are_stored_as_such(engine):
+    """None stays NULL (value, score, explanation), NaN and the infinities stay floats."""
+    at = BASE + 86_400
+    points = [MetricPoint("distribution.mean", None, field="a"),
+              MetricPoint("distribution.mean", float("nan"), field="b"),
+              MetricPoint("distribution.max", float("inf"), field="a"),
+              MetricPoint("distribution.min", float("-inf"), field="a"),
+              MetricPoint("volume.records", 3.0)]
+    scores = {("volume.records", ""): (0.25, False, {"expected_low": 1.0, "note": "a \"q\""}),
+              ("distribution.mean", "a"): (None, False, None)}
+    with engine.begin() as conn:
+        metric_store.create_window(conn, dataset="finite", window_start=at,
+                                   window_end=at + 900, points=points, scores=scores)
+        p = metric_points.c
+        rows = {(r.metric, r.field): r for r in conn.execute(
+            select(p.metric, p.field, p.value, p.score, p.explanation)
+            .where(p.dataset == "finite"))}
+    assert rows[("distribution.mean", "a")].value is None
+    assert rows[("distribution.mean", "a")].score is None
+    assert rows[("distribution.mean", "a")].explanation is None
+    assert rows[("distribution.mean", "b")].explanation is None
+    nan = rows[("distribution.mean", "b")].value
+    assert nan is None if engine.dialect.name == "sqlite" else math.isnan(nan)  # SQLite: NULL
+    assert rows[("distribution.max", "a")].value == math.inf
+    assert rows[("distribution.min", "a")].value == -math.inf
+    assert rows[("volume.records", "")].value == 3.0
+    assert rows[("volume.records", "")].score == 0.25
+    assert rows[("volume.records", "")].explanation == {"expected_low": 1.0, "note": "a \"q\""}
