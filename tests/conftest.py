@@ -59,6 +59,22 @@ def fresh_db(pg_admin_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """The store on both databases it supports: Postgres (``db_engine``) and SQLite (a
+    file at Alembic head), for repository code with a path per dialect."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("db_engine")
+        return
+    from dqpulse.store.db import make_engine, upgrade_to_head
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade_to_head(url)
+    sqlite = make_engine(url)
+    yield sqlite
+    sqlite.dispose()
+
+
 @pytest.fixture
 def db_engine(pg_url: str) -> Iterator[object]:
     """An engine whose every connection runs inside one outer transaction rolled back after

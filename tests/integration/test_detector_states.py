@@ -4,26 +4,17 @@ statement, every state cut from one bytea) and SQLite."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 
 from dqpulse.store import detector_states
-from dqpulse.store.db import make_engine, upgrade_to_head
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:
-    if request.param == "postgres":
-        yield request.getfixturevalue("db_engine")
-        return
-    url = f"sqlite:///{tmp_path / 'states.db'}"
-    upgrade_to_head(url)
-    sqlite = make_engine(url)
-    yield sqlite
-    sqlite.dispose()
+@pytest.fixture
+def engine(store_engine: object) -> object:
+    return store_engine
 
 
 def test_states_round_trip_through_inserts_and_updates(engine):

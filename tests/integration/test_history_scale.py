@@ -12,7 +12,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,16 +45,9 @@ BASE = 1_800_230_400.0  # 2027-01-18 00:00 UTC, a multiple of a day
 URL = "/api/v1/datasets/orders/metrics/volume.records"
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:
-    if request.param == "postgres":
-        yield request.getfixturevalue("db_engine")
-        return
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    upgrade_to_head(url)
-    sqlite = make_engine(url)
-    yield sqlite
-    sqlite.dispose()
+@pytest.fixture
+def engine(store_engine: object) -> object:
+    return store_engine
 
 
 def _seed(engine, days: float = 3, start: float = BASE, seed: int = 7) -> list[float]:

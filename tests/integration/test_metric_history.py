@@ -4,8 +4,6 @@ the newest window found by index probes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,7 +12,6 @@ from dqpulse.records import MetricPoint
 from dqpulse.spec import parse_spec
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import metrics as metric_store
-from dqpulse.store.db import make_engine, upgrade_to_head
 from service.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -28,16 +25,9 @@ datasets:
 BASE = 1_800_000_000.0  # a multiple of 3600
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:
-    if request.param == "postgres":
-        yield request.getfixturevalue("db_engine")
-        return
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    upgrade_to_head(url)
-    sqlite = make_engine(url)
-    yield sqlite
-    sqlite.dispose()
+@pytest.fixture
+def engine(store_engine: object) -> object:
+    return store_engine
 
 
 def _seed(engine) -> None:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import delete, select
 
 from dqpulse.records import MetricPoint
 from dqpulse.store import metrics as metric_store
-from dqpulse.store.db import make_engine, upgrade_to_head
 from dqpulse.store.tables import metric_points, metric_rollups
 
 pytestmark = pytest.mark.integration
@@ -24,16 +22,9 @@ SERIES = [("volume.records", ""), ("completeness.null_ratio", "a"),
           ("distribution.mean", "a"), ("distribution.mean", "b"), ("schema.new_fields", "")]
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:
-    if request.param == "postgres":
-        yield request.getfixturevalue("db_engine")
-        return
-    url = f"sqlite:///{tmp_path / 'write.db'}"
-    upgrade_to_head(url)
-    sqlite = make_engine(url)
-    yield sqlite
-    sqlite.dispose()
+@pytest.fixture
+def engine(store_engine: object) -> object:
+    return store_engine
 
 
 def _windows(seed: int = 3) -> list[tuple[float, list[MetricPoint], dict]]:
