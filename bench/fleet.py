@@ -14,7 +14,8 @@ consumer group and a fresh database at Alembic head. Per run:
   (rows inserted/updated/deleted and transactions per second, this database's counters);
 - RSS per worker (largest VmRSS sampled);
 - the workers' CPU per record consumed, in all and by thread (the consuming thread,
-  librdkafka's threads, the others);
+  librdkafka's threads, the checkpoint writer, the finalizer, native pools such as Arrow's
+  JSON reader's, other Python threads: each worker writes its threads' names for this);
 - then, one worker on fresh topics of the same shape, live (``--live-s`` at ``--live-rate``
   records/s, event time = now): detection latency = the first time a window's scored
   points are in Postgres minus the window's end (it includes ``lateness``, 2 s), p50/p95,
@@ -77,6 +78,7 @@ def as_worker(timings: str, role: str = "ingest") -> int:
     if role == "score":
         return main(["worker", "score"])
     _report_gc(Path(f"{timings}.gc-{os.getpid()}"))
+    _report_threads(Path(f"{timings}.threads-{os.getpid()}"))
     _report_batches(Path(f"{timings}.batches-{os.getpid()}"))
     return main(["worker", "ingest"])
 
@@ -137,6 +139,13 @@ def batch_summary(before: dict[int, list[int]], after: dict[int, list[int]]
         return {}
     return {"metric_updates": batches, "records_per_update": round(records / batches, 1),
             "share_of_records_in_updates_under_64": round(small / max(records, 1), 3)}
+
+
+def _report_threads(path: Path) -> None:
+    """Write this process's Python threads (native id -> name) to ``path`` every second:
+    the OS names them all alike, so the parent needs it to split the CPU by thread."""
+    _write_every(path, 1.0, lambda: {str(t.native_id): t.name
+                                      for t in threading.enumerate()})
 
 
 def _report_gc(path: Path) -> None:
@@ -262,12 +271,12 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             if first is None and done > 0:
                 first, done_at_first = now, int(done)
                 cpu_at_first = sum(cpu_seconds(p.pid) for p in processes)
-                threads_at_first = thread_cpu_seconds([p.pid for p in processes])
+                threads_at_first = thread_cpu_seconds([p.pid for p in processes], timings)
                 gc_at_first = gc_readings(timings, [p.pid for p in processes])
             if consumed_at is None and done >= total:
                 consumed_at = now
                 cpu_at_consumed = sum(cpu_seconds(p.pid) for p in processes)
-                threads_at_consumed = thread_cpu_seconds([p.pid for p in processes])
+                threads_at_consumed = thread_cpu_seconds([p.pid for p in processes], timings)
                 gc_at_consumed = gc_readings(timings, [p.pid for p in processes])
             for p in processes:
                 value = wl.rss_mib(p.pid)
@@ -311,8 +320,9 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
             "worker_cpu_us_per_record": round(1e6 * (cpu_at_consumed - cpu_at_first)
                                               / max(total - done_at_first, 1), 1)
             if consumed_at is not None else None,
-            # the same by thread: the consuming thread ("main"), librdkafka's fetch and
-            # decompression threads, and the others (checkpoint writer, finalizer)
+            # the same by thread (``THREAD_GROUPS``): the consuming thread ("main"),
+            # librdkafka's fetch threads, the checkpoint writer, the finalizer, native
+            # pools (Arrow's, polars') and other Python threads
             "worker_cpu_us_per_record_by_thread": {
                 group: round(1e6 * (threads_at_consumed.get(group, 0.0) - seconds)
                              / max(total - done_at_first, 1), 1)
@@ -357,19 +367,44 @@ def cpu_seconds(pid: int) -> float:
     return 0.0 if read is None else read[1]
 
 
-def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
-    """User + system CPU seconds so far of the processes' threads, by group: ``main`` (the
-    consuming thread), ``librdkafka`` (threads named ``rdk:...``) and ``other``."""
-    out = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
+#: groups of a worker's threads, by the Python thread's name (see ``thread_group``)
+THREAD_GROUPS = ("main", "librdkafka", "checkpoint", "finalize", "native", "other")
+
+
+def thread_group(tid: str, pid: int, os_name: str, python_names: dict[str, str]) -> str:
+    """``main`` (the consuming thread), ``librdkafka`` (threads named ``rdk:...``), the
+    checkpoint writer, the finalizer, ``native`` (threads Python does not know: Arrow's
+    and polars' pools, decoding large batches) and ``other`` Python threads."""
+    if tid == str(pid):
+        return "main"
+    if os_name.startswith("rdk:"):
+        return "librdkafka"
+    name = python_names.get(tid)
+    if name is None:
+        return "native"
+    if name.startswith("dqpulse-checkpoint"):
+        return "checkpoint"
+    return "finalize" if name.startswith("dqpulse-finalize") else "other"
+
+
+def thread_cpu_seconds(pids: list[int], timings: Path | None = None) -> dict[str, float]:
+    """User + system CPU seconds so far of the processes' threads, by ``THREAD_GROUPS``
+    (without ``timings``, where the workers write their threads' names, all Python
+    threads but the main one count as ``native``)."""
+    out = dict.fromkeys(THREAD_GROUPS, 0.0)
     for pid in pids:
+        python_names: dict[str, str] = {}
+        if timings is not None:
+            try:
+                python_names = json.loads(Path(f"{timings}.threads-{pid}").read_text())
+            except (OSError, ValueError):
+                pass
         for task in Path(f"/proc/{pid}/task").glob("*"):
             read = _stat_cpu(task / "stat")
             if read is None:
                 continue  # the thread ended
             name, seconds = read
-            group = ("main" if task.name == str(pid) else
-                     "librdkafka" if name.startswith("rdk:") else "other")
-            out[group] += seconds
+            out[thread_group(task.name, pid, name, python_names)] += seconds
     return out
 
 
@@ -472,11 +507,11 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
                 first_start = -(-now // fleet.window_s) * fleet.window_s
                 deadline = time.monotonic() + max(args.live_s,
                                                   first_start + 3 * fleet.window_s + 5 - now)
-                cpu_from = (producer.sent, thread_cpu_seconds([worker.pid]))
+                cpu_from = (producer.sent, thread_cpu_seconds([worker.pid], timings))
                 batches_from = batch_readings(timings, worker.pid)
                 score_cpu[:] = [cpu_seconds(score.pid)] if score is not None else []
             if measured_from is not None:
-                cpu_to = (producer.sent, thread_cpu_seconds([worker.pid]))
+                cpu_to = (producer.sent, thread_cpu_seconds([worker.pid], timings))
                 batches_to = batch_readings(timings, worker.pid)
                 if score is not None:
                     score_cpu[1:] = [cpu_seconds(score.pid)]
