@@ -7,6 +7,12 @@ per 10k rows, ties at 1.0, median delay, a threshold sweep) on a corpus of
 
     .venv/bin/python bench/public_series.py                         # NAB (visible part)
     .venv/bin/python bench/public_series.py --incidents --write-docs
+    .venv/bin/python bench/public_series.py --resample 3600 --only default   # hourly means
+
+``--resample`` scores a copy of the corpus with every series averaged over buckets of that
+many seconds (the labels unchanged): the same days at a coarser step, a check that the
+detectors do not depend on the corpus' 5-minute step (NAB's held-out categories include
+30-minute and hourly series).
 
 Configurations are per metric kind (the production defaults of ``--metric-kind``) or a
 named detector with its own defaults: never tuned per series.
@@ -15,11 +21,13 @@ named detector with its own defaults: never tuned per series.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +53,31 @@ CONFIGS = {
 }
 DOC_BEGIN = "<!-- public-series:begin -->"
 DOC_END = "<!-- public-series:end -->"
+
+
+def resample(corpus: Path, seconds: int, into: Path) -> Path:
+    """A copy of ``corpus`` with each series' values averaged per bucket of ``seconds``
+    (a bucket is stamped with its start; buckets without rows are left out)."""
+    shutil.copy(corpus / "labels.json", into / "labels.json")
+    for path in sorted((corpus / "data").glob("*/*.csv")):
+        buckets: dict[int, list[float]] = {}
+        with open(path, newline="") as handle:
+            for row in list(csv.reader(handle))[1:]:
+                if not row:
+                    continue
+                moment = dt.datetime.fromisoformat(row[0].strip()).replace(tzinfo=dt.UTC)
+                start = int(moment.timestamp()) // seconds * seconds
+                buckets.setdefault(start, []).append(float(row[1]))
+        (into / "data" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        with open(into / "data" / path.parent.name / path.name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["timestamp", "value"])
+            for start in sorted(buckets):
+                values = buckets[start]
+                stamp = dt.datetime.fromtimestamp(start, dt.UTC)
+                writer.writerow([stamp.strftime("%Y-%m-%d %H:%M:%S"),
+                                 repr(sum(values) / len(values))])
+    return into
 
 
 def evaluate(name: str, flags: str, corpus: Path, jobs: int) -> dict[str, object]:
@@ -81,14 +114,21 @@ def main() -> None:
                         help="run only configurations whose name contains this")
     parser.add_argument("--incidents", action="store_true",
                         help="also run bench/incidents/run.py (about 5 minutes)")
+    parser.add_argument("--resample", type=int, default=0, metavar="SECONDS",
+                        help="score the corpus averaged over buckets of this many seconds")
     parser.add_argument("--write-docs", action="store_true",
                         help="replace the public-series section of docs/benchmarks.md")
     args = parser.parse_args()
     if not EVAL.exists():
         sys.exit(f"{EVAL} not found: the shared evaluation tool sits beside the checkout")
-    results = {name: evaluate(name, flags, args.corpus, args.jobs)
-               for name, flags in CONFIGS.items()
-               if not args.only or any(o in name for o in args.only)}
+    if args.resample and args.write_docs:
+        sys.exit("--write-docs writes the corpus' own figures: not with --resample")
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus = (resample(args.corpus, args.resample, Path(scratch)) if args.resample
+                  else args.corpus)
+        results = {name: evaluate(name, flags, corpus, args.jobs)
+                   for name, flags in CONFIGS.items()
+                   if not args.only or any(o in name for o in args.only)}
     md = table(results)
     print(md)
     if args.incidents:
