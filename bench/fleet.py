@@ -202,6 +202,17 @@ def produce_backlog(bootstrap: str, fleet: wl.Fleet, records: int, windows: int)
     return time.perf_counter() - started
 
 
+def fleet_env(url: str, bootstrap: str, args: argparse.Namespace, tree: Path,
+              extra_env: dict[str, str] | None) -> dict[str, str]:
+    """A fleet worker's environment, on a fresh consumer group: a quiet partition counts
+    as idle after 3 s (the product's default is 10 s); a run's ``--env`` may set that, as
+    any other setting."""
+    return wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
+                         **{"DQPULSE_IDLE_PARTITION_TIMEOUT_S": "3",
+                            "DQPULSE_KAFKA_CLIENT": args.client, "PYTHONPATH": str(tree),
+                            **(extra_env or {})})
+
+
 def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total: int,
                 workdir: Path, tree: Path = HERE.parent,
                 extra_env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -213,12 +224,7 @@ def run_workers(args: argparse.Namespace, fleet: wl.Fleet, n_workers: int, total
     bootstrap = os.environ.get("DQPULSE_KAFKA_BOOTSTRAP", wl.DEFAULT_KAFKA)
     url = wl.create_database(admin, "dqpulse_fleet")
     database = url.rsplit("/", 1)[1]
-    # a quiet partition counts as idle after 3 s (the product's default is 10 s); a
-    # run's --env may set it, as any other setting
-    env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
-                        **{"DQPULSE_IDLE_PARTITION_TIMEOUT_S": "3",
-                           "DQPULSE_KAFKA_CLIENT": args.client, "PYTHONPATH": str(tree),
-                           **(extra_env or {})})
+    env = fleet_env(url, bootstrap, args, tree, extra_env)
     wl.apply_model(env, fleet.yaml(), workdir)
     engine = make_engine(url, pool_size=1)
     timings = workdir / f"finalize-{n_workers}-{tree.name}.jsonl"
@@ -452,12 +458,7 @@ def live_run(args: argparse.Namespace, workdir: Path, tree: Path = HERE.parent,
                      prefix=f"flive{uuid.uuid4().hex[:5]}")
     wl.create_topics(bootstrap, fleet.names(), fleet.partitions)
     url = wl.create_database(admin, "dqpulse_fleet")
-    # a quiet partition counts as idle after 3 s (the product's default is 10 s); a
-    # run's --env may set it, as any other setting
-    env = wl.worker_env(url, bootstrap, f"fleet-{uuid.uuid4().hex[:8]}",
-                        **{"DQPULSE_IDLE_PARTITION_TIMEOUT_S": "3",
-                           "DQPULSE_KAFKA_CLIENT": args.client, "PYTHONPATH": str(tree),
-                           **(extra_env or {})})
+    env = fleet_env(url, bootstrap, args, tree, extra_env)
     engine = make_engine(url, pool_size=1)
     timings = workdir / f"finalize-live-{tree.name}.jsonl"
     timings.unlink(missing_ok=True)
