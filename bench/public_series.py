@@ -80,6 +80,33 @@ def resample(corpus: Path, seconds: int, into: Path) -> Path:
     return into
 
 
+def thin(corpus: Path, drop: float, jitter: int, into: Path, seed: int = 11) -> Path:
+    """A copy of ``corpus`` with a seeded share ``drop`` of each series' rows left out and
+    every timestamp moved by up to ``jitter`` seconds either way (order kept): irregular
+    sampling with gaps, as in NAB's traffic and ad-exchange series (labels unchanged)."""
+    import random
+
+    rng = random.Random(seed)
+    shutil.copy(corpus / "labels.json", into / "labels.json")
+    for path in sorted((corpus / "data").glob("*/*.csv")):
+        with open(path, newline="") as handle:
+            rows = [row for row in list(csv.reader(handle))[1:] if row]
+        (into / "data" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        with open(into / "data" / path.parent.name / path.name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["timestamp", "value"])
+            last = -float("inf")
+            for row in rows:
+                if rng.random() < drop:
+                    continue
+                moment = dt.datetime.fromisoformat(row[0].strip()).replace(tzinfo=dt.UTC)
+                stamp = max(moment.timestamp() + rng.uniform(-jitter, jitter), last + 1)
+                last = stamp
+                writer.writerow([dt.datetime.fromtimestamp(int(stamp), dt.UTC)
+                                 .strftime("%Y-%m-%d %H:%M:%S"), row[1]])
+    return into
+
+
 def evaluate(name: str, flags: str, corpus: Path, jobs: int) -> dict[str, object]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, str(EVAL), "--corpus", str(corpus), "--jobs", str(jobs),
@@ -116,16 +143,25 @@ def main() -> None:
                         help="also run bench/incidents/run.py (about 5 minutes)")
     parser.add_argument("--resample", type=int, default=0, metavar="SECONDS",
                         help="score the corpus averaged over buckets of this many seconds")
+    parser.add_argument("--drop", type=float, default=0.0, metavar="SHARE",
+                        help="score the corpus with this share of rows left out at random")
+    parser.add_argument("--jitter", type=int, default=0, metavar="SECONDS",
+                        help="... and every timestamp moved by up to this many seconds")
     parser.add_argument("--write-docs", action="store_true",
                         help="replace the public-series section of docs/benchmarks.md")
     args = parser.parse_args()
     if not EVAL.exists():
         sys.exit(f"{EVAL} not found: the shared evaluation tool sits beside the checkout")
-    if args.resample and args.write_docs:
-        sys.exit("--write-docs writes the corpus' own figures: not with --resample")
+    altered = args.resample or args.drop or args.jitter
+    if altered and args.write_docs:
+        sys.exit("--write-docs writes the corpus' own figures: not with --resample, --drop "
+                 "or --jitter")
     with tempfile.TemporaryDirectory() as scratch:
-        corpus = (resample(args.corpus, args.resample, Path(scratch)) if args.resample
-                  else args.corpus)
+        corpus = args.corpus
+        if args.resample:
+            corpus = resample(corpus, args.resample, Path(scratch))
+        elif args.drop or args.jitter:
+            corpus = thin(corpus, args.drop, args.jitter, Path(scratch))
         results = {name: evaluate(name, flags, corpus, args.jobs)
                    for name, flags in CONFIGS.items()
                    if not args.only or any(o in name for o in args.only)}

@@ -26,6 +26,7 @@ Usage: ``.venv/bin/python bench/incidents/run.py [--quick] [--seed N] [--write-d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import platform
@@ -123,6 +124,7 @@ class Config:
     per_kind: int
     seed: int
     baseline_windows: int
+    rate: float = 1.0  # the stream's mean records per second (the profile's base rate)
 
 
 def plan_injections(cfg: Config) -> list[Injection]:
@@ -187,7 +189,8 @@ def simulate(cfg: Config, injections: Sequence[Injection], database: str) -> dic
     with engine.begin() as conn:
         dataset_store.apply_spec(conn, spec=spec)
     now = [START]
-    source = EmbeddedSource([PROFILE], start=START, clock=lambda: now[0],
+    profile = dataclasses.replace(PROFILE, base_rate=cfg.rate)
+    source = EmbeddedSource([profile], start=START, clock=lambda: now[0],
                             injections=injections, seed=cfg.seed)
     telemetry = Telemetry()
     worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
@@ -438,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-days", type=float, default=None)
     parser.add_argument("--test-days", type=float, default=None)
     parser.add_argument("--per-kind", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=1.0,
+                        help="mean records per second of the stream (1.0: ~300 a window)")
     parser.add_argument("--baseline-windows", type=int, default=24)
     parser.add_argument("--database", default=None, help="SQLite URL (default: a temp file)")
     parser.add_argument("--write-docs", action="store_true",
@@ -450,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_days=args.warmup_days or (8.0 if not args.quick else 3.0),
         test_days=args.test_days or (6.0 if not args.quick else 2.0),
         per_kind=args.per_kind or (4 if not args.quick else 1),
-        seed=args.seed, baseline_windows=args.baseline_windows)
+        seed=args.seed, baseline_windows=args.baseline_windows, rate=args.rate)
     injections = plan_injections(cfg)
     with tempfile.TemporaryDirectory(prefix="dqpulse-bench-") as tmp:
         database = args.database or f"sqlite:///{tmp}/bench.db"

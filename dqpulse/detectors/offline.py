@@ -39,7 +39,7 @@ def detector_for_kind(kind: str = DEFAULT_KIND, detector: str | None = None,
     defaults; ``params`` apply on top either way.
 
     >>> detector_for_kind("ratio")
-    ('robust', {'side': 'up'})
+    ('robust', {'side': 'up', 'binomial': True})
     >>> detector_for_kind("volume", "robust", z_threshold=8)
     ('robust', {'z_threshold': 8})
     """

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from scipy.special import bdtr, bdtrc, ndtri
 
-from dqpulse.detectors.base import MAD_TO_SIGMA, UnivariateDetector, check_side, register
+from dqpulse.detectors.base import (
+    MAD_TO_SIGMA,
+    UnivariateDetector,
+    check_side,
+    finite,
+    register,
+)
 
 __all__ = ["RobustDetector"]
 
@@ -15,9 +25,15 @@ __all__ = ["RobustDetector"]
 class RobustDetector(UnivariateDetector):
     """Rolling median / MAD scorer for ratios, drift scores and other level-free series.
 
-    The scale is ``max(1.4826 * MAD, min_scale, rel_scale * |median|)``: a ratio that sits
-    at exactly 0 for days has MAD 0, and the absolute floor ``min_scale`` keeps a change to
-    0.001 from being infinitely anomalous while a jump to 0.3 still is.
+    The scale is ``max(1.4826 * MAD, min_scale, rel_scale * |median|, binomial * se)``: a
+    ratio that sits at exactly 0 for days has MAD 0, and the absolute floor ``min_scale``
+    keeps a change to 0.001 from being infinitely anomalous while a jump to 0.3 still is.
+    For a share of records (nulls, duplicates, violations) the window's record count
+    ``x["n"]`` adds counting noise: the share's z is at most the z of its binomial tail
+    probability (the chance of at least that many of the ``n`` records, each with ``p``
+    the mean learned share), so two nulls among the 17 records of a quiet night window
+    (12 %) are no news when 1 % of records are null (a 1.2 % chance), while 5 duplicate
+    keys among 17 are when duplicates are rare.
 
     Parameters
     ----------
@@ -31,6 +47,9 @@ class RobustDetector(UnivariateDetector):
         Absolute and relative floors on the scale.
     side
         ``"both"``, ``"up"`` or ``"down"``.
+    binomial
+        Weigh counting noise when the window's record count is given as ``x["n"]``
+        (a share of records); off for other series.
     learn_anomalies, relearn_after
         As in :class:`SeasonalDetector`.
 
@@ -41,9 +60,22 @@ class RobustDetector(UnivariateDetector):
     ...     detector.learn_one({"value": 0.0})
     >>> detector.score_one({"value": 0.001}) < 0.1, detector.score_one({"value": 0.3}) > 0.99
     (True, True)
+
+    A share of 1 % learned from windows of 300 records: 2 of 17 records scores low, 20 of
+    300 does not.
+
+    >>> shares = RobustDetector(warm_up=10, side="up", binomial=True)
+    >>> for i in range(100):
+    ...     shares.learn_one({"value": 0.01 if i % 2 else 0.0, "n": 300})
+    >>> shares.score_one({"value": 2 / 17, "n": 17}) < 0.9
+    True
+    >>> shares.score_one({"value": 20 / 300, "n": 300}) >= 0.9
+    True
     """
 
     state_version = 1
+    binomial = False  # states saved before the parameter existed
+    _records: float | None = None
 
     def __init__(
         self,
@@ -53,6 +85,7 @@ class RobustDetector(UnivariateDetector):
         min_scale: float = 0.01,
         rel_scale: float = 0.02,
         side: str = "both",
+        binomial: bool = False,
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
     ) -> None:
@@ -63,25 +96,42 @@ class RobustDetector(UnivariateDetector):
         self.min_scale = min_scale
         self.rel_scale = rel_scale
         self.side = side
+        self.binomial = binomial
         self.learn_anomalies = learn_anomalies
         self.relearn_after = relearn_after
         self._init_learner()
         self._window: deque[float] = deque(maxlen=window_size)
-        self._stats: tuple[float, float] | None = None
+        self._stats: tuple[float, float, float] | None = None
+        self._records: float | None = None  # x["n"] of the window being scored
 
-    def _median_mad(self) -> tuple[float, float]:
-        if self._stats is None:
+    def _read(self, x: Mapping[str, Any]) -> tuple[float | None, float | None]:  # type: ignore[override]
+        records = finite(x.get("n"))
+        self._records = records if records is not None and records > 0.0 else None
+        return super()._read(x)
+
+    def _median_mad(self) -> tuple[float, float, float]:
+        """Median, MAD and mean of the learned values."""
+        if self._stats is None or len(self._stats) != 3:  # a state saved with two
             if not self._window:
-                return 0.0, 0.0
+                return 0.0, 0.0, 0.0
             values = np.fromiter(self._window, dtype=float, count=len(self._window))
             median = float(np.median(values))
-            self._stats = median, float(np.median(np.abs(values - median)))
+            self._stats = (median, float(np.median(np.abs(values - median))),
+                           float(values.mean()))
         return self._stats
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
-        median, mad = self._median_mad()
+        median, mad, mean = self._median_mad()
         scale = max(MAD_TO_SIGMA * mad, self.min_scale, self.rel_scale * abs(median))
-        return (value - median) / scale, median, scale
+        z = (value - median) / scale
+        if self.binomial and self._records is not None and z != 0.0:
+            counted = _counting_z(value, self._records, mean)
+            if abs(counted) < abs(z):  # counting noise explains it better: report its z
+                if counted * z > 0.0:
+                    z, scale = counted, (value - median) / counted
+                else:  # the count is no higher (lower) than its rate makes likely
+                    z = 0.0
+        return z, median, scale
 
     def _update(self, value: float, t: float | None) -> None:
         self._window.append(value)
@@ -96,3 +146,27 @@ class RobustDetector(UnivariateDetector):
         del self._window[index]
         self._stats = None
         return True
+
+
+def _counting_z(share: float, records: float, rate: float) -> float:
+    """Signed z of ``share`` of ``records`` records when each is counted with chance
+    ``rate``: the normal quantile of the binomial tail probability on the side of
+    ``share`` (infinite when the rate makes that count impossible).
+
+    >>> round(_counting_z(2 / 17, 17, 0.01), 2), round(_counting_z(7 / 17, 17, 0.01), 2)
+    (2.25, 6.27)
+    >>> _counting_z(1 / 17, 17, 0.0), _counting_z(0.0, 17, 0.01)
+    (inf, 0.0)
+    """
+    n = max(round(records), 1)
+    k = round(share * n)
+    rate = min(max(rate, 0.0), 1.0)
+    if k > rate * n:
+        tail, sign = float(bdtrc(k - 1, n, rate)), 1.0  # P(K >= k)
+    elif k < rate * n:
+        tail, sign = float(bdtr(k, n, rate)), -1.0  # P(K <= k)
+    else:
+        return 0.0
+    if tail <= 0.0:
+        return math.copysign(math.inf, sign)
+    return sign * max(-float(ndtri(min(tail, 0.5))), 0.0)

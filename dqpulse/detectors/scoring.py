@@ -93,6 +93,11 @@ _EVERY_BURST_PARAMS: dict[str, Any] = {"spike_memory": 0.0, "repeat_windows": 0,
 # Record counts: Poisson counting noise floors the scale, and no count is below 0.
 _COUNT_METRICS = frozenset({"volume.records", "volume.bytes", "volume.late_records",
                             "distribution.distinct_count"})
+# Shares of a window's records: their counting noise grows as the window's records fall
+# (two nulls of a night window's 17 records are 12 %), so the record count floors their scale.
+_SHARE_METRICS = frozenset({"completeness.null_ratio", "completeness.empty_ratio",
+                            "validity.violation_ratio", "uniqueness.duplicate_ratio",
+                            "ml_data.class_share"})
 # Series where only an increase is bad: a drop in lag, nulls or drift is good news.
 _UP_ONLY_FAMILIES = ("freshness.", "schema.", "validity.", "uniqueness.")
 _UP_ONLY_WORDS = ("null_ratio", "empty_ratio", "missing", "violation", "duplicate", "psi",
@@ -139,7 +144,7 @@ def default_params_for(metric: str) -> dict[str, Any]:
     >>> default_params_for("distribution.psi")
     {'side': 'up', 'lower': 0.0, 'min_scale': 0.005}
     >>> default_params_for("completeness.null_ratio")
-    {'side': 'up'}
+    {'side': 'up', 'binomial': True}
     """
     name = metric.split(".", 1)[-1]
     params: dict[str, Any] = {}
@@ -148,6 +153,8 @@ def default_params_for(metric: str) -> dict[str, Any]:
     if metric in _SEASONAL_BY_DEFAULT:
         return {**params, **_SEASONAL_VOLUME_PARAMS}
     if default_detector_for(metric) != "adaptive":
+        if metric in _SHARE_METRICS:
+            params["binomial"] = True
         return params
     if (metric in _COUNT_METRICS or metric.startswith("freshness.")
             or metric in _DRIFT_METRICS):
@@ -262,11 +269,14 @@ class SeriesScorer:
         """
         updated = dict(states)
         scored: list[ScoredPoint] = []
+        # the window's record count: the counting floor of shares of records (null ratios...)
+        records = next((p.value for p in points
+                        if p.metric == "volume.records" and not p.field), None)
         for point in points:
             key = series_key(point.metric, point.field)
             name, params = detector_for(self.spec, point.metric, point.field)
             model = self._detector(key, name, params, states)
-            x = {"value": point.value, "t": window_start}
+            x = {"value": point.value, "t": window_start, "n": records}
             results = [(model, model.score_one(x))]
             results += [(rule, rule.score_one(x)) for rule in
                         rules_for(self.spec, point.metric, point.field)]

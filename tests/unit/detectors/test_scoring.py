@@ -68,7 +68,8 @@ def test_a_mean_that_is_noisier_at_night_does_not_alert_but_a_shift_does() -> No
 def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
     assert detector_for(SPEC, "distribution.mean", "amount") == ("threshold", {"max": 500})
     assert detector_for(SPEC, "distribution.mean", "price") == ("robust", {"z_threshold": 4})
-    assert detector_for(SPEC, "completeness.null_ratio", "amount") == ("robust", {"side": "up"})
+    assert detector_for(SPEC, "completeness.null_ratio", "amount") == (
+        "robust", {"side": "up", "binomial": True})
 
 
 def test_rules_come_from_the_spec() -> None:
@@ -203,3 +204,67 @@ def test_every_late_burst_alerts_even_when_it_recurs_within_a_day() -> None:
             start = max(s for s in bursts if s <= w)
             best[start] = max(best.get(start, 0.0), score)
     assert all(score >= 0.9 for score in best.values()), best
+
+
+def _null_share_windows(scorer: SeriesScorer, records: list[int], seed: int = 5
+                        ) -> list[bool]:
+    """Windows of ``records`` records each with 1 % nulls drawn at random: the null ratio
+    point's anomalous flag per window (the window's record count beside it)."""
+    rng = random.Random(seed)
+    states: dict[str, bytes] = {}
+    flags = []
+    for i, n in enumerate(records):
+        nulls = sum(rng.random() < 0.01 for _ in range(n))
+        points = [MetricPoint("volume.records", float(n)),
+                  MetricPoint("completeness.null_ratio", nulls / n, field="email")]
+        scored, states = scorer.score_window(i * 300.0, points, states)
+        flags.append(scored[1].anomalous)
+    return flags
+
+
+def test_a_null_ratio_weighs_counting_noise_on_quiet_windows() -> None:
+    # a day of windows of 300 records (1 % nulls), then quiet windows of 15-20 records:
+    # one or two nulls there are 5-13 %, counting noise, not an incident
+    scorer = SeriesScorer(SPEC)
+    quiet = [15 + i % 6 for i in range(600)]
+    flags = _null_share_windows(scorer, [300] * 288 + quiet)
+    assert not any(flags[288:])
+    # without the record count (counting noise not weighed) the same windows alert
+    name, params = detector_for(SPEC, "completeness.null_ratio", "email")
+    assert params["binomial"] is True
+    bare = create(name, **{**params, "binomial": False})
+    rng = random.Random(5)
+    alerts = 0
+    for i, n in enumerate([300] * 288 + quiet):
+        x = {"value": sum(rng.random() < 0.01 for _ in range(n)) / n, "t": i * 300.0}
+        alerts += i >= 288 and bare.score_one(x) >= bare.threshold
+        bare.learn_one(x)
+    assert alerts > 0
+
+
+def test_a_null_spike_on_a_quiet_window_still_alerts() -> None:
+    scorer = SeriesScorer(SPEC)
+    rng = random.Random(5)
+    states: dict[str, bytes] = {}
+    for i in range(288):
+        n = 300
+        points = [MetricPoint("volume.records", float(n)), MetricPoint(
+            "completeness.null_ratio", sum(rng.random() < 0.01 for _ in range(n)) / n,
+            field="email")]
+        _, states = scorer.score_window(i * 300.0, points, states)
+    # 60 % of a 17-record window null (10 records)
+    spike = [MetricPoint("volume.records", 17.0),
+             MetricPoint("completeness.null_ratio", 10 / 17, field="email")]
+    scored, _ = scorer.score_window(288 * 300.0, spike, states)
+    assert scored[1].anomalous
+    assert scored[1].explanation["expected_high"] < 10 / 17
+
+
+def test_duplicates_on_a_quiet_window_alert_when_duplicates_are_rare() -> None:
+    detector = create("robust", side="up", binomial=True)
+    for i in range(300):
+        detector.learn_one({"value": 1 / 300 if i % 50 == 0 else 0.0, "t": i * 300.0,
+                            "n": 300})
+    quiet = {"value": 5 / 17, "t": 300 * 300.0, "n": 17}  # 30 % of 17 keys repeat
+    assert detector.score_one(quiet) >= detector.threshold
+    assert detector.score_one({**quiet, "value": 1 / 17}) < detector.threshold
