@@ -12,7 +12,9 @@ per 10k rows, ties at 1.0, median delay, a threshold sweep) on a corpus of
 ``--resample`` scores a copy of the corpus with every series averaged over buckets of that
 many seconds (the labels unchanged): the same days at a coarser step, a check that the
 detectors do not depend on the corpus' 5-minute step (NAB's held-out categories include
-30-minute and hourly series).
+30-minute and hourly series). ``--drop SHARE --jitter SECONDS`` scores a copy with a seeded
+share of rows left out and timestamps moved (irregular sampling with gaps, as in NAB's
+traffic series).
 
 Configurations are per metric kind (the production defaults of ``--metric-kind``) or a
 named detector with its own defaults: never tuned per series.
