@@ -25,9 +25,9 @@ __all__ = ["RobustDetector"]
 class RobustDetector(UnivariateDetector):
     """Rolling median / MAD scorer for ratios, drift scores and other level-free series.
 
-    The scale is ``max(1.4826 * MAD, min_scale, rel_scale * |median|, binomial * se)``: a
-    ratio that sits at exactly 0 for days has MAD 0, and the absolute floor ``min_scale``
-    keeps a change to 0.001 from being infinitely anomalous while a jump to 0.3 still is.
+    The scale is ``max(1.4826 * MAD, min_scale, rel_scale * |median|)``: a ratio that sits
+    at exactly 0 for days has MAD 0, and the absolute floor ``min_scale`` keeps a change to
+    0.001 from being infinitely anomalous while a jump to 0.3 still is.
     For a share of records (nulls, duplicates, violations) the window's record count
     ``x["n"]`` adds counting noise: the share's z is at most the z of its binomial tail
     probability (the chance of at least that many of the ``n`` records, each with ``p``
