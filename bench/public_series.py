@@ -28,11 +28,13 @@ import datetime as dt
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,56 +59,58 @@ DOC_BEGIN = "<!-- public-series:begin -->"
 DOC_END = "<!-- public-series:end -->"
 
 
-def resample(corpus: Path, seconds: int, into: Path) -> Path:
-    """A copy of ``corpus`` with each series' values averaged per bucket of ``seconds``
-    (a bucket is stamped with its start; buckets without rows are left out)."""
+Rows = list[tuple[float, str]]  # (epoch seconds, value as written)
+
+
+def _rewrite(corpus: Path, into: Path, transform: Callable[[Rows], Rows]) -> Path:
+    """A copy of ``corpus`` (labels unchanged) with each series' rows passed through
+    ``transform``; timestamps are written to the second."""
     shutil.copy(corpus / "labels.json", into / "labels.json")
     for path in sorted((corpus / "data").glob("*/*.csv")):
-        buckets: dict[int, list[float]] = {}
         with open(path, newline="") as handle:
-            for row in list(csv.reader(handle))[1:]:
-                if not row:
-                    continue
-                moment = dt.datetime.fromisoformat(row[0].strip()).replace(tzinfo=dt.UTC)
-                start = int(moment.timestamp()) // seconds * seconds
-                buckets.setdefault(start, []).append(float(row[1]))
+            rows = [(dt.datetime.fromisoformat(row[0].strip()).replace(tzinfo=dt.UTC)
+                     .timestamp(), row[1]) for row in list(csv.reader(handle))[1:] if row]
         (into / "data" / path.parent.name).mkdir(parents=True, exist_ok=True)
         with open(into / "data" / path.parent.name / path.name, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["timestamp", "value"])
-            for start in sorted(buckets):
-                values = buckets[start]
-                stamp = dt.datetime.fromtimestamp(start, dt.UTC)
-                writer.writerow([stamp.strftime("%Y-%m-%d %H:%M:%S"),
-                                 repr(sum(values) / len(values))])
+            for stamp, value in transform(rows):
+                writer.writerow([dt.datetime.fromtimestamp(int(stamp), dt.UTC)
+                                 .strftime("%Y-%m-%d %H:%M:%S"), value])
     return into
+
+
+def resample(corpus: Path, seconds: int, into: Path) -> Path:
+    """A copy of ``corpus`` with each series' values averaged per bucket of ``seconds``
+    (a bucket is stamped with its start; buckets without rows are left out)."""
+
+    def means(rows: Rows) -> Rows:
+        buckets: dict[int, list[float]] = {}
+        for stamp, value in rows:
+            buckets.setdefault(int(stamp) // seconds * seconds, []).append(float(value))
+        return [(start, repr(sum(values) / len(values)))
+                for start, values in sorted(buckets.items())]
+
+    return _rewrite(corpus, into, means)
 
 
 def thin(corpus: Path, drop: float, jitter: int, into: Path, seed: int = 11) -> Path:
     """A copy of ``corpus`` with a seeded share ``drop`` of each series' rows left out and
     every timestamp moved by up to ``jitter`` seconds either way (order kept): irregular
     sampling with gaps, as in NAB's traffic and ad-exchange series (labels unchanged)."""
-    import random
-
     rng = random.Random(seed)
-    shutil.copy(corpus / "labels.json", into / "labels.json")
-    for path in sorted((corpus / "data").glob("*/*.csv")):
-        with open(path, newline="") as handle:
-            rows = [row for row in list(csv.reader(handle))[1:] if row]
-        (into / "data" / path.parent.name).mkdir(parents=True, exist_ok=True)
-        with open(into / "data" / path.parent.name / path.name, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["timestamp", "value"])
-            last = -float("inf")
-            for row in rows:
-                if rng.random() < drop:
-                    continue
-                moment = dt.datetime.fromisoformat(row[0].strip()).replace(tzinfo=dt.UTC)
-                stamp = max(moment.timestamp() + rng.uniform(-jitter, jitter), last + 1)
-                last = stamp
-                writer.writerow([dt.datetime.fromtimestamp(int(stamp), dt.UTC)
-                                 .strftime("%Y-%m-%d %H:%M:%S"), row[1]])
-    return into
+
+    def irregular(rows: Rows) -> Rows:
+        kept: Rows = []
+        last = -float("inf")
+        for stamp, value in rows:
+            if rng.random() < drop:
+                continue
+            last = max(stamp + rng.uniform(-jitter, jitter), last + 1)
+            kept.append((last, value))
+        return kept
+
+    return _rewrite(corpus, into, irregular)
 
 
 def evaluate(name: str, flags: str, corpus: Path, jobs: int) -> dict[str, object]:
