@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     # next checkpoint): many partitions polled a few records at a time pay a metric
     # update's fixed cost once per this many records; 1: aggregate every poll as it comes
     coalesce_records: int = Field(default=2000, ge=1)
-    # ... or once its oldest held record was polled this long ago (by the worker's clock)
-    coalesce_max_wait_s: float = Field(default=2.0, ge=0)
+    # ... or once its oldest held record was polled this long ago (by the worker's clock);
+    # held records are aggregated anyway once their window may close, so this bounds what
+    # a crash replays and how far the committed offset trails, not a window's latency
+    coalesce_max_wait_s: float = Field(default=10.0, ge=0)
     # records held back for coalescing in all partitions together; above it, all are
     # aggregated at once (bounds the memory: records x their size)
     coalesce_max_held_records: int = Field(default=200_000, ge=0)
