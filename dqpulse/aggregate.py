@@ -47,6 +47,7 @@ import polars as pl
 
 from dqpulse.decode import Decoder, DecodeResult, decoder_for
 from dqpulse.metrics.codec import pack, unpack
+from dqpulse.metrics.samples import SampleBoard, SamplesState
 from dqpulse.metrics.segments import wants_key_prefix
 from dqpulse.metrics.window_state import WindowState
 from dqpulse.records import ColumnBatch, PartitionBatch, RawMessage
@@ -97,7 +98,11 @@ class PartitionAggregator:
 
     def __init__(self, spec: DatasetSpec, partition: int, *,
                  max_message_bytes: int = 1_048_576, idle_timeout_s: float = 10.0,
-                 decoder: Decoder | None = None, max_future_s: float = 86_400.0) -> None:
+                 decoder: Decoder | None = None, max_future_s: float = 86_400.0,
+                 samples_board: SampleBoard | None = None) -> None:
+        """``samples_board``: shared by the aggregators of this data set's partitions in
+        one process, so that only the lowest-numbered partitions collect each window's
+        failing samples (see :mod:`dqpulse.metrics.samples`)."""
         self.spec = spec
         self.partition = partition
         self.max_message_bytes = max_message_bytes
@@ -105,6 +110,7 @@ class PartitionAggregator:
         self.decoder = decoder if decoder is not None else decoder_for(spec)
         self._clock = PartitionClock(spec.window, spec.lateness, idle_timeout_s)
         self._windows: dict[float, WindowState] = {}
+        self._board = samples_board
         self.counters: dict[str, int] = {
             "accepted": 0, "late": 0, "event_time_fallbacks": 0}
 
@@ -280,7 +286,13 @@ class PartitionAggregator:
         state = self._windows.get(start)
         if state is None:
             state = self._windows[start] = WindowState.zero(self.spec)
+            self._share_samples(start, state)
         return state
+
+    def _share_samples(self, start: float, state: WindowState) -> None:
+        samples = state.families.get("samples")
+        if self._board is not None and isinstance(samples, SamplesState):
+            samples.share(self._board, start, self.partition)
 
     # -- time ----------------------------------------------------------------------------
     def is_idle(self, now: float) -> bool:
@@ -319,4 +331,6 @@ class PartitionAggregator:
             float(start): WindowState.from_bytes(spec, data)
             for start, data in zip(header["windows"], blobs, strict=True)
         }
+        for start, state in aggregator._windows.items():
+            aggregator._share_samples(start, state)
         return aggregator

@@ -13,6 +13,7 @@ from dqpulse.aggregate import AddReport, PartitionAggregator
 from dqpulse.config import Settings
 from dqpulse.decode import Decoder, decoder_for
 from dqpulse.errors import ConfigError
+from dqpulse.metrics.samples import SampleBoard
 from dqpulse.records import PartitionBatch
 from dqpulse.spec import DatasetSpec
 from dqpulse.store.checkpoints import Checkpoint
@@ -168,6 +169,9 @@ class AggregatorOptions:
     max_message_bytes: int
     idle_timeout_s: float
     decoders: Mapping[str, Decoder]
+    #: per data set, shared by its partitions' aggregators (failing samples, collected
+    #: only by the lowest-numbered partitions of each window that have them)
+    boards: dict[str, SampleBoard] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings,
@@ -180,14 +184,15 @@ class AggregatorOptions:
             saved: Checkpoint | None) -> OwnedPartition:
         """The partition's state: from its stored checkpoint, or empty when there is none."""
         decoder = self.decoders.get(dataset.name)
+        board = self.boards.setdefault(dataset.name, SampleBoard())
         if saved is None:
             aggregator = PartitionAggregator(
                 dataset, partition, max_message_bytes=self.max_message_bytes,
-                idle_timeout_s=self.idle_timeout_s, decoder=decoder)
+                idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
             return OwnedPartition(aggregator, None, None)
         aggregator = PartitionAggregator.restore(
             dataset, partition, saved.state, max_message_bytes=self.max_message_bytes,
-            idle_timeout_s=self.idle_timeout_s, decoder=decoder)
+            idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
         return OwnedPartition(aggregator, saved.version, saved.next_offset, dirty=False)
 
 

@@ -10,6 +10,12 @@ Kept for the series whose alerts people investigate by example:
   partition (a repeat across partitions or poll batches is counted by the uniqueness
   family but has no sample: finding it would need every key of the window).
 
+Within one process, the partitions of a data set share a :class:`SampleBoard`: once a
+partition holds its full set of samples of a series in a window, the higher-numbered
+partitions stop collecting that series for that window. A merge keeps the first samples
+by partition and offset, so what they would have collected is never kept; a partition's
+first samples by offset are final once it has them all (a replay collects the same).
+
 Bounded: at most ``samples.per_window`` records per series and ``MAX_SERIES`` series per
 window (type samples: ``TYPE_SAMPLES`` records for each of at most ``MAX_TYPE_SERIES``
 field types), the first ones by partition and offset after a merge. A sample holds only the
@@ -43,6 +49,39 @@ TYPE_SAMPLES = 2
 Sample = dict[str, Any]
 
 
+class SampleBoard:
+    """Which series each window's lowest-numbered partitions hold in full (one data set,
+    one process; the last ``windows`` window starts are remembered, older ones forgotten:
+    a partition that finds nothing here collects as it would alone).
+
+    >>> board = SampleBoard()
+    >>> board.covered(60.0, "completeness:a", 3)
+    False
+    >>> board.mark(60.0, "completeness:a", 1)
+    >>> board.covered(60.0, "completeness:a", 3), board.covered(60.0, "completeness:a", 0)
+    (True, False)
+    """
+
+    def __init__(self, windows: int = 64) -> None:
+        self.windows = windows
+        self._full: dict[float, dict[str, int]] = {}
+
+    def covered(self, start: float, key: str, partition: int) -> bool:
+        """Whether a partition below ``partition`` holds every sample of ``key``."""
+        full = self._full.get(start)
+        return full is not None and full.get(key, partition) < partition
+
+    def mark(self, start: float, key: str, partition: int) -> None:
+        """``partition`` holds every sample of ``key`` in the window at ``start``."""
+        full = self._full.get(start)
+        if full is None:
+            full = self._full[start] = {}
+            if len(self._full) > self.windows:
+                del self._full[min(self._full)]
+        if full.get(key, partition) >= partition:
+            full[key] = partition
+
+
 def is_redacted(path: str, redact: list[str]) -> bool:
     """Whether ``path`` is a redacted path or lies under one.
 
@@ -65,6 +104,16 @@ class SamplesState(FamilyState):
         self._asked: list[tuple[str, npt.NDArray[np.int64], str | None]] = []
         # how many type / other series there are (None: count them again)
         self._series: dict[bool, int] | None = None
+        self._board: SampleBoard | None = None
+        self._start = 0.0
+        self._partition = 0
+
+    def share(self, board: SampleBoard, start: float, partition: int) -> None:
+        """Take part in ``board`` as ``partition``'s state of the window at ``start``."""
+        self._board, self._start, self._partition = board, start, partition
+        for key in self.samples:  # restored from a checkpoint
+            if self._room(key) <= 0:
+                board.mark(start, key, partition)
 
     def _room(self, key: str) -> int:
         have = self.samples.get(key)
@@ -78,6 +127,14 @@ class SamplesState(FamilyState):
             return limit if count < (MAX_TYPE_SERIES if typed else MAX_SERIES) else 0
         return limit - len(have)
 
+    def _wants(self, key: str) -> bool:
+        """Whether this state would take samples of ``key`` now (room, not covered by a
+        lower partition's full set)."""
+        if self._room(key) <= 0:
+            return False
+        board = self._board
+        return board is None or not board.covered(self._start, key, self._partition)
+
     def _value(self, value: Any) -> Any:
         if isinstance(value, str | bytes) and len(value) > self.spec.samples.max_value_chars:
             text = value if isinstance(value, str) else value.decode("utf-8", "replace")
@@ -88,9 +145,9 @@ class SamplesState(FamilyState):
               path: str | None) -> None:
         """Ask for the first records at ``rows`` as samples of ``key`` (as many as it has
         room for); :meth:`_gather` reads every asked record of the batch at once."""
+        if not rows.size or not self._wants(key):
+            return  # full, or a lower partition's samples come first in the merge
         room = self._room(key)
-        if room <= 0 or not rows.size:
-            return
         if key not in self.samples:  # counted against MAX_SERIES from now on
             self.samples[key] = []
             if self._series is not None:
@@ -103,6 +160,15 @@ class SamplesState(FamilyState):
         asked, self._asked = self._asked, []
         if not asked:
             return
+        self._file(batch, asked)
+        board = self._board
+        if board is not None:
+            for key, _, _ in asked:
+                if self._room(key) <= 0:
+                    board.mark(self._start, key, self._partition)
+
+    def _file(self, batch: ColumnBatch,
+              asked: list[tuple[str, npt.NDArray[np.int64], str | None]]) -> None:
         redact = self.spec.samples.redact
         columns = set(batch.frame.columns)
         shown = [p for p in self._shown if p in columns]
@@ -150,7 +216,7 @@ class SamplesState(FamilyState):
             return
         broken: dict[str, int] = batch.cache.get(VIOLATIONS_CACHE, {})
         for key, count in broken.items():
-            if count and self._room(f"validity:{key}") > 0:
+            if count and self._wants(f"validity:{key}"):
                 path, _, rule = key.rpartition(":")
                 mask = violation_mask(batch, path, rule, self.spec.fields[path])
                 self._take(f"validity:{key}", batch, np.flatnonzero(mask), path)
@@ -159,15 +225,15 @@ class SamplesState(FamilyState):
         columns = set(batch.frame.columns)
         # which records are null, for every column that needs it, in one polars call
         nullable = [p for p in dict.fromkeys([*watched, *batch.types]) if p in columns
-                    and stats[p].nulls and (self._room(f"completeness:{p}") > 0 or (
-                        p in batch.types and self._room(f"type:{p}:{batch.types[p]}") > 0))]
+                    and stats[p].nulls and (self._wants(f"completeness:{p}") or (
+                        p in batch.types and self._wants(f"type:{p}:{batch.types[p]}")))]
         null_masks: dict[str, npt.NDArray[np.bool_]] = {}
         if nullable:
             matrix = batch.frame.select([pl.col(p).is_null() for p in nullable]).to_numpy()
             null_masks = {p: matrix[:, i] for i, p in enumerate(nullable)}
         for path in dict.fromkeys(watched):
             nulls = stats[path].nulls if path in stats else batch.n
-            if nulls and self._room(f"completeness:{path}") > 0:
+            if nulls and self._wants(f"completeness:{path}"):
                 if path in columns:
                     missing = null_masks[path].copy()
                     for mask in batch.other_types.get(path, {}).values():
@@ -183,19 +249,19 @@ class SamplesState(FamilyState):
     def _types(self, batch: ColumnBatch, stats: dict[str, ColumnStats],
                null_masks: dict[str, npt.NDArray[np.bool_]]) -> None:
         for path, type_name in batch.types.items():
-            if type_name != "null" and self._room(f"type:{path}:{type_name}") > 0:
+            if type_name != "null" and self._wants(f"type:{path}:{type_name}"):
                 if not stats[path].nulls:  # every record holds the type: the first ones
                     rows = np.arange(min(batch.n, TYPE_SAMPLES), dtype=np.int64)
                 else:
                     rows = np.flatnonzero(~null_masks[path])
                 self._take(f"type:{path}:{type_name}", batch, rows, path)
             for other, mask in batch.other_types.get(path, {}).items():
-                if self._room(f"type:{path}:{other}") > 0:
+                if self._wants(f"type:{path}:{other}"):
                     self._take(f"type:{path}:{other}", batch, np.flatnonzero(mask), path)
 
     def _duplicates(self, batch: ColumnBatch) -> None:
         key = self.spec.key
-        if key is None or key not in batch.frame.columns or self._room("uniqueness") <= 0:
+        if key is None or key not in batch.frame.columns or not self._wants("uniqueness"):
             return
         column = batch.frame.get_column(key)
         repeated = (column.is_duplicated() & column.is_not_null()).to_numpy()
