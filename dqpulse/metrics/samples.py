@@ -144,10 +144,11 @@ class SamplesState(FamilyState):
     def _take(self, key: str, batch: ColumnBatch, rows: npt.NDArray[np.int64],
               path: str | None) -> None:
         """Ask for the first records at ``rows`` as samples of ``key`` (as many as it has
-        room for); :meth:`_gather` reads every asked record of the batch at once."""
-        if not rows.size or not self._wants(key):
-            return  # full, or a lower partition's samples come first in the merge
+        room for); :meth:`_gather` reads every asked record of the batch at once. Callers
+        ask :meth:`_wants` first (before building a mask), so the board is not asked again."""
         room = self._room(key)
+        if room <= 0 or not rows.size:
+            return
         if key not in self.samples:  # counted against MAX_SERIES from now on
             self.samples[key] = []
             if self._series is not None:
