@@ -113,10 +113,13 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     record_windows, record_boost
         A value outside the range of the last ``record_windows`` windows (anomalies
         included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
-    repeat_windows, repeat_count
+    repeat_windows, repeat_count, repeat_runs
         A window no more unusual than ``repeat_count`` others of the last
-        ``repeat_windows`` reports just under the threshold. ``0`` off. So does one no
-        more unusual than the same time yesterday (``daily_repeat_seconds`` buckets; 0 off).
+        ``repeat_windows``, found in at least ``repeat_runs`` separate runs (windows less
+        than 3 apart are one run), reports just under the threshold: a defect seen once
+        earlier today still alerts, a third time is how the series behaves. ``0`` off.
+        So does one no more unusual than the same time yesterday (``daily_repeat_seconds``
+        buckets; 0 off).
     hold, hold_from
         Alert hysteresis: once a window reports the threshold, up to ``hold`` following
         windows scoring ``hold_from`` or more report it too. ``0`` off. Learning sees none
@@ -140,6 +143,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     """
 
     state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
+    live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
+                             "spike_memory", "hold", "hold_from"})
 
     def __init__(
         self,
@@ -159,17 +164,18 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         error_alpha: float = 0.05,
         select_alpha: float = 0.003,
         persistence: float = 0.3,
-        spike_memory: float = 2.0,
+        spike_memory: float = 5.0,
         taper_from: float = 0.7,
         tail_shape: float = 0.1,
         seasonal_persistence: bool = True,
         point_share: float = 2.0,
         drift_share: float = 2.0,
-        report_share: float = 2.5,
+        report_share: float = 3.0,
         record_windows: int = 4032,
         record_boost: float = 30.0,
         repeat_windows: int = 288,
         repeat_count: int = 4,
+        repeat_runs: int = 2,
         daily_repeat_seconds: float = 900.0,
         hold: int = 3,
         hold_from: float = 0.5,
@@ -207,6 +213,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.record_boost = record_boost
         self.repeat_windows = repeat_windows
         self.repeat_count = repeat_count
+        self.repeat_runs = repeat_runs
         self.daily_repeat_seconds = daily_repeat_seconds
         self.hold = hold
         self.hold_from = hold_from

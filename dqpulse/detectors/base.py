@@ -116,6 +116,9 @@ class Detector(abc.ABC):
     multivariate: ClassVar[bool] = False
     # Bump when the pickled attributes of a detector change incompatibly.
     state_version: ClassVar[int] = 1
+    # Params read only when a window is reported (not baked into the learned state): a
+    # saved state takes a new value of these and keeps its baseline.
+    live_params: ClassVar[frozenset[str]] = frozenset()
     threshold: float = DEFAULT_THRESHOLD
 
     # ---- River's protocol -------------------------------------------------------------

@@ -81,6 +81,18 @@ class RepeatCounter:
         oldest = self.seen - self.windows
         return sum(1 for index, kept in self.recent if index >= oldest and kept >= score)
 
+    def runs(self, score: float, gap: int = 3) -> int:
+        """In how many separate runs the last ``windows`` windows scored at least as high
+        as ``score``: windows less than ``gap`` apart belong to one run (one incident)."""
+        oldest = self.seen - self.windows
+        count, last = 0, None
+        for index, kept in self.recent:
+            if index >= oldest and kept >= score:
+                if last is None or index - last > gap:
+                    count += 1
+                last = index
+        return count
+
     def add(self, score: float) -> None:
         recent = self.recent
         while recent and recent[0][0] < self.seen - self.windows:

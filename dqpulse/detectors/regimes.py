@@ -77,6 +77,7 @@ class RegimeAdoption:
     record_boost: float
     report_share: float
     repeat_count: int
+    repeat_runs: int = 1  # what states saved before it did
     _records: RecordRange | None
     _repeats: RepeatCounter | None
     _run_held = -1  # windows held up in the current alert run; -1: no run
@@ -91,8 +92,9 @@ class RegimeAdoption:
         The window's tail probability is first multiplied by ``report_share``. A value
         outside the range of the last ``record_windows`` (on an alerting side) has it
         divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
-        of the last ``repeat_windows`` does not open an alert (it reports just under the
-        threshold) unless a user confirmed the episode. While an alert run is on, a
+        of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, does not
+        open an alert (it reports just under the threshold) unless a user confirmed the
+        episode. While an alert run is on, a
         window scoring ``hold_from`` or more keeps it on for up to ``hold`` windows (one
         alert for a shift hovering about the threshold). Learning sees none of this: it
         follows the residual's own score."""
@@ -106,7 +108,8 @@ class RegimeAdoption:
         score = capped = log_p_to_score(log_p)
         repeats = self._repeats
         if score >= self.threshold and self._run_held < 0 and not self._hold and (
-                (repeats is not None and repeats.as_high(score) >= self.repeat_count)
+                (repeats is not None and repeats.as_high(score) >= self.repeat_count
+                 and (self.repeat_runs <= 1 or repeats.runs(score) >= self.repeat_runs))
                 or (self._daily is not None and t is not None
                     and self._daily.yesterday(t) >= score)):
             capped = self.threshold - 1e-4

@@ -257,8 +257,16 @@ class SeriesScorer:
         for param, value in fresh._get_params().items():
             if param not in vars(loaded):
                 setattr(loaded, param, value)
-        # changed params in dqpulse.yaml also start a new baseline
-        return loaded if loaded._get_params() == fresh._get_params() else fresh
+        # changed params in dqpulse.yaml (or a new dqpulse's defaults) start a new baseline,
+        # unless only params that weigh what a window reports changed
+        wanted = fresh._get_params()
+        changed = {param for param, value in loaded._get_params().items()
+                   if value != wanted[param]}
+        if not changed <= type(fresh).live_params:
+            return fresh
+        for param in changed:
+            setattr(loaded, param, wanted[param])
+        return loaded
 
     def score_window(self, window_start: float, points: Sequence[MetricPoint],
                      states: Mapping[str, bytes]) -> tuple[list[ScoredPoint], dict[str, bytes]]:

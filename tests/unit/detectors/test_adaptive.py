@@ -136,18 +136,22 @@ def test_a_jump_that_recurs_at_the_same_time_every_day_stops_alerting() -> None:
               for i in range(288 * 10)]
 
     def first_alerts(fine_seconds: float, daily: float = 0.0
-                     ) -> tuple[list[int], AdaptiveDetector]:
+                     ) -> tuple[list[int], AdaptiveDetector, list[int]]:
         detector = AdaptiveDetector(fine_seconds=fine_seconds, daily_repeat_seconds=daily)
         scores = feed(detector, values)
-        return sorted({i // 288 for i, s in enumerate(scores) if s >= 0.9}), detector
+        morning_steps = [day for day in range(10)
+                         if max(scores[day * 288 + 9 * 12:day * 288 + 9 * 12 + 4]) >= 0.9]
+        return sorted({i // 288 for i, s in enumerate(scores) if s >= 0.9}), detector, \
+            morning_steps
 
-    days_without_memory, _ = first_alerts(0.0)
-    days, detector = first_alerts(300.0)
+    days_without_memory, _, steps_without_memory = first_alerts(0.0)
+    days, detector, _ = first_alerts(300.0)
     assert len(days_without_memory) >= 7  # the hourly profile alone blurs the step daily
-    # no more unusual than yesterday at this time: the daily repeat alone quiets some days
-    # (a day scoring higher than the day before still alerts)
-    days_with_daily_repeat, _ = first_alerts(0.0, daily=900.0)
-    assert len(days_with_daily_repeat) < len(days_without_memory), days_with_daily_repeat
+    # no more unusual than yesterday at this time: the daily repeat alone quiets the
+    # morning step on some days (a day scoring higher than the day before still alerts)
+    _, _, steps_with_daily_repeat = first_alerts(0.0, daily=900.0)
+    assert len(steps_without_memory) == 10
+    assert len(steps_with_daily_repeat) < 10, steps_with_daily_repeat
     assert days and max(days) <= 3, days  # with the memory: learned within the first days
     # a jump at another time of day still alerts on day 11
     assert detector.score_one({"value": 80.0, "t": (288 * 10 + 3 * 12) * STEP}) >= 0.9
@@ -196,6 +200,25 @@ def test_a_burst_that_recurs_through_the_day_stops_opening_alerts() -> None:
     # every earlier one still does); once four of the last day were as unusual, none
     assert 1 <= episodes(counted) <= 6
     assert max(counted[120:]) < 0.9
+
+
+def test_a_defect_seen_once_today_alerts_again_and_a_third_time_is_a_pattern() -> None:
+    def plateaus(**params: int) -> list[float]:
+        rng = random.Random(5)
+        detector = AdaptiveDetector(**params)  # type: ignore[arg-type]
+        feed(detector, [40.0 + rng.gauss(0.0, 2.0) for _ in range(600)])
+        # the same 5-window shift (x3) at three times of one day, an hour or more apart
+        starts = (20, 80, 140)
+        values = [40.0 + rng.gauss(0.0, 2.0)
+                  + (80.0 if any(s <= i < s + 5 for s in starts) else 0.0)
+                  for i in range(240)]
+        scores = feed(detector, values, start=600)
+        return [max(scores[s:s + 6]) for s in starts]
+
+    one_run, two_runs = plateaus(repeat_runs=1), plateaus(repeat_runs=2)
+    assert one_run[0] >= 0.9 and one_run[1] < 0.9, one_run  # 5 windows of one earlier run
+    assert two_runs[0] >= 0.9 and two_runs[1] >= 0.9, two_runs  # one earlier run: news
+    assert two_runs[2] < 0.9, two_runs  # two earlier runs today: how the series behaves
 
 
 def test_a_shift_hovering_about_the_threshold_is_one_alert_not_one_per_crossing() -> None:

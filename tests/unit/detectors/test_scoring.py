@@ -184,6 +184,26 @@ def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param(
             assert getattr(loaded, lazy_state) is not None  # built on its first window
 
 
+def test_a_state_saved_with_other_reporting_params_keeps_its_baseline() -> None:
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    metric = "volume.bytes"
+    name, params = default_detector_for(metric), default_params_for(metric)
+    old = create(name, **{**params, "report_share": 2.5, "repeat_runs": 1})
+    for i in range(60):
+        x = {"value": 100.0 + (i % 3), "t": i * 300.0}
+        old.score_one(x)
+        old.learn_one(x)
+    states = {f"{metric}|": old.to_bytes()}
+    # a new dqpulse's (or dqpulse.yaml's) value of a param that only weighs what a window
+    # reports is taken over by the saved state, which keeps what it learned
+    loaded = scorer._detector(f"{metric}|", name, params, states)
+    assert loaded.n_learned == old.n_learned > 0  # type: ignore[attr-defined]
+    assert loaded._get_params() == create(name, **params)._get_params()
+    # a param that shapes the learned state itself starts a new baseline
+    fresh = scorer._detector(f"{metric}|", name, {**params, "season_seconds": 1800.0}, states)
+    assert fresh.n_learned == 0  # type: ignore[attr-defined]
+
+
 def test_every_late_burst_alerts_even_when_it_recurs_within_a_day() -> None:
     """Late records are lost to their windows: a burst 4 hours after the last one, and one
     at the same time of day a day later, alert like the first (the long view that treats a
