@@ -1,0 +1,122 @@
+"""Score a kept incident-benchmark run's metric series again, with other detector params.
+
+A full ``run.py`` takes minutes; the detectors see only the finalized metric series, which
+``run.py --database sqlite:////tmp/run.db`` keeps. This replays every watched series through
+the production detector and rules (``detector_for`` / ``rules_for`` of the bench's data set,
+score before learn, the window's record count as ``n``, as ``SeriesScorer`` does) with the
+given params over the defaults, and counts recall and precision with ``run.py``'s own code:
+seconds per variant.
+
+    .venv/bin/python bench/incidents/run.py --seed 23 --database sqlite:////tmp/run23.db
+    .venv/bin/python bench/incidents/replay.py sqlite:////tmp/run23.db --seed 23
+    .venv/bin/python bench/incidents/replay.py sqlite:////tmp/run23.db --seed 23 \\
+        --param distribution.:repeat_runs=1 --param '*:spike_memory=2'
+
+``--param PREFIX:NAME=VALUE`` sets a param of the ``adaptive`` series whose metric starts
+with PREFIX; ``*`` means every adaptive series, except where the metric's own defaults set
+that param (``volume.late_records`` keeps its rules off). Without ``--param`` the replay
+must reproduce the stored flags exactly ("changed flags 0") when run by the code that made
+the run: that is the check that the replay is faithful. ``--seed``, ``--rate`` and the
+plan's days must be the run's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import run as bench  # noqa: E402
+
+from dqpulse.detectors.base import create  # noqa: E402
+from dqpulse.detectors.scoring import detector_for, rules_for  # noqa: E402
+from dqpulse.spec import parse_spec  # noqa: E402
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"none": None, "true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_param(text: str) -> tuple[str, str, Any]:
+    prefix, sep, assignment = text.partition(":")
+    name, eq, value = assignment.partition("=")
+    if not sep or not eq or not name:
+        raise argparse.ArgumentTypeError(f"--param wants PREFIX:NAME=VALUE, got {text!r}")
+    return prefix, name, _value(value)
+
+
+def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]]
+           ) -> tuple[bench.Series, int]:
+    """Every series scored again (score before learn); returns them and how many flags
+    differ from the stored ones."""
+    spec = parse_spec(bench.SPEC, source="bench-incidents.yaml").datasets[0]
+    records = {t: v for t, v, _ in series.get(("volume.records", ""), [])}
+    scored: bench.Series = {}
+    changed = 0
+    for (metric, field), points in series.items():
+        name, params = detector_for(spec, metric, field)
+        if name == "adaptive":
+            params = {**params, **{key: value for prefix, key, value in overrides
+                                   if (prefix == "*" and key not in params)
+                                   or (prefix != "*" and metric.startswith(prefix))}}
+        model = create(name, **params)
+        rules = rules_for(spec, metric, field)
+        out = []
+        for t, value, stored in points:
+            x = {"value": value, "t": t, "n": records.get(t)}
+            results = [(model, model.score_one(x))] + [(rule, rule.score_one(x))
+                                                       for rule in rules]
+            model.learn_one(x)
+            flag = any(detector.is_anomalous(score) for detector, score in results)
+            changed += flag != stored
+            out.append((t, value, flag))
+        scored[(metric, field)] = out
+    return scored, changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("database", help="SQLite URL of a run.py --database run")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=1.0)
+    parser.add_argument("--warmup-days", type=float, default=8.0)
+    parser.add_argument("--test-days", type=float, default=6.0)
+    parser.add_argument("--per-kind", type=int, default=4)
+    parser.add_argument("--param", type=parse_param, action="append", default=[],
+                        metavar="PREFIX:NAME=VALUE")
+    args = parser.parse_args(argv)
+    cfg = bench.Config(warmup_days=args.warmup_days, test_days=args.test_days,
+                       per_kind=args.per_kind, seed=args.seed, baseline_windows=24,
+                       rate=args.rate)
+    injections = bench.plan_injections(cfg)
+    series = bench.load_series(args.database)
+    if not series:
+        sys.exit(f"no watched series of {bench.DATASET!r} in {args.database}")
+    scored, changed = replay(series, args.param)
+    test_start = bench.START + cfg.warmup_days * 86400.0
+    test_end = test_start + cfg.test_days * 86400.0
+    scores = bench.evaluate(bench.dqpulse_alerts(scored), injections, test_start, test_end)
+    found = len(scores.delays())
+    total = found + sum(scores.missed.values())
+    print(f"changed flags {changed}; recall {found}/{total} = {found / total:.3f}; "
+          f"precision by episode {scores.true_episodes}/{scores.episodes} = "
+          f"{scores.precision:.3f}; by window {scores.true_alert_windows}/"
+          f"{scores.alert_windows} = {scores.window_precision:.3f}")
+    print(f"missed: {scores.missed or 'none'}")
+    for key, count in sorted(scores.false_series.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  false windows {count:4d}  {key}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
