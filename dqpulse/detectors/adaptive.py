@@ -115,8 +115,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
     repeat_windows, repeat_count, repeat_runs
         A window no more unusual than ``repeat_count`` others of the last
-        ``repeat_windows``, found in at least ``repeat_runs`` separate runs (windows less
-        than 3 apart are one run), reports just under the threshold: a defect seen once
+        ``repeat_windows``, found in at least ``repeat_runs`` separate runs (windows at most
+        3 apart are one run), reports just under the threshold: a defect seen once
         earlier today still alerts, a third time is how the series behaves. ``0`` off.
         So does one no more unusual than the same time yesterday (``daily_repeat_seconds``
         buckets; 0 off).

@@ -68,6 +68,12 @@ class RepeatCounter:
     ...     repeats.add(score)
     >>> repeats.as_high(0.9), repeats.as_high(0.99)
     (2, 0)
+    >>> repeats.runs(0.9)  # windows 0 and 2: one run
+    1
+    >>> for score in (0.1, 0.3, 0.5, 0.96):
+    ...     repeats.add(score)
+    >>> repeats.runs(0.9), repeats.runs(0.9, gap=5)  # window 7 after 4 quiet ones
+    (2, 1)
     """
 
     def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 16) -> None:
@@ -83,7 +89,8 @@ class RepeatCounter:
 
     def runs(self, score: float, gap: int = 3) -> int:
         """In how many separate runs the last ``windows`` windows scored at least as high
-        as ``score``: windows less than ``gap`` apart belong to one run (one incident)."""
+        as ``score``: windows at most ``gap`` apart (fewer than ``gap`` quiet windows between
+        them: one incident, which resolves after 3 healthy windows) are one run."""
         oldest = self.seen - self.windows
         count, last = 0, None
         for index, kept in self.recent:

@@ -94,10 +94,9 @@ class RegimeAdoption:
         divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
         of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, does not
         open an alert (it reports just under the threshold) unless a user confirmed the
-        episode. While an alert run is on, a
-        window scoring ``hold_from`` or more keeps it on for up to ``hold`` windows (one
-        alert for a shift hovering about the threshold). Learning sees none of this: it
-        follows the residual's own score."""
+        episode. While an alert run is on, a window scoring ``hold_from`` or more keeps it
+        on for up to ``hold`` windows (one alert for a shift hovering about the
+        threshold). Learning sees none of this: it follows the residual's own score."""
         if log_p < 0.0:
             log_p = min(log_p + math.log(self.report_share), 0.0)
         records = self._records
