@@ -252,20 +252,18 @@ class SeriesScorer:
             loaded = Detector.from_bytes(saved)
         except DetectorStateError:
             return fresh
-        # a param that the saved state predates (added by a later dqpulse) takes the value
-        # configured now, keeping the learned baseline; the detector builds its state lazily
-        for param, value in fresh._get_params().items():
-            if param not in vars(loaded):
-                setattr(loaded, param, value)
         # changed params in dqpulse.yaml (or a new dqpulse's defaults) start a new baseline,
-        # unless only params that weigh what a window reports changed
+        # unless only params that weigh what a window reports changed; a param that the
+        # saved state predates (added by a later dqpulse) takes the value configured now,
+        # keeping the learned baseline (the detector builds its state lazily)
         wanted = fresh._get_params()
-        changed = {param for param, value in loaded._get_params().items()
-                   if value != wanted[param]}
+        saved_params = vars(loaded)
+        changed = {param for param, value in wanted.items()
+                   if param in saved_params and saved_params[param] != value}
         if not changed <= type(fresh).live_params:
             return fresh
-        for param in changed:
-            setattr(loaded, param, wanted[param])
+        for param, value in wanted.items():
+            setattr(loaded, param, value)
         return loaded
 
     def score_window(self, window_start: float, points: Sequence[MetricPoint],
