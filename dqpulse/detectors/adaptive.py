@@ -120,6 +120,13 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         earlier today still alerts, a third time is how the series behaves. ``0`` off.
         So does one no more unusual than the same time yesterday (``daily_repeat_seconds``
         buckets; 0 off).
+    daily_job_days, daily_job_seconds
+        A window that comes where each of the last ``daily_job_days`` days (at most 2)
+        alerted within ``daily_job_seconds`` of this time of day, and whose value is inside
+        the range of the last ``record_windows``, reports just under the threshold: a daily
+        job whose start moves by up to an hour from day to day alerts on its first two days
+        only, a value beyond every earlier one at that time still alerts. Uses the daily
+        repeat's buckets (off with it); ``0`` off.
     hold, hold_from
         Alert hysteresis: once a window reports the threshold, up to ``hold`` following
         windows scoring ``hold_from`` or more report it too. ``0`` off. Learning sees none
@@ -144,7 +151,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
 
     state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
-                             "spike_memory", "hold", "hold_from"})
+                             "spike_memory", "hold", "hold_from", "daily_job_days",
+                             "daily_job_seconds"})
 
     def __init__(
         self,
@@ -177,6 +185,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         repeat_count: int = 4,
         repeat_runs: int = 2,
         daily_repeat_seconds: float = 900.0,
+        daily_job_days: int = 2,
+        daily_job_seconds: float = 3600.0,
         hold: int = 3,
         hold_from: float = 0.5,
         learn_anomalies: bool = False,
@@ -186,6 +196,9 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         check_side(side)
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
+        if daily_job_days not in (0, 1, 2):
+            raise ValueError("daily_job_days is 0 (off), 1 or 2: the daily repeat keeps two "
+                             "days before today")
         self.warm_up = warm_up
         self.side = side
         self.lower = lower
@@ -215,6 +228,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.repeat_count = repeat_count
         self.repeat_runs = repeat_runs
         self.daily_repeat_seconds = daily_repeat_seconds
+        self.daily_job_days = daily_job_days
+        self.daily_job_seconds = daily_job_seconds
         self.hold = hold
         self.hold_from = hold_from
         self.learn_anomalies = learn_anomalies

@@ -113,13 +113,20 @@ class RepeatCounter:
 
 
 class DailyRepeat:
-    """The highest score of each ``bucket_seconds`` of the day, today's and yesterday's:
-    what this time of day scored yesterday (the bucket and its two neighbours).
+    """The highest score of each ``bucket_seconds`` of the day, today's and the two days
+    before: what this time of day scored yesterday (the bucket and its two neighbours), and
+    whether it alerted at about this time on each of the last days (a daily job whose start
+    wanders by an hour).
 
     >>> daily = DailyRepeat(bucket_seconds=900.0)
     >>> daily.add(86400.0 + 3600.0, 0.95)
     >>> round(daily.yesterday(2 * 86400.0 + 3600.0 + 600.0), 3), daily.yesterday(2 * 86400.0)
     (0.95, 0.0)
+    >>> daily.add(2 * 86400.0 + 3600.0 + 2700.0, 0.93)  # 45 minutes later the next day
+    >>> round(daily.each_day(3 * 86400.0 + 3600.0, days=2, seconds=3600.0), 3)
+    0.93
+    >>> daily.each_day(3 * 86400.0 + 3600.0, days=2, seconds=900.0)  # 45 minutes is too far
+    0.0
     """
 
     def __init__(self, bucket_seconds: float = 900.0) -> None:
@@ -127,27 +134,57 @@ class DailyRepeat:
         buckets = max(int(86400.0 // bucket_seconds), 1)
         self.today = array("H", bytes(2 * buckets))
         self.before = array("H", bytes(2 * buckets))
+        self.before2 = array("H", bytes(2 * buckets))
         self.day = array("i", [-2] * buckets)  # the day whose highest score ``today`` holds
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # states saved before the third day was kept start it empty
+        self.__dict__.update(state)
+        if "before2" not in state:
+            self.before2 = array("H", bytes(2 * len(self.day)))
 
     def _slot(self, t: float) -> tuple[int, int]:
         return int(t // 86400.0), int((t % 86400.0) // self.bucket_seconds) % len(self.day)
 
     def _on(self, day: int, bucket: int) -> int:
         """The highest score (as stored) of ``bucket`` on ``day``, 0 when not kept."""
-        if self.day[bucket] == day:
+        kept = self.day[bucket]
+        if kept == day:
             return self.today[bucket]
-        return self.before[bucket] if self.day[bucket] == day + 1 else 0
+        if kept == day + 1:
+            return self.before[bucket]
+        return self.before2[bucket] if kept == day + 2 else 0
+
+    def _highest(self, t: float, spread: int) -> int:
+        """The highest stored score of ``t``'s bucket and ``spread`` buckets either side."""
+        day, bucket = self._slot(t)
+        highest, buckets = 0, len(self.day)
+        for offset in range(-spread, spread + 1):
+            # a neighbour across midnight belongs to the day before or after
+            shifted = bucket + offset
+            highest = max(highest, self._on(day + shifted // buckets, shifted % buckets))
+        return highest
 
     def yesterday(self, t: float) -> float:
-        highest = 0
-        for offset in (-self.bucket_seconds, 0.0, self.bucket_seconds):
-            highest = max(highest, self._on(*self._slot(t - 86400.0 + offset)))
-        return highest / 65535.0
+        return self._highest(t - 86400.0, 1) / 65535.0
+
+    def each_day(self, t: float, days: int = 2, seconds: float = 3600.0) -> float:
+        """The lowest, over each of the last ``days`` days (at most 2), of the highest
+        score within ``seconds`` of this time of day: high when a burst came at about this
+        time on every one of them."""
+        spread = int(seconds // self.bucket_seconds)
+        lowest = 65535
+        for back in range(1, min(days, 2) + 1):
+            lowest = min(lowest, self._highest(t - back * 86400.0, spread))
+        return lowest / 65535.0 if days >= 1 else 0.0
 
     def add(self, t: float, score: float) -> None:
         day, bucket = self._slot(t)
-        if self.day[bucket] != day:
-            self.before[bucket] = self.today[bucket] if self.day[bucket] == day - 1 else 0
+        kept = self.day[bucket]
+        if kept != day:
+            self.before2[bucket] = (self.before[bucket] if kept == day - 1
+                                    else self.today[bucket] if kept == day - 2 else 0)
+            self.before[bucket] = self.today[bucket] if kept == day - 1 else 0
             self.today[bucket], self.day[bucket] = 0, day
         stored = int(min(max(score, 0.0), 1.0) * 65535.0)
         if stored > self.today[bucket]:

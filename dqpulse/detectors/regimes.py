@@ -84,6 +84,8 @@ class RegimeAdoption:
     # old saved states predate the daily repeat: built on their first window once set
     daily_repeat_seconds: float = 0.0
     _daily: DailyRepeat | None = None
+    daily_job_days: int = 0
+    daily_job_seconds: float = 3600.0
 
     def _evidence(self, log_p: float, value: float,
                   t: float | None = None) -> tuple[float, float, float]:
@@ -92,11 +94,12 @@ class RegimeAdoption:
         The window's tail probability is first multiplied by ``report_share``. A value
         outside the range of the last ``record_windows`` (on an alerting side) has it
         divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
-        of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, does not
-        open an alert (it reports just under the threshold) unless a user confirmed the
-        episode. While an alert run is on, a window scoring ``hold_from`` or more keeps it
-        on for up to ``hold`` windows (one alert for a shift hovering about the
-        threshold). Learning sees none of this: it follows the residual's own score."""
+        of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, or one
+        that the day before saw (:meth:`_daily_repeat`), does not open an alert (it reports
+        just under the threshold) unless a user confirmed the episode. While an alert run
+        is on, a window scoring ``hold_from`` or more keeps it on for up to ``hold``
+        windows (one alert for a shift hovering about the threshold). Learning sees none
+        of this: it follows the residual's own score."""
         if log_p < 0.0:
             log_p = min(log_p + math.log(self.report_share), 0.0)
         records = self._records
@@ -109,14 +112,27 @@ class RegimeAdoption:
         if score >= self.threshold and self._run_held < 0 and not self._hold and (
                 (repeats is not None and repeats.as_high(score) >= self.repeat_count
                  and (self.repeat_runs <= 1 or repeats.runs(score) >= self.repeat_runs))
-                or (self._daily is not None and t is not None
-                    and self._daily.yesterday(t) >= score)):
+                or self._daily_repeat(score, value, t)):
             capped = self.threshold - 1e-4
         reported = capped
         if (capped < self.threshold and 0 <= self._run_held < self.hold
                 and capped >= self.hold_from):
             reported = self.threshold
         return score, capped, reported
+
+    def _daily_repeat(self, score: float, value: float, t: float | None) -> bool:
+        """A window no more unusual than the same time yesterday, or one that comes where
+        each of the last ``daily_job_days`` days alerted within ``daily_job_seconds`` of
+        this time of day (a daily job whose start moves); neither when its value is beyond
+        the range of the last ``record_windows``, the earlier days' included."""
+        daily = self._daily
+        if daily is None or t is None or (self._records is not None
+                                          and self._records.outside(value) != 0):
+            return False
+        if daily.yesterday(t) >= score:
+            return True
+        return self.daily_job_days > 0 and daily.each_day(
+            t, self.daily_job_days, self.daily_job_seconds) >= self.threshold
 
     def _observe(self, value: float, evidence: tuple[float, float, float],
                  t: float | None = None) -> None:

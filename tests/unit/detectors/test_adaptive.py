@@ -11,6 +11,7 @@ from dqpulse.detectors import create
 from dqpulse.detectors.adaptive import AdaptiveDetector
 from dqpulse.detectors.base import Detector
 from dqpulse.detectors.calibration import TailCalibrator, log_p_to_score, score_to_log_p
+from dqpulse.detectors.evidence import DailyRepeat
 from dqpulse.detectors.offline import detector_for_kind
 
 STEP = 300.0  # 5-minute windows
@@ -247,3 +248,40 @@ def test_a_value_beyond_weeks_of_history_ranks_above_the_same_residual_inside_it
     beyond = {"value": 145.0, "t": 1200 * STEP}
     assert with_record.score_one(probe) == pytest.approx(without.score_one(probe))
     assert with_record.score_one(beyond) > without.score_one(beyond)
+
+
+def test_a_daily_job_whose_start_wanders_alerts_on_its_first_days_only() -> None:
+    # a 2-window burst every day at about 03:00, its start moved by up to 30 minutes
+    def daily_job(**params: int) -> tuple[list[float], AdaptiveDetector]:
+        rng = random.Random(7)
+        starts = [36 + rng.randint(-6, 6) for _ in range(12)]
+        values = [100.0 + rng.gauss(0.0, 3.0)
+                  + (60.0 + rng.gauss(0.0, 6.0) if 0 <= i % 288 - starts[i // 288] < 2 else 0.0)
+                  for i in range(288 * 12)]
+        detector = AdaptiveDetector(**params)  # type: ignore[arg-type]
+        scores = feed(detector, values)
+        return [max(scores[day * 288 + start - 1:day * 288 + start + 3])
+                for day, start in enumerate(starts)], detector
+
+    jobs, detector = daily_job()
+    every_day, _ = daily_job(daily_job_days=0)
+    assert jobs[0] >= 0.9 and jobs[1] >= 0.9, jobs  # news on its first two days
+    assert sum(score >= 0.9 for score in every_day[2:]) >= 6, every_day
+    assert sum(score >= 0.9 for score in jobs[2:]) <= 2, jobs
+    # a break beyond every earlier value (the job's included) at the job's time alerts
+    assert detector.score_one({"value": 1000.0, "t": (288 * 12 + 36) * STEP}) >= 0.9
+    with pytest.raises(ValueError, match="daily_job_days"):
+        AdaptiveDetector(daily_job_days=3)
+
+
+def test_a_daily_repeat_saved_before_it_kept_a_third_day_loads() -> None:
+    daily = DailyRepeat(900.0)
+    daily.add(86400.0 + 3600.0, 0.95)
+    state = dict(daily.__dict__)
+    del state["before2"]  # as pickled by the previous dqpulse
+    loaded = DailyRepeat.__new__(DailyRepeat)
+    loaded.__setstate__(state)
+    assert loaded.yesterday(2 * 86400.0 + 3600.0) == pytest.approx(0.95, abs=1e-4)
+    assert loaded.each_day(3 * 86400.0 + 3600.0) == 0.0  # not two days running
+    loaded.add(2 * 86400.0 + 3600.0, 0.93)
+    assert loaded.each_day(3 * 86400.0 + 3600.0) == pytest.approx(0.93, abs=1e-4)
