@@ -14,7 +14,10 @@ many seconds (the labels unchanged): the same days at a coarser step, a check th
 detectors do not depend on the corpus' 5-minute step (NAB's held-out categories include
 30-minute and hourly series). ``--drop SHARE --jitter SECONDS`` scores a copy with a seeded
 share of rows left out and timestamps moved (irregular sampling with gaps, as in NAB's
-traffic series).
+traffic series). ``--outages N`` leaves out N seeded stretches of 1 to 24 hours per series,
+away from the labelled windows and the slack after them (a collector down for hours, as in
+NAB's ad-exchange series): what changes is how the detector takes a gap, not which
+anomalies are there to find.
 
 Configurations are per metric kind (the production defaults of ``--metric-kind``) or a
 named detector with its own defaults: never tuned per series.
@@ -62,9 +65,10 @@ DOC_END = "<!-- public-series:end -->"
 Rows = list[tuple[float, str]]  # (epoch seconds, value as written)
 
 
-def _rewrite(corpus: Path, into: Path, transform: Callable[[Rows], Rows]) -> Path:
+def _rewrite(corpus: Path, into: Path, transform: Callable[[str, Rows], Rows]) -> Path:
     """A copy of ``corpus`` (labels unchanged) with each series' rows passed through
-    ``transform``; timestamps are written to the second."""
+    ``transform`` (with the series' key in labels.json); timestamps are written to the
+    second."""
     shutil.copy(corpus / "labels.json", into / "labels.json")
     for path in sorted((corpus / "data").glob("*/*.csv")):
         with open(path, newline="") as handle:
@@ -74,7 +78,7 @@ def _rewrite(corpus: Path, into: Path, transform: Callable[[Rows], Rows]) -> Pat
         with open(into / "data" / path.parent.name / path.name, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["timestamp", "value"])
-            for stamp, value in transform(rows):
+            for stamp, value in transform(f"{path.parent.name}/{path.name}", rows):
                 writer.writerow([dt.datetime.fromtimestamp(int(stamp), dt.UTC)
                                  .strftime("%Y-%m-%d %H:%M:%S"), value])
     return into
@@ -84,7 +88,7 @@ def resample(corpus: Path, seconds: int, into: Path) -> Path:
     """A copy of ``corpus`` with each series' values averaged per bucket of ``seconds``
     (a bucket is stamped with its start; buckets without rows are left out)."""
 
-    def means(rows: Rows) -> Rows:
+    def means(_: str, rows: Rows) -> Rows:
         buckets: dict[int, list[float]] = {}
         for stamp, value in rows:
             buckets.setdefault(int(stamp) // seconds * seconds, []).append(float(value))
@@ -100,7 +104,7 @@ def thin(corpus: Path, drop: float, jitter: int, into: Path, seed: int = 11) -> 
     sampling with gaps, as in NAB's traffic and ad-exchange series (labels unchanged)."""
     rng = random.Random(seed)
 
-    def irregular(rows: Rows) -> Rows:
+    def irregular(_: str, rows: Rows) -> Rows:
         kept: Rows = []
         last = -float("inf")
         for stamp, value in rows:
@@ -111,6 +115,35 @@ def thin(corpus: Path, drop: float, jitter: int, into: Path, seed: int = 11) -> 
         return kept
 
     return _rewrite(corpus, into, irregular)
+
+
+def outages(corpus: Path, count: int, into: Path, seed: int = 5,
+            hours: tuple[float, float] = (1.0, 24.0)) -> Path:
+    """A copy of ``corpus`` with ``count`` seeded stretches of ``hours`` left out of each
+    series, after its first fifth (the probation and warm-up stay whole) and clear of every
+    labelled window and the slack after it (one window length)."""
+    rng = random.Random(seed)
+    labels = json.loads((corpus / "labels.json").read_text())
+
+    def stamp(text: str) -> float:
+        return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
+
+    def gapped(key: str, rows: Rows) -> Rows:
+        if not rows:
+            return rows
+        guarded = [(stamp(a), stamp(b) + (stamp(b) - stamp(a))) for a, b in labels.get(key, [])]
+        first, last = rows[0][0], rows[-1][0]
+        cuts: list[tuple[float, float]] = []
+        for _ in range(1000):  # draws that hit a window are drawn again
+            if len(cuts) == count:
+                break
+            start = rng.uniform(first + 0.2 * (last - first), last)
+            end = start + rng.uniform(*hours) * 3600.0
+            if all(end < a or start > b for a, b in guarded):
+                cuts.append((start, end))
+        return [(t, v) for t, v in rows if not any(a <= t <= b for a, b in cuts)]
+
+    return _rewrite(corpus, into, gapped)
 
 
 def evaluate(name: str, flags: str, corpus: Path, jobs: int) -> dict[str, object]:
@@ -153,21 +186,26 @@ def main() -> None:
                         help="score the corpus with this share of rows left out at random")
     parser.add_argument("--jitter", type=int, default=0, metavar="SECONDS",
                         help="... and every timestamp moved by up to this many seconds")
+    parser.add_argument("--outages", type=int, default=0, metavar="N",
+                        help="score the corpus with N stretches of 1-24 hours left out per "
+                             "series, away from the labelled windows")
     parser.add_argument("--write-docs", action="store_true",
                         help="replace the public-series section of docs/benchmarks.md")
     args = parser.parse_args()
     if not EVAL.exists():
         sys.exit(f"{EVAL} not found: the shared evaluation tool sits beside the checkout")
-    altered = args.resample or args.drop or args.jitter
+    altered = args.resample or args.drop or args.jitter or args.outages
     if altered and args.write_docs:
-        sys.exit("--write-docs writes the corpus' own figures: not with --resample, --drop "
-                 "or --jitter")
+        sys.exit("--write-docs writes the corpus' own figures: not with --resample, --drop, "
+                 "--jitter or --outages")
     with tempfile.TemporaryDirectory() as scratch:
         corpus = args.corpus
         if args.resample:
             corpus = resample(corpus, args.resample, Path(scratch))
         elif args.drop or args.jitter:
             corpus = thin(corpus, args.drop, args.jitter, Path(scratch))
+        elif args.outages:
+            corpus = outages(corpus, args.outages, Path(scratch))
         results = {name: evaluate(name, flags, corpus, args.jobs)
                    for name, flags in CONFIGS.items()
                    if not args.only or any(o in name for o in args.only)}
