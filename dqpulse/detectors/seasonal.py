@@ -98,6 +98,14 @@ class _SeasonProfile:
         spread = (1 - weight) * self.mad[bucket] + weight * self.mad[neighbour]
         return level, spread, count
 
+    def beside(self, t: float) -> tuple[float, float, int] | None:
+        """The level, spread and count of the bucket beside ``t``'s when ``t``'s own has
+        seen nothing yet (the first window of an hour of the week)."""
+        bucket, neighbour, _ = self.locate(t)
+        if self.count[bucket] or neighbour == bucket or not self.count[neighbour]:
+            return None
+        return self.mean[neighbour], self.mad[neighbour], self.count[neighbour]
+
     def update(self, t: float, value: float, expected: float, cap: float,
                warm: int, weight: float = 1.0) -> tuple[int, int, float, float, float]:
         """Learn ``value`` with ``weight`` (1: a full step); returns what :meth:`forget`
@@ -292,6 +300,10 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
             elif profile.err_count < self.bucket_warm * 4:
                 continue
             found = profile.expected(t or 0.0, 1)
+            if found is None and profile is not self._local:
+                # a profile that predicts better does not hand its first window of a new
+                # hour of the week to a worse one: it reads the hour beside it
+                found = profile.beside(t or 0.0)
             if found is not None and (best is None or profile.selection_error < best_error):
                 best, best_error = (*found, profile.err), profile.selection_error
         return best if best is not None else (0.0, 0.0, 0, 0.0)

@@ -347,3 +347,28 @@ def test_seasonal_adopted_shift_that_ends_within_a_day_is_undone_quickly() -> No
     # three windows at the old level undo the adoption, then quiet
     assert back[:3] == [True] * 3 and not any(back[3:])
     assert detector.adoptions == 0
+
+
+def test_the_first_window_of_a_new_hour_of_the_week_reads_the_hour_beside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # three days at 100, then a lasting drop to 50 on a fourth day: hours of the week never
+    # seen before, which the weekly profile learns at once (cold buckets learn anything)
+    # while the hour-of-day profile still expects 100
+    def alerts_at_the_top_of_the_hour() -> tuple[int, int]:
+        rng = random.Random(2)
+        detector = SeasonalDetector()
+        top = other = 0
+        for i in range(288 * 3 + 144):
+            x = {"value": (100.0 if i < 288 * 3 else 50.0) + rng.gauss(0.0, 2.0), "t": i * 300.0}
+            alert = detector.score_one(x) >= 0.9
+            detector.learn_one(x)
+            if i >= 288 * 3 + 12 and alert:  # after the drop's first hour
+                top, other = (top + 1, other) if i % 12 == 0 else (top, other + 1)
+        return top, other
+
+    assert alerts_at_the_top_of_the_hour() == (0, 0)
+    from dqpulse.detectors import seasonal
+
+    monkeypatch.setattr(seasonal._SeasonProfile, "beside", lambda self, t: None)
+    top, other = alerts_at_the_top_of_the_hour()  # handed to the stale hour-of-day profile
+    assert top >= 10 and other == 0
