@@ -26,6 +26,12 @@ _SILENT_RATIO = 0.02
 _DRIFT_SHARE = 0.25
 # anomalous windows back at the level before an adoption of the last day that undo it
 _UNDO_WINDOWS = 3
+# how the spread of a count follows its level, ``spread ~ level ** b``, read off the
+# hour-of-day profile: b = 0.5 is counting (Poisson) noise, 1 noise in proportion to the
+# level; only from this many warm hours whose levels differ by at least this factor
+_SPREAD_MIN_HOURS = 8
+_SPREAD_MIN_RANGE = 1.5
+_SPREAD_EXPONENT_MIN = 0.5
 
 
 class SeasonalAdoption:
@@ -46,6 +52,7 @@ class SeasonalAdoption:
     _undo: float = 1.0
     _undo_t: float | None = None
     _undo_run: int = 0
+    _undo_spread: float = 1.0  # the factor the spreads moved by in those adoptions
 
     def _episode_window(self, t: float | None, value: float, expected: float,
                         anomalous: bool) -> bool:
@@ -90,7 +97,7 @@ class SeasonalAdoption:
             half = len(logs) // 2
             if abs(_median(logs[half:]) - _median(logs[:half])) > _DRIFT_SHARE * abs(shift):
                 return False
-            self._rescale(math.exp(shift), 0.0)
+            self._undo_spread *= self._rescale(math.exp(shift), 0.0)
             self._undo *= math.exp(shift)
             self._undo_t, self._undo_run = recent[-1][0], 0
         else:
@@ -112,7 +119,7 @@ class SeasonalAdoption:
         if self._undo == 1.0 or self._undo_t is None or t is None:
             return False
         if t - self._undo_t > 86400.0:  # the adopted level held for a day: it is the normal
-            self._undo, self._undo_t = 1.0, None
+            self._undo, self._undo_t, self._undo_spread = 1.0, None, 1.0
             return False
         undo = math.log(self._undo)
         near = value > 0.0 and expected > 0.0 and (
@@ -120,21 +127,53 @@ class SeasonalAdoption:
         self._undo_run = self._undo_run + 1 if near else 0
         if self._undo_run < _UNDO_WINDOWS:
             return False
-        self._rescale(1.0 / self._undo, 0.0)
-        self._undo, self._undo_t, self._undo_run = 1.0, None, 0
+        self._rescale(1.0 / self._undo, 0.0, spread=1.0 / self._undo_spread)
+        self._undo, self._undo_t, self._undo_run, self._undo_spread = 1.0, None, 0, 1.0
         if self._shift_episode is not None:
             self._shift_episode.clear()
         self._drift = 0.0
         self.adoptions -= 1
         return True
 
-    def _rescale(self, ratio: float, delta: float) -> None:
+    def _spread_exponent(self) -> float:
+        """``b`` in ``spread ~ level ** b`` across the hours of the day (1.0 when the
+        hours do not tell): the slope of log spread on log level over the warm buckets of
+        the hour-of-day profile, kept within [0.5, 1]."""
+        daily = next((p for p in self._profiles if p.period == 86400.0), None)
+        if daily is None:
+            return 1.0
+        points = [(math.log(mean), math.log(mad))
+                  for mean, mad, count in zip(daily.mean, daily.mad, daily.count, strict=True)
+                  if count >= 3 and mean > 0.0 and mad > 0.0]
+        if len(points) < _SPREAD_MIN_HOURS:
+            return 1.0
+        xs = [x for x, _ in points]
+        if max(xs) - min(xs) < math.log(_SPREAD_MIN_RANGE):
+            return 1.0
+        mean_x = sum(xs) / len(xs)
+        mean_y = sum(y for _, y in points) / len(points)
+        slope = (sum((x - mean_x) * (y - mean_y) for x, y in points)
+                 / sum((x - mean_x) ** 2 for x in xs))
+        return min(max(slope, _SPREAD_EXPONENT_MIN), 1.0)
+
+    def _rescale(self, ratio: float, delta: float, spread: float | None = None) -> float:
+        """Move every profile to ``mean * ratio + delta``; returns the factor the spreads
+        moved by (``spread``, else the ratio for a rise and ``ratio ** b`` for a fall).
+
+        A count's noise does not shrink in proportion to its level: after a halving,
+        counting noise is 71 % of what it was, not 50 %, and a band scaled by the ratio
+        would flag the noise of the new level for hours. Of the two candidate bands (in
+        proportion, or as the series' own hours say) the wider one is taken: the
+        proportional one for a rise, ``ratio ** b`` for a fall."""
+        if spread is None:
+            spread = ratio if ratio >= 1.0 else ratio ** self._spread_exponent()
         for profile in (*self._profiles, self._local):
             profile.mean = [mean * ratio + delta if count else mean
                             for mean, count in zip(profile.mean, profile.count, strict=True)]
-            profile.mad = [mad * ratio for mad in profile.mad]
-            profile.err *= ratio
+            profile.mad = [mad * spread for mad in profile.mad]
+            profile.err *= spread
             profile.fit_err *= ratio
+        return spread
 
     def _confirm(self) -> None:
         """A user confirmed the anomaly: keep the old normal while this episode lasts."""

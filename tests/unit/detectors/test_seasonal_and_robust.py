@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from dqpulse.detectors.robust import RobustDetector
@@ -372,3 +373,77 @@ def test_the_first_window_of_a_new_hour_of_the_week_reads_the_hour_beside_it(
     monkeypatch.setattr(seasonal._SeasonProfile, "beside", lambda self, t: None)
     top, other = alerts_at_the_top_of_the_hour()  # handed to the stale hour-of-day profile
     assert top >= 10 and other == 0
+
+
+def _daily_counts(days: float, seed: int, noise: str = "poisson", fall_from: int | None = None
+                  ) -> list[dict[str, float]]:
+    """5-minute record counts around 250 a window with a daily cycle (100 .. 400): Poisson
+    counts, or noise in proportion to the level (5 %); halved from window ``fall_from``."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for i in range(int(days * 288)):
+        t = i * 300.0
+        level = 250.0 * (1.0 + 0.6 * math.sin(2.0 * math.pi * t / 86400.0))
+        if fall_from is not None and i >= fall_from:
+            level *= 0.5
+        value = (float(rng.poisson(level)) if noise == "poisson"
+                 else level * (1.0 + 0.05 * float(rng.standard_normal())))
+        points.append({"value": value, "t": t})
+    return points
+
+
+def test_how_a_counts_spread_follows_its_level_is_read_off_its_hours_of_the_day() -> None:
+    def exponent(points: list[dict[str, float]]) -> float:
+        detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24)
+        for x in points:
+            detector.learn_one(x)
+        return detector._spread_exponent()
+
+    assert exponent(_daily_counts(14, seed=1)) <= 0.6  # counting noise: b = 0.5
+    assert exponent(_daily_counts(14, seed=1, noise="proportional")) >= 0.85
+    flat = [{"value": 1000.0 + random.Random(i).gauss(0.0, 30.0), "t": i * 300.0}
+            for i in range(288 * 14)]
+    assert exponent(flat) == 1.0  # one level all day: the hours cannot tell
+
+
+def test_an_adopted_fall_of_a_count_keeps_the_band_of_its_counting_noise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def false_alerts_after_adoption() -> int:
+        count = 0
+        for seed in (1, 2, 3):
+            detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24)
+            fall = 288 * 14
+            for i, x in enumerate(_daily_counts(17, seed, fall_from=fall)):
+                alert = detector.score_one(x) >= detector.threshold
+                detector.learn_one(x)
+                count += alert and i >= fall + 24  # after the one alert run that adopts it
+            assert detector.adoptions == 1
+        return count
+
+    assert false_alerts_after_adoption() <= 1
+    # spreads scaled in proportion to the level (the old rule): the new level's counting
+    # noise, 71 % of the old one, alerts against a band halved
+    from dqpulse.detectors import seasonal_regimes
+
+    monkeypatch.setattr(seasonal_regimes.SeasonalAdoption, "_spread_exponent",
+                        lambda self: 1.0)
+    assert false_alerts_after_adoption() >= 5
+
+
+def test_an_undone_adoption_puts_the_spreads_back_where_they_were() -> None:
+    detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24)
+    points = _daily_counts(14, seed=2)
+    for x in points:
+        detector.learn_one(x)
+    daily = detector._profiles[-1]
+    before = sum(daily.mad) / len(daily.mad)
+    fall = _daily_counts(14 + 30 / 288, seed=2, fall_from=0)[len(points):]  # 30 windows at half
+    for x in fall:
+        detector.learn_one(x)
+    assert detector.adoptions == 1 and detector._undo_spread < 1.0
+    for x in _daily_counts(14 + 36 / 288, seed=3)[len(points) + 30:]:  # back at the old level
+        detector.learn_one(x)
+    assert detector.adoptions == 0
+    # a fall moves spreads by ratio ** b, the rise back by the same factor inverted (not by
+    # the ratio, which would leave them 41 % wider after every such round trip)
+    assert sum(daily.mad) / len(daily.mad) == pytest.approx(before, rel=0.1)
