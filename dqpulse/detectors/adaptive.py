@@ -120,6 +120,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         (the window's probability is the smaller of the two, after its factor).
     report_share
         Factor on the tail probability a window reports (not the one it learns by).
+    sustain_windows
+        A window after this many anomalous windows in a row (anomalous by their own tail
+        probability, as learning counts them) reports its own tail probability, without
+        ``report_share``: the share is for one marginal window, not a change held for a
+        quarter of an hour. ``0`` off.
     record_windows, record_boost
         A value outside the range of the last ``record_windows`` windows (anomalies
         included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
@@ -162,7 +167,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
                              "spike_memory", "hold", "hold_from", "daily_job_days",
-                             "daily_job_seconds"})
+                             "daily_job_seconds", "sustain_windows"})
 
     def __init__(
         self,
@@ -189,6 +194,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         point_share: float = 2.0,
         drift_share: float = 2.0,
         report_share: float = 3.0,
+        sustain_windows: int = 2,
         record_windows: int = 4032,
         record_boost: float = 30.0,
         repeat_windows: int = 288,
@@ -206,6 +212,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         check_side(side)
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
+        if sustain_windows < 0:
+            raise ValueError("sustain_windows is a number of windows >= 0 (0: off)")
         if daily_job_days not in (0, 1, 2):
             raise ValueError("daily_job_days is 0 (off), 1 or 2: the daily repeat keeps two "
                              "days before today")
@@ -232,6 +240,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self.point_share = point_share
         self.drift_share = drift_share
         self.report_share = report_share
+        self.sustain_windows = sustain_windows
         self.record_windows = record_windows
         self.record_boost = record_boost
         self.repeat_windows = repeat_windows
@@ -278,7 +287,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._last_value: float | None = None
         # the current anomaly episode: (t, value) of its windows, anomalous or not
         self._episode: deque[tuple[float | None, float, bool, float]] = deque(
-            maxlen=max(adopt_after or 1, 1) * 2)
+            maxlen=max(max(adopt_after or 1, 1) * 2, sustain_windows))
         self._hold = False  # a confirmed verdict: keep the old normal during this episode
         self._records = RecordRange(record_windows) if record_windows > 0 else None
         self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None

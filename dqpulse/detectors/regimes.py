@@ -6,6 +6,7 @@ detector's module holds forecasting and scoring and this one the episode bookkee
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -86,12 +87,16 @@ class RegimeAdoption:
     _daily: DailyRepeat | None = None
     daily_job_days: int = 0
     daily_job_seconds: float = 3600.0
+    sustain_windows: int = 0  # what states saved before it did
 
     def _evidence(self, log_p: float, value: float,
                   t: float | None = None) -> tuple[float, float, float]:
         """(score with the long view, after the repeat cap, reported after the hold).
 
-        The window's tail probability is first multiplied by ``report_share``. A value
+        The window's tail probability is first multiplied by ``report_share``, unless the
+        ``sustain_windows`` windows before it were all anomalies (by their own tail
+        probability, as learning counts them): a change held that long is no marginal
+        window. A value
         outside the range of the last ``record_windows`` (on an alerting side) has it
         divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
         of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, or one
@@ -100,7 +105,7 @@ class RegimeAdoption:
         is on, a window scoring ``hold_from`` or more keeps it on for up to ``hold``
         windows (one alert for a shift hovering about the threshold). Learning sees none
         of this: it follows the residual's own score."""
-        if log_p < 0.0:
+        if log_p < 0.0 and not self._sustained():
             log_p = min(log_p + math.log(self.report_share), 0.0)
         records = self._records
         if records is not None and log_p < 0.0 and self.record_boost > 1.0:
@@ -119,6 +124,14 @@ class RegimeAdoption:
                 and capped >= self.hold_from):
             reported = self.threshold
         return score, capped, reported
+
+    def _sustained(self) -> bool:
+        """Whether the last ``sustain_windows`` windows were all anomalous."""
+        need = self.sustain_windows
+        if need <= 0 or len(self._episode) < need:
+            return False
+        return all(bad for _, _, bad, _ in itertools.islice(
+            reversed(self._episode), need))
 
     def _daily_repeat(self, score: float, value: float, t: float | None) -> bool:
         """A window no more unusual than the same time yesterday, or one that comes where

@@ -305,3 +305,33 @@ def test_a_young_series_first_windows_do_not_hide_its_next_break(
     assert min(explosion_scores()) >= 0.9
     monkeypatch.setattr(adaptive, "YOUNG_WINDOWS", 0)  # the first windows' z as they come
     assert sum(score < 0.9 for score in explosion_scores()) >= 4
+
+
+def test_a_recurring_shift_held_for_windows_alerts_though_the_first_entered_the_tail(
+) -> None:
+    # a field's mean x3 for 6 windows, and again x2.5 seven hours later: the first burst's
+    # deviations entered the calibration (spike_memory), so the second one's windows are
+    # each just beyond the boundary by their own tail probability and just under it after
+    # the report share; held for three windows in a row, it reports its own probability
+    def second_caught(sustain_windows: int) -> tuple[int, int]:
+        caught = elsewhere = 0
+        for seed in range(1, 11):
+            rng = random.Random(seed)
+            detector = AdaptiveDetector(min_scale=1e-6, sustain_windows=sustain_windows)
+            first, second = 288 * 4, 288 * 4 + 6 + 84
+            scores = []
+            for i in range(second + 40):
+                value = 40.0 + rng.gauss(0.0, 2.0)
+                value *= 3.0 if first <= i < first + 6 else 2.5 if second <= i < second + 6 else 1
+                x = {"value": value, "t": i * 300.0}
+                scores.append(detector.score_one(x))
+                detector.learn_one(x)
+            caught += max(scores[second:second + 8]) >= 0.9
+            elsewhere += sum(s >= 0.9 for i, s in enumerate(scores[288:], start=288)
+                             if not (first <= i < first + 8 or second <= i < second + 8))
+        return caught, elsewhere
+
+    held, plain = second_caught(2), second_caught(0)
+    assert held[0] == 10, held
+    assert plain[0] <= 8, plain  # without it, the recurrence is missed on some seeds
+    assert held[1] <= plain[1] + 4  # and it costs few alerts elsewhere (noise held 3 windows)
