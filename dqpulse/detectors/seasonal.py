@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from scipy import special
+
 from dqpulse.detectors.base import (
     MEAN_ABS_TO_SIGMA,
     UnivariateDetector,
@@ -24,6 +26,20 @@ from dqpulse.detectors.forecasters import ew_alpha, season_bucket
 from dqpulse.detectors.seasonal_regimes import SeasonalAdoption
 
 __all__ = ["SeasonalDetector"]
+
+
+def _count_low_z(value: float, expected: float, scale: float) -> float:
+    """The z (negative) with the lower tail probability of a count of ``value`` where
+    ``expected`` is expected with standard deviation ``scale``: a Poisson count scaled by
+    its overdispersion ``phi = scale ** 2 / expected`` (at least 1), ``value / phi`` against
+    a mean of ``expected / phi``, continuous in ``value`` (the regularised gamma function).
+
+    >>> round(_count_low_z(2.0, 16.4, 16.4 ** 0.5), 2)
+    -4.23
+    """
+    phi = max(scale * scale / expected, 1.0)
+    tail = float(special.gammaincc(value / phi + 1.0, expected / phi))  # P(X <= value)
+    return float(special.ndtri(max(tail, 1e-300)))
 
 
 def _ew_weight(k: int, n: int, alpha_min: float) -> float:
@@ -201,6 +217,14 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         An adoption of the last day is undone after 3 anomalous windows back at the old
         level. A ``confirmed`` verdict keeps the old normal while the episode lasts.
         ``None`` (the default) never adopts.
+    counts
+        The series counts events (records per window): below the expected value, the z is
+        the equivalent of the count's own lower tail when that is more extreme. A count
+        cannot fall below 0, so near 0 the normal band understates how unlikely an almost
+        empty window is: 2 records where 16.4 are expected is a z of -3.0 against a spread
+        of 4.7, but a Poisson tail of 1.1e-5 (z -4.2). The tail is a Poisson one scaled to
+        the series' own spread (variance ``scale ** 2`` against a Poisson's ``expected``),
+        so overdispersed counts get a wider one.
 
     Examples
     --------
@@ -237,6 +261,7 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         learn_below: float = 1.0,
         taper_learning_from: float = 1.0,
         adopt_after: int | None = None,
+        counts: bool = False,
     ) -> None:
         check_side(side)
         if not 0.0 <= persistence < 1.0:
@@ -248,6 +273,7 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         if adopt_after is not None and adopt_after < 1:
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
         self.adopt_after = adopt_after
+        self.counts = counts
         self.learn_below = learn_below
         self.taper_learning_from = taper_learning_from
         self.z_threshold = z_threshold
@@ -317,7 +343,10 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
         expected, spread, count, error = self._baseline(t)
         scale = self._scale(expected, spread, count, error)
-        return (value - expected) / scale, expected, scale
+        z = (value - expected) / scale
+        if self.counts and z < -1.0 and expected > 0.0 and value >= 0.0:
+            z = min(z, _count_low_z(value, expected, scale))
+        return z, expected, scale
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         """As the base class, but a season bucket that is still warming up learns the point
@@ -364,10 +393,11 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
             return 1.0
         return max(0.0, (self.threshold - score) / (self.threshold - start))
 
-    # Old saved states predate ``learn_below`` and ``taper_learning_from``: they read the
-    # class defaults.
+    # Old saved states predate ``learn_below``, ``taper_learning_from`` and ``counts``:
+    # they read the class defaults.
     learn_below: float = 1.0
     taper_learning_from: float = 1.0
+    counts: bool = False
     _DRIFT_WARM = 50       # normal points before the persistence score speaks
     _DRIFT_MIN_SPREAD = 0.1
 

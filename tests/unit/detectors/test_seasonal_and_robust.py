@@ -447,3 +447,36 @@ def test_an_undone_adoption_puts_the_spreads_back_where_they_were() -> None:
     # a fall moves spreads by ratio ** b, the rise back by the same factor inverted (not by
     # the ratio, which would leave them 41 % wider after every such round trip)
     assert sum(daily.mad) / len(daily.mad) == pytest.approx(before, rel=0.1)
+
+
+def test_a_quiet_counts_drop_at_night_scores_by_the_counts_own_lower_tail() -> None:
+    # ~12 records a window at night (20 on average, a daily cycle, 10 % extra noise): an
+    # 80 % drop for three windows at 03:00 is 2-3 records where 12 are expected, a normal
+    # z of about -2.5, but a count that low has a lower tail of about 1e-4
+    def drops_caught(counts: bool) -> tuple[int, int]:
+        caught = elsewhere = 0
+        for seed in range(1, 11):
+            rng = np.random.default_rng(seed)
+            detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=counts)
+            drop = 288 * 14 + 36
+            hit = False
+            for i in range(288 * 15):
+                t = i * 300.0
+                level = 20.0 * (1.0 + 0.6 * math.sin(2.0 * math.pi * (t / 86400.0 - 0.25)))
+                level *= 0.2 if drop <= i < drop + 3 else 1.0
+                noisy = max(level * (1.0 + 0.1 * float(rng.standard_normal())), 0.0)
+                x = {"value": float(rng.poisson(noisy)), "t": t}
+                alert = detector.score_one(x) >= detector.threshold
+                detector.learn_one(x)
+                if drop <= i < drop + 4:
+                    hit |= alert
+                elif i >= 288 * 7:
+                    elsewhere += alert
+            caught += hit
+        return caught, elsewhere
+
+    (with_tail, noise_with), (plain, noise_plain) = drops_caught(True), drops_caught(False)
+    assert with_tail >= 7 and plain <= 5, (with_tail, plain)
+    # over 80 series-days of noise it adds a few alerts (small counts far under their
+    # hour's level), not a band
+    assert noise_with <= noise_plain + 10, (noise_with, noise_plain)
