@@ -16,6 +16,7 @@ from scipy import special
 
 from dqpulse.detectors.base import (
     MEAN_ABS_TO_SIGMA,
+    Explanation,
     UnivariateDetector,
     Verdict,
     check_side,
@@ -40,6 +41,25 @@ def _count_low_z(value: float, expected: float, scale: float) -> float:
     phi = max(scale * scale / expected, 1.0)
     tail = float(special.gammaincc(value / phi + 1.0, expected / phi))  # P(X <= value)
     return float(special.ndtri(max(tail, 1e-300)))
+
+
+def _count_low_bound(expected: float, scale: float, z_threshold: float) -> float:
+    """The count below which :func:`_count_low_z` passes ``-z_threshold`` (0 when even an
+    empty window does not): the lower end of a count's band.
+
+    >>> round(_count_low_bound(16.4, 16.4 ** 0.5, 4.0), 2)
+    2.55
+    """
+    if _count_low_z(0.0, expected, scale) >= -z_threshold:
+        return 0.0
+    low, high = 0.0, expected
+    for _ in range(40):
+        middle = 0.5 * (low + high)
+        if _count_low_z(middle, expected, scale) < -z_threshold:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def _ew_weight(k: int, n: int, alpha_min: float) -> float:
@@ -379,6 +399,17 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
             self.n_learned += 1
         elif t is not None:
             self._update(value, t, cold_only=True)
+
+    def explain(self, x: Mapping[str, Any]) -> Explanation:
+        """As the base class; a count's band ends below where its own lower tail alerts."""
+        explanation = super().explain(x)
+        low, expected = explanation.get("expected_low"), explanation.get("expected")
+        if self.counts and low is not None and expected is not None and expected > 0.0:
+            value, t = self._read(x)
+            scale = self._z(value if value is not None else expected, t)[2]
+            explanation["expected_low"] = max(
+                low, _count_low_bound(expected, scale, self.effective_z_threshold))
+        return explanation
 
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
         """As the base class; ``confirmed`` also keeps a shift in progress from adoption."""

@@ -480,3 +480,19 @@ def test_a_quiet_counts_drop_at_night_scores_by_the_counts_own_lower_tail() -> N
     # over 80 series-days of noise it adds a few alerts (small counts far under their
     # hour's level), not a band
     assert noise_with <= noise_plain + 10, (noise_with, noise_plain)
+
+
+def test_a_counts_band_ends_where_its_lower_tail_alerts_and_never_below_zero() -> None:
+    detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True)
+    plain = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24)
+    for x in _daily_counts(14, seed=4):
+        detector.learn_one(x)
+        plain.learn_one(x)
+    night = {"value": 0.0, "t": 14 * 86400.0 + 3600.0 * 19}  # the trough: ~100 a window
+    band, plain_band = detector.explain(night), plain.explain(night)
+    low, z_threshold = band["expected_low"], detector.effective_z_threshold
+    assert 0.0 < low <= band["expected"]
+    # the normal band's end is lower: the count's tail alerts before it
+    assert low > plain_band["expected_low"]
+    t = night["t"]
+    assert detector._z(low - 0.5, t)[0] <= -z_threshold < detector._z(low + 0.5, t)[0]
