@@ -93,10 +93,10 @@ class RegimeAdoption:
                   t: float | None = None) -> tuple[float, float, float]:
         """(score with the long view, after the repeat cap, reported after the hold).
 
-        The window's tail probability is first multiplied by ``report_share``, unless the
-        ``sustain_windows`` windows before it were all anomalies (by their own tail
-        probability, as learning counts them): a change held that long is no marginal
-        window. A value
+        The window's tail probability is first multiplied by ``report_share``, unless it
+        is an anomaly by itself and the ``sustain_windows`` windows before it were too (by
+        their own tail probability, as learning counts them): a change held that long is
+        no marginal window. A value
         outside the range of the last ``record_windows`` (on an alerting side) has it
         divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
         of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, or one
@@ -105,7 +105,8 @@ class RegimeAdoption:
         is on, a window scoring ``hold_from`` or more keeps it on for up to ``hold``
         windows (one alert for a shift hovering about the threshold). Learning sees none
         of this: it follows the residual's own score."""
-        if log_p < 0.0 and not self._sustained():
+        if log_p < 0.0 and not (log_p_to_score(log_p) >= self.threshold
+                                and self._sustained()):
             log_p = min(log_p + math.log(self.report_share), 0.0)
         records = self._records
         if records is not None and log_p < 0.0 and self.record_boost > 1.0:

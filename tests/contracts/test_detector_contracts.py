@@ -172,7 +172,12 @@ def test_anomalies_are_not_learned(name: str) -> None:
     before = probe_scores(detector)
     for _ in range(5):
         detector.learn_one(outlier)
-    assert probe_scores(detector) == before
+    after = probe_scores(detector)
+    # the normal probes score exactly as before: nothing of the outliers was learned
+    assert after[:-1] == before[:-1]
+    # the extreme probe may report more once it continues a run of anomalies (the
+    # adaptive detector's sustain_windows drops its report share), never less
+    assert after[-1] >= before[-1] >= detector.threshold
 
 
 def test_explain_has_the_common_keys(name: str) -> None:
