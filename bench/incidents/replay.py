@@ -12,11 +12,12 @@ seconds per variant.
     .venv/bin/python bench/incidents/replay.py sqlite:////tmp/run23.db --seed 23 \\
         --param distribution.:repeat_runs=1 --param '*:spike_memory=2'
 
-``--param PREFIX:NAME=VALUE`` sets a param of the ``adaptive`` series whose metric starts
-with PREFIX; ``*`` means every adaptive series, except where the metric's own defaults set
-that param (``volume.late_records`` keeps its rules off). Without ``--param`` the replay
-must reproduce the stored flags exactly ("changed flags 0") when run by the code that made
-the run: that is the check that the replay is faithful. ``--seed``, ``--rate`` and the
+``--param PREFIX:NAME=VALUE`` sets a param of the series whose metric starts with PREFIX
+(whatever its detector: ``volume.records:count_run=1`` reaches the seasonal one); ``*``
+means every adaptive series, except where the metric's own defaults set that param
+(``volume.late_records`` keeps its rules off). Without ``--param`` the replay must reproduce
+the stored flags exactly ("changed flags 0") when run by the code that made the run: that
+is the check that the replay is faithful. ``--seed``, ``--rate`` and the
 plan's days must be the run's own.
 """
 
@@ -65,10 +66,9 @@ def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]]
     changed = 0
     for (metric, field), points in series.items():
         name, params = detector_for(spec, metric, field)
-        if name == "adaptive":
-            params = {**params, **{key: value for prefix, key, value in overrides
-                                   if (prefix == "*" and key not in params)
-                                   or (prefix != "*" and metric.startswith(prefix))}}
+        params = {**params, **{key: value for prefix, key, value in overrides
+                               if (prefix == "*" and name == "adaptive" and key not in params)
+                               or (prefix != "*" and metric.startswith(prefix))}}
         model = create(name, **params)
         rules = rules_for(spec, metric, field)
         out = []

@@ -84,7 +84,7 @@ _SEASONAL_BY_DEFAULT = frozenset({"volume.records"})
 # two hours 0.6-0.89 (bench/incidents, --rate 0.2, seeds 59 and 67: 3 of 106 missed).
 _SEASONAL_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2,
                                            "taper_learning_from": 0.7, "adopt_after": 24,
-                                           "counts": True}
+                                           "counts": True, "count_run": 3}
 # Late records are data that no window counts: every burst is a loss, however often it
 # recurs. The long view that makes a burst recurring within a day "how the series behaves
 # today" (the repeat counter, the daily repeat, and an ended burst's deviations entering
@@ -140,8 +140,9 @@ def default_params_for(metric: str) -> dict[str, Any]:
 
     >>> default_params_for("freshness.seconds_since_last_record")
     {'side': 'up', 'lower': 0.0}
-    >>> default_params_for("volume.records")
-    {'z_threshold': 4.0, 'persistence': 0.2, 'taper_learning_from': 0.7, 'adopt_after': 24}
+    >>> default_params_for("volume.records")  # doctest: +NORMALIZE_WHITESPACE
+    {'z_threshold': 4.0, 'persistence': 0.2, 'taper_learning_from': 0.7, 'adopt_after': 24,
+     'counts': True, 'count_run': 3}
     >>> default_params_for("volume.bytes")
     {'lower': 0.0, 'count_noise': 1.0}
     >>> default_params_for("volume.late_records")["repeat_windows"]

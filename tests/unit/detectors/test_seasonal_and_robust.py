@@ -496,3 +496,51 @@ def test_a_counts_band_ends_where_its_lower_tail_alerts_and_never_below_zero() -
     assert low > plain_band["expected_low"]
     t = night["t"]
     assert detector._z(low - 0.5, t)[0] <= -z_threshold < detector._z(low + 0.5, t)[0]
+
+
+def test_a_quiet_drop_held_for_windows_is_judged_by_the_run_s_summed_counts() -> None:
+    # ~10 records a window on average (4 .. 16 over the day, 10 % extra noise): an 80 % drop
+    # held for three windows is, window by window, within counting noise (2 where 10 are
+    # expected), but 6 records where 30 are expected over the three is not
+    def caught(count_run: int) -> tuple[int, int]:
+        hits = elsewhere = 0
+        for seed in range(1, 11):
+            for phase in (0.25, 0.5):
+                rng = np.random.default_rng(seed)
+                detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True,
+                                            count_run=count_run)
+                drop, hit = 288 * 14 + int(288 * phase), False
+                for i in range(288 * 15):
+                    t = i * 300.0
+                    level = 10.0 * (1.0 + 0.6 * math.sin(2.0 * math.pi * (t / 86400.0 - 0.25)))
+                    level *= 0.2 if drop <= i < drop + 3 else 1.0
+                    noisy = max(level * (1.0 + 0.1 * float(rng.standard_normal())), 0.0)
+                    x = {"value": float(rng.poisson(noisy)), "t": t}
+                    alert = detector.score_one(x) >= detector.threshold
+                    detector.learn_one(x)
+                    if drop <= i < drop + 4:
+                        hit |= alert
+                    elif i >= 288 * 7:
+                        elsewhere += alert
+                hits += hit
+        return hits, elsewhere
+
+    (run_hits, run_noise), (alone_hits, alone_noise) = caught(3), caught(1)
+    assert run_hits >= 17 and alone_hits <= 15, (run_hits, alone_hits)
+    # the run's spread is widened by how much neighbouring windows move together (learned
+    # by the persistence score), so over 160 series-days of noise it adds almost nothing
+    assert run_noise <= alone_noise + 3, (run_noise, alone_noise)
+
+
+def test_a_run_of_low_windows_needs_its_windows_to_be_consecutive() -> None:
+    detector = SeasonalDetector(**VOLUME_PARAMS, counts=True, count_run=3)
+    for x in _daily_counts(14, seed=6):
+        detector.learn_one(x)
+    t = 14 * 86400.0
+    low = {"value": 0.5 * detector._z(0.0, t)[1], "t": t}
+    detector.learn_one(low)
+    assert len(detector._low_run) == 1
+    detector.learn_one({"value": detector._z(0.0, t + 300.0)[1], "t": t + 300.0})
+    assert detector._low_run == ()  # a normal window ends the run
+    with pytest.raises(ValueError, match="count_run"):
+        SeasonalDetector(count_run=0)
