@@ -125,6 +125,8 @@ class Config:
     seed: int
     baseline_windows: int
     rate: float = 1.0  # the stream's mean records per second (the profile's base rate)
+    # other StreamProfile fields over PROFILE's (--profile): traffic of another shape
+    profile: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def plan_injections(cfg: Config) -> list[Injection]:
@@ -189,7 +191,7 @@ def simulate(cfg: Config, injections: Sequence[Injection], database: str) -> dic
     with engine.begin() as conn:
         dataset_store.apply_spec(conn, spec=spec)
     now = [START]
-    profile = dataclasses.replace(PROFILE, base_rate=cfg.rate)
+    profile = dataclasses.replace(PROFILE, base_rate=cfg.rate, **cfg.profile)
     source = EmbeddedSource([profile], start=START, clock=lambda: now[0],
                             injections=injections, seed=cfg.seed)
     telemetry = Telemetry()
@@ -400,7 +402,8 @@ def report(ours: Scores, base: Scores, injections: Sequence[Injection], cfg: Con
     setup = (
         f"{len(injections)} incidents ({cfg.per_kind} per type, one level shift) over "
         f"{cfg.test_days:g} test days after {cfg.warmup_days:g} warm-up days; 5-minute windows "
-        f"({int(cfg.test_days * 288)} test windows), seed {cfg.seed}; "
+        f"({int(cfg.test_days * 288)} test windows), seed {cfg.seed}"
+        + "".join(f", {key} {value:g}" for key, value in sorted(cfg.profile.items())) + "; "
         f"{timings['records']:.0f} records, {timings['windows']:.0f} windows through the "
         f"pipeline in {timings['seconds']:.0f} s; baseline: mean +- 3 sigma over the "
         f"previous {baseline_windows} windows of each series.")
@@ -433,6 +436,21 @@ def write_docs(table: str, command: str) -> None:
     DOCS.write_text(text)
 
 
+_PROFILE_FIELDS = ("daily_amplitude", "weekly_weekend_factor", "noise", "level_noise",
+                   "level_noise_minutes")
+
+
+def _profile_field(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    if name not in _PROFILE_FIELDS:
+        raise argparse.ArgumentTypeError(
+            f"--profile wants one of {', '.join(_PROFILE_FIELDS)}=VALUE, got {text!r}")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--profile {name}: {value!r} is not a number") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true",
@@ -443,6 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-kind", type=int, default=None)
     parser.add_argument("--rate", type=float, default=1.0,
                         help="mean records per second of the stream (1.0: ~300 a window)")
+    parser.add_argument("--profile", type=_profile_field, action="append", default=[],
+                        metavar="FIELD=VALUE",
+                        help="traffic of another shape: a numeric StreamProfile field "
+                             "(daily_amplitude, weekly_weekend_factor, noise, level_noise, "
+                             "level_noise_minutes) over the default")
     parser.add_argument("--baseline-windows", type=int, default=24)
     parser.add_argument("--database", default=None, help="SQLite URL (default: a temp file)")
     parser.add_argument("--write-docs", action="store_true",
@@ -455,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_days=args.warmup_days or (8.0 if not args.quick else 3.0),
         test_days=args.test_days or (6.0 if not args.quick else 2.0),
         per_kind=args.per_kind or (4 if not args.quick else 1),
-        seed=args.seed, baseline_windows=args.baseline_windows, rate=args.rate)
+        seed=args.seed, baseline_windows=args.baseline_windows, rate=args.rate,
+        profile=dict(args.profile))
     injections = plan_injections(cfg)
     with tempfile.TemporaryDirectory(prefix="dqpulse-bench-") as tmp:
         database = args.database or f"sqlite:///{tmp}/bench.db"

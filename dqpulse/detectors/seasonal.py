@@ -252,8 +252,12 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         On a quiet stream an 80 % drop held for three windows is, window by window, no
         more than a z of -3.3 (3 records where 15 are expected: counting noise), but
         together 6 records where 45 are expected, a z of -6. ``1`` judges each window
-        alone. A run is of windows each more than one spread below expected; a gradual
-        lower day is the ``persistence`` score's (its spread learned from the series).
+        alone. A run is of windows each more than one spread below expected. Neighbouring
+        windows of real traffic move together, so the run's variance is widened by the
+        learned spread of the ``persistence`` EWMA against that of independent windows
+        (the test is silent until that spread is learned); a gradual lower day stays the
+        ``persistence`` score's. An explanation names the run (``run_windows``,
+        ``run_observed``, ``run_expected``) when it is what alerts.
 
     Examples
     --------
@@ -270,7 +274,8 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
     """
 
     state_version = 2  # 2: persistence (drift EWMA) state
-    # judge a count's low windows, never what the profiles learned: a saved baseline keeps
+    # they weigh how a count's low windows are judged, not what the profiles learned: a
+    # saved baseline keeps its state when they change
     live_params = frozenset({"counts", "count_run"})
 
     def __init__(
@@ -458,11 +463,19 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         """As the base class; a count's band ends below where its own lower tail alerts."""
         explanation = super().explain(x)
         low, expected = explanation.get("expected_low"), explanation.get("expected")
+        value, t = self._read(x)
         if self.counts and low is not None and expected is not None and expected > 0.0:
-            value, t = self._read(x)
             scale = self._z(value if value is not None else expected, t)[2]
             explanation["expected_low"] = max(
                 low, _count_low_bound(expected, scale, self.effective_z_threshold))
+        if self._low_run and value is not None and self.is_warm:
+            z, expected, scale = self._z(value, t)
+            run_z = self._run_z(value, z, expected, scale)
+            if run_z < z:
+                explanation["z"] = run_z
+                explanation["run_windows"] = len(self._low_run) + 1
+                explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
+                explanation["run_expected"] = expected + sum(e for _, e, _ in self._low_run)
         return explanation
 
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:

@@ -532,14 +532,22 @@ def test_a_quiet_drop_held_for_windows_is_judged_by_the_run_s_summed_counts() ->
     assert run_noise <= alone_noise + 3, (run_noise, alone_noise)
 
 
-def test_a_run_of_low_windows_needs_its_windows_to_be_consecutive() -> None:
+def test_a_run_of_low_windows_is_consecutive_and_named_in_the_explanation() -> None:
     detector = SeasonalDetector(**VOLUME_PARAMS, counts=True, count_run=3)
     for x in _daily_counts(14, seed=6):
         detector.learn_one(x)
     t = 14 * 86400.0
-    low = {"value": 0.5 * detector._z(0.0, t)[1], "t": t}
-    detector.learn_one(low)
-    assert len(detector._low_run) == 1
+    for step in range(3):  # three windows 2.5 spreads under their expected value
+        expected, scale = detector._z(0.0, t)[1:]
+        low = {"value": expected - 2.5 * scale, "t": t}
+        if step < 2:
+            detector.learn_one(low)
+            assert len(detector._low_run) == step + 1
+            t += 300.0
+    band = detector.explain(low)
+    assert band["run_windows"] == 3 and 0 < band["run_observed"] < band["run_expected"]
+    single = (low["value"] - band["expected"]) / scale
+    assert band["z"] < single - 1.0  # the run says more than the window alone
     detector.learn_one({"value": detector._z(0.0, t + 300.0)[1], "t": t + 300.0})
     assert detector._low_run == ()  # a normal window ends the run
     with pytest.raises(ValueError, match="count_run"):
