@@ -310,7 +310,11 @@ class UnivariateDetector(_Learner):
         value, t = self._read(x)
         if value is None or self.n_learned == 0:
             return empty_explanation(value)
-        z, expected, scale = self._z(value, t)
+        return self._explanation(value, self._z(value, t))
+
+    def _explanation(self, value: float, fit: tuple[float, float, float]) -> Explanation:
+        """:meth:`explain` from the value's ``_z`` (``z``, ``expected``, ``scale``)."""
+        z, expected, scale = fit
         width = self.effective_z_threshold * scale
         low = -math.inf if self.side == "up" else expected - width
         high = math.inf if self.side == "down" else expected + width

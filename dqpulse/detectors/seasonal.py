@@ -436,8 +436,10 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
             self._track_low_run(value, *fit)
         if self.adopt_after is not None and self.is_warm:
             anomalous = score >= self.threshold and not self.learn_anomalies
+            held = self.taper_learning_from < self.threshold and (
+                score >= self.taper_learning_from)
             if (anomalous or self._shift_episode) and self._episode_window(
-                    t, value, fit[1], anomalous):
+                    t, value, fit[1], anomalous, held):
                 return  # the profiles moved to this window's level
         suspicious = self.is_warm and score >= self.learn_below
         weight = self._learning_weight(score)
@@ -459,17 +461,16 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         elif t is not None:
             self._update(value, t, cold_only=True)
 
-    def explain(self, x: Mapping[str, Any]) -> Explanation:
-        """As the base class; a count's band ends below where its own lower tail alerts."""
-        explanation = super().explain(x)
-        low, expected = explanation.get("expected_low"), explanation.get("expected")
-        value, t = self._read(x)
-        if self.counts and low is not None and expected is not None and expected > 0.0:
-            scale = self._z(value if value is not None else expected, t)[2]
+    def _explanation(self, value: float, fit: tuple[float, float, float]) -> Explanation:
+        """As the base class; a count's band ends below where its own lower tail alerts,
+        and an alert by the run of low windows names the run."""
+        explanation = super()._explanation(value, fit)
+        z, expected, scale = fit
+        low = explanation["expected_low"]
+        if self.counts and low is not None and expected > 0.0:
             explanation["expected_low"] = max(
                 low, _count_low_bound(expected, scale, self.effective_z_threshold))
-        if self._low_run and value is not None and self.is_warm:
-            z, expected, scale = self._z(value, t)
+        if self._low_run and self.is_warm:
             run_z = self._run_z(value, z, expected, scale)
             if run_z < z:
                 explanation["z"] = run_z

@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["SeasonalAdoption"]
 
-#: windows of the current anomaly episode: (window start, value, expected, anomalous)
+#: windows of the current anomaly episode: (window start, value, expected, anomalous or held)
 _EpisodePoint = tuple[float | None, float, float, bool]
 # normal windows in a row that end an anomaly episode
 _EPISODE_END = 3
@@ -55,8 +55,13 @@ class SeasonalAdoption:
     _undo_spread: float = 1.0  # the factor the spreads moved by in those adoptions
 
     def _episode_window(self, t: float | None, value: float, expected: float,
-                        anomalous: bool) -> bool:
-        """Note a window in the current episode; True when it completes an adoption."""
+                        anomalous: bool, held: bool = False) -> bool:
+        """Note a window in the current episode; True when it completes an adoption.
+
+        ``held``: not anomalous, but scoring where learning is tapered (near the alert
+        threshold): it neither opens an episode nor ends one, and counts as held for an
+        adoption. Traffic that wanders brings some windows of a real shift just under the
+        threshold; with them counted as normal, three in a row ended the episode."""
         if self.adopt_after is None:
             return False
         episode = self._shift_episode
@@ -64,7 +69,7 @@ class SeasonalAdoption:
             episode = self._shift_episode = deque(maxlen=2 * self.adopt_after)
         if not anomalous and not episode:
             return False
-        episode.append((t, value, expected, anomalous))
+        episode.append((t, value, expected, anomalous or held))
         if anomalous and self._old_level_back(t, value, expected):
             return True
         if not anomalous:

@@ -552,3 +552,24 @@ def test_a_run_of_low_windows_is_consecutive_and_named_in_the_explanation() -> N
     assert detector._low_run == ()  # a normal window ends the run
     with pytest.raises(ValueError, match="count_run"):
         SeasonalDetector(count_run=0)
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_windows_just_under_the_threshold_neither_end_a_shift_nor_block_its_adoption(
+        held: bool) -> None:
+    # a halving on traffic that wanders: windows 11-13 of the shift score just under the
+    # threshold (where learning is tapered); counted as normal, they ended the episode and
+    # the adoption had to start over, 24 more alerting windows
+    detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True)
+    for x in _daily_counts(14, seed=7):
+        detector.learn_one(x)
+    t, adopted = 14 * 86400.0, []
+    for step in range(24):
+        expected = detector._z(0.0, t)[1]
+        just_under = 10 <= step < 13
+        adopted.append(detector._episode_window(t, 0.5 * expected, expected,
+                                                anomalous=not just_under,
+                                                held=held and just_under))
+        t += 300.0
+    assert adopted == [False] * 23 + [held]
+    assert detector.adoptions == int(held)
