@@ -449,6 +449,28 @@ def test_an_undone_adoption_puts_the_spreads_back_where_they_were() -> None:
     assert sum(daily.mad) / len(daily.mad) == pytest.approx(before, rel=0.1)
 
 
+def _quiet_drop_alerts(detector: SeasonalDetector, seed: int, mean: float, drop: int
+                       ) -> tuple[bool, int]:
+    """15 days of 5-minute Poisson counts around ``mean`` (a daily cycle of +-60 %, 10 %
+    extra noise), at 20 % for the three windows from ``drop``: whether the drop (or the
+    window after it) alerted, and the alerts elsewhere after the first week."""
+    rng = np.random.default_rng(seed)
+    hit, elsewhere = False, 0
+    for i in range(288 * 15):
+        t = i * 300.0
+        level = mean * (1.0 + 0.6 * math.sin(2.0 * math.pi * (t / 86400.0 - 0.25)))
+        level *= 0.2 if drop <= i < drop + 3 else 1.0
+        noisy = max(level * (1.0 + 0.1 * float(rng.standard_normal())), 0.0)
+        x = {"value": float(rng.poisson(noisy)), "t": t}
+        alert = detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+        if drop <= i < drop + 4:
+            hit |= alert
+        elif i >= 288 * 7:
+            elsewhere += alert
+    return hit, elsewhere
+
+
 def test_a_quiet_counts_drop_at_night_scores_by_the_counts_own_lower_tail() -> None:
     # ~12 records a window at night (20 on average, a daily cycle, 10 % extra noise): an
     # 80 % drop for three windows at 03:00 is 2-3 records where 12 are expected, a normal
@@ -456,23 +478,10 @@ def test_a_quiet_counts_drop_at_night_scores_by_the_counts_own_lower_tail() -> N
     def drops_caught(counts: bool) -> tuple[int, int]:
         caught = elsewhere = 0
         for seed in range(1, 11):
-            rng = np.random.default_rng(seed)
             detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=counts)
-            drop = 288 * 14 + 36
-            hit = False
-            for i in range(288 * 15):
-                t = i * 300.0
-                level = 20.0 * (1.0 + 0.6 * math.sin(2.0 * math.pi * (t / 86400.0 - 0.25)))
-                level *= 0.2 if drop <= i < drop + 3 else 1.0
-                noisy = max(level * (1.0 + 0.1 * float(rng.standard_normal())), 0.0)
-                x = {"value": float(rng.poisson(noisy)), "t": t}
-                alert = detector.score_one(x) >= detector.threshold
-                detector.learn_one(x)
-                if drop <= i < drop + 4:
-                    hit |= alert
-                elif i >= 288 * 7:
-                    elsewhere += alert
+            hit, noise = _quiet_drop_alerts(detector, seed, mean=20.0, drop=288 * 14 + 36)
             caught += hit
+            elsewhere += noise
         return caught, elsewhere
 
     (with_tail, noise_with), (plain, noise_plain) = drops_caught(True), drops_caught(False)
@@ -506,23 +515,12 @@ def test_a_quiet_drop_held_for_windows_is_judged_by_the_run_s_summed_counts() ->
         hits = elsewhere = 0
         for seed in range(1, 11):
             for phase in (0.25, 0.5):
-                rng = np.random.default_rng(seed)
                 detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True,
                                             count_run=count_run)
-                drop, hit = 288 * 14 + int(288 * phase), False
-                for i in range(288 * 15):
-                    t = i * 300.0
-                    level = 10.0 * (1.0 + 0.6 * math.sin(2.0 * math.pi * (t / 86400.0 - 0.25)))
-                    level *= 0.2 if drop <= i < drop + 3 else 1.0
-                    noisy = max(level * (1.0 + 0.1 * float(rng.standard_normal())), 0.0)
-                    x = {"value": float(rng.poisson(noisy)), "t": t}
-                    alert = detector.score_one(x) >= detector.threshold
-                    detector.learn_one(x)
-                    if drop <= i < drop + 4:
-                        hit |= alert
-                    elif i >= 288 * 7:
-                        elsewhere += alert
+                hit, noise = _quiet_drop_alerts(detector, seed, mean=10.0,
+                                                drop=288 * 14 + int(288 * phase))
                 hits += hit
+                elsewhere += noise
         return hits, elsewhere
 
     (run_hits, run_noise), (alone_hits, alone_noise) = caught(3), caught(1)
