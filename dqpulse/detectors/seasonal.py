@@ -52,14 +52,10 @@ def _count_low_bound(expected: float, scale: float, z_threshold: float) -> float
     """
     if _count_low_z(0.0, expected, scale) >= -z_threshold:
         return 0.0
-    low, high = 0.0, expected
-    for _ in range(40):
-        middle = 0.5 * (low + high)
-        if _count_low_z(middle, expected, scale) < -z_threshold:
-            low = middle
-        else:
-            high = middle
-    return low
+    # the inverse of _count_low_z's tail in the count (scipy's pdtrik: P(X <= k) = p)
+    phi = max(scale * scale / expected, 1.0)
+    tail = float(special.ndtr(-z_threshold))
+    return max(0.0, float(special.pdtrik(tail, expected / phi)) * phi)
 
 
 def _ew_weight(k: int, n: int, alpha_min: float) -> float:
