@@ -17,7 +17,7 @@ seconds per variant.
 means every adaptive series, except where the metric's own defaults set that param
 (``volume.late_records`` keeps its rules off). Without ``--param`` the replay must reproduce
 the stored flags exactly ("changed flags 0") when run by the code that made the run: that
-is the check that the replay is faithful. ``--seed``, ``--rate`` and the
+is the check that the replay is faithful. ``--seed``, ``--rate``, ``--window`` and the
 plan's days must be the run's own.
 """
 
@@ -92,9 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-days", type=float, default=8.0)
     parser.add_argument("--test-days", type=float, default=6.0)
     parser.add_argument("--per-kind", type=int, default=4)
+    parser.add_argument("--window", type=float, default=300.0,
+                        help="the run's window width in seconds (run.py --window)")
     parser.add_argument("--param", type=parse_param, action="append", default=[],
                         metavar="PREFIX:NAME=VALUE")
     args = parser.parse_args(argv)
+    try:
+        bench.set_window(args.window)
+    except ValueError as exc:
+        parser.error(str(exc))
     cfg = bench.Config(warmup_days=args.warmup_days, test_days=args.test_days,
                        per_kind=args.per_kind, seed=args.seed, baseline_windows=24,
                        rate=args.rate)

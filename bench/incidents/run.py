@@ -65,29 +65,45 @@ from dqpulse.store.tables import metric_points  # noqa: E402
 from dqpulse.telemetry import Telemetry  # noqa: E402
 
 DATASET = "orders"
-WINDOW = 300.0           # 5-minute windows
+WINDOW = 300.0           # 5-minute windows (--window sets another width)
 STEP = 300.0             # the simulated clock advances one window per poll
 START = 1_736_121_600.0  # Monday 2025-01-06 00:00:00Z
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Incident detection"
 
-SPEC = """
+SPEC_TEMPLATE = """
 datasets:
   - name: orders
     topic: orders
     format: json
     event_time: ts
-    window: 5m
+    window: {window}s
     lateness: 30s
     owner: payments
     freshness_sla: 3m
     key: order_id
     label: is_fraud
     fields:
-      amount:  {type: number, min: 0}
-      country: {type: string, allowed: [DE, FR, US, GB, NL, ES]}
-      email:   {type: string, pattern: '^[^@]+@[^@]+$'}
+      amount:  {{type: number, min: 0}}
+      country: {{type: string, allowed: [DE, FR, US, GB, NL, ES]}}
+      email:   {{type: string, pattern: '^[^@]+@[^@]+$'}}
 """
+SPEC = SPEC_TEMPLATE.format(window=300)
+
+
+def set_window(seconds: float) -> None:
+    """Run the bench (and its replays) with windows of ``seconds`` instead of 5 minutes.
+
+    Durations stay counted in windows (an incident lasts 3-6 windows, a short drop exactly
+    3, the level shift must alert within its first ``SHIFT_SPAN_WINDOWS``), so narrower
+    windows make shorter incidents over fewer records each: the harder case. The simulated
+    clock steps one window per poll as before.
+    """
+    global WINDOW, STEP, SPEC
+    if not 60.0 <= seconds <= 3600.0 or 86400.0 % seconds:
+        raise ValueError(f"--window must divide a day and lie in 60..3600 s, got {seconds:g}")
+    WINDOW = STEP = float(seconds)
+    SPEC = SPEC_TEMPLATE.format(window=int(seconds))
 
 PROFILE = StreamProfile(DATASET, base_rate=1.0, partitions=2, daily_amplitude=0.6,
                         weekly_weekend_factor=0.7, noise=0.08, kind="orders",
@@ -401,8 +417,9 @@ def report(ours: Scores, base: Scores, injections: Sequence[Injection], cfg: Con
     ]
     setup = (
         f"{len(injections)} incidents ({cfg.per_kind} per type, one level shift) over "
-        f"{cfg.test_days:g} test days after {cfg.warmup_days:g} warm-up days; 5-minute windows "
-        f"({int(cfg.test_days * 288)} test windows), seed {cfg.seed}"
+        f"{cfg.test_days:g} test days after {cfg.warmup_days:g} warm-up days; "
+        f"{WINDOW / 60:g}-minute windows ({int(cfg.test_days * 86400 / WINDOW)} test windows), "
+        f"seed {cfg.seed}"
         + "".join(f", {key} {value:g}" for key, value in sorted(cfg.profile.items())) + "; "
         f"{timings['records']:.0f} records, {timings['windows']:.0f} windows through the "
         f"pipeline in {timings['seconds']:.0f} s; baseline: mean +- 3 sigma over the "
@@ -467,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(daily_amplitude, weekly_weekend_factor, noise, level_noise, "
                              "level_noise_minutes) over the default")
     parser.add_argument("--baseline-windows", type=int, default=24)
+    parser.add_argument("--window", type=float, default=300.0,
+                        help="window width in seconds (default 300; durations stay counted "
+                             "in windows)")
     parser.add_argument("--database", default=None, help="SQLite URL (default: a temp file)")
     parser.add_argument("--write-docs", action="store_true",
                         help="write the table into docs/benchmarks.md")
@@ -474,6 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the series behind false alerts and missed incidents")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    try:
+        set_window(args.window)
+    except ValueError as exc:
+        parser.error(str(exc))
     cfg = Config(
         warmup_days=args.warmup_days or (8.0 if not args.quick else 3.0),
         test_days=args.test_days or (6.0 if not args.quick else 2.0),
