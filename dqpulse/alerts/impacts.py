@@ -16,7 +16,8 @@ the order in which workers finalize the datasets does not matter:
   merges it, it resolves with ``details["merged_into"]`` and becomes an impact (with the
   same ``impact`` notification on the root); datasets that had joined it as impacts (it
   was a nearer root) move to the root with it, their alerts stay on the merged incident
-  (``merged_incident_id``).
+  (``merged_incident_id``), and incidents merged into it earlier are re-pointed to the
+  root (``merged_into`` always names the live incident).
 
 Datasets finalized concurrently by several workers (each in its own transaction) decide
 one at a time: :func:`lock_break` takes a lock per dataset of the lineage around the
@@ -278,8 +279,28 @@ def merge_downstream(conn: Connection, root_id: int, related: Related, *,
                                             public_url=public_url, now=now))
             _close_merged(conn, row, root_id, notifications=notifications,
                           public_url=public_url, now=now)
+            for item in details.get("impacts") or []:
+                if item.get("merged_incident_id") is not None:
+                    _follow_merge(conn, int(item["merged_incident_id"]), int(row["id"]),
+                                  root_id, now)
             merged.append(int(row["id"]))
     return merged, announced
+
+
+def _follow_merge(conn: Connection, incident_id: int, via: int, root_id: int,
+                  now: datetime) -> None:
+    """An incident merged earlier into ``via``, which is now merged into ``root_id``, points
+    at the root too: ``merged_into`` always names the live incident (root cause, links),
+    never a chain of resolved ones."""
+    row = incident_store.get(conn, incident_id=incident_id, for_update=True)
+    if row is None or (row.get("details") or {}).get("merged_into") in (None, root_id):
+        return
+    incident_store.update(conn, incident_id=incident_id, details={
+        **(row.get("details") or {}), "merged_into": root_id})
+    incident_store.create_event(
+        conn, incident_id=incident_id, action="merged", actor=SYSTEM_ACTOR,
+        comment=f"merged into incident #{root_id} with incident #{via} (its upstream root)",
+        at=now)
 
 
 def _close_merged(conn: Connection, row: Mapping[str, Any], root_id: int, *,

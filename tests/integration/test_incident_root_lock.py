@@ -114,7 +114,9 @@ def _one_incident_with_impacts(engine: Engine, root: str, impacts: set[str]) -> 
     assert {i["dataset"] for i in only["details"].get("impacts") or []} == impacts, only
     # any other incident is a downstream one that opened first and was merged into it
     assert all((r["details"] or {}).get("merged_into") == only["id"]
-               for r in rows if r is not only), rows
+               for r in rows if r is not only), [
+        (r["id"], r["dataset"], r["status"], (r["details"] or {}).get("merged_into"))
+        for r in rows]
     with engine.connect() as conn:
         alerts = [a for r in rows for a in incident_store.get_alerts(conn, incident_id=r["id"])]
     assert sorted(a["dataset"] for a in alerts) == sorted({root} | impacts)
@@ -140,6 +142,23 @@ def test_two_downstream_datasets_joining_one_root_at_once_keep_both_impacts(engi
 def test_a_root_and_two_downstream_datasets_alerting_at_once_make_one_incident(engine):
     _concurrently(engine, [_window("out-a", 0), _window("src", 0), _window("join", 0)])
     _one_incident_with_impacts(engine, "src", {"join", "out-a"})
+
+
+def test_merges_down_a_chain_leave_every_merged_incident_pointing_at_the_root(engine):
+    """out-a opens first, join merges it, then src merges join: out-a's incident names src's
+    as the one it was merged into, not join's resolved one (the order the concurrent case
+    above takes about once in seven runs)."""
+    for name in ("out-a", "join", "src"):
+        with engine.begin() as conn:
+            _window(name, 0)(conn)
+    _one_incident_with_impacts(engine, "src", {"join", "out-a"})
+    rows = {r["dataset"]: r for r in _incidents(engine)}
+    with engine.connect() as conn:
+        events = incident_store.get_events(conn, incident_id=rows["out-a"]["id"])
+    assert [e["comment"] for e in events if e["action"] == "merged"] == [
+        f"merged into incident #{rows['join']['id']} (its upstream root) as an impact",
+        f"merged into incident #{rows['src']['id']} with incident #{rows['join']['id']} "
+        "(its upstream root)"]
 
 
 def test_a_downstream_joining_while_the_root_resolves_keeps_both_changes(engine):
