@@ -23,7 +23,7 @@ from dqpulse.detectors.base import (
     register,
     z_to_score,
 )
-from dqpulse.detectors.forecasters import SamplePhase, ew_alpha, season_bucket
+from dqpulse.detectors.forecasters import ew_alpha, season_bucket
 from dqpulse.detectors.seasonal_regimes import SeasonalAdoption
 
 __all__ = ["SeasonalDetector"]
@@ -74,9 +74,7 @@ class _SeasonProfile:
     """Exponentially weighted robust level and spread per season bucket (hour of day, ...).
 
     The expected value interpolates linearly between the centres of neighbouring buckets,
-    so a ramp inside an hour (the morning rise) does not count as noise; a bucket's centre
-    is where its points fell (:class:`~dqpulse.detectors.forecasters.SamplePhase`), so
-    hourly windows are forecast by their own hour.
+    so a ramp inside an hour (the morning rise) does not count as noise.
     """
 
     def __init__(self, period: float, bucket_seconds: float, alpha_min: float) -> None:
@@ -92,13 +90,10 @@ class _SeasonProfile:
         # the same over every observed point, learned or not: chooses between profiles
         self.fit_count = 0
         self.fit_err = 0.0
-        self.phase = SamplePhase()
 
     # Old saved states predate the fit error: they start it from ``err``.
     fit_count: int = 0
     fit_err: float = 0.0
-    # ... and the learned phase: they start learning it.
-    phase: SamplePhase | None = None
 
     @property
     def selection_error(self) -> float:
@@ -121,9 +116,7 @@ class _SeasonProfile:
         self.fit_err += alpha * (min(abs(value - own[0]), cap) - self.fit_err)
 
     def locate(self, t: float) -> tuple[int, int, float]:
-        phase = self.phase
-        return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets,
-                             0.5 if phase is None else phase.centre(self.bucket_seconds))
+        return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets)
 
     def expected(self, t: float, warm: int) -> tuple[float, float, int] | None:
         """(level, mean absolute residual, count) at ``t`` or None while the bucket warms up."""
@@ -149,9 +142,6 @@ class _SeasonProfile:
                warm: int, weight: float = 1.0) -> tuple[int, int, float, float, float]:
         """Learn ``value`` with ``weight`` (1: a full step); returns what :meth:`forget`
         needs to take it back out."""
-        if self.phase is None:  # a state saved before the phase was learned
-            self.phase = SamplePhase()
-        self.phase.learn(t, self.bucket_seconds)
         bucket, _, _ = self.locate(t)
         count = self.count[bucket] + 1
         if count <= warm:

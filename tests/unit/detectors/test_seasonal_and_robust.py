@@ -572,15 +572,3 @@ def test_windows_just_under_the_threshold_neither_end_a_shift_nor_block_its_adop
     assert adopted == [False] * 23 + [held]
     assert detector.adoptions == int(held)
 
-
-def test_seasonal_forecasts_an_hourly_window_by_its_own_hour() -> None:
-    # one window per hour bucket, stamped on the hour: interpolating from the buckets'
-    # middles forecast 09:00 halfway between 08:00 (200) and 09:00 (800)
-    rng = random.Random(4)
-    detector = SeasonalDetector()
-    for h in range(24 * 9):
-        value = (800.0 if 9 <= h % 24 < 18 else 200.0) + rng.gauss(0.0, 10.0)
-        detector.learn_one({"value": value, "t": h * 3600.0})
-    x = {"value": 800.0, "t": 24 * 9 * 3600.0 + 9 * 3600.0}
-    assert abs(detector.explain(x)["expected"] - 800.0) < 30.0
-    assert detector.score_one(x) < detector.threshold
