@@ -52,7 +52,10 @@ class SamplePhase:
     30-minute, hourly windows) uses the learned mean position: hourly windows stamped on
     the hour were forecast halfway between their own hour and the one before (at 09:00,
     the mean of the 08:00 and 09:00 buckets: on a series that rises at 9, half the rise
-    was read as noise, and that noise made a doubled peak look ordinary).
+    was read as noise). The record counts' seasonal detector does not use it: there the
+    wider spreads of the old forecast had hidden the first weekends' mornings at hourly
+    windows, which the hour-of-week profile takes hours to explain (bench/incidents
+    ``--window 3600``, seed 191: 8 false windows, 43 with the phase).
 
     >>> phase = SamplePhase()
     >>> for hour in range(48):
