@@ -26,6 +26,11 @@ _SILENT_RATIO = 0.02
 _DRIFT_SHARE = 0.25
 # anomalous windows back at the level before an adoption of the last day that undo it
 _UNDO_WINDOWS = 3
+# an adoption can be undone for a day, or for this many times ``adopt_after`` windows when
+# that is longer (hourly windows: two days; the first weekend's adoption is undone on
+# Monday instead of being followed by an adoption of the weekday level, which moved the
+# hour-of-week profile's weekend hours up with it)
+_UNDO_SPANS = 2
 # how the spread of a count follows its level, ``spread ~ level ** b``, read off the
 # hour-of-day profile: b = 0.5 is counting (Poisson) noise, 1 noise in proportion to the
 # level; only from this many warm hours whose levels differ by at least this factor
@@ -53,6 +58,10 @@ class SeasonalAdoption:
     _undo_t: float | None = None
     _undo_run: int = 0
     _undo_spread: float = 1.0  # the factor the spreads moved by in those adoptions
+    # per profile, the buckets empty when the current episode / the adopted one began
+    _episode_empty: tuple[tuple[int, ...], ...] = ()
+    _step: float | None = None  # the series' window width (set by the detector)
+    _undo_empty: tuple[tuple[int, ...], ...] = ()
 
     def _episode_window(self, t: float | None, value: float, expected: float,
                         anomalous: bool, held: bool = False) -> bool:
@@ -69,6 +78,8 @@ class SeasonalAdoption:
             episode = self._shift_episode = deque(maxlen=2 * self.adopt_after)
         if not anomalous and not episode:
             return False
+        if not episode:
+            self._episode_empty = self._empty_buckets()
         episode.append((t, value, expected, anomalous or held))
         if anomalous and self._old_level_back(t, value, expected):
             return True
@@ -102,12 +113,14 @@ class SeasonalAdoption:
             half = len(logs) // 2
             if abs(_median(logs[half:]) - _median(logs[:half])) > _DRIFT_SHARE * abs(shift):
                 return False
-            self._undo_spread *= self._rescale(math.exp(shift), 0.0)
+            if self._undo == 1.0:
+                self._undo_empty = self._episode_empty
+            self._undo_spread *= self._rescale(math.exp(shift), 0.0, keep=self._episode_empty)
             self._undo *= math.exp(shift)
             self._undo_t, self._undo_run = recent[-1][0], 0
         else:
             deltas = sorted(value - expected for _, value, expected, _ in recent)
-            self._rescale(1.0, deltas[len(deltas) // 2])
+            self._rescale(1.0, deltas[len(deltas) // 2], keep=self._episode_empty)
         episode.clear()
         self._journal.clear()  # learned points can no longer be taken back exactly
         self._drift = 0.0
@@ -123,8 +136,12 @@ class SeasonalAdoption:
         until a new adoption."""
         if self._undo == 1.0 or self._undo_t is None or t is None:
             return False
-        if t - self._undo_t > 86400.0:  # the adopted level held for a day: it is the normal
+        # the adopted level held for a day (or for two adoption spans of windows, when that
+        # is longer: at hourly windows a weekend adopted on Saturday is undone on Monday)
+        span = _UNDO_SPANS * (self.adopt_after or 0) * (self._step or 0.0)
+        if t - self._undo_t > max(86400.0, span):
             self._undo, self._undo_t, self._undo_spread = 1.0, None, 1.0
+            self._undo_empty = ()
             return False
         undo = math.log(self._undo)
         near = value > 0.0 and expected > 0.0 and (
@@ -132,8 +149,10 @@ class SeasonalAdoption:
         self._undo_run = self._undo_run + 1 if near else 0
         if self._undo_run < _UNDO_WINDOWS:
             return False
-        self._rescale(1.0 / self._undo, 0.0, spread=1.0 / self._undo_spread)
+        self._rescale(1.0 / self._undo, 0.0, spread=1.0 / self._undo_spread,
+                      keep=self._undo_empty)
         self._undo, self._undo_t, self._undo_run, self._undo_spread = 1.0, None, 0, 1.0
+        self._undo_empty = ()
         if self._shift_episode is not None:
             self._shift_episode.clear()
         self._drift = 0.0
@@ -161,9 +180,23 @@ class SeasonalAdoption:
                  / sum((x - mean_x) ** 2 for x in xs))
         return min(max(slope, _SPREAD_EXPONENT_MIN), 1.0)
 
-    def _rescale(self, ratio: float, delta: float, spread: float | None = None) -> float:
+    def _empty_buckets(self) -> tuple[tuple[int, ...], ...]:
+        """Per profile, the buckets that have learned nothing yet."""
+        return tuple(tuple(i for i, count in enumerate(profile.count) if not count)
+                     for profile in (*self._profiles, self._local))
+
+    def _rescale(self, ratio: float, delta: float, spread: float | None = None,
+                 keep: tuple[tuple[int, ...], ...] = ()) -> float:
         """Move every profile to ``mean * ratio + delta``; returns the factor the spreads
         moved by (``spread``, else the ratio for a rise and ``ratio ** b`` for a fall).
+
+        Buckets in ``keep`` (per profile: those still empty when the episode began) hold
+        only what they learned since, at the level being adopted (or, when an adoption is
+        undone, what they learned while it stood): they are not moved. On hourly windows
+        the first weekend is such an episode: the hour-of-week profile learns its first
+        Saturday and Sunday during it, and moving those buckets with the weekday hours
+        (down at the adoption, up again when Monday undid it) left the next weekend
+        forecast at weekday traffic (bench/incidents ``--window 3600``: most false windows).
 
         A count's noise does not shrink in proportion to its level: after a halving,
         counting noise is 71 % of what it was, not 50 %, and a band scaled by the ratio
@@ -172,10 +205,13 @@ class SeasonalAdoption:
         proportional one for a rise, ``ratio ** b`` for a fall."""
         if spread is None:
             spread = ratio if ratio >= 1.0 else ratio ** self._spread_exponent()
-        for profile in (*self._profiles, self._local):
-            profile.mean = [mean * ratio + delta if count else mean
-                            for mean, count in zip(profile.mean, profile.count, strict=True)]
-            profile.mad = [mad * spread for mad in profile.mad]
+        for index, profile in enumerate((*self._profiles, self._local)):
+            kept = frozenset(keep[index]) if index < len(keep) else frozenset()
+            profile.mean = [mean * ratio + delta if count and i not in kept else mean
+                            for i, (mean, count) in enumerate(
+                                zip(profile.mean, profile.count, strict=True))]
+            profile.mad = [mad if i in kept else mad * spread
+                           for i, mad in enumerate(profile.mad)]
             profile.err *= spread
             profile.fit_err *= ratio
         return spread
