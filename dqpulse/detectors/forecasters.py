@@ -60,42 +60,39 @@ class SamplePhase:
     >>> phase = SamplePhase()
     >>> for hour in range(48):
     ...     phase.learn(hour * 3600.0, 3600.0)
-    >>> phase.centre(3600.0)
+    >>> phase.centre(3600.0, step=3600.0)
     0.0
     >>> half = SamplePhase()
     >>> for step in range(96):
     ...     half.learn(step * 1800.0, 3600.0)
-    >>> half.centre(3600.0)  # 30-minute windows: at 0 and 0.5 of the hour
+    >>> half.centre(3600.0, step=1800.0)  # 30-minute windows: at 0 and 0.5 of the hour
     0.25
     >>> fine = SamplePhase()
     >>> for minute in range(0, 24 * 60, 5):
     ...     fine.learn(minute * 60.0, 3600.0)
-    >>> round(fine.mean, 3), fine.centre(3600.0)
+    >>> round(fine.mean, 3), fine.centre(3600.0, step=300.0)
     (0.458, 0.5)
     """
 
-    __slots__ = ("count", "last_t", "mean", "step")
+    __slots__ = ("count", "mean")
 
     def __init__(self) -> None:
         self.mean = 0.5
         self.count = 0
-        self.last_t: float | None = None
-        self.step = math.inf  # smallest gap between learned points
 
-    def __getstate__(self) -> tuple[float, int, float | None, float]:
-        return self.mean, self.count, self.last_t, self.step
+    def __getstate__(self) -> tuple[float, int]:
+        return self.mean, self.count
 
-    def __setstate__(self, state: tuple[float, int, float | None, float]) -> None:
-        self.mean, self.count, self.last_t, self.step = state
+    def __setstate__(self, state: tuple[float, int]) -> None:
+        self.mean, self.count = state
 
-    def centre(self, bucket_seconds: float) -> float:
-        """The learned mean position when a bucket holds three windows or fewer, else 0.5."""
-        return self.mean if self.count and 3.0 * self.step >= bucket_seconds else 0.5
+    def centre(self, bucket_seconds: float, step: float | None) -> float:
+        """The learned mean position when a bucket holds three windows or fewer (``step``:
+        the smallest gap between the points), else 0.5."""
+        coarse = step is None or 3.0 * step >= bucket_seconds
+        return self.mean if self.count and coarse else 0.5
 
     def learn(self, t: float, bucket_seconds: float) -> None:
-        if self.last_t is not None and t > self.last_t:
-            self.step = min(self.step, t - self.last_t)
-        self.last_t = t if self.last_t is None else max(self.last_t, t)
         position = (t / bucket_seconds) % 1.0
         self.count = min(self.count + 1, 1 << 30)
         self.mean += ew_alpha(self.count, 0.001) * (position - self.mean)
@@ -171,7 +168,7 @@ class SeasonalForecaster(Forecaster):
     def _locate(self, t: float) -> tuple[int, int, float]:
         phase = self.phase
         return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets,
-                             0.5 if phase is None else phase.centre(self.bucket_seconds))
+                             0.5 if phase is None else phase.centre(self.bucket_seconds, self.step))
 
     def predict(self, t: float | None) -> float | None:
         if (t is None or self.first_t is None or self.last_t is None
