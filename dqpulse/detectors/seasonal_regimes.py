@@ -86,6 +86,7 @@ class SeasonalAdoption:
         if not anomalous:
             if not any(bad for *_, bad in list(episode)[-_EPISODE_END:]):
                 episode.clear()  # the episode is over: the old normal came back
+                self._episode_empty = ()
                 self._hold = False
             return False
         return self._maybe_adopt()
@@ -122,6 +123,7 @@ class SeasonalAdoption:
             deltas = sorted(value - expected for _, value, expected, _ in recent)
             self._rescale(1.0, deltas[len(deltas) // 2], keep=self._episode_empty)
         episode.clear()
+        self._episode_empty = ()
         self._journal.clear()  # learned points can no longer be taken back exactly
         self._drift = 0.0
         self.adoptions += 1
@@ -155,6 +157,7 @@ class SeasonalAdoption:
         self._undo_empty = ()
         if self._shift_episode is not None:
             self._shift_episode.clear()
+        self._episode_empty = ()
         self._drift = 0.0
         self.adoptions -= 1
         return True
