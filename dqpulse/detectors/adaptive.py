@@ -296,7 +296,8 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._episode: deque[tuple[float | None, float, bool, float]] = deque(
             maxlen=max(max(adopt_after or 1, 1) * 2, sustain_windows))
         self._hold = False  # a confirmed verdict: keep the old normal during this episode
-        self._season_found = False  # a season profile has been the chosen forecaster
+        # a season profile has been the chosen forecaster (none to wait for without them)
+        self._season_found = season_seconds <= 0
         self._records = RecordRange(record_windows) if record_windows > 0 else None
         self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None
         self._daily = DailyRepeat(daily_repeat_seconds) if daily_repeat_seconds > 0 else None
