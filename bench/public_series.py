@@ -8,6 +8,7 @@ per 10k rows, ties at 1.0, median delay, a threshold sweep) on a corpus of
     .venv/bin/python bench/public_series.py                         # NAB (visible part)
     .venv/bin/python bench/public_series.py --incidents --write-docs
     .venv/bin/python bench/public_series.py --resample 3600 --only default   # hourly means
+    .venv/bin/python bench/public_series.py --nudge 5 --only "detect's"   # the noise floor
 
 ``--resample`` scores a copy of the corpus with every series averaged over buckets of that
 many seconds (the labels unchanged): the same days at a coarser step, a check that the
@@ -17,7 +18,13 @@ share of rows left out and timestamps moved (irregular sampling with gaps, as in
 traffic series). ``--outages N`` leaves out N seeded stretches of 1 to 24 hours per series,
 away from the labelled windows and the slack after them (a collector down for hours, as in
 NAB's ad-exchange series): what changes is how the detector takes a gap, not which
-anomalies are there to find.
+anomalies are there to find. ``--head ROWS`` scores each series' first ROWS rows only,
+with the labelled windows that end inside them (young series: NAB's held-out traffic,
+ad-exchange and rogue-agent series have 1,100-2,500 rows, the visible ones 4,000-16,000).
+``--nudge N`` scores N copies that each differ from the corpus by one row per series,
+repeated one second after itself at a seeded place past the probation, and prints the
+spread: how far the figures move under a change that holds no information, the noise
+floor under any difference between two configurations or corpora.
 
 Configurations are per metric kind (the production defaults of ``--metric-kind``) or a
 named detector with its own defaults: never tuned per series.
@@ -146,6 +153,61 @@ def outages(corpus: Path, count: int, into: Path, seed: int = 5,
     return _rewrite(corpus, into, gapped)
 
 
+def head(corpus: Path, rows_kept: int, into: Path) -> Path:
+    """A copy of ``corpus`` with each series cut to its first ``rows_kept`` rows, keeping
+    the labelled windows that end by its last row."""
+    ends: dict[str, float] = {}
+
+    def first(key: str, rows: Rows) -> Rows:
+        kept = rows[:rows_kept]
+        if kept:
+            ends[key] = kept[-1][0]
+        return kept
+
+    _rewrite(corpus, into, first)
+    labels = json.loads((corpus / "labels.json").read_text())
+
+    def stamp(text: str) -> float:
+        return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
+
+    kept_labels = {key: [w for w in windows if key in ends and stamp(w[1]) <= ends[key]]
+                   for key, windows in labels.items()}
+    (into / "labels.json").write_text(json.dumps(kept_labels, indent=1))
+    return into
+
+
+def nudge(corpus: Path, into: Path, seed: int) -> Path:
+    """A copy of ``corpus`` with one row of each series repeated one second after itself,
+    at a seeded place past the scorer's probation (15 % of the rows, at most 750)."""
+    rng = random.Random(seed)
+
+    def repeated(_: str, rows: Rows) -> Rows:
+        if len(rows) < 3:
+            return rows
+        start = min(int(0.15 * len(rows)), 750)
+        at = rng.randrange(start, len(rows) - 1)
+        stamp, value = rows[at]
+        if rows[at + 1][0] - stamp <= 1.0:
+            return rows
+        return [*rows[:at + 1], (stamp + 1.0, value), *rows[at + 1:]]
+
+    return _rewrite(corpus, into, repeated)
+
+
+def spread(reports: list[dict[str, object]]) -> str:
+    """min / median / max of recall and false alerts per 10k over ``reports``."""
+    def overall(report: dict[str, object], field: str) -> float:
+        block = report["overall"]
+        assert isinstance(block, dict)
+        return float(block[field])
+
+    parts = []
+    for field in ("recall", "false_alerts_per_10k"):
+        values = sorted(overall(r, field) for r in reports)
+        parts.append(f"{field} {values[0]:g} / {values[len(values) // 2]:g} / {values[-1]:g}")
+    return "min / median / max over the nudged copies: " + ", ".join(parts)
+
+
 def evaluate(name: str, flags: str, corpus: Path, jobs: int) -> dict[str, object]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, str(EVAL), "--corpus", str(corpus), "--jobs", str(jobs),
@@ -189,15 +251,36 @@ def main() -> None:
     parser.add_argument("--outages", type=int, default=0, metavar="N",
                         help="score the corpus with N stretches of 1-24 hours left out per "
                              "series, away from the labelled windows")
+    parser.add_argument("--head", type=int, default=0, metavar="ROWS",
+                        help="score each series' first ROWS rows (and the windows in them)")
+    parser.add_argument("--nudge", type=int, default=0, metavar="N",
+                        help="score N copies, each with one row per series repeated one "
+                             "second later, and print the spread of the figures")
     parser.add_argument("--write-docs", action="store_true",
                         help="replace the public-series section of docs/benchmarks.md")
     args = parser.parse_args()
     if not EVAL.exists():
         sys.exit(f"{EVAL} not found: the shared evaluation tool sits beside the checkout")
-    altered = args.resample or args.drop or args.jitter or args.outages
+    altered = (args.resample or args.drop or args.jitter or args.outages or args.head
+               or args.nudge)
     if altered and args.write_docs:
         sys.exit("--write-docs writes the corpus' own figures: not with --resample, --drop, "
-                 "--jitter or --outages")
+                 "--jitter, --outages, --head or --nudge")
+    if args.nudge:
+        if args.nudge < 1:
+            sys.exit("--nudge is a number of copies >= 1")
+        for name, flags in CONFIGS.items():
+            if args.only and not any(o in name for o in args.only):
+                continue
+            reports = []
+            for seed in range(args.nudge):
+                with tempfile.TemporaryDirectory() as scratch:
+                    reports.append(evaluate(f"{name}, nudged copy {seed}", flags,
+                                            nudge(args.corpus, Path(scratch), seed),
+                                            args.jobs))
+            print(table({f"{name}, nudged copy {i}": r for i, r in enumerate(reports)}))
+            print(f"{name}: {spread(reports)}")
+        return
     with tempfile.TemporaryDirectory() as scratch:
         corpus = args.corpus
         if args.resample:
@@ -206,6 +289,8 @@ def main() -> None:
             corpus = thin(corpus, args.drop, args.jitter, Path(scratch))
         elif args.outages:
             corpus = outages(corpus, args.outages, Path(scratch))
+        elif args.head:
+            corpus = head(corpus, args.head, Path(scratch))
         results = {name: evaluate(name, flags, corpus, args.jobs)
                    for name, flags in CONFIGS.items()
                    if not args.only or any(o in name for o in args.only)}

@@ -1,0 +1,67 @@
+"""The altered corpus copies of bench/public_series.py: a young copy keeps only the windows
+inside its rows, a nudged copy differs by exactly one repeated row per series."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "public_series.py"
+
+
+@pytest.fixture(scope="module")
+def public_series():
+    spec = importlib.util.spec_from_file_location("public_series", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _corpus(root: Path, rows: int = 40) -> Path:
+    (root / "data" / "cat").mkdir(parents=True)
+    with open(root / "data" / "cat" / "a.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value"])
+        for i in range(rows):
+            writer.writerow([f"2014-04-01 {i // 12:02d}:{i % 12 * 5:02d}:00", str(i)])
+    labels = {"cat/a.csv": [["2014-04-01 00:30:00", "2014-04-01 00:50:00"],
+                            ["2014-04-01 02:00:00", "2014-04-01 02:30:00"]]}
+    (root / "labels.json").write_text(json.dumps(labels))
+    return root
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))[1:]
+
+
+def test_head_keeps_the_first_rows_and_the_windows_that_end_in_them(public_series, tmp_path):
+    corpus = _corpus(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    out = public_series.head(corpus, 20, tmp_path / "out")
+    rows = _rows(out / "data" / "cat" / "a.csv")
+    assert [r[1] for r in rows] == [str(i) for i in range(20)]
+    # 20 rows end at 01:35: the first window (to 00:50) is in, the second (02:00-02:30) out
+    assert json.loads((out / "labels.json").read_text()) == {
+        "cat/a.csv": [["2014-04-01 00:30:00", "2014-04-01 00:50:00"]]}
+
+
+def test_nudge_repeats_one_row_one_second_later_past_the_probation(public_series, tmp_path):
+    corpus = _corpus(tmp_path / "in")
+    original = _rows(corpus / "data" / "cat" / "a.csv")
+    for seed in range(5):
+        (tmp_path / f"out{seed}").mkdir()
+        out = public_series.nudge(corpus, tmp_path / f"out{seed}", seed)
+        rows = _rows(out / "data" / "cat" / "a.csv")
+        assert len(rows) == len(original) + 1
+        extra = next(i for i, (a, b) in enumerate(zip(rows, original, strict=False)) if a != b)
+        assert extra >= 6  # 15 % of 40 rows: the scorer's probation
+        assert rows[extra][1] == rows[extra - 1][1]
+        assert rows[extra][0].endswith(":01") and rows[extra - 1][0].endswith(":00")
+        assert rows[:extra] + rows[extra + 1:] == original
+        assert (out / "labels.json").read_text() == (corpus / "labels.json").read_text()
