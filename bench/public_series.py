@@ -7,7 +7,7 @@ per 10k rows, ties at 1.0, median delay, a threshold sweep) on a corpus of
 
     .venv/bin/python bench/public_series.py                         # NAB (visible part)
     .venv/bin/python bench/public_series.py --incidents --write-docs
-    .venv/bin/python bench/public_series.py --resample 3600 --only default   # hourly means
+    .venv/bin/python bench/public_series.py --resample 3600 --only "detect's"   # hourly means
     .venv/bin/python bench/public_series.py --nudge 5 --only "detect's"   # the noise floor
 
 ``--resample`` scores a copy of the corpus with every series averaged over buckets of that
@@ -266,9 +266,13 @@ def main() -> None:
     if altered and args.write_docs:
         sys.exit("--write-docs writes the corpus' own figures: not with --resample, --drop, "
                  "--jitter, --outages, --head or --nudge")
+    if args.nudge < 0 or args.head < 0:
+        sys.exit("--nudge (copies) and --head (rows) are numbers >= 1")
+    others = (args.resample, args.drop, args.jitter, args.outages, args.head)
+    if args.nudge and (args.incidents or any(others)):
+        sys.exit("--nudge scores nudged copies of the corpus itself: not with --incidents or "
+                 "another alteration")
     if args.nudge:
-        if args.nudge < 1:
-            sys.exit("--nudge is a number of copies >= 1")
         for name, flags in CONFIGS.items():
             if args.only and not any(o in name for o in args.only):
                 continue
