@@ -72,6 +72,11 @@ DOC_END = "<!-- public-series:end -->"
 Rows = list[tuple[float, str]]  # (epoch seconds, value as written)
 
 
+def _stamp(text: str) -> float:
+    """Epoch seconds of a corpus timestamp (naive ISO-8601, read as UTC)."""
+    return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
+
+
 def _rewrite(corpus: Path, into: Path, transform: Callable[[str, Rows], Rows]) -> Path:
     """A copy of ``corpus`` (labels unchanged) with each series' rows passed through
     ``transform`` (with the series' key in labels.json); timestamps are written to the
@@ -79,8 +84,7 @@ def _rewrite(corpus: Path, into: Path, transform: Callable[[str, Rows], Rows]) -
     shutil.copy(corpus / "labels.json", into / "labels.json")
     for path in sorted((corpus / "data").glob("*/*.csv")):
         with open(path, newline="") as handle:
-            rows = [(dt.datetime.fromisoformat(row[0].strip()).replace(tzinfo=dt.UTC)
-                     .timestamp(), row[1]) for row in list(csv.reader(handle))[1:] if row]
+            rows = [(_stamp(row[0]), row[1]) for row in list(csv.reader(handle))[1:] if row]
         (into / "data" / path.parent.name).mkdir(parents=True, exist_ok=True)
         with open(into / "data" / path.parent.name / path.name, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -132,13 +136,10 @@ def outages(corpus: Path, count: int, into: Path, seed: int = 5,
     rng = random.Random(seed)
     labels = json.loads((corpus / "labels.json").read_text())
 
-    def stamp(text: str) -> float:
-        return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
-
     def gapped(key: str, rows: Rows) -> Rows:
         if not rows:
             return rows
-        guarded = [(stamp(a), stamp(b) + (stamp(b) - stamp(a))) for a, b in labels.get(key, [])]
+        guarded = [(_stamp(a), _stamp(b) + (_stamp(b) - _stamp(a))) for a, b in labels.get(key, [])]
         first, last = rows[0][0], rows[-1][0]
         cuts: list[tuple[float, float]] = []
         for _ in range(1000):  # draws that hit a window are drawn again
@@ -167,10 +168,7 @@ def head(corpus: Path, rows_kept: int, into: Path) -> Path:
     _rewrite(corpus, into, first)
     labels = json.loads((corpus / "labels.json").read_text())
 
-    def stamp(text: str) -> float:
-        return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
-
-    kept_labels = {key: [w for w in windows if key in ends and stamp(w[1]) <= ends[key]]
+    kept_labels = {key: [w for w in windows if key in ends and _stamp(w[1]) <= ends[key]]
                    for key, windows in labels.items()}
     (into / "labels.json").write_text(json.dumps(kept_labels, indent=1))
     return into
