@@ -9,6 +9,7 @@ per 10k rows, ties at 1.0, median delay, a threshold sweep) on a corpus of
     .venv/bin/python bench/public_series.py --incidents --write-docs
     .venv/bin/python bench/public_series.py --resample 3600 --only "detect's"   # hourly means
     .venv/bin/python bench/public_series.py --nudge 5 --only "detect's"   # the noise floor
+    .venv/bin/python bench/public_series.py --restarts 2200 --only "detect's"  # young series
 
 ``--resample`` scores a copy of the corpus with every series averaged over buckets of that
 many seconds (the labels unchanged): the same days at a coarser step, a check that the
@@ -21,6 +22,12 @@ NAB's ad-exchange series): what changes is how the detector takes a gap, not whi
 anomalies are there to find. ``--head ROWS`` scores each series' first ROWS rows only,
 with the labelled windows that end inside them (young series: NAB's held-out traffic,
 ad-exchange and rogue-agent series have 1,100-2,500 rows, the visible ones 4,000-16,000).
+``--restarts ROWS`` scores each series restarted at rows 0, 1,000, 2,000 and 3,000 for
+ROWS rows each (the windows whose labelled point is inside, cut to the part), as one
+corpus: more young series than ``--head``, with their windows, and the detector's first
+days at different places of each series (NAB's probation covers the first 15 % of a
+series, at most 750 rows: on the series in full a detector's first two or three days at
+5-minute steps are never scored).
 ``--nudge N`` scores N copies that each differ from the corpus by one row per series,
 repeated one second after itself at a seeded place past the probation, and prints the
 spread: how far the figures move under a change that holds no information, the noise
@@ -174,6 +181,35 @@ def head(corpus: Path, rows_kept: int, into: Path) -> Path:
     return into
 
 
+def restarts(corpus: Path, rows_kept: int, into: Path,
+             starts: tuple[int, ...] = (0, 1000, 2000, 3000)) -> Path:
+    """A corpus of young series: each series restarted at each of ``starts`` (its rows
+    ``[start, start + rows_kept)``, as ``<name>@<start>.csv``; a part with fewer than half
+    of ``rows_kept`` rows is left out), with the labelled windows whose centre (NAB's
+    anomaly point) lies inside, cut to the part. Scored as one corpus: the detector starts
+    on each part knowing nothing, at a different place of the same series."""
+    labels = json.loads((corpus / "labels.json").read_text())
+    kept_labels: dict[str, list[list[str]]] = {}
+    for path in sorted((corpus / "data").glob("*/*.csv")):
+        with open(path, newline="") as handle:
+            header, *rows = [row for row in csv.reader(handle) if row]
+        key = f"{path.parent.name}/{path.name}"
+        for start in starts:
+            part = rows[start:start + rows_kept]
+            if len(part) < rows_kept / 2:
+                continue
+            name = f"{path.parent.name}/{path.stem}@{start}.csv"
+            (into / "data" / path.parent.name).mkdir(parents=True, exist_ok=True)
+            with open(into / "data" / name, "w", newline="") as handle:
+                csv.writer(handle).writerows([header, *part])
+            first, last = _stamp(part[0][0]), _stamp(part[-1][0])
+            kept_labels[name] = [
+                [a if _stamp(a) >= first else part[0][0], b if _stamp(b) <= last else part[-1][0]]
+                for a, b in labels.get(key, []) if first <= (_stamp(a) + _stamp(b)) / 2 <= last]
+    (into / "labels.json").write_text(json.dumps(kept_labels, indent=1))
+    return into
+
+
 def nudge(corpus: Path, into: Path, seed: int) -> Path:
     """A copy of ``corpus`` with one row of each series repeated one second after itself,
     at a seeded place past the scorer's probation (15 % of the rows, at most 750)."""
@@ -251,6 +287,9 @@ def main() -> None:
                              "series, away from the labelled windows")
     parser.add_argument("--head", type=int, default=0, metavar="ROWS",
                         help="score each series' first ROWS rows (and the windows in them)")
+    parser.add_argument("--restarts", type=int, default=0, metavar="ROWS",
+                        help="score each series restarted at rows 0, 1000, 2000 and 3000 "
+                             "for ROWS rows each (young series, pooled)")
     parser.add_argument("--nudge", type=int, default=0, metavar="N",
                         help="score N copies, each with one row per series repeated one "
                              "second later, and print the spread of the figures")
@@ -260,13 +299,13 @@ def main() -> None:
     if not EVAL.exists():
         sys.exit(f"{EVAL} not found: the shared evaluation tool sits beside the checkout")
     altered = (args.resample or args.drop or args.jitter or args.outages or args.head
-               or args.nudge)
+               or args.restarts or args.nudge)
     if altered and args.write_docs:
         sys.exit("--write-docs writes the corpus' own figures: not with --resample, --drop, "
-                 "--jitter, --outages, --head or --nudge")
-    if args.nudge < 0 or args.head < 0:
-        sys.exit("--nudge (copies) and --head (rows) are numbers >= 1")
-    others = (args.resample, args.drop, args.jitter, args.outages, args.head)
+                 "--jitter, --outages, --head, --restarts or --nudge")
+    if args.nudge < 0 or args.head < 0 or args.restarts < 0:
+        sys.exit("--nudge (copies), --head and --restarts (rows) are numbers >= 1")
+    others = (args.resample, args.drop, args.jitter, args.outages, args.head, args.restarts)
     if args.nudge and (args.incidents or any(others)):
         sys.exit("--nudge scores nudged copies of the corpus itself: not with --incidents or "
                  "another alteration")
@@ -293,6 +332,8 @@ def main() -> None:
             corpus = outages(corpus, args.outages, Path(scratch))
         elif args.head:
             corpus = head(corpus, args.head, Path(scratch))
+        elif args.restarts:
+            corpus = restarts(corpus, args.restarts, Path(scratch))
         results = {name: evaluate(name, flags, corpus, args.jobs)
                    for name, flags in CONFIGS.items()
                    if not args.only or any(o in name for o in args.only)}

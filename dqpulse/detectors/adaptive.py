@@ -145,8 +145,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         alerted within ``daily_job_seconds`` of this time of day, and whose value is inside
         the range of the last ``record_windows``, reports just under the threshold: a daily
         job whose start moves by up to an hour from day to day alerts on its first two days
-        only, a value beyond every earlier one at that time still alerts. Uses the daily
-        repeat's buckets (off with it); ``0`` off.
+        only, a value beyond every earlier one at that time still alerts. On a series'
+        second day, before any daily profile can forecast, its first day is enough: a
+        sharp daily step (business hours opening) that alerted on the first day alerts
+        once, not once more on the second. Uses the daily repeat's buckets (off with it);
+        ``0`` off.
     hold, hold_from
         Alert hysteresis: once a window reports the threshold, up to ``hold`` following
         windows scoring ``hold_from`` or more report it too. ``0`` off. Learning sees none
@@ -453,6 +456,16 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             if not any(bad for _, _, bad, _ in list(self._episode)[-3:]):
                 self._end_episode()  # three normal windows in a row: the episode is over
         self._learn(value, t, z, scale, weight)
+
+    def _second_day(self, t: float) -> bool:
+        """Whether ``t`` falls on the series' second day (its first day is over, and no
+        daily profile has seen two days yet)."""
+        first: float | None = None
+        for forecaster in (*self._forecasters, self._memory):
+            if isinstance(forecaster, SeasonalForecaster) and forecaster.first_t is not None:
+                first = forecaster.first_t
+                break
+        return first is not None and 86400.0 <= t - first < 2 * 86400.0
 
     def _restart_calibration_at_first_season(self, t: float | None) -> None:
         """The first window forecast by a season profile that clearly fits better than a

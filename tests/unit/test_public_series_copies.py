@@ -65,3 +65,24 @@ def test_nudge_repeats_one_row_one_second_later_past_the_probation(public_series
         assert rows[extra][0].endswith(":01") and rows[extra - 1][0].endswith(":00")
         assert rows[:extra] + rows[extra + 1:] == original
         assert (out / "labels.json").read_text() == (corpus / "labels.json").read_text()
+
+
+def test_restarts_cut_each_series_and_keep_the_windows_centred_inside(public_series, tmp_path):
+    corpus = _corpus(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    out = public_series.restarts(corpus, 16, tmp_path / "out", starts=(0, 20, 33))
+    # rows 33-39 are fewer than half of 16: that part is left out
+    assert sorted(p.name for p in (out / "data" / "cat").iterdir()) == ["a@0.csv", "a@20.csv"]
+    assert [r[1] for r in _rows(out / "data" / "cat" / "a@20.csv")] == [
+        str(i) for i in range(20, 36)]
+    # part 0 ends at 01:15: the first window (centre 00:40) is in, whole; part 20 runs
+    # 01:40-02:55: the second window (centre 02:15) is in, whole
+    assert json.loads((out / "labels.json").read_text()) == {
+        "cat/a@0.csv": [["2014-04-01 00:30:00", "2014-04-01 00:50:00"]],
+        "cat/a@20.csv": [["2014-04-01 02:00:00", "2014-04-01 02:30:00"]]}
+    (tmp_path / "cut").mkdir()
+    cut = public_series.restarts(corpus, 30, tmp_path / "cut", starts=(8,))
+    # rows 8-37 run 00:40-03:05: the first window's centre (00:40) is in, its start cut
+    assert json.loads((cut / "labels.json").read_text())["cat/a@8.csv"] == [
+        ["2014-04-01 00:40:00", "2014-04-01 00:50:00"],
+        ["2014-04-01 02:00:00", "2014-04-01 02:30:00"]]

@@ -397,3 +397,25 @@ def test_only_a_season_profile_that_clearly_fits_better_restarts_the_calibration
     for h in range(24 * 6):
         flat.learn_one({"value": 50.0 + noise.gauss(0.0, 1.0), "t": h * 3600.0})
     assert flat._season_found and len(flat._up) >= 24 * 6 - 4
+
+
+def test_a_daily_step_that_alerted_on_a_new_series_first_day_does_not_on_its_second() -> None:
+    # business hours from the first day: about 20 at night, about 70 from 09:00 to 18:00;
+    # a level forecasts the series until a daily profile has seen two days
+    rng = random.Random(5)
+    values = [(70.0 + rng.gauss(0.0, 2.0)) if 108 <= i % 288 < 216 else 20.0 + rng.gauss(0.0, 1.0)
+              for i in range(288 + 180)]
+
+    def fed(upto: int, **params: int) -> tuple[list[float], AdaptiveDetector]:
+        detector = AdaptiveDetector(**params)  # type: ignore[arg-type]
+        return feed(detector, values[:upto]), detector
+
+    scores, _ = fed(len(values))
+    first_open, second_open = scores[108:120], scores[288 + 108:288 + 120]
+    assert max(first_open) >= 0.9, first_open  # news on the first day
+    assert max(second_open) < 0.9, second_open  # the same step on the second is not
+    unruled, _ = fed(len(values), daily_job_days=0)  # without the rule it alerts again
+    assert max(unruled[288 + 108:288 + 120]) >= 0.9
+    # an opening step beyond every value the series has had still alerts
+    _, before_opening = fed(288 + 108)
+    assert before_opening.score_one({"value": 400.0, "t": (288 + 108) * STEP}) >= 0.9
