@@ -366,11 +366,51 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
             found = profile.expected(t or 0.0, 1)
             if found is None and profile is not self._local:
                 # a profile that predicts better does not hand its first window of a new
-                # hour of the week to a worse one: it reads the hour beside it
+                # hour of the week to a worse one: it reads the hour beside it (carried
+                # along the hour-of-day shape when that predicts nearly as well)
                 found = profile.beside(t or 0.0)
+                if found is not None and t is not None:
+                    found = (self._carried(profile, t, found[0]), *found[1:])
             if found is not None and (best is None or profile.selection_error < best_error):
                 best, best_error = (*found, profile.err), profile.selection_error
         return best if best is not None else (0.0, 0.0, 0, 0.0)
+
+    #: How much larger another profile's one-step error may be than the chosen one's for
+    #: its shape between two hours to carry a level from one to the other (:meth:`_carried`).
+    _CARRY_ERROR_RATIO = 1.2
+
+    def _carried(self, profile: _SeasonProfile, t: float, level: float) -> float:
+        """``level``, read off the hour beside ``t``'s (:meth:`_SeasonProfile.beside`),
+        moved by how another warm profile's level differs between those two hours (a
+        ratio for positive levels, else a difference), when that profile predicts nearly
+        as well as ``profile``: in a series' first week the hour-of-week profile wins
+        its first window of an hour (the hour it saw 5 minutes ago is a fine one-step
+        forecast), but in the morning rise the hour before sits below this one, and traffic
+        halved at its top read as a dip (the incident benchmark, seed 403 with one warm-up
+        day: 103 records against 160 from the hour before, 196 from the hour-of-day
+        profile). A profile much worse than the chosen one has a shape that is mostly
+        noise: on NAB's series with the defaults of record counts, carrying without this
+        gate, or gated on the size of the difference instead, added 2-9 % false alerts
+        (with it, 1,898 false episodes against 1,895)."""
+        bucket, neighbour, _ = profile.locate(t)
+        there = t + (neighbour - bucket) * profile.bucket_seconds
+        if neighbour > bucket + 1:  # the two hours lie across the end of the period
+            there -= profile.period
+        elif neighbour < bucket - 1:
+            there += profile.period
+        for other in self._profiles:
+            if other is profile or other.err_count < self.bucket_warm * 4 or (
+                    other.selection_error > self._CARRY_ERROR_RATIO * profile.selection_error):
+                continue
+            here = other.expected(t, self.bucket_warm)
+            hour = other.locate(there)[0]  # the hour ``level`` is the mean of
+            if here is None or other.count[hour] < self.bucket_warm:
+                continue
+            beside = other.mean[hour]
+            if here[0] > 0.0 and beside > 0.0 and level > 0.0:
+                return level * here[0] / beside
+            return level + here[0] - beside
+        return level
 
     def _scale(self, expected: float, spread: float, count: int, error: float) -> float:
         # a bucket's own spread counts for more as it fills; until then, the profile's

@@ -376,6 +376,32 @@ def test_the_first_window_of_a_new_hour_of_the_week_reads_the_hour_beside_it(
     assert top >= 10 and other == 0
 
 
+
+def test_the_first_window_of_an_hour_of_the_week_follows_the_hour_of_day_shape() -> None:
+    # In a series' first week the hour-of-week profile can win the first window of a new
+    # hour by a hair (the hour it reads beside it was seen minutes ago), but in the daily
+    # rise that hour sits lower: its level is carried along the hour-of-day profile's
+    # shape between the two hours, when that profile predicts nearly as well.
+    detector = SeasonalDetector(**default_params_for("volume.records"))
+    points = _daily_counts(4, 7)
+    first = 288 * 3 + 12  # 01:00 on the fourth day, in the rise: an hour of the week unseen
+    for x in points[:first]:
+        detector.score_one(x)
+        detector.learn_one(x)
+    weekly, daily = detector._profiles
+    t = points[first]["t"]
+    hour_of_day = daily.expected(t, 3)[0]
+    drop = {"value": round(0.7 * hour_of_day), "t": t}  # 30 % below this hour's level
+
+    weekly.fit_err, daily.fit_err = 10.0, 11.0  # hour-of-week chosen, hour-of-day close
+    carried = detector.explain(drop)["expected"]
+    assert abs(carried - hour_of_day) < 0.25 * abs(weekly.beside(t)[0] - hour_of_day)
+    assert detector.score_one(drop) >= detector.threshold
+
+    daily.fit_err = 20.0  # a much worse profile's shape is mostly noise: not carried
+    assert detector.explain(drop)["expected"] == pytest.approx(weekly.beside(t)[0])
+    assert detector.score_one(drop) < detector.threshold
+
 def _daily_counts(days: float, seed: int, noise: str = "poisson", fall_from: int | None = None
                   ) -> list[dict[str, float]]:
     """5-minute record counts around 250 a window with a daily cycle (100 .. 400): Poisson
