@@ -3,23 +3,14 @@ the late ones earlier would cost in normal rows flagged."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "delays.py"
+from tests.unit.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def delays():
-    spec = importlib.util.spec_from_file_location("delays", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["delays"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("delays")
 
 
 def _series(delays, key: str, n: int, window: tuple[int, int], detect_at: int | None,

@@ -4,22 +4,17 @@ inside its rows, a nudged copy differs by exactly one repeated row per series.""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "public_series.py"
+from tests.unit.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def public_series():
-    spec = importlib.util.spec_from_file_location("public_series", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("public_series")
 
 
 def _corpus(root: Path, rows: int = 40) -> Path:
