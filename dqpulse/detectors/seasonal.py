@@ -233,6 +233,14 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         An adoption of the last day is undone after 3 anomalous windows back at the old
         level. A ``confirmed`` verdict keeps the old normal while the episode lasts.
         ``None`` (the default) never adopts.
+    adopt_min_seconds
+        With ``adopt_after``, a shift must also be held this long (in the series' own time,
+        its window width read off the smallest step between points): at narrow windows a
+        count of windows is a short time, and a daily pattern moved by hours for 36-48
+        minutes passed for a held level at 1-minute windows, was adopted after 24 minutes
+        (the rest of it went quiet) and its end alerted as a shift back. ``0`` (the
+        default) counts windows only. Like ``counts`` it only weighs when an adoption
+        happens: changing it keeps a saved baseline.
     counts
         The series counts events (records per window): below the expected value, the z is
         the equivalent of the count's own lower tail when that is more extreme. A count
@@ -272,7 +280,7 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
     state_version = 2  # 2: persistence (drift EWMA) state
     # they weigh how a count's low windows are judged, not what the profiles learned: a
     # saved baseline keeps its state when they change
-    live_params = frozenset({"counts", "count_run"})
+    live_params = frozenset({"counts", "count_run", "adopt_min_seconds"})
 
     def __init__(
         self,
@@ -293,6 +301,7 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         learn_below: float = 1.0,
         taper_learning_from: float = 1.0,
         adopt_after: int | None = None,
+        adopt_min_seconds: float = 0.0,
         counts: bool = False,
         count_run: int = 1,
     ) -> None:
@@ -307,7 +316,10 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
         if count_run < 1:
             raise ValueError("count_run is a number of windows >= 1")
+        if not adopt_min_seconds >= 0.0:
+            raise ValueError("adopt_min_seconds is a duration in seconds >= 0")
         self.adopt_after = adopt_after
+        self.adopt_min_seconds = adopt_min_seconds
         self.counts = counts
         self.count_run = count_run
         self.learn_below = learn_below

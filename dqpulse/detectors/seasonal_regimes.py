@@ -43,6 +43,7 @@ class SeasonalAdoption:
     """Anomaly episodes and the adoption of a shift held for ``adopt_after`` windows."""
 
     adopt_after: int | None = None  # old saved states: never (the scorer sets the new value)
+    adopt_min_seconds: float = 0.0  # old saved states: no floor in time
     threshold: float
     _profiles: list[Any]
     _local: Any
@@ -74,8 +75,9 @@ class SeasonalAdoption:
         if self.adopt_after is None:
             return False
         episode = self._shift_episode
-        if episode is None:
-            episode = self._shift_episode = deque(maxlen=2 * self.adopt_after)
+        span = 2 * self._adopt_windows()
+        if episode is None or episode.maxlen != span:
+            episode = self._shift_episode = deque(episode or (), maxlen=span)
         if not anomalous and not episode:
             return False
         if not episode:
@@ -98,8 +100,9 @@ class SeasonalAdoption:
         episode = self._shift_episode
         if self.adopt_after is None or self._hold or episode is None:
             return False
-        recent = list(episode)[-self.adopt_after:]
-        if len(recent) < self.adopt_after or not all(bad for *_, bad in recent):
+        windows = self._adopt_windows()
+        recent = list(episode)[-windows:]
+        if len(recent) < windows or not all(bad for *_, bad in recent):
             return False
         if len({value > expected for _, value, expected, _ in recent}) > 1:
             return False  # above and below: no one level explains it
@@ -129,6 +132,14 @@ class SeasonalAdoption:
         self.adoptions += 1
         return True
 
+    def _adopt_windows(self) -> int:
+        """Windows a shift must be held for: ``adopt_after``, or as many as cover
+        ``adopt_min_seconds`` at the series' window width when that is more."""
+        windows = self.adopt_after or 0
+        if self.adopt_min_seconds > 0.0 and self._step:
+            windows = max(windows, math.ceil(self.adopt_min_seconds / self._step - 1e-9))
+        return windows
+
     def _old_level_back(self, t: float | None, value: float, expected: float) -> bool:
         """Undo the adoptions of the last day when the level before them is back.
 
@@ -140,7 +151,7 @@ class SeasonalAdoption:
             return False
         # the adopted level held for a day (or for two adoption spans of windows, when that
         # is longer: at hourly windows a weekend adopted on Saturday is undone on Monday)
-        span = _UNDO_SPANS * (self.adopt_after or 0) * (self._step or 0.0)
+        span = _UNDO_SPANS * self._adopt_windows() * (self._step or 0.0)
         if t - self._undo_t > max(86400.0, span):
             self._undo, self._undo_t, self._undo_spread = 1.0, None, 1.0
             self._undo_empty = ()

@@ -351,6 +351,49 @@ def test_seasonal_adopted_shift_that_ends_within_a_day_is_undone_quickly() -> No
     assert detector.adoptions == 0
 
 
+def _one_minute_detector(**params: object) -> tuple[SeasonalDetector, float]:
+    """A record-count detector after eight days of flat 1-minute windows."""
+    rng = random.Random(8)
+    detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, **params)  # type: ignore[arg-type]
+    t = 0.0
+    for _ in range(1440 * 8):
+        x = {"value": rng.gauss(1000.0, 30.0), "t": t}
+        detector.score_one(x)
+        detector.learn_one(x)
+        t += 60.0
+    return detector, t
+
+
+def _one_minute_alerts(detector: SeasonalDetector, t: float, factors: list[float]
+                       ) -> list[bool]:
+    rng = random.Random(5)
+    alerts = []
+    for step, factor in enumerate(factors):
+        x = {"value": factor * rng.gauss(1000.0, 30.0), "t": t + 60.0 * step}
+        alerts.append(detector.score_one(x) >= detector.threshold)
+        detector.learn_one(x)
+    return alerts
+
+
+def test_at_one_minute_windows_a_shift_is_adopted_after_two_hours_not_24_windows() -> None:
+    # 45 minutes at half the level, then back: held longer than 24 windows but not two
+    # hours, it is not adopted, so the return to the old level does not alert
+    detector, t = _one_minute_detector(adopt_min_seconds=7200.0)
+    alerts = _one_minute_alerts(detector, t, [0.5] * 45 + [1.0] * 120)
+    assert all(alerts[:45]) and not any(alerts[45 + 6:])
+    assert detector.adoptions == 0
+    # counted in windows only (24 minutes), it is adopted: the rest of it goes quiet and
+    # the return to the old level alerts (until the adoption is undone)
+    windows_only, t = _one_minute_detector()
+    alerts = _one_minute_alerts(windows_only, t, [0.5] * 45 + [1.0] * 120)
+    assert all(alerts[:24]) and not any(alerts[26:45]) and sum(alerts[45:]) >= 3
+    # a halving held for good alerts for its first two hours, then is the new normal
+    held, t = _one_minute_detector(adopt_min_seconds=7200.0)
+    alerts = _one_minute_alerts(held, t, [0.5] * 600)
+    assert all(alerts[:120]) and sum(alerts[120:]) <= 3
+    assert held.adoptions == 1
+
+
 def test_the_first_window_of_a_new_hour_of_the_week_reads_the_hour_beside_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # three days at 100, then a lasting drop to 50 on a fourth day: hours of the week never
