@@ -141,15 +141,18 @@ def test_relearn_after_accepts_a_lasting_level_shift() -> None:
     assert scores[0] >= detector.threshold and scores[-1] < detector.threshold
 
 
-def _seasonal_after_two_weeks_of_noise(**params: object) -> tuple[SeasonalDetector, float]:
+def _seasonal_after_two_weeks_of_noise(step: float = 300.0, windows: int = 288 * 14,
+                                       **params: object) -> tuple[SeasonalDetector, float]:
+    """A detector after ``windows`` flat windows of ``step`` seconds (two weeks of 5-minute
+    windows by default); returns it and the time after them."""
     rng = random.Random(8)
     detector = SeasonalDetector(**params)  # type: ignore[arg-type]
     t = 0.0
-    for _ in range(288 * 14):
+    for _ in range(windows):
         x = {"value": rng.gauss(1000.0, 30.0), "t": t}
         detector.score_one(x)
         detector.learn_one(x)
-        t += 300.0
+        t += step
     return detector, t
 
 
@@ -353,15 +356,8 @@ def test_seasonal_adopted_shift_that_ends_within_a_day_is_undone_quickly() -> No
 
 def _one_minute_detector(**params: object) -> tuple[SeasonalDetector, float]:
     """A record-count detector after eight days of flat 1-minute windows."""
-    rng = random.Random(8)
-    detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, **params)  # type: ignore[arg-type]
-    t = 0.0
-    for _ in range(1440 * 8):
-        x = {"value": rng.gauss(1000.0, 30.0), "t": t}
-        detector.score_one(x)
-        detector.learn_one(x)
-        t += 60.0
-    return detector, t
+    return _seasonal_after_two_weeks_of_noise(step=60.0, windows=1440 * 8, **VOLUME_PARAMS,
+                                              adopt_after=24, **params)
 
 
 def _one_minute_alerts(detector: SeasonalDetector, t: float, factors: list[float]
