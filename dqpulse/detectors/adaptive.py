@@ -59,6 +59,12 @@ YOUNG_Z_CAP = 3.0
 #: choice) 0.884 / 9.3 but 3-5 more false episodes on the cut copies.
 SEASON_RESTART_RATIO = 0.7
 
+#: (z, scale, z against the season profile, log tail probability, (score, capped,
+#: reported)) of one window
+Window = tuple[float, float, float, float, tuple[float, float, float]]
+#: per-window caches: rebuilt on demand, never saved with the state
+_CACHES = ("_cache", "_z_cache", "_memo")
+
 
 @register("adaptive")
 class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
@@ -173,6 +179,11 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     """
 
     state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
+    # what a loaded state starts with (the caches are not saved; old states had no step)
+    _mutations = 0  # learn_one and feedback calls: what invalidates ``_memo``
+    _memo: tuple[tuple[float, float | None, int], Window] | None = None
+    _cache: tuple[float | None, int, list[float | None]] | None = None
+    _z_cache: tuple[float, float | None, int, tuple[float, float, float]] | None = None
     # Saved states from before the flag: their calibration is long past its first season.
     _season_found = True
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
@@ -289,8 +300,6 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._drift_down = TailCalibrator(size=calibration_size, shape_min=tail_shape)
         self._ewma = 0.0
         self._version = 0  # bumped by every change of the forecasters
-        self._cache: tuple[float | None, int, list[float | None]] | None = None
-        self._z_cache: tuple[float, float | None, int, tuple[float, float, float]] | None = None
         self._resolution = math.inf
         self._spread = 0.0  # EW mean |value - slow level|: how much the series moves
         self._spread_count = 0
@@ -304,6 +313,12 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._records = RecordRange(record_windows) if record_windows > 0 else None
         self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None
         self._daily = DailyRepeat(daily_repeat_seconds) if daily_repeat_seconds > 0 else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in _CACHES:
+            state.pop(name, None)
+        return state
 
     # ---- forecast and scale -------------------------------------------------------------
     def _forecasts(self, t: float | None) -> list[float | None]:
@@ -417,25 +432,38 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         return min(log_p, 0.0) / self.sensitivity
 
     # ---- River's protocol ---------------------------------------------------------------
+    def _window(self, value: float, t: float | None) -> Window:
+        """(z, scale, seasonal z, log p, evidence) of a window.
+
+        score_one, explain and learn_one of one window share it: nothing changes the
+        detector in between (``_mutations`` counts what does: learn_one and feedback).
+        """
+        key = (value, t, self._mutations)
+        memo = self._memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        z, _, scale = self._z(value, t)
+        seasonal_z = self._seasonal_z(value, t, z) if scale > 0.0 else z
+        log_p = self._log_p(z, seasonal_z) if self.is_warm and scale > 0.0 else 0.0
+        evidence = self._evidence(log_p, value, t) if log_p < 0.0 else (0.0, 0.0, 0.0)
+        result = (z, scale, seasonal_z, log_p, evidence)
+        self._memo = (key, result)
+        return result
+
     def score_one(self, x: Mapping[str, Any]) -> float:
         value, t = self._read(x)
         if value is None or not self.is_warm:
             return 0.0
-        z, _, scale = self._z(value, t)
-        if scale == 0.0:
-            return 0.0
-        return self._evidence(self._log_p(z, self._seasonal_z(value, t, z)), value, t)[2]
+        return self._window(value, t)[4][2]
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         value, t = self._read(x)
         if value is None:
             return
-        z, _, scale = self._z(value, t)
-        seasonal_z = self._seasonal_z(value, t, z) if scale > 0.0 else z
-        log_p = self._log_p(z, seasonal_z) if self.is_warm and scale > 0.0 else 0.0
+        z, scale, seasonal_z, log_p, evidence = self._window(value, t)
+        self._mutations += 1
         score = log_p_to_score(log_p)
-        self._observe(value, self._evidence(log_p, value, t) if log_p < 0.0 else
-                      (0.0, 0.0, 0.0), t)
+        self._observe(value, evidence, t)
         anomalous = self.is_warm and score >= self.threshold and not self.learn_anomalies
         if self._memory is not None:
             self._memory.learn(t, value)
@@ -530,7 +558,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
             "expected_low": None if self.side == "up" else self._clip(low),
             "expected_high": None if self.side == "down" else self._clip(high),
             "z": z,
-            "p_value": (math.exp(self._log_p(z, self._seasonal_z(value, t, z)))
+            "p_value": (math.exp(self._log_p(z, self._window(value, t)[2]))
                         if scale > 0.0 else 1.0),
             "model": self._forecasters[chosen[0]].name if chosen else None,
         })

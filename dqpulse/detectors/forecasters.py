@@ -164,11 +164,24 @@ class SeasonalForecaster(Forecaster):
 
     # Saved states from before the phase was learned start learning it.
     phase: SamplePhase | None = None
+    # the last ``_locate`` (t, centre, result): a window is located several times (scored,
+    # explained, learned); not saved
+    _located: tuple[float, float, tuple[int, int, float]] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_located", None)
+        return state
 
     def _locate(self, t: float) -> tuple[int, int, float]:
         phase = self.phase
-        return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets,
-                             0.5 if phase is None else phase.centre(self.bucket_seconds, self.step))
+        centre = 0.5 if phase is None else phase.centre(self.bucket_seconds, self.step)
+        located = self._located
+        if located is not None and located[0] == t and located[1] == centre:
+            return located[2]
+        result = season_bucket(t, self.period, self.bucket_seconds, self.n_buckets, centre)
+        self._located = (t, centre, result)
+        return result
 
     def predict(self, t: float | None) -> float | None:
         if (t is None or self.first_t is None or self.last_t is None

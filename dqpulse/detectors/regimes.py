@@ -41,6 +41,7 @@ class RegimeAdoption:
     _hold: bool
     _last_value: float | None
     _version: int
+    _mutations: int
     persistence: float
     _ewma: float
     _up: TailCalibrator
@@ -311,6 +312,7 @@ class RegimeAdoption:
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
         """False positive: learn ``x`` and lower the sensitivity; confirmed: raise it again
         and keep the current normal (a shift in progress is not adopted)."""
+        self._mutations += 1  # the window's memo is stale
         if verdict == "confirmed":
             self._hold = True
         super().feedback(x, verdict)  # type: ignore[misc]

@@ -9,7 +9,9 @@ serialises scoring per dataset, so the result is the same on any worker.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,6 +217,26 @@ def rules_for(spec: DatasetSpec, metric: str, field: str = "") -> list[Detector]
     return rules
 
 
+def _configured_params(name: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Every constructor param of detector ``name`` built with ``params`` (its defaults
+    filled in, read back from a built one): what a saved state is compared with.
+
+    Cached per configuration (read-only): building an adaptive detector only to read them
+    cost more than scoring its window (~55 us against ~35 on the 2-vCPU box).
+    """
+    key = tuple(sorted(params.items()))
+    try:
+        hash(key)
+    except TypeError:  # a list-valued param: build it
+        return create(name, **params)._get_params()
+    return _params_of(name, key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _params_of(name: str, key: tuple[tuple[str, Any], ...]) -> Mapping[str, Any]:
+    return types.MappingProxyType(create(name, **dict(key))._get_params())
+
+
 @dataclass(frozen=True)
 class ScoredPoint:
     """One scored metric point; ``explanation`` comes from the highest-scoring detector."""
@@ -252,26 +274,25 @@ class SeriesScorer:
 
     def _detector(self, key: str, name: str, params: Mapping[str, Any],
                   states: Mapping[str, bytes]) -> Detector:
-        fresh = create(name, **params)
         saved = states.get(key)
         if saved is None:
-            return fresh
+            return create(name, **params)
         try:
             if state_detector_name(saved) != name:
-                return fresh  # the override changed: start a new baseline
+                return create(name, **params)  # the override changed: start a new baseline
             loaded = Detector.from_bytes(saved)
         except DetectorStateError:
-            return fresh
+            return create(name, **params)
         # changed params in dqpulse.yaml (or a new dqpulse's defaults) start a new baseline,
         # unless only params that weigh what a window reports changed; a param that the
         # saved state predates (added by a later dqpulse) takes the value configured now,
         # keeping the learned baseline (the detector builds its state lazily)
-        wanted = fresh._get_params()
+        wanted = _configured_params(name, params)
         saved_params = vars(loaded)
         changed = {param for param, value in wanted.items()
                    if param in saved_params and saved_params[param] != value}
-        if not changed <= type(fresh).live_params:
-            return fresh
+        if not changed <= type(loaded).live_params:
+            return create(name, **params)
         for param, value in wanted.items():
             setattr(loaded, param, value)
         return loaded

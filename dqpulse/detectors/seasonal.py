@@ -20,6 +20,7 @@ from dqpulse.detectors.base import (
     UnivariateDetector,
     Verdict,
     check_side,
+    empty_explanation,
     register,
     z_to_score,
 )
@@ -115,8 +116,21 @@ class _SeasonProfile:
         alpha = ew_alpha(self.fit_count, 0.02)
         self.fit_err += alpha * (min(abs(value - own[0]), cap) - self.fit_err)
 
+    # the last ``locate``: a window is located a dozen times (scored, explained, learned)
+    _at: float | None = None
+    _located: tuple[int, int, float] = (0, 0, 0.0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_at", None)
+        state.pop("_located", None)
+        return state
+
     def locate(self, t: float) -> tuple[int, int, float]:
-        return season_bucket(t, self.period, self.bucket_seconds, self.n_buckets)
+        if t != self._at:
+            self._located = season_bucket(t, self.period, self.bucket_seconds, self.n_buckets)
+            self._at = t
+        return self._located
 
     def expected(self, t: float, warm: int) -> tuple[float, float, int] | None:
         """(level, mean absolute residual, count) at ``t`` or None while the bucket warms up."""
@@ -278,6 +292,16 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
     """
 
     state_version = 2  # 2: persistence (drift EWMA) state
+    # learn_one and feedback calls: what invalidates ``_memo`` (old states start at 0)
+    _mutations = 0
+    # ((value, t, _mutations), (_z, score)) of the window last scored: not saved
+    _memo: tuple[tuple[float, float | None, int],
+                 tuple[tuple[float, float, float], float]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_memo", None)
+        return state
     # they weigh how a count's low windows are judged, not what the profiles learned: a
     # saved baseline keeps its state when they change
     live_params = frozenset({"counts", "count_run", "adopt_min_seconds"})
@@ -478,8 +502,9 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         value, t = self._read(x)
         if value is None:
             return
-        fit = self._z(value, t)  # the baseline stays as it is until this window is learned
-        score = self._score(value, fit) if self.is_warm else 0.0
+        # the baseline stays as it is until this window is learned
+        fit, score = self._window(value, t)
+        self._mutations += 1
         if self.count_run > 1 and self.is_warm:
             self._track_low_run(value, *fit)
         if self.adopt_after is not None and self.is_warm:
@@ -529,6 +554,7 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
 
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
         """As the base class; ``confirmed`` also keeps a shift in progress from adoption."""
+        self._mutations += 1  # the window's memo is stale
         if verdict == "confirmed":
             self._confirm()
         super().feedback(x, verdict)
@@ -567,7 +593,25 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
         value, t = self._read(x)
         if value is None or not self.is_warm:
             return 0.0
-        return self._score(value, self._z(value, t))
+        return self._window(value, t)[1]
+
+    def explain(self, x: Mapping[str, Any]) -> Explanation:
+        value, t = self._read(x)
+        if value is None or self.n_learned == 0:
+            return empty_explanation(value)
+        return self._explanation(value, self._window(value, t)[0])
+
+    def _window(self, value: float, t: float | None) -> tuple[tuple[float, float, float], float]:
+        """(``_z``, score) of a window; score_one, explain and learn_one of one window share
+        it (nothing changes the detector in between: ``_mutations`` counts what does)."""
+        key = (value, t, self._mutations)
+        memo = self._memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        fit = self._z(value, t)
+        result = fit, (self._score(value, fit) if self.is_warm else 0.0)
+        self._memo = (key, result)
+        return result
 
     def _score(self, value: float, fit: tuple[float, float, float]) -> float:
         """:meth:`score_one` of a warm detector, from the window's ``_z``."""

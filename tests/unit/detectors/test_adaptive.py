@@ -117,6 +117,34 @@ def test_state_is_small_and_round_trips() -> None:
     assert again.explain(probe) == detector.explain(probe)
 
 
+@pytest.mark.parametrize("name", ["adaptive", "seasonal"])
+def test_a_windows_shared_computation_is_fresh_after_feedback_and_never_saved(name: str) -> None:
+    """score_one, explain and learn_one of one window compute it once (a memo); feedback
+    in between is seen, and neither the memo nor the located buckets enter the state."""
+    rng = random.Random(4)
+    detector = create(name)
+    for i in range(600):
+        detector.learn_one({"value": rng.gauss(100.0, 3.0), "t": i * STEP})
+    x = {"value": 125.0, "t": 600 * STEP}
+    before = detector.score_one(x)
+    assert before >= 0.9
+    detector.feedback(x, "false_positive")
+    after = detector.score_one(x)
+    assert after < before
+    again = Detector.from_bytes(detector.to_bytes())
+    assert "_memo" not in vars(again)
+    assert again.score_one(x) == after
+    scored, plain = (Detector.from_bytes(detector.to_bytes()) for _ in range(2))
+    y = {"value": 101.0, "t": 601 * STEP}
+    scored.score_one(y)
+    scored.explain(y)
+    scored.learn_one(y)
+    plain.learn_one(y)
+    z = {"value": 118.0, "t": 602 * STEP}
+    assert scored.score_one(z) == plain.score_one(z)
+    assert scored.to_bytes() == plain.to_bytes()
+
+
 def test_calibrator_tail_is_monotone_and_never_saturates() -> None:
     calibrator = TailCalibrator()
     rng = random.Random(0)
