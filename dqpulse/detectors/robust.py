@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -114,10 +115,16 @@ class RobustDetector(UnivariateDetector):
         if self._stats is None or len(self._stats) != 3:  # a state saved with two
             if not self._window:
                 return 0.0, 0.0, 0.0
+            ordered = sorted(self._window)
+            median = _sorted_median(ordered)
+            # |v - median| as two ascending runs (below the median, reversed; then the
+            # rest): one merge sorts them, cheaper than numpy's medians on a few hundred
+            below = bisect_left(ordered, median)
+            deviations = [median - v for v in reversed(ordered[:below])]
+            deviations += [v - median for v in ordered[below:]]
+            deviations.sort()
             values = np.fromiter(self._window, dtype=float, count=len(self._window))
-            median = float(np.median(values))
-            self._stats = (median, float(np.median(np.abs(values - median))),
-                           float(values.mean()))
+            self._stats = (median, _sorted_median(deviations), float(values.mean()))
         return self._stats
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
@@ -146,6 +153,18 @@ class RobustDetector(UnivariateDetector):
         del self._window[index]
         self._stats = None
         return True
+
+
+def _sorted_median(ordered: list[float]) -> float:
+    """Median of a sorted non-empty list, as ``numpy.median`` computes it.
+
+    >>> _sorted_median([1.0, 2.0, 4.0]), _sorted_median([1.0, 2.0, 4.0, 8.0])
+    (2.0, 3.0)
+    """
+    half = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[half])
+    return float((ordered[half - 1] + ordered[half]) / 2)
 
 
 def _counting_z(share: float, records: float, rate: float) -> float:
