@@ -667,3 +667,20 @@ def test_the_first_weekend_adopted_on_hourly_windows_does_not_move_the_weekend_h
                 second_weekend += detector.score_one(x) >= detector.threshold
             detector.learn_one(x)
         assert second_weekend == 0, (seed, second_weekend)
+
+
+def test_robust_median_and_mad_equal_numpys() -> None:
+    # the window is sorted once instead of two numpy medians: the same numbers, bit for bit
+    rng = random.Random(11)
+    for trial in range(300):
+        size = rng.randint(1, 256)
+        draw = [lambda: rng.random() * 0.02, lambda: float(rng.randint(0, 4)),
+                lambda: rng.gauss(0.0, 1.0)][trial % 3]
+        values = [draw() for _ in range(size)]
+        detector = RobustDetector(window_size=256)
+        for i, value in enumerate(values):
+            detector._update(value, i * 60.0)
+        array = np.array(values)
+        median = float(np.median(array))
+        assert detector._median_mad() == (median, float(np.median(np.abs(array - median))),
+                                          float(array.mean()))
