@@ -25,6 +25,7 @@ from dqpulse.detectors.base import (
     MEAN_ABS_TO_SIGMA,
     Explanation,
     UnivariateDetector,
+    UnsavedCaches,
     check_side,
     register,
 )
@@ -62,12 +63,10 @@ SEASON_RESTART_RATIO = 0.7
 #: (z, scale, z against the season profile, log tail probability, (score, capped,
 #: reported)) of one window
 Window = tuple[float, float, float, float, tuple[float, float, float]]
-#: per-window caches: rebuilt on demand, never saved with the state
-_CACHES = ("_cache", "_z_cache", "_memo")
 
 
 @register("adaptive")
-class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
+class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     """Calibrated online detector with per-series model choice and regime adoption.
 
     Parameters
@@ -184,6 +183,7 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
     _memo: tuple[tuple[float, float | None, int], Window] | None = None
     _cache: tuple[float | None, int, list[float | None]] | None = None
     _z_cache: tuple[float, float | None, int, tuple[float, float, float]] | None = None
+    _unsaved = ("_cache", "_z_cache", "_memo")
     # Saved states from before the flag: their calibration is long past its first season.
     _season_found = True
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
@@ -313,12 +313,6 @@ class AdaptiveDetector(RegimeAdoption, UnivariateDetector):
         self._records = RecordRange(record_windows) if record_windows > 0 else None
         self._repeats = RepeatCounter(repeat_windows) if repeat_windows > 0 else None
         self._daily = DailyRepeat(daily_repeat_seconds) if daily_repeat_seconds > 0 else None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for name in _CACHES:
-            state.pop(name, None)
-        return state
 
     # ---- forecast and scale -------------------------------------------------------------
     def _forecasts(self, t: float | None) -> list[float | None]:

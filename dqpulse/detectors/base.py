@@ -103,6 +103,19 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+class UnsavedCaches:
+    """Leaves the attributes named in ``_unsaved`` (per-window caches, rebuilt on demand)
+    out of the pickled state: they are derived, and a saved state stays small."""
+
+    _unsaved: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._unsaved:
+            state.pop(name, None)
+        return state
+
+
 def empty_explanation(observed: float | None = None) -> Explanation:
     return {"expected_low": None, "expected_high": None, "observed": observed, "direction": None}
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from array import array
 
+from dqpulse.detectors.base import UnsavedCaches
+
 __all__ = ["Forecaster", "LevelForecaster", "SamplePhase", "SeasonalForecaster",
            "season_bucket"]
 
@@ -135,7 +137,7 @@ class LevelForecaster(Forecaster):
         self.level += delta
 
 
-class SeasonalForecaster(Forecaster):
+class SeasonalForecaster(UnsavedCaches, Forecaster):
     """Exponentially weighted mean per season bucket (hour of day, hour of week).
 
     The forecast interpolates linearly between neighbouring bucket centres, so a ramp inside
@@ -167,11 +169,7 @@ class SeasonalForecaster(Forecaster):
     # the last ``_locate`` (t, centre, result): a window is located several times (scored,
     # explained, learned); not saved
     _located: tuple[float, float, tuple[int, int, float]] | None = None
-
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state.pop("_located", None)
-        return state
+    _unsaved = ("_located",)
 
     def _locate(self, t: float) -> tuple[int, int, float]:
         phase = self.phase

@@ -18,6 +18,7 @@ from dqpulse.detectors.base import (
     MEAN_ABS_TO_SIGMA,
     Explanation,
     UnivariateDetector,
+    UnsavedCaches,
     Verdict,
     check_side,
     empty_explanation,
@@ -71,7 +72,7 @@ def _ew_weight(k: int, n: int, alpha_min: float) -> float:
 _Touched = tuple[int, int, int, float, float, float]
 
 
-class _SeasonProfile:
+class _SeasonProfile(UnsavedCaches):
     """Exponentially weighted robust level and spread per season bucket (hour of day, ...).
 
     The expected value interpolates linearly between the centres of neighbouring buckets,
@@ -119,12 +120,7 @@ class _SeasonProfile:
     # the last ``locate``: a window is located a dozen times (scored, explained, learned)
     _at: float | None = None
     _located: tuple[int, int, float] = (0, 0, 0.0)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_at", None)
-        state.pop("_located", None)
-        return state
+    _unsaved = ("_at", "_located")
 
     def locate(self, t: float) -> tuple[int, int, float]:
         if t != self._at:
@@ -185,7 +181,7 @@ class _SeasonProfile:
 
 
 @register("seasonal")
-class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
+class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     """Seasonal robust baseline for volume and freshness series.
 
     Keeps an exponentially weighted level and mean absolute residual per hour of the week
@@ -297,11 +293,7 @@ class SeasonalDetector(SeasonalAdoption, UnivariateDetector):
     # ((value, t, _mutations), (_z, score)) of the window last scored: not saved
     _memo: tuple[tuple[float, float | None, int],
                  tuple[tuple[float, float, float], float]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_memo", None)
-        return state
+    _unsaved = ("_memo",)
     # they weigh how a count's low windows are judged, not what the profiles learned: a
     # saved baseline keeps its state when they change
     live_params = frozenset({"counts", "count_run", "adopt_min_seconds"})
