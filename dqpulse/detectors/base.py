@@ -44,6 +44,7 @@ __all__ = [
     "Verdict",
     "available",
     "create",
+    "decision_band",
     "get",
     "load_entry_points",
     "register",
@@ -209,6 +210,68 @@ class Detector(abc.ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+#: bisection steps that place a band edge (the interval shrinks 2**20-fold: a millionth)
+_BAND_STEPS = 20
+
+
+def decision_band(detector: Detector, x: Mapping[str, Any], explanation: Explanation,
+                  score: float) -> Explanation:
+    """``explanation`` with its band made to agree with the window's decision: the
+    observed value lies outside ``expected_low .. expected_high`` exactly when the window
+    alerts.
+
+    A detector's band is where its point evidence alone would alert. Its decision weighs
+    more: a shift held over several windows (persistence), a value beyond the range of
+    the last two weeks, an alert held on while the series hovers about the threshold, a
+    repeat of what the day before saw. So a window can alert inside the band ("rose to
+    176 (expected 10 .. 4,961)") or stay quiet beyond it. When they disagree, the edge
+    on the observed side moves: to the last value between the expected one and the
+    observed one that would not have alerted (found by bisection on ``score_one`` with
+    the value replaced, which changes nothing in the detector), or, for a quiet window
+    beyond its band, to the observed value. Windows that agree are returned unchanged;
+    so is an explanation without ``expected`` or without an edge on that side.
+
+    >>> class Step(Detector):  # its point band ends at 3; it alerts from 2 on
+    ...     def learn_one(self, x): pass
+    ...     def score_one(self, x): return 0.95 if x["value"] >= 2.0 else 0.0
+    ...     def explain(self, x): return {"expected": 0.0, "expected_low": -3.0,
+    ...                                   "expected_high": 3.0, "observed": x["value"]}
+    >>> step, x = Step(), {"value": 2.5}
+    >>> round(decision_band(step, x, step.explain(x), step.score_one(x))["expected_high"], 4)
+    2.0
+    >>> x = {"value": -4.0}  # beyond the band, and quiet
+    >>> decision_band(step, x, step.explain(x), step.score_one(x))["expected_low"]
+    -4.0
+    """
+    value = finite(explanation.get("observed"))
+    expected = finite(explanation.get("expected"))
+    if value is None or expected is None or value == expected:
+        return explanation
+    key = "expected_high" if value > expected else "expected_low"
+    edge = finite(explanation.get(key))
+    if edge is None:
+        return explanation
+    alerting = detector.is_anomalous(score)
+    if alerting == (value > edge if value > expected else value < edge):
+        return explanation
+    if not alerting:
+        return {**explanation, key: value}
+
+    def alerts(probe: float) -> bool:
+        return detector.is_anomalous(detector.score_one({**x, "value": probe}))
+
+    quiet, loud = expected, value
+    if alerts(quiet):
+        return {**explanation, key: expected}
+    for _ in range(_BAND_STEPS):
+        middle = 0.5 * (quiet + loud)
+        if alerts(middle):
+            loud = middle
+        else:
+            quiet = middle
+    return {**explanation, key: quiet}
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from dqpulse.detectors.base import (
     Explanation,
     Verdict,
     create,
+    decision_band,
     finite,
     state_detector_name,
 )
@@ -318,7 +319,7 @@ class SeriesScorer:
             results += [(rule, rule.score_one(x)) for rule in
                         rules_for(self.spec, point.metric, point.field)]
             top, score = max(results, key=lambda item: item[1])
-            explanation = top.explain(x)
+            explanation = decision_band(top, x, top.explain(x), score)
             explanation["scores"] = {detector.name: s for detector, s in results}
             model.learn_one(x)
             updated[key] = model.to_bytes()

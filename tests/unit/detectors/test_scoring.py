@@ -288,3 +288,66 @@ def test_duplicates_on_a_quiet_window_alert_when_duplicates_are_rare() -> None:
     quiet = {"value": 5 / 17, "t": 300 * 300.0, "n": 17}  # 30 % of 17 keys repeat
     assert detector.score_one(quiet) >= detector.threshold
     assert detector.score_one({**quiet, "value": 1 / 17}) < detector.threshold
+
+
+def _band_series(rng: random.Random, i: int) -> list[MetricPoint]:
+    """One 5-minute window of four series with held shifts, spikes and a second category
+    explosion: the windows where a detector's decision weighs more than its point band."""
+    day = 2 * math.pi * (i % 288) / 288
+    records = max(0.0, rng.gauss(300 + 150 * math.sin(day), 12))
+    if 864 <= i < 900:
+        records *= 1.25  # a held shift: persistence sees it before the point band does
+    mean = rng.gauss(50.0, 3.0) + (4.0 if 1000 <= i < 1030 else 0.0)
+    if i in (1100, 1104, 1180):
+        mean += 30.0
+    distinct = float(rng.randint(5, 7))
+    if i in (950, 951, 990, 991, 992):
+        distinct = 134.0 if i < 990 else 176.0  # the second explosion is bigger
+    nulls = min(1.0, abs(rng.gauss(0.01, 0.004)) + (0.05 if 1200 <= i < 1210 else 0.0))
+    return [MetricPoint("volume.records", records),
+            MetricPoint("distribution.mean", mean, field="amount"),
+            MetricPoint("distribution.distinct_count", distinct, field="country"),
+            MetricPoint("completeness.null_ratio", nulls, field="amount")]
+
+
+def _outside(explanation: dict[str, object], value: float) -> bool:
+    low, high = explanation.get("expected_low"), explanation.get("expected_high")
+    return ((low is not None and value < low)  # type: ignore[operator]
+            or (high is not None and value > high))  # type: ignore[operator]
+
+
+def test_a_windows_band_agrees_with_its_alert() -> None:
+    # a detector's point band alone disagrees with its decision on some windows (a held
+    # shift, a value beyond two weeks' range, an alert held on, a repeat): the scorer's
+    # band says where this window would have alerted, so "rose to 176 (expected 10 ..
+    # 4,961)" cannot happen
+    from dqpulse.detectors.base import Detector
+
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    rng = random.Random(7)
+    states: dict[str, bytes] = {}
+    disagreed = alerts = 0
+    for i in range(1300):
+        t = i * 300.0
+        points = _band_series(rng, i)
+        point_bands = {}
+        for point in points:
+            saved = states.get(f"{point.metric}|{point.field}")
+            if saved is not None:
+                before = Detector.from_bytes(saved)
+                x = {"value": point.value, "t": t}
+                point_bands[point.metric] = (before.explain(x), before.score_one(x))
+        scored, states = scorer.score_window(t, points, states)
+        for point in scored:
+            explanation = point.explanation
+            if point.detector != default_detector_for(point.metric) or point.value is None:
+                continue
+            raw, raw_score = point_bands.get(point.metric, ({}, 0.0))
+            if raw and raw_score >= 0.9 and not _outside(raw, point.value):
+                disagreed += 1
+            if explanation.get("expected") in (None, point.value):
+                continue  # no band, or a shift being adopted: the value is the expected one
+            alerts += point.anomalous
+            assert point.anomalous == _outside(explanation, point.value), (i, point)
+    assert alerts >= 10
+    assert disagreed >= 3  # what the scorer's band corrects
