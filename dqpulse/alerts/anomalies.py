@@ -6,7 +6,7 @@ Pure functions over :class:`Anomaly` and the dataset's declarations; the lifecyc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -162,15 +162,43 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
         return f"{dataset}: anomalous {what} (score {anomaly.score:.3f})"
     verb = {"down": "dropped to", "up": "rose to"}.get(str(exp.get("direction")), "is")
     low, high = exp.get("expected_low"), exp.get("expected_high")
-    if low is None and high is None:
-        expected = ""
-    elif low is None:
-        expected = f" (expected <= {_number(high)})"
-    elif high is None:
-        expected = f" (expected >= {_number(low)})"
-    else:
-        expected = f" (expected {_number(low)} .. {_number(high)})"
-    return f"{dataset}: {what} {verb} {_number(observed)}{expected}"
+    parts = []
+    if low is None and high is not None:
+        parts.append(f"expected <= {_number(high)}")
+    elif high is None and low is not None:
+        parts.append(f"expected >= {_number(low)}")
+    elif low is not None:
+        parts.append(f"expected {_number(low)} .. {_number(high)}")
+    parts += grounds_text(exp)
+    detail = f" ({'; '.join(parts)})" if parts else ""
+    return f"{dataset}: {what} {verb} {_number(observed)}{detail}"
+
+
+def grounds_text(explanation: Mapping[str, Any]) -> list[str]:
+    """Phrases for what decided an alert beyond the window's own deviation (the
+    explanation's ``evidence``), for the incident summary.
+
+    >>> grounds_text({"evidence": ["persistence", "beyond_range"], "range_windows": 4032})
+    ['held over several windows', 'beyond its range of the last 4,032 windows']
+    >>> grounds_text({"evidence": ["point"]})
+    []
+    """
+    evidence = explanation.get("evidence")
+    if not isinstance(evidence, list):
+        return []
+    phrases = []
+    for ground in evidence:
+        if ground == "persistence":
+            phrases.append("held over several windows")
+        elif ground == "beyond_range":
+            windows = explanation.get("range_windows")
+            phrases.append(f"beyond its range of the last {windows:,} windows"
+                           if isinstance(windows, int) else "beyond its recent range")
+        elif ground == "held":
+            phrases.append("kept on while it hovers about the threshold")
+        elif ground == "low_run" and isinstance(explanation.get("run_windows"), int):
+            phrases.append(f"low for {explanation['run_windows']} windows in a row")
+    return phrases
 
 
 #: kinds that a contract change breaks together with the schema

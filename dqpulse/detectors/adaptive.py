@@ -558,4 +558,35 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         })
         if self.score_one(x) > 0.0:
             explanation["direction"] = "up" if z > 0 else "down"
+            grounds = self._grounds(value, t)
+            if grounds:
+                explanation["evidence"] = grounds
+                if "beyond_range" in grounds:
+                    explanation["range_windows"] = self.record_windows
         return explanation
+
+    def _grounds(self, value: float, t: float | None) -> list[str]:
+        """What decided a window that alerts or that a repeat kept quiet (else ``[]``):
+        ``point`` (its own deviation) or ``persistence`` (the EWMA of recent windows),
+        then any of ``beyond_range`` (outside the range of the last ``record_windows``),
+        ``held`` (an alert kept on while the series hovers about the threshold) and
+        ``repeat`` (no more unusual than what the last day saw: opens no alert)."""
+        z, scale, seasonal_z, log_p, (score, capped, reported) = self._window(value, t)
+        if scale <= 0.0 or log_p >= 0.0 or (reported < self.threshold and capped >= score):
+            return []
+        point = self._side_log_p(z, self._up, self._down) + math.log(self.point_share)
+        grounds = ["point"]
+        if self.persistence > 0.0:
+            drift = self._side_log_p(self._drift(seasonal_z), self._drift_up, self._drift_down)
+            if drift + math.log(self.drift_share) < point:
+                grounds = ["persistence"]
+        records = self._records
+        if records is not None and self.record_boost > 1.0:
+            side = records.outside(value)
+            if (side > 0 and self.side != "down") or (side < 0 and self.side != "up"):
+                grounds.append("beyond_range")
+        if capped < score:
+            grounds.append("repeat")
+        if reported > capped:
+            grounds.append("held")
+        return grounds

@@ -535,6 +535,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         if self.counts and low is not None and expected > 0.0:
             explanation["expected_low"] = max(
                 low, _count_low_bound(expected, scale, self.effective_z_threshold))
+        run_z = z
         if self._low_run and self.is_warm:
             run_z = self._run_z(value, z, expected, scale)
             if run_z < z:
@@ -542,6 +543,15 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
                 explanation["run_windows"] = len(self._low_run) + 1
                 explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
                 explanation["run_expected"] = expected + sum(e for _, e, _ in self._low_run)
+        if self.is_warm and self._score(value, fit) >= self.threshold:
+            # what decided the alert: the window itself (its run of low counts), or the
+            # persistence EWMA of recent windows
+            point = z_to_score(self._one_sided(run_z), self.effective_z_threshold,
+                               self.threshold)
+            explanation["evidence"] = (["point"] if point >= self.threshold
+                                       else ["persistence"])
+            if run_z < z and point >= self.threshold:
+                explanation["evidence"].append("low_run")
         return explanation
 
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:

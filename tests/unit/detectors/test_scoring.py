@@ -320,13 +320,14 @@ def test_a_windows_band_agrees_with_its_alert() -> None:
     # a detector's point band alone disagrees with its decision on some windows (a held
     # shift, a value beyond two weeks' range, an alert held on, a repeat): the scorer's
     # band says where this window would have alerted, so "rose to 176 (expected 10 ..
-    # 4,961)" cannot happen
+    # 4,961)" cannot happen; an alert's explanation says what decided it
     from dqpulse.detectors.base import Detector
 
     scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
     rng = random.Random(7)
     states: dict[str, bytes] = {}
     disagreed = alerts = 0
+    grounds: set[str] = set()
     for i in range(1300):
         t = i * 300.0
         points = _band_series(rng, i)
@@ -349,5 +350,10 @@ def test_a_windows_band_agrees_with_its_alert() -> None:
                 continue  # no band, or a shift being adopted: the value is the expected one
             alerts += point.anomalous
             assert point.anomalous == _outside(explanation, point.value), (i, point)
+            if point.anomalous:  # and what decided it
+                evidence = explanation["evidence"]
+                assert evidence[0] in ("point", "persistence"), (i, point)
+                grounds.update(evidence)
     assert alerts >= 10
+    assert {"point", "persistence", "beyond_range", "held"} <= grounds
     assert disagreed >= 3  # what the scorer's band corrects
