@@ -6,6 +6,7 @@ Pure functions over :class:`Anomaly` and the dataset's declarations; the lifecyc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -161,7 +162,7 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     if observed is None:
         return f"{dataset}: anomalous {what} (score {anomaly.score:.3f})"
     verb = {"down": "dropped to", "up": "rose to"}.get(str(exp.get("direction")), "is")
-    low, high = exp.get("expected_low"), exp.get("expected_high")
+    low, high = _snapped(exp, "expected_low"), _snapped(exp, "expected_high")
     parts = []
     if low is None and high is not None:
         parts.append(f"expected <= {_number(high)}")
@@ -172,6 +173,25 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     parts += grounds_text(exp)
     detail = f" ({'; '.join(parts)})" if parts else ""
     return f"{dataset}: {what} {verb} {_number(observed)}{detail}"
+
+
+def _snapped(explanation: Mapping[str, Any], key: str) -> Any:
+    """A band edge, or the expected value when the edge is within a billionth of the
+    values' size from it (a scale that collapsed on a constant series reads "<= 0", not
+    "<= 2.86e-12").
+
+    >>> _snapped({"expected": 0.0, "observed": 35.6, "expected_high": 2.86e-12}, "expected_high")
+    0.0
+    >>> _snapped({"expected": 0.0, "observed": 35.6, "expected_high": 0.5}, "expected_high")
+    0.5
+    """
+    edge = explanation.get(key)
+    values = (edge, explanation.get("expected"), explanation.get("observed"))
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        return edge
+    edge, expected, observed = (float(v) for v in values)  # type: ignore[arg-type]
+    size = max(abs(expected), abs(observed))
+    return expected if abs(edge - expected) <= 1e-9 * size else edge
 
 
 def grounds_text(explanation: Mapping[str, Any]) -> list[str]:
