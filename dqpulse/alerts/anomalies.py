@@ -223,6 +223,49 @@ def grounds_text(explanation: Mapping[str, Any]) -> list[str]:
 
 #: kinds that a contract change breaks together with the schema
 CONTRACT_KINDS = frozenset({"completeness", "validity"})
+#: metrics that move with the record count: a window's alert on one joins the flow group
+#: when the window's record count alerted in the same direction at least as far
+#: (:func:`follows_flow`)
+FLOW_FOLLOWERS = frozenset({"distribution.distinct_count"})
+
+
+def _log_ratio(explanation: Mapping[str, Any]) -> float | None:
+    """``log(observed / expected)`` of an explanation; ``-inf`` for an observed 0."""
+    observed, expected = explanation.get("observed"), explanation.get("expected")
+    if not (isinstance(observed, int | float) and isinstance(expected, int | float)
+            and math.isfinite(observed) and math.isfinite(expected)
+            and expected > 0.0 and observed >= 0.0):
+        return None
+    return -math.inf if observed == 0.0 else math.log(observed / expected)
+
+
+def follows_flow(anomaly: Anomaly, records: Anomaly | None) -> bool:
+    """Whether ``anomaly`` (on a metric of :data:`FLOW_FOLLOWERS`) is the record count's
+    change seen through a field: the window's ``volume.records`` alerted in the same
+    direction and moved at least as far (relative to what each expected). A field's
+    distinct count follows the records that carry it (sub-linearly): twice the traffic
+    brings more distinct emails, a silent topic none, and that is one flow incident, not
+    a distribution incident beside it. A distinct count that moved further than the
+    records did (a category explosion during a spike) stays its own incident.
+
+    >>> spike = Anomaly("o", "volume", "volume.records", "", 0, 60, 0.99, None,
+    ...                 {"observed": 2000, "expected": 800, "direction": "up"})
+    >>> def distinct(observed):
+    ...     return Anomaly("o", "distribution", "distribution.distinct_count", "email", 0, 60,
+    ...                    0.95, None, {"observed": observed, "expected": 700,
+    ...                                 "direction": "up"})
+    >>> follows_flow(distinct(1500), spike), follows_flow(distinct(9000), spike)
+    (True, False)
+    """
+    if records is None or anomaly.metric not in FLOW_FOLLOWERS:
+        return False
+    direction = anomaly.explanation.get("direction")
+    if direction not in ("up", "down") or records.explanation.get("direction") != direction:
+        return False
+    moved, flow = _log_ratio(anomaly.explanation), _log_ratio(records.explanation)
+    if moved is None or flow is None:
+        return False
+    return abs(moved) <= abs(flow) if direction == "up" else moved >= flow
 
 
 @dataclass
@@ -239,19 +282,24 @@ def group_anomalies(dataset: DatasetSpec, anomalies: Iterable[Anomaly],
     """The window's anomalies by root group (see :mod:`dqpulse.alerts.incidents`).
 
     Completeness and validity alerts join the schema group while a contract change is
-    under way (an active schema incident, or a schema alert in this window), unless their
-    own group already has an active incident."""
+    under way (an active schema incident, or a schema alert in this window), and a field's
+    distinct count joins the flow group when it only follows the window's record count
+    (:func:`follows_flow`), unless their own group already has an active incident."""
     items = []
     for anomaly in anomalies:
         kind = kind_of(anomaly)
         items.append(ClassifiedAnomaly(anomaly, kind, severity_of(dataset, anomaly, kind)))
     schema_key = dedup_key(dataset.name, "schema")
     contract_change = schema_key in active_keys or any(i.kind == "schema" for i in items)
+    records = next((i.anomaly for i in items if i.anomaly.metric == "volume.records"
+                    and not i.anomaly.field), None)
     groups: dict[str, list[ClassifiedAnomaly]] = {}
     for item in items:
         group = group_of(item.kind)
-        if (item.kind in CONTRACT_KINDS and contract_change
-                and dedup_key(dataset.name, group) not in active_keys):
+        own_active = dedup_key(dataset.name, group) in active_keys
+        if item.kind in CONTRACT_KINDS and contract_change and not own_active:
             group = "schema"
+        elif not own_active and follows_flow(item.anomaly, records):
+            group = "flow"
         groups.setdefault(group, []).append(item)
     return groups

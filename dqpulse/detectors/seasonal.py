@@ -294,6 +294,10 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     _memo: tuple[tuple[float, float | None, int],
                  tuple[tuple[float, float, float], float]] | None = None
     _unsaved = ("_memo",)
+    # (profile index, bucket, windows) of season buckets whose every learned window was an
+    # anomaly learned while the bucket warmed up (a burst, or a first weekend's level);
+    # old saved states predate it: nothing tracked
+    _burst: tuple[tuple[int, int, int], ...] = ()
     # they weigh how a count's low windows are judged, not what the profiles learned: a
     # saved baseline keeps its state when they change
     live_params = frozenset({"counts", "count_run", "adopt_min_seconds"})
@@ -497,6 +501,8 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         # the baseline stays as it is until this window is learned
         fit, score = self._window(value, t)
         self._mutations += 1
+        if score >= self.threshold and self._burst and self._drop_burst(value, t):
+            fit, score = self._window(value, t)
         if self.count_run > 1 and self.is_warm:
             self._track_low_run(value, *fit)
         if self.adopt_after is not None and self.is_warm:
@@ -661,6 +667,69 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             touched.append((-1 if is_local else index, bucket, k, clipped, deviation,
                             learned_weight))
         self._journal.append((t, value, touched))
+        self._track_burst(touched, cold_only)
+
+    #: buckets tracked as holding only a burst, at most (a burst spans an hour or two)
+    _BURST_BUCKETS = 8
+
+    def _track_burst(self, touched: list[_Touched], cold_only: bool) -> None:
+        """Keep :attr:`_burst` up to date after an update of the season buckets: a bucket
+        whose only windows are anomalies learned while it warmed up is a burst's; one
+        normal window learned into it makes it the series' own."""
+        if not (cold_only or self._burst):
+            return
+        burst = {(index, bucket): n for index, bucket, n in self._burst}
+        for index, bucket, k, *_ in touched:
+            if index < 0:
+                continue
+            if not cold_only:
+                burst.pop((index, bucket), None)
+            elif burst.get((index, bucket), 0) + 1 == k:
+                burst[(index, bucket)] = k
+        if burst or self._burst:
+            self._burst = tuple((index, bucket, n) for (index, bucket), n
+                                in list(burst.items())[-self._BURST_BUCKETS:])
+
+    def _drop_burst(self, value: float, t: float | None) -> bool:
+        """Take a burst that has ended back out of the season buckets it warmed up.
+
+        A season bucket that is still warming up learns what the fallback baseline calls
+        anomalous, so that a first weekend teaches the weekend's buckets. But when a burst
+        comes in an hour (of the week) the profile has not seen yet, the burst is all its
+        bucket holds, and the return to normal then alerts as a drop for the rest of the
+        hour and beyond (the demo's 5-minute spike of clicks at 20:00: 100 one-minute
+        windows "dropped to 800 (expected 2,000 .. 3,000)"). So an anomalous window whose
+        buckets (its own and the one it is interpolated with) hold only such a burst, and
+        that the baseline without them finds normal, ends the burst: those buckets are
+        emptied and judged by the fallback again. A new level (a first weekend, a
+        permanent shift) is not dropped: its next windows are normal to its buckets."""
+        if t is None:
+            return False
+        here = set()
+        for index, profile in enumerate(self._profiles):
+            bucket, neighbour, _ = profile.locate(t)
+            here.update({(index, bucket), (index, neighbour)})
+        dropped = [(index, bucket, n) for index, bucket, n in self._burst
+                   if (index, bucket) in here
+                   and self._profiles[index].count[bucket] == n]
+        if not dropped:
+            return False
+        saved = [(index, bucket, self._profiles[index].count[bucket],
+                  self._profiles[index].mean[bucket], self._profiles[index].mad[bucket])
+                 for index, bucket, _ in dropped]
+        for index, bucket, _ in dropped:
+            profile = self._profiles[index]
+            profile.count[bucket], profile.mean[bucket], profile.mad[bucket] = 0, 0.0, 0.0
+        self._mutations += 1
+        if self._window(value, t)[1] < self.threshold:
+            gone = {(index, bucket) for index, bucket, _ in dropped}
+            self._burst = tuple(item for item in self._burst if item[:2] not in gone)
+            return True
+        for index, bucket, count, mean, mad in saved:  # not a burst's end: as it was
+            profile = self._profiles[index]
+            profile.count[bucket], profile.mean[bucket], profile.mad[bucket] = count, mean, mad
+        self._mutations += 1
+        return False
 
     def _forget(self, value: float, t: float | None) -> bool:
         for position in range(len(self._journal) - 1, -1, -1):

@@ -121,6 +121,34 @@ def test_volume_and_freshness_share_one_incident_other_kinds_do_not(engine):
     assert kinds == [("freshness", "volume"), ("uniqueness",)]
 
 
+def _moved(metric: str, field: str, observed: float, expected: float,
+           dataset_name: str = "orders") -> Anomaly:
+    start, end = window(0)
+    return Anomaly(dataset_name, kind_of_metric(metric), metric, field, start, end, 0.95, None,
+                   {"observed": observed, "expected": expected,
+                    "direction": "up" if observed > expected else "down"})
+
+
+def test_a_distinct_count_that_follows_the_record_count_joins_the_flow_incident(engine):
+    # twice the traffic brings 1.6x the distinct emails: one flow incident; a country
+    # count 20x up in the same window is a category explosion of its own
+    outcome = run(engine, 0, [_moved("volume.records", "", 2000.0, 1000.0),
+                              _moved("distribution.distinct_count", "email", 800.0, 500.0),
+                              _moved("distribution.distinct_count", "country", 120.0, 6.0)])
+    kinds = sorted(tuple(incident(engine, i)["details"]["kinds"]) for i in outcome.opened)
+    assert kinds == [("distribution",), ("distribution", "volume")]
+    assert outcome.alerts == 3
+    # a silent topic: no records, fewer distinct values; a count moving the other way
+    # is not the flow's
+    quiet = run(engine, 0, [
+        _moved("volume.records", "", 0.0, 1000.0, "clicks"),
+        _moved("distribution.distinct_count", "email", 20.0, 500.0, "clicks"),
+        _moved("distribution.distinct_count", "status", 9.0, 3.0, "clicks")],
+        ds=dataset(name="clicks", topic="clicks"))
+    kinds = sorted(tuple(incident(engine, i)["details"]["kinds"]) for i in quiet.opened)
+    assert kinds == [("distribution",), ("distribution", "volume")]
+
+
 def test_completeness_alerts_join_an_active_schema_incident(engine):
     first = run(engine, 0, [anomaly(0, metric="schema.new_fields"),
                             anomaly(0, metric="completeness.null_ratio", field="email")])

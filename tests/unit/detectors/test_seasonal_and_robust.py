@@ -684,3 +684,33 @@ def test_robust_median_and_mad_equal_numpys() -> None:
         median = float(np.median(array))
         assert detector._median_mad() == (median, float(np.median(np.abs(array - median))),
                                           float(array.mean()))
+
+
+def _young_counts(spike_at: int, windows: int, rng: random.Random,
+                  spike: list[float]) -> list[bool]:
+    """Alerts of a record count's detector (5-minute windows, ~800 a window) that meets
+    ``spike`` (multiples of the level) at window ``spike_at`` of its first day: an hour
+    its profiles have not seen yet."""
+    detector = SeasonalDetector(**default_params_for("volume.records"))
+    alerts = []
+    for i in range(windows):
+        factor = spike[i - spike_at] if 0 <= i - spike_at < len(spike) else 1.0
+        x = {"value": float(rng.gauss(800.0 * factor, math.sqrt(800.0 * factor))),
+             "t": i * 300.0}
+        alerts.append(detector.score_one(x) >= 0.9)
+        detector.learn_one(x)
+    return alerts
+
+
+def test_a_burst_in_an_hour_not_seen_yet_is_not_that_hours_level() -> None:
+    # 25 minutes at 3.5x in the series' first 10:00 (window 120): the hour's new bucket
+    # learned only the burst, and every window after it alerted as a drop for the rest of
+    # the hour and the interpolated hour beside it; now the burst is taken back out once
+    # the baseline without it finds the series normal again
+    rng = random.Random(5)
+    alerts = _young_counts(120, 288, rng, [3.5] * 5)
+    assert all(alerts[120:125])
+    assert sum(alerts[125:]) <= 2, [i for i, a in enumerate(alerts) if a]
+    # a new level from that hour on is learned, not dropped: it goes quiet
+    alerts = _young_counts(120, 288, random.Random(5), [1.6] * 168)
+    assert any(alerts[120:125]) and sum(alerts[160:288]) <= 2
