@@ -414,15 +414,22 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         memory = self._memory
         return residual if memory is None else memory.closer_residual(residual, value, t)
 
+    def _log_p_parts(self, z: float,
+                     seasonal_z: float | None = None) -> tuple[float, float | None]:
+        """(point, persistence) tail probabilities of the window, each with its own
+        Bonferroni share; persistence is None when off."""
+        point = self._side_log_p(z, self._up, self._down)
+        if self.persistence <= 0.0:
+            return point, None
+        held = self._drift(z if seasonal_z is None else seasonal_z)
+        drift = self._side_log_p(held, self._drift_up, self._drift_down)
+        return point + math.log(self.point_share), drift + math.log(self.drift_share)
+
     def _log_p(self, z: float, seasonal_z: float | None = None) -> float:
         """Tail probability of the window (point and persistence), after sensitivity."""
-        log_p = self._side_log_p(z, self._up, self._down)
-        if self.persistence > 0.0:
-            held = self._drift(z if seasonal_z is None else seasonal_z)
-            drift = self._side_log_p(held, self._drift_up, self._drift_down)
-            # the smaller of two tail probabilities, each with its own Bonferroni share
-            log_p = min(log_p + math.log(self.point_share),
-                        drift + math.log(self.drift_share))
+        point, drift = self._log_p_parts(z, seasonal_z)
+        # the smaller of the two tail probabilities
+        log_p = point if drift is None else min(point, drift)
         return min(log_p, 0.0) / self.sensitivity
 
     # ---- River's protocol ---------------------------------------------------------------
@@ -574,17 +581,10 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         z, scale, seasonal_z, log_p, (score, capped, reported) = self._window(value, t)
         if scale <= 0.0 or log_p >= 0.0 or (reported < self.threshold and capped >= score):
             return []
-        point = self._side_log_p(z, self._up, self._down) + math.log(self.point_share)
-        grounds = ["point"]
-        if self.persistence > 0.0:
-            drift = self._side_log_p(self._drift(seasonal_z), self._drift_up, self._drift_down)
-            if drift + math.log(self.drift_share) < point:
-                grounds = ["persistence"]
-        records = self._records
-        if records is not None and self.record_boost > 1.0:
-            side = records.outside(value)
-            if (side > 0 and self.side != "down") or (side < 0 and self.side != "up"):
-                grounds.append("beyond_range")
+        point, drift = self._log_p_parts(z, seasonal_z)
+        grounds = ["persistence" if drift is not None and drift < point else "point"]
+        if self._beyond_range(value):
+            grounds.append("beyond_range")
         if capped < score:
             grounds.append("repeat")
         if reported > capped:

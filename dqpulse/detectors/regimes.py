@@ -109,11 +109,8 @@ class RegimeAdoption:
         if log_p < 0.0 and not (log_p_to_score(log_p) >= self.threshold
                                 and self._sustained()):
             log_p = min(log_p + math.log(self.report_share), 0.0)
-        records = self._records
-        if records is not None and log_p < 0.0 and self.record_boost > 1.0:
-            side = records.outside(value)
-            if (side > 0 and self.side != "down") or (side < 0 and self.side != "up"):
-                log_p -= math.log(self.record_boost)
+        if log_p < 0.0 and self._beyond_range(value):
+            log_p -= math.log(self.record_boost)
         score = capped = log_p_to_score(log_p)
         repeats = self._repeats
         if score >= self.threshold and self._run_held < 0 and not self._hold and (
@@ -126,6 +123,15 @@ class RegimeAdoption:
                 and capped >= self.hold_from):
             reported = self.threshold
         return score, capped, reported
+
+    def _beyond_range(self, value: float) -> bool:
+        """Whether ``value`` is outside the range of the last ``record_windows``, on a side
+        that alerts (and the record boost is on)."""
+        records = self._records
+        if records is None or self.record_boost <= 1.0:
+            return False
+        side = records.outside(value)
+        return (side > 0 and self.side != "down") or (side < 0 and self.side != "up")
 
     def _sustained(self) -> bool:
         """Whether the last ``sustain_windows`` windows were all anomalous."""

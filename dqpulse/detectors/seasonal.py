@@ -541,19 +541,17 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         if self.counts and low is not None and expected > 0.0:
             explanation["expected_low"] = max(
                 low, _count_low_bound(expected, scale, self.effective_z_threshold))
-        run_z = z
-        if self._low_run and self.is_warm:
-            run_z = self._run_z(value, z, expected, scale)
-            if run_z < z:
-                explanation["z"] = run_z
-                explanation["run_windows"] = len(self._low_run) + 1
-                explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
-                explanation["run_expected"] = expected + sum(e for _, e, _ in self._low_run)
-        if self.is_warm and self._score(value, fit) >= self.threshold:
+        if not self.is_warm:
+            return explanation
+        run_z, point = self._point_score(value, fit)
+        if run_z < z:
+            explanation["z"] = run_z
+            explanation["run_windows"] = len(self._low_run) + 1
+            explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
+            explanation["run_expected"] = expected + sum(e for _, e, _ in self._low_run)
+        if self._score(value, fit) >= self.threshold:
             # what decided the alert: the window itself (its run of low counts), or the
             # persistence EWMA of recent windows
-            point = z_to_score(self._one_sided(run_z), self.effective_z_threshold,
-                               self.threshold)
             explanation["evidence"] = (["point"] if point >= self.threshold
                                        else ["persistence"])
             if run_z < z and point >= self.threshold:
@@ -623,14 +621,21 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
 
     def _score(self, value: float, fit: tuple[float, float, float]) -> float:
         """:meth:`score_one` of a warm detector, from the window's ``_z``."""
-        z, expected, scale = fit
-        run_z = self._run_z(value, z, expected, scale)
-        point = z_to_score(self._one_sided(run_z), self.effective_z_threshold, self.threshold)
+        z = fit[0]
+        point = self._point_score(value, fit)[1]
         drift = self._drift_z(z)
         if drift == 0.0:
             return point
         return max(point, z_to_score(self._one_sided(drift), self.effective_z_threshold,
                                      self.threshold))
+
+    def _point_score(self, value: float,
+                     fit: tuple[float, float, float]) -> tuple[float, float]:
+        """(z with the low run, its score): the window's own evidence, without persistence."""
+        z, expected, scale = fit
+        run_z = self._run_z(value, z, expected, scale)
+        return run_z, z_to_score(self._one_sided(run_z), self.effective_z_threshold,
+                                 self.threshold)
 
     def _track_step(self, t: float | None) -> None:
         """Forget per season cycle, not per point: with 5-minute windows an hour bucket gets
