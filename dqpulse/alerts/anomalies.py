@@ -224,9 +224,12 @@ def grounds_text(explanation: Mapping[str, Any]) -> list[str]:
 #: kinds that a contract change breaks together with the schema
 CONTRACT_KINDS = frozenset({"completeness", "validity"})
 #: metrics that move with the record count: a window's alert on one joins the flow group
-#: when the window's record count alerted in the same direction at least as far
+#: when the window's record count alerted in the same direction about as far or further
 #: (:func:`follows_flow`)
 FLOW_FOLLOWERS = frozenset({"distribution.distinct_count"})
+#: how much further than the record count a follower may move (a factor on observed /
+#: expected): a field unique per record (emails) moves with the records, give or take noise
+FLOW_TOLERANCE = 1.25
 
 
 def _log_ratio(explanation: Mapping[str, Any]) -> float | None:
@@ -242,11 +245,12 @@ def _log_ratio(explanation: Mapping[str, Any]) -> float | None:
 def follows_flow(anomaly: Anomaly, records: Anomaly | None) -> bool:
     """Whether ``anomaly`` (on a metric of :data:`FLOW_FOLLOWERS`) is the record count's
     change seen through a field: the window's ``volume.records`` alerted in the same
-    direction and moved at least as far (relative to what each expected). A field's
-    distinct count follows the records that carry it (sub-linearly): twice the traffic
-    brings more distinct emails, a silent topic none, and that is one flow incident, not
-    a distribution incident beside it. A distinct count that moved further than the
-    records did (a category explosion during a spike) stays its own incident.
+    direction and moved about as far or less (relative to what each expected, within
+    :data:`FLOW_TOLERANCE`). A field's distinct count follows the records that carry it
+    (at most in proportion): twice the traffic brings more distinct emails, a silent topic
+    none, and that is one flow incident, not a distribution incident beside it. A
+    distinct count that moved further than the records did (a category explosion during
+    a spike) stays its own incident.
 
     >>> spike = Anomaly("o", "volume", "volume.records", "", 0, 60, 0.99, None,
     ...                 {"observed": 2000, "expected": 800, "direction": "up"})
@@ -254,8 +258,10 @@ def follows_flow(anomaly: Anomaly, records: Anomaly | None) -> bool:
     ...     return Anomaly("o", "distribution", "distribution.distinct_count", "email", 0, 60,
     ...                    0.95, None, {"observed": observed, "expected": 700,
     ...                                 "direction": "up"})
-    >>> follows_flow(distinct(1500), spike), follows_flow(distinct(9000), spike)
-    (True, False)
+    >>> follows_flow(distinct(1500), spike), follows_flow(distinct(1800), spike)
+    (True, True)
+    >>> follows_flow(distinct(9000), spike)
+    False
     """
     if records is None or anomaly.metric not in FLOW_FOLLOWERS:
         return False
@@ -265,7 +271,8 @@ def follows_flow(anomaly: Anomaly, records: Anomaly | None) -> bool:
     moved, flow = _log_ratio(anomaly.explanation), _log_ratio(records.explanation)
     if moved is None or flow is None:
         return False
-    return abs(moved) <= abs(flow) if direction == "up" else moved >= flow
+    slack = math.log(FLOW_TOLERANCE)
+    return moved <= flow + slack if direction == "up" else moved >= flow - slack
 
 
 @dataclass

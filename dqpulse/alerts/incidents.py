@@ -12,8 +12,8 @@ Grouping and dedup
     contract change breaks them together. The incident's dedup key is
     ``dqpulse:<dataset>:<group>``; at most one incident per key is active (open or
     acknowledged) at a time. A field's distinct count that only follows the window's record
-    count (same direction, moved no further) joins the ``flow`` group too: twice the traffic
-    brings more distinct values, a silent topic none.
+    count (same direction, moved no more than 1.25x as far) joins the ``flow`` group too:
+    twice the traffic brings more distinct values, a silent topic none.
 
 Lifecycle
     ``open -> acknowledged -> resolved`` (``open -> resolved`` too). An incident resolves

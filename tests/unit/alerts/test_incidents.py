@@ -130,14 +130,17 @@ def _moved(metric: str, field: str, observed: float, expected: float,
 
 
 def test_a_distinct_count_that_follows_the_record_count_joins_the_flow_incident(engine):
-    # twice the traffic brings 1.6x the distinct emails: one flow incident; a country
-    # count 20x up in the same window is a category explosion of its own
+    # twice the traffic brings 1.6x the distinct emails and 2.1x the distinct ids (unique
+    # per record, give or take noise): one flow incident; a country count 20x up in the
+    # same window is a category explosion of its own
     outcome = run(engine, 0, [_moved("volume.records", "", 2000.0, 1000.0),
                               _moved("distribution.distinct_count", "email", 800.0, 500.0),
+                              _moved("distribution.distinct_count", "id", 2100.0, 1000.0),
                               _moved("distribution.distinct_count", "country", 120.0, 6.0)])
-    kinds = sorted(tuple(incident(engine, i)["details"]["kinds"]) for i in outcome.opened)
-    assert kinds == [("distribution",), ("distribution", "volume")]
-    assert outcome.alerts == 3
+    groups = sorted((tuple(incident(engine, i)["details"]["kinds"]),
+                     incident(engine, i)["alert_count"]) for i in outcome.opened)
+    assert groups == [(("distribution",), 1), (("distribution", "volume"), 3)]
+    assert outcome.alerts == 4
     # a silent topic: no records, fewer distinct values; a count moving the other way
     # is not the flow's
     quiet = run(engine, 0, [
