@@ -120,6 +120,8 @@ class TailCalibrator:
         self._sorted: list[float] = []
         self._fit: tuple[float, float, float, float] | None = None  # (u, k/n, beta, xi)
         self._stale = 0  # values added since the tail was last fitted
+        self._added = 0  # values added in all
+        self._marks: deque[int] = deque()  # ordinals (``_added``) of marked values kept
 
     # Kept as a packed array in saved state: 8 bytes a value instead of pickle's 9, and the
     # sorted copy is rebuilt on load.
@@ -135,17 +137,28 @@ class TailCalibrator:
         self.__dict__.update(state)
         self._fifo = deque(state["_fifo"])  # type: ignore[call-overload]
         self._sorted = sorted(self._fifo)
+        # states saved before marks: nothing in them is marked
+        self.__dict__.setdefault("_added", len(self._fifo))
+        self.__dict__.setdefault("_marks", deque())
 
     def __len__(self) -> int:
         return len(self._fifo)
 
-    def add(self, deviation: float) -> None:
+    def add(self, deviation: float, marked: bool = False) -> None:
+        """Add one deviation; a ``marked`` one counts like any other, but
+        :meth:`unmarked_deviation_at` leaves it out."""
         value = deviation if 0.0 <= deviation <= 1e30 else min(max(deviation, 0.0), 1e30)
         self._fifo.append(value)
         insort(self._sorted, value)
+        self._added += 1
+        if marked:
+            self._marks.append(self._added)
         if len(self._fifo) > self.size:
             old = self._fifo.popleft()
             del self._sorted[bisect_left(self._sorted, old)]
+            first_kept = self._added - len(self._fifo) + 1
+            while self._marks and self._marks[0] < first_kept:
+                self._marks.popleft()
         self._stale += 1
         # refitting the tail on every value buys nothing measurable; refitting at fixed
         # points (not when a score happens to ask) keeps scores independent of call order
@@ -156,7 +169,32 @@ class TailCalibrator:
     def clear(self) -> None:
         self._fifo.clear()
         self._sorted.clear()
+        self._marks.clear()
         self._fit = None
+
+    def unmarked_deviation_at(self, log_p: float) -> float:
+        """:meth:`deviation_at` of the history without its marked values.
+
+        >>> calibrator = TailCalibrator(size=100)
+        >>> for i in range(100):
+        ...     calibrator.add(0.0)
+        >>> for _ in range(10):
+        ...     calibrator.add(50.0, marked=True)
+        >>> calibrator.deviation_at(-9.0) > 50.0
+        True
+        >>> calibrator.unmarked_deviation_at(-9.0) == TailCalibrator(size=100).deviation_at(-9.0)
+        False
+        >>> calibrator.unmarked_deviation_at(-9.0) < 10.0
+        True
+        """
+        if not self._marks:
+            return self.deviation_at(log_p)
+        first = self._added - len(self._fifo) + 1
+        marked = {ordinal - first for ordinal in self._marks}
+        plain = TailCalibrator(self.size, self.tail, self.min_tail, self.min_count,
+                               self.shape_min, self.shape_max, self.scale_min, self.prior)
+        plain._sorted = sorted(v for i, v in enumerate(self._fifo) if i not in marked)
+        return plain.deviation_at(log_p)
 
     def _tail_fit(self) -> tuple[float, float, float, float]:
         """(threshold u, share of points above it, Pareto scale, Pareto shape)."""

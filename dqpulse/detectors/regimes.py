@@ -200,18 +200,21 @@ class RegimeAdoption:
         return max(0.0, (self.threshold - score) / (self.threshold - start))
 
     def _boundary(self, z: float) -> float:
+        """The point's alert boundary on ``z``'s side, as the history of normal windows
+        alone sets it (the bursts remembered by ``spike_memory`` left out: a boundary
+        that they raised would let the next burst in higher, and so on)."""
         if z > 0.0:
-            return self._up.deviation_at(THRESHOLD_LOG_P)
-        return -self._down.deviation_at(THRESHOLD_LOG_P)
+            return self._up.unmarked_deviation_at(THRESHOLD_LOG_P)
+        return -self._down.unmarked_deviation_at(THRESHOLD_LOG_P)
 
     def _calibrate(self, z: float, drift: bool = True, history: bool = True,
-                   seasonal_z: float | None = None) -> None:
+                   seasonal_z: float | None = None, remembered: bool = False) -> None:
         """Add ``z`` to the calibration history (``history``) and move the persistence EWMA
         (``drift``). A doubtful window (scoring above ``taper_from``) moves the EWMA, so a
         held change builds up there, but stays out of the history it is judged against."""
         if history:
-            self._up.add(max(z, 0.0))
-            self._down.add(max(-z, 0.0))
+            self._up.add(max(z, 0.0), marked=remembered)
+            self._down.add(max(-z, 0.0), marked=remembered)
         # the persistence EWMA follows normal windows only: an anomaly alerts by itself
         if drift and self.persistence > 0.0:
             ewma = self._drift(z if seasonal_z is None else seasonal_z)
@@ -254,7 +257,7 @@ class RegimeAdoption:
                 if bad:
                     bound = self.spike_memory * self._boundary(z)
                     self._calibrate(max(min(z, bound), -bound) if z > 0 else
-                                    max(z, bound), drift=False)
+                                    max(z, bound), drift=False, remembered=True)
         self._episode.clear()
         self._hold = False
 

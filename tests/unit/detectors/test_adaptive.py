@@ -369,6 +369,27 @@ def test_a_recurring_shift_held_for_windows_alerts_though_the_first_entered_the_
 
 
 
+def test_a_category_explosion_alerts_every_time_it_comes_back() -> None:
+    # a field's distinct count constant at 6, exploding to about 150 for 7 windows every
+    # two hours: each burst that ended entered the calibration (spike_memory) capped at 5x
+    # the boundary, and the cap was taken from a boundary the earlier bursts had raised, so
+    # it grew 5x per burst: the third explosion scored 0.84 and was learned, its first step
+    # became the series' resolution (28), and the fourth scored under 0.83 from end to end
+    detector = create("adaptive", **default_params_for("distribution.distinct_count"))
+    burst = [52.0, 182.0, 185.0, 183.0, 172.0, 171.0, 134.0]
+    small = [34.0, 97.0, 116.0, 106.0, 126.0, 91.0, 75.0]
+    starts = {300: burst, 420: burst, 540: small, 660: burst}
+    values = [6.0] * 800
+    for start, shape in starts.items():
+        values[start:start + len(shape)] = shape
+    scores = feed(detector, values)
+    for start, shape in starts.items():
+        assert min(scores[start:start + len(shape)]) >= 0.9, (start, scores[start:start + 7])
+    quiet = [s for i, s in enumerate(scores[100:], start=100)
+             if not any(a <= i < a + 10 for a in starts)]
+    assert max(quiet) < 0.9  # and the return to 6 is no drop
+
+
 def test_hourly_windows_are_forecast_by_their_own_hour() -> None:
     # Hourly windows stamped on the hour, a daily rise at 9: interpolating from the buckets'
     # middles, the profile forecast 09:00 halfway between the 08:00 and 09:00 buckets (50,
