@@ -87,6 +87,10 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         Multiple of the series' resolution (its smallest non-zero step between windows)
         that the scale never goes below: a quantised or constant series does not turn the
         smallest possible change into an infinite deviation.
+    unit
+        The smallest step the series can take when its kind says so (``1`` for a count of
+        distinct values), used as its resolution until a smaller step is learned. ``0``:
+        only the learned steps.
     adopt_after
         Windows of a persisting shift after which it becomes the new normal; ``None``
         never adopts.
@@ -186,6 +190,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     _unsaved = ("_cache", "_z_cache", "_memo")
     # Saved states from before the flag: their calibration is long past its first season.
     _season_found = True
+    unit = 0.0  # states saved before the param (the scorer sets the configured value)
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
                              "spike_memory", "hold", "hold_from", "daily_job_days",
                              "daily_job_seconds", "sustain_windows"})
@@ -200,6 +205,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         min_scale: float = 0.0,
         rel_scale: float = 0.01,
         resolution_floor: float = 1.0,
+        unit: float = 0.0,
         spread_floor: float = 0.05,
         adopt_after: int | None = 12,
         season_seconds: float = 3600.0,
@@ -246,6 +252,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self.min_scale = min_scale
         self.rel_scale = rel_scale
         self.resolution_floor = resolution_floor
+        self.unit = unit
         self.spread_floor = spread_floor
         self.adopt_after = adopt_after
         self.season_seconds = season_seconds
@@ -357,7 +364,9 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         # floors: absolute, relative, counting noise, the series' resolution, and a few
         # percent of how much the series moves at all (a smooth curve's smallest step is no
         # resolution, and a deterministic series has no noise to standardise by)
-        resolution = self._resolution if self._resolution < math.inf else 0.0
+        resolution = min(self._resolution, self.unit) if self.unit > 0.0 else self._resolution
+        if resolution == math.inf:
+            resolution = 0.0
         return max(MEAN_ABS_TO_SIGMA * noise, self.min_scale, self.rel_scale * abs(forecast),
                    self.count_noise * math.sqrt(max(forecast, 1.0)),
                    self.resolution_floor * resolution,

@@ -323,12 +323,13 @@ def test_a_young_series_first_windows_do_not_hide_its_next_break(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # integer counts about 20: the second window's z is standardised by the floors alone
     # (no residual seen yet) and can be 10; in the calibration, that made a 5x category
-    # explosion 60 windows later score under 0.9 in some of these series
+    # explosion 60 windows later score under 0.9 in some of these series. (A series whose
+    # unit is unknown: a distinct count's unit of 1 alone keeps that z small.)
     def explosion_scores() -> list[float]:
         scores = []
         for seed in range(20):
             rng = random.Random(seed)
-            detector = create("adaptive", **default_params_for("distribution.distinct_count"))
+            detector = create("adaptive", lower=0.0)
             feed(detector, [float(round(rng.gauss(20.0, 1.5))) for _ in range(60)])
             scores.append(detector.score_one({"value": 100.0, "t": 60 * STEP}))
         return scores
@@ -369,13 +370,13 @@ def test_a_recurring_shift_held_for_windows_alerts_though_the_first_entered_the_
 
 
 
-def test_a_category_explosion_alerts_every_time_it_comes_back() -> None:
-    # a field's distinct count constant at 6, exploding to about 150 for 7 windows every
-    # two hours: each burst that ended entered the calibration (spike_memory) capped at 5x
-    # the boundary, and the cap was taken from a boundary the earlier bursts had raised, so
-    # it grew 5x per burst: the third explosion scored 0.84 and was learned, its first step
-    # became the series' resolution (28), and the fourth scored under 0.83 from end to end
-    detector = create("adaptive", **default_params_for("distribution.distinct_count"))
+def test_a_remembered_burst_does_not_raise_the_cap_of_the_next() -> None:
+    # a series constant at 6, bursting to about 150 for 7 windows every two hours: each
+    # burst that ended entered the calibration (spike_memory) capped at 5x the boundary,
+    # and the cap was taken from a boundary the earlier bursts had raised, so it grew 5x
+    # per burst: the third burst scored 0.84 and was learned, its first step became the
+    # series' resolution (28), and the fourth scored under 0.83 from end to end
+    detector = create("adaptive", lower=0.0)  # spike_memory 5, no unit
     burst = [52.0, 182.0, 185.0, 183.0, 172.0, 171.0, 134.0]
     small = [34.0, 97.0, 116.0, 106.0, 126.0, 91.0, 75.0]
     starts = {300: burst, 420: burst, 540: small, 660: burst}
@@ -388,6 +389,22 @@ def test_a_category_explosion_alerts_every_time_it_comes_back() -> None:
     quiet = [s for i, s in enumerate(scores[100:], start=100)
              if not any(a <= i < a + 10 for a in starts)]
     assert max(quiet) < 0.9  # and the return to 6 is no drop
+
+
+def test_a_distinct_count_moves_by_whole_values() -> None:
+    # a flag field with its 2 values in every window, then a window without a single
+    # flagged record (3 % of 180 records: once in about 230 windows): one value less is one
+    # unit off, not 50 scales of 1 % of 2; an explosion of a 6-value field still alerts on
+    # each of its windows, and the return to 6 is quiet
+    def scores(params: dict[str, float], normal: float, change: list[float]) -> list[float]:
+        detector = create("adaptive", **params)
+        return feed(detector, [normal] * 300 + change + [normal] * 20)[300:]
+
+    defaults = default_params_for("distribution.distinct_count")
+    assert scores(defaults, 2.0, [1.0])[0] < 0.9
+    assert scores({**defaults, "unit": 0.0}, 2.0, [1.0])[0] >= 0.9  # as before the unit
+    explosion = scores(defaults, 6.0, [52.0, 182.0, 185.0, 134.0])
+    assert min(explosion[:4]) >= 0.9 and max(explosion[4:]) < 0.9, explosion
 
 
 def test_hourly_windows_are_forecast_by_their_own_hour() -> None:

@@ -41,7 +41,8 @@ def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
     assert default_params_for("distribution.psi") == {"side": "up", "lower": 0.0,
                                                       "min_scale": 0.005}
     assert default_params_for("distribution.mean") == {"min_scale": 1e-6}
-    assert default_params_for("distribution.distinct_count") == {"lower": 0.0}
+    assert default_params_for("distribution.distinct_count") == {
+        "lower": 0.0, "unit": 1.0, "spike_memory": 0.0}
     assert default_params_for("volume.bytes") == {"lower": 0.0, "count_noise": 1.0}
 
 
