@@ -105,14 +105,17 @@ _EVERY_BURST_PARAMS: dict[str, Any] = {"spike_memory": 0.0, "repeat_windows": 0,
 # A field's number of distinct values moves by whole values: one value more or less (a
 # country absent from a night window of a few dozen orders) is one unit of scale, not 17
 # scales of 1 % of 6. And every burst of new values is a defect, however often it recurs:
-# no burst enters the calibration (the repeat count still quiets a third one in a day).
-# On the incident benchmark (19 kept 5-minute runs, replayed) this caught the two category
-# explosions that were missed and removed 6 of 33 false episodes; on the 6 kept 1-minute
-# runs 2 of 13 fewer and one 3 a.m. drop missed (caught before only by a segment count
-# falling from 3 to 2). In the demo it ended the false drop alerts of the email
-# count after a traffic spike (docs/benchmarks.md, session 28).
+# none enters the calibration, and neither the repeat count nor the same time yesterday
+# quiets the next (the time-of-day memory and the daily profiles still learn a pattern
+# that recurs daily). On the incident benchmark, replaying the kept runs, this caught all
+# of their category explosions (three were missed: 5-minute seeds 223 and 421, 1-minute
+# 439) and removed 7 of 33 false episodes on the 5-minute runs and 2 of 13 on the
+# 1-minute ones; it missed one 3 a.m. drop, caught before only by a segment count falling
+# from 3 to 2. In the demo it ended the false drop alerts of the email count after a
+# traffic spike (docs/benchmarks.md, session 28).
 _CATEGORY_COUNT_METRICS = frozenset({"distribution.distinct_count"})
-_CATEGORY_COUNT_PARAMS: dict[str, Any] = {"unit": 1.0, "spike_memory": 0.0}
+_CATEGORY_COUNT_PARAMS: dict[str, Any] = {"unit": 1.0, "spike_memory": 0.0,
+                                          "repeat_windows": 0, "daily_repeat_seconds": 0.0}
 # Record counts: Poisson counting noise floors the scale, and no count is below 0.
 _COUNT_METRICS = frozenset({"volume.records", "volume.bytes", "volume.late_records",
                             "distribution.distinct_count"})

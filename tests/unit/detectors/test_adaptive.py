@@ -405,6 +405,20 @@ def test_a_distinct_count_moves_by_whole_values() -> None:
     assert scores({**defaults, "unit": 0.0}, 2.0, [1.0])[0] >= 0.9  # as before the unit
     explosion = scores(defaults, 6.0, [52.0, 182.0, 185.0, 134.0])
     assert min(explosion[:4]) >= 0.9 and max(explosion[4:]) < 0.9, explosion
+    # and every explosion alerts, however often it comes back: 4 in 6 hours, then the 5th
+    # the next day 20 minutes after the time of the 1st (the repeat count and the same
+    # time yesterday would hold the 3rd on under the threshold)
+    detector = create("adaptive", **defaults)
+    values = [6.0] * (864 + 288 + 60)  # three quiet days first: the daily profile is warm
+    starts = [864, 936, 1008, 1080, 864 + 288 + 4]
+    for start in starts:
+        values[start:start + 4] = [52.0, 182.0, 185.0, 134.0]
+    seen = feed(detector, values)
+    assert all(min(seen[a:a + 4]) >= 0.9 for a in starts), [seen[a:a + 4] for a in starts]
+    repeated = create("adaptive", **{**defaults, "repeat_windows": 288,
+                                     "daily_repeat_seconds": 900.0})
+    held = feed(repeated, values)
+    assert min(held[1008:1012]) < 0.9 and min(held[1156:1160]) < 0.9  # the repeat rules
 
 
 def test_hourly_windows_are_forecast_by_their_own_hour() -> None:

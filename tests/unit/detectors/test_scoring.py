@@ -42,7 +42,8 @@ def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
                                                       "min_scale": 0.005}
     assert default_params_for("distribution.mean") == {"min_scale": 1e-6}
     assert default_params_for("distribution.distinct_count") == {
-        "lower": 0.0, "unit": 1.0, "spike_memory": 0.0}
+        "lower": 0.0, "unit": 1.0, "spike_memory": 0.0, "repeat_windows": 0,
+        "daily_repeat_seconds": 0.0}
     assert default_params_for("volume.bytes") == {"lower": 0.0, "count_noise": 1.0}
 
 
