@@ -131,15 +131,21 @@ class TailCalibrator:
         # which every dqpulse version reads
         state["_fifo"] = array("d", struct.pack(f"{len(self._fifo)}d", *self._fifo))
         state["_sorted"] = None
+        # marks are rare (a remembered burst, for 256 windows): without any, the state
+        # carries neither them nor the count they are numbered by (a load renumbers)
+        if self._marks:
+            state["_marks"] = tuple(self._marks)
+        else:
+            del state["_marks"], state["_added"]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._fifo = deque(state["_fifo"])  # type: ignore[call-overload]
         self._sorted = sorted(self._fifo)
-        # states saved before marks: nothing in them is marked
+        # states saved without marks (or before them): nothing in them is marked
         self.__dict__.setdefault("_added", len(self._fifo))
-        self.__dict__.setdefault("_marks", deque())
+        self._marks = deque(state.get("_marks", ()))  # type: ignore[call-overload]
 
     def __len__(self) -> int:
         return len(self._fifo)
