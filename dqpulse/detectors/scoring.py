@@ -186,7 +186,7 @@ def default_params_for(metric: str) -> dict[str, Any]:
     if (metric in _COUNT_METRICS or metric.startswith("freshness.")
             or metric in _DRIFT_METRICS):
         params["lower"] = 0.0
-    if metric in _COUNT_METRICS and metric != "distribution.distinct_count":
+    if metric in _COUNT_METRICS and metric not in _CATEGORY_COUNT_METRICS:
         params["count_noise"] = 1.0
     if metric in _CATEGORY_COUNT_METRICS:
         params.update(_CATEGORY_COUNT_PARAMS)
