@@ -24,9 +24,11 @@ from array import array
 from bisect import bisect_left, insort
 from collections import deque
 
+import numpy as np
+
 from dqpulse.detectors.base import DEFAULT_THRESHOLD
 
-__all__ = ["SCORE_EXPONENT", "TailCalibrator", "log_p_to_score", "score_to_log_p"]
+__all__ = ["SCORE_EXPONENT", "FoldedPair", "TailCalibrator", "log_p_to_score", "score_to_log_p"]
 
 #: ``score = 1 - p ** (1 / SCORE_EXPONENT)``
 SCORE_EXPONENT = 4.0
@@ -126,11 +128,17 @@ class TailCalibrator:
     # Kept as a packed array in saved state: 8 bytes a value instead of pickle's 9, and the
     # sorted copy is rebuilt on load.
     def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
+        state = self._fields()
         # packed by struct: 3x as fast as array("d", deque); still an array in the state,
         # which every dqpulse version reads
         state["_fifo"] = array("d", struct.pack(f"{len(self._fifo)}d", *self._fifo))
         state["_sorted"] = None
+        return state
+
+    def _fields(self) -> dict[str, object]:
+        """The saved state without the history."""
+        state = dict(self.__dict__)
+        del state["_fifo"], state["_sorted"]
         # marks are rare (a remembered burst, for 256 windows): without any, the state
         # carries neither them nor the count they are numbered by (a load renumbers)
         if self._marks:
@@ -248,3 +256,58 @@ class TailCalibrator:
             index = min(max(int(math.ceil(n + 1 - math.exp(log_p) * (n + 1))), 0), n - 1)
             return float(self._sorted[index])
         return u + beta * math.expm1(-shape * (log_p - math.log(share))) / shape
+
+
+class FoldedPair:
+    """The saved form of two calibrators that learn the two sides of one signed deviation.
+
+    A detector calibrates ``z > 0`` and ``z < 0`` apart: one calibrator learns
+    ``max(z, 0)`` and the other ``max(-z, 0)`` of every window, so at each place of their
+    histories at least one of them holds a zero. Their histories fold into one signed
+    history (``up - down``) and unfold exactly (``max(s, 0)``, ``max(-s, 0)``, signed
+    zeros included): a state carries 256 values instead of 512, about 2 KB less per
+    pair. The rest of each calibrator (its parameters, fit and marks) is kept as it is.
+
+    >>> up, down = TailCalibrator(size=4), TailCalibrator(size=4)
+    >>> for z in (1.5, -2.0, 0.0, 3.0, -0.5):
+    ...     up.add(max(z, 0.0)); down.add(max(-z, 0.0))
+    >>> folded = FoldedPair.fold(up, down)
+    >>> list(folded.signed)
+    [-2.0, 0.0, 3.0, -0.5]
+    >>> again_up, again_down = folded.unfold()
+    >>> list(again_up._fifo), list(again_down._fifo)
+    ([0.0, 0.0, 3.0, 0.0], [2.0, -0.0, 0.0, 0.5])
+    >>> FoldedPair.fold(up, up) is None  # histories that are not two sides do not fold
+    True
+    """
+
+    def __init__(self, signed: array[float], up: dict[str, object],
+                 down: dict[str, object]) -> None:
+        self.signed = signed
+        self.up = up
+        self.down = down
+
+    @classmethod
+    def fold(cls, up: TailCalibrator, down: TailCalibrator) -> FoldedPair | None:
+        """The pair folded, or None when their histories are not two sides of one
+        (different lengths, a place where both are above 0, a negative or NaN value)."""
+        n = len(up._fifo)
+        if len(down._fifo) != n:
+            return None
+        ups = np.frombuffer(struct.pack(f"{n}d", *up._fifo))
+        downs = np.frombuffer(struct.pack(f"{n}d", *down._fifo))
+        if not ((ups >= 0.0).all() and (downs >= 0.0).all()) or ((ups > 0.0) & (downs > 0.0)).any():
+            return None
+        return cls(array("d", (ups - downs).tobytes()), up._fields(), down._fields())
+
+    def unfold(self) -> tuple[TailCalibrator, TailCalibrator]:
+        """The two calibrators, as they were folded: ``max(s, 0)`` and ``max(-s, 0)`` as
+        Python computes them (a zero keeps its sign)."""
+        signed = np.frombuffer(self.signed)
+        negated = -signed
+        up = TailCalibrator.__new__(TailCalibrator)
+        up.__setstate__({**self.up, "_fifo": np.where(signed < 0.0, 0.0, signed).tolist()})
+        down = TailCalibrator.__new__(TailCalibrator)
+        down.__setstate__({**self.down,
+                           "_fifo": np.where(negated < 0.0, 0.0, negated).tolist()})
+        return up, down

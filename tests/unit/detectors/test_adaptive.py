@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 
 import pytest
@@ -115,6 +116,75 @@ def test_state_is_small_and_round_trips() -> None:
     probe = {"value": 160.0, "t": 3000 * STEP}
     assert again.score_one(probe) == detector.score_one(probe)
     assert again.explain(probe) == detector.explain(probe)
+
+
+def spiky_daily(seed: int, days: int = 6) -> list[float]:
+    """A daily wave with bursts and drops in 3 % of its windows (what fills every part of
+    the state: remembered bursts, episodes, the record range, the daily repeat)."""
+    rng = random.Random(seed)
+    values = []
+    for i in range(288 * days):
+        value = 100.0 + 30.0 * math.sin(2.0 * math.pi * i / 288) + rng.gauss(0.0, 3.0)
+        values.append(value * rng.choice([5.0, 20.0, 0.1]) if rng.random() < 0.03 else value)
+    return values
+
+
+def test_a_state_stays_well_under_16_kib_at_every_window_of_a_spiky_series() -> None:
+    # the budget is per series at any time, not at the end of a run: on NAB the largest
+    # state came mid-series (16.7 KB before the side pairs were folded, 12.6 KB after)
+    for seed in range(2):
+        detector = create("adaptive", **default_params_for("distribution.mean"))
+        sizes = []
+        for i, value in enumerate(spiky_daily(seed)):
+            feed(detector, [value], start=i)  # type: ignore[arg-type]
+            if i % 25 == 0:
+                sizes.append(len(detector.to_bytes()))
+        assert max(sizes) < 14 * 1024, max(sizes)  # 16 KiB with 2 KiB to spare
+
+
+def test_side_pairs_save_folded_and_states_saved_unfolded_still_load(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dqpulse.detectors.base import UnsavedCaches
+    from dqpulse.detectors.calibration import FoldedPair
+
+    values = spiky_daily(5, days=4)
+    straight = create("adaptive", **default_params_for("distribution.mean"))
+    feed(straight, values[:800])  # type: ignore[arg-type]
+    folded = straight.to_bytes()
+    assert b"FoldedPair" in folded
+    with monkeypatch.context() as patch:  # the layout saved before the fold
+        patch.setattr(AdaptiveDetector, "__getstate__", UnsavedCaches.__getstate__)
+        unfolded = straight.to_bytes()
+    assert b"FoldedPair" not in unfolded
+    assert len(unfolded) - len(folded) > 3500  # two histories of 256 values fewer
+    for blob in (folded, unfolded):
+        again = Detector.from_bytes(blob)
+        for i, value in enumerate(values[800:1100], start=800):
+            x = {"value": value, "t": i * STEP}
+            assert again.score_one(x) == straight.score_one(x)
+            assert again.explain(x) == straight.explain(x)
+            again.learn_one(x)
+            straight.learn_one(x)
+        # the same state, part by part (whole pickles differ in which equal floats they
+        # share: a loaded state holds copies)
+        assert {key: pickle.dumps(value) for key, value in again.__getstate__().items()} \
+            == {key: pickle.dumps(value) for key, value in straight.__getstate__().items()}
+        straight = Detector.from_bytes(blob)  # the same start for the second layout
+    # two calibrators that are not the sides of one deviation are saved as they are
+    up, down = TailCalibrator(size=8), TailCalibrator(size=8)
+    for value in (1.0, 2.0, 3.0):
+        up.add(value)
+        down.add(value)
+    assert FoldedPair.fold(up, down) is None
+    detector = AdaptiveDetector()
+    feed(detector, [10.0, 11.0, 9.0] * 20)
+    detector._drift_down.add(5.0)  # one more value than its side: no longer a pair
+    state = detector.__getstate__()
+    assert isinstance(state["_up"], FoldedPair) and "_down" not in state
+    assert isinstance(state["_drift_down"], TailCalibrator)
+    again = Detector.from_bytes(detector.to_bytes())
+    assert list(again._drift_down._fifo) == list(detector._drift_down._fifo)
+    assert list(again._down._fifo) == list(detector._down._fifo)
 
 
 @pytest.mark.parametrize("name", ["adaptive", "seasonal"])
