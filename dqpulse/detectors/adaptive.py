@@ -153,6 +153,13 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         earlier today still alerts, a third time is how the series behaves. ``0`` off.
         So does one no more unusual than the same time yesterday (``daily_repeat_seconds``
         buckets; 0 off).
+    burst_runs
+        A window inside the range of the last ``record_windows`` reports just under the
+        threshold once the last ``repeat_windows`` scored at alert level in this many
+        separate runs before the current one: bursts that recur every hour, each a
+        little further out than the last as the series stays quiet between them (which
+        the repeat count, comparing scores, never holds). ``0`` off; off with the repeat
+        count.
     daily_job_days, daily_job_seconds
         A window that comes where each of the last ``daily_job_days`` days (at most 2)
         alerted within ``daily_job_seconds`` of this time of day, and whose value is inside
@@ -196,6 +203,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     _season_found = True
     unit = 0.0  # states saved before the param (the scorer sets the configured value)
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
+                             "burst_runs",
                              "spike_memory", "hold", "hold_from", "daily_job_days",
                              "daily_job_seconds", "sustain_windows"})
 
@@ -250,6 +258,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         repeat_windows: int = 288,
         repeat_count: int = 4,
         repeat_runs: int = 2,
+        burst_runs: int = 4,
         daily_repeat_seconds: float = 900.0,
         daily_job_days: int = 2,
         daily_job_seconds: float = 3600.0,
@@ -297,6 +306,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self.repeat_windows = repeat_windows
         self.repeat_count = repeat_count
         self.repeat_runs = repeat_runs
+        self.burst_runs = burst_runs
         self.daily_repeat_seconds = daily_repeat_seconds
         self.daily_job_days = daily_job_days
         self.daily_job_seconds = daily_job_seconds

@@ -87,10 +87,18 @@ class RepeatCounter:
         oldest = self.seen - self.windows
         return sum(1 for index, kept in self.recent if index >= oldest and kept >= score)
 
-    def runs(self, score: float, gap: int = 3) -> int:
+    def runs(self, score: float, gap: int = 3, ended: bool = False) -> int:
         """In how many separate runs the last ``windows`` windows scored at least as high
         as ``score``: windows at most ``gap`` apart (fewer than ``gap`` quiet windows between
-        them: one incident, which resolves after 3 healthy windows) are one run."""
+        them: one incident, which resolves after 3 healthy windows) are one run. With
+        ``ended``, a run that the next window would continue is not counted.
+
+        >>> repeats = RepeatCounter(windows=50, floor=0.5)
+        >>> for score in (0.95, 0.1, 0.1, 0.1, 0.1, 0.96, 0.97):
+        ...     repeats.add(score)
+        >>> repeats.runs(0.9), repeats.runs(0.9, ended=True)
+        (2, 1)
+        """
         oldest = self.seen - self.windows
         count, last = 0, None
         for index, kept in self.recent:
@@ -98,6 +106,8 @@ class RepeatCounter:
                 if last is None or index - last > gap:
                     count += 1
                 last = index
+        if ended and last is not None and self.seen - last <= gap:
+            count -= 1
         return count
 
     def add(self, score: float) -> None:

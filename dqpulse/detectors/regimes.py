@@ -80,6 +80,7 @@ class RegimeAdoption:
     report_share: float
     repeat_count: int
     repeat_runs: int = 1  # what states saved before it did
+    burst_runs: int = 0  # what states saved before it did: off
     _records: RecordRange | None
     _repeats: RepeatCounter | None
     _run_held = -1  # windows held up in the current alert run; -1: no run
@@ -116,13 +117,24 @@ class RegimeAdoption:
         if score >= self.threshold and self._run_held < 0 and not self._hold and (
                 (repeats is not None and repeats.as_high(score) >= self.repeat_count
                  and (self.repeat_runs <= 1 or repeats.runs(score) >= self.repeat_runs))
-                or self._daily_repeat(score, value, t)):
+                or self._daily_repeat(score, value, t) or self._burst_pattern(value)):
             capped = self.threshold - 1e-4
         reported = capped
         if (capped < self.threshold and 0 <= self._run_held < self.hold
                 and capped >= self.hold_from):
             reported = self.threshold
         return score, capped, reported
+
+    def _burst_pattern(self, value: float) -> bool:
+        """Whether the last ``repeat_windows`` alerted in at least ``burst_runs`` separate
+        runs and ``value`` is inside the range of the last ``record_windows`` (those bursts
+        included): bursts that come that often are how the series behaves, however far
+        out each one scores."""
+        repeats, records = self._repeats, self._records
+        if self.burst_runs <= 0 or repeats is None or records is None \
+                or records.seen < records.min_history or records.outside(value) != 0:
+            return False
+        return repeats.runs(self.threshold, ended=True) >= self.burst_runs
 
     def _beyond_range(self, value: float) -> bool:
         """Whether ``value`` is outside the range of the last ``record_windows``, on a side

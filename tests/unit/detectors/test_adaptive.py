@@ -237,7 +237,9 @@ def test_a_jump_that_recurs_at_the_same_time_every_day_stops_alerting() -> None:
 
     def first_alerts(fine_seconds: float, daily: float = 0.0
                      ) -> tuple[list[int], AdaptiveDetector, list[int]]:
-        detector = AdaptiveDetector(fine_seconds=fine_seconds, daily_repeat_seconds=daily)
+        # the burst rule off: this weighs the time-of-day memory and the daily repeat alone
+        detector = AdaptiveDetector(fine_seconds=fine_seconds, daily_repeat_seconds=daily,
+                                    burst_runs=0)
         scores = feed(detector, values)
         morning_steps = [day for day in range(10)
                          if max(scores[day * 288 + 9 * 12:day * 288 + 9 * 12 + 4]) >= 0.9]
@@ -569,3 +571,34 @@ def test_a_daily_step_that_alerted_on_a_new_series_first_day_does_not_on_its_sec
     # an opening step beyond every value the series has had still alerts
     _, before_opening = fed(288 + 108)
     assert before_opening.score_one({"value": 400.0, "t": (288 + 108) * STEP}) >= 0.9
+
+
+def test_bursts_that_come_every_hour_stop_alerting_after_the_fourth() -> None:
+    """A quiet series (40-110) that bursts to millions every 8-20 windows for hours (a
+    backup job on NAB's ec2_network_in_5abac7): each burst scores 0.99+, a little higher
+    than the last as the series stays quiet between them, so the repeat count (scores
+    as high) never holds one. After ``burst_runs`` separate alerts in ``repeat_windows``,
+    a burst no bigger than those seen is the pattern; a bigger one still alerts."""
+    rng = random.Random(12)
+    values = [rng.choice([42.0, 68.4, 86.4, 113.0]) for _ in range(600)]
+    bursts = []
+    for _ in range(10):
+        values += [rng.choice([42.0, 68.4]) for _ in range(rng.randint(8, 20))]
+        bursts.append(len(values))
+        values += [1.4e4, 5.2e6 * rng.uniform(0.99, 1.0), 9e3]
+    values += [rng.choice([42.0, 68.4]) for _ in range(30)]
+
+    def alerted(**params: object) -> list[bool]:
+        detector = create("adaptive", **{**default_params_for("distribution.mean"), **params})
+        scores = feed(detector, values)  # type: ignore[arg-type]
+        return [max(scores[at:at + 3]) >= 0.9 for at in bursts]
+
+    without = alerted(burst_runs=0)
+    assert sum(without) >= 8, without  # every one far out: the repeat count holds few
+    with_rule = alerted()
+    assert with_rule[:4] == [True] * 4, with_rule  # the first four are incidents
+    assert sum(with_rule[4:]) <= 1, with_rule
+    # a burst bigger than every one before still alerts
+    detector = create("adaptive", **default_params_for("distribution.mean"))
+    feed(detector, values)  # type: ignore[arg-type]
+    assert detector.score_one({"value": 5.0e7, "t": len(values) * STEP}) >= 0.9
