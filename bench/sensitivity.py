@@ -20,6 +20,7 @@ the eleven copies. Needs ``../shared/tools/series_eval.py`` and the corpus besid
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -53,13 +54,22 @@ COPIES: dict[str, Callable[[Path, Path], Path] | None] = {
 }
 
 
+@functools.cache
 def load_evaluator() -> Any:
+    """``series_eval.py``, loaded once per process."""
     spec = importlib.util.spec_from_file_location("series_eval", ps.EVAL)
     if spec is None or spec.loader is None:
         sys.exit(f"{ps.EVAL} not found: the shared evaluation tool sits beside the checkout")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def load_labels(corpus: str) -> dict[str, list[list[str]]]:
+    """A corpus' labelled windows, read once per process."""
+    labels: dict[str, list[list[str]]] = json.loads((Path(corpus) / "labels.json").read_text())
+    return labels
 
 
 def parse_value(text: str) -> Any:
@@ -92,7 +102,7 @@ def score_file(job: Job) -> tuple[str, str, dict[str, Any]]:
     """(setting, copy, ``series_eval``'s report) of one series scored with one setting."""
     label, copy, corpus, path, params, kind, threshold = job
     evaluator = load_evaluator()
-    labels = json.loads((Path(corpus) / "labels.json").read_text())
+    labels = load_labels(corpus)
     times, scores = [], []
     for stamp, _, score in detect_csv(path, None, kind, **params):
         times.append(evaluator.stamp(stamp))
