@@ -99,19 +99,30 @@ def early_peak(times: Sequence[float], scores: Sequence[float], window: Window,
                default=0.0)
 
 
+def probation(rows: int) -> int:
+    """Rows ``series_eval.py`` never scores: 15 % of a series, at most 750."""
+    return min(int(0.15 * rows), 750)
+
+
+def protected_spans(windows: Sequence[Window]) -> list[Window]:
+    """Each labelled window with the slack after it (one window length), sorted: where
+    ``series_eval.py`` counts no false alert."""
+    return sorted((a, b + (b - a)) for a, b in windows)
+
+
 def normal_scores(series: Series) -> list[float]:
     """Scores of the rows ``series_eval.py`` could count as false alerts: after the
-    probation (15 % of the rows, at most 750), outside every window and the slack after it."""
+    probation, outside every window and the slack after it."""
     n = len(series.times)
-    probation = min(int(0.15 * n), 750)
-    protected = sorted((a, b + (b - a)) for a, b in series.windows)
+    skipped = probation(n)
+    protected = protected_spans(series.windows)
     starts = [a for a, _ in protected]
 
     def inside(t: float) -> bool:
         i = bisect.bisect_right(starts, t) - 1
         return any(a <= t <= b for a, b in protected[max(0, i - 2):i + 1])
 
-    return [s for t, s in zip(series.times[probation:], series.scores[probation:], strict=True)
+    return [s for t, s in zip(series.times[skipped:], series.scores[skipped:], strict=True)
             if not inside(t)]
 
 
@@ -148,8 +159,8 @@ def ordinary_changes(series: Series, length: float,
     n = len(series.times)
     if n < 2 or length <= 0.0:
         return []
-    first = series.times[min(int(0.15 * n), 750, n - 1)]
-    protected = [(a, b + (b - a)) for a, b in series.windows]
+    first = series.times[min(probation(n), n - 1)]
+    protected = protected_spans(series.windows)
     out = []
     start = first + 2 * length
     while start + early * length <= series.times[-1]:
