@@ -503,6 +503,8 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         value, t = self._read(x)
         if value is None:
             return
+        if self._adopted is not None and self._maybe_undo(value, t):
+            self._mutations += 1  # the window's memo predates the undo
         z, scale, seasonal_z, log_p, evidence = self._window(value, t)
         self._mutations += 1
         score = log_p_to_score(log_p)

@@ -116,6 +116,11 @@ class Forecaster:
         """Move the whole forecast by ``delta`` (a level shift adopted as the new normal)."""
         raise NotImplementedError
 
+    def rescale(self, factor: float) -> None:
+        """Multiply the whole forecast by ``factor`` (a level shift of a positive series
+        adopted as the new normal: a daily profile keeps its shape)."""
+        raise NotImplementedError
+
 
 class LevelForecaster(Forecaster):
     """Exponentially weighted level: ``alpha`` 1.0 is the last normal value."""
@@ -135,6 +140,9 @@ class LevelForecaster(Forecaster):
 
     def shift(self, delta: float) -> None:
         self.level += delta
+
+    def rescale(self, factor: float) -> None:
+        self.level *= factor
 
 
 class SeasonalForecaster(UnsavedCaches, Forecaster):
@@ -226,4 +234,8 @@ class SeasonalForecaster(UnsavedCaches, Forecaster):
     def shift(self, delta: float) -> None:
         for i in range(self.n_buckets):
             self.mean[i] += delta
+
+    def rescale(self, factor: float) -> None:
+        for i in range(self.n_buckets):
+            self.mean[i] *= factor
 

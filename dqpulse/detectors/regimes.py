@@ -17,7 +17,19 @@ from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p
 from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
 
-__all__ = ["Episode", "RegimeAdoption"]
+__all__ = ["RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS", "Episode", "RegimeAdoption"]
+
+#: how long after an adoption the level before it may come back and undo it
+UNDO_SECONDS = 86400.0
+#: windows in a row back at the level before an adoption that undo it
+UNDO_WINDOWS = 3
+#: a held ratio moves the forecasters only when the windows spread around it by at most
+#: this share of their spread around the median difference: clearly better, not a tie (a
+#: level forecaster explains both equally, up to rounding)
+RATIO_BETTER = 0.9
+#: held ratios closer to 0 than this (or beyond its inverse) are moved by a difference: a
+#: near-silent level has no shape to keep
+_SILENT_RATIO = 0.02
 
 #: (window start, value, anomalous, z) of the windows of the current anomaly episode
 Episode = deque[tuple[float | None, float, bool, float]]
@@ -28,6 +40,7 @@ class RegimeAdoption:
     the forecasts and scales."""
 
     adopt_after: int | None
+    adoptions_undone = 0  # adoptions taken back because the old level came back
     spike_memory: float
     select_alpha: float
     n_learned: int
@@ -273,10 +286,69 @@ class RegimeAdoption:
         self._episode.clear()
         self._hold = False
 
+    #: the last adoption while it may still be undone: [window start, windows since, the
+    #: move of each forecaster (by ratio?, ratio or difference), its noise before, windows
+    #: back at the old level in a row]; ``None`` for none (and in states saved before it)
+    _adopted: list[Any] | None = None
+
+    def _maybe_undo(self, value: float, t: float | None) -> bool:
+        """Undo the last adoption that rescaled a profile when the level before it is back
+        (whether it did).
+
+        A day at half the traffic (a holiday) is held long enough to be adopted; the next
+        morning the series is back at the old level. The time-of-day memory explains those
+        windows, so they are no anomaly episode to adopt back, and the forecasters, moved
+        by half, learned their way back at their season step (weeks for an hour-of-week
+        profile) while their one-step errors grew to the size of the move: the series
+        alerted on nothing for weeks. So for a day after an adoption (or ``2 x
+        adopt_after`` windows without timestamps), ``UNDO_WINDOWS`` windows in a row at
+        least twice as close to the forecast before it as to the forecast after it move
+        every forecaster back by exactly what it moved and restore the errors it had.
+        Adoptions that only shifted forecasters by a difference stay (a level that jumped
+        and fell back is a new episode, as before)."""
+        adopted = self._adopted
+        if adopted is None:
+            return False
+        since, moves, noise, back = adopted[1] + 1, adopted[2], adopted[3], adopted[4]
+        if ((t is not None and adopted[0] is not None and t - adopted[0] > UNDO_SECONDS)
+                or (t is None and since > 2 * (self.adopt_after or 0))):
+            self._adopted = None
+            return False
+        adopted[1] = since
+        chosen = self._choose(t)
+        if chosen is None:
+            return False
+        index, forecast = chosen
+        forecast = self._clip(forecast)
+        by_ratio, amount = moves[index]
+        before = forecast / amount if by_ratio else forecast - amount
+        back = back + 1 if 2.0 * abs(value - before) < abs(value - forecast) else 0
+        adopted[4] = back
+        if back < UNDO_WINDOWS:
+            return False
+        for forecaster, (by_ratio, amount) in zip(self._forecasters, moves, strict=True):
+            _move(forecaster, by_ratio, 1.0 / amount if by_ratio else -amount)
+        self._noise[:] = noise
+        self._episode.clear()
+        self._adopted = None
+        self._version += 1
+        self.adoptions_undone += 1
+        return True
+
     def _maybe_adopt(self) -> None:
         """Adopt a shift held for ``adopt_after`` windows (at least half of them anomalous):
-        each forecaster moves by its own median residual over them, and its scale grows to
-        their spread around it."""
+        each forecaster moves to the held level, and its scale grows to the windows' spread
+        around it.
+
+        A forecaster moves by the median ratio of value to forecast when the series is
+        positive (every value of the windows at least 0, every forecast above 0) and the
+        windows spread clearly less around the ratio than around the median difference
+        (``RATIO_BETTER``): a daily profile scaled keeps its shape. Moved by the
+        difference instead, a day at half the traffic shifted the night hours of a daily
+        profile below zero and blew its error up, and the series alerted on nothing for
+        weeks. Otherwise (a level forecaster, a flat level that jumped, a series that goes
+        negative, a ratio near silence) it moves by the median difference, as before. An
+        adoption that rescaled a profile may be undone for a day (:meth:`_maybe_undo`)."""
         if self.adopt_after is None or self._hold:
             return
         recent = list(self._episode)[-self.adopt_after:]
@@ -285,21 +357,24 @@ class RegimeAdoption:
         if sum(1 for _, _, bad, _ in recent if bad) * 2 < len(recent):
             return
         self._settle(recent)
-        chosen_delta: float | None = None
+        chosen: tuple[bool, float] | None = None  # (a ratio?, its ratio or difference)
+        noise_before = list(self._noise)
+        moves: list[tuple[bool, float]] = []
         for index, forecaster in enumerate(self._forecasters):
-            residuals = sorted(value - self._clip(forecast) for t, value, *_ in recent
-                               if (forecast := forecaster.predict(t)) is not None)
-            if not residuals:
+            pairs = [(value, self._clip(forecast)) for t, value, *_ in recent
+                     if (forecast := forecaster.predict(t)) is not None]
+            if not pairs:
                 # a profile still warming up moves with the level that did forecast, so it
                 # does not come alive with the old level in half of its buckets
-                if chosen_delta is not None:
-                    forecaster.shift(chosen_delta)
+                moves.append(chosen if chosen is not None else (False, 0.0))
+                if chosen is not None:
+                    _move(forecaster, *chosen)
                 continue
-            delta = residuals[len(residuals) // 2]
-            if chosen_delta is None:
-                chosen_delta = delta
-            spread = sorted(abs(r - delta) for r in residuals)[len(residuals) // 2]
-            forecaster.shift(delta)
+            move, spread = _held_move(pairs)
+            if chosen is None:
+                chosen = move
+            _move(forecaster, *move)
+            moves.append(move)
             # the new spread as a mean absolute error (for Gaussian noise MAD ~ 0.85 of it)
             self._noise[index] = max(self._noise[index], spread * 1.18)
         for t, value, *_ in recent:
@@ -307,6 +382,8 @@ class RegimeAdoption:
                 forecaster.learn(t, value)
         self._last_value = recent[-1][1]
         self._episode.clear()
+        if any(by_ratio for by_ratio, _ in moves):
+            self._adopted = [recent[-1][0], 0, moves, noise_before, 0]
         self._version += 1
         self.n_learned += len(recent)
 
@@ -346,3 +423,53 @@ class RegimeAdoption:
     def _forget(self, value: float, t: float | None) -> bool:
         return False  # exponentially weighted state: a learned window cannot be taken back
 
+
+
+def _median(values: list[float]) -> float:
+    """The upper median (the middle of an odd count), as adoption has always taken it."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _held_ratio(pairs: list[tuple[float, float]]) -> float | None:
+    """The median ratio of value to forecast over (value, forecast) pairs of a positive
+    series; ``None`` when a value is negative, a forecast not positive, or the ratio near
+    silence or beyond its inverse."""
+    if not all(value >= 0.0 and forecast > 0.0 for value, forecast in pairs):
+        return None
+    ratio = math.exp(_median([math.log(max(value / forecast, _SILENT_RATIO))
+                              for value, forecast in pairs]))
+    if ratio <= _SILENT_RATIO * (1.0 + 1e-9) or ratio >= 1.0 / _SILENT_RATIO:
+        return None
+    return ratio
+
+
+def _spread(residuals: list[float]) -> float:
+    """Median absolute deviation of ``residuals`` from their median."""
+    centre = _median(residuals)
+    return _median([abs(r - centre) for r in residuals])
+
+
+def _held_move(pairs: list[tuple[float, float]]) -> tuple[tuple[bool, float], float]:
+    """((by ratio?, ratio or difference), spread of the windows around it) of the move
+    that explains held (value, forecast) pairs best: the median ratio when the series is
+    positive and the windows spread less around it than around the median difference (a
+    daily profile scaled, a holiday at half the traffic), else the median difference (a
+    flat level that jumped: scaled, its small wiggles would grow with the ratio)."""
+    delta = _median([value - forecast for value, forecast in pairs])
+    by_difference = _spread([value - forecast - delta for value, forecast in pairs])
+    ratio = _held_ratio(pairs)
+    if ratio is not None:
+        by_ratio = _spread([value - forecast * ratio for value, forecast in pairs])
+        if by_ratio < RATIO_BETTER * by_difference:
+            return (True, ratio), by_ratio
+    return (False, delta), by_difference
+
+
+
+def _move(forecaster: Forecaster, by_ratio: bool, amount: float) -> None:
+    """Rescale ``forecaster`` by a ratio, or shift it by a difference."""
+    if by_ratio:
+        forecaster.rescale(amount)
+    else:
+        forecaster.shift(amount)
