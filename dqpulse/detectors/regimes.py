@@ -16,6 +16,8 @@ from dqpulse.detectors.base import Verdict
 from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p_to_score
 from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
+from dqpulse.detectors.seasonal_regimes import SILENT_RATIO
+from dqpulse.detectors.seasonal_regimes import upper_median as _median
 
 __all__ = ["RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS", "Episode", "RegimeAdoption"]
 
@@ -27,9 +29,6 @@ UNDO_WINDOWS = 3
 #: this share of their spread around the median difference: clearly better, not a tie (a
 #: level forecaster explains both equally, up to rounding)
 RATIO_BETTER = 0.9
-#: held ratios closer to 0 than this (or beyond its inverse) are moved by a difference: a
-#: near-silent level has no shape to keep
-_SILENT_RATIO = 0.02
 
 #: (window start, value, anomalous, z) of the windows of the current anomaly episode
 Episode = deque[tuple[float | None, float, bool, float]]
@@ -425,21 +424,16 @@ class RegimeAdoption:
 
 
 
-def _median(values: list[float]) -> float:
-    """The upper median (the middle of an odd count), as adoption has always taken it."""
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 def _held_ratio(pairs: list[tuple[float, float]]) -> float | None:
     """The median ratio of value to forecast over (value, forecast) pairs of a positive
     series; ``None`` when a value is negative, a forecast not positive, or the ratio near
-    silence or beyond its inverse."""
+    silence (``SILENT_RATIO``, as the seasonal detector's) or beyond its inverse: a
+    near-silent level has no shape to keep."""
     if not all(value >= 0.0 and forecast > 0.0 for value, forecast in pairs):
         return None
-    ratio = math.exp(_median([math.log(max(value / forecast, _SILENT_RATIO))
+    ratio = math.exp(_median([math.log(max(value / forecast, SILENT_RATIO))
                               for value, forecast in pairs]))
-    if ratio <= _SILENT_RATIO * (1.0 + 1e-9) or ratio >= 1.0 / _SILENT_RATIO:
+    if ratio <= SILENT_RATIO * (1.0 + 1e-9) or ratio >= 1.0 / SILENT_RATIO:
         return None
     return ratio
 

@@ -3,7 +3,8 @@
 A mixin of :class:`dqpulse.detectors.seasonal.SeasonalDetector`, kept apart so that the
 detector's module holds the season profiles and scoring and this one the episode
 bookkeeping. The adaptive detector has its own (:mod:`dqpulse.detectors.regimes`): its
-forecasters shift by a residual, the seasonal profiles here are rescaled by a ratio.
+forecasters move by a residual or, where that fits a season profile clearly better, by a
+ratio; the seasonal profiles here are rescaled by a ratio whenever the series is positive.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import math
 from collections import deque
 from typing import Any
 
-__all__ = ["SeasonalAdoption"]
+__all__ = ["SILENT_RATIO", "SeasonalAdoption", "upper_median"]
 
 #: windows of the current anomaly episode: (window start, value, expected, anomalous or held)
 _EpisodePoint = tuple[float | None, float, float, bool]
 # normal windows in a row that end an anomaly episode
 _EPISODE_END = 3
-# a window whose value is below this share of the expected one is a near-silence: a dead
-# source is left to the silence and freshness rules, never adopted as a normal level
-_SILENT_RATIO = 0.02
+#: a window whose value is below this share of the expected one is a near-silence: a dead
+#: source is left to the silence and freshness rules, never adopted as a normal level
+SILENT_RATIO = 0.02
 # the most the held ratio may move between the first and second half of the windows, as a
 # share of the shift itself, for them to count as one new level
 _DRIFT_SHARE = 0.25
@@ -107,15 +108,16 @@ class SeasonalAdoption:
         if len({value > expected for _, value, expected, _ in recent}) > 1:
             return False  # above and below: no one level explains it
         if all(value >= 0.0 and expected > 0.0 for _, value, expected, _ in recent):
-            logs = [math.log(max(value / expected, _SILENT_RATIO))
+            logs = [math.log(max(value / expected, SILENT_RATIO))
                     for _, value, expected, _ in recent]
-            shift = _median(logs)
-            if shift <= math.log(_SILENT_RATIO) + 1e-9:
+            shift = upper_median(logs)
+            if shift <= math.log(SILENT_RATIO) + 1e-9:
                 return False
             # a level shift is one ratio held; a daily pattern moved by hours is a ratio
             # that drifts window by window: its two halves differ by much of the shift
             half = len(logs) // 2
-            if abs(_median(logs[half:]) - _median(logs[:half])) > _DRIFT_SHARE * abs(shift):
+            drift = upper_median(logs[half:]) - upper_median(logs[:half])
+            if abs(drift) > _DRIFT_SHARE * abs(shift):
                 return False
             if self._undo == 1.0:
                 self._undo_empty = self._episode_empty
@@ -236,6 +238,7 @@ class SeasonalAdoption:
             self._hold = True
 
 
-def _median(values: list[float]) -> float:
+def upper_median(values: list[float]) -> float:
+    """The upper median (the middle of an odd count), as adoption has always taken it."""
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
