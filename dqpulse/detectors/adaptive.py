@@ -123,11 +123,12 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         ``0`` keeps every burst out of the calibration.
     held_noise_from, held_noise_weight
         While a season profile forecasts and the persistence EWMA (against that profile)
-        holds at ``held_noise_from`` or beyond, a window's residual on the same side
-        teaches the scale with ``held_noise_weight`` of its weight: a whole day above or
-        below the profile (a holiday, a storm) is a day unlike the others, not noise, and
-        must not widen the band within hours until the day no longer stands out. The
-        forecasts and the calibration learn it as usual. ``held_noise_weight`` ``1.0``: off.
+        has held at ``held_noise_from`` or beyond, on one side, for at least a season
+        bucket (``season_seconds``), a window's residual on that side teaches the scale
+        with ``held_noise_weight`` of its weight: a whole day above or below the profile
+        (a holiday, a storm) is a day unlike the others, not noise, and must not widen
+        the band within hours until the day no longer stands out. The forecasts and the
+        calibration learn it as usual. ``held_noise_weight`` ``1.0``: off.
     taper_from
         Windows scoring between this and the threshold are learned with a step falling
         linearly to 0 at the threshold: a change held just under the threshold does not
@@ -211,6 +212,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     unit = 0.0  # states saved before the param (the scorer sets the configured value)
     held_noise_from = 1.0  # states saved before these two params: the defaults
     held_noise_weight = 0.25
+    _held_since: tuple[float, float] | None = None  # (side, t) the EWMA began to hold
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
                              "burst_runs",
                              "spike_memory", "hold", "hold_from", "daily_job_days",
@@ -557,11 +559,22 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         residual that keeps the side of the ones before it is a shift in the making;
         judged against the noise of the days before, such a day alerts. Level forecasters
         are left alone: they follow a shift within a few windows themselves (the weight
-        there cost NAB's AWS series false alerts). """
-        if self.held_noise_weight >= 1.0 or self.persistence <= 0.0:
+        there cost NAB's AWS series false alerts). The side must have held for a season
+        bucket (an hour): at 5-minute windows the hourly profile's misfit within an hour
+        holds a side for several windows on ordinary days, and damping those left the
+        scale small (a permanent 30 % drop on a 5-minute taxi series: 22 false episodes
+        in the 19 days around it over 8 seeds, 6 without the weight, 9 with the hour)."""
+        if self.held_noise_weight >= 1.0 or self.persistence <= 0.0 or t is None:
             return weight
         held = self._drift(seasonal_z)
         if abs(held) < self.held_noise_from or held * z <= 0.0:
+            self._held_since = None  # a window on the other side starts the hour again
+            return weight
+        side = 1.0 if held > 0.0 else -1.0
+        since = self._held_since
+        if since is None or since[0] != side:
+            self._held_since = since = (side, t)
+        if t - since[1] < self.season_seconds:
             return weight
         chosen = self._choose(t)
         if chosen is None or not isinstance(self._forecasters[chosen[0]], SeasonalForecaster):

@@ -651,45 +651,47 @@ def test_a_day_of_low_traffic_is_taken_back_and_a_later_one_alerts() -> None:
         assert sum(score >= 0.9 for score in normal_scores) <= 2, seed
 
 
-def test_a_whole_day_above_the_profile_alerts_before_it_widens_the_band() -> None:
-    # A Saturday at 1.45x the traffic from midnight on (a storm; the weekday level, which
-    # the time-of-day memory knows, is 1.25x a Saturday's): 2-3 scales above the profile
-    # at night, where each window used to teach the scale at full weight, so by the
-    # evening peak the band was several times as wide and the day scored 0.65-0.86 on
-    # these seeds. Residuals that keep the side of a held persistence EWMA now teach the
-    # scale at a quarter weight (``held_noise_weight``; 1.0 is the old behaviour).
-    def storm_day(seed: int, **params: float) -> tuple[float, int, float]:
+def test_a_whole_day_off_the_profile_alerts_before_it_widens_the_band() -> None:
+    # Three special days (a holiday at 60 %, a storm at 1.4x, a day at 65 %; all
+    # weekdays), each from midnight on: 2-3 scales off the profile at night, where each
+    # window used to teach the scale at full weight, so by the daytime peaks the band
+    # had widened until the day no longer stood out, and the more so after earlier
+    # special days (4 of these 12 days scored 0.69-0.89). A residual on the side where
+    # the persistence EWMA has held for an hour now teaches the scale at a quarter
+    # weight (``held_noise_weight``; 1.0 is the old behaviour).
+    special = {40: 0.6, 61: 1.4, 85: 0.65}
+
+    def run(seed: int, **params: float) -> tuple[list[float], int, float]:
         rng = random.Random(seed)
         detector = AdaptiveDetector(**params)
-        storm, step = 44, 1800.0  # day 0 is a Thursday: day 44 is a Saturday
-        storm_scores, false_alerts = [], 0
+        best = dict.fromkeys(special, 0.0)
+        false_alerts = 0
         scale_before = scale_after = 0.0
-        for i in range(48 * (storm + 1)):
-            t = i * step
+        for i in range(48 * 86):
+            t = i * 1800.0
             day = i // 48
-            x = {"value": _taxi(t, rng, 1.45 if day == storm else 1.0), "t": t}
+            x = {"value": _taxi(t, rng, special.get(day, 1.0)), "t": t}
             score = detector.score_one(x)
-            if day == storm:
-                storm_scores.append(score)
-            elif day >= 30:
+            if day in special:
+                best[day] = max(best[day], score)
+            elif day >= 30 and day - 1 not in special:
                 false_alerts += score >= 0.9
-            if i == 48 * storm:
+            if i == 48 * 61:
                 scale_before = detector._z(x["value"], t)[2]
             detector.learn_one(x)
-            if i == 48 * storm + 12:  # 06:00 on the storm day
+            if i == 48 * 61 + 12:  # 06:00 on the storm day
                 scale_after = detector._z(x["value"], t)[2]
-        return max(storm_scores), false_alerts, scale_after / scale_before
+        return list(best.values()), false_alerts, scale_after / scale_before
 
     caught = caught_before = 0
     for seed in range(4):
-        best, false_alerts, widened = storm_day(seed)
-        best_before, _, widened_before = storm_day(seed, held_noise_weight=1.0)
+        best, false_alerts, widened = run(seed)
+        best_before, _, widened_before = run(seed, held_noise_weight=1.0)
         assert false_alerts <= 2, seed
         assert widened < widened_before, (seed, widened, widened_before)
-        assert best > best_before, (seed, best, best_before)
-        caught += best >= 0.9
-        caught_before += best_before >= 0.9
-    assert caught >= 3 and caught_before <= 1, (caught, caught_before)
+        caught += sum(score >= 0.9 for score in best)
+        caught_before += sum(score >= 0.9 for score in best_before)
+    assert caught >= 11 and caught_before <= 9, (caught, caught_before)
 
 
 def test_a_held_shift_moves_a_profile_by_its_ratio_and_a_level_by_its_difference() -> None:
