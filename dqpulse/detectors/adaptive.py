@@ -550,7 +550,8 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     def _noise_weight(self, weight: float, z: float, seasonal_z: float,
                       t: float | None) -> float:
         """The weight a window teaches the scale with: ``held_noise_weight`` of ``weight``
-        when a season profile forecasts it and the persistence EWMA holds on its side.
+        when a season profile forecasts it and the persistence EWMA has held on its side
+        for a season bucket.
 
         The 5 % noise of a series of trips per half hour set a scale of 650 trips at night;
         a day at 1.46 of the traffic (a storm) was 2.7 scales above it at midnight, scored
