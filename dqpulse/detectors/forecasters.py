@@ -200,11 +200,14 @@ class SeasonalForecaster(UnsavedCaches, Forecaster):
             return float(self.mean[bucket])
         return (1.0 - weight) * self.mean[bucket] + weight * self.mean[neighbour]
 
-    def closer_residual(self, residual: float, value: float, t: float | None) -> float:
+    def closer_residual(self, residual: float, value: float, t: float | None,
+                        offset: float = 0.0) -> float:
         """``residual`` shrunk to the value's distance from this profile's forecast when
         that is closer (same sign): used as a memory of the last days at this time of day,
         anomalies included, a jump that recurs daily is explained by it."""
         remembered = self.predict(t)
+        if remembered is not None:
+            remembered += offset
         if remembered is None or abs(value - remembered) >= abs(residual):
             return residual
         return math.copysign(abs(value - remembered), residual)

@@ -686,12 +686,49 @@ def test_a_whole_day_off_the_profile_alerts_before_it_widens_the_band() -> None:
     caught = caught_before = 0
     for seed in range(4):
         best, false_alerts, widened = run(seed)
-        best_before, _, widened_before = run(seed, held_noise_weight=1.0)
+        # session 32's behaviour: no held-noise weight, no weekly move of the memory
+        best_before, _, widened_before = run(seed, held_noise_weight=1.0, weekly_memory=0.0)
         assert false_alerts <= 2, seed
         assert widened < widened_before, (seed, widened, widened_before)
         caught += sum(score >= 0.9 for score in best)
         caught_before += sum(score >= 0.9 for score in best_before)
     assert caught >= 11 and caught_before <= 9, (caught, caught_before)
+
+
+def test_a_weekend_day_at_a_weekday_level_is_not_explained_by_the_weekdays_memory() -> None:
+    # A Saturday or Sunday at 1.3-1.4x its usual traffic is about a weekday's level. The
+    # time-of-day memory (one value per time of day, mostly weekdays) explained it: these
+    # days scored 0.43-0.80 on four seeds. Moved by the hour-of-week profile's difference
+    # from the hour-of-day profile (``weekly_memory``), it explains what recurs daily and
+    # no longer the weekend at a weekday's level.
+    special = {37: 1.35, 59: 1.3, 79: 1.4}  # day 0 is a Thursday: Sat, Sun, Sat
+
+    def run(seed: int, **params: float) -> tuple[list[float], int]:
+        rng = random.Random(seed)
+        detector = AdaptiveDetector(**params)
+        best = dict.fromkeys(special, 0.0)
+        other: list[float] = []
+        for i in range(48 * 86):
+            t = i * 1800.0
+            day = i // 48
+            x = {"value": _taxi(t, rng, special.get(day, 1.0)), "t": t}
+            score = detector.score_one(x)
+            if day in special:
+                best[day] = max(best[day], score)
+            elif day >= 30 and day - 1 not in special:
+                other.append(score)
+            detector.learn_one(x)
+        return list(best.values()), episodes(other)
+
+    caught = caught_before = 0
+    for seed in range(4):
+        best, false_episodes = run(seed)
+        best_before, _ = run(seed, weekly_memory=0.0)
+        assert false_episodes <= 1, seed
+        assert sum(best) > sum(best_before) + 0.6, (seed, best, best_before)
+        caught += sum(score >= 0.9 for score in best)
+        caught_before += sum(score >= 0.9 for score in best_before)
+    assert caught >= 8 and caught_before <= 1, (caught, caught_before)
 
 
 def test_a_permanent_drop_on_a_5_minute_seasonal_series_alerts_once_then_is_quiet() -> None:
