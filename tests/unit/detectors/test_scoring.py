@@ -40,11 +40,34 @@ def test_default_detectors_by_metric_family() -> None:
 def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
     assert default_params_for("distribution.psi") == {"side": "up", "lower": 0.0,
                                                       "min_scale": 0.005}
-    assert default_params_for("distribution.mean") == {"min_scale": 1e-6}
+    assert default_params_for("distribution.mean") == {}  # no absolute floor: any unit
     assert default_params_for("distribution.distinct_count") == {
         "lower": 0.0, "unit": 1.0, "spike_memory": 0.0, "repeat_windows": 0,
         "daily_repeat_seconds": 0.0}
     assert default_params_for("volume.bytes") == {"lower": 0.0, "count_noise": 1.0}
+
+
+def test_a_field_in_tiny_units_scores_as_it_does_in_ordinary_units() -> None:
+    # A mean of amounts in bitcoin (or of probabilities) moves by 1e-8 where one in dollars
+    # moves by 1: the same series in either unit gets the same scores. An absolute scale
+    # floor of 1e-6 (the default before session 34) made the tiny one blind.
+    def scores(unit: float) -> list[float]:
+        rng = random.Random(3)
+        detector = create("adaptive", **default_params_for("distribution.mean"))
+        out = []
+        for i in range(3000):
+            t = i * 300.0
+            daily = 1.0 + 0.3 * math.sin(2 * math.pi * (t % 86400.0) / 86400.0)
+            value = (50.0 * daily + rng.gauss(0.0, 0.5) + (4.0 if 2400 <= i < 2410 else 0.0))
+            x = {"value": value * unit, "t": t}
+            out.append(detector.score_one(x))
+            detector.learn_one(x)
+        return out
+
+    ordinary, tiny = scores(1.0), scores(1e-6)
+    assert max(ordinary[2400:2410]) >= 0.9
+    assert max(abs(a - b) for a, b in zip(ordinary, tiny, strict=True)) < 1e-3
+    assert [a >= 0.9 for a in ordinary] == [b >= 0.9 for b in tiny]
 
 
 def test_a_mean_that_is_noisier_at_night_does_not_alert_but_a_shift_does() -> None:
