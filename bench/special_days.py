@@ -17,6 +17,7 @@ zero).
 
     .venv/bin/python bench/special_days.py                 # seeds 1-8, 215 days, 30 minutes
     .venv/bin/python bench/special_days.py --seeds 1-20 --step 3600
+    .venv/bin/python bench/special_days.py --holiday      # a lower season around two of them
 
 Standard library and dqpulse only; runs in-process.
 """
@@ -66,6 +67,25 @@ def special_days(rng: random.Random, days: int) -> dict[int, float]:
     return chosen
 
 
+#: a holiday season: this many days at ``HOLIDAY_LEVEL`` of the usual traffic, with two
+#: special days inside it (its 4th and 11th) at 0.45-0.6 of the usual traffic
+HOLIDAY_DAYS = 12
+HOLIDAY_LEVEL = 0.8
+
+
+def holiday(seed: int, days: int, special: dict[int, float]) -> tuple[set[int], dict[int, float]]:
+    """(the holiday's plain days, its two special days), seeded apart from the noise; the
+    special days drawn near it are dropped from ``special``."""
+    rng = random.Random(seed + 100_000)
+    start = rng.randrange(60, days - HOLIDAY_DAYS - 10)
+    period = set(range(start, start + HOLIDAY_DAYS))
+    inner = {start + 3: rng.uniform(0.45, 0.6), start + 10: rng.uniform(0.45, 0.6)}
+    for day in list(special):
+        if start - 2 <= day <= start + HOLIDAY_DAYS + 1:
+            del special[day]
+    return period - set(inner), inner
+
+
 @dataclass
 class Result:
     seed: int
@@ -74,12 +94,18 @@ class Result:
     false_episodes: int
     scored_windows: int
     lowest_forecast: float
+    inner: dict[int, float]  # the holiday's special days -> highest score (``--holiday``)
 
 
-def run(args: tuple[int, int, float, float, str, dict[str, Any]]) -> Result:
-    seed, days, step, threshold, kind, overrides = args
+def run(args: tuple[int, int, float, float, str, dict[str, Any], bool]) -> Result:
+    seed, days, step, threshold, kind, overrides, with_holiday = args
     rng = random.Random(seed)
     special = special_days(rng, days)
+    plain: set[int] = set()
+    inner: dict[int, float] = {}
+    if with_holiday:
+        plain, inner = holiday(seed, days, special)
+        special.update(inner)
     name, params = detector_for_kind(kind, None, **overrides)
     detector = create(name, **params)
     per_day = int(round(DAY / step))
@@ -89,12 +115,13 @@ def run(args: tuple[int, int, float, float, str, dict[str, Any]]) -> Result:
     for i in range(days * per_day):
         t = START + i * step
         day = i // per_day
-        x = {"value": trips(t, rng, special.get(day, 1.0)), "t": t}
+        factor = special.get(day, HOLIDAY_LEVEL if day in plain else 1.0)
+        x = {"value": trips(t, rng, factor), "t": t}
         score = detector.score_one(x)
         above = score >= threshold
         if day in special:
             highest[day] = max(highest.get(day, 0.0), score)
-        elif day - 1 not in special and day >= 21:
+        elif day - 1 not in special and day >= 21 and day not in plain and day - 1 not in plain:
             scored += 1
             if above and not above_before:
                 false_episodes += 1
@@ -103,7 +130,8 @@ def run(args: tuple[int, int, float, float, str, dict[str, Any]]) -> Result:
                 lowest = min(lowest, expected)
         above_before = above
         detector.learn_one(x)
-    return Result(seed, special, highest, false_episodes, scored, lowest)
+    return Result(seed, special, highest, false_episodes, scored, lowest,
+                  {day: highest.get(day, 0.0) for day in inner})
 
 
 def seeds_from(text: str) -> list[int]:
@@ -124,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="production defaults of this kind (default: detect's own)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a detector param over the kind's defaults (JSON value)")
+    parser.add_argument("--holiday", action="store_true",
+                        help=f"add a holiday season per seed: {HOLIDAY_DAYS} days at "
+                             f"{HOLIDAY_LEVEL:g} of the traffic (neither caught nor false) "
+                             "with two special days inside it at 0.45-0.6")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     overrides = {}
@@ -136,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = seeds_from(args.seeds)
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run, [(seed, args.days, args.step, args.threshold,
-                                       args.metric_kind, overrides) for seed in seeds]))
+                                       args.metric_kind, overrides, args.holiday)
+                                      for seed in seeds]))
     print(f"{args.days} days at {args.step:g} s windows, threshold {args.threshold}, "
           f"metric kind {args.metric_kind}", *(f"{k}={v}" for k, v in overrides.items()))
     print("| seed | special days caught | missed (factor: highest score) "
@@ -156,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"| {r.lowest_forecast:,.0f} |")
     print(f"| all | {caught_all} / {days_all} | | {false_all} "
           f"| {1e4 * false_all / max(scored_all, 1):.1f} | |")
+    if args.holiday:
+        inner = [score for r in results for score in r.inner.values()]
+        print(f"special days inside a holiday season: "
+              f"{sum(score >= args.threshold for score in inner)} / {len(inner)} caught "
+              f"(highest scores {', '.join(f'{score:.2f}' for score in inner)})")
     return 0
 
 
