@@ -37,9 +37,20 @@ def test_trips_follow_the_day_and_the_week(bench) -> None:
 
 def test_the_default_catches_a_deep_day_and_keeps_its_forecasts_positive(bench) -> None:
     # hourly windows, 70 days: quick, and every special day of seed 3 is scored
-    result = bench.run((3, 70, 3600.0, 0.9, "distribution", {}))
+    result = bench.run((3, 70, 3600.0, 0.9, "distribution", {}, False))
     assert set(result.caught) == set(result.special)
     assert any(factor <= 0.45 for factor in result.special.values())  # a day at 44 %
     assert all(result.caught[day] >= 0.9 for day in result.special)
     assert result.lowest_forecast > 0.0
     assert result.false_episodes <= 2
+
+
+def test_a_holiday_season_holds_two_deep_days_and_no_other_special_day(bench) -> None:
+    for seed in range(10):
+        special = bench.special_days(random.Random(seed), 215)
+        plain, inner = bench.holiday(seed, 215, special)
+        start = min(plain | set(inner))
+        assert sorted(inner) == [start + 3, start + 10]
+        assert len(plain) + len(inner) == bench.HOLIDAY_DAYS
+        assert all(0.45 <= f <= 0.6 for f in inner.values())
+        assert not any(start - 2 <= day <= start + bench.HOLIDAY_DAYS + 1 for day in special)
