@@ -39,6 +39,7 @@ from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter
 from dqpulse.detectors.forecasters import (
     Forecaster,
     LevelForecaster,
+    LevelledProfile,
     SeasonalForecaster,
     ew_alpha,
 )
@@ -67,7 +68,9 @@ Window = tuple[float, float, float, float, tuple[float, float, float]]
 
 #: positions of the hour-of-day and hour-of-week profiles among the forecasters (after the
 #: two levels, when ``season_seconds`` > 0)
-_DAILY, _WEEKLY = 2, 3
+_DAILY, _WEEKLY, _WEEKLY_LEVEL = 2, 3, 4
+#: the forecasters that follow a season (their residuals are the persistence EWMA's)
+_SEASONAL = (SeasonalForecaster, LevelledProfile)
 
 #: calibrators that learn the two sides of one signed deviation, saved folded into one
 _SIDES = (("_up", "_down"), ("_drift_up", "_drift_down"))
@@ -222,6 +225,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     held_noise_from = 1.0  # states saved before these two params: the defaults
     held_noise_weight = 0.25
     weekly_memory = 0.8  # states saved before the param
+    level_seconds = 0.0  # states saved before the param: no levelled weekly profile
     _held_since: tuple[float, float] | None = None  # (side, t) the EWMA began to hold
     live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
                              "burst_runs",
@@ -272,6 +276,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         held_noise_from: float = 1.0,
         held_noise_weight: float = 0.25,
         weekly_memory: float = 0.8,
+        level_seconds: float = 86400.0,
         tail_shape: float = 0.1,
         seasonal_persistence: bool = True,
         point_share: float = 2.0,
@@ -323,6 +328,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self.held_noise_from = held_noise_from
         self.held_noise_weight = held_noise_weight
         self.weekly_memory = weekly_memory
+        self.level_seconds = level_seconds
         self.tail_shape = tail_shape
         self.seasonal_persistence = seasonal_persistence
         self.point_share = point_share
@@ -347,8 +353,10 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self._forecasters: list[Forecaster] = [
             LevelForecaster(0.02), LevelForecaster(0.2)]
         if season_seconds > 0:
-            self._forecasters += [SeasonalForecaster(86400.0, season_seconds),
-                                  SeasonalForecaster(7 * 86400.0, season_seconds)]
+            weekly = SeasonalForecaster(7 * 86400.0, season_seconds)
+            self._forecasters += [SeasonalForecaster(86400.0, season_seconds), weekly]
+            if level_seconds > 0:
+                self._forecasters.append(LevelledProfile(weekly, level_seconds))
         # what this time of day looked like in the last days, anomalies included: a jump
         # that recurs at the same time every day stops being a surprise
         self._memory = (SeasonalForecaster(86400.0, fine_seconds, interpolate=False)
@@ -389,7 +397,11 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         cached = self._cache
         if cached is not None and cached[0] == t and cached[1] == self._version:
             return cached[2]
-        forecasts = [f.predict(t) for f in self._forecasters]
+        forecasters = self._forecasters
+        forecasts = [f.predict(t) for f in forecasters[:_WEEKLY_LEVEL]]
+        if len(forecasters) > _WEEKLY_LEVEL:  # the weekly profile times its level
+            forecasts.append(forecasters[_WEEKLY_LEVEL].scaled(  # type: ignore[attr-defined]
+                t, forecasts[_WEEKLY]))
         self._cache = (t, self._version, forecasts)
         return forecasts
 
@@ -401,8 +413,9 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         for index, forecast in enumerate(forecasts):
             if forecast is None or self._fit_count[index] < 10:
                 continue
-            if self._fit_error[index] < best_error:
-                best, best_error = (index, forecast), self._fit_error[index]
+            error = self._fit_error[index] * self._forecasters[index].penalty
+            if error < best_error:
+                best, best_error = (index, forecast), error
         if best is None:
             forecast = forecasts[0]
             return None if forecast is None else (0, forecast)
@@ -473,9 +486,10 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         forecasts = self._forecasts(t)
         best, best_error = -1, math.inf
         for index, forecaster in enumerate(self._forecasters):
-            if (isinstance(forecaster, SeasonalForecaster) and forecasts[index] is not None
-                    and self._fit_count[index] >= 10 and self._fit_error[index] < best_error):
-                best, best_error = index, self._fit_error[index]
+            error = self._fit_error[index] * forecaster.penalty
+            if (isinstance(forecaster, _SEASONAL) and forecasts[index] is not None
+                    and self._fit_count[index] >= 10 and error < best_error):
+                best, best_error = index, error
         if best < 0:
             return z
         forecast = self._clip(forecasts[best])  # type: ignore[arg-type]
@@ -503,12 +517,12 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         daily (a nightly batch, the fine shape of an hour) and no longer a weekend at a
         weekday's level.
         """
-        if index != _WEEKLY or self.weekly_memory <= 0.0:
+        if index not in (_WEEKLY, _WEEKLY_LEVEL) or self.weekly_memory <= 0.0:
             return 0.0
-        if self._fit_error[_WEEKLY] > self.weekly_memory * self._fit_error[_DAILY]:
+        if self._fit_error[index] > self.weekly_memory * self._fit_error[_DAILY]:
             return 0.0
         forecasts = self._forecasts(t)
-        daily, weekly = forecasts[_DAILY], forecasts[_WEEKLY]
+        daily, weekly = forecasts[_DAILY], forecasts[index]
         return 0.0 if daily is None or weekly is None else weekly - daily
 
     def _log_p_parts(self, z: float,
@@ -617,7 +631,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         if t - since[1] < self.season_seconds:
             return weight
         chosen = self._choose(t)
-        if chosen is None or not isinstance(self._forecasters[chosen[0]], SeasonalForecaster):
+        if chosen is None or not isinstance(self._forecasters[chosen[0]], _SEASONAL):
             return weight
         return weight * self.held_noise_weight
 
@@ -647,7 +661,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         its first ``min_count`` windows.
         """
         chosen = self._choose(t)
-        if chosen is None or not isinstance(self._forecasters[chosen[0]], SeasonalForecaster):
+        if chosen is None or not isinstance(self._forecasters[chosen[0]], _SEASONAL):
             return
         self._season_found = True
         level_error = min(self._fit_error[0], self._fit_error[1])

@@ -13,7 +13,8 @@ from array import array
 
 from dqpulse.detectors.base import UnsavedCaches
 
-__all__ = ["Forecaster", "LevelForecaster", "SamplePhase", "SeasonalForecaster",
+__all__ = ["Forecaster", "LevelForecaster", "LevelledProfile", "SamplePhase",
+           "SeasonalForecaster",
            "season_bucket"]
 
 
@@ -104,6 +105,9 @@ class Forecaster:
     """Protocol: ``predict(t)`` (None while cold), ``learn(t, y)``, ``shift(delta)``."""
 
     name = ""
+    #: factor on the one-step error when forecasters are compared: one with more freedom
+    #: must fit clearly better to be chosen
+    penalty = 1.0
 
     def predict(self, t: float | None) -> float | None:
         raise NotImplementedError
@@ -242,3 +246,71 @@ class SeasonalForecaster(UnsavedCaches, Forecaster):
         for i in range(self.n_buckets):
             self.mean[i] *= factor
 
+
+
+class LevelledProfile(UnsavedCaches, Forecaster):
+    """A season profile times a recent level: ``profile(t) * ratio``, where ``ratio`` is an
+    exponentially weighted mean of value / profile forecast with a time constant of
+    ``level_seconds``.
+
+    The hour-of-week profile learns each bucket once a week, so a season at another level
+    (a quieter fortnight around the holidays, a summer) takes it weeks to follow, and its
+    one-step error, which sets the scale, grows until a special day inside the season no
+    longer stands out. Times a level that follows the last day, the week's shape stays and
+    the level is today's. It shares the profile (no state but a few floats) and forecasts
+    while the profile does; a series whose profile forecasts 0 or less keeps its ratio.
+    Moving the profile (an adopted shift) moves this forecast with it, so ``shift`` and
+    ``rescale`` leave the ratio alone.
+    """
+
+    def __init__(self, profile: SeasonalForecaster, level_seconds: float,
+                 bounds: tuple[float, float] = (0.2, 5.0)) -> None:
+        self.profile = profile
+        self.name = profile.name + "_level"
+        self.level_seconds = level_seconds
+        self.bounds = bounds
+        self.ratio = 1.0
+        self.count = 0
+        self.value_sum = 0.0  # exponentially weighted sums of values and of the forecasts
+        self.base_sum = 0.0
+
+    #: it must fit 10 % better than the others to be chosen: on a series whose week does not
+    #: change level it follows noise (without: the same holiday seasons caught, 5 of 168
+    #: plain special days fewer)
+    penalty = 1.1
+    # (t, the profile's forecast for t): learn measures against the forecast made before
+    # the profile learned the window; not saved
+    _last: tuple[float, float | None] | None = None
+    _unsaved = ("_last",)
+
+    def predict(self, t: float | None) -> float | None:
+        return self.scaled(t, self.profile.predict(t))
+
+    def scaled(self, t: float | None, base: float | None) -> float | None:
+        """The forecast for ``t`` from the profile's forecast ``base`` for it."""
+        if t is not None:
+            self._last = (t, base)
+        return None if base is None else base * self.ratio
+
+    def learn(self, t: float | None, value: float, weight: float = 1.0) -> None:
+        if t is None:
+            return
+        last = self._last
+        base = last[1] if last is not None and last[0] == t else self.profile.predict(t)
+        if base is None or base <= 0.0 or value < 0.0:
+            return
+        step = self.profile.step or self.profile.bucket_seconds
+        self.count += 1
+        alpha = weight * ew_alpha(self.count, min(step / self.level_seconds, 1.0))
+        # the ratio of the day's sums, not the mean of its ratios: a quiet hour's ratio
+        # is mostly noise
+        self.value_sum += alpha * (value - self.value_sum)
+        self.base_sum += alpha * (base - self.base_sum)
+        low, high = self.bounds
+        self.ratio = min(max(self.value_sum / self.base_sum, low), high)
+
+    def shift(self, delta: float) -> None:
+        pass  # the profile moved: this forecast moved with it
+
+    def rescale(self, factor: float) -> None:
+        pass

@@ -359,9 +359,13 @@ class RegimeAdoption:
         chosen: tuple[bool, float] | None = None  # (a ratio?, its ratio or difference)
         noise_before = list(self._noise)
         moves: list[tuple[bool, float]] = []
-        for index, forecaster in enumerate(self._forecasters):
-            pairs = [(value, self._clip(forecast)) for t, value, *_ in recent
-                     if (forecast := forecaster.predict(t)) is not None]
+        # every forecaster's pairs before any moves: one that forecasts from another's
+        # profile (a levelled weekly profile) moves with it, and its move is measured from
+        # where it stood
+        held = [[(value, self._clip(forecast)) for t, value, *_ in recent
+                 if (forecast := forecaster.predict(t)) is not None]
+                for forecaster in self._forecasters]
+        for index, (forecaster, pairs) in enumerate(zip(self._forecasters, held, strict=True)):
             if not pairs:
                 # a profile still warming up moves with the level that did forecast, so it
                 # does not come alive with the old level in half of its buckets
