@@ -765,6 +765,35 @@ def test_a_special_day_inside_a_quieter_season_alerts() -> None:
         assert false_episodes <= max(false_before, 2), seed
 
 
+def test_a_state_saved_before_the_levelled_profile_gains_it_when_loaded() -> None:
+    # The scorer sets a param that a saved state predates to its configured value and keeps
+    # the learned baseline; the levelled weekly profile is then added, not a crash.
+    rng = random.Random(3)
+    detector = AdaptiveDetector(level_seconds=0.0)
+    del detector.level_seconds  # what a state saved before the param holds: the class's 0
+    assert len(detector._forecasters) == 4
+    for i in range(48 * 20):
+        x = {"value": _taxi(i * 1800.0, rng), "t": i * 1800.0}
+        detector.score_one(x)
+        detector.learn_one(x)
+    loaded = Detector.from_bytes(detector.to_bytes())
+    assert isinstance(loaded, AdaptiveDetector) and loaded.level_seconds == 0.0
+    loaded.level_seconds = 86400.0
+    for i in range(48 * 20, 48 * 24):
+        x = {"value": _taxi(i * 1800.0, rng), "t": i * 1800.0}
+        assert loaded.score_one(x) < 0.9
+        loaded.learn_one(x)
+    assert [f.name for f in loaded._forecasters][-1] == "weekly_level"
+    assert len(loaded._fit_error) == len(loaded._noise_count) == 5
+    t = 48 * 24 * 1800.0
+    weekly, levelled = loaded._forecasts(t)[3:]
+    assert weekly is not None and levelled is not None
+    assert abs(levelled / weekly - 1.0) < 0.1  # the same level as the weekly profile
+    again = Detector.from_bytes(loaded.to_bytes())
+    probe = {"value": 9000.0, "t": t}
+    assert again.score_one(probe) == loaded.score_one(probe)
+
+
 def test_a_permanent_drop_on_a_5_minute_seasonal_series_alerts_once_then_is_quiet() -> None:
     # The held-noise weight must not keep the scale small once a shift is the new normal:
     # without the hour a side must hold first, the hourly profile's misfit within an hour
