@@ -18,6 +18,7 @@ zero).
     .venv/bin/python bench/special_days.py                 # seeds 1-8, 215 days, 30 minutes
     .venv/bin/python bench/special_days.py --seeds 1-20 --step 3600
     .venv/bin/python bench/special_days.py --holiday      # a lower season around two of them
+    .venv/bin/python bench/special_days.py --growth 1.0   # traffic doubling over the run
 
 Standard library and dqpulse only; runs in-process.
 """
@@ -97,8 +98,10 @@ class Result:
     inner: dict[int, float]  # the holiday's special days -> highest score (``--holiday``)
 
 
-def run(args: tuple[int, int, float, float, str, dict[str, Any], bool]) -> Result:
-    seed, days, step, threshold, kind, overrides, with_holiday = args
+def run(args: tuple[Any, ...]) -> Result:
+    """One seed: (seed, days, step, threshold, kind, overrides, with_holiday[, growth])."""
+    seed, days, step, threshold, kind, overrides, with_holiday, *rest = args
+    growth = float(rest[0]) if rest else 0.0
     rng = random.Random(seed)
     special = special_days(rng, days)
     plain: set[int] = set()
@@ -116,6 +119,7 @@ def run(args: tuple[int, int, float, float, str, dict[str, Any], bool]) -> Resul
         t = START + i * step
         day = i // per_day
         factor = special.get(day, HOLIDAY_LEVEL if day in plain else 1.0)
+        factor *= 1.0 + growth * i / (days * per_day)
         x = {"value": trips(t, rng, factor), "t": t}
         score = detector.score_one(x)
         above = score >= threshold
@@ -156,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"add a holiday season per seed: {HOLIDAY_DAYS} days at "
                              f"{HOLIDAY_LEVEL:g} of the traffic (neither caught nor false) "
                              "with two special days inside it at 0.45-0.6")
+    parser.add_argument("--growth", type=float, default=0.0,
+                        help="a trend: the traffic grows by this share of itself over the "
+                             "whole run (1.0 doubles it, -0.5 halves it)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     overrides = {}
@@ -168,10 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = seeds_from(args.seeds)
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run, [(seed, args.days, args.step, args.threshold,
-                                       args.metric_kind, overrides, args.holiday)
+                                       args.metric_kind, overrides, args.holiday,
+                                       args.growth)
                                       for seed in seeds]))
     print(f"{args.days} days at {args.step:g} s windows, threshold {args.threshold}, "
-          f"metric kind {args.metric_kind}", *(f"{k}={v}" for k, v in overrides.items()))
+          f"metric kind {args.metric_kind}", *(f"{k}={v}" for k, v in overrides.items()),
+          *([f"growth {args.growth:+g}"] if args.growth else []))
     print("| seed | special days caught | missed (factor: highest score) "
           "| false episodes on other days | per 10k windows | lowest forecast |")
     print("|---:|---:|---|---:|---:|---:|")

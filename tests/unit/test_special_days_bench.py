@@ -54,3 +54,12 @@ def test_a_holiday_season_holds_two_deep_days_and_no_other_special_day(bench) ->
         assert len(plain) + len(inner) == bench.HOLIDAY_DAYS
         assert all(0.45 <= f <= 0.6 for f in inner.values())
         assert not any(start - 2 <= day <= start + bench.HOLIDAY_DAYS + 1 for day in special)
+
+
+def test_growth_scales_the_traffic_along_the_run_and_keeps_the_special_days(bench) -> None:
+    # the same seed with and without a trend: the same special days, and a run whose
+    # forecasts end about twice as high (the detector follows the trend)
+    flat = bench.run((3, 40, 3600.0, 0.9, "distribution", {}, False))
+    grown = bench.run((3, 40, 3600.0, 0.9, "distribution", {}, False, 1.0))
+    assert grown.special == flat.special
+    assert grown.lowest_forecast > flat.lowest_forecast
