@@ -14,7 +14,7 @@ against the defaults, summed over the copies.
     .venv/bin/python bench/sensitivity.py --copies base,head1600,hourly --vary rel_scale=0.02
 
 Runs in-process (the CLI's own ``detect_csv``), about 40 s per setting on a 2-vCPU box for
-the eleven copies. Needs ``../shared/tools/series_eval.py`` and the corpus beside the checkout.
+the twelve copies. Needs ``../shared/tools/series_eval.py`` and the corpus beside the checkout.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ COPIES: dict[str, Callable[[Path, Path], Path] | None] = {
     "outages3": lambda c, into: ps.outages(c, 3, into),
     "jitter120": lambda c, into: ps.thin(c, 0.0, 120, into),
     "drop20jitter120": lambda c, into: ps.thin(c, 0.2, 120, into),
+    "drop20": lambda c, into: ps.thin(c, 0.2, 0, into),
     "30min": lambda c, into: ps.resample(c, 1800, into),
     "hourly": lambda c, into: ps.resample(c, 3600, into),
 }
