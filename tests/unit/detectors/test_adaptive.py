@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -695,6 +696,29 @@ def test_a_whole_day_off_the_profile_alerts_before_it_widens_the_band() -> None:
     assert caught >= 11 and caught_before <= 9, (caught, caught_before)
 
 
+def _special_days_run(seed: int, days: int, special: dict[int, float],
+                      usual: Callable[[int], float],
+                      **params: float) -> tuple[list[float], int]:
+    """The taxi series at 30-minute windows for ``days`` days, each day at ``usual(day)`` of
+    the traffic or at its factor in ``special``: the highest score of each special day, and
+    the false alert episodes from day 30 on (the day after a special day left out)."""
+    rng = random.Random(seed)
+    detector = AdaptiveDetector(**params)
+    best = dict.fromkeys(special, 0.0)
+    other: list[float] = []
+    for i in range(48 * days):
+        t = i * 1800.0
+        day = i // 48
+        x = {"value": _taxi(t, rng, special.get(day, usual(day))), "t": t}
+        score = detector.score_one(x)
+        if day in special:
+            best[day] = max(best[day], score)
+        elif day >= 30 and day - 1 not in special:
+            other.append(score)
+        detector.learn_one(x)
+    return list(best.values()), episodes(other)
+
+
 def test_a_weekend_day_at_a_weekday_level_is_not_explained_by_the_weekdays_memory() -> None:
     # A Saturday or Sunday at 1.3-1.4x its usual traffic is about a weekday's level. The
     # time-of-day memory (one value per time of day, mostly weekdays) explained it: these
@@ -704,21 +728,7 @@ def test_a_weekend_day_at_a_weekday_level_is_not_explained_by_the_weekdays_memor
     special = {37: 1.35, 59: 1.3, 79: 1.4}  # day 0 is a Thursday: Sat, Sun, Sat
 
     def run(seed: int, **params: float) -> tuple[list[float], int]:
-        rng = random.Random(seed)
-        detector = AdaptiveDetector(**params)
-        best = dict.fromkeys(special, 0.0)
-        other: list[float] = []
-        for i in range(48 * 86):
-            t = i * 1800.0
-            day = i // 48
-            x = {"value": _taxi(t, rng, special.get(day, 1.0)), "t": t}
-            score = detector.score_one(x)
-            if day in special:
-                best[day] = max(best[day], score)
-            elif day >= 30 and day - 1 not in special:
-                other.append(score)
-            detector.learn_one(x)
-        return list(best.values()), episodes(other)
+        return _special_days_run(seed, 86, special, lambda day: 1.0, **params)
 
     caught = caught_before = 0
     for seed in range(4):
@@ -740,22 +750,8 @@ def test_a_special_day_inside_a_quieter_season_alerts() -> None:
     inner = {63: 0.5, 70: 0.5}
 
     def run(seed: int, **params: float) -> tuple[list[float], int]:
-        rng = random.Random(seed)
-        detector = AdaptiveDetector(**params)
-        best = dict.fromkeys(inner, 0.0)
-        other: list[float] = []
-        for i in range(48 * 76):
-            t = i * 1800.0
-            day = i // 48
-            factor = inner.get(day, 0.8 if 60 <= day < 72 else 1.0)
-            x = {"value": _taxi(t, rng, factor), "t": t}
-            score = detector.score_one(x)
-            if day in inner:
-                best[day] = max(best[day], score)
-            elif day >= 30 and day - 1 not in inner:
-                other.append(score)
-            detector.learn_one(x)
-        return list(best.values()), episodes(other)
+        return _special_days_run(seed, 76, inner,
+                                 lambda day: 0.8 if 60 <= day < 72 else 1.0, **params)
 
     for seed in range(4):
         best, false_episodes = run(seed)
