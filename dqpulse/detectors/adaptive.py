@@ -172,9 +172,13 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         probability, as learning counts them) reports its own tail probability, without
         ``report_share``: the share is for one marginal window, not a change held for a
         quarter of an hour. ``0`` off.
-    record_windows, record_boost
+    record_windows, record_boost, record_margin
         A value outside the range of the last ``record_windows`` windows (anomalies
-        included) has its tail probability divided by ``record_boost``. ``0`` / ``1`` off.
+        included) by more than ``record_margin`` of the range's width has its tail
+        probability divided by ``record_boost``. ``0`` / ``1`` off. The margin keeps a burst
+        that repeats at the height of the last ones (a transfer of the same size, a CPU at
+        its cap again) from counting as a new record by a rounding's worth; the range
+        checks of the repeats below use it too.
     repeat_windows, repeat_count, repeat_runs
         A window no more unusual than ``repeat_count`` others of the last
         ``repeat_windows``, found in at least ``repeat_runs`` separate runs (windows at most
@@ -236,8 +240,8 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     weekly_memory = 0.8  # states saved before the param
     level_seconds = 0.0  # states saved before the param: no levelled weekly profile
     _held_since: tuple[float, float] | None = None  # (side, t) the EWMA began to hold
-    live_params = frozenset({"report_share", "record_boost", "repeat_count", "repeat_runs",
-                             "burst_runs",
+    live_params = frozenset({"report_share", "record_boost", "record_margin", "repeat_count",
+                             "repeat_runs", "burst_runs",
                              "spike_memory", "hold", "hold_from", "daily_job_days",
                              "daily_job_seconds", "sustain_windows", "held_noise_from",
                              "held_noise_weight", "weekly_memory"})
@@ -294,6 +298,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         sustain_windows: int = 2,
         record_windows: int = 4032,
         record_boost: float = 30.0,
+        record_margin: float = 0.01,
         repeat_windows: int = 288,
         repeat_count: int = 4,
         repeat_runs: int = 2,
@@ -346,6 +351,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self.sustain_windows = sustain_windows
         self.record_windows = record_windows
         self.record_boost = record_boost
+        self.record_margin = record_margin
         self.repeat_windows = repeat_windows
         self.repeat_count = repeat_count
         self.repeat_runs = repeat_runs

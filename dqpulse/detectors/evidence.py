@@ -39,13 +39,22 @@ class RecordRange:
         self.top, self.bottom = float("-inf"), float("inf")  # over every bucket
         self.seen = 0
 
-    def outside(self, value: float) -> int:
-        """+1 above every value of the range, -1 below, 0 inside (or history too short)."""
+    def outside(self, value: float, margin: float = 0.0) -> int:
+        """+1 above every value of the range by more than ``margin`` of its width, -1 below
+        by as much, 0 inside (or history too short).
+
+        >>> record = RecordRange(windows=40, buckets=4, min_history=10)
+        >>> for i in range(40):
+        ...     record.add(float(i % 10))
+        >>> record.outside(9.1), record.outside(9.1, margin=0.02), record.outside(9.3, 0.02)
+        (1, 0, 1)
+        """
         if self.seen < self.min_history:
             return 0
-        if value > self.top:
+        slack = margin * (self.top - self.bottom) if margin > 0.0 else 0.0
+        if value > self.top + slack:
             return 1
-        return -1 if value < self.bottom else 0
+        return -1 if value < self.bottom - slack else 0
 
     def add(self, value: float) -> None:
         bucket = (self.seen // self.per_bucket) % len(self.high)

@@ -89,6 +89,7 @@ class RegimeAdoption:
     threshold: float
     side: str
     record_boost: float
+    record_margin: float = 0.0  # what states saved before it did
     report_share: float
     repeat_count: int
     repeat_runs: int = 1  # what states saved before it did
@@ -144,7 +145,8 @@ class RegimeAdoption:
         out each one scores."""
         repeats, records = self._repeats, self._records
         if self.burst_runs <= 0 or repeats is None or records is None \
-                or records.seen < records.min_history or records.outside(value) != 0:
+                or records.seen < records.min_history \
+                or records.outside(value, self.record_margin) != 0:
             return False
         return repeats.runs(self.threshold, ended=True) >= self.burst_runs
 
@@ -154,7 +156,7 @@ class RegimeAdoption:
         records = self._records
         if records is None or self.record_boost <= 1.0:
             return False
-        side = records.outside(value)
+        side = records.outside(value, self.record_margin)
         return (side > 0 and self.side != "down") or (side < 0 and self.side != "up")
 
     def _sustained(self) -> bool:
@@ -179,8 +181,9 @@ class RegimeAdoption:
         rows each) it removed 33 of 241 false episodes and no detection; the series in
         full are unchanged (their second day is in NAB's probation)."""
         daily = self._daily
-        if daily is None or t is None or (self._records is not None
-                                          and self._records.outside(value) != 0):
+        records = self._records
+        if daily is None or t is None or (
+                records is not None and records.outside(value, self.record_margin) != 0):
             return False
         if daily.yesterday(t) >= score:
             return True

@@ -605,6 +605,34 @@ def test_bursts_that_come_every_hour_stop_alerting_after_the_fourth() -> None:
     assert detector.score_one({"value": 5.0e7, "t": len(values) * STEP}) >= 0.9
 
 
+def test_bursts_each_a_hair_above_the_last_are_no_new_records() -> None:
+    """The same job's bursts, each 0.1 % bigger than the one before (NAB's
+    ec2_network_in_5abac7 on its first days: 5,234,830 then 5,245,440 bytes). Without a
+    margin each is a record, so the burst rule never holds one and each alerts boosted;
+    with ``record_margin`` (1 % of the range) the fifth on is the pattern, and a burst
+    clearly beyond the range still alerts."""
+    rng = random.Random(31)
+    values = [rng.choice([42.0, 68.4, 86.4, 113.0]) for _ in range(600)]
+    bursts = []
+    for k in range(10):
+        values += [rng.choice([42.0, 68.4]) for _ in range(rng.randint(8, 20))]
+        bursts.append(len(values))
+        values += [1.4e4, 5.2e6 * (1.0 + 0.001 * k), 9e3]
+    values += [rng.choice([42.0, 68.4]) for _ in range(30)]
+
+    def run(**params: object) -> tuple[list[bool], AdaptiveDetector]:
+        detector = create("adaptive", **{**default_params_for("distribution.mean"), **params})
+        scores = feed(detector, values)  # type: ignore[arg-type]
+        return [max(scores[at:at + 3]) >= 0.9 for at in bursts], detector  # type: ignore
+
+    every_one, _ = run(record_margin=0.0)
+    assert sum(every_one) >= 7, every_one
+    with_margin, detector = run()
+    assert with_margin[:4] == [True] * 4, with_margin
+    assert sum(with_margin[4:]) <= 1, with_margin
+    assert detector.score_one({"value": 5.2e6 * 1.05, "t": len(values) * STEP}) >= 0.9
+
+
 def _taxi(t: float, rng: random.Random, factor: float = 1.0) -> float:
     """A city's trips per half hour: two daily peaks, weekends at 80 %, 5 % noise."""
     hour = (t % 86400.0) / 3600.0
