@@ -504,7 +504,11 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     def _drift(self, z: float) -> float:
         """Next value of the EWMA of recent (clipped) z: a held shift too small to flag in
         one window shows here."""
-        return (1.0 - self.persistence) * self._ewma + self.persistence * max(min(z, 8.0), -8.0)
+        if z > 8.0:  # clipped to +-8 (written out: three times a window)
+            z = 8.0
+        elif z < -8.0:
+            z = -8.0
+        return (1.0 - self.persistence) * self._ewma + self.persistence * z
 
     def _seasonal_z(self, value: float, t: float | None, z: float) -> float:
         """The window's z against the better warm season profile (``z`` when none is warm).

@@ -162,21 +162,22 @@ class TailCalibrator:
         """Add one deviation; a ``marked`` one counts like any other, but
         :meth:`unmarked_deviation_at` leaves it out."""
         value = deviation if 0.0 <= deviation <= 1e30 else min(max(deviation, 0.0), 1e30)
-        self._fifo.append(value)
-        insort(self._sorted, value)
+        fifo, ordered, marks = self._fifo, self._sorted, self._marks
+        fifo.append(value)
+        insort(ordered, value)
         self._added += 1
         if marked:
-            self._marks.append(self._added)
-        if len(self._fifo) > self.size:
-            old = self._fifo.popleft()
-            del self._sorted[bisect_left(self._sorted, old)]
-            first_kept = self._first_kept()
-            while self._marks and self._marks[0] < first_kept:
-                self._marks.popleft()
+            marks.append(self._added)
+        if len(fifo) > self.size:
+            del ordered[bisect_left(ordered, fifo.popleft())]
+            if marks:
+                first_kept = self._added - len(fifo) + 1  # as _first_kept
+                while marks and marks[0] < first_kept:
+                    marks.popleft()
         self._stale += 1
         # refitting the tail on every value buys nothing measurable; refitting at fixed
         # points (not when a score happens to ask) keeps scores independent of call order
-        if len(self._sorted) >= self.min_count and (self._fit is None or self._stale >= 8):
+        if (self._fit is None or self._stale >= 8) and len(ordered) >= self.min_count:
             self._fit = None
             self._tail_fit()
 
@@ -239,7 +240,8 @@ class TailCalibrator:
         if n < self.min_count:
             beta, shape = self.prior
             return -math.log1p(shape * deviation / beta) / shape
-        u, share, beta, shape = self._tail_fit()
+        fit = self._fit
+        u, share, beta, shape = fit if fit is not None else self._tail_fit()
         if deviation <= u:
             above = n - bisect_left(self._sorted, deviation)
             return math.log((above + 1.0) / (n + 1.0))

@@ -98,7 +98,8 @@ class SamplePhase:
     def learn(self, t: float, bucket_seconds: float) -> None:
         position = (t / bucket_seconds) % 1.0
         self.count = min(self.count + 1, 1 << 30)
-        self.mean += ew_alpha(self.count, 0.001) * (position - self.mean)
+        alpha = 1.0 / self.count  # ew_alpha(count, 0.001), inline: a call per window
+        self.mean += (alpha if alpha > 0.001 else 0.001) * (position - self.mean)
 
 
 class Forecaster:
@@ -140,7 +141,10 @@ class LevelForecaster(Forecaster):
 
     def learn(self, t: float | None, value: float, weight: float = 1.0) -> None:
         self.count += 1
-        self.level += weight * ew_alpha(self.count, self.alpha) * (value - self.level)
+        alpha = 1.0 / self.count  # ew_alpha(count, self.alpha), inline
+        if alpha <= self.alpha:
+            alpha = self.alpha
+        self.level += weight * alpha * (value - self.level)
 
     def shift(self, delta: float) -> None:
         self.level += delta
@@ -221,19 +225,29 @@ class SeasonalForecaster(UnsavedCaches, Forecaster):
             return
         if self.first_t is None:
             self.first_t = t
-        if self.last_t is not None and t > self.last_t:
-            gap = t - self.last_t
-            self.step = gap if self.step is None else min(self.step, gap)
-        self.last_t = t if self.last_t is None else max(self.last_t, t)
+        # min, max and clamps written out: this runs three times a window
+        last_t = self.last_t
+        if last_t is None or t > last_t:
+            if last_t is not None:
+                gap, step = t - last_t, self.step
+                if step is None or gap < step:
+                    self.step = gap
+            self.last_t = t
         if self.interpolate:
             if self.phase is None:  # a state saved before the phase was learned
                 self.phase = SamplePhase()
             self.phase.learn(t, self.bucket_seconds)
         bucket, _, _ = self._locate(t)
-        per_cycle = max(self.bucket_seconds / (self.step or self.bucket_seconds), 1.0)
-        count = min(self.count[bucket] + 1, 65535)
+        per_cycle = self.bucket_seconds / (self.step or self.bucket_seconds)
+        if per_cycle < 1.0:
+            per_cycle = 1.0
+        count = self.count[bucket] + 1
+        if count > 65535:
+            count = 65535
         self.count[bucket] = count
-        alpha = ew_alpha(count, self.alpha / per_cycle)
+        alpha, alpha_min = 1.0 / count, self.alpha / per_cycle  # ew_alpha, inline
+        if alpha <= alpha_min:
+            alpha = alpha_min
         if count > 1:
             alpha *= weight
         self.mean[bucket] += alpha * (value - self.mean[bucket])

@@ -50,6 +50,8 @@ class RegimeAdoption:
     _noise: list[float]
     _noise_count: list[int]
     error_alpha: float
+    lower: float | None
+    upper: float | None
     _hold: bool
     _last_value: float | None
     _version: int
@@ -399,18 +401,27 @@ class RegimeAdoption:
             return  # anomalies are not learned, not even into the model choice (see _settle)
         # one wild window moves the errors by at most a few scales
         cap = 6.0 * scale if scale > 0.0 else math.inf
+        lower, upper = self.lower, self.upper
+        select_alpha, error_alpha = self.select_alpha, self.error_alpha
+        fit_count, fit_error = self._fit_count, self._fit_error
+        noise_count, noise = self._noise_count, self._noise
         for index, forecast in enumerate(self._forecasts(t)):
             if forecast is None:
                 continue
-            error = abs(value - self._clip(forecast))
+            # _clip, written out (five forecasters a window)
+            if lower is not None and forecast < lower:
+                forecast = lower
+            if upper is not None and forecast > upper:
+                forecast = upper
+            error = abs(value - forecast)
             if error > cap:
                 error = cap
-            count = self._fit_count[index] = self._fit_count[index] + 1
-            alpha = 1.0 / count if count * self.select_alpha < 1.0 else self.select_alpha
-            self._fit_error[index] += alpha * (error - self._fit_error[index])
-            count = self._noise_count[index] = self._noise_count[index] + 1
-            alpha = 1.0 / count if count * self.error_alpha < 1.0 else self.error_alpha
-            self._noise[index] += weight * alpha * (error - self._noise[index])
+            count = fit_count[index] = fit_count[index] + 1
+            alpha = 1.0 / count if count * select_alpha < 1.0 else select_alpha
+            fit_error[index] += alpha * (error - fit_error[index])
+            count = noise_count[index] = noise_count[index] + 1
+            alpha = 1.0 / count if count * error_alpha < 1.0 else error_alpha
+            noise[index] += weight * alpha * (error - noise[index])
 
     # ---- the feedback path of the base class -----------------------------------------
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
