@@ -139,3 +139,25 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
         return name
 
     return create
+
+
+# ---- why a rerun test failed the first time ---------------------------------------------
+# scripts/test retries a failed test once (--reruns 1) and the summary names each rerun,
+# but not why its first attempt failed; the reasons are kept here and printed at the end,
+# so a CI log says what went wrong even when the retry passed.
+_RERUN_REASONS: list[tuple[str, str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.outcome == "rerun":
+        _RERUN_REASONS.append((report.nodeid, report.when or "", report.longreprtext))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _RERUN_REASONS:
+        return
+    terminalreporter.section("why the rerun tests failed the first time")
+    for nodeid, when, text in _RERUN_REASONS:
+        terminalreporter.write_line(f"{nodeid} ({when}):")
+        # the end of the traceback holds the assertion or error; a whole one can be long
+        terminalreporter.write_line(text[-3000:] if len(text) > 3000 else text)
