@@ -574,6 +574,29 @@ def test_a_daily_step_that_alerted_on_a_new_series_first_day_does_not_on_its_sec
     assert before_opening.score_one({"value": 400.0, "t": (288 + 108) * STEP}) >= 0.9
 
 
+def _backup_bursts(rng: random.Random,
+                   height: Callable[[int], float]) -> tuple[list[float], list[int]]:
+    """(values, where each burst starts) of a quiet series (40-110) with a backup job's
+    10 bursts (14 kB, ``height(k)`` bytes, 9 kB), 8-20 windows apart, after 600 windows."""
+    values = [rng.choice([42.0, 68.4, 86.4, 113.0]) for _ in range(600)]
+    bursts = []
+    for k in range(10):
+        values += [rng.choice([42.0, 68.4]) for _ in range(rng.randint(8, 20))]
+        bursts.append(len(values))
+        values += [1.4e4, height(k), 9e3]
+    values += [rng.choice([42.0, 68.4]) for _ in range(30)]
+    return values, bursts
+
+
+def _bursts_alerted(values: list[float], bursts: list[int],
+                    **params: object) -> tuple[list[bool], Detector]:
+    """Whether each burst alerted under the distribution.mean defaults with ``params``,
+    and the detector after the series."""
+    detector = create("adaptive", **{**default_params_for("distribution.mean"), **params})
+    scores = feed(detector, values)  # type: ignore[arg-type]
+    return [max(scores[at:at + 3]) >= 0.9 for at in bursts], detector
+
+
 def test_bursts_that_come_every_hour_stop_alerting_after_the_fourth() -> None:
     """A quiet series (40-110) that bursts to millions every 8-20 windows for hours (a
     backup job on NAB's ec2_network_in_5abac7): each burst scores 0.99+, a little higher
@@ -581,22 +604,10 @@ def test_bursts_that_come_every_hour_stop_alerting_after_the_fourth() -> None:
     as high) never holds one. After ``burst_runs`` separate alerts in ``repeat_windows``,
     a burst no bigger than those seen is the pattern; a bigger one still alerts."""
     rng = random.Random(12)
-    values = [rng.choice([42.0, 68.4, 86.4, 113.0]) for _ in range(600)]
-    bursts = []
-    for _ in range(10):
-        values += [rng.choice([42.0, 68.4]) for _ in range(rng.randint(8, 20))]
-        bursts.append(len(values))
-        values += [1.4e4, 5.2e6 * rng.uniform(0.99, 1.0), 9e3]
-    values += [rng.choice([42.0, 68.4]) for _ in range(30)]
-
-    def alerted(**params: object) -> list[bool]:
-        detector = create("adaptive", **{**default_params_for("distribution.mean"), **params})
-        scores = feed(detector, values)  # type: ignore[arg-type]
-        return [max(scores[at:at + 3]) >= 0.9 for at in bursts]
-
-    without = alerted(burst_runs=0)
+    values, bursts = _backup_bursts(rng, lambda _: 5.2e6 * rng.uniform(0.99, 1.0))
+    without, _ = _bursts_alerted(values, bursts, burst_runs=0)
     assert sum(without) >= 8, without  # every one far out: the repeat count holds few
-    with_rule = alerted()
+    with_rule, _ = _bursts_alerted(values, bursts)
     assert with_rule[:4] == [True] * 4, with_rule  # the first four are incidents
     assert sum(with_rule[4:]) <= 1, with_rule
     # a burst bigger than every one before still alerts
@@ -611,23 +622,10 @@ def test_bursts_each_a_hair_above_the_last_are_no_new_records() -> None:
     margin each is a record, so the burst rule never holds one and each alerts boosted;
     with ``record_margin`` (1 % of the range) the fifth on is the pattern, and a burst
     clearly beyond the range still alerts."""
-    rng = random.Random(31)
-    values = [rng.choice([42.0, 68.4, 86.4, 113.0]) for _ in range(600)]
-    bursts = []
-    for k in range(10):
-        values += [rng.choice([42.0, 68.4]) for _ in range(rng.randint(8, 20))]
-        bursts.append(len(values))
-        values += [1.4e4, 5.2e6 * (1.0 + 0.001 * k), 9e3]
-    values += [rng.choice([42.0, 68.4]) for _ in range(30)]
-
-    def run(**params: object) -> tuple[list[bool], AdaptiveDetector]:
-        detector = create("adaptive", **{**default_params_for("distribution.mean"), **params})
-        scores = feed(detector, values)  # type: ignore[arg-type]
-        return [max(scores[at:at + 3]) >= 0.9 for at in bursts], detector  # type: ignore
-
-    every_one, _ = run(record_margin=0.0)
+    values, bursts = _backup_bursts(random.Random(31), lambda k: 5.2e6 * (1.0 + 0.001 * k))
+    every_one, _ = _bursts_alerted(values, bursts, record_margin=0.0)
     assert sum(every_one) >= 7, every_one
-    with_margin, detector = run()
+    with_margin, detector = _bursts_alerted(values, bursts)
     assert with_margin[:4] == [True] * 4, with_margin
     assert sum(with_margin[4:]) <= 1, with_margin
     assert detector.score_one({"value": 5.2e6 * 1.05, "t": len(values) * STEP}) >= 0.9
