@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -234,12 +235,29 @@ def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     alert = args.threshold is not None
     out.write("timestamp,value,alert,score\n" if alert else "timestamp,value,score\n")
     rows = detect_csv(args.csv, args.detector, args.metric_kind, **dict(args.param))
-    for timestamp, value, score in rows:
-        if alert:
-            out.write(f"{timestamp},{value},{int(score >= args.threshold)},{score:.6f}\n")
-        else:
-            out.write(f"{timestamp},{value},{score:.6f}\n")
+    try:
+        for timestamp, value, score in rows:
+            if alert:
+                out.write(f"{timestamp},{value},{int(score >= args.threshold)},"
+                          f"{_score_text(score)}\n")
+            else:
+                out.write(f"{timestamp},{value},{_score_text(score)}\n")
+        out.flush()
+    except BrokenPipeError:  # the reader stopped early (| head): nothing left to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return 0
+
+
+def _score_text(score: float) -> str:
+    """Six decimals, or fifteen where six would round a score below 1.0 up to 1.000000:
+    scores keep rising towards 1.0 without reaching it, and a rounded tie cannot be ranked.
+
+    >>> _score_text(0.9), _score_text(0.99999974), _score_text(1.0)
+    ('0.900000', '0.999999740000000', '1.000000')
+    """
+    text = f"{score:.6f}"
+    return f"{score:.15f}" if text == "1.000000" and score < 1.0 else text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,19 +76,41 @@ class DetectorStateError(DqpulseError):
     """Saved detector state that cannot be read back (corrupt, other detector, old version)."""
 
 
+#: decades of ``1 - score`` up to which :func:`z_to_score` is ``1 - (1 - threshold) **
+#: (z / z_threshold)``; beyond, it approaches 1 by the logarithm of the excess (score
+#: 0.999999 and up: no alert, severity or learning decision is taken that high)
+_Z_KNEE_DECADES = 6.0
+_DEFAULT_DECADES = -math.log10(1.0 - DEFAULT_THRESHOLD)  # decades of 1 - score per z_threshold
+
+
 def z_to_score(z: float, z_threshold: float, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Map a non-negative robust z to ``[0, 1]`` so that ``z == z_threshold`` gives ``threshold``.
+
+    ``1 - (1 - threshold) ** (z / z_threshold)`` up to a score of 0.999999; further out the
+    score keeps rising with ``z`` without reaching 1.0 in floating point (the plain curve
+    rounds to exactly 1.0 from about 16 decades, at 16 ``z_threshold``s with the default
+    threshold, and such windows could not be ranked). Only an infinite ``z`` scores 1.0.
 
     >>> round(z_to_score(0.0, 6.0), 3), round(z_to_score(6.0, 6.0), 3)
     (0.0, 0.9)
     >>> z_to_score(3.0, 6.0) < 0.9 < z_to_score(7.0, 6.0) < 1.0
+    True
+    >>> z_to_score(100.0, 4.0) < z_to_score(1e6, 4.0) < z_to_score(1e18, 4.0) < 1.0
     True
     """
     if not z > 0.0:  # also catches NaN
         return 0.0
     if math.isinf(z):
         return 1.0
-    return float(1.0 - (1.0 - threshold) ** (z / z_threshold))
+    if not threshold < 1.0:
+        return float(1.0 - (1.0 - threshold) ** (z / z_threshold))
+    per_z = _DEFAULT_DECADES if threshold == DEFAULT_THRESHOLD else -math.log10(1.0 - threshold)
+    ratio = z / z_threshold
+    decades = ratio * per_z
+    knee = _Z_KNEE_DECADES if per_z <= _Z_KNEE_DECADES - 1.0 else per_z + 1.0
+    if decades <= knee:
+        return float(1.0 - (1.0 - threshold) ** ratio)
+    return 1.0 - math.pow(10.0, -knee) / (1.0 + math.log1p(decades - knee))
 
 
 def finite(value: Any) -> float | None:

@@ -714,3 +714,26 @@ def test_a_burst_in_an_hour_not_seen_yet_is_not_that_hours_level() -> None:
     # a new level from that hour on is learned, not dropped: it goes quiet
     alerts = _young_counts(120, 288, random.Random(5), [1.6] * 168)
     assert any(alerts[120:125]) and sum(alerts[160:288]) <= 2
+
+
+def test_z_scores_rank_far_out_without_reaching_one() -> None:
+    from dqpulse.detectors.base import z_to_score
+
+    # the plain curve up to 0.999999: every alert, severity and learning decision unchanged
+    for z in (0.5, 4.0, 8.0, 20.0, 23.9):
+        assert z_to_score(z, 4.0) == pytest.approx(1.0 - 0.1 ** (z / 4.0), abs=1e-15)
+    zs = [24.0, 30.0, 64.0, 1e3, 1e9, 1e18, 1e300]
+    scores = [z_to_score(z, 4.0) for z in zs]
+    assert scores == sorted(scores) and len(set(scores)) == len(zs)
+    assert scores[0] == pytest.approx(0.999999) and scores[-1] < 1.0
+    assert z_to_score(math.inf, 4.0) == 1.0
+    # a stricter threshold keeps its knee beyond the threshold
+    assert z_to_score(4.0, 4.0, 0.9999999) == pytest.approx(0.9999999)
+
+
+def test_a_constant_series_then_a_huge_jump_scores_below_one_and_ranks() -> None:
+    detector = RobustDetector()
+    for _ in range(200):
+        detector.learn_one({"value": 5.0})
+    small, huge = detector.score_one({"value": 6.0}), detector.score_one({"value": 5e12})
+    assert small < huge < 1.0
