@@ -25,7 +25,7 @@ import importlib.util
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -81,11 +81,14 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def settings(varies: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """("defaults", {}) then one (label, params) per ``NAME=V1,V2`` value.
+def settings(varies: list[str], combos: Sequence[str] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """("defaults", {}) then one (label, params) per ``NAME=V1,V2`` value, then one per
+    combination ``NAME=V+NAME=V`` (several parameters moved together).
 
     >>> settings(["spike_memory=3,8"])[1:]
     [('spike_memory=3', {'spike_memory': 3}), ('spike_memory=8', {'spike_memory': 8})]
+    >>> settings([], ["a=1+b=x"])[1:]
+    [('a=1+b=x', {'a': 1, 'b': 'x'})]
     """
     out: list[tuple[str, dict[str, Any]]] = [("defaults", {})]
     for vary in varies:
@@ -93,6 +96,14 @@ def settings(varies: list[str]) -> list[tuple[str, dict[str, Any]]]:
         if not name or not values:
             sys.exit(f"--vary wants NAME=V1[,V2...], got {vary!r}")
         out += [(f"{name}={v}", {name: parse_value(v)}) for v in values.split(",")]
+    for combo in combos:
+        params: dict[str, Any] = {}
+        for part in combo.split("+"):
+            name, _, value = part.partition("=")
+            if not name or not value:
+                sys.exit(f"--combo wants NAME=V+NAME=V..., got {combo!r}")
+            params[name] = parse_value(value)
+        out.append((combo, params))
     return out
 
 
@@ -121,6 +132,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--vary", action="append", default=[], metavar="NAME=V1,V2",
                         help="score each value of this parameter on top of the defaults")
+    parser.add_argument("--combo", action="append", default=[], metavar="NAME=V+NAME=V",
+                        help="score these parameters moved together on top of the defaults")
     parser.add_argument("--copies", default=",".join(COPIES),
                         help=f"comma-separated, of: {', '.join(COPIES)}")
     parser.add_argument("--jobs", type=int, default=2)
@@ -130,7 +143,7 @@ def main() -> None:
     unknown = [c for c in copies if c not in COPIES]
     if unknown:
         sys.exit(f"unknown copies {unknown}; known: {', '.join(COPIES)}")
-    runs = settings(args.vary)
+    runs = settings(args.vary, args.combo)
     with tempfile.TemporaryDirectory() as scratch:
         folders: dict[str, Path] = {}
         for copy in copies:

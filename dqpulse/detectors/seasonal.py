@@ -272,6 +272,18 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         (the test is silent until that spread is learned); a gradual lower day stays the
         ``persistence`` score's. An explanation names the run (``run_windows``,
         ``run_observed``, ``run_expected``) when it is what alerts.
+    burst_memory, burst_count, burst_windows
+        Short rises that recur are how a bursty series behaves: the first
+        ``burst_windows`` windows of a rise score just under the threshold when
+        ``burst_count`` short rises (alert runs of at most ``burst_windows`` windows) of the
+        last ``burst_memory`` windows scored at least as high. A rise held longer reports
+        its own score from its next window, so a real spike or a moved daily pattern alerts
+        at most ``burst_windows`` windows late; a rise higher than all but
+        ``burst_count - 1`` of the recent bursts alerts at once; drops are never held back
+        (a missing batch stays an incident), nor is a rise in an episode confirmed by a
+        user. An explanation lists ``repeat`` among its ``evidence`` for a window held
+        back. They weigh what a window reports, not what the baseline learns: changing
+        them keeps a saved baseline. ``0`` (the default) for ``burst_memory`` turns it off.
 
     Examples
     --------
@@ -298,9 +310,20 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     # anomaly learned while the bucket warmed up (a burst, or a first weekend's level);
     # old saved states predate it: nothing tracked
     _burst: tuple[tuple[int, int, int], ...] = ()
+    # old saved states predate the short-burst memory: off, and nothing remembered
+    burst_memory = 0
+    burst_count = 3
+    burst_windows = 2
+    # (window ordinal at its end, peak score) of the last short rises that alerted
+    _short: tuple[tuple[int, float], ...] = ()
+    _rise: tuple[int, float] = (0, 0.0)  # (windows, peak score) of the rise alerting now
+    _ordinal = 0  # warm windows seen
+    #: short rises remembered, at most
+    _SHORT_KEPT = 16
     # they weigh how a count's low windows are judged, not what the profiles learned: a
     # saved baseline keeps its state when they change
-    live_params = frozenset({"counts", "count_run", "adopt_min_seconds"})
+    live_params = frozenset({"counts", "count_run", "adopt_min_seconds", "burst_memory",
+                             "burst_count", "burst_windows"})
 
     def __init__(
         self,
@@ -324,6 +347,9 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         adopt_min_seconds: float = 0.0,
         counts: bool = False,
         count_run: int = 1,
+        burst_memory: int = 0,
+        burst_count: int = 3,
+        burst_windows: int = 2,
     ) -> None:
         check_side(side)
         if not 0.0 <= persistence < 1.0:
@@ -336,10 +362,17 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             raise ValueError("adopt_after is a number of windows >= 1 (or None)")
         if count_run < 1:
             raise ValueError("count_run is a number of windows >= 1")
+        if burst_memory < 0:
+            raise ValueError("burst_memory is a number of windows >= 0 (0: off)")
+        if burst_count < 1 or burst_windows < 1:
+            raise ValueError("burst_count and burst_windows are numbers >= 1")
         if not adopt_min_seconds >= 0.0:
             raise ValueError("adopt_min_seconds is a duration in seconds >= 0")
         self.adopt_after = adopt_after
         self.adopt_min_seconds = adopt_min_seconds
+        self.burst_memory = burst_memory
+        self.burst_count = burst_count
+        self.burst_windows = burst_windows
         self.counts = counts
         self.count_run = count_run
         self.learn_below = learn_below
@@ -500,6 +533,8 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             return
         # the baseline stays as it is until this window is learned
         fit, score = self._window(value, t)
+        if self.burst_memory > 0 and self.is_warm:
+            self._track_rise(score, fit[0])
         self._mutations += 1
         if score >= self.threshold and self._burst and self._drop_burst(value, t):
             fit, score = self._window(value, t)
@@ -549,13 +584,16 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             explanation["run_windows"] = len(self._low_run) + 1
             explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
             explanation["run_expected"] = expected + sum(e for _, e, _ in self._low_run)
-        if self._score(value, fit) >= self.threshold:
+        score = self._score(value, fit)
+        if score >= self.threshold:
             # what decided the alert: the window itself (its run of low counts), or the
-            # persistence EWMA of recent windows
+            # persistence EWMA of recent windows; ``repeat``: held back as a recurring burst
             explanation["evidence"] = (["point"] if point >= self.threshold
                                        else ["persistence"])
             if run_z < z and point >= self.threshold:
                 explanation["evidence"].append("low_run")
+            if self._burst_cap(score, z) < score:
+                explanation["evidence"].append("repeat")
         return explanation
 
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
@@ -599,7 +637,32 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         value, t = self._read(x)
         if value is None or not self.is_warm:
             return 0.0
-        return self._window(value, t)[1]
+        fit, score = self._window(value, t)
+        return self._burst_cap(score, fit[0])
+
+    def _burst_cap(self, score: float, z: float) -> float:
+        """``score``, or just under the threshold for the first ``burst_windows`` windows of
+        a rise like the recent short ones (see ``burst_memory``)."""
+        if (self.burst_memory <= 0 or score < self.threshold or z <= 0.0 or self._hold
+                or self._rise[0] >= self.burst_windows):
+            return score
+        oldest = self._ordinal - self.burst_memory
+        as_high = sum(1 for end, peak in self._short if end >= oldest and peak >= score)
+        return self.threshold - 1e-4 if as_high >= self.burst_count else score
+
+    def _track_rise(self, score: float, z: float) -> None:
+        """Move the short-rise memory past a warm window (scored as learning sees it)."""
+        windows, peak = self._rise
+        if score >= self.threshold and z > 0.0:
+            self._rise = (windows + 1, max(peak, score))
+        else:
+            if 0 < windows <= self.burst_windows:
+                oldest = self._ordinal - self.burst_memory
+                kept = [item for item in self._short if item[0] >= oldest]
+                kept.append((self._ordinal, peak))
+                self._short = tuple(kept[-self._SHORT_KEPT:])
+            self._rise = (0, 0.0)
+        self._ordinal += 1
 
     def explain(self, x: Mapping[str, Any]) -> Explanation:
         value, t = self._read(x)

@@ -737,3 +737,95 @@ def test_a_constant_series_then_a_huge_jump_scores_below_one_and_ranks() -> None
         detector.learn_one({"value": 5.0})
     small, huge = detector.score_one({"value": 6.0}), detector.score_one({"value": 5e12})
     assert small < huge < 1.0
+
+
+def _counts_detector(**overrides: object) -> tuple[SeasonalDetector, float]:
+    """Record counts' production detector after three days of ~1,000 records per 5 minutes;
+    returns it and the next window's time."""
+    params = {**default_params_for("volume.records"), **overrides}
+    detector = SeasonalDetector(**params)  # type: ignore[arg-type]
+    rng = random.Random(7)
+    t = 0.0
+    for _ in range(3 * 288):
+        x = {"value": rng.gauss(1000.0, 30.0), "t": t}
+        detector.score_one(x)
+        detector.learn_one(x)
+        t += 300.0
+    return detector, t
+
+
+def _windows(detector: SeasonalDetector, t: float,
+             values: list[float]) -> tuple[list[float], float]:
+    """Scores of consecutive 5-minute windows from ``t`` (score, then learn); the next time."""
+    scores = []
+    for value in values:
+        x = {"value": value, "t": t}
+        scores.append(detector.score_one(x))
+        detector.learn_one(x)
+        t += 300.0
+    return scores, t
+
+
+def test_short_rises_that_recur_within_a_day_stop_alerting_but_a_held_one_does_not() -> None:
+    detector, t = _counts_detector()
+    quiet = [1000.0] * 20
+    first = []
+    for size in (1600.0, 1600.0, 1600.0):  # three one-window bursts, 100 minutes apart
+        scores, t = _windows(detector, t, [size] + quiet)
+        first.append(scores[0])
+    assert min(first) >= detector.threshold  # each alerted
+    fourth = {"value": 1550.0, "t": t}  # a fourth, no higher
+    assert detector.threshold - 0.001 < detector.score_one(fourth) < detector.threshold
+    assert detector.explain(fourth)["evidence"] == ["point", "repeat"]
+    _, t = _windows(detector, t, [1550.0] + quiet)
+    # a rise held for longer than a burst alerts from its third window
+    scores, t = _windows(detector, t, [1500.0] * 5 + quiet)
+    assert [s >= detector.threshold for s in scores[:5]] == [False, False, True, True, True]
+    # a rise above every recent burst alerts at once, and a drop is never held back
+    scores, t = _windows(detector, t, [3000.0] + quiet + [400.0] + quiet)
+    assert scores[0] >= detector.threshold
+    assert scores[21] >= detector.threshold
+
+
+def test_every_burst_alerts_without_the_burst_memory_and_a_confirmed_episode_is_not_held(
+) -> None:
+    plain, t = _counts_detector(burst_memory=0)
+    scores = []
+    for _ in range(5):
+        window, t = _windows(plain, t, [1600.0] + [1000.0] * 20)
+        scores.append(window[0])
+    assert min(scores) >= plain.threshold
+    detector, t = _counts_detector()
+    for _ in range(3):
+        _, t = _windows(detector, t, [1600.0] + [1000.0] * 20)
+    # a rise held for three windows alerts from its third; a user confirms it, and a burst
+    # two windows after its end, inside the episode, is not held back
+    scores, t = _windows(detector, t, [1500.0] * 2)
+    assert max(scores) < detector.threshold
+    third = {"value": 1500.0, "t": t}
+    assert detector.score_one(third) >= detector.threshold
+    detector.learn_one(third)
+    detector.feedback(third, "confirmed")
+    _, t = _windows(detector, t + 300.0, [1000.0])
+    assert detector.score_one({"value": 1600.0, "t": t}) >= detector.threshold
+    # the same without the confirmation is held back
+    again, t = _counts_detector()
+    for _ in range(3):
+        _, t = _windows(again, t, [1600.0] + [1000.0] * 20)
+    _, t = _windows(again, t, [1500.0] * 3 + [1000.0])
+    assert again.score_one({"value": 1600.0, "t": t}) < again.threshold
+
+
+def test_a_counts_state_saved_before_the_burst_memory_loads_with_it_off() -> None:
+    detector, t = _counts_detector()
+    for name in ("burst_memory", "burst_count", "burst_windows"):
+        delattr(detector, name)  # what a state written before them looks like
+    loaded = SeasonalDetector.from_bytes(detector.to_bytes())
+    assert isinstance(loaded, SeasonalDetector)
+    assert loaded.burst_memory == 0
+    scores, _ = _windows(loaded, t, [1600.0, 1000.0] * 8)
+    assert all(s >= loaded.threshold for s in scores[::2])
+    # they weigh what a window reports: a new value keeps the saved baseline
+    assert {"burst_memory", "burst_count", "burst_windows"} <= SeasonalDetector.live_params
+    with pytest.raises(ValueError, match="burst_memory"):
+        SeasonalDetector(burst_memory=-1)
