@@ -20,6 +20,8 @@ Families (``--windows`` windows each, 5-minute steps unless said):
 - ``daily_30min`` and ``daily_hourly``: a daily cycle with lower weekends at 30 minutes
   and an hour, 5 % noise
 - ``irregular``: the same cycle sampled at exponential gaps (mean 5 minutes, at least 30 s)
+- ``poisson_2``, ``poisson_15``, ``poisson_100``: record counts of a topic with nothing
+  but counting noise, Poisson with a mean of 2, 15 or 100 a window times the daily cycle
 
 For each family it runs detect's default for ``--metric-kind`` (scores before learning, as
 ``dqpulse detect --csv`` prints them) and counts, after the probation ``series_eval.py``
@@ -92,6 +94,20 @@ def _ar1(rng: random.Random, _t: float, _i: int, state: list[float]) -> float:
     return 100.0 + state[0]
 
 
+def _poisson(rng: random.Random, mean: float) -> float:
+    """A Poisson draw (normal beyond a mean of 50)."""
+    if mean > 50.0:
+        return float(max(0, round(rng.gauss(mean, math.sqrt(mean)))))
+    limit, k, p = math.exp(-mean), 0, rng.random()
+    while p > limit:
+        k, p = k + 1, p * rng.random()
+    return float(k)
+
+
+def _counts(mean: float) -> Family:
+    return Family(_five, lambda rng, t, i, s: _poisson(rng, mean * daily(t)))
+
+
 FAMILIES: dict[str, Family] = {
     "gaussian": Family(_five, lambda rng, t, i, s: 100.0 + rng.gauss(0.0, 5.0)),
     "heavy": Family(_five, lambda rng, t, i, s: 100.0 + _student_t3(rng)),
@@ -109,6 +125,9 @@ FAMILIES: dict[str, Family] = {
                            lambda rng, t, i, s: 1000.0 * daily(t) * (1 + rng.gauss(0.0, 0.05))),
     "irregular": Family(lambda rng: max(30.0, rng.expovariate(1.0 / 300.0)),
                         lambda rng, t, i, s: 1000.0 * daily(t) * (1 + rng.gauss(0.0, 0.05))),
+    "poisson_2": _counts(2.0),
+    "poisson_15": _counts(15.0),
+    "poisson_100": _counts(100.0),
 }
 
 

@@ -160,4 +160,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for nodeid, when, text in _RERUN_REASONS:
         terminalreporter.write_line(f"{nodeid} ({when}):")
         # the end of the traceback holds the assertion or error; a whole one can be long
-        terminalreporter.write_line(text[-3000:] if len(text) > 3000 else text)
+        terminalreporter.write_line(text[-3000:])
