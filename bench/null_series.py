@@ -51,6 +51,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from special_days import seeds_from  # noqa: E402
 
 from dqpulse.detectors import create  # noqa: E402
 from dqpulse.detectors.offline import detector_for_kind  # noqa: E402
@@ -155,14 +158,6 @@ def run(args: tuple[str, int, int, float, str, dict[str, Any]]) -> tuple[str, in
         episodes += above and not above_before
         above_before = above
     return family_name, above_rows, episodes, scored
-
-
-def seeds_from(text: str) -> list[int]:
-    """``1-5`` or ``3,5,9``."""
-    if "-" in text:
-        low, high = text.split("-", 1)
-        return list(range(int(low), int(high) + 1))
-    return [int(part) for part in text.split(",") if part]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
