@@ -24,6 +24,7 @@ plan's days must be the run's own.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,12 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     test_start = bench.START + cfg.warmup_days * 86400.0
     test_end = test_start + cfg.test_days * 86400.0
     scores = bench.evaluate(bench.dqpulse_alerts(scored), injections, test_start, test_end)
-    found = len(scores.delays())
+    delays = scores.delays()
+    found = len(delays)
     total = found + sum(scores.missed.values())
+    median = f"{statistics.median(delays):.1f}" if delays else "-"
     print(f"changed flags {changed}; recall {found}/{total} = {found / total:.3f}; "
           f"precision by episode {scores.true_episodes}/{scores.episodes} = "
           f"{scores.precision:.3f}; by window {scores.true_alert_windows}/"
-          f"{scores.alert_windows} = {scores.window_precision:.3f}")
+          f"{scores.alert_windows} = {scores.window_precision:.3f}; median delay "
+          f"{median} windows (mean {sum(delays) / max(found, 1):.2f})")
     print(f"missed: {scores.missed or 'none'}")
     for key, count in sorted(scores.false_series.items(), key=lambda kv: -kv[1])[:8]:
         print(f"  false windows {count:4d}  {key}")

@@ -216,6 +216,8 @@ def grounds_text(explanation: Mapping[str, Any]) -> list[str]:
                            if isinstance(windows, int) else "beyond its recent range")
         elif ground == "held":
             phrases.append("kept on while it hovers about the threshold")
+        elif ground == "follows_lone":
+            phrases.append("raised two windows in a row")
         elif ground == "low_run" and isinstance(explanation.get("run_windows"), int):
             phrases.append(f"low for {explanation['run_windows']} windows in a row")
     return phrases

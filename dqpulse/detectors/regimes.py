@@ -19,7 +19,8 @@ from dqpulse.detectors.forecasters import Forecaster, ew_alpha
 from dqpulse.detectors.seasonal_regimes import SILENT_RATIO
 from dqpulse.detectors.seasonal_regimes import upper_median as _median
 
-__all__ = ["RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS", "Episode", "RegimeAdoption"]
+__all__ = ["LONE_GAP", "RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS", "Episode",
+           "RegimeAdoption"]
 
 #: how long after an adoption the level before it may come back and undo it
 UNDO_SECONDS = 86400.0
@@ -32,6 +33,10 @@ RATIO_BETTER = 0.9
 
 #: (window start, value, anomalous, z) of the windows of the current anomaly episode
 Episode = deque[tuple[float | None, float, bool, float]]
+
+
+#: how far under the threshold a lone marginal window reports (a repeat: 1e-4)
+LONE_GAP = 2e-4
 
 
 class RegimeAdoption:
@@ -99,6 +104,8 @@ class RegimeAdoption:
     _records: RecordRange | None
     _repeats: RepeatCounter | None
     _run_held = -1  # windows held up in the current alert run; -1: no run
+    confirm_below = 0.0  # states saved before the param: off
+    _waiting = False  # the window before was a lone marginal one, held back
     # old saved states predate the daily repeat: built on their first window once set
     daily_repeat_seconds: float = 0.0
     _daily: DailyRepeat | None = None
@@ -120,8 +127,11 @@ class RegimeAdoption:
         that the day before saw (:meth:`_daily_repeat`), does not open an alert (it reports
         just under the threshold) unless a user confirmed the episode. While an alert run
         is on, a window scoring ``hold_from`` or more keeps it on for up to ``hold``
-        windows (one alert for a shift hovering about the threshold). Learning sees none
-        of this: it follows the residual's own score."""
+        windows (one alert for a shift hovering about the threshold). A window that would
+        open an alert with a score under ``confirm_below`` reports just under the threshold
+        (``LONE_GAP`` under it) and the alert opens on the next window if that one scores
+        ``hold_from`` or more: a lone marginal window alerts with the window after it, or
+        not at all. Learning sees none of this: it follows the residual's own score."""
         if log_p < 0.0 and not (log_p_to_score(log_p) >= self.threshold
                                 and self._sustained()):
             log_p = min(log_p + math.log(self.report_share), 0.0)
@@ -129,16 +139,29 @@ class RegimeAdoption:
             log_p -= math.log(self.record_boost)
         score = capped = log_p_to_score(log_p)
         repeats = self._repeats
-        if score >= self.threshold and self._run_held < 0 and not self._hold and (
-                (repeats is not None and repeats.as_high(score) >= self.repeat_count
-                 and (self.repeat_runs <= 1 or repeats.runs(score) >= self.repeat_runs))
-                or self._daily_repeat(score, value, t) or self._burst_pattern(value)):
+        opens = score >= self.threshold and self._run_held < 0 and not self._hold
+        # after a lone marginal window (judged no repeat itself) the run goes on: as if
+        # it had opened the alert, the window after it is not judged again
+        repeated = opens and not self._waiting and (
+            (repeats is not None and repeats.as_high(score) >= self.repeat_count
+             and (self.repeat_runs <= 1 or repeats.runs(score) >= self.repeat_runs))
+            or self._daily_repeat(score, value, t) or self._burst_pattern(value))
+        if repeated:
             capped = self.threshold - 1e-4
+        elif opens and score < self.confirm_below and not self._waiting:
+            capped = self.threshold - LONE_GAP  # a lone marginal window: wait for the next
         reported = capped
+        if self._follows_lone(capped):
+            reported = self.threshold  # the window after a marginal one is still raised
         if (capped < self.threshold and 0 <= self._run_held < self.hold
                 and capped >= self.hold_from):
             reported = self.threshold
         return score, capped, reported
+
+    def _follows_lone(self, capped: float) -> bool:
+        """Whether a window opens the alert that the lone marginal window before it held
+        back: it scores at least ``hold_from`` and no alert is on."""
+        return self._waiting and self._run_held < 0 and self.hold_from <= capped < self.threshold
 
     def _burst_pattern(self, value: float) -> bool:
         """Whether the last ``repeat_windows`` alerted in at least ``burst_runs`` separate
@@ -204,6 +227,7 @@ class RegimeAdoption:
         """Move the long view and the alert run past a window (every window, anomalies
         included)."""
         score, capped, reported = evidence
+        self._waiting = capped == self.threshold - LONE_GAP and reported < self.threshold
         if self._daily is None and self.daily_repeat_seconds > 0:
             self._daily = DailyRepeat(self.daily_repeat_seconds)
         if self._daily is not None and t is not None:

@@ -854,3 +854,68 @@ def test_a_held_shift_moves_a_profile_by_its_ratio_and_a_level_by_its_difference
     # a series that goes negative moves by the difference
     (by_ratio, delta), _ = _held_move([(-5.0, 1.0), (-4.0, 2.0), (-6.0, 1.5)])
     assert not by_ratio and delta == pytest.approx(-6.0)
+
+
+def _value_scoring(detector: AdaptiveDetector, t: float, low: float, high: float,
+                   target: float) -> float:
+    """A value above ``low`` whose score (by ``score_one``, which changes nothing) is about
+    ``target``: bisection between ``low`` (scoring under it) and ``high`` (over it)."""
+    for _ in range(60):
+        middle = (low + high) / 2.0
+        if detector.score_one({"value": middle, "t": t}) < target:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def test_a_lone_marginal_window_alerts_with_the_next_or_not_at_all() -> None:
+    # a window whose own score is just past the threshold (0.9-0.92) opens no alert by
+    # itself: it reports just under the threshold and the alert opens on the next window
+    # if that one is raised too (0.5 or more), at once if the window scores past 0.92
+    rng = random.Random(5)
+    detector = AdaptiveDetector(min_scale=1e-6)
+    feed(detector, [100.0 + rng.gauss(0.0, 1.0) for _ in range(700)])
+    t = 700 * STEP
+
+    def copy_of(confirm_below: float) -> AdaptiveDetector:
+        copy = AdaptiveDetector.from_bytes(detector.to_bytes())
+        assert isinstance(copy, AdaptiveDetector)
+        copy.confirm_below = confirm_below
+        return copy
+
+    marginal = _value_scoring(copy_of(0.0), t, 100.0, 200.0, 0.905)
+    strong = _value_scoring(copy_of(0.0), t, 100.0, 200.0, 0.95)
+    assert copy_of(0.92).score_one({"value": 100.5, "t": t}) < 0.5  # noise is quiet
+
+    def after(confirm_below: float, value: float, then: float | None = None
+              ) -> tuple[list[float], list[list[str]]]:
+        copy = copy_of(confirm_below)
+        scores, grounds = [], []
+        for i, v in enumerate([value] if then is None else [value, then]):
+            x = {"value": v, "t": t + i * STEP}
+            scores.append(copy.score_one(x))
+            grounds.append(copy.explain(x).get("evidence", []))
+            copy.learn_one(x)
+        return scores, grounds
+
+    # without the rule the marginal window alerts by itself
+    alone, _ = after(0.0, marginal)
+    assert 0.9 <= alone[0] < 0.92, alone
+    # with it, it waits, and says why
+    scores, grounds = after(0.92, marginal, 100.0)
+    assert scores[0] < 0.9 and scores[1] < 0.9, scores
+    assert "lone" in grounds[0], grounds
+    # a next window still raised opens the alert
+    raised = _value_scoring(copy_of(0.0), t + STEP, 100.0, 200.0, 0.6)  # its own score
+    scores, grounds = after(0.92, marginal, raised)
+    assert scores[0] < 0.9 <= scores[1], scores
+    assert "follows_lone" in grounds[1], grounds
+    # a window past ``confirm_below`` alerts at once
+    scores, _ = after(0.92, strong)
+    assert scores[0] >= 0.9, scores
+    # a state saved before the param loads with it off (the scorer then sets the default)
+    old = copy_of(0.92)
+    del old.__dict__["confirm_below"], old.__dict__["_waiting"]
+    restored = AdaptiveDetector.from_bytes(old.to_bytes())
+    assert restored.score_one({"value": marginal, "t": t}) >= 0.9

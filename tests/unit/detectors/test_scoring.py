@@ -380,5 +380,8 @@ def test_a_windows_band_agrees_with_its_alert() -> None:
                 assert evidence[0] in ("point", "persistence"), (i, point)
                 grounds.update(evidence)
     assert alerts >= 10
-    assert {"point", "persistence", "beyond_range", "held"} <= grounds
+    assert {"point", "persistence", "beyond_range"} <= grounds
+    # and a window raised to the threshold under its own score: an alert held on, or the
+    # window after a lone marginal one (which opens the alert)
+    assert grounds & {"held", "follows_lone"}, grounds
     assert disagreed >= 3  # what the scorer's band corrects
