@@ -211,9 +211,9 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         probability between about 4e-5 and 1e-4) reports just under the threshold, and the
         alert opens on the next window if that one scores ``hold_from`` or more: a lone
         marginal window alerts one window late or not at all, a window past it at once.
-        On NAB it removed about 6 % of the false alert episodes on every altered copy
-        (NAB as published 9.4 -> 8.9 per 10k rows, no labelled window lost) and 28 % on
-        seeded noise (``bench/null_series.py``), for 5 of about 800 windows summed over the
+        On NAB it removed 2-12 % of the false alert episodes on each altered copy (NAB as
+        published 9.4 -> 9.0 per 10k rows, no labelled window lost) and 27 % on seeded
+        noise (``bench/null_series.py``), for 5 of about 800 windows summed over the
         twelve copies, each caught by one marginal row alone (docs/benchmarks.md, session
         39). ``0`` off. Learning sees none of these four: it follows the residual's own
         score.
@@ -254,8 +254,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
                              "repeat_runs", "burst_runs",
                              "spike_memory", "hold", "hold_from", "confirm_below",
                              "daily_job_days", "daily_job_seconds", "sustain_windows",
-                             "held_noise_from",
-                             "held_noise_weight", "weekly_memory"})
+                             "held_noise_from", "held_noise_weight", "weekly_memory"})
 
     def __getstate__(self) -> dict[str, Any]:
         # each side pair as one signed history (FoldedPair): 4 KB less, under 16 KiB on
