@@ -57,6 +57,7 @@ from special_days import seeds_from  # noqa: E402
 
 from dqpulse.detectors import create  # noqa: E402
 from dqpulse.detectors.offline import detector_for_kind  # noqa: E402
+from dqpulse.sources.embedded import poisson  # noqa: E402
 
 DAY = 86400.0
 #: 2015-01-01 00:00 UTC, a Thursday
@@ -97,18 +98,8 @@ def _ar1(rng: random.Random, _t: float, _i: int, state: list[float]) -> float:
     return 100.0 + state[0]
 
 
-def _poisson(rng: random.Random, mean: float) -> float:
-    """A Poisson draw (normal beyond a mean of 50)."""
-    if mean > 50.0:
-        return float(max(0, round(rng.gauss(mean, math.sqrt(mean)))))
-    limit, k, p = math.exp(-mean), 0, rng.random()
-    while p > limit:
-        k, p = k + 1, p * rng.random()
-    return float(k)
-
-
 def _counts(mean: float) -> Family:
-    return Family(_five, lambda rng, t, i, s: _poisson(rng, mean * daily(t)))
+    return Family(_five, lambda rng, t, i, s: float(poisson(rng, mean * daily(t))))
 
 
 FAMILIES: dict[str, Family] = {

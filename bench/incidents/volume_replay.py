@@ -39,7 +39,7 @@ from run import (  # noqa: E402
 
 from dqpulse.detectors import create  # noqa: E402
 from dqpulse.detectors.scoring import default_detector_for, default_params_for  # noqa: E402
-from dqpulse.sources.embedded import EmbeddedSource, Injection  # noqa: E402
+from dqpulse.sources.embedded import EmbeddedSource, Injection, poisson  # noqa: E402
 
 VOLUME_KINDS = ("volume_drop", "volume_spike", "silence", "seasonal_shift", "short_drop",
                 "level_shift")
@@ -69,19 +69,10 @@ def counts(cfg: Config, injections: list[Injection]) -> list[tuple[float, float]
                 4.0 if "volume_spike" in active else 1.0)
             # 60 seconds of independent per-second noise, then Poisson counts
             mean = 60.0 * rate * max(0.0, 1 + rng.gauss(0, PROFILE.noise / math.sqrt(60)))
-            total += _poisson(rng, mean * math.exp(level))
+            total += poisson(rng, mean * math.exp(level))
         windows.append((t, float(total)))
         t += WINDOW
     return windows
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam > 50.0:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k, p = k + 1, p * rng.random()
-    return k
 
 
 def replay(cfg: Config, params: dict[str, Any]) -> dict[str, Any]:

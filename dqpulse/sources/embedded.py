@@ -180,7 +180,7 @@ class EmbeddedSource:
         rate *= max(0.0, 1.0 + self._rng.gauss(0.0, profile.noise))
         if profile.level_noise > 0.0:
             rate *= math.exp(self._slow_level(profile, t))
-        count = _poisson(self._rng, rate)
+        count = poisson(self._rng, rate)
         for _ in range(count):
             event_time = t + self._rng.random()
             if "late_burst" in active and self._rng.random() < 0.4:
@@ -248,7 +248,9 @@ class EmbeddedSource:
         return record
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw of mean ``lam`` from ``rng`` (normal beyond a mean of 50): the
+    generator's record counts, and the benches' that must match them."""
     if lam <= 0:
         return 0
     if lam > 50:
