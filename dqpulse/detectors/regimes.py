@@ -111,6 +111,7 @@ class RegimeAdoption:
     _daily: DailyRepeat | None = None
     daily_job_days: int = 0
     daily_job_seconds: float = 3600.0
+    daily_job_margin: float = 0.0  # states saved before it: record_margin alone
     sustain_windows: int = 0  # what states saved before it did
 
     def _evidence(self, log_p: float, value: float,
@@ -197,7 +198,9 @@ class RegimeAdoption:
         each of the last ``daily_job_days`` days alerted within ``daily_job_seconds`` of
         this time of day (a daily job whose start moves; on the series' second day, the
         first day is all there is); neither when its value is beyond the range of the last
-        ``record_windows``, the earlier days' included.
+        ``record_windows``, the earlier days' included, by more than ``daily_job_margin``
+        (or ``record_margin``, the larger) of the range's width: a job a few % higher than
+        before is the job, one far higher is news.
 
         The second-day case is for the first day's daily steps: a level forecaster
         forecasts the series until a daily profile has seen two days, and the first
@@ -208,7 +211,8 @@ class RegimeAdoption:
         daily = self._daily
         records = self._records
         if daily is None or t is None or (
-                records is not None and records.outside(value, self.record_margin) != 0):
+                records is not None and records.outside(
+                    value, max(self.record_margin, self.daily_job_margin)) != 0):
             return False
         if daily.yesterday(t) >= score:
             return True

@@ -379,6 +379,23 @@ def test_a_daily_job_whose_start_wanders_alerts_on_its_first_days_only() -> None
         AdaptiveDetector(daily_job_days=3)
 
 
+def test_a_daily_job_a_little_higher_than_before_is_still_the_daily_job() -> None:
+    # a quiet, quantised CPU (0.07-0.13) with a daily job at 12:30 (one window at 1.45):
+    # on the next days it runs 5 % higher (a few % of the range beyond every earlier
+    # value) or half again as high
+    def days(growth: float, **params: float) -> list[float]:
+        rng = random.Random(1)
+        values = [rng.choice([0.066, 0.132, 0.134]) for _ in range(288 * 3)]
+        for day in range(3):
+            values[day * 288 + 150] = 1.45 * growth ** day
+        scores = feed(AdaptiveDetector(**params), values)  # type: ignore[arg-type]
+        return [scores[day * 288 + 150] for day in range(3)]
+
+    assert [score >= 0.9 for score in days(1.05, daily_job_margin=0.0)] == [True] * 3
+    assert [score >= 0.9 for score in days(1.05)] == [True, False, False]  # the job
+    assert [score >= 0.9 for score in days(1.5)] == [True] * 3  # beyond by far: news
+
+
 def test_a_daily_repeat_saved_before_it_kept_a_third_day_loads() -> None:
     daily = DailyRepeat(900.0)
     daily.add(86400.0 + 3600.0, 0.95)
