@@ -191,8 +191,9 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         threshold once the last ``repeat_windows`` scored at alert level in this many
         separate runs before the current one: bursts that recur every hour, each a
         little further out than the last as the series stays quiet between them (which
-        the repeat count, comparing scores, never holds). ``0`` off; off with the repeat
-        count.
+        the repeat count, comparing scores, never holds). Runs at alert level are logged
+        apart from the repeat count's 16 highest scores, which three long bursts fill
+        (session 40). ``0`` off; off with the repeat count.
     daily_job_days, daily_job_seconds
         A window that comes where each of the last ``daily_job_days`` days (at most 2)
         alerted within ``daily_job_seconds`` of this time of day, and whose value is inside

@@ -18,6 +18,8 @@ from __future__ import annotations
 from array import array
 from collections import deque
 
+from dqpulse.detectors.base import DEFAULT_THRESHOLD
+
 __all__ = ["DailyRepeat", "RecordRange", "RepeatCounter"]
 
 
@@ -85,11 +87,20 @@ class RepeatCounter:
     (2, 1)
     """
 
-    def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 16) -> None:
+    #: states saved before the run log: built from their kept scores on their next window
+    _alert_runs: deque[tuple[int, int]] | None = None
+    level = DEFAULT_THRESHOLD
+
+    def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 16,
+                 level: float = DEFAULT_THRESHOLD) -> None:
         self.windows = windows
         self.floor = floor
         self.keep = keep
+        self.level = level
         self.recent: deque[tuple[int, float]] = deque()
+        # (first, last) window of each run at ``level`` or more: the kept scores are the
+        # highest ``keep``, and a few long runs of rising scores evict the earlier runs
+        self._alert_runs = deque(maxlen=keep)
         self.seen = 0
 
     def as_high(self, score: float) -> int:
@@ -119,7 +130,42 @@ class RepeatCounter:
             count -= 1
         return count
 
+    def alert_runs(self, ended: bool = False) -> int:
+        """In how many separate runs the last ``windows`` windows scored ``level`` or more
+        (as :meth:`runs` at ``level``, with its ``gap`` of 3, but every run counts, not
+        only those among the ``keep`` highest scores, at most ``keep`` of them).
+
+        >>> repeats = RepeatCounter(windows=100, floor=0.5, keep=4)
+        >>> for score in (0.95, 0.1, 0.1, 0.1, 0.1) + (0.96, 0.97) + (0.1,) * 4 + (0.98, 0.99):
+        ...     repeats.add(score)
+        >>> repeats.runs(0.9), repeats.alert_runs(), repeats.alert_runs(ended=True)
+        (2, 3, 2)
+        """
+        runs = self._alert_runs
+        if runs is None:  # a state saved before the log, not added to since
+            return self.runs(self.level, ended=ended)
+        oldest = self.seen - self.windows
+        count = sum(1 for _, last in runs if last >= oldest)
+        if ended and count and self.seen - runs[-1][1] <= 3:
+            count -= 1
+        return count
+
+    @staticmethod
+    def _log_run(runs: deque[tuple[int, int]], index: int) -> None:
+        if runs and index - runs[-1][1] <= 3:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+
     def add(self, score: float) -> None:
+        runs = self._alert_runs
+        if runs is None:  # a state saved before the log: its kept scores' runs
+            runs = self._alert_runs = deque(maxlen=self.keep)
+            for index, kept in self.recent:
+                if kept >= self.level:
+                    self._log_run(runs, index)
+        if score >= self.level:
+            self._log_run(runs, self.seen)
         recent = self.recent
         while recent and recent[0][0] < self.seen - self.windows:
             recent.popleft()

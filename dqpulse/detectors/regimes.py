@@ -174,7 +174,7 @@ class RegimeAdoption:
                 or records.seen < records.min_history \
                 or records.outside(value, self.record_margin) != 0:
             return False
-        return repeats.runs(self.threshold, ended=True) >= self.burst_runs
+        return repeats.alert_runs(ended=True) >= self.burst_runs
 
     def _beyond_range(self, value: float) -> bool:
         """Whether ``value`` is outside the range of the last ``record_windows``, on a side

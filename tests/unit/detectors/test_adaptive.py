@@ -13,7 +13,7 @@ from dqpulse.detectors import adaptive, create
 from dqpulse.detectors.adaptive import AdaptiveDetector
 from dqpulse.detectors.base import Detector
 from dqpulse.detectors.calibration import TailCalibrator, log_p_to_score, score_to_log_p
-from dqpulse.detectors.evidence import DailyRepeat
+from dqpulse.detectors.evidence import DailyRepeat, RepeatCounter
 from dqpulse.detectors.offline import detector_for_kind
 from dqpulse.detectors.scoring import default_params_for
 
@@ -631,6 +631,45 @@ def test_bursts_that_come_every_hour_stop_alerting_after_the_fourth() -> None:
     detector = create("adaptive", **default_params_for("distribution.mean"))
     feed(detector, values)  # type: ignore[arg-type]
     assert detector.score_one({"value": 5.0e7, "t": len(values) * STEP}) >= 0.9
+
+
+def test_long_bursts_are_counted_as_runs_though_their_scores_fill_the_counter() -> None:
+    """A disk that writes nothing, then writes 40-140 MB for half an hour every hour or
+    two (NAB's ec2_disk_write_bytes_1ef3de on its second day). Each burst's six windows
+    score 0.99+, and the repeat counter keeps the 16 highest scores: three bursts fill
+    it, and the fifth burst on counted only the runs left in it (a burst after four
+    alerted again). Runs at alert level are logged apart, every one counted."""
+    rng = random.Random(3)
+    values = [rng.choice([0.0, 0.0, 2048.0]) for _ in range(600)]
+    bursts = []
+    for _ in range(8):
+        values += [rng.choice([0.0, 2048.0]) for _ in range(rng.randint(10, 25))]
+        bursts.append(len(values))
+        values += [1.4e8 * rng.uniform(0.3, 1.0) for _ in range(6)]
+    detector = create("adaptive", **default_params_for("distribution.mean"))
+    scores = feed(detector, values)  # type: ignore[arg-type]
+    alerted = [max(scores[at:at + 6]) >= 0.9 for at in bursts]
+    assert alerted[:4] == [True] * 4, alerted
+    assert not any(alerted[4:]), alerted
+    # the counter itself: five runs of rising scores, the 16 highest kept
+    repeats = RepeatCounter(windows=288)
+    for run in range(5):
+        for window in range(6):
+            repeats.add(0.99 + 0.001 * run + 0.0001 * window)
+        for _ in range(10):
+            repeats.add(0.1)
+    assert repeats.runs(0.9) == 3 and repeats.alert_runs() == 5
+    # a counter saved before the run log: its runs are those of its kept scores, and
+    # its next window builds the log from them
+    old = RepeatCounter(windows=288)
+    for score in (0.95, 0.1, 0.1, 0.1, 0.1, 0.96):
+        old.add(score)
+    del old.__dict__["_alert_runs"]
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.alert_runs() == 2
+    for score in (0.1, 0.1, 0.1, 0.1, 0.97):
+        restored.add(score)
+    assert restored.alert_runs() == 3 and restored.alert_runs(ended=True) == 2
 
 
 def test_bursts_each_a_hair_above_the_last_are_no_new_records() -> None:
