@@ -20,7 +20,7 @@ from collections import deque
 
 from dqpulse.detectors.base import DEFAULT_THRESHOLD
 
-__all__ = ["DailyRepeat", "RecordRange", "RepeatCounter"]
+__all__ = ["DailyRepeat", "RecordRange", "RepeatCounter", "RunPeaks"]
 
 
 class RecordRange:
@@ -175,6 +175,51 @@ class RepeatCounter:
                 lowest = min(range(len(recent)), key=lambda i: recent[i][1])
                 del recent[lowest]
         self.seen += 1
+
+
+class RunPeaks:
+    """Peaks of the separate runs of windows scoring ``level`` or more (windows at most 3
+    apart are one run) over the last ``windows`` windows, the ``keep`` highest: how many
+    alerts at least as unusual as a given score the series has raised in that time. A run
+    counts once it has ended (3 quiet windows after it).
+
+    >>> peaks = RunPeaks(windows=100, keep=4)
+    >>> for score in (0.95, 0.97, 0.1, 0.1, 0.1, 0.1) + (0.99, 0.1, 0.1, 0.1, 0.1) + (0.92,):
+    ...     peaks.add(score)
+    >>> peaks.as_high(0.96), peaks.as_high(0.9), peaks.as_high(0.999)
+    (2, 2, 0)
+    """
+
+    def __init__(self, windows: int = 4032, level: float = DEFAULT_THRESHOLD,
+                 keep: int = 16) -> None:
+        self.windows = windows
+        self.level = level
+        self.keep = keep
+        self.peaks: list[tuple[int, float]] = []  # (last window, peak) of ended runs
+        self._run: tuple[int, float] | None = None  # (last window, peak) of the open run
+        self.seen = 0
+
+    def as_high(self, score: float) -> int:
+        oldest = self.seen - self.windows
+        return sum(1 for last, peak in self.peaks if last >= oldest and peak >= score)
+
+    def add(self, score: float) -> None:
+        run = self._run
+        if run is not None and self.seen - run[0] > 3:
+            self._close(run)
+            run = None
+        if score >= self.level:
+            self._run = (self.seen, score if run is None else max(run[1], score))
+        self.seen += 1
+
+    def _close(self, run: tuple[int, float]) -> None:
+        oldest = self.seen - self.windows
+        peaks = [item for item in self.peaks if item[0] >= oldest]
+        peaks.append(run)
+        if len(peaks) > self.keep:
+            peaks.remove(min(peaks, key=lambda item: item[1]))
+        self.peaks = peaks
+        self._run = None
 
 
 class DailyRepeat:

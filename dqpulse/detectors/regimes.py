@@ -14,7 +14,7 @@ from typing import Any
 
 from dqpulse.detectors.base import Verdict
 from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p_to_score
-from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter
+from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter, RunPeaks
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
 from dqpulse.detectors.seasonal_regimes import SILENT_RATIO
 from dqpulse.detectors.seasonal_regimes import upper_median as _median
@@ -113,6 +113,9 @@ class RegimeAdoption:
     daily_job_seconds: float = 3600.0
     daily_job_margin: float = 0.0  # states saved before it: record_margin alone
     sustain_windows: int = 0  # what states saved before it did
+    record_windows: int
+    long_repeat_runs: int = 0  # states saved before it: off until the scorer sets it
+    _peaks: RunPeaks | None = None  # built on the first window once set
 
     def _evidence(self, log_p: float, value: float,
                   t: float | None = None) -> tuple[float, float, float]:
@@ -146,7 +149,8 @@ class RegimeAdoption:
         repeated = opens and not self._waiting and (
             (repeats is not None and repeats.as_high(score) >= self.repeat_count
              and (self.repeat_runs <= 1 or repeats.runs(score) >= self.repeat_runs))
-            or self._daily_repeat(score, value, t) or self._burst_pattern(value))
+            or self._daily_repeat(score, value, t) or self._burst_pattern(value)
+            or self._long_repeat(score))
         if repeated:
             capped = self.threshold - 1e-4
         elif opens and score < self.confirm_below and not self._waiting:
@@ -175,6 +179,14 @@ class RegimeAdoption:
                 or records.outside(value, self.record_margin) != 0:
             return False
         return repeats.alert_runs(ended=True) >= self.burst_runs
+
+    def _long_repeat(self, score: float) -> bool:
+        """Whether at least ``long_repeat_runs`` separate alerts of the last
+        ``record_windows`` peaked at ``score`` or higher: about one a day for two weeks
+        is how the series behaves."""
+        peaks = self._peaks
+        return (peaks is not None and self.long_repeat_runs > 0
+                and peaks.as_high(score) >= self.long_repeat_runs)
 
     def _beyond_range(self, value: float) -> bool:
         """Whether ``value`` is outside the range of the last ``record_windows``, on a side
@@ -240,6 +252,10 @@ class RegimeAdoption:
             self._records.add(value)
         if self._repeats is not None:
             self._repeats.add(score)
+        if self._peaks is None and self.long_repeat_runs > 0 and self.record_windows > 0:
+            self._peaks = RunPeaks(self.record_windows)
+        if self._peaks is not None:
+            self._peaks.add(reported)
         if reported < self.threshold:
             self._run_held = -1
         elif capped < self.threshold:

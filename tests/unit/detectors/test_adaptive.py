@@ -672,6 +672,36 @@ def test_long_bursts_are_counted_as_runs_though_their_scores_fill_the_counter() 
     assert restored.alert_runs() == 3 and restored.alert_runs(ended=True) == 2
 
 
+def test_a_window_no_more_unusual_than_twelve_alerts_of_two_weeks_opens_none() -> None:
+    """How the series behaves over two weeks: once it has raised ``long_repeat_runs``
+    separate alerts at least as unusual in the last ``record_windows``, the next opens
+    none. The alert history is written straight into the run log here (pure logic: the
+    rule's arithmetic and where it reports); ``RunPeaks`` is tested by its doctest."""
+    rng = random.Random(5)
+    values = [100.0 + rng.gauss(0.0, 3.0) for _ in range(2000)]
+    probe = {"value": 140.0, "t": 2000 * STEP}
+
+    def after_alerts(runs: int, peak_above: float, **params: int) -> AdaptiveDetector:
+        detector = AdaptiveDetector(**params)  # type: ignore[arg-type]
+        feed(detector, values)
+        for _ in range(runs):  # a run of one window, then quiet long enough to end it
+            for score in (peak_above, 0.0, 0.0, 0.0, 0.0):
+                if detector._peaks is not None:
+                    detector._peaks.add(score)
+        return detector
+
+    plain = after_alerts(0, 0.0, long_repeat_runs=0)
+    score = plain.score_one(probe)
+    assert score >= 0.9  # news on a quiet series
+    assert after_alerts(0, 0.0).score_one(probe) == pytest.approx(score)
+    ruled = after_alerts(12, score + 1e-4)
+    assert ruled.threshold - 0.001 < ruled.score_one(probe) < ruled.threshold
+    assert "repeat" in ruled.explain(probe)["evidence"]
+    assert after_alerts(11, score + 1e-4).score_one(probe) >= 0.9  # eleven: news
+    assert after_alerts(12, score - 1e-3).score_one(probe) >= 0.9  # more unusual than all
+    assert after_alerts(12, score + 1e-4, long_repeat_runs=0).score_one(probe) >= 0.9
+
+
 def test_bursts_each_a_hair_above_the_last_are_no_new_records() -> None:
     """The same job's bursts, each 0.1 % bigger than the one before (NAB's
     ec2_network_in_5abac7 on its first days: 5,234,830 then 5,245,440 bytes). Without a
