@@ -802,7 +802,8 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         ``point`` (its own deviation) or ``persistence`` (the EWMA of recent windows),
         then any of ``beyond_range`` (outside the range of the last ``record_windows``),
         ``held`` (an alert kept on while the series hovers about the threshold),
-        ``repeat`` (no more unusual than what the last day saw: opens no alert), ``lone``
+        ``repeat`` (no more unusual than what the last day saw, or than
+        ``long_repeat_runs`` alerts of the last two weeks: opens no alert), ``lone``
         (a lone marginal window: opens no alert unless the next is raised too) and
         ``follows_lone`` (the window after one, which opens the alert)."""
         z, scale, seasonal_z, log_p, (score, capped, reported) = self._window(value, t)

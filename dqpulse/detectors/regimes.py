@@ -127,8 +127,10 @@ class RegimeAdoption:
         no marginal window. A value
         outside the range of the last ``record_windows`` (on an alerting side) has it
         divided by ``record_boost``. A window no more unusual than ``repeat_count`` others
-        of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, or one
-        that the day before saw (:meth:`_daily_repeat`), does not open an alert (it reports
+        of the last ``repeat_windows``, in ``repeat_runs`` separate runs or more, one that
+        the day before saw (:meth:`_daily_repeat`), one like the last bursts
+        (:meth:`_burst_pattern`) or one no more unusual than ``long_repeat_runs`` alerts of
+        the last ``record_windows`` (:meth:`_long_repeat`) does not open an alert (it reports
         just under the threshold) unless a user confirmed the episode. While an alert run
         is on, a window scoring ``hold_from`` or more keeps it on for up to ``hold``
         windows (one alert for a shift hovering about the threshold). A window that would
