@@ -88,7 +88,7 @@ class RepeatCounter:
     """
 
     #: states saved before the run log: built from their kept scores on their next window
-    _alert_runs: deque[tuple[int, int]] | None = None
+    _alert_runs: deque[int] | None = None
     level = DEFAULT_THRESHOLD
 
     def __init__(self, windows: int = 288, floor: float = 0.8, keep: int = 16,
@@ -98,7 +98,7 @@ class RepeatCounter:
         self.keep = keep
         self.level = level
         self.recent: deque[tuple[int, float]] = deque()
-        # (first, last) window of each run at ``level`` or more: the kept scores are the
+        # the last window of each run at ``level`` or more: the kept scores are the
         # highest ``keep``, and a few long runs of rising scores evict the earlier runs
         self._alert_runs = deque(maxlen=keep)
         self.seen = 0
@@ -145,17 +145,17 @@ class RepeatCounter:
         if runs is None:  # a state saved before the log, not added to since
             return self.runs(self.level, ended=ended)
         oldest = self.seen - self.windows
-        count = sum(1 for _, last in runs if last >= oldest)
-        if ended and count and self.seen - runs[-1][1] <= 3:
+        count = sum(1 for last in runs if last >= oldest)
+        if ended and count and self.seen - runs[-1] <= 3:
             count -= 1
         return count
 
     @staticmethod
-    def _log_run(runs: deque[tuple[int, int]], index: int) -> None:
-        if runs and index - runs[-1][1] <= 3:
-            runs[-1] = (runs[-1][0], index)
+    def _log_run(runs: deque[int], index: int) -> None:
+        if runs and index - runs[-1] <= 3:
+            runs[-1] = index
         else:
-            runs.append((index, index))
+            runs.append(index)
 
     def add(self, score: float) -> None:
         runs = self._alert_runs
