@@ -20,7 +20,11 @@ from collections import deque
 
 from dqpulse.detectors.base import DEFAULT_THRESHOLD
 
-__all__ = ["DailyRepeat", "RecordRange", "RepeatCounter", "RunPeaks"]
+__all__ = ["RUN_GAP", "DailyRepeat", "RecordRange", "RepeatCounter", "RunPeaks"]
+
+#: windows at most this far apart are one run of alerts: an incident resolves after 3
+#: healthy windows, so fewer quiet windows than that between two alerts is one incident
+RUN_GAP = 3
 
 
 class RecordRange:
@@ -107,7 +111,7 @@ class RepeatCounter:
         oldest = self.seen - self.windows
         return sum(1 for index, kept in self.recent if index >= oldest and kept >= score)
 
-    def runs(self, score: float, gap: int = 3, ended: bool = False) -> int:
+    def runs(self, score: float, gap: int = RUN_GAP, ended: bool = False) -> int:
         """In how many separate runs the last ``windows`` windows scored at least as high
         as ``score``: windows at most ``gap`` apart (fewer than ``gap`` quiet windows between
         them: one incident, which resolves after 3 healthy windows) are one run. With
@@ -132,8 +136,8 @@ class RepeatCounter:
 
     def alert_runs(self, ended: bool = False) -> int:
         """In how many separate runs the last ``windows`` windows scored ``level`` or more
-        (as :meth:`runs` at ``level``, with its ``gap`` of 3, but every run counts, not
-        only those among the ``keep`` highest scores, at most ``keep`` of them).
+        (as :meth:`runs` at ``level``, with its ``gap`` of :data:`RUN_GAP`, but every run
+        counts, not only those among the ``keep`` highest scores, at most ``keep`` of them).
 
         >>> repeats = RepeatCounter(windows=100, floor=0.5, keep=4)
         >>> for score in (0.95, 0.1, 0.1, 0.1, 0.1) + (0.96, 0.97) + (0.1,) * 4 + (0.98, 0.99):
@@ -146,13 +150,13 @@ class RepeatCounter:
             return self.runs(self.level, ended=ended)
         oldest = self.seen - self.windows
         count = sum(1 for last in runs if last >= oldest)
-        if ended and count and self.seen - runs[-1] <= 3:
+        if ended and count and self.seen - runs[-1] <= RUN_GAP:
             count -= 1
         return count
 
     @staticmethod
     def _log_run(runs: deque[int], index: int) -> None:
-        if runs and index - runs[-1] <= 3:
+        if runs and index - runs[-1] <= RUN_GAP:
             runs[-1] = index
         else:
             runs.append(index)
@@ -178,10 +182,10 @@ class RepeatCounter:
 
 
 class RunPeaks:
-    """Peaks of the separate runs of windows scoring ``level`` or more (windows at most 3
-    apart are one run) over the last ``windows`` windows, the ``keep`` highest: how many
-    alerts at least as unusual as a given score the series has raised in that time. A run
-    counts once it has ended (3 quiet windows after it).
+    """Peaks of the separate runs of windows scoring ``level`` or more (windows at most
+    :data:`RUN_GAP` apart are one run) over the last ``windows`` windows, the ``keep``
+    highest: how many alerts at least as unusual as a given score the series has raised in
+    that time. A run counts once it has ended (:data:`RUN_GAP` quiet windows after it).
 
     >>> peaks = RunPeaks(windows=100, keep=4)
     >>> for score in (0.95, 0.97, 0.1, 0.1, 0.1, 0.1) + (0.99, 0.1, 0.1, 0.1, 0.1) + (0.92,):
@@ -205,7 +209,7 @@ class RunPeaks:
 
     def add(self, score: float) -> None:
         run = self._run
-        if run is not None and self.seen - run[0] > 3:
+        if run is not None and self.seen - run[0] > RUN_GAP:
             self._close(run)
             run = None
         if score >= self.level:
