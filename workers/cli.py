@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -228,25 +228,55 @@ class _DetectHelp(argparse.Action):
         parser.exit()
 
 
+#: what ``detect --explain`` prints of each row's explanation, in this order
+EXPLAIN_COLUMNS = ("expected", "expected_low", "expected_high", "z", "evidence")
+
+
 def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.detectors.offline import detect_csv
+    from dqpulse.detectors.offline import detect_csv, explain_csv
 
     out = sys.stdout
     alert = args.threshold is not None
-    out.write("timestamp,value,alert,score\n" if alert else "timestamp,value,score\n")
-    rows = detect_csv(args.csv, args.detector, args.metric_kind, **dict(args.param))
+    header = ["timestamp", "value", *(["alert"] if alert else []), "score",
+              *(EXPLAIN_COLUMNS if args.explain else ())]
+    out.write(",".join(header) + "\n")
+    params = dict(args.param)
+    rows: Iterator[tuple[str, float, float, dict[str, Any]]]
+    if args.explain:
+        rows = explain_csv(args.csv, args.detector, args.metric_kind, **params)
+    else:  # no explanation computed: as fast as the scores alone
+        rows = ((*row, {}) for row in detect_csv(args.csv, args.detector, args.metric_kind,
+                                                 **params))
     try:
-        for timestamp, value, score in rows:
+        for timestamp, value, score, why in rows:
+            cells = [timestamp, str(value)]
             if alert:
-                out.write(f"{timestamp},{value},{int(score >= args.threshold)},"
-                          f"{_score_text(score)}\n")
-            else:
-                out.write(f"{timestamp},{value},{_score_text(score)}\n")
+                cells.append(str(int(score >= args.threshold)))
+            cells.append(_score_text(score))
+            if args.explain:
+                cells += [_explained(why.get(column)) for column in EXPLAIN_COLUMNS]
+            out.write(",".join(cells) + "\n")
         out.flush()
     except BrokenPipeError:  # the reader stopped early (| head): nothing left to say
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return 0
+
+
+def _explained(item: Any) -> str:
+    """One ``detect --explain`` cell: a number to 6 significant digits, a list joined by
+    ``;``, nothing for a key the detector did not give.
+
+    >>> _explained(1234.56789), _explained(["point", "beyond_range"]), _explained(None)
+    ('1234.57', 'point;beyond_range', '')
+    """
+    if item is None:
+        return ""
+    if isinstance(item, float):
+        return f"{item:.6g}"
+    if isinstance(item, list | tuple):
+        return ";".join(str(part) for part in item)
+    return str(item).replace(",", ";")
 
 
 def _score_text(score: float) -> str:
@@ -359,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector parameter, repeatable (e.g. --param adopt_after=24)")
     p.add_argument("--threshold", type=float,
                    help="also print an alert column: 1 where score >= THRESHOLD")
+    p.add_argument("--explain", action="store_true",
+                   help="also print why: expected, expected_low, expected_high (the band "
+                        "the row's decision agrees with), z, evidence (what decided an "
+                        "alert, ';'-separated)")
     p.set_defaults(func=_cmd_detect)
     return parser
 

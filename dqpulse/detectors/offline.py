@@ -4,6 +4,8 @@ Backs ``dqpulse detect --csv file.csv [--metric-kind KIND] [--detector NAME]`` s
 detectors can be run on public benchmarks (NAB, Yahoo S5, ...): each row is scored before it
 is learned, exactly as the service scores a window. Without ``--detector`` a series gets the
 detector and params that the service gives a metric of its kind (:data:`KIND_METRICS`).
+:func:`explain_csv` adds each row's explanation as the service stores it with a metric
+point (``detect --explain``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from dqpulse.detectors.base import create, finite
+from dqpulse.detectors.base import Explanation, create, decision_band, finite
 from dqpulse.detectors.scoring import default_detector_for, default_params_for
 from dqpulse.errors import ValidationError
 
-__all__ = ["KIND_METRICS", "detect_csv", "detector_for_kind", "parse_timestamp"]
+__all__ = ["KIND_METRICS", "detect_csv", "detector_for_kind", "explain_csv", "parse_timestamp"]
 
 #: The metric whose production defaults a series of each kind gets.
 KIND_METRICS = {
@@ -90,16 +92,43 @@ def detect_csv(path_or_file: str | Path | IO[str], detector: str | None = None,
     >>> [round(score, 3) for _, _, score in detect_csv(rows, "robust")]
     [0.0, 0.0]
     """
+    for stamp, value, score, _ in _rows(path_or_file, detector, kind, params, explain=False):
+        yield stamp, value, score
+
+
+def explain_csv(path_or_file: str | Path | IO[str], detector: str | None = None,
+                kind: str = DEFAULT_KIND, **params: Any
+                ) -> Iterator[tuple[str, float, float, Explanation]]:
+    """As :func:`detect_csv`, with each row's explanation (taken before the row is learned)
+    as the service stores it with a metric point: ``expected``, the band
+    ``expected_low .. expected_high`` (made to agree with the row's decision at the
+    detector's threshold, :func:`~dqpulse.detectors.base.decision_band`), ``z`` and, on a
+    row that alerts or that a rule held back, ``evidence``. Detectors explain what they
+    know: a key they do not give is absent. A row without a value explains nothing (``{}``).
+
+    >>> import io
+    >>> text = "t,v\\n" + "".join(f"{i * 300},{10 + i % 3}\\n" for i in range(300)) + "90000,60\\n"
+    >>> *_, (stamp, value, score, why) = explain_csv(io.StringIO(text))
+    >>> value > why["expected_high"], score >= 0.9, why["evidence"]
+    (True, True, ['point', 'beyond_range'])
+    """
+    yield from _rows(path_or_file, detector, kind, params, explain=True)
+
+
+def _rows(path_or_file: str | Path | IO[str], detector: str | None, kind: str,
+          params: dict[str, Any], explain: bool
+          ) -> Iterator[tuple[str, float, float, Explanation]]:
     name, merged = detector_for_kind(kind, detector, **params)
     model = create(name, **merged)
     if isinstance(path_or_file, str | Path):
         with open(path_or_file, newline="", encoding="utf-8") as handle:
-            yield from _score_rows(handle, model)
+            yield from _score_rows(handle, model, explain)
     else:
-        yield from _score_rows(path_or_file, model)
+        yield from _score_rows(path_or_file, model, explain)
 
 
-def _score_rows(handle: IO[str], model: Any) -> Iterator[tuple[str, float, float]]:
+def _score_rows(handle: IO[str], model: Any, explain: bool
+                ) -> Iterator[tuple[str, float, float, Explanation]]:
     for line_number, row in enumerate(csv.reader(handle), start=1):
         if not row or not "".join(row).strip():
             continue
@@ -111,8 +140,11 @@ def _score_rows(handle: IO[str], model: Any) -> Iterator[tuple[str, float, float
             continue  # header
         x = {"value": value, "t": parse_timestamp(stamp)}
         score = model.score_one(x)
+        why: Explanation = {}
+        if explain and value is not None:
+            why = decision_band(model, x, model.explain(x), score)
         model.learn_one(x)
-        yield stamp, float("nan") if value is None else value, score
+        yield stamp, float("nan") if value is None else value, score, why
 
 
 def _float(text: str) -> float | None:

@@ -107,6 +107,17 @@ def test_detect_takes_a_metric_kind_params_and_a_threshold(tmp_path):
     assert lines[0] == "timestamp,value,alert,score"
     alerts = [int(line.split(",")[2]) for line in lines[1:]]
     assert alerts[349] == 1 and sum(alerts) <= 3
+    explained = _dqpulse("detect", "--csv", str(path), "--detector", "adaptive",
+                         "--metric-kind", "volume", "--param", "adopt_after=6",
+                         "--threshold", "0.9", "--explain")
+    assert explained.returncode == 0, explained.stderr
+    rows = [line.split(",") for line in explained.stdout.splitlines()]
+    assert rows[0] == ["timestamp", "value", "alert", "score", "expected", "expected_low",
+                       "expected_high", "z", "evidence"]
+    assert [row[:4] for row in rows[1:]] == [line.split(",") for line in lines[1:]]
+    spike = rows[350]
+    assert spike[2] == "1" and float(spike[1]) > float(spike[6]) > float(spike[4])
+    assert "point" in spike[8].split(";") and float(spike[7]) > 4.0
     bad = _dqpulse("detect", "--csv", str(path), "--param", "no_such_param=1")
     assert bad.returncode != 0 and "no_such_param" in bad.stderr
     helped = _dqpulse("detect", "--help")

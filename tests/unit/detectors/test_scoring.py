@@ -4,8 +4,10 @@ import io
 import math
 import random
 
+import pytest
+
 from dqpulse.detectors.base import create
-from dqpulse.detectors.offline import detect_csv
+from dqpulse.detectors.offline import detect_csv, explain_csv
 from dqpulse.detectors.scoring import (
     SeriesScorer,
     default_detector_for,
@@ -186,6 +188,34 @@ def test_detect_csv_streams_scores_without_look_ahead() -> None:
 def test_detect_csv_accepts_epoch_without_header() -> None:
     rows = list(detect_csv(io.StringIO("1700000000,1\n1700003600,2\n")))
     assert [r[0] for r in rows] == ["1700000000", "1700003600"]
+
+
+@pytest.mark.parametrize("kind", ["distribution", "volume"])
+def test_explain_csv_gives_the_same_scores_and_a_band_that_agrees_with_each_decision(
+        kind: str) -> None:
+    lines = ["timestamp,value"]
+    for i in range(900):  # five-minute rows with a daily cycle, a spike, then a level shift
+        value = 100.0 + 30.0 * math.sin(2 * math.pi * i / 288) + (i * 7919 % 11)
+        value = 900.0 if i == 700 else value * (0.4 if i >= 800 else 1.0)
+        lines.append(f"{1_700_000_000 + 300 * i},{value:.3f}")
+    text = "\n".join(lines)
+    plain = list(detect_csv(io.StringIO(text), kind=kind))
+    explained = list(explain_csv(io.StringIO(text), kind=kind))
+    assert [row[:3] for row in explained] == plain
+    banded = 0
+    for _, value, score, why in explained:
+        if why.get("expected_low") is None or why.get("expected_high") is None:
+            continue  # warming up: no band yet
+        outside = value < why["expected_low"] or value > why["expected_high"]
+        assert outside == (score >= 0.9), (value, score, why)
+        banded += 1
+    assert banded >= 850
+    spike = explained[700]
+    assert spike[2] >= 0.9 and spike[1] > spike[3]["expected_high"] > spike[3]["expected"]
+    assert "point" in spike[3]["evidence"]
+    shift = explained[800:]
+    assert shift[0][2] >= 0.9 and shift[0][1] < shift[0][3]["expected_low"]
+    assert sum(score >= 0.9 for _, _, score, _ in shift) < 20  # then the new normal
 
 
 def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param() -> None:
