@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from dqpulse.detectors.base import Verdict
+from dqpulse.detectors.base import Verdict, finite
 from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p_to_score
 from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter, RunPeaks
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
@@ -472,11 +472,26 @@ class RegimeAdoption:
     # ---- the feedback path of the base class -----------------------------------------
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
         """False positive: learn ``x`` and lower the sensitivity; confirmed: raise it again
-        and keep the current normal (a shift in progress is not adopted)."""
+        and, when ``x`` belongs to the episode in progress, keep the current normal (the
+        shift is not adopted while it lasts). A verdict on an episode that is over holds
+        nothing: held until the next episode ended, a permanent shift after it would never
+        be adopted and would alert on every window."""
         self._mutations += 1  # the window's memo is stale
-        if verdict == "confirmed":
+        if verdict == "confirmed" and self._in_episode(finite(x.get("t"))):
             self._hold = True
         super().feedback(x, verdict)  # type: ignore[misc]
+
+    def _in_episode(self, t: float | None) -> bool:
+        """Whether a window at ``t`` belongs to the episode in progress: any window while
+        one is on when ``t`` is unknown, or when the episode is longer than its kept
+        windows and may have begun before the first of them."""
+        episode = self._episode
+        if not episode:
+            return False
+        first = episode[0][0]
+        if t is None or first is None or len(episode) == episode.maxlen:
+            return True
+        return t >= first
 
     def _update(self, value: float, t: float | None) -> None:
         z, _, scale = self._z(value, t)

@@ -600,7 +600,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         """As the base class; ``confirmed`` also keeps a shift in progress from adoption."""
         self._mutations += 1  # the window's memo is stale
         if verdict == "confirmed":
-            self._confirm()
+            self._confirm(self._read(x)[1])
         super().feedback(x, verdict)
 
     def _learning_weight(self, score: float) -> float:

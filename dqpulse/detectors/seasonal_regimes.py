@@ -232,9 +232,16 @@ class SeasonalAdoption:
             profile.fit_err *= ratio
         return spread
 
-    def _confirm(self) -> None:
-        """A user confirmed the anomaly: keep the old normal while this episode lasts."""
-        if self._shift_episode:
+    def _confirm(self, t: float | None = None) -> None:
+        """A user confirmed the anomaly at ``t``: keep the old normal while this episode
+        lasts, when ``t`` belongs to it (a verdict on an earlier episode holds nothing).
+        Any window counts when ``t`` is unknown or the episode is longer than its kept
+        windows."""
+        episode = self._shift_episode
+        if not episode:
+            return
+        first = episode[0][0]
+        if t is None or first is None or len(episode) == episode.maxlen or t >= first:
             self._hold = True
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from dqpulse.detectors.base import create
-from dqpulse.detectors.offline import detect_csv, explain_csv
+from dqpulse.detectors.offline import detect_csv, detector_for_kind, explain_csv
 from dqpulse.detectors.scoring import (
     SeriesScorer,
     default_detector_for,
@@ -216,6 +216,34 @@ def test_explain_csv_gives_the_same_scores_and_a_band_that_agrees_with_each_deci
     shift = explained[800:]
     assert shift[0][2] >= 0.9 and shift[0][1] < shift[0][3]["expected_low"]
     assert sum(score >= 0.9 for _, _, score, _ in shift) < 20  # then the new normal
+
+
+@pytest.mark.parametrize("kind", ["distribution", "volume"])
+def test_a_confirmed_verdict_holds_its_own_episode_only(kind: str) -> None:
+    """Confirmed after its episode ended, a spike's verdict does not hold the next shift:
+    the shift is adopted as without the verdict (it used to alert on every window for
+    ever on the adaptive detector). Confirmed while it lasts, the shift is held."""
+
+    def shift_alerts(confirm: tuple[int, int] | None) -> int:
+        detector = create(*detector_for_kind(kind)[:1], **detector_for_kind(kind)[1])
+        rng = random.Random(1)
+        seen: dict[int, dict[str, float]] = {}
+        alerts = 0
+        for i in range(3000):  # ten days, then a spike, then a shift for good
+            value = 100.0 + rng.gauss(0.0, 2.0) + (60.0 if i == 2000 else 0.0)
+            x = {"value": value + (40.0 if i >= 2500 else 0.0), "t": i * 300.0}
+            seen[i] = x
+            alerts += i >= 2500 and detector.score_one(x) >= 0.9
+            detector.learn_one(x)
+            if confirm is not None and i == confirm[1]:
+                detector.feedback(seen[confirm[0]], "confirmed")
+        return alerts
+
+    plain = shift_alerts(None)
+    assert 1 <= plain <= 30  # one alert, then the new normal
+    assert shift_alerts((2000, 2100)) == plain  # the spike's episode was over
+    assert shift_alerts((2000, 2503)) == plain  # an old window, confirmed during the shift
+    assert shift_alerts((2500, 2503)) == 500  # the shift itself: kept alerting
 
 
 def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param() -> None:
