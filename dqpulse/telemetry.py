@@ -74,6 +74,10 @@ class Telemetry:
                                          ["dataset"], registry=r)
         self.anomalies = Counter("dqpulse_anomalies", "Anomalous metric points",
                                  ["dataset", "kind"], registry=r)
+        self.detector_errors = Counter("dqpulse_detector_errors",
+                                       "Metric points whose detector raised (scored 0; the "
+                                       "series' baseline started over)",
+                                       ["dataset", "metric"], registry=r)
         self.notifications = Counter("dqpulse_notifications", "Notification delivery attempts",
                                      ["channel", "outcome"], registry=r)
         self.http_requests = Counter("dqpulse_http_requests", "API requests",

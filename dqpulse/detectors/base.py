@@ -113,6 +113,13 @@ def z_to_score(z: float, z_threshold: float, threshold: float = DEFAULT_THRESHOL
     return 1.0 - math.pow(10.0, -knee) / (1.0 + math.log1p(decades - knee))
 
 
+#: The largest magnitude a streaming detector reads (``_read``): a producer's absurd value
+#: (1e300) is read as this, so that squares and sums of learned values stay finite (1e300
+#: squared overflows, and a detector that learned it failed on every later window). No
+#: metric means anything out there.
+VALUE_LIMIT = 1e100
+
+
 def finite(value: Any) -> float | None:
     """``value`` as a float when it is a finite number, else ``None``."""
     if type(value) is float:  # the common case, once per window and series
@@ -389,7 +396,11 @@ class UnivariateDetector(_Learner):
 
     @staticmethod
     def _read(x: Mapping[str, Any]) -> tuple[float | None, float | None]:
-        return finite(x.get("value")), finite(x.get("t"))
+        """(value, t) of a window; a value beyond :data:`VALUE_LIMIT` is read as the limit."""
+        value = finite(x.get("value"))
+        if value is not None and not -VALUE_LIMIT <= value <= VALUE_LIMIT:
+            value = math.copysign(VALUE_LIMIT, value)
+        return value, finite(x.get("t"))
 
     def score_one(self, x: Mapping[str, Any]) -> float:
         value, t = self._read(x)

@@ -161,6 +161,8 @@ class TailCalibrator:
     def add(self, deviation: float, marked: bool = False) -> None:
         """Add one deviation; a ``marked`` one counts like any other, but
         :meth:`unmarked_deviation_at` leaves it out."""
+        if deviation != deviation:  # NaN: no deviation to rank (and it would unsort the history)
+            return
         value = deviation if 0.0 <= deviation <= 1e30 else min(max(deviation, 0.0), 1e30)
         fifo, ordered, marks = self._fifo, self._sorted, self._marks
         fifo.append(value)

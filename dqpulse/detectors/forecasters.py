@@ -320,8 +320,9 @@ class LevelledProfile(UnsavedCaches, Forecaster):
         # is mostly noise
         self.value_sum += alpha * (value - self.value_sum)
         self.base_sum += alpha * (base - self.base_sum)
-        low, high = self.bounds
-        self.ratio = min(max(self.value_sum / self.base_sum, low), high)
+        if self.base_sum > 0.0:  # 0 until a window is learned with a weight above 0
+            low, high = self.bounds
+            self.ratio = min(max(self.value_sum / self.base_sum, low), high)
 
     def shift(self, delta: float) -> None:
         pass  # the profile moved: this forecast moved with it

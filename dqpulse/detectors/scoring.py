@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import types
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,8 @@ __all__ = [
     "rules_for",
     "series_key",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Metrics that count violations of a declared contract; any count above 0 is an incident.
 CONTRACT_METRICS = frozenset({
@@ -353,22 +356,44 @@ class SeriesScorer:
         for point in points:
             key = series_key(point.metric, point.field)
             name, params = detector_for(self.spec, point.metric, point.field)
-            model = self._detector(key, name, params, states)
             x = {"value": point.value, "t": window_start, "n": records}
-            results = [(model, model.score_one(x))]
-            results += [(rule, rule.score_one(x)) for rule in
-                        rules_for(self.spec, point.metric, point.field)]
-            top, score = max(results, key=lambda item: item[1])
-            explanation = decision_band(top, x, top.explain(x), score)
-            explanation["scores"] = {detector.name: s for detector, s in results}
-            model.learn_one(x)
-            updated[key] = model.to_bytes()
+            try:
+                model = self._detector(key, name, params, states)
+                results = [(model, model.score_one(x))]
+                results += [(rule, rule.score_one(x)) for rule in
+                            rules_for(self.spec, point.metric, point.field)]
+                top, score = max(results, key=lambda item: item[1])
+                explanation = decision_band(top, x, top.explain(x), score)
+                explanation["scores"] = {detector.name: s for detector, s in results}
+                model.learn_one(x)
+                updated[key] = model.to_bytes()
+            except Exception as exc:  # noqa: BLE001 - one series must not fail the window
+                scored.append(self._failed(point, key, name, params, exc, updated))
+                continue
             scored.append(ScoredPoint(
                 metric=point.metric, field=point.field, value=finite(point.value),
                 score=score, anomalous=any(d.is_anomalous(s) for d, s in results),
                 detector=top.name, explanation=explanation,
             ))
         return scored, updated
+
+    def _failed(self, point: MetricPoint, key: str, name: str, params: Mapping[str, Any],
+                exc: Exception, updated: dict[str, bytes]) -> ScoredPoint:
+        """A series whose detector raised: logged with its series, scored 0 with the error
+        in its explanation (``detector_error``; the scoring hook counts it), and its state
+        started over, so that the next window does not meet the same failure. The window,
+        and every other series of it, is scored as usual: a failure kept the whole data set
+        from finalizing, window after window, before."""
+        log.error("detector %s of %s/%s failed; its baseline starts over", name,
+                  self.spec.name, key, exc_info=exc)
+        try:
+            updated[key] = create(name, **params).to_bytes()
+        except Exception:  # noqa: BLE001 - cannot even start over: keep the state as it was
+            log.exception("detector %s of %s/%s cannot start over", name, self.spec.name, key)
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        return ScoredPoint(metric=point.metric, field=point.field, value=finite(point.value),
+                           score=0.0, anomalous=False, detector=name,
+                           explanation={"detector_error": error})
 
     def feedback(self, metric: str, field: str, window_start: float, value: float | None,
                  verdict: Verdict, state: bytes | None) -> bytes:

@@ -480,7 +480,10 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     def _scale(self, expected: float, spread: float, count: int, error: float) -> float:
         # a bucket's own spread counts for more as it fills; until then, the profile's
         k = float(self.bucket_warm)
-        shrunk = math.sqrt((count * spread ** 2 + k * error ** 2) / (count + k))
+        # as sqrt((count * spread ** 2 + k * error ** 2) / (count + k)), without squaring:
+        # a learned absurd value (1e300) overflows a square and would fail every window
+        shrunk = math.hypot(math.sqrt(count) * spread, math.sqrt(k) * error) / math.sqrt(
+            count + k)
         return max(MEAN_ABS_TO_SIGMA * shrunk, self.min_scale, self.rel_scale * abs(expected))
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:

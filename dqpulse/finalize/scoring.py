@@ -87,6 +87,10 @@ class ScoringHook:
         points = [p for p in window.points if is_watched(dataset, p.metric, p.field)]
         saved = detector_states.get_all(conn, dataset=dataset.name)
         scored, updated = scorer.score_window(window.window_start, points, saved)
+        if self.telemetry is not None:
+            for point in scored:
+                if "detector_error" in point.explanation:
+                    self.telemetry.detector_errors.labels(dataset.name, point.metric).inc()
         states = changed_states(scored, updated, saved)
         if self.autoencoder != "off":
             point, states[AUTOENCODER_SERIES] = self.autoencoders.score_window(

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from dqpulse.detectors.base import create
+from dqpulse.detectors.base import _REGISTRY, Detector, create, register
 from dqpulse.detectors.offline import detect_csv, detector_for_kind, explain_csv
+from dqpulse.detectors.robust import RobustDetector
 from dqpulse.detectors.scoring import (
     SeriesScorer,
     default_detector_for,
@@ -244,6 +245,84 @@ def test_a_confirmed_verdict_holds_its_own_episode_only(kind: str) -> None:
     assert shift_alerts((2000, 2100)) == plain  # the spike's episode was over
     assert shift_alerts((2000, 2503)) == plain  # an old window, confirmed during the shift
     assert shift_alerts((2500, 2503)) == 500  # the shift itself: kept alerting
+
+
+@pytest.mark.parametrize("kind", ["distribution", "volume", "ratio", "freshness"])
+@pytest.mark.parametrize("seed", [5, 7])
+def test_absurd_values_and_clocks_never_fail_a_detector(kind: str, seed: int) -> None:
+    """A producer's garbage (1e300, infinities, NaN, missing values) and a clock that
+    repeats, steps back or jumps days never make a production default raise: one such
+    failure used to fail every later window of the series, and with it the finalization of
+    its whole data set (1e300 learned by the seasonal detector overflowed its spread; a
+    NaN deviation unsorted a calibration history; the adaptive detector's day-level
+    forecaster divided by zero)."""
+    rng = random.Random(seed)
+    detector = create(*detector_for_kind(kind)[:1], **detector_for_kind(kind)[1])
+    t = 0.0
+    for _ in range(3000):
+        step = rng.random()
+        t += (-rng.uniform(0.0, 3000.0) if step < 0.01 else rng.uniform(0.0, 3 * 86400.0)
+              if step < 0.02 else 0.0 if step < 0.03 else 300.0)
+        value: float | None = 50.0 + 10.0 * math.sin(t / 86400.0 * 2 * math.pi) + rng.gauss(
+            0.0, 2.0)
+        if kind == "ratio":
+            value = rng.random() * 0.02
+        garbage = rng.random()
+        if garbage < 0.016:
+            value = [float("nan"), None, float("inf"), 1e300, -1e300][int(garbage / 0.0032)]
+        x = {"value": value, "t": t}
+        score = detector.score_one(x)
+        assert 0.0 <= score <= 1.0
+        detector.explain(x)
+        detector.learn_one(x)
+    state = detector.to_bytes()
+    assert len(state) < 16 * 1024
+    again = type(detector).from_bytes(state)
+    x = {"value": 50.0, "t": t + 300.0}
+    assert again.score_one(x) == detector.score_one(x)
+
+
+def test_a_seasonal_spread_learned_from_absurd_values_does_not_overflow() -> None:
+    detector = create("seasonal")
+    scale = detector._scale(0.0, 1e300, 5, 1e300)  # type: ignore[attr-defined]
+    assert math.isfinite(scale) and scale > 1e299  # squared, the spread overflowed
+
+
+class _RaisesOn13(RobustDetector):
+    """A detector that fails on one value (module level: its state must pickle)."""
+
+    def score_one(self, x):  # type: ignore[no-untyped-def]
+        if x.get("value") == 13.0:
+            raise ValueError("13 is unlucky")
+        return super().score_one(x)
+
+
+def test_a_detector_that_raises_fails_its_own_point_only_and_starts_over() -> None:
+    register("test_raises_on_13")(_RaisesOn13)
+    try:
+        spec = DatasetSpec(name="orders", topic="orders", detectors=[DetectorOverride(
+            metric="distribution.mean", detector="test_raises_on_13")])
+        scorer = SeriesScorer(spec)
+        states: dict[str, bytes] = {}
+        for i in range(40):
+            _, states = scorer.score_window(i * 300.0, [
+                MetricPoint("distribution.mean", 10.0 + i % 3, field="amount"),
+                MetricPoint("volume.records", 300.0 + i % 5)], states)
+        key = "distribution.mean|amount"
+        learned = Detector.from_bytes(states[key]).n_learned
+        scored, after = scorer.score_window(40 * 300.0, [
+            MetricPoint("distribution.mean", 13.0, field="amount"),
+            MetricPoint("volume.records", 9000.0)], states)
+        failed, volume = scored
+        assert failed.score == 0.0 and not failed.anomalous
+        assert failed.explanation == {"detector_error": "ValueError: 13 is unlucky"}
+        assert learned == 40 and Detector.from_bytes(after[key]).n_learned == 0
+        assert volume.anomalous  # the window's other series were scored as usual
+        scored, _ = scorer.score_window(41 * 300.0, [
+            MetricPoint("distribution.mean", 11.0, field="amount")], after)
+        assert "detector_error" not in scored[0].explanation
+    finally:
+        _REGISTRY.pop("test_raises_on_13", None)
 
 
 def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param() -> None:
