@@ -7,6 +7,7 @@ Settings are read here, once, and passed down.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -237,9 +238,6 @@ def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
 
     out = sys.stdout
     alert = args.threshold is not None
-    header = ["timestamp", "value", *(["alert"] if alert else []), "score",
-              *(EXPLAIN_COLUMNS if args.explain else ())]
-    out.write(",".join(header) + "\n")
     params = dict(args.param)
     rows: Iterator[tuple[str, float, float, dict[str, Any]]]
     if args.explain:
@@ -247,8 +245,13 @@ def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     else:  # no explanation computed: as fast as the scores alone
         rows = ((*row, {}) for row in detect_csv(args.csv, args.detector, args.metric_kind,
                                                  **params))
+    # the first row opens the file: one that cannot be read fails before any output
+    first = list(itertools.islice(rows, 1))
+    header = ["timestamp", "value", *(["alert"] if alert else []), "score",
+              *(EXPLAIN_COLUMNS if args.explain else ())]
+    out.write(",".join(header) + "\n")
     try:
-        for timestamp, value, score, why in rows:
+        for timestamp, value, score, why in itertools.chain(first, rows):
             cells = [timestamp, str(value)]
             if alert:
                 cells.append(str(int(score >= args.threshold)))

@@ -121,7 +121,13 @@ def _rows(path_or_file: str | Path | IO[str], detector: str | None, kind: str,
     name, merged = detector_for_kind(kind, detector, **params)
     model = create(name, **merged)
     if isinstance(path_or_file, str | Path):
-        with open(path_or_file, newline="", encoding="utf-8") as handle:
+        try:
+            # a BOM is dropped; bytes that are not UTF-8 read as U+FFFD: in a header it is
+            # still a header, in a value it is not a number (scored 0, not learned)
+            handle = open(path_or_file, newline="", encoding="utf-8-sig", errors="replace")
+        except OSError as exc:
+            raise ValidationError(f"cannot read {path_or_file}: {exc.strerror or exc}") from exc
+        with handle:
             yield from _score_rows(handle, model, explain)
     else:
         yield from _score_rows(path_or_file, model, explain)
@@ -138,7 +144,10 @@ def _score_rows(handle: IO[str], model: Any, explain: bool
         value = finite(_float(raw))
         if line_number == 1 and value is None and raw != "":
             continue  # header
-        x = {"value": value, "t": parse_timestamp(stamp)}
+        try:
+            x = {"value": value, "t": parse_timestamp(stamp)}
+        except ValidationError as exc:
+            raise ValidationError(f"line {line_number}: {exc}") from exc
         score = model.score_one(x)
         why: Explanation = {}
         if explain and value is not None:

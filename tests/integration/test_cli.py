@@ -118,6 +118,9 @@ def test_detect_takes_a_metric_kind_params_and_a_threshold(tmp_path):
     spike = rows[350]
     assert spike[2] == "1" and float(spike[1]) > float(spike[6]) > float(spike[4])
     assert "point" in spike[8].split(";") and float(spike[7]) > 4.0
+    missing = _dqpulse("detect", "--csv", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert "cannot read" in missing.stderr and "nope.csv" in missing.stderr
     bad = _dqpulse("detect", "--csv", str(path), "--param", "no_such_param=1")
     assert bad.returncode != 0 and "no_such_param" in bad.stderr
     helped = _dqpulse("detect", "--help")

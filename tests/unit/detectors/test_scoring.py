@@ -16,6 +16,7 @@ from dqpulse.detectors.scoring import (
     detector_for,
     rules_for,
 )
+from dqpulse.errors import ValidationError
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec, DetectorOverride, FieldSpec
 
@@ -323,6 +324,21 @@ def test_a_detector_that_raises_fails_its_own_point_only_and_starts_over() -> No
         assert "detector_error" not in scored[0].explanation
     finally:
         _REGISTRY.pop("test_raises_on_13", None)
+
+
+def test_detect_csv_names_the_line_of_a_bad_timestamp_and_reads_bom_and_stray_bytes(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows = detect_csv(io.StringIO("t,v\n1700000000,1\nyesterday,2\n"))
+    assert next(rows)[0] == "1700000000"
+    with pytest.raises(ValidationError, match="line 3: timestamp 'yesterday'"):
+        next(rows)
+    path = tmp_path / "export.csv"  # a BOM and no header; a value that is not UTF-8
+    path.write_bytes(b"\xef\xbb\xbf1700000000,1\n1700000300,\xff\n1700000600,3\n")
+    read = list(detect_csv(path))
+    assert [row[0] for row in read] == ["1700000000", "1700000300", "1700000600"]
+    assert math.isnan(read[1][1]) and read[2][1] == 3.0
+    with pytest.raises(ValidationError, match="cannot read .*missing.csv"):
+        list(detect_csv(tmp_path / "missing.csv"))
 
 
 def test_a_state_saved_before_a_new_param_keeps_its_baseline_and_gets_the_param() -> None:
