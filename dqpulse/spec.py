@@ -447,7 +447,14 @@ def load_spec(path: str | Path, environ: dict[str, str] | None = None, *,
     """Read and validate a dqpulse.yaml file (``expand_env``: see :func:`parse_spec`)."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise ConfigError(f"{file}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                          f"column {column})") from exc
     return parse_spec(text, source=str(file), environ=environ, expand_env=expand_env)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dqpulse.errors import ConfigError
-from dqpulse.spec import parse_duration, parse_spec
+from dqpulse.spec import load_spec, parse_duration, parse_spec
 
 VALID = """
 datasets:
@@ -102,3 +102,14 @@ def test_parse_duration_units():
     assert parse_duration("1.5h") == 5400.0
     with pytest.raises(ValueError):
         parse_duration("1 fortnight")
+
+
+def test_a_file_that_is_not_utf8_names_its_line_and_a_bom_is_read(tmp_path):
+    path = tmp_path / "dqpulse.yaml"
+    path.write_bytes(b"datasets:\n  - name: orders\n    topic: orders # caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"dqpulse.yaml:3: not UTF-8 text \(byte 0xe9"):
+        load_spec(path)
+    path.write_bytes(b"\xef\xbb\xbfdatasets:\n  - name: orders\n    topic: orders\n")
+    assert load_spec(path).datasets[0].name == "orders"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_spec(tmp_path / "missing.yaml")
