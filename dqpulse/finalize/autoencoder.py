@@ -33,6 +33,14 @@ class AutoencoderScorer:
         self.device = device
         self._models: dict[str, tuple[bytes, Detector]] = {}
 
+    def start_over(self, dataset: DatasetSpec) -> bytes:
+        """The state of a new model for ``dataset`` (its model failed): saved in place of
+        the old one, so that the next window does not meet the same failure."""
+        model = create("autoencoder", device=self.device)
+        state = model.to_bytes()
+        self._models[dataset.name] = (state, model)
+        return state
+
     def score_window(self, dataset: DatasetSpec, *, window_start: float,
                      scored: Sequence[ScoredPoint], saved: bytes | None
                      ) -> tuple[ScoredPoint, bytes]:

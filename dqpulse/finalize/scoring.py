@@ -8,6 +8,7 @@ dataset's detectors, and the state survives restarts and moves with the work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from sqlalchemy import Connection
@@ -30,6 +31,8 @@ from dqpulse.store import detector_states
 from dqpulse.store import lineage as lineage_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 def changed_states(scored: list[ScoredPoint], updated: Mapping[str, bytes],
@@ -93,11 +96,20 @@ class ScoringHook:
                     self.telemetry.detector_errors.labels(dataset.name, point.metric).inc()
         states = changed_states(scored, updated, saved)
         if self.autoencoder != "off":
-            point, states[AUTOENCODER_SERIES] = self.autoencoders.score_window(
-                dataset, window_start=window.window_start, scored=scored,
-                saved=saved.get(AUTOENCODER_SERIES))
-            scored.append(point)
-            window.extra_points.append(MetricPoint(AUTOENCODER_METRIC, point.score))
+            try:
+                point, states[AUTOENCODER_SERIES] = self.autoencoders.score_window(
+                    dataset, window_start=window.window_start, scored=scored,
+                    saved=saved.get(AUTOENCODER_SERIES))
+            except Exception as exc:  # noqa: BLE001 - as a series' detector: not the window
+                log.error("the autoencoder of %s failed; it starts over", dataset.name,
+                          exc_info=exc)
+                states[AUTOENCODER_SERIES] = self.autoencoders.start_over(dataset)
+                if self.telemetry is not None:
+                    self.telemetry.detector_errors.labels(dataset.name,
+                                                          AUTOENCODER_METRIC).inc()
+            else:
+                scored.append(point)
+                window.extra_points.append(MetricPoint(AUTOENCODER_METRIC, point.score))
         detector_states.save_all(conn, dataset=dataset.name, states=states, known=set(saved))
         return scored
 

@@ -10,14 +10,18 @@ import pytest
 from sqlalchemy import select
 
 from dqpulse.config import Settings
+from dqpulse.detectors.base import Detector
 from dqpulse.finalize import FinalizedWindow
 from dqpulse.finalize.scoring import ScoringHook
+from dqpulse.finalize.watch import AUTOENCODER_SERIES
 from dqpulse.records import MetricPoint
 from dqpulse.services.incidents import teach_series
 from dqpulse.spec import parse_spec
+from dqpulse.store import detector_states as state_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine, upgrade_to_head
 from dqpulse.store.tables import detector_states, incidents
+from dqpulse.telemetry import Telemetry
 
 SPEC = parse_spec("""
 datasets:
@@ -105,3 +109,24 @@ def test_autoencoder_scores_each_window_and_attributes_an_unusual_one(engine):
     with engine.connect() as conn:
         kinds = [row.kind for row in conn.execute(select(incidents.c.kind))]
     assert kinds == ["completeness"]  # the autoencoder scores; by default it does not alert
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the [ml] extra")
+def test_a_failing_autoencoder_skips_its_point_and_starts_over_not_the_window(engine):
+    telemetry = Telemetry()
+    hook = ScoringHook(SPEC, Settings(), telemetry)
+    _run(engine, hook, [_window(i, _noise(i)) for i in range(5)])
+    with engine.begin() as conn:  # a state that cannot be read (written by a broken version)
+        state_store.save_all(conn, dataset="orders", states={AUTOENCODER_SERIES: b"garbage"},
+                             known={AUTOENCODER_SERIES})
+    _run(engine, ScoringHook(SPEC, Settings(), telemetry), [_window(5, _noise(5)),
+                                                            _window(6, _noise(6))])
+    with engine.connect() as conn:
+        encoded = metric_store.get_points(conn, dataset="orders", metric="anomaly.autoencoder")
+        state = state_store.get_all(conn, dataset="orders")[AUTOENCODER_SERIES]
+    assert len(_scores(engine)) == 7  # every window scored and written
+    assert len(encoded) == 6  # all but the window whose autoencoder failed
+    assert Detector.from_bytes(state).n_learned == 1  # started over, then learned window 6
+    failures = telemetry.registry.get_sample_value(
+        "dqpulse_detector_errors_total", {"dataset": "orders", "metric": "anomaly.autoencoder"})
+    assert failures == 1.0
