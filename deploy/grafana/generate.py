@@ -436,9 +436,13 @@ def service() -> db.Dashboard:
         "outcome (delivered, retry, dead).", "ops",
         promql("dqpulse:notifications:rate5m", "{{channel}} {{outcome}}"), width=12))
     d = d.with_panel(series(
-        "Anomalies", "Anomalous metric points per second by dataset and kind.", "ops",
+        "Anomalies and detector errors", "Anomalous metric points per second by dataset and "
+        "kind, and points whose detector failed (scored 0, the series' baseline started "
+        "over; alert DqpulseDetectorErrors) by dataset and metric.", "ops",
         promql("sum by (dataset, kind) (rate(dqpulse_anomalies_total[$__rate_interval]))",
-               "{{dataset}} {{kind}}"), width=12))
+               "{{dataset}} {{kind}}"),
+        promql("sum by (dataset, metric) (rate(dqpulse_detector_errors_total"
+               "[$__rate_interval]))", "{{dataset}} {{metric}} detector errors"), width=12))
     d = d.with_panel(series(
         "API latency (p99)", "99th percentile of the API's request time per route.", "s",
         promql("dqpulse:http_request_duration_seconds:p99_5m", "{{route}}"),
