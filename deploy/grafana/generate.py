@@ -438,11 +438,15 @@ def service() -> db.Dashboard:
     d = d.with_panel(series(
         "Anomalies and detector errors", "Anomalous metric points per second by dataset and "
         "kind, and points whose detector failed (scored 0, the series' baseline started "
-        "over; alert DqpulseDetectorErrors) by dataset and metric.", "ops",
+        "over; alert DqpulseDetectorErrors, whose metric label names the series) by dataset.",
+        "ops",
         promql("sum by (dataset, kind) (rate(dqpulse_anomalies_total[$__rate_interval]))",
                "{{dataset}} {{kind}}"),
-        promql("sum by (dataset, metric) (rate(dqpulse_detector_errors_total"
-               "[$__rate_interval]))", "{{dataset}} {{metric}} detector errors"), width=12))
+        # 0 for a data set being scored without failures (the counter has no series
+        # until its first failure)
+        promql("sum by (dataset) (rate(dqpulse_detector_errors_total[$__rate_interval])) "
+               "or sum by (dataset) (rate(dqpulse_windows_finalized_total"
+               "[$__rate_interval])) * 0", "{{dataset}} detector errors"), width=12))
     d = d.with_panel(series(
         "API latency (p99)", "99th percentile of the API's request time per route.", "s",
         promql("dqpulse:http_request_duration_seconds:p99_5m", "{{route}}"),
