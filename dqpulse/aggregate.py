@@ -7,10 +7,10 @@
    ones (see ``dqpulse.decode`` for the reasons). Each becomes a ``BadRecord`` for the
    dead-letter topic and is counted in ``AddReport.bad_by_reason``; it is in no metric.
 2. Event times come from ``spec.event_time`` (epoch s/ms/us/ns or ISO-8601). When the
-   field is declared but absent, null, unparseable, or more than ``max_future_s`` ahead of
-   the ingest clock, the Kafka timestamp is used instead and the record is counted in
-   ``AddReport.event_time_fallbacks`` (it is otherwise a normal record). Without
-   ``event_time`` the Kafka timestamp is the event time.
+   field is declared but absent, null, unparseable, before 1970, or more than
+   ``max_future_s`` ahead of the ingest clock, the Kafka timestamp is used instead and the
+   record is counted in ``AddReport.event_time_fallbacks`` (it is otherwise a normal
+   record). Without ``event_time`` the Kafka timestamp is the event time.
 3. Each record goes to the window ``floor(event_time / window) * window``. If that window
    is already closed for this partition (``window_end + lateness <= watermark``, with the
    watermark as it stood before this batch), the record is *late*: counted in
@@ -242,7 +242,9 @@ class PartitionAggregator:
             times = np.full(batch.n, math.nan)
         else:
             times = parse_event_times(batch.frame.get_column(path), type_name)
-        invalid = ~np.isfinite(times) | (times > now + self.max_future_s)
+        # before 1970 is no event time of a live stream: -1e300 made a window of the year
+        # -3e283, which every series' detectors then scored
+        invalid = ~np.isfinite(times) | (times > now + self.max_future_s) | (times < 0.0)
         fallbacks = int(np.count_nonzero(invalid))
         if fallbacks:
             times = np.where(invalid, batch.timestamps, times)

@@ -1,4 +1,5 @@
-"""Aware UTC datetimes: SQLite hands back naive values, and every time dqpulse writes is UTC."""
+"""Aware UTC datetimes: SQLite hands back naive values, and every time dqpulse writes is UTC.
+Epoch numbers in seconds, milliseconds, microseconds or nanoseconds, told by magnitude."""
 
 from __future__ import annotations
 
@@ -17,3 +18,23 @@ def as_utc(moment: datetime) -> datetime:
 def as_utc_or_now(moment: datetime | None) -> datetime:
     """``moment`` as aware UTC, or the current time when it is None."""
     return datetime.now(UTC) if moment is None else as_utc(moment)
+
+
+#: An epoch number below ``SECONDS_LIMIT`` in magnitude is in seconds (up to the year 5138),
+#: then milliseconds, microseconds, and nanoseconds from ``MICROS_LIMIT`` on.
+SECONDS_LIMIT = 1e11
+MILLIS_LIMIT = 1e14
+MICROS_LIMIT = 1e17
+
+
+def epoch_divisor(magnitude: float) -> float:
+    """What an epoch number of this magnitude is divided by to make seconds.
+
+    >>> [n / epoch_divisor(abs(n)) for n in (1.7e9, 1.7e12, 1.7e15, 1.7e18)]
+    [1700000000.0, 1700000000.0, 1700000000.0, 1700000000.0]
+    """
+    if magnitude < SECONDS_LIMIT:
+        return 1.0
+    if magnitude < MILLIS_LIMIT:
+        return 1e3
+    return 1e6 if magnitude < MICROS_LIMIT else 1e9

@@ -27,9 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_SECONDS_LIMIT = 1e11
-_MILLIS_LIMIT = 1e14
-_MICROS_LIMIT = 1e17
+from dqpulse.utc import MICROS_LIMIT, MILLIS_LIMIT, SECONDS_LIMIT
 
 
 def window_start(event_time: float, window: float) -> float:
@@ -53,8 +51,8 @@ def epoch_seconds(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """
     magnitude = np.abs(values)
     scale = np.where(
-        magnitude < _SECONDS_LIMIT, 1.0,
-        np.where(magnitude < _MILLIS_LIMIT, 1e-3, np.where(magnitude < _MICROS_LIMIT, 1e-6, 1e-9)),
+        magnitude < SECONDS_LIMIT, 1.0,
+        np.where(magnitude < MILLIS_LIMIT, 1e-3, np.where(magnitude < MICROS_LIMIT, 1e-6, 1e-9)),
     )
     return values * scale
 

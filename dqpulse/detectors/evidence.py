@@ -26,6 +26,8 @@ __all__ = ["RUN_GAP", "DailyRepeat", "RecordRange", "RepeatCounter", "RunPeaks"]
 #: healthy windows, so fewer quiet windows than that between two alerts is one incident
 RUN_GAP = 3
 
+_DAY_LIMIT = 2**31 - 1  # DailyRepeat keeps days in an array("i")
+
 
 class RecordRange:
     """Highest and lowest value over the last ``windows`` windows, in ``buckets`` buckets.
@@ -258,7 +260,9 @@ class DailyRepeat:
             self.before2 = array("H", bytes(2 * len(self.day)))
 
     def _slot(self, t: float) -> tuple[int, int]:
-        return int(t // 86400.0), int((t % 86400.0) // self.bucket_seconds) % len(self.day)
+        # the day is kept as a 32-bit int: clamped (a clock 6 million years off still runs)
+        day = min(max(int(t // 86400.0), -_DAY_LIMIT), _DAY_LIMIT)
+        return day, int((t % 86400.0) // self.bucket_seconds) % len(self.day)
 
     def _on(self, day: int, bucket: int) -> int:
         """The highest score (as stored) of ``bucket`` on ``day``, 0 when not kept."""

@@ -19,6 +19,7 @@ from typing import IO, Any
 from dqpulse.detectors.base import Explanation, create, decision_band, finite
 from dqpulse.detectors.scoring import default_detector_for, default_params_for
 from dqpulse.errors import ValidationError
+from dqpulse.utc import epoch_divisor
 
 __all__ = ["KIND_METRICS", "detect_csv", "detector_for_kind", "explain_csv", "parse_timestamp"]
 
@@ -57,9 +58,13 @@ def detector_for_kind(kind: str = DEFAULT_KIND, detector: str | None = None,
 
 
 def parse_timestamp(text: str) -> float:
-    """Epoch seconds from epoch seconds/milliseconds or ISO-8601 (naive means UTC).
+    """Epoch seconds from an epoch number (seconds, milliseconds, microseconds or
+    nanoseconds, told by magnitude, as ingest reads event times) or ISO-8601 (naive means
+    UTC).
 
     >>> parse_timestamp("1700000000"), parse_timestamp("1700000000000")
+    (1700000000.0, 1700000000.0)
+    >>> parse_timestamp("1700000000000000"), parse_timestamp("1700000000000000000")
     (1700000000.0, 1700000000.0)
     >>> parse_timestamp("2023-11-14 22:13:20")
     1700000000.0
@@ -70,7 +75,7 @@ def parse_timestamp(text: str) -> float:
     except ValueError:
         pass
     else:
-        return number / 1000.0 if abs(number) >= 1e11 else number
+        return number / epoch_divisor(abs(number))
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:

@@ -56,6 +56,19 @@ def test_event_times_far_in_the_future_fall_back():
     assert aggregator.open_windows == [60.0]
 
 
+def test_event_times_before_1970_and_in_us_or_ns_are_read_as_a_producer_means_them():
+    base = 1_700_000_040
+    aggregator = PartitionAggregator(SPEC, 0)
+    report = aggregator.add([
+        message({"ts": -1e300}, 0, kafka_s=base + 5.0),  # absurd: -> Kafka timestamp
+        message({"ts": -5}, 1, kafka_s=base + 6.0),  # before 1970: -> Kafka timestamp
+        message({"ts": (base + 61) * 1_000_000}, 2),  # microseconds
+        message({"ts": (base + 121) * 1_000_000_000}, 3),  # nanoseconds
+    ], now=base + 500.0)
+    assert (report.accepted, report.event_time_fallbacks) == (4, 2)
+    assert aggregator.open_windows == [base, base + 60.0, base + 120.0]
+
+
 def test_without_event_time_the_kafka_timestamp_is_used():
     spec = DatasetSpec(name="orders", topic="orders", window=60, lateness=0)
     aggregator = PartitionAggregator(spec, 0)
