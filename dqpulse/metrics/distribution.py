@@ -35,6 +35,8 @@ QUANTILES = {
 }
 
 
+_NAN = float("nan")
+
 class FieldDistribution:
     """Sketches and moments of one field; numeric and categorical parts fill as types appear."""
 
@@ -134,7 +136,12 @@ class FieldDistribution:
     @classmethod
     def from_header(cls, header: dict[str, Any], blobs: list[bytes]) -> FieldDistribution:
         state = cls()
-        state.count, state.mean, state.m2 = header["n"], header["mean"], header["m2"]
+        # JSON has no infinity: moments that overflowed (values past 1e154 square beyond
+        # the float range) were written as null, and read back they are NaN (that window's
+        # mean and spread are unknown, not a failure to merge it)
+        state.count = header["n"]
+        state.mean = _NAN if header["mean"] is None else header["mean"]
+        state.m2 = _NAN if header["m2"] is None else header["m2"]
         state.minimum, state.maximum = header["min"], header["max"]
         if header["kll"] is not None:
             state.kll = sketches.kll_load(blobs[header["kll"]])

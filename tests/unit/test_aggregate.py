@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
@@ -198,3 +200,23 @@ def test_message_key_prefixes_feed_the_segments_also_when_keys_are_not_utf8():
     plain.tick(10_000.0)
     [(_, blob)] = plain.pop_closed()
     assert list(WindowState.from_bytes(SPEC, blob).segments.tables) == ["kafka.partition"]
+
+
+def test_a_window_with_values_whose_squares_overflow_still_merges_and_finalizes():
+    """1e160 squared is beyond the float range: the moments' m2 became infinite, JSON wrote
+    it as null, and merging two partials of the window failed (TypeError) on every
+    finalization pass, so the whole data set stopped. Now that window's spread is NaN."""
+    spec = DatasetSpec(name="orders", topic="orders", event_time="ts", window=60,
+                       lateness=30)
+    aggregator = PartitionAggregator(spec, 0)
+    report = aggregator.add([message({"ts": 10, "amount": 1e160}, 0),
+                             message({"ts": 11, "amount": 5.5}, 1),
+                             message({"ts": 500, "amount": 1.0}, 2)], now=1000.0)
+    assert report.accepted == 3
+    (start, blob), = aggregator.pop_closed()
+    state = merge_partials(spec, [blob, blob])  # two partitions' partials of one window
+    points = {(p.metric, p.field): p.value for p in finalize_window(
+        spec, state, FinalizeContext(start, start + 60, 1000.0, 1000.0, 0), None).points}
+    assert points["volume.records", ""] == 4
+    assert points["distribution.max", "amount"] == 1e160
+    assert math.isnan(points["distribution.std", "amount"])
