@@ -215,7 +215,8 @@ class PartitionAggregator:
     def _key_prefixes(self, batch_in: PartitionBatch, candidates: list[int] | None,
                       rows: npt.NDArray[np.int64]) -> pl.Series | None:
         """The decoded rows' message-key prefixes (segment dimension ``kafka.key_prefix``):
-        the key up to its first ``:/|._-``, at most ``key_prefix_length`` characters."""
+        the key up to its first ``:/|._-`` (or NUL), at most ``key_prefix_length``
+        characters."""
         natives = batch_in.natives
         if natives is None:
             return None
@@ -230,7 +231,8 @@ class PartitionAggregator:
         except pl.exceptions.ComputeError:  # a key that is not UTF-8 (binary, Avro): lossy
             text = pl.Series("key", [None if k is None else bytes(k[:4 * length]).decode(
                 "utf-8", "replace") for k in keys], dtype=pl.String)
-        return text.str.extract(f"^([^:/|._-]{{1,{length}}})", 1)
+        # a NUL ends the prefix too: PostgreSQL text cannot hold it
+        return text.str.extract(f"^([^:/|._\\x00-]{{1,{length}}})", 1)
 
     def _set_event_times(self, batch: ColumnBatch, now: float) -> int:
         path = self.spec.event_time

@@ -8,12 +8,14 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
+from sqlalchemy import select
 
 from dqpulse.config import Settings
 from dqpulse.ingest import IngestWorker
 from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine
+from dqpulse.store.tables import metric_points
 from dqpulse.telemetry import Telemetry
 from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
 from workers.ingest import make_source
@@ -154,7 +156,49 @@ datasets:
     engine.dispose()
 
 
-def _volume(engine) -> int:
+def test_nul_characters_overflowing_numbers_and_absurd_event_times_finalize_every_window(
+        fresh_db, make_topic, kafka_bootstrap):
+    """Each of these once stopped a data set for good, its windows retried for ever: a
+    NUL in a key (PostgreSQL text cannot hold it), a number whose square overflows (its
+    window's partials could not be merged) and an event time of -1e300 (a window of the
+    year -3e283). Now every record counts and every window is written."""
+    topic = make_topic("odd", partitions=2)
+    base = time.time() - 600
+    messages = []
+    for i in range(2_000):
+        record = {"ts": base + i * 0.1, "amount": float(i)}
+        if i % 100 == 7:
+            messages.append(json_bytes(record)[:-1] + b', "a\\u0000b": "x\\u0000y"}')
+            continue
+        if i % 100 == 17:
+            record["amount"] = 1e160
+        if i % 100 == 27:
+            record["ts"] = -1e300
+        messages.append(json_bytes(record))
+    produce(kafka_bootstrap, topic, [(i % 2, m) for i, m in enumerate(messages)])
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.5)
+    worker, engine, _spec = _worker(settings, f"""
+datasets:
+  - {{name: odd, topic: {topic}, event_time: ts, window: 1m, lateness: 0s}}
+""")
+    with WorkerThread(worker):
+        wait_until(lambda: worker.stats.polled >= 2_000, 90, message="all messages polled")
+        wait_until(lambda: worker.finalize_ready() >= 0 and _volume(engine, "odd") == 2_000,
+                   60, message="every record counted in a written window")
+    assert worker.stats.bad == 0
     with engine.connect() as conn:
-        points = metric_store.get_points(conn, dataset="mixed", metric="volume.records")
+        fields = set(conn.execute(select(metric_points.c.field).where(
+            metric_points.c.dataset == "odd").distinct()).scalars())
+        starts = {p["window_start"] for p in metric_store.get_points(
+            conn, dataset="odd", metric="volume.records", limit=10_000)}
+    assert "a\ufffdb" in fields
+    assert min(starts) >= base - 120  # the -1e300 event times counted at their Kafka time
+    engine.dispose()
+
+
+def _volume(engine, dataset: str = "mixed") -> int:
+    with engine.connect() as conn:
+        points = metric_store.get_points(conn, dataset=dataset, metric="volume.records")
     return int(sum(p["value"] or 0 for p in points))

@@ -16,6 +16,21 @@ def test_nested_objects_become_dotted_paths():
     assert result.failures == []
 
 
+def test_a_nul_in_a_key_or_a_value_becomes_u_fffd_and_nothing_else_moves():
+    """PostgreSQL text cannot hold NUL: a field named a\\u0000b failed every write of
+    its data set's windows. Both decoding paths (columnar, and per record after a bad
+    value) read it as U+FFFD; an escaped backslash before ``u0000`` stays text."""
+    values = [rb'{"a\u0000b": 1, "s": "x\u0000y", "lit": "\\u0000", "n": {"k\u0000": 2}}',
+              b'{"a": 2}']
+    for batch in (values, [*values, b"not json"]):
+        result = JsonDecoder(SPEC).decode(batch)
+        frame = result.batch.frame
+        assert set(result.batch.types) == {"a\ufffdb", "s", "lit", "n.k\ufffd", "a"}
+        assert frame["s"].to_list()[0] == "x\ufffdy"
+        assert frame["lit"].to_list()[0] == "\\u0000"
+        assert result.rows.tolist() == [0, 1]
+
+
 def test_bad_values_are_split_out_with_reasons_and_good_ones_kept():
     values = [b'{"a": 1}', b"[1, 2]", b'{"a": 2', b"not json", b'{"a": 3}', b"  ", b"5"]
     result = JsonDecoder(SPEC).decode(values)
