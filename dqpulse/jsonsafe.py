@@ -1,8 +1,39 @@
-"""Values for JSON columns: explanations carry numpy scalars, NaN and infinities."""
+"""Values for JSON columns: explanations carry numpy scalars, NaN and infinities, and
+PostgreSQL text holds no NUL character."""
 
 from __future__ import annotations
 
 import math
+import re
+
+#: an escaped NUL (``\u0000``) that is not an escaped backslash followed by ``u0000``
+_ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul(value: bytes) -> bytes:
+    r"""``value`` with every NUL character in its strings and keys made U+FFFD.
+
+    PostgreSQL text cannot hold NUL: a field named ``a\u0000b`` made every write of its
+    data set's windows fail, so its finalization stopped for good. Keys and values alike
+    keep their place and their other characters. ``value``: JSON text, as bytes (ingest)
+    or as a string (:func:`without_nul_text`, what the store writes).
+
+    >>> without_nul(rb'{"a\u0000b": "x\u0000", "lit": "\\u0000"}')
+    b'{"a\\ufffdb": "x\\ufffd", "lit": "\\\\u0000"}'
+    """
+    return _ESCAPED_NUL.sub(rb"\1\\ufffd", value)
+
+
+_ESCAPED_NUL_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul_text(value: str) -> str:
+    r""":func:`without_nul` of JSON text held as a string.
+
+    >>> without_nul_text(r'["a\u0000", "\\u0000"]')
+    '["a\\ufffd", "\\\\u0000"]'
+    """
+    return _ESCAPED_NUL_TEXT.sub(r"\1\\ufffd", value) if "\\u0000" in value else value
 
 
 def json_safe(value: object) -> object:

@@ -13,7 +13,6 @@ sends its batch the per-record way (``orjson`` parses it fine).
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from dqpulse.decode import (
     register_decoder,
 )
 from dqpulse.decode.columns import batch_from_arrow, batch_from_records
+from dqpulse.jsonsafe import without_nul
 from dqpulse.records import ColumnBatch
 from dqpulse.spec import DatasetSpec
 
@@ -141,23 +141,6 @@ class JsonDecoder:
             self._learn_schema(table.schema)
             return DecodeResult(batch_from_arrow(table, good_sizes, zeros), rows, failures)
         return DecodeResult(batch_from_records(records, good_sizes, zeros), rows, failures)
-
-
-#: an escaped NUL (``\u0000``) that is not an escaped backslash followed by ``u0000``
-_ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
-
-
-def without_nul(value: bytes) -> bytes:
-    r"""``value`` with every NUL character in its strings and keys made U+FFFD.
-
-    PostgreSQL text cannot hold NUL: a field named ``a\u0000b`` made every write of its
-    data set's windows fail, so its finalization stopped for good. Keys and values alike
-    keep their place and their other characters.
-
-    >>> without_nul(rb'{"a\u0000b": "x\u0000", "lit": "\\u0000"}')
-    b'{"a\\ufffdb": "x\\ufffd", "lit": "\\\\u0000"}'
-    """
-    return _ESCAPED_NUL.sub(rb"\1\\ufffd", value)
 
 
 def _has_null_type(data_type: pa.DataType) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from dqpulse.jsonsafe import without_nul_text
 from dqpulse.records import MetricPoint
 from dqpulse.store import rollups
 
@@ -109,6 +110,7 @@ def create_window(conn: Connection, *, dataset: str, window_start: float,
         "dataset": dataset, "window_start": window_start, "window_end": window_end,
         "scored": scores is not None, "hour": rollups.bucket_of(window_start, rollups.HOUR),
         "day": rollups.bucket_of(window_start, rollups.DAY),
-        "points": json.dumps(list(rows.values()), allow_nan=False)}).scalar()
+        # a NUL (an Avro string's, a detector's text) would fail the write: jsonb has none
+        "points": without_nul_text(json.dumps(list(rows.values()), allow_nan=False))}).scalar()
     if not all_new:
         rollups.rebuild(conn, dataset=dataset, start=window_start, end=window_end)

@@ -137,3 +137,22 @@ def test_missing_and_non_finite_values_are_stored_as_such(engine):
     assert rows[("volume.records", "")].value == 3.0
     assert rows[("volume.records", "")].score == 0.25
     assert rows[("volume.records", "")].explanation == {"expected_low": 1.0, "note": "a \"q\""}
+
+
+def test_a_nul_in_a_field_or_an_explanation_is_written_as_u_fffd(engine):
+    """PostgreSQL text holds no NUL: one in a field name or an explanation failed the
+    window's write, and its data set's finalization retried it for ever (on PostgreSQL)."""
+    at = BASE + 2 * 86_400
+    points = [MetricPoint("distribution.mean", 1.0, field="a\x00b"),
+              MetricPoint("volume.records", 3.0)]
+    scores = {("volume.records", ""): (0.5, False, {"segment": {"key": "k\x00", "lit": "\\u0000"}})}
+    with engine.begin() as conn:
+        metric_store.create_window(conn, dataset="nul", window_start=at,
+                                   window_end=at + 900, points=points, scores=scores)
+        p = metric_points.c
+        rows = {(r.metric, r.field): r for r in conn.execute(
+            select(p.metric, p.field, p.explanation).where(p.dataset == "nul"))}
+    nul = "\x00" if engine.dialect.name == "sqlite" else "\ufffd"  # SQLite holds NUL
+    assert ("distribution.mean", f"a{nul}b") in rows
+    assert rows[("volume.records", "")].explanation == {
+        "segment": {"key": f"k{nul}", "lit": "\\u0000"}}
