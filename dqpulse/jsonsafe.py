@@ -24,16 +24,13 @@ def without_nul(value: bytes) -> bytes:
     return _ESCAPED_NUL.sub(rb"\1\\ufffd", value)
 
 
-_ESCAPED_NUL_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-
-
 def without_nul_text(value: str) -> str:
     r""":func:`without_nul` of JSON text held as a string.
 
     >>> without_nul_text(r'["a\u0000", "\\u0000"]')
     '["a\\ufffd", "\\\\u0000"]'
     """
-    return _ESCAPED_NUL_TEXT.sub(r"\1\\ufffd", value) if "\\u0000" in value else value
+    return without_nul(value.encode()).decode() if "\\u0000" in value else value
 
 
 def json_safe(value: object) -> object:

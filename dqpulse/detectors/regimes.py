@@ -16,7 +16,7 @@ from dqpulse.detectors.base import Verdict, finite
 from dqpulse.detectors.calibration import THRESHOLD_LOG_P, TailCalibrator, log_p_to_score
 from dqpulse.detectors.evidence import DailyRepeat, RecordRange, RepeatCounter, RunPeaks
 from dqpulse.detectors.forecasters import Forecaster, ew_alpha
-from dqpulse.detectors.seasonal_regimes import SILENT_RATIO
+from dqpulse.detectors.seasonal_regimes import SILENT_RATIO, in_episode
 from dqpulse.detectors.seasonal_regimes import upper_median as _median
 
 __all__ = ["LONE_GAP", "RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS", "Episode",
@@ -477,21 +477,9 @@ class RegimeAdoption:
         nothing: held until the next episode ended, a permanent shift after it would never
         be adopted and would alert on every window."""
         self._mutations += 1  # the window's memo is stale
-        if verdict == "confirmed" and self._in_episode(finite(x.get("t"))):
+        if verdict == "confirmed" and in_episode(self._episode, finite(x.get("t"))):
             self._hold = True
         super().feedback(x, verdict)  # type: ignore[misc]
-
-    def _in_episode(self, t: float | None) -> bool:
-        """Whether a window at ``t`` belongs to the episode in progress: any window while
-        one is on when ``t`` is unknown, or when the episode is longer than its kept
-        windows and may have begun before the first of them."""
-        episode = self._episode
-        if not episode:
-            return False
-        first = episode[0][0]
-        if t is None or first is None or len(episode) == episode.maxlen:
-            return True
-        return t >= first
 
     def _update(self, value: float, t: float | None) -> None:
         z, _, scale = self._z(value, t)

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from typing import Any
 
-__all__ = ["SILENT_RATIO", "SeasonalAdoption", "upper_median"]
+__all__ = ["SILENT_RATIO", "SeasonalAdoption", "in_episode", "upper_median"]
 
 #: windows of the current anomaly episode: (window start, value, expected, anomalous or held)
 _EpisodePoint = tuple[float | None, float, float, bool]
@@ -234,15 +234,26 @@ class SeasonalAdoption:
 
     def _confirm(self, t: float | None = None) -> None:
         """A user confirmed the anomaly at ``t``: keep the old normal while this episode
-        lasts, when ``t`` belongs to it (a verdict on an earlier episode holds nothing).
-        Any window counts when ``t`` is unknown or the episode is longer than its kept
-        windows."""
-        episode = self._shift_episode
-        if not episode:
-            return
-        first = episode[0][0]
-        if t is None or first is None or len(episode) == episode.maxlen or t >= first:
+        lasts, when ``t`` belongs to it (a verdict on an earlier episode holds nothing)."""
+        if self._shift_episode is not None and in_episode(self._shift_episode, t):
             self._hold = True
+
+
+def in_episode(episode: deque[Any], t: float | None) -> bool:
+    """Whether a window at ``t`` belongs to the episode in progress, whose kept windows
+    (window start first in each) are ``episode``: any window while one is on when ``t`` is
+    unknown, or when the episode is longer than its kept windows and may have begun before
+    the first of them.
+
+    >>> from collections import deque
+    >>> episode = deque([(600.0, 1.0), (900.0, 1.0)], maxlen=4)
+    >>> in_episode(episode, 900.0), in_episode(episode, 300.0), in_episode(deque(), 900.0)
+    (True, False, False)
+    """
+    if not episode:
+        return False
+    first = episode[0][0]
+    return t is None or first is None or len(episode) == episode.maxlen or t >= first
 
 
 def upper_median(values: list[float]) -> float:
