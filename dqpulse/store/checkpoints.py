@@ -6,6 +6,7 @@ This is the exactly-once mechanism: the worker commits Kafka offsets only after
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -200,6 +201,9 @@ def ready_windows(frontier: FinalizeFrontier | None, *, window: float,
     """How many windows of a dataset every partition has passed and are not finalized yet
     (what :func:`dqpulse.finalize.finalize_ready` would finalize now)."""
     if (frontier is None or frontier.min_watermark is None or frontier.next_window is None
-            or frontier.partitions_seen < frontier.partition_count):
+            or frontier.partitions_seen < frontier.partition_count
+            # a partition checkpointed before its first record or idle tick (-inf: the
+            # ingest worker could not read its end offsets yet) holds every window back
+            or frontier.min_watermark == -math.inf):
         return 0
     return max(0, int((frontier.min_watermark - lateness - frontier.next_window) // window))

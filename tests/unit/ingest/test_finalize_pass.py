@@ -4,6 +4,7 @@ only when its backlog is over the bound (bench/fleet.py, docs/scaling.md)."""
 
 from __future__ import annotations
 
+import math
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +22,7 @@ def _worker(names: str, **settings: Any) -> Any:
     return SimpleNamespace(
         datasets=[SimpleNamespace(name=name, window=10.0, lateness=2.0) for name in names],
         settings=SimpleNamespace(checkpoint_interval_s=2.0, finalize_max_backlog_windows=5,
+                                 finalize_max_attempts=3,
                                  **settings),
         engine=None, hooks=[], clock=lambda: 0.0, stats=SimpleNamespace(windows=0),
         telemetry=SimpleNamespace(finalize_backlog=gauge),
@@ -61,6 +63,10 @@ def test_ready_windows_counts_what_every_partition_has_passed():
     assert ready_windows(unseen, window=10.0, lateness=2.0) == 0
     assert ready_windows(None, window=10.0, lateness=2.0) == 0
     assert ready_windows(FinalizeFrontier(3, 3, 5.0, 10.0), window=10.0, lateness=2.0) == 0
+    # a partition checkpointed before its first record (-inf): nothing ready, no error
+    # (it was NaN // window, and the ValueError failed every data set's finalize pass)
+    assert ready_windows(FinalizeFrontier(3, 3, -math.inf, 10.0), window=10.0,
+                         lateness=2.0) == 0
 
 
 def test_ingest_waits_for_the_pass_in_flight_only_above_the_backlog_bound(monkeypatch):
