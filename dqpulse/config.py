@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # finalization runs beside checkpoints (Postgres); above this many windows ready and
     # not finalized (all datasets), each poll waits for the finalize pass in flight
     finalize_max_backlog_windows: int = Field(default=1000, ge=0)
+    # tries of a window whose finalization raises something not transient, before it is
+    # finalized without scoring and alerting (then skipped): dqpulse.finalize.failures
+    finalize_max_attempts: int = Field(default=3, ge=1)
     # how often running processes look for a newer `dqpulse apply` (one index read)
     model_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
     max_message_bytes: int = Field(default=1_048_576, ge=1)

@@ -78,6 +78,14 @@ class Telemetry:
                                        "Metric points whose detector raised (scored 0; the "
                                        "series' baseline started over)",
                                        ["dataset", "metric"], registry=r)
+        self.finalize_failures = Counter("dqpulse_finalize_failures",
+                                         "Tries to finalize a window that raised something "
+                                         "not transient (dqpulse.finalize.failures)",
+                                         ["dataset"], registry=r)
+        self.windows_degraded = Counter("dqpulse_windows_degraded",
+                                        "Windows finalized without scoring and alerting "
+                                        "(unscored) or skipped, after failed tries",
+                                        ["dataset", "outcome"], registry=r)
         self.notifications = Counter("dqpulse_notifications", "Notification delivery attempts",
                                      ["channel", "outcome"], registry=r)
         self.http_requests = Counter("dqpulse_http_requests", "API requests",

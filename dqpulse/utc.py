@@ -20,6 +20,15 @@ def as_utc_or_now(moment: datetime | None) -> datetime:
     return datetime.now(UTC) if moment is None else as_utc(moment)
 
 
+def iso(seconds: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC time ending in ``Z``.
+
+    >>> iso(1_780_000_000)
+    '2026-05-28T20:26:40Z'
+    """
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
 #: An epoch number below ``SECONDS_LIMIT`` in magnitude is in seconds (up to the year 5138),
 #: then milliseconds, microseconds, and nanoseconds from ``MICROS_LIMIT`` on.
 SECONDS_LIMIT = 1e11

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dqpulse.config import Settings
 from dqpulse.finalize import WindowHook, finalize_ready, windows_ready
+from dqpulse.finalize.failures import WindowFailed, WindowFailures
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.health import Health
 from dqpulse.logs import register_secrets, spec_secrets
@@ -40,6 +41,8 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
         telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
         health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
         hooks = default_hooks(spec, settings, telemetry)
+        failures = WindowFailures(max_attempts=settings.finalize_max_attempts,
+                                  telemetry=telemetry)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         next_retention = time.monotonic()  # one pass at start, then every interval
         with probes(settings, "score", registry=telemetry.registry, health=health):
@@ -52,7 +55,7 @@ def run_score(settings: Settings, *, max_seconds: float | None = None) -> int:
                     spec = newer.spec
                     register_secrets(spec_secrets(spec))
                     hooks = default_hooks(spec, settings, telemetry)
-                _score_round(engine, spec, hooks, telemetry, stop, health)
+                _score_round(engine, spec, hooks, telemetry, stop, health, failures)
                 stop.wait(settings.checkpoint_interval_s)
     finally:
         engine.dispose()
@@ -67,7 +70,7 @@ def _retention(engine: Engine, settings: Settings) -> None:
 
 
 def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry: Telemetry,
-                 stop: threading.Event, health: Health) -> None:
+                 stop: threading.Event, health: Health, failures: WindowFailures) -> None:
     """One pass over the datasets with windows ready (one query finds them, as an ingest
     worker's finalizer does: a fleet's hundreds of datasets are not each locked and read
     every round); progress only when every one of them went through."""
@@ -84,7 +87,10 @@ def _score_round(engine: Engine, spec: Spec, hooks: list[WindowHook], telemetry:
             continue
         try:
             finalize_ready(engine, dataset, hooks=hooks, telemetry=telemetry,
-                           should_stop=stop.is_set)
+                           should_stop=stop.is_set, failures=failures)
+        except WindowFailed as exc:  # logged and counted; the next round goes on
+            failed = True
+            failures.failed(exc)
         except Exception:  # noqa: BLE001 - one dataset's trouble must not stop the rest
             failed = True
             log.exception("scoring %s failed; retrying next round", dataset.name,

@@ -436,9 +436,11 @@ def service() -> db.Dashboard:
         "outcome (delivered, retry, dead).", "ops",
         promql("dqpulse:notifications:rate5m", "{{channel}} {{outcome}}"), width=12))
     d = d.with_panel(series(
-        "Anomalies and detector errors", "Anomalous metric points per second by dataset and "
+        "Anomalies, detector errors, degraded windows", "Anomalous metric points per second by dataset and "
         "kind, and points whose detector failed (scored 0, the series' baseline started "
-        "over; alert DqpulseDetectorErrors, whose metric label names the series) by dataset.",
+        "over; alert DqpulseDetectorErrors, whose metric label names the series) by dataset, "
+        "and windows that failed every try to finalize them and went through unscored or "
+        "skipped (alert DqpulseWindowsDegraded).",
         "ops",
         promql("sum by (dataset, kind) (rate(dqpulse_anomalies_total[$__rate_interval]))",
                "{{dataset}} {{kind}}"),
@@ -446,7 +448,10 @@ def service() -> db.Dashboard:
         # until its first failure)
         promql("sum by (dataset) (rate(dqpulse_detector_errors_total[$__rate_interval])) "
                "or sum by (dataset) (rate(dqpulse_windows_finalized_total"
-               "[$__rate_interval])) * 0", "{{dataset}} detector errors"), width=12))
+               "[$__rate_interval])) * 0", "{{dataset}} detector errors"),
+        promql("sum by (dataset, outcome) (rate(dqpulse_windows_degraded_total"
+               "[$__rate_interval])) or sum by (dataset) (rate(dqpulse_windows_finalized_total"
+               "[$__rate_interval])) * 0", "{{dataset}} windows {{outcome}}"), width=12))
     d = d.with_panel(series(
         "API latency (p99)", "99th percentile of the API's request time per route.", "s",
         promql("dqpulse:http_request_duration_seconds:p99_5m", "{{route}}"),

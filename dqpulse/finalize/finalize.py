@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from sqlalchemy import Connection, Engine
 
 from dqpulse.finalize.export import export_window
+from dqpulse.finalize.failures import Mode, WindowFailed, WindowFailures
 from dqpulse.jsonsafe import json_safe_object
 from dqpulse.metrics import (
     FinalizeContext,
@@ -32,7 +33,7 @@ from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints, schemas
 from dqpulse.store import metrics as metric_store
-from dqpulse.store.db import advisory_lock
+from dqpulse.store.db import advisory_lock, is_transient
 from dqpulse.telemetry import Telemetry
 
 if TYPE_CHECKING:  # typing only: an ingest worker without hooks never loads the detectors
@@ -120,12 +121,21 @@ def finalize_ready(
     hooks: Sequence[WindowHook] = (),
     telemetry: Telemetry | None = None,
     should_stop: Callable[[], bool] | None = None,
+    failures: WindowFailures | None = None,
 ) -> list[FinalizedWindow]:
     """Finalize every window of ``dataset`` that all partitions have passed; when
     ``should_stop()`` turns true (the process is stopping), commit the windows done so far
-    and leave the rest to the next pass."""
+    and leave the rest to the next pass.
+
+    A window whose finalization raises something not transient raises
+    :class:`~dqpulse.finalize.failures.WindowFailed` (from the error), and the pass rolls
+    back. With ``failures`` (the process's record of them), the next pass commits the
+    windows before that one, then tries it alone, then without hooks, then skips it
+    (:mod:`dqpulse.finalize.failures`)."""
     now = time.time() if now is None else now
     done: list[FinalizedWindow] = []
+    outcomes: list[tuple[float, Mode]] = []
+    failing = None if failures is None else failures.failing(dataset.name)
     with engine.begin() as conn:
         if not advisory_lock(conn, f"dqpulse:finalize:{dataset.name}"):
             return done
@@ -147,40 +157,66 @@ def finalize_ready(
         while (window_start + dataset.window <= final_until
                and len(done) < MAX_WINDOWS_PER_PASS
                and not (should_stop is not None and should_stop())):
-            window_end = window_start + dataset.window
-            blobs = checkpoints.take_partials(conn, dataset=dataset.name,
-                                              window_start=window_start)
-            state = merge_partials(dataset, blobs)
-            ctx = FinalizeContext(window_start=window_start, window_end=window_end, now=now,
-                                  last_record_at=progress.last_record_at,
-                                  consumer_lag_records=progress.consumer_lag_records)
-            result = finalize_window(dataset, state, ctx, baseline)
-            baseline = result.baseline
-            if result.observed_schema:
-                diff = diff_schema(schema, result.observed_schema)
-                schemas.record_observation(conn, dataset=dataset.name,
-                                           fields=result.observed_schema, diff=diff,
-                                           seen_at=window_start)
-                schema = result.observed_schema
-            window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
-                                     samples=samples_of(state, result.points),
-                                     segments=result.segments,
-                                     segment_reference=result.segment_reference)
-            for hook in hooks:
-                if isinstance(hook, ScoresBeforeWrite):
-                    hook.before_write(conn, dataset, window)
-            metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
-                                       window_end=window_end,
-                                       points=[*result.points, *window.extra_points],
-                                       scores=scores_of(window))
-            for hook in hooks:
-                hook(conn, dataset, window)
-            done.append(window)
-            window_start = window_end
-        if done:
+            if window_start == failing and outcomes:
+                break  # commit the windows before it; the next pass tries it alone
+            mode = Mode.FULL if failures is None else failures.mode(dataset.name,
+                                                                    window_start)
+            if mode is not Mode.SKIPPED:
+                try:
+                    window, baseline, schema = _finalize_window(
+                        conn, dataset, window_start, progress, now=now, baseline=baseline,
+                        schema=schema, hooks=hooks if mode is Mode.FULL else ())
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    raise WindowFailed(dataset.name, window_start, mode) from exc
+                done.append(window)
+            outcomes.append((window_start, mode))
+            window_start += dataset.window
+            if outcomes[-1][0] == failing:
+                break  # commit it alone: a failure after it must not roll it back
+        if outcomes:
             checkpoints.mark_finalized(conn, dataset=dataset.name, until=window_start,
                                        baseline=baseline or b"", last_schema=schema or {})
+    if failures is not None:
+        for at, mode in outcomes:
+            failures.finalized(dataset.name, at, mode)
     if telemetry is not None:
         for window in done:
             export_window(telemetry, window.dataset, window.points)
     return done
+
+
+def _finalize_window(conn: Connection, dataset: DatasetSpec, window_start: float,
+                     progress: checkpoints.DatasetProgress, *, now: float,
+                     baseline: bytes | None, schema: dict[str, list[str]] | None,
+                     hooks: Sequence[WindowHook]
+                     ) -> tuple[FinalizedWindow, bytes | None, dict[str, list[str]] | None]:
+    """Merge, compute, write and hook one window; returns it, with the dataset's baseline
+    and last schema after it."""
+    window_end = window_start + dataset.window
+    blobs = checkpoints.take_partials(conn, dataset=dataset.name, window_start=window_start)
+    state = merge_partials(dataset, blobs)
+    ctx = FinalizeContext(window_start=window_start, window_end=window_end, now=now,
+                          last_record_at=progress.last_record_at,
+                          consumer_lag_records=progress.consumer_lag_records)
+    result = finalize_window(dataset, state, ctx, baseline)
+    if result.observed_schema:
+        diff = diff_schema(schema, result.observed_schema)
+        schemas.record_observation(conn, dataset=dataset.name, fields=result.observed_schema,
+                                   diff=diff, seen_at=window_start)
+        schema = result.observed_schema
+    window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
+                             samples=samples_of(state, result.points),
+                             segments=result.segments,
+                             segment_reference=result.segment_reference)
+    for hook in hooks:
+        if isinstance(hook, ScoresBeforeWrite):
+            hook.before_write(conn, dataset, window)
+    metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
+                               window_end=window_end,
+                               points=[*result.points, *window.extra_points],
+                               scores=scores_of(window))
+    for hook in hooks:
+        hook(conn, dataset, window)
+    return window, result.baseline, schema

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from dqpulse.finalize import finalize_ready, windows_ready
+from dqpulse.finalize.failures import WindowFailed, WindowFailures
 
 if TYPE_CHECKING:  # typing only: the worker owns its finalizer
     from dqpulse.ingest.worker import IngestWorker
@@ -40,6 +41,8 @@ class Finalizer:
         self._next_pass_at = 0.0
         self._next_dataset = 0  # where the next pass starts (see finalize_ready)
         self._waits = 0
+        self.failures = WindowFailures(max_attempts=worker.settings.finalize_max_attempts,
+                                       telemetry=worker.telemetry)
 
     def due(self) -> None:
         """Start the finalize thread on the first call; above the backlog bound, wait for
@@ -118,7 +121,11 @@ class Finalizer:
             try:
                 windows = finalize_ready(worker.engine, dataset, now=worker.clock(),
                                          hooks=worker.hooks, telemetry=worker.telemetry,
-                                         should_stop=self.stop.is_set)
+                                         should_stop=self.stop.is_set,
+                                         failures=self.failures)
+            except WindowFailed as exc:  # logged and counted; the next pass goes on
+                self.failures.failed(exc)
+                continue
             except Exception:  # noqa: BLE001 - scoring trouble must not stop ingest
                 log.exception("finalizing %s failed; will retry", dataset.name)
                 continue

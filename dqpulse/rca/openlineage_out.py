@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dqpulse.records import MetricPoint
 from dqpulse.spec import DatasetSpec, OpenLineageEmitSpec
+from dqpulse.utc import iso
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import RunEvent
@@ -33,10 +33,6 @@ _QUANTILES = {"p01": "0.01", "p05": "0.05", "p25": "0.25", "p50": "0.5", "p75": 
               "p95": "0.95", "p99": "0.99"}
 _COLUMN_METRICS = {"distribution.min": "min", "distribution.max": "max",
                    "distribution.distinct_count": "distinctCount"}
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _columns(points: Sequence[MetricPoint], records: int) -> dict[str, dict[str, Any]]:
@@ -165,7 +161,7 @@ def run_event(report: dict[str, Any], emit: OpenLineageEmitSpec) -> RunEvent:
     dataset = InputDataset(namespace=emit.dataset_namespace, name=report["topic"],
                            inputFacets={"dataQualityMetrics": metrics,
                                         "dataQualityAssertions": assertions})
-    return RunEvent(eventType=RunState.COMPLETE, eventTime=_iso(report["window_end"]),
+    return RunEvent(eventType=RunState.COMPLETE, eventTime=iso(report["window_end"]),
                     run=Run(runId=run_id(report["dataset"], report["window_start"])),
                     job=Job(namespace=emit.job_namespace, name=f"dqpulse.{report['dataset']}"),
                     producer=PRODUCER, inputs=[dataset])

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -39,6 +41,25 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """One database transaction: committed on success, rolled back on any error."""
     with engine.begin() as conn:
         yield conn
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure may pass by itself, so that trying again as it is makes sense:
+    the database went away or restarted, a deadlock or serialization failure, a statement
+    timeout, a locked SQLite file, no connection free in the pool. Anything else (a value a
+    column cannot hold, a constraint, a bug) fails the same way on every try.
+
+    >>> from sqlalchemy.exc import DataError
+    >>> is_transient(OperationalError("SELECT 1", {}, Exception("server closed")))
+    True
+    >>> is_transient(DataError("INSERT", {}, Exception("invalid byte sequence")))
+    False
+    >>> is_transient(TypeError("unsupported operand"))
+    False
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout))
 
 
 def is_postgres(conn: Connection) -> bool:

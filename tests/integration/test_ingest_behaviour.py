@@ -8,14 +8,15 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from dqpulse.config import Settings
+from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
 from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine
-from dqpulse.store.tables import metric_points
+from dqpulse.store.tables import metric_points, window_partials
 from dqpulse.telemetry import Telemetry
 from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
 from workers.ingest import make_source
@@ -195,6 +196,83 @@ datasets:
             conn, dataset="odd", metric="volume.records", limit=10_000)}
     assert "a\ufffdb" in fields
     assert min(starts) >= base - 120  # the -1e300 event times counted at their Kafka time
+    engine.dispose()
+
+
+class FailingHook:
+    """A window hook that raises on ``always`` every time and on ``once`` the first time:
+    a bug met by one window's data, and a fluke."""
+
+    def __init__(self, *, always: float, once: float) -> None:
+        self.always, self.once = always, once
+        self.calls: Counter[float] = Counter()
+
+    def __call__(self, _conn, _dataset, window) -> None:
+        self.calls[window.window_start] += 1
+        if window.window_start == self.always or (
+                window.window_start == self.once and self.calls[self.once] == 1):
+            raise ValueError(f"injected failure at {window.window_start}")
+
+
+def test_a_window_that_fails_every_try_is_finalized_unscored_or_skipped_and_the_rest_go_on(
+        fresh_db, make_topic, kafka_bootstrap):
+    """A window whose finalization raises the same error on every try used to stop its
+    data set for good (retried for ever, every later window waiting behind it). Now a
+    fluke passes on the next try; a window whose hooks always fail is finalized without
+    them after 3 tries (its points written, unscored); a window whose partials cannot be
+    read is skipped (they stay in window_partials); every other window is scored."""
+    topic = make_topic("poison", partitions=2)
+    base = (time.time() - 900) // 60 * 60
+    messages = [(i % 2, json_bytes({"ts": base + i * 0.5, "amount": float(i % 17)}))
+                for i in range(1_200)]  # 10 windows of 1 minute, 120 records each
+    produce(kafka_bootstrap, topic, messages)
+    always, once, corrupt = base + 180, base + 300, base + 420
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.5)
+    telemetry = Telemetry(CollectorRegistry())
+    spec = parse_spec(f"""
+datasets:
+  - {{name: poison, topic: {topic}, event_time: ts, window: 1m, lateness: 0s}}
+""")
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:  # a partial no reader can merge (a partition beyond 2)
+        conn.execute(insert(window_partials).values(dataset="poison", partition=99,
+                                                    window_start=corrupt, state=b"\x00junk"))
+    hook = FailingHook(always=always, once=once)
+    source, dead_letter = make_source(settings)
+    worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                          source=source, dead_letter=dead_letter, telemetry=telemetry,
+                          hooks=[*default_hooks(spec, settings, telemetry), hook])
+
+    def finalized() -> dict[float, dict]:
+        with engine.connect() as conn:
+            return {p["window_start"]: p for p in metric_store.get_points(
+                conn, dataset="poison", metric="volume.records", limit=10_000)}
+
+    with WorkerThread(worker):
+        wait_until(lambda: worker.stats.polled >= 1_200, 90, message="all messages polled")
+        wait_until(lambda: base + 540 in finalized(), 90,
+                   message="the windows after the failing ones finalized")
+    points = finalized()
+    starts = [base + 60 * k for k in range(10)]
+    assert corrupt not in points  # skipped
+    assert all(points[s]["value"] == 120 for s in starts if s != corrupt)
+    assert points[always]["score"] is None  # written without its hooks: unscored
+    assert all(points[s]["score"] is not None for s in starts if s not in (always, corrupt))
+    assert hook.calls[always] == 3 and hook.calls[once] == 2
+    with engine.connect() as conn:  # the skipped window's partials, for inspection
+        left = conn.execute(select(window_partials.c.partition).where(
+            window_partials.c.dataset == "poison")).scalars().all()
+    assert sorted(left) == [0, 1, 99]
+
+    def sample(name: str, **labels: str) -> float | None:
+        return telemetry.registry.get_sample_value(name, {"dataset": "poison", **labels})
+
+    assert sample("dqpulse_windows_degraded_total", outcome="unscored") == 1
+    assert sample("dqpulse_windows_degraded_total", outcome="skipped") == 1
+    # 3 tries of `always`, 1 of `once`, 4 of `corrupt` (3 with hooks, 1 without)
+    assert sample("dqpulse_finalize_failures_total") == 8
     engine.dispose()
 
 

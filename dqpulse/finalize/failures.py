@@ -1,0 +1,122 @@
+"""Windows whose finalization fails the same way on every try.
+
+A window's finalization (merge the partials, compute the points, write them, score them,
+alert) runs in one transaction with the windows before it. When it raises something that
+does not pass by itself (:func:`~dqpulse.store.db.is_transient` is false: a bug, a value a
+column cannot hold), retrying for ever would stop that data set's monitoring for good,
+and every window after it would wait. So each process keeps, per data set, the window that
+failed and how often:
+
+1. the next pass commits the windows before it, then tries it alone, up to
+   ``max_attempts`` times in all (a fluke passes);
+2. then it is finalized **without its hooks**: its metric points are written, unscored
+   (no detectors, no incidents; ``dqpulse_windows_degraded_total{outcome="unscored"}``);
+3. if that fails too, it is **skipped**: its partials stay in ``window_partials`` for
+   inspection, the data set's windows go on after it
+   (``dqpulse_windows_degraded_total{outcome="skipped"}``).
+
+Each failed try is logged with its traceback and counted in
+``dqpulse_finalize_failures_total{dataset}``. A transient failure (the database went
+away, a deadlock) is retried as before and not counted here: it says nothing about the
+window. The count lives in the process: a worker that restarts, or a data set that moves
+to another worker, starts counting again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+from dqpulse.telemetry import Telemetry
+from dqpulse.utc import iso
+
+log = logging.getLogger(__name__)
+
+
+class Mode(Enum):
+    """How a window is finalized."""
+
+    FULL = "full"  # points, then the hooks (scoring, alerting)
+    UNSCORED = "unscored"  # points only
+    SKIPPED = "skipped"  # nothing: its partials stay where they are
+
+
+class WindowFailed(Exception):
+    """Finalizing ``window_start`` of ``dataset`` raised something that is not transient
+    (its cause); the windows before it in that pass were rolled back with it."""
+
+    def __init__(self, dataset: str, window_start: float, mode: Mode) -> None:
+        super().__init__(f"finalizing the window at {iso(window_start)} of {dataset} "
+                         f"({mode.value}) failed")
+        self.dataset = dataset
+        self.window_start = window_start
+        self.mode = mode
+
+
+@dataclass(slots=True)
+class _Failing:
+    window_start: float
+    attempts: int = 0  # failed tries, all modes
+    mode: Mode = Mode.FULL
+
+
+class WindowFailures:
+    """The failing window of each data set, in one process (see the module's doc)."""
+
+    def __init__(self, *, max_attempts: int = 3, telemetry: Telemetry | None = None) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.max_attempts = max_attempts
+        self.telemetry = telemetry
+        self._failing: dict[str, _Failing] = {}
+
+    def failing(self, dataset: str) -> float | None:
+        """The start of ``dataset``'s failing window, if one is known."""
+        found = self._failing.get(dataset)
+        return None if found is None else found.window_start
+
+    def mode(self, dataset: str, window_start: float) -> Mode:
+        """How to finalize this window now."""
+        found = self._failing.get(dataset)
+        if found is None or found.window_start != window_start:
+            return Mode.FULL
+        return found.mode
+
+    def failed(self, error: WindowFailed) -> None:
+        """Count a failed try and decide the next one (the caller logs nothing more)."""
+        found = self._failing.get(error.dataset)
+        if found is None or found.window_start != error.window_start:
+            found = self._failing[error.dataset] = _Failing(error.window_start)
+        found.attempts += 1
+        if found.mode is Mode.FULL and found.attempts >= self.max_attempts:
+            found.mode = Mode.UNSCORED
+            then = "it will be finalized without scoring or alerting"
+        elif found.mode is Mode.UNSCORED:
+            found.mode = Mode.SKIPPED
+            then = ("it will be skipped: its partials stay in window_partials and the "
+                    "data set's later windows go on")
+        else:
+            then = f"try {found.attempts} of {self.max_attempts}; the next pass tries again"
+        log.error("%s (%s); %s", error, _cause(error), then, exc_info=error.__cause__,
+                  extra={"dataset": error.dataset})
+        if self.telemetry is not None:
+            self.telemetry.finalize_failures.labels(error.dataset).inc()
+
+    def finalized(self, dataset: str, window_start: float, mode: Mode) -> None:
+        """The window went through in ``mode`` (any window: forgets a failing one)."""
+        found = self._failing.get(dataset)
+        if found is not None and found.window_start <= window_start:
+            del self._failing[dataset]
+        if mode is not Mode.FULL:
+            log.error("the window at %s of %s was %s after %d failed tries",
+                      iso(window_start), dataset, mode.value,
+                      found.attempts if found is not None else 0,
+                      extra={"dataset": dataset})
+            if self.telemetry is not None:
+                self.telemetry.windows_degraded.labels(dataset, mode.value).inc()
+
+
+def _cause(error: BaseException) -> str:
+    cause = error.__cause__
+    return "unknown" if cause is None else f"{type(cause).__name__}: {cause}"[:300]
