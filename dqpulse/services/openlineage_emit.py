@@ -8,7 +8,11 @@ client's ``RunEvent``, and emits it. A row is marked delivered only after the re
 2xx; any failure (connection refused, timeout, 5xx, 4xx) keeps it pending with an
 exponential backoff (full jitter, capped), and the rest of the pass is put back at the
 same time, so a receiver outage costs one failed request per backoff step, never a lost
-window. Nothing here runs on the ingest path: the finalize transaction only inserted the
+window. One event that cannot be built (a bug met by its window's data) or that the receiver
+rejects (400, 413, 422: its body, not the receiver) does not hold the others back: it is
+tried again on its own with the same backoff, the pass goes on, and after
+``max_rejections`` tries it is marked ``dead`` with its error (kept in the table). Nothing
+here runs on the ingest path: the finalize transaction only inserted the
 row (:mod:`dqpulse.finalize.openlineage`). A window whose points expired
 (``retention_points_days``) before the receiver came back is sent without them.
 """
@@ -31,10 +35,20 @@ from dqpulse.jsonsafe import json_safe_object
 from dqpulse.rca.openlineage_out import is_report, report_of, run_event
 from dqpulse.spec import OpenLineageEmitSpec, expand_emit_secrets
 from dqpulse.store import openlineage as openlineage_store
+from dqpulse.utc import iso
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
+
+#: receiver answers that reject one event's body rather than say the receiver is down,
+#: unauthorised or elsewhere (those hold every event back until it answers)
+REJECTED_STATUSES = frozenset({400, 413, 422})
+
+
+class EventRejected(Exception):
+    """This event cannot be sent as it is: building it failed, or the receiver rejected its
+    body (:data:`REJECTED_STATUSES`). The next events are not held back by it."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,8 @@ class EmitOptions:
     max_backoff_s: float = 300.0
     lease_s: float = 60.0
     batch: int = 100
+    #: tries of one event that is rejected, before it is marked dead
+    max_rejections: int = 5
 
 
 @dataclass
@@ -50,11 +66,14 @@ class EmitReport:
     claimed: int = 0
     delivered: int = 0
     failed: int = 0
+    rejected: int = 0  # events rejected in this pass (retried alone, or dead)
+    dead: int = 0
 
 
 def http_sender(emit: OpenLineageEmitSpec) -> tuple[Send, Callable[[], object]]:
     """A send function over the client's HTTP transport, and its close."""
     # imported here: openlineage-python is the optional ``lineage`` extra
+    import requests
     from openlineage.client import OpenLineageClient
     from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport
     from openlineage.client.transport.http import TokenProvider as NoToken
@@ -69,7 +88,18 @@ def http_sender(emit: OpenLineageEmitSpec) -> tuple[Send, Callable[[], object]]:
     client = OpenLineageClient(transport=HttpTransport(config))
 
     def send(report: dict[str, Any]) -> None:
-        client.emit(run_event(report, emit))
+        try:
+            event = run_event(report, emit)
+        except Exception as exc:  # noqa: BLE001 - this window's report, not the receiver
+            raise EventRejected(f"cannot build the event: {type(exc).__name__}: {exc}") from exc
+        try:
+            client.emit(event)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in REJECTED_STATUSES:
+                body = (exc.response.text or "")[:300] if exc.response is not None else ""
+                raise EventRejected(f"the receiver rejected it: HTTP {status} {body}") from exc
+            raise
 
     return send, client.transport.close
 
@@ -109,8 +139,11 @@ def emit_due(engine: Engine, send: Send, *, options: EmitOptions | None = None,
         if stop is not None and stop.is_set():
             break  # the lease runs out and the next sender takes the rest
         try:
-            send(build_report(engine, row["event"]))
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the row pending
+            send(_report_of(engine, row))
+        except EventRejected as exc:
+            _rejected(engine, row, exc, options, rng, now, report)
+            continue
+        except Exception as exc:  # noqa: BLE001 - any other failure keeps the rows pending
             error = f"{type(exc).__name__}: {exc}"[:500]
             delay = _backoff(int(row["attempts"]) + 1, options, rng)
             retry_at = now + timedelta(seconds=delay)
@@ -126,6 +159,38 @@ def emit_due(engine: Engine, send: Send, *, options: EmitOptions | None = None,
                                              now=datetime.now(UTC))
         report.delivered += 1
     return report
+
+
+def _report_of(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return build_report(engine, row["event"])
+    except SQLAlchemyError:
+        raise  # the database, not this row: the sender backs off, the lease returns them
+    except Exception as exc:  # noqa: BLE001 - a bug met by this window's data
+        raise EventRejected(f"cannot build the report: {type(exc).__name__}: {exc}") from exc
+
+
+def _rejected(engine: Engine, row: dict[str, Any], exc: EventRejected, options: EmitOptions,
+              rng: random.Random, now: datetime, report: EmitReport) -> None:
+    """One event rejected: tried again alone after a backoff, or dead after
+    ``max_rejections`` tries; the pass goes on with the next."""
+    attempts = int(row["attempts"]) + 1
+    error = str(exc)[:500]
+    where = f"dataset {row['dataset']}, window at {iso(float(row['window_start']))}"
+    report.rejected += 1
+    with engine.begin() as conn:
+        if attempts >= options.max_rejections:
+            openlineage_store.mark_dead(conn, row_id=int(row["id"]), error=error)
+            report.dead += 1
+            log.error("openlineage: the event of %s is dead after %d tries: %s", where,
+                      attempts, error, exc_info=exc.__cause__)
+            return
+        delay = _backoff(attempts, options, rng)
+        openlineage_store.mark_failed(conn, row_ids=[int(row["id"])],
+                                      retry_at=now + timedelta(seconds=delay), error=error)
+    log.warning("openlineage: the event of %s was rejected (try %d of %d; again in %.1fs, "
+                "the others go on): %s", where, attempts, options.max_rejections, delay,
+                error)
 
 
 def run_emitter(engine: Engine, emit: Callable[[], OpenLineageEmitSpec | None], *,

@@ -26,6 +26,8 @@ from dqpulse.store.tables import openlineage_outbox as outbox
 from dqpulse.store.tables import openlineage_runs as runs
 
 PENDING, DELIVERED = "pending", "delivered"
+#: a row whose event could not be built, or that the receiver rejected, on every try
+DEAD = "dead"
 
 
 def create_run(conn: Connection, *, job: str, run_id: str, event_type: str,
@@ -120,6 +122,12 @@ def mark_failed(conn: Connection, *, row_ids: Sequence[int], retry_at: datetime,
     if row_ids:
         conn.execute(update(outbox).where(outbox.c.id.in_(list(row_ids))).values(
             attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:500]))
+
+
+def mark_dead(conn: Connection, *, row_id: int, error: str) -> None:
+    """A row given up (kept for inspection; never claimed again)."""
+    conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+        status=DEAD, attempts=outbox.c.attempts + 1, last_error=error[:500]))
 
 
 def counts(conn: Connection) -> dict[str, int]:

@@ -27,10 +27,12 @@ from openlineage.client.generated.tags_run import TagsRunFacet
 from openlineage.client.serde import Serde
 
 from dqpulse.config import Settings
-from dqpulse.finalize import finalize_ready
+from dqpulse.finalize import FinalizedWindow, finalize_ready
+from dqpulse.finalize.openlineage import OpenLineageOutboxHook
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
 from dqpulse.rca.openlineage_out import run_id
+from dqpulse.records import MetricPoint
 from dqpulse.services.openlineage_emit import EmitOptions, emit_due, http_sender
 from dqpulse.spec import parse_spec
 from dqpulse.store import datasets as dataset_store
@@ -46,8 +48,9 @@ pytestmark = pytest.mark.integration
 class LineageReceiver:
     """A Marquez-like receiver: ``POST /api/v1/lineage`` answers 201 and keeps the body."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, reject: frozenset[str] = frozenset()) -> None:
         self.port = port
+        self.reject = reject  # run ids answered 422, as a receiver rejecting their body
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self._server: ThreadingHTTPServer | None = None
@@ -62,7 +65,15 @@ class LineageReceiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.paths.append(self.path)
-                receiver.bodies.append(json.loads(body))
+                event = json.loads(body)
+                if event["run"]["runId"] in receiver.reject:
+                    answer = b'{"errors": ["inputs[0].name: must not be blank"]}'
+                    self.send_response(422)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
+                receiver.bodies.append(event)
                 self.send_response(201)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -216,3 +227,51 @@ def test_windows_are_emitted_through_the_client_and_an_outage_loses_none(
     assert checks["dqpulse.validity.amount:min"]["success"] is False
     assert checks["dqpulse.validity.amount:min"]["actual"] == "5"
     assert checks["dqpulse.validity.amount:type"]["success"] is True
+
+
+def test_an_event_the_receiver_rejects_does_not_hold_the_others_back_and_ends_dead(fresh_db):
+    """A receiver that answers 422 to one window's event (its body, not the receiver) used
+    to hold every later window back for ever (each pass stopped at the first failure).
+    Now the others are delivered in the same pass; the rejected one is tried alone with a
+    backoff and, after ``max_rejections`` tries, is dead with the receiver's answer."""
+    port = _free_port()
+    spec = parse_spec(_spec("orders-topic", f"http://127.0.0.1:{port}"))
+    emit = spec.openlineage.emit
+    assert emit is not None
+    engine = make_engine(fresh_db)
+    starts = [1_780_000_000.0 + 10 * k for k in range(5)]
+    with engine.begin() as conn:
+        for start in starts:
+            points = [MetricPoint("volume.records", 100.0)]
+            metric_store.create_window(conn, dataset="orders", window_start=start,
+                                       window_end=start + 10, points=points)
+            OpenLineageOutboxHook()(conn, spec.datasets[0],
+                                    FinalizedWindow("orders", start, start + 10, points))
+    bad = run_id("orders", starts[1])
+    receiver = LineageReceiver(port, reject=frozenset({bad}))
+    receiver.up()
+    send, close = http_sender(emit)
+    options = EmitOptions(base_backoff_s=0.1, max_backoff_s=0.2, max_rejections=3)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    try:
+        first = emit_due(engine, send, options=options, now=later)
+        assert (first.delivered, first.rejected, first.failed, first.dead) == (4, 1, 0, 0)
+        for k in (1, 2):
+            again = emit_due(engine, send, options=options, now=later + timedelta(minutes=k))
+            assert (again.claimed, again.rejected, again.dead) == (1, 1, int(k == 2))
+        assert emit_due(engine, send, options=options,
+                        now=later + timedelta(minutes=5)).claimed == 0
+    finally:
+        close()
+        receiver.down()
+    with engine.begin() as conn:
+        rows = {r["window_start"]: r for r in openlineage_store.get_all(conn, dataset="orders")}
+        counts = openlineage_store.counts(conn)
+    engine.dispose()
+    assert counts == {"delivered": 4, "dead": 1}
+    dead = rows[starts[1]]
+    assert (dead["status"], dead["attempts"]) == ("dead", 3)
+    assert dead["last_error"].startswith("the receiver rejected it: HTTP 422")
+    assert "must not be blank" in dead["last_error"]
+    assert {b["run"]["runId"] for b in receiver.bodies} == {
+        run_id("orders", start) for start in starts if start != starts[1]}
