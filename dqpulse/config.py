@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # not finalized (all datasets), each poll waits for the finalize pass in flight
     finalize_max_backlog_windows: int = Field(default=1000, ge=0)
     # tries of a window whose finalization raises something not transient, before it is
-    # finalized without scoring and alerting (then skipped): dqpulse.finalize.failures
+    # finalized without alerting (then without scoring, then skipped): dqpulse.finalize.failures
     finalize_max_attempts: int = Field(default=3, ge=1)
     # how often running processes look for a newer `dqpulse apply` (one index read)
     model_poll_interval_s: float = Field(default=2.0, gt=0, le=60)

@@ -83,8 +83,8 @@ class Telemetry:
                                          "not transient (dqpulse.finalize.failures)",
                                          ["dataset"], registry=r)
         self.windows_degraded = Counter("dqpulse_windows_degraded",
-                                        "Windows finalized without scoring and alerting "
-                                        "(unscored) or skipped, after failed tries",
+                                        "Windows finalized without alerting, without "
+                                        "scoring, or skipped, after failed tries",
                                         ["dataset", "outcome"], registry=r)
         self.notifications = Counter("dqpulse_notifications", "Notification delivery attempts",
                                      ["channel", "outcome"], registry=r)

@@ -436,11 +436,12 @@ def service() -> db.Dashboard:
         "outcome (delivered, retry, dead).", "ops",
         promql("dqpulse:notifications:rate5m", "{{channel}} {{outcome}}"), width=12))
     d = d.with_panel(series(
-        "Anomalies, detector errors, degraded windows", "Anomalous metric points per second by dataset and "
-        "kind, and points whose detector failed (scored 0, the series' baseline started "
-        "over; alert DqpulseDetectorErrors, whose metric label names the series) by dataset, "
-        "and windows that failed every try to finalize them and went through unscored or "
-        "skipped (alert DqpulseWindowsDegraded).",
+        "Anomalies, detector errors, degraded windows",
+        "Anomalous metric points per second by dataset and kind; points whose detector "
+        "failed (scored 0, the series' baseline started over; alert DqpulseDetectorErrors, "
+        "whose metric label names the series) by dataset; and windows that failed every "
+        "try to finalize them and went through unalerted, unscored or skipped (alert "
+        "DqpulseWindowsDegraded).",
         "ops",
         promql("sum by (dataset, kind) (rate(dqpulse_anomalies_total[$__rate_interval]))",
                "{{dataset}} {{kind}}"),

@@ -9,11 +9,13 @@ failed and how often:
 
 1. the next pass commits the windows before it, then tries it alone, up to
    ``max_attempts`` times in all (a fluke passes);
-2. then it is finalized **without its hooks**: its metric points are written, unscored
-   (no detectors, no incidents; ``dqpulse_windows_degraded_total{outcome="unscored"}``);
-3. if that fails too, it is **skipped**: its partials stay in ``window_partials`` for
-   inspection, the data set's windows go on after it
-   (``dqpulse_windows_degraded_total{outcome="skipped"}``).
+2. then it is finalized **without alerting**: its points are written and scored (the
+   detectors learn it, its anomalies are flagged in the metric history) but open no
+   incident (``dqpulse_windows_degraded_total{outcome="unalerted"}``);
+3. if that fails too, **without its hooks**: its metric points are written, unscored
+   (no detectors, no incidents; ``outcome="unscored"``);
+4. if that fails too, it is **skipped**: its partials stay in ``window_partials`` for
+   inspection, the data set's windows go on after it (``outcome="skipped"``).
 
 Each failed try is logged with its traceback and counted in
 ``dqpulse_finalize_failures_total{dataset}``. A transient failure (the database went
@@ -38,6 +40,7 @@ class Mode(Enum):
     """How a window is finalized."""
 
     FULL = "full"  # points, then the hooks (scoring, alerting)
+    UNALERTED = "unalerted"  # points and the hooks, but no alerting (incidents)
     UNSCORED = "unscored"  # points only
     SKIPPED = "skipped"  # nothing: its partials stay where they are
 
@@ -90,6 +93,9 @@ class WindowFailures:
             found = self._failing[error.dataset] = _Failing(error.window_start)
         found.attempts += 1
         if found.mode is Mode.FULL and found.attempts >= self.max_attempts:
+            found.mode = Mode.UNALERTED
+            then = "it will be finalized and scored without alerting"
+        elif found.mode is Mode.UNALERTED:
             found.mode = Mode.UNSCORED
             then = "it will be finalized without scoring or alerting"
         elif found.mode is Mode.UNSCORED:

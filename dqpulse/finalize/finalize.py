@@ -64,6 +64,9 @@ class FinalizedWindow:
     scored: list[ScoredPoint] | None = None
     #: points a hook adds before the write (the autoencoder's), written with the others
     extra_points: list[MetricPoint] = field(default_factory=list)
+    #: False when the window is finalized without alerting (it failed every try with it:
+    #: dqpulse.finalize.failures): the scoring hook scores it but opens no incident
+    alerting: bool = True
 
 
 def samples_of(state: WindowState, points: list[MetricPoint]
@@ -130,8 +133,8 @@ def finalize_ready(
     A window whose finalization raises something not transient raises
     :class:`~dqpulse.finalize.failures.WindowFailed` (from the error), and the pass rolls
     back. With ``failures`` (the process's record of them), the next pass commits the
-    windows before that one, then tries it alone, then without hooks, then skips it
-    (:mod:`dqpulse.finalize.failures`)."""
+    windows before that one, then tries it alone, then without alerting, then without
+    hooks, then skips it (:mod:`dqpulse.finalize.failures`)."""
     now = time.time() if now is None else now
     done: list[FinalizedWindow] = []
     outcomes: list[tuple[float, Mode]] = []
@@ -165,7 +168,8 @@ def finalize_ready(
                 try:
                     window, baseline, schema = _finalize_window(
                         conn, dataset, window_start, progress, now=now, baseline=baseline,
-                        schema=schema, hooks=hooks if mode is Mode.FULL else ())
+                        schema=schema, hooks=() if mode is Mode.UNSCORED else hooks,
+                        alerting=mode is Mode.FULL)
                 except Exception as exc:
                     if is_transient(exc):
                         raise
@@ -190,7 +194,7 @@ def finalize_ready(
 def _finalize_window(conn: Connection, dataset: DatasetSpec, window_start: float,
                      progress: checkpoints.DatasetProgress, *, now: float,
                      baseline: bytes | None, schema: dict[str, list[str]] | None,
-                     hooks: Sequence[WindowHook]
+                     hooks: Sequence[WindowHook], alerting: bool = True
                      ) -> tuple[FinalizedWindow, bytes | None, dict[str, list[str]] | None]:
     """Merge, compute, write and hook one window; returns it, with the dataset's baseline
     and last schema after it."""
@@ -209,7 +213,8 @@ def _finalize_window(conn: Connection, dataset: DatasetSpec, window_start: float
     window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
                              samples=samples_of(state, result.points),
                              segments=result.segments,
-                             segment_reference=result.segment_reference)
+                             segment_reference=result.segment_reference,
+                             alerting=alerting)
     for hook in hooks:
         if isinstance(hook, ScoresBeforeWrite):
             hook.before_write(conn, dataset, window)

@@ -77,7 +77,7 @@ class ScoringHook:
                 conn, dataset=dataset.name, window_start=window.window_start,
                 scores=[(p.metric, p.field, p.score, p.anomalous,
                          json_safe_object(p.explanation)) for p in scored])
-        if self.alerting:
+        if self.alerting and window.alerting:
             self._alert(conn, dataset, window, scored)
 
     def _score(self, conn: Connection, dataset: DatasetSpec,

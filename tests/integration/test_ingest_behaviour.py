@@ -200,33 +200,36 @@ datasets:
 
 
 class FailingHook:
-    """A window hook that raises on ``always`` every time and on ``once`` the first time:
-    a bug met by one window's data, and a fluke."""
+    """A window hook: at ``alerting`` it raises while the window is alerted (a bug in the
+    alerting step), at ``always`` on every call (a bug in any hook), at ``once`` on the
+    first call only (a fluke)."""
 
-    def __init__(self, *, always: float, once: float) -> None:
-        self.always, self.once = always, once
+    def __init__(self, *, alerting: float, always: float, once: float) -> None:
+        self.alerting, self.always, self.once = alerting, always, once
         self.calls: Counter[float] = Counter()
 
     def __call__(self, _conn, _dataset, window) -> None:
-        self.calls[window.window_start] += 1
-        if window.window_start == self.always or (
-                window.window_start == self.once and self.calls[self.once] == 1):
-            raise ValueError(f"injected failure at {window.window_start}")
+        at = window.window_start
+        self.calls[at] += 1
+        if (at == self.always or (at == self.alerting and window.alerting)
+                or (at == self.once and self.calls[at] == 1)):
+            raise ValueError(f"injected failure at {at}")
 
 
-def test_a_window_that_fails_every_try_is_finalized_unscored_or_skipped_and_the_rest_go_on(
+def test_a_window_that_fails_every_try_is_finalized_degraded_and_the_rest_go_on(
         fresh_db, make_topic, kafka_bootstrap):
     """A window whose finalization raises the same error on every try used to stop its
     data set for good (retried for ever, every later window waiting behind it). Now a
-    fluke passes on the next try; a window whose hooks always fail is finalized without
-    them after 3 tries (its points written, unscored); a window whose partials cannot be
-    read is skipped (they stay in window_partials); every other window is scored."""
+    fluke passes on the next try; after 3 tries a window whose alerting fails is scored
+    without alerting, one whose hooks always fail is written unscored, and one whose
+    partials cannot be read is skipped (they stay in window_partials); every other window
+    is scored as usual."""
     topic = make_topic("poison", partitions=2)
     base = (time.time() - 900) // 60 * 60
     messages = [(i % 2, json_bytes({"ts": base + i * 0.5, "amount": float(i % 17)}))
                 for i in range(1_200)]  # 10 windows of 1 minute, 120 records each
     produce(kafka_bootstrap, topic, messages)
-    always, once, corrupt = base + 180, base + 300, base + 420
+    alerting, once, always, corrupt = base + 120, base + 240, base + 360, base + 420
     settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
                         kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
                         checkpoint_interval_s=0.5)
@@ -239,7 +242,7 @@ datasets:
     with engine.begin() as conn:  # a partial no reader can merge (a partition beyond 2)
         conn.execute(insert(window_partials).values(dataset="poison", partition=99,
                                                     window_start=corrupt, state=b"\x00junk"))
-    hook = FailingHook(always=always, once=once)
+    hook = FailingHook(alerting=alerting, always=always, once=once)
     source, dead_letter = make_source(settings)
     worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
                           source=source, dead_letter=dead_letter, telemetry=telemetry,
@@ -259,8 +262,10 @@ datasets:
     assert corrupt not in points  # skipped
     assert all(points[s]["value"] == 120 for s in starts if s != corrupt)
     assert points[always]["score"] is None  # written without its hooks: unscored
+    assert points[alerting]["score"] is not None  # scored, without alerting
     assert all(points[s]["score"] is not None for s in starts if s not in (always, corrupt))
-    assert hook.calls[always] == 3 and hook.calls[once] == 2
+    # full 3 times, then once without alerting (passes); full 3 times, unalerted, unscored
+    assert (hook.calls[alerting], hook.calls[always], hook.calls[once]) == (4, 4, 2)
     with engine.connect() as conn:  # the skipped window's partials, for inspection
         left = conn.execute(select(window_partials.c.partition).where(
             window_partials.c.dataset == "poison")).scalars().all()
@@ -269,10 +274,10 @@ datasets:
     def sample(name: str, **labels: str) -> float | None:
         return telemetry.registry.get_sample_value(name, {"dataset": "poison", **labels})
 
-    assert sample("dqpulse_windows_degraded_total", outcome="unscored") == 1
-    assert sample("dqpulse_windows_degraded_total", outcome="skipped") == 1
-    # 3 tries of `always`, 1 of `once`, 4 of `corrupt` (3 with hooks, 1 without)
-    assert sample("dqpulse_finalize_failures_total") == 8
+    for outcome in ("unalerted", "unscored", "skipped"):
+        assert sample("dqpulse_windows_degraded_total", outcome=outcome) == 1, outcome
+    # 3 tries of `alerting`, 1 of `once`, 4 of `always`, 5 of `corrupt`
+    assert sample("dqpulse_finalize_failures_total") == 13
     engine.dispose()
 
 
