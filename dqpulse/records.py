@@ -6,6 +6,7 @@ The columnar batch type that decoding produces lives here too (see ``ColumnBatch
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,38 @@ import polars as pl
 TYPE_NAMES = ("array", "boolean", "bytes", "integer", "null", "number", "string", "timestamp")
 #: Types whose column holds float64/int64 numbers (timestamps as epoch seconds).
 NUMERIC_TYPES = frozenset({"integer", "number", "timestamp"})
+
+
+#: The longest field name stored (``metric_points.field`` and the columns that copy it).
+MAX_FIELD_CHARS = 500
+
+
+def stored_field(name: str) -> str:
+    """``name`` as metric points carry it: one longer than :data:`MAX_FIELD_CHARS` (a
+    producer's 600-character key, a long label value in ``label=value``) is cut, and ends
+    with an ellipsis and 12 hex digits of a digest of the whole name, so that two long
+    names stay apart and a name maps to the same series in every window.
+
+    >>> stored_field("amount")
+    'amount'
+    >>> cut = stored_field("k" * 600)
+    >>> len(cut), cut[478:481], cut == stored_field("k" * 600) != stored_field("k" * 601)
+    (493, 'kk…', True)
+    """
+    if len(name) <= MAX_FIELD_CHARS:
+        return name
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"),
+                             digest_size=6).hexdigest()
+    return f"{name[:480]}\u2026{digest}"
+
+
+def with_stored_fields(points: list[MetricPoint]) -> list[MetricPoint]:
+    """``points``, with any field name too long to store cut (:func:`stored_field`); the
+    same list when none is."""
+    if all(len(p.field) <= MAX_FIELD_CHARS for p in points):
+        return points
+    return [p if len(p.field) <= MAX_FIELD_CHARS
+            else dataclasses.replace(p, field=stored_field(p.field)) for p in points]
 
 
 class RawMessage(NamedTuple):

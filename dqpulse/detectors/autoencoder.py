@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dqpulse.detectors.base import (
+    VALUE_LIMIT,
     DetectorStateError,
     Explanation,
     MultivariateDetector,
@@ -186,7 +187,10 @@ class AutoencoderDetector(MultivariateDetector):
         if features is None or self.features is None:
             return None
         row = np.array([features.get(name, np.nan) for name in self.features])
-        return None if np.isnan(row).all() else row
+        if np.isnan(row).all():
+            return None
+        # as the streaming detectors read them: squares of learned values stay finite
+        return np.asarray(np.clip(row, -VALUE_LIMIT, VALUE_LIMIT))
 
     def _std(self) -> np.ndarray:
         variance = self._m2 / (self._count - 1) if self._count > 1 else np.zeros_like(self._m2)

@@ -29,7 +29,7 @@ from dqpulse.metrics import (
 )
 from dqpulse.metrics.samples import SamplesState
 from dqpulse.metrics.segments import SegmentState
-from dqpulse.records import MetricPoint
+from dqpulse.records import MetricPoint, stored_field, with_stored_fields
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints, schemas
 from dqpulse.store import metrics as metric_store
@@ -210,8 +210,14 @@ def _finalize_window(conn: Connection, dataset: DatasetSpec, window_start: float
         schemas.record_observation(conn, dataset=dataset.name, fields=result.observed_schema,
                                    diff=diff, seen_at=window_start)
         schema = result.observed_schema
-    window = FinalizedWindow(dataset.name, window_start, window_end, result.points,
-                             samples=samples_of(state, result.points),
+    # field names too long to store are cut (a producer's 600-character key): found by
+    # their whole names in the window's state, stored by the cut ones
+    points = with_stored_fields(result.points)
+    samples = samples_of(state, result.points)
+    if points is not result.points:
+        samples = {(metric, stored_field(name)): found
+                   for (metric, name), found in samples.items()}
+    window = FinalizedWindow(dataset.name, window_start, window_end, points, samples=samples,
                              segments=result.segments,
                              segment_reference=result.segment_reference,
                              alerting=alerting)
@@ -220,7 +226,7 @@ def _finalize_window(conn: Connection, dataset: DatasetSpec, window_start: float
             hook.before_write(conn, dataset, window)
     metric_store.create_window(conn, dataset=dataset.name, window_start=window_start,
                                window_end=window_end,
-                               points=[*result.points, *window.extra_points],
+                               points=[*points, *window.extra_points],
                                scores=scores_of(window))
     for hook in hooks:
         hook(conn, dataset, window)

@@ -27,13 +27,14 @@ pytestmark = pytest.mark.integration
 CLIENTS = ["confluent", "kafka-python"]
 
 
-def _worker(settings, spec_text, telemetry=None):
+def _worker(settings, spec_text, telemetry=None, *, scored=False):
     spec = parse_spec(spec_text)
     engine = make_engine(settings.database_url)
     source, dead_letter = make_source(settings)
+    telemetry = telemetry or Telemetry(CollectorRegistry())
     worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
-                          source=source, dead_letter=dead_letter,
-                          telemetry=telemetry or Telemetry(CollectorRegistry()))
+                          source=source, dead_letter=dead_letter, telemetry=telemetry,
+                          hooks=default_hooks(spec, settings, telemetry) if scored else ())
     return worker, engine, spec
 
 
@@ -175,15 +176,20 @@ def test_nul_characters_overflowing_numbers_and_absurd_event_times_finalize_ever
             record["amount"] = 1e160
         if i % 100 == 27:
             record["ts"] = -1e300
+        if i % 100 == 37:  # keys and label values longer than a stored field name
+            record["k" * 600] = 1.0
+            record["nested"] = {"x" * 300: {"y" * 300: "z"}}
+            record["label"] = "v" * 700
         messages.append(json_bytes(record))
     produce(kafka_bootstrap, topic, [(i % 2, m) for i, m in enumerate(messages)])
     settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
                         kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
                         checkpoint_interval_s=0.5)
+    telemetry = Telemetry(CollectorRegistry())
     worker, engine, _spec = _worker(settings, f"""
 datasets:
-  - {{name: odd, topic: {topic}, event_time: ts, window: 1m, lateness: 0s}}
-""")
+  - {{name: odd, topic: {topic}, event_time: ts, window: 1m, lateness: 0s, label: label}}
+""", telemetry, scored=True)
     with WorkerThread(worker):
         wait_until(lambda: worker.stats.polled >= 2_000, 90, message="all messages polled")
         wait_until(lambda: worker.finalize_ready() >= 0 and _volume(engine, "odd") == 2_000,
@@ -196,6 +202,14 @@ datasets:
             conn, dataset="odd", metric="volume.records", limit=10_000)}
     assert "a\ufffdb" in fields
     assert min(starts) >= base - 120  # the -1e300 event times counted at their Kafka time
+    # names longer than a stored field (500): cut with a digest of the whole name
+    long_names = sorted(f for f in fields if "\u2026" in f)
+    assert [len(f) for f in long_names] == [493] * len(long_names) and len(long_names) >= 3
+    assert any(f.startswith("kkkk") for f in long_names)
+    assert any(f.startswith("label=vvvv") for f in long_names)
+    assert any(f.startswith("nested.xxxx") for f in long_names)
+    assert telemetry.registry.get_sample_value("dqpulse_finalize_failures_total",
+                                               {"dataset": "odd"}) is None
     engine.dispose()
 
 

@@ -59,3 +59,23 @@ def test_autoencoder_confirmed_feedback_removes_the_window_from_the_buffer() -> 
     size = detector._buffer_len
     detector.feedback(spike, "confirmed")
     assert detector._buffer_len == size - 1
+
+
+def test_values_whose_squares_overflow_leave_the_model_finite() -> None:
+    """A producer's 1e160 (or an overflowed metric) is read as 1e100, as the streaming
+    detectors read it: the running mean and spread stay finite, so the model is not blind
+    (inf, then NaN) for every later window."""
+    import warnings
+
+    import numpy as np
+
+    detector = AutoencoderDetector(device="cpu", warm_up=64, batch_size=32, seed=0)
+    rng = random.Random(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in numpy raised before the fix
+        for k in range(120):  # learned while warming up
+            x = window(rng, {"m2": 1e160 if k % 2 else -1e160} if k % 10 == 0 else None)
+            detector.score_one(x)
+            detector.learn_one(x)
+    assert np.isfinite(detector._mean).all() and np.isfinite(detector._m2).all()
+    assert 0.0 <= detector.score_one(window(rng)) <= 1.0
