@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from dqpulse.decode import Decoder, DecodeResult, decoder_for
+from dqpulse.decode import Decoder, DecodeResult, decoder_for, safe_decode
 from dqpulse.metrics.codec import pack, unpack
 from dqpulse.metrics.samples import SampleBoard, SamplesState
 from dqpulse.metrics.segments import wants_key_prefix
@@ -166,7 +166,7 @@ class PartitionAggregator:
                 else:
                     candidates.append(index)
             values = [values[i] for i in candidates]
-        result: DecodeResult = self.decoder.decode(values, sizes)  # type: ignore[arg-type]
+        result: DecodeResult = safe_decode(self.decoder, values, sizes)  # type: ignore[arg-type]
         for failure in result.failures:
             index = failure.index if candidates is None else candidates[failure.index]
             bad.append(BadRecord(batch_in.message(index), failure.reason, failure.detail))

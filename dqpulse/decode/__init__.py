@@ -14,6 +14,8 @@ reason              meaning
 ``not_an_object``   valid JSON whose top level is not an object
 ``avro_decode``     Avro bytes that do not match the writer schema, bad magic byte
 ``unknown_schema``  Confluent wire format whose schema id the registry cannot resolve
+``undecodable``     the decoder raised on it (a bug met by this value: logged with the
+                    error; :func:`safe_decode` finds the values that make it raise)
 ==================  ==========================================================
 
 Decoders are registered by format name (``json``, ``avro``); registering a name twice
@@ -22,6 +24,7 @@ raises.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,9 +35,11 @@ import numpy.typing as npt
 from dqpulse.records import ColumnBatch
 from dqpulse.spec import DatasetSpec
 
+log = logging.getLogger(__name__)
+
 BAD_REASONS = (
     "empty", "oversized", "invalid_json", "truncated", "not_an_object", "avro_decode",
-    "unknown_schema",
+    "unknown_schema", "undecodable",
 )
 
 
@@ -95,6 +100,56 @@ def no_records(rows: npt.NDArray[np.int64], sizes: npt.NDArray[np.int64],
     batch = ColumnBatch.empty()
     batch.sizes, batch.timestamps = sizes, np.zeros(len(rows), dtype=np.float64)
     return DecodeResult(batch, rows, failures)
+
+
+def safe_decode(decoder: Decoder, values: Sequence[bytes],
+                sizes: npt.NDArray[np.int64] | None = None) -> DecodeResult:
+    """``decoder.decode(values, sizes)``, which must not raise. When it raises anyway (a
+    bug met by some value: one poison record would otherwise stop the worker, and again
+    after every restart), the values that make it raise are found by halving the batch,
+    reported as ``undecodable`` with the error, and the others are decoded together. If
+    only the whole lot raises, each of them is reported: counted and dead-lettered, not
+    lost, and the partition goes on."""
+    try:
+        return decoder.decode(values, sizes)
+    except Exception as exc:  # noqa: BLE001 - contained below, value by value
+        log.error("decoding a batch of %d values raised; finding the values that do",
+                  len(values), exc_info=exc)
+    failures: dict[int, str] = {}
+    _find_raising(decoder, values, list(range(len(values))), failures)
+    good = [i for i in range(len(values)) if i not in failures]
+    result = None
+    if good:
+        try:
+            result = decoder.decode([values[i] for i in good])
+        except Exception as exc:  # noqa: BLE001 - only together: report every one
+            failures.update(dict.fromkeys(good, _detail(exc)))
+    found = [DecodeFailure(i, "undecodable", detail) for i, detail in failures.items()]
+    if result is None:
+        rows = np.zeros(0, dtype=np.int64)
+        return no_records(rows, rows, sorted(found, key=lambda f: f.index))
+    positions = np.asarray(good, dtype=np.int64)
+    found += [DecodeFailure(int(positions[f.index]), f.reason, f.detail)
+              for f in result.failures]
+    return DecodeResult(result.batch, positions[result.rows],
+                        sorted(found, key=lambda f: f.index))
+
+
+def _find_raising(decoder: Decoder, values: Sequence[bytes], positions: list[int],
+                  found: dict[int, str]) -> None:
+    try:
+        decoder.decode([values[i] for i in positions])
+    except Exception as exc:  # noqa: BLE001 - narrowed down to single values
+        if len(positions) == 1:
+            found[positions[0]] = _detail(exc)
+            return
+        middle = len(positions) // 2
+        _find_raising(decoder, values, positions[:middle], found)
+        _find_raising(decoder, values, positions[middle:], found)
+
+
+def _detail(exc: BaseException) -> str:
+    return f"the decoder raised {type(exc).__name__}: {exc}"[:300]
 
 
 DecoderFactory = Callable[..., Decoder]

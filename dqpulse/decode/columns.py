@@ -50,6 +50,16 @@ def arrow_type_name(data_type: pa.DataType) -> str | None:
     return "string"
 
 
+#: the path of a top-level key that is the empty string (a column cannot be named "")
+EMPTY_KEY = "(empty)"
+
+
+class DuplicatePaths(ValueError):
+    """Two keys of the batch flatten to one path (``"a.b"`` and ``"a": {"b"}``): the
+    columnar read cannot hold both; :func:`batch_from_records` keeps the later key of
+    each record."""
+
+
 def flatten_arrow(table: pa.Table) -> pa.Table:
     """Flatten nested structs into dotted-path columns, recursively."""
     while any(pa.types.is_struct(f.type) for f in table.schema):
@@ -60,8 +70,14 @@ def flatten_arrow(table: pa.Table) -> pa.Table:
 def batch_from_arrow(
     table: pa.Table, sizes: npt.NDArray[np.int64], timestamps: npt.NDArray[np.float64]
 ) -> ColumnBatch:
-    """A ColumnBatch from a (possibly nested) Arrow table of decoded records."""
+    """A ColumnBatch from a (possibly nested) Arrow table of decoded records; raises
+    :class:`DuplicatePaths` when two keys flatten to one path."""
     table = flatten_arrow(table)
+    if "" in table.column_names or len(set(table.column_names)) < table.num_columns:
+        paths = [name or EMPTY_KEY for name in table.column_names]
+        if len(set(paths)) < len(paths):
+            raise DuplicatePaths(sorted({p for p in paths if paths.count(p) > 1}))
+        table = table.rename_columns(paths)
     types: dict[str, str] = {}
     arrays: list[pa.Array | pa.ChunkedArray] = []
     names: list[str] = []
@@ -128,13 +144,21 @@ def _convert(value: Any, type_name: str) -> Any:
 
 
 def flatten_record(record: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
-    """Flatten nested objects of one record into ``out`` under dotted paths."""
-    for key, value in record.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flatten_record(value, path + ".", out)
-        else:
+    """Flatten nested objects of one record into ``out`` under dotted paths (in the
+    record's key order: of two keys spelling one path, the later wins)."""
+    # a stack, not recursion: a record nested deeper than Python's recursion limit is
+    # still a record
+    stack = [(iter(record.items()), prefix)]
+    while stack:
+        items, base = stack[-1]
+        for key, value in items:
+            path = f"{base}{key}" or EMPTY_KEY
+            if isinstance(value, dict):
+                stack.append((iter(value.items()), path + "."))
+                break
             out[path] = value
+        else:
+            stack.pop()
 
 
 def batch_from_records(

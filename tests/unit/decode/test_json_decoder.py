@@ -42,6 +42,32 @@ def test_bad_values_are_split_out_with_reasons_and_good_ones_kept():
     assert result.batch.sizes.tolist() == [8, 8]
 
 
+def test_a_json_null_value_is_not_an_object_wherever_it_is_in_the_batch():
+    """Arrow's reader read a ``null`` line as a row of nulls (a record counted from
+    nothing), and crashed the process (SIGSEGV) when it was the first line of a batch."""
+    for values in ([b"null", b'{"a": 1}'], [b'{"a": 1}', b" null\r"], [b"null"]):
+        result = JsonDecoder(SPEC).decode(values)
+        [failure] = result.failures
+        assert failure.reason == "not_an_object"
+        assert failure.detail == "top level is null, not an object"
+        assert result.batch.n == len(values) - 1
+    kept = JsonDecoder(SPEC).decode([b'{"a": null}', b'{"a": "null"}'])  # values, not lines
+    assert kept.failures == [] and kept.batch.n == 2
+
+
+def test_one_path_spelled_two_ways_keeps_the_later_key_and_an_empty_key_is_named():
+    """``"a.b"`` and ``"a": {"b"}`` flatten to one path: a column could not hold both
+    (polars raised DuplicateError and the worker stopped). A top-level key "" became a
+    column renamed behind the batch's back (the metrics then raised)."""
+    result = JsonDecoder(SPEC).decode([b'{"a.b": 1, "a": {"b": 2}}', b'{"a": {"b": 3}}',
+                                       b'{"": 4, "x": 5}'])
+    assert result.failures == []
+    assert result.batch.types == {"a.b": "integer", "(empty)": "integer", "x": "integer"}
+    assert result.batch.frame["a.b"].to_list() == [2, 3, None]
+    assert result.batch.frame["(empty)"].to_list() == [None, None, 4]
+    assert list(result.batch.frame.columns) == list(result.batch.types)
+
+
 def test_type_change_inside_a_batch_keeps_the_majority_type_and_marks_the_others():
     values = [b'{"a": 1}', b'{"a": 2}', b'{"a": "x"}', b'{"a": null}']
     result = JsonDecoder(SPEC).decode(values)
