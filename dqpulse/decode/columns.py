@@ -103,6 +103,9 @@ def batch_from_arrow(
     return ColumnBatch(frame=frame, types=types, sizes=sizes, timestamps=timestamps)
 
 
+_INT64_LIMIT = 2**63
+
+
 def value_type(value: Any) -> str:
     """Our type name of one decoded Python value."""
     if value is None:
@@ -110,7 +113,8 @@ def value_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
-        return "integer"
+        # beyond 64 bits (orjson reads up to 2**64 - 1) it is a number, as Arrow reads it
+        return "integer" if -_INT64_LIMIT <= value < _INT64_LIMIT else "number"
     if isinstance(value, float | decimal.Decimal):
         return "number"
     if isinstance(value, str | uuid.UUID | dt.date | dt.time) and not isinstance(

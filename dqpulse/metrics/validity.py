@@ -383,7 +383,10 @@ def violation_mask(batch: ColumnBatch, path: str, rule: str,
 
 
 def _allowed_for(allowed: list[Any], column_type: str) -> list[Any]:
-    """The allowed values comparable with a column of ``column_type``."""
+    """The allowed values comparable with a column of ``column_type`` (none with an
+    array, whose column holds lengths: an array is never an allowed value)."""
+    if column_type == "array":
+        return []
     if column_type == "boolean":
         return [v for v in allowed if isinstance(v, bool)]
     if column_type in NUMERIC_TYPES:

@@ -68,6 +68,17 @@ def test_one_path_spelled_two_ways_keeps_the_later_key_and_an_empty_key_is_named
     assert list(result.batch.frame.columns) == list(result.batch.types)
 
 
+def test_integers_beyond_64_bits_are_numbers_on_both_paths():
+    """orjson reads integers up to 2**64 - 1; one beyond int64 in a column of integers
+    made the per-record path's Int64 column raise (the batch was lost to the worker)."""
+    mixed = [b'{"b": 1}', b'{"b": "x"}']  # Arrow cannot read these: value by value
+    for tail in ([], [b"not json"], [b"not json", *mixed]):
+        result = JsonDecoder(SPEC).decode([b'{"a": 9223372036854775808}', b'{"a": 1}',
+                                           *tail])
+        assert result.batch.types["a"] == "number"
+        assert result.batch.frame["a"].to_list()[:2] == [9.223372036854775808e18, 1.0]
+
+
 def test_type_change_inside_a_batch_keeps_the_majority_type_and_marks_the_others():
     values = [b'{"a": 1}', b'{"a": 2}', b'{"a": "x"}', b'{"a": null}']
     result = JsonDecoder(SPEC).decode(values)

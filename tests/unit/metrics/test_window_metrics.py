@@ -96,6 +96,18 @@ def test_validity_rules_one_series_per_rule():
     assert got["validity.violation_ratio", "qty:expression"].extra["rule"] == "expression"
 
 
+def test_an_allowed_rule_meets_arrays_and_integers_where_strings_were_declared():
+    """``allowed: [DE, FR]`` on a column of arrays (held as lengths, Int64) raised out of
+    the window update (polars cannot check Int64 values against strings) and stopped the
+    worker; an array is never an allowed value. Integers are compared with the allowed
+    numbers (none here): every value fails the rule."""
+    for country in ([["DE"], ["FR"], []], [1, 2, 3]):
+        records = [{"country": value} for value in country]
+        got = points(finalize(state_of(records)))
+        assert got["validity.violation_ratio", "country:allowed"].value == 1.0
+        assert got["validity.violation_ratio", "country:type"].value == 1.0
+
+
 def test_label_balance_and_fairness():
     got = points(finalize(state_of(RECORDS)))
     assert got["ml_data.class_share", "label=a"].value == 0.75
