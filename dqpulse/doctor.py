@@ -2,7 +2,8 @@
 
 One :class:`CheckResult` per check, each bounded by a short timeout (a wrong Kafka port
 fails in seconds, it does not hang): the model file, the database (reachable, at the
-latest migration), Kafka (reachable, credentials accepted), every dataset's topic (present,
+latest migration), windows that finalization skipped and OpenLineage events given up,
+Kafka (reachable, credentials accepted), every dataset's topic (present,
 with its partition count), the schema registry (for Avro datasets without an inline
 schema), every notification channel (its secret's environment variable set, its URL's
 host resolvable) and Prometheus (when ``DQPULSE_PROMETHEUS_URL`` is set).
@@ -34,7 +35,10 @@ from dqpulse.logs import redact
 from dqpulse.services.model import ModelVersion, current_model
 from dqpulse.sources.kafka_confluent import client_config
 from dqpulse.spec import Spec, expand_secrets, load_spec
+from dqpulse.store import checkpoints
+from dqpulse.store import openlineage as openlineage_store
 from dqpulse.store.db import MIGRATIONS_DIR
+from dqpulse.utc import iso
 
 _MISSING_ENV = re.compile(r"environment variable (\w+) is not set")
 
@@ -91,6 +95,8 @@ def run_checks(settings: Settings, *, model_file: str | None = None,
         else:
             spec, model_result = _stored_model(engine, database_ok, timeout_s)
         yield model_result
+        if database_ok:
+            yield from window_checks(engine, spec, timeout_s)
         yield from _kafka(settings, spec, timeout_s)
         if spec is not None:
             yield from _registry(settings, spec, timeout_s)
@@ -169,6 +175,40 @@ def _stored_model(engine: Engine, database_ok: bool, timeout_s: float
     return spec, CheckResult("model", True, f"version {model.version}: "
                                             f"{len(spec.datasets)} datasets, "
                                             f"{len(spec.notifications)} notification channels")
+
+
+def window_checks(engine: Engine, spec: Spec | None, timeout_s: float) -> Iterator[CheckResult]:
+    """Windows that finalization skipped after failing every try, and OpenLineage events
+    that were given up (when emission is configured): data that did not go through."""
+    def read() -> tuple[dict[str, list[float]], int]:
+        with engine.connect() as conn:
+            return (checkpoints.skipped_windows(conn),
+                    openlineage_store.counts(conn).get(openlineage_store.DEAD, 0))
+
+    try:
+        skipped, dead = _bounded(read, timeout_s)
+    except Exception as exc:  # noqa: BLE001 - the check reports any failure
+        yield CheckResult("windows", False, f"could not read them: {_error(exc)}",
+                          "run `dqpulse migrate`, then check again")
+        return
+    if skipped:
+        listed = "; ".join(f"{name}: {len(starts)} ({', '.join(map(iso, starts[:3]))}"
+                           f"{', ...' if len(starts) > 3 else ''})"
+                           for name, starts in sorted(skipped.items()))
+        yield CheckResult("windows", False, f"skipped after failing every try: {listed}",
+                          "the worker log has each error (`finalizing the window at ... "
+                          "failed`); report it; their partials stay in window_partials "
+                          "(docs/operations.md, failure behaviour)")
+    else:
+        yield CheckResult("windows", True, "none skipped")
+    if spec is not None and spec.openlineage.emit is not None:
+        if dead:
+            yield CheckResult("openlineage.outbox", False,
+                              f"{dead} event(s) dead: the receiver rejected them, or they "
+                              "could not be built", "read last_error in openlineage_outbox; "
+                              "docs/operations.md says how to send them again")
+        else:
+            yield CheckResult("openlineage.outbox", True, "no dead event")
 
 
 def _kafka(settings: Settings, spec: Spec | None, timeout_s: float) -> Iterator[CheckResult]:

@@ -207,3 +207,20 @@ def ready_windows(frontier: FinalizeFrontier | None, *, window: float,
             or frontier.min_watermark == -math.inf):
         return 0
     return max(0, int((frontier.min_watermark - lateness - frontier.next_window) // window))
+
+
+def skipped_windows(conn: Connection) -> dict[str, list[float]]:
+    """The windows behind each data set's ``finalized_until`` whose partials are still
+    stored: windows that finalization skipped after failing every try
+    (:mod:`dqpulse.finalize.failures`), kept for inspection. A finalized window's
+    partials are otherwise deleted in its finalize transaction."""
+    w, d = window_partials.c, dataset_partitions.c
+    rows = conn.execute(
+        select(w.dataset, w.window_start).distinct()
+        .join(dataset_partitions, d.dataset == w.dataset)
+        .where(w.window_start < d.finalized_until)
+        .order_by(w.dataset, w.window_start))
+    found: dict[str, list[float]] = {}
+    for dataset, start in rows:
+        found.setdefault(dataset, []).append(float(start))
+    return found

@@ -11,13 +11,16 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import insert, select
 
 from dqpulse.config import Settings
+from dqpulse.doctor import window_checks
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
 from dqpulse.spec import parse_spec
+from dqpulse.store import checkpoints
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine
 from dqpulse.store.tables import metric_points, window_partials
 from dqpulse.telemetry import Telemetry
+from dqpulse.utc import iso
 from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
 from workers.ingest import make_source
 
@@ -302,6 +305,10 @@ datasets:
         left = conn.execute(select(window_partials.c.partition).where(
             window_partials.c.dataset == "poison")).scalars().all()
     assert sorted(left) == [0, 1, 99]
+    with engine.connect() as conn:
+        assert checkpoints.skipped_windows(conn) == {"poison": [corrupt]}
+    [windows] = list(window_checks(engine, None, 5.0))  # `dqpulse doctor`'s line
+    assert not windows.ok and f"poison: 1 ({iso(corrupt)})" in windows.detail
 
     def sample(name: str, **labels: str) -> float | None:
         return telemetry.registry.get_sample_value(name, {"dataset": "poison", **labels})
