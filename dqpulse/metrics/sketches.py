@@ -82,4 +82,9 @@ def frequent_items(sketch: ds.frequent_strings_sketch) -> list[tuple[str, float]
 
 
 def quantiles(sketch: ds.kll_doubles_sketch, ranks: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    return np.asarray(sketch.get_quantiles(np.asarray(ranks, dtype=np.float64)), dtype=np.float64)
+    """The sketch's quantiles at ``ranks``; NaN for each when it is empty (a field whose
+    values were all NaN, which KLL leaves out: an Avro double can be NaN)."""
+    wanted = np.asarray(ranks, dtype=np.float64)
+    if sketch.is_empty():
+        return np.full(wanted.shape, np.nan)
+    return np.asarray(sketch.get_quantiles(wanted), dtype=np.float64)

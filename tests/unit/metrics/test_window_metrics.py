@@ -108,6 +108,22 @@ def test_an_allowed_rule_meets_arrays_and_integers_where_strings_were_declared()
         assert got["validity.violation_ratio", "country:type"].value == 1.0
 
 
+def test_a_field_whose_values_are_all_nan_finalizes_with_nan_quantiles():
+    """An Avro double can be NaN, which the quantile sketch leaves out: a window whose field
+    held only NaN had an empty sketch, whose quantiles came back empty and failed the
+    window's finalization on every try (the window was then skipped)."""
+    from dqpulse.decode.columns import batch_from_records
+
+    batch = batch_from_records([{"x": float("nan")}, {"x": float("nan")}],
+                               np.array([10, 10]), np.zeros(2))
+    batch.event_times, batch.ingest_time, batch.partition = np.full(2, 1000.0), 1010.0, 0
+    state = WindowState.zero(SPEC)
+    state.update(batch)
+    got = points(finalize(merge_partials(SPEC, [state.to_bytes()])))
+    assert np.isnan(got["distribution.p50", "x"].value)
+    assert np.isnan(got["distribution.p99", "x"].value)
+
+
 def test_label_balance_and_fairness():
     got = points(finalize(state_of(RECORDS)))
     assert got["ml_data.class_share", "label=a"].value == 0.75
