@@ -13,7 +13,7 @@ sends its batch the per-record way (``orjson`` parses it fine).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -186,33 +186,28 @@ _BRACE = ord("{")
 MAX_DEPTH = 1024
 
 
+def _nested(data_type: pa.DataType, depth: int = 1) -> Iterator[tuple[pa.DataType, int]]:
+    """``data_type`` and every type nested in it (struct fields, list items), each with its
+    depth: a loop, not recursion, so a record nested 2,000 levels deep is still a record."""
+    pending = [(data_type, depth)]
+    while pending:
+        current, at = pending.pop()
+        yield current, at
+        if pa.types.is_struct(current):
+            pending.extend((current.field(i).type, at + 1) for i in range(current.num_fields))
+        elif pa.types.is_list(current) or pa.types.is_large_list(current):
+            pending.append((current.value_type, at + 1))
+
+
 def _depth(schema: pa.Schema) -> int:
     """How deep the schema's objects and arrays nest (a top-level object is 1)."""
-    deepest, pending = 1, [(f.type, 2) for f in schema]
-    while pending:
-        current, depth = pending.pop()
-        if pa.types.is_struct(current):
-            deepest = max(deepest, depth)
-            pending.extend((current.field(i).type, depth + 1)
-                           for i in range(current.num_fields))
-        elif pa.types.is_list(current) or pa.types.is_large_list(current):
-            deepest = max(deepest, depth)
-            pending.append((current.value_type, depth + 1))
-    return deepest
+    return max((at for f in schema for current, at in _nested(f.type, 2)
+                if pa.types.is_struct(current) or pa.types.is_list(current)
+                or pa.types.is_large_list(current)), default=1)
 
 
 def _has_null_type(data_type: pa.DataType) -> bool:
-    # a loop, not recursion: a record nested 2,000 levels deep is still a record
-    pending = [data_type]
-    while pending:
-        current = pending.pop()
-        if pa.types.is_null(current):
-            return True
-        if pa.types.is_struct(current):
-            pending.extend(current.field(i).type for i in range(current.num_fields))
-        elif pa.types.is_list(current):
-            pending.append(current.value_type)
-    return False
+    return any(pa.types.is_null(current) for current, _ in _nested(data_type))
 
 
 def _read(data: bytes, schema: pa.Schema | None) -> pa.Table | None:
