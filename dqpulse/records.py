@@ -202,11 +202,14 @@ class PartitionBatch:
 
     def since(self, offset: int) -> PartitionBatch:
         """The messages at or after ``offset`` (offsets ascend within a partition)."""
-        start = int(np.searchsorted(self.offsets, offset, side="left"))
+        return self.part(int(np.searchsorted(self.offsets, offset, side="left")), len(self))
+
+    def part(self, start: int, stop: int) -> PartitionBatch:
+        """The messages at positions ``start`` up to ``stop`` (excluded)."""
         return PartitionBatch(
-            self.topic, self.partition, self.values[start:], self.timestamps_ms[start:],
-            self.offsets[start:], None if self.natives is None else self.natives[start:],
-            self.key_of)
+            self.topic, self.partition, self.values[start:stop],
+            self.timestamps_ms[start:stop], self.offsets[start:stop],
+            None if self.natives is None else self.natives[start:stop], self.key_of)
 
     @classmethod
     def concat(cls, batches: Sequence[PartitionBatch]) -> PartitionBatch:

@@ -45,6 +45,11 @@ class Telemetry:
         self.event_time_fallbacks = Counter(
             "dqpulse_event_time_fallbacks", "Records whose event time fell back to Kafka's",
             ["dataset"], registry=r)
+        self.batch_failures = Counter(
+            "dqpulse_ingest_batch_failures",
+            "Batches whose metric update raised (a bug met by a record): the partition "
+            "was reloaded from its checkpoint and the batch counted without the records "
+            "that raise", ["dataset"], registry=r)
         self.dead_lettered = Counter("dqpulse_dead_lettered", "Messages sent to the DLQ",
                                      ["dataset"], registry=r)
         self.checkpoints = Counter("dqpulse_checkpoints", "Checkpoints committed", registry=r)

@@ -441,7 +441,8 @@ def service() -> db.Dashboard:
         "failed (scored 0, the series' baseline started over; alert DqpulseDetectorErrors, "
         "whose metric label names the series) by dataset; and windows that failed every "
         "try to finalize them and went through unalerted, unscored or skipped (alert "
-        "DqpulseWindowsDegraded).",
+        "DqpulseWindowsDegraded); and batches whose metric update raised, replayed "
+        "without the records that raise (alert DqpulseRecordsUnprocessable).",
         "ops",
         promql("sum by (dataset, kind) (rate(dqpulse_anomalies_total[$__rate_interval]))",
                "{{dataset}} {{kind}}"),
@@ -452,7 +453,10 @@ def service() -> db.Dashboard:
                "[$__rate_interval])) * 0", "{{dataset}} detector errors"),
         promql("sum by (dataset, outcome) (rate(dqpulse_windows_degraded_total"
                "[$__rate_interval])) or sum by (dataset) (rate(dqpulse_windows_finalized_total"
-               "[$__rate_interval])) * 0", "{{dataset}} windows {{outcome}}"), width=12))
+               "[$__rate_interval])) * 0", "{{dataset}} windows {{outcome}}"),
+        promql("sum by (dataset) (rate(dqpulse_ingest_batch_failures_total"
+               "[$__rate_interval])) or sum by (dataset) (rate(dqpulse_ingest_records_total"
+               "[$__rate_interval])) * 0", "{{dataset}} batches that raised"), width=12))
     d = d.with_panel(series(
         "API latency (p99)", "99th percentile of the API's request time per route.", "s",
         promql("dqpulse:http_request_duration_seconds:p99_5m", "{{route}}"),

@@ -7,7 +7,10 @@ checkpointed, at most every quarter interval): tick idle partitions, write every
 partition's state + next offset + newly closed window partials in ONE transaction
 (:mod:`dqpulse.ingest.checkpoint`), then commit offsets to Kafka, then finalize windows
 that all partitions have passed. A crash anywhere replays from the last checkpoint, whose
-state matches its offsets exactly, so nothing is lost or counted twice.
+state matches its offsets exactly, so nothing is lost or counted twice. A metric update
+that raises (a bug met by a record) is contained the same way, without the crash: the
+partition alone is reloaded from its checkpoint and replayed, and the batch that raised
+is counted without the records that make it raise (``unprocessable``, dead-lettered).
 
 On Postgres the transaction runs on a writer thread while the next batches are consumed:
 the snapshot (states, offsets, closed windows) is taken on the consuming thread, so what
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from dqpulse.aggregate import AddReport
+from dqpulse.aggregate import AddReport, Decoded, add_isolating
 from dqpulse.config import Settings
 from dqpulse.decode import json as json_decoding
 from dqpulse.finalize import WindowHook
@@ -57,6 +60,9 @@ from dqpulse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+#: per partition, how many offset ranges of batches that raised are remembered
+MAX_SUSPECT_RANGES = 64
+
 
 @dataclass
 class IngestStats:
@@ -66,6 +72,7 @@ class IngestStats:
     late: int = 0
     checkpoints: int = 0
     fenced: int = 0
+    batch_failures: int = 0
     windows: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -104,6 +111,9 @@ class IngestWorker:
         self._set_datasets(datasets)
         self.owned: dict[PartitionKey, OwnedPartition] = {}
         self._held: set[PartitionKey] = set()  # partitions holding records to coalesce
+        # offset ranges of batches whose metric update raised, counted record by record
+        # when replayed (see _count)
+        self._suspects: dict[PartitionKey, list[tuple[int, int]]] = {}
         self._pending_model: tuple[list[DatasetSpec], list[WindowHook]] | None = None
         self._model_lock = threading.Lock()
         self.stats = IngestStats()
@@ -350,23 +360,77 @@ class IngestWorker:
         sizes = self.telemetry.aggregated_batch_records
         for _key, job in jobs:
             sizes.observe(len(job.batch))
+        failed: set[PartitionKey] = set()  # reloaded: their later jobs are replayed
         pool = self._decoder
         if pool is None or len(jobs) < 2:
             for key, job in jobs:
-                self._account(self._by_name[key[0]], self.owned[key].aggregator.add(
-                    job.batch, job.now, job.poll_times))
+                if key not in failed:
+                    self._count(key, job, None, failed)
             return
         futures = [pool.submit(self.owned[key].aggregator.prepare, job.batch)
                    for key, job in jobs]
         try:
             for (key, job), future in zip(jobs, futures, strict=True):
-                report = self.owned[key].aggregator.apply(future.result(), job.now,
-                                                          job.poll_times)
-                self._account(self._by_name[key[0]], report)
+                if key not in failed:
+                    self._count(key, job, future, failed)
         finally:  # no decoding left in flight (a decoder is used by one thread at a time)
             for future in futures:
                 future.cancel()
             wait(futures)
+
+    def _count(self, key: PartitionKey, job: AddJob, decoded: Future[Decoded] | None,
+               failed: set[PartitionKey]) -> None:
+        """Count one job into its partition's windows (``decoded``: prepared ahead).
+
+        A metric update that raises (a bug met by some record) leaves the partition's
+        state half updated: the partition is reloaded from its checkpoint and the
+        consumer sent back there (:meth:`_batch_failed`); when the replay reaches the
+        batch again, it is counted by :func:`add_isolating`, which leaves out the records
+        that raise (dead-lettered as ``unprocessable``). One such record no longer stops
+        the worker, and again after every restart."""
+        owned = self.owned.get(key)
+        if owned is None:
+            return  # revoked meanwhile: the next owner replays it
+        aggregator = owned.aggregator
+        if self._is_suspect(key, job.batch):
+            owned.aggregator, report = add_isolating(aggregator, job.batch, job.now,
+                                                     job.poll_times)
+        else:
+            try:
+                report = (aggregator.add(job.batch, job.now, job.poll_times)
+                          if decoded is None
+                          else aggregator.apply(decoded.result(), job.now, job.poll_times))
+            except Exception as exc:  # noqa: BLE001 - contained: reload, replay, isolate
+                failed.add(key)
+                self._batch_failed(key, job.batch, exc)
+                return
+        self._account(self._by_name[key[0]], report)
+
+    def _is_suspect(self, key: PartitionKey, batch: PartitionBatch) -> bool:
+        ranges = self._suspects.get(key)
+        return bool(ranges) and any(first <= batch.last_offset and batch.first_offset <= last
+                                    for first, last in ranges)  # type: ignore[union-attr]
+
+    def _batch_failed(self, key: PartitionKey, batch: PartitionBatch,
+                      exc: Exception) -> None:
+        """A batch's metric update raised: remember its offsets, and reload the
+        partition from its checkpoint (its in-memory state is no longer trusted) and seek
+        back there. A database error while reloading propagates: the worker exits, and
+        its restart replays from the checkpoint as well."""
+        name, partition = key
+        self.stats.batch_failures += 1
+        self.telemetry.batch_failures.labels(name).inc()
+        ranges = self._suspects.setdefault(key, [])
+        ranges.append((batch.first_offset, batch.last_offset))
+        del ranges[:-MAX_SUSPECT_RANGES]
+        log.error("counting %d records of %s[%d] (offsets %d-%d, dataset %s) raised; "
+                  "reloading the partition from its checkpoint to count them without the "
+                  "records that raise", len(batch), batch.topic, partition,
+                  batch.first_offset, batch.last_offset, name, exc_info=exc)
+        self._collect(wait=True)  # a checkpoint in flight lands before the state is reloaded
+        self._held.discard(key)
+        protocol.reload(self.engine, self.owned, [key], self._by_name, self._options)
+        assignment.resume_positions(self.source, self.owned, [key], self._topic_of)
 
     def _topic_of(self, dataset_name: str) -> str:
         return self._by_name[dataset_name].topic

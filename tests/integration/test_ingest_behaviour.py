@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
@@ -14,6 +15,7 @@ from dqpulse.config import Settings
 from dqpulse.doctor import window_checks
 from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
+from dqpulse.metrics import WindowState
 from dqpulse.spec import parse_spec
 from dqpulse.store import checkpoints
 from dqpulse.store import metrics as metric_store
@@ -324,3 +326,95 @@ def _volume(engine, dataset: str = "mixed") -> int:
     with engine.connect() as conn:
         points = metric_store.get_points(conn, dataset=dataset, metric="volume.records")
     return int(sum(p["value"] or 0 for p in points))
+
+
+@pytest.mark.parametrize("decode_ahead", [False, True])
+def test_a_record_whose_window_update_raises_is_dead_lettered_and_the_rest_count_once(
+        decode_ahead, fresh_db, make_topic, kafka_bootstrap, monkeypatch):
+    """A bug in a metric family met by one record used to stop the worker, and again
+    after every restart (a crash loop on one record), with the partition's state half
+    updated. Now the partition is reloaded from its checkpoint and replayed, the batch
+    that raised is counted without that record (dead-lettered as ``unprocessable``), and
+    every other record counts exactly once: each window's volume and mean are those of
+    its valid records. The failure is injected after the update has counted the batch
+    (the state really is half updated); Kafka and Postgres are real. A second failure
+    comes after checkpoints, so the reload goes back to a stored checkpoint."""
+    real = WindowState.update
+
+    def update(self, batch):
+        real(self, batch)
+        if (batch.frame["amount"] < 0).any():
+            raise ZeroDivisionError("a bug met by this record")
+
+    monkeypatch.setattr(WindowState, "update", update)
+    topic = make_topic("raising", partitions=2)
+    dlq = make_topic("raising-dlq", partitions=1)
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.3, dead_letter_topic=dlq,
+                        decode_ahead=decode_ahead, poll_max_records=100,
+                        coalesce_max_wait_s=0.5)
+    telemetry = Telemetry(CollectorRegistry())
+    worker, engine, _spec = _worker(settings, f"""
+datasets:
+  - {{name: raising, topic: {topic}, event_time: ts, window: 5s, lateness: 0s}}
+""", telemetry)
+    valid: list[tuple[float, float]] = []  # (event time, amount) of every valid record
+
+    def stage(times: list[float], poisoned: dict[int, int]) -> list[tuple[int, bytes]]:
+        stream = []
+        for i, ts in enumerate(times):
+            if i in poisoned:  # before record i, in the partition given
+                stream.append((poisoned[i], json_bytes({"ts": ts, "amount": -1e6})))
+            valid.append((ts, float(i % 17)))
+            stream.append((i % 2, json_bytes({"ts": ts, "amount": float(i % 17)})))
+        return stream
+
+    now = time.time()  # the past minute (a backlog), then, after checkpoints, the next
+    # seconds: not late although the idle partitions' watermarks moved on
+    produce(kafka_bootstrap, topic, stage([now - 60 + i * 0.15 for i in range(400)], {150: 0}))
+    with WorkerThread(worker):
+        wait_until(lambda: worker.stats.accepted >= 400 and worker.stats.checkpoints >= 2,
+                   60, message="the backlog counted and checkpointed")
+        later = time.time() + 5
+        produce(kafka_bootstrap, topic, stage([later + i * 0.02 for i in range(400)],
+                                              {120: 1, 301: 0}))
+        wait_until(lambda: worker.finalize_ready() >= 0
+                   and _volume(engine, "raising") == 800, 60,
+                   message="every valid record counted")
+        time.sleep(1.0)  # nothing more arrives: no double count either
+        worker.finalize_ready()
+    expected: dict[float, list[float]] = {}
+    for ts, amount in valid:
+        expected.setdefault(ts // 5 * 5, []).append(amount)
+    with engine.connect() as conn:
+        volume = {p["window_start"]: p["value"] for p in metric_store.get_points(
+            conn, dataset="raising", metric="volume.records", limit=1_000) if p["value"]}
+        means = {p["window_start"]: p["value"] for p in metric_store.get_points(
+            conn, dataset="raising", metric="distribution.mean", field="amount",
+            limit=1_000) if p["value"] is not None}
+    assert volume == {start: len(amounts) for start, amounts in expected.items()}
+    assert means == pytest.approx({start: sum(amounts) / len(amounts)
+                                   for start, amounts in expected.items()}, rel=1e-9)
+    assert worker.stats.by_reason == {"unprocessable": 3}
+    assert worker.stats.batch_failures >= 2  # it went on after the first
+    registry = telemetry.registry
+    assert registry.get_sample_value("dqpulse_decode_errors_total", {
+        "dataset": "raising", "reason": "unprocessable"}) == 3
+    assert registry.get_sample_value("dqpulse_ingest_batch_failures_total",
+                                     {"dataset": "raising"}) == worker.stats.batch_failures
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{dlq}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([dlq])
+    dead: list[tuple[str, bytes]] = []
+    deadline = time.time() + 30
+    while len(dead) < 3 and time.time() < deadline:
+        for msg in consumer.consume(10, 1.0):
+            if msg.error() is None:
+                headers = dict(msg.headers())
+                dead.append((headers["dqpulse.reason"].decode(), msg.value()))
+                assert b"ZeroDivisionError" in headers["dqpulse.detail"]
+    consumer.close()
+    assert len(dead) == 3 and {reason for reason, _ in dead} == {"unprocessable"}
+    assert all(orjson.loads(value)["amount"] == -1e6 for _, value in dead)
+    engine.dispose()

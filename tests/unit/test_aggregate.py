@@ -5,9 +5,9 @@ import math
 import orjson
 import pytest
 
-from dqpulse.aggregate import PartitionAggregator
+from dqpulse.aggregate import UNPROCESSABLE, PartitionAggregator, add_isolating
 from dqpulse.metrics import FinalizeContext, WindowState, finalize_window, merge_partials
-from dqpulse.records import RawMessage
+from dqpulse.records import PartitionBatch, RawMessage
 from dqpulse.spec import DatasetSpec
 
 SPEC = DatasetSpec(name="orders", topic="orders", event_time="ts", window=60, lateness=30)
@@ -220,3 +220,63 @@ def test_a_window_with_values_whose_squares_overflow_still_merges_and_finalizes(
     assert points["volume.records", ""] == 4
     assert points["distribution.max", "amount"] == 1e160
     assert math.isnan(points["distribution.std", "amount"])
+
+
+def _poisoned_update(monkeypatch):
+    """Make a window update count the batch, then raise when it holds a record whose
+    ``v`` is negative: a bug met by one record, after the state was half updated."""
+    real = WindowState.update
+
+    def update(self, batch):
+        real(self, batch)
+        if (batch.frame["v"] < 0).any():
+            raise ValueError("a bug met by this record")
+
+    monkeypatch.setattr(WindowState, "update", update)
+
+
+def test_add_isolating_leaves_out_only_the_records_whose_update_raises(monkeypatch):
+    records = [{"ts": 10 + i, "v": float(i)} for i in range(40)]
+    for i in (3, 17, 18, 39):
+        records[i]["v"] = -1.0
+    batch = PartitionBatch.from_messages([message(r, i) for i, r in enumerate(records)])
+    _poisoned_update(monkeypatch)
+    aggregator = PartitionAggregator(SPEC, 0)
+    aggregator.add([message({"ts": 5, "v": 0.5}, 100)], now=200.0)
+    before = aggregator.snapshot()
+    with pytest.raises(ValueError):
+        aggregator.clone().add(batch, now=200.0)
+
+    counted, report = add_isolating(aggregator, batch, now=200.0)
+    assert aggregator.snapshot() == before  # the state it started from is untouched
+    assert (report.accepted, report.late) == (36, 0)
+    assert [(b.message.offset, b.reason) for b in report.bad] == [
+        (3, UNPROCESSABLE), (17, UNPROCESSABLE), (18, UNPROCESSABLE), (39, UNPROCESSABLE)]
+    assert "ValueError: a bug met by this record" in report.bad[0].detail
+    assert report.bad_by_reason == {UNPROCESSABLE: 4}
+    assert counted.counters["accepted"] == 37 and counted.counters[f"bad.{UNPROCESSABLE}"] == 4
+    # every other record counts exactly once: as if the poison had never been sent
+    monkeypatch.undo()
+    clean = PartitionAggregator(SPEC, 0)
+    clean.add([message({"ts": 5, "v": 0.5}, 100)], now=200.0)
+    clean.add([message(r, i) for i, r in enumerate(records) if r["v"] >= 0], now=200.0)
+    [(start, blob)] = [(s, counted.snapshot_window(s)) for s in counted.open_windows]
+    assert records_of(blob) == records_of(clean.snapshot_window(start)) == 37
+    ctx = FinalizeContext(start, start + 60, 1000.0, 200.0, 0)
+
+    def points(data: bytes) -> dict:
+        state = WindowState.from_bytes(SPEC, data)
+        return {(p.metric, p.field): p.value
+                for p in finalize_window(SPEC, state, ctx, None).points
+                if p.value is not None}
+
+    assert points(blob) == pytest.approx(points(clean.snapshot_window(start)), rel=1e-12)
+
+
+def test_add_isolating_counts_a_clean_batch_at_once_and_decode_failures_once():
+    batch = PartitionBatch.from_messages(
+        [message({"ts": 10, "v": 1.0}, 0), message(b"{nope", 1), message({"ts": 11}, 2)])
+    aggregator = PartitionAggregator(SPEC, 0)
+    counted, report = add_isolating(aggregator, batch, now=200.0)
+    assert (report.accepted, [b.reason for b in report.bad]) == (2, ["invalid_json"])
+    assert counted is not aggregator and aggregator.counters["accepted"] == 0
