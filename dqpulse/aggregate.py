@@ -335,7 +335,16 @@ class PartitionAggregator:
             "dataset": self.spec.name, "partition": self.partition,
             "clock": self._clock.to_dict(), "windows": starts, "counters": self.counters,
         }
-        return pack(header, [self._windows[s].to_bytes() for s in starts])
+        return pack(header, [self._windows[s].to_bytes() for s in starts], checked=True)
+
+    def resume(self, watermark: float, last_record_at: float | None) -> None:
+        """Take up a partition's clock where a checkpoint left it, without its windows
+        (:meth:`AggregatorOptions.new` when the checkpoint's state is corrupt): windows
+        closed then stay closed, and late records are judged as before."""
+        finite = watermark is not None and math.isfinite(watermark)
+        self._clock.load({"max_event_time": watermark if finite else None,
+                          "watermark": watermark if finite else None,
+                          "last_record_at": last_record_at})
 
     def clone(self) -> PartitionAggregator:
         """An independent copy of this state (same decoder and samples board)."""

@@ -50,6 +50,11 @@ class Telemetry:
             "Batches whose metric update raised (a bug met by a record): the partition "
             "was reloaded from its checkpoint and the batch counted without the records "
             "that raise", ["dataset"], registry=r)
+        self.checkpoint_corrupt = Counter(
+            "dqpulse_checkpoint_state_corrupt",
+            "Partition checkpoints whose stored state failed its checksum when loaded: "
+            "the partition went on from the checkpoint's offset without its open windows",
+            ["dataset"], registry=r)
         self.dead_lettered = Counter("dqpulse_dead_lettered", "Messages sent to the DLQ",
                                      ["dataset"], registry=r)
         self.checkpoints = Counter("dqpulse_checkpoints", "Checkpoints committed", registry=r)

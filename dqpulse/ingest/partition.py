@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,10 +14,13 @@ from dqpulse.aggregate import AddReport, PartitionAggregator
 from dqpulse.config import Settings
 from dqpulse.decode import Decoder, decoder_for
 from dqpulse.errors import ConfigError
+from dqpulse.metrics.codec import CorruptState
 from dqpulse.metrics.samples import SampleBoard
 from dqpulse.records import PartitionBatch
 from dqpulse.spec import DatasetSpec
 from dqpulse.store.checkpoints import Checkpoint
+
+log = logging.getLogger(__name__)
 
 #: (dataset name, partition number)
 PartitionKey = tuple[str, int]
@@ -172,13 +176,16 @@ class AggregatorOptions:
     #: per data set, shared by its partitions' aggregators (failing samples, collected
     #: only by the lowest-numbered partitions of each window that have them)
     boards: dict[str, SampleBoard] = field(default_factory=dict)
+    #: called with the data set's name when a stored checkpoint state is corrupt
+    on_corrupt: Callable[[str], None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings,
-                      datasets: Sequence[DatasetSpec]) -> AggregatorOptions:
+    def from_settings(cls, settings: Settings, datasets: Sequence[DatasetSpec], *,
+                      on_corrupt: Callable[[str], None] | None = None
+                      ) -> AggregatorOptions:
         return cls(max_message_bytes=settings.max_message_bytes,
                    idle_timeout_s=settings.idle_partition_timeout_s,
-                   decoders=make_decoders(datasets, settings))
+                   decoders=make_decoders(datasets, settings), on_corrupt=on_corrupt)
 
     def new(self, dataset: DatasetSpec, partition: int,
             saved: Checkpoint | None) -> OwnedPartition:
@@ -190,9 +197,28 @@ class AggregatorOptions:
                 dataset, partition, max_message_bytes=self.max_message_bytes,
                 idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
             return OwnedPartition(aggregator, None, None)
-        aggregator = PartitionAggregator.restore(
-            dataset, partition, saved.state, max_message_bytes=self.max_message_bytes,
-            idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
+        try:
+            aggregator = PartitionAggregator.restore(
+                dataset, partition, saved.state, max_message_bytes=self.max_message_bytes,
+                idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
+        except CorruptState as exc:
+            # Its bytes changed since they were written: reading them could crash the
+            # process (a sketch deserializer), and a worker that stops on it would stop
+            # again on every restart. Go on from the checkpoint's offset and watermark
+            # (kept beside the state) without its open windows: what they had counted is
+            # lost, and said so; the next checkpoint replaces the state.
+            log.error("the checkpoint of dataset %s partition %d (version %d, offset %d) "
+                      "is corrupt (%s); going on from its offset and watermark without "
+                      "the windows it held open: the records they had counted are "
+                      "missing from them", dataset.name, partition, saved.version,
+                      saved.next_offset, exc)
+            if self.on_corrupt is not None:
+                self.on_corrupt(dataset.name)
+            aggregator = PartitionAggregator(
+                dataset, partition, max_message_bytes=self.max_message_bytes,
+                idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
+            aggregator.resume(saved.watermark, saved.last_record_at)
+            return OwnedPartition(aggregator, saved.version, saved.next_offset)
         return OwnedPartition(aggregator, saved.version, saved.next_offset, dirty=False)
 
 

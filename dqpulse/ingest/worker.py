@@ -142,7 +142,9 @@ class IngestWorker:
         self.by_topic = defaultdict(list)
         for dataset in self.datasets:
             self.by_topic[dataset.topic].append(dataset)
-        self._options = AggregatorOptions.from_settings(self.settings, self.datasets)
+        self._options = AggregatorOptions.from_settings(
+            self.settings, self.datasets,
+            on_corrupt=lambda name: self.telemetry.checkpoint_corrupt.labels(name).inc())
 
     # -- a new model, applied live ---------------------------------------------------------
     def update_model(self, datasets: Sequence[DatasetSpec],

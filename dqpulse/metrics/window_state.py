@@ -130,7 +130,8 @@ class WindowState:
 
     def to_bytes(self) -> bytes:
         names = sorted(self.families)
-        return pack({"families": names}, [self.families[n].to_bytes() for n in names])
+        return pack({"families": names}, [self.families[n].to_bytes() for n in names],
+                    checked=True)
 
     @classmethod
     def from_bytes(cls, spec: DatasetSpec, data: bytes) -> WindowState:
@@ -227,7 +228,8 @@ def _pack_baseline(schema: dict[str, list[str]] | None, windows: list[_Summary],
                 entry[path] = ["categorical", [list(i) for i in item[1]], item[2]]
         encoded.append(entry)
     segment_blobs = [blobs.add(blob) for blob in segments]
-    return pack({"schema": schema, "windows": encoded, "segments": segment_blobs}, blobs.blobs)
+    return pack({"schema": schema, "windows": encoded, "segments": segment_blobs}, blobs.blobs,
+                checked=True)
 
 
 def _unpack_baseline(data: bytes) -> tuple[dict[str, list[str]] | None, list[_Summary],
