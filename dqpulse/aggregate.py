@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 #: the reason of a record whose window update raised (see :func:`add_isolating`)
 UNPROCESSABLE = "unprocessable"
+#: per batch, how many of its unprocessable records are logged with their traceback
+LOGGED_TRACEBACKS = 3
 
 
 @dataclass(slots=True)
@@ -397,9 +399,11 @@ def add_isolating(aggregator: PartitionAggregator, batch: PartitionBatch, now: f
                 todo += [(middle, stop), (start, middle)]  # the first half first
                 continue
             message = batch.message(start)
-            log.error("counting %s[%d] offset %d raised; it is dead-lettered as %s",
-                      message.topic, message.partition, message.offset, UNPROCESSABLE,
-                      exc_info=exc)
+            # a state that raises on every record would log thousands: a few, then a count
+            if report.bad_by_reason.get(UNPROCESSABLE, 0) < LOGGED_TRACEBACKS:
+                log.error("counting %s[%d] offset %d raised; it is dead-lettered as %s",
+                          message.topic, message.partition, message.offset,
+                          UNPROCESSABLE, exc_info=exc)
             detail = f"the window update raised {type(exc).__name__}: {exc}"[:300]
             done = AddReport(0, 0, [BadRecord(message, UNPROCESSABLE, detail)], 0,
                              {UNPROCESSABLE: 1})
@@ -408,4 +412,10 @@ def add_isolating(aggregator: PartitionAggregator, batch: PartitionBatch, now: f
         else:
             current = trial
         report = report.combined(done)
+    unprocessable = report.bad_by_reason.get(UNPROCESSABLE, 0)
+    if unprocessable > LOGGED_TRACEBACKS:
+        log.error("%d records of %s[%d] (offsets %d-%d) raised when counted; all are "
+                  "dead-lettered as %s (the first %d logged with their errors)",
+                  unprocessable, batch.topic, batch.partition, batch.first_offset,
+                  batch.last_offset, UNPROCESSABLE, LOGGED_TRACEBACKS)
     return current, report

@@ -280,3 +280,22 @@ def test_add_isolating_counts_a_clean_batch_at_once_and_decode_failures_once():
     counted, report = add_isolating(aggregator, batch, now=200.0)
     assert (report.accepted, [b.reason for b in report.bad]) == (2, ["invalid_json"])
     assert counted is not aggregator and aggregator.counters["accepted"] == 0
+
+
+def test_add_isolating_when_every_record_raises_dead_letters_all_and_logs_a_few(
+        monkeypatch, caplog):
+    """A state that raises on any update (not one record's doing): every record is
+    reported, none counted, and the log holds three tracebacks and a count, not one
+    traceback per record."""
+    def update(self, batch):
+        raise RuntimeError("a broken state")
+
+    monkeypatch.setattr(WindowState, "update", update)
+    batch = PartitionBatch.from_messages([message({"ts": 10, "v": float(i)}, i)
+                                          for i in range(50)])
+    with caplog.at_level("ERROR", logger="dqpulse.aggregate"):
+        counted, report = add_isolating(PartitionAggregator(SPEC, 0), batch, now=200.0)
+    assert report.accepted == 0 and report.bad_by_reason == {UNPROCESSABLE: 50}
+    assert [b.message.offset for b in report.bad] == list(range(50))
+    assert counted.open_windows == []
+    assert len(caplog.records) == 4 and "50 records of orders[0]" in caplog.records[-1].message
