@@ -197,8 +197,9 @@ def window_checks(engine: Engine, spec: Spec | None, timeout_s: float) -> Iterat
                            for name, starts in sorted(skipped.items()))
         yield CheckResult("windows", False, f"skipped after failing every try: {listed}",
                           "the worker log has each error (`finalizing the window at ... "
-                          "failed`); report it; their partials stay in window_partials "
-                          "(docs/operations.md, failure behaviour)")
+                          "failed`); report it; their partials stay in window_partials: "
+                          "once the cause is fixed, `dqpulse windows refinalize` writes "
+                          "them (docs/operations.md, failure behaviour)")
     else:
         yield CheckResult("windows", True, "none skipped")
     if spec is not None and spec.openlineage.emit is not None:

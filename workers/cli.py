@@ -130,6 +130,55 @@ def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.finalize import finalize_skipped
+    from dqpulse.services.model import current_model
+    from dqpulse.spec import load_spec
+    from dqpulse.store import checkpoints
+    from dqpulse.store.db import make_engine
+    from dqpulse.utc import iso
+
+    engine = make_engine(settings.database_url)
+    try:
+        spec = load_spec(args.file) if args.file else current_model(engine).spec
+        by_name = {dataset.name: dataset for dataset in spec.datasets}
+        with engine.connect() as conn:
+            skipped = checkpoints.skipped_windows(conn)
+        names = [args.dataset] if args.dataset else sorted(skipped)
+        unknown = [name for name in names if name not in by_name]
+        if unknown:
+            raise NotFoundError(f"dataset {unknown[0]!r} is not in the model"
+                                + (f" ({args.file})" if args.file else ""))
+        window = None
+        if args.window is not None:
+            try:
+                window = datetime.fromisoformat(args.window.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValidationError(f"--window {args.window!r}: not an ISO-8601 time "
+                                      "(2026-05-28T20:30:00Z)") from exc
+            if window.tzinfo is None:
+                window = window.replace(tzinfo=UTC)
+        failed = written = 0
+        for name in names:
+            for item in finalize_skipped(
+                    engine, by_name[name],
+                    window_start=None if window is None else window.timestamp()):
+                if item.error is None:
+                    written += 1
+                    records = "?" if item.records is None else f"{item.records:,.0f}"
+                    print(f"{name} {iso(item.window_start)}: written, {records} records, "
+                          f"{item.points} points (unscored)")
+                else:
+                    failed += 1
+                    print(f"{name} {iso(item.window_start)}: still skipped: {item.error}")
+        if not written and not failed:
+            print("no skipped window" + (f" of {args.dataset}" if args.dataset else "")
+                  + (f" at {args.window}" if args.window else ""))
+        return 1 if failed else 0
+    finally:
+        engine.dispose()
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.demo import run_demo
 
@@ -341,6 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
                                         "applied to the database")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (5)")
     p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("windows", help="windows finalization skipped")
+    wsub = p.add_subparsers(dest="windows_command", required=True)
+    w = wsub.add_parser(
+        "refinalize", help="finalize again the windows that finalization skipped after "
+                           "failing every try (`dqpulse doctor` lists them), once what "
+                           "made them fail is fixed: written unscored, no incident")
+    w.add_argument("--dataset", help="only this dataset (default: every one with skipped "
+                                     "windows)")
+    w.add_argument("--window", help="only the window starting at this ISO-8601 time "
+                                    "(e.g. 2026-05-28T20:30:00Z)")
+    w.add_argument("-f", "--file", help="the datasets of this dqpulse.yaml instead of the "
+                                        "model applied to the database")
+    w.set_defaults(func=_cmd_windows_refinalize)
 
     p = sub.add_parser("demo", help="everything in one process: SQLite + a built-in stream")
     p.add_argument("--port", type=int, default=8000)

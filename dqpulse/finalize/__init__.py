@@ -14,10 +14,12 @@ from __future__ import annotations
 from dqpulse.finalize.finalize import (
     MAX_WINDOWS_PER_PASS,
     FinalizedWindow,
+    Recovered,
     WindowHook,
     finalize_ready,
+    finalize_skipped,
     windows_ready,
 )
 
-__all__ = ["MAX_WINDOWS_PER_PASS", "FinalizedWindow", "WindowHook", "finalize_ready",
-           "windows_ready"]
+__all__ = ["MAX_WINDOWS_PER_PASS", "FinalizedWindow", "Recovered", "WindowHook",
+           "finalize_ready", "finalize_skipped", "windows_ready"]

@@ -191,21 +191,91 @@ def finalize_ready(
     return done
 
 
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What :func:`finalize_skipped` did with one skipped window."""
+
+    dataset: str
+    window_start: float
+    #: records in the window (its ``volume.records``), when it was written
+    records: float | None = None
+    #: metric points written; 0 when it failed again
+    points: int = 0
+    #: why it is still skipped (its partials kept), None when it was written
+    error: str | None = None
+
+
+def finalize_skipped(engine: Engine, dataset: DatasetSpec, *,
+                     window_start: float | None = None, now: float | None = None,
+                     lock_wait_s: float = 30.0) -> list[Recovered]:
+    """Finalize again the windows of ``dataset`` that finalization skipped after failing
+    every try (their partials are kept: :func:`checkpoints.skipped_windows`), or only the
+    one at ``window_start``; for after an upgrade fixed what made them fail.
+
+    Each window in its own transaction, under the data set's finalize lock (waiting up to
+    ``lock_wait_s`` for a pass in flight): its partials are merged and its metric points
+    written, **unscored** (no detector, no incident: the detectors have learned the
+    windows after it), without comparing it to the window before (the drift metrics,
+    which need that, are absent) and without a schema observation (the schema history is
+    in order). A window that fails again keeps its partials, and the error is returned;
+    one that already has points in the history is left alone."""
+    now = time.time() if now is None else now
+    with engine.connect() as conn:
+        starts = checkpoints.skipped_windows(conn).get(dataset.name, [])
+    if window_start is not None:
+        starts = [start for start in starts if start == window_start]
+    done: list[Recovered] = []
+    for start in starts:
+        try:
+            done.append(_finalize_skipped(engine, dataset, start, now, lock_wait_s))
+        except Exception as exc:  # noqa: BLE001 - reported; its partials stay
+            done.append(Recovered(dataset.name, start, error=f"{type(exc).__name__}: {exc}"))
+    return done
+
+
+def _finalize_skipped(engine: Engine, dataset: DatasetSpec, start: float, now: float,
+                      lock_wait_s: float) -> Recovered:
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        with engine.begin() as conn:
+            if advisory_lock(conn, f"dqpulse:finalize:{dataset.name}"):
+                if metric_store.has_window(conn, dataset=dataset.name, window_start=start):
+                    return Recovered(dataset.name, start,
+                                     error="it has points in the history already; its "
+                                           "partials are left as they are")
+                progress = checkpoints.get_progress(conn, dataset=dataset.name)
+                assert progress is not None  # it has skipped windows
+                window, _baseline, _schema = _finalize_window(
+                    conn, dataset, start, progress, now=now, baseline=None, schema=None,
+                    hooks=(), alerting=False, observe=False)
+                records = next((p.value for p in window.points
+                                if p.metric == "volume.records"), None)
+                return Recovered(dataset.name, start, records, len(window.points))
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"a finalize pass of {dataset.name} held its lock for "
+                               f"{lock_wait_s:g}s; try again")
+        time.sleep(0.2)
+
+
 def _finalize_window(conn: Connection, dataset: DatasetSpec, window_start: float,
                      progress: checkpoints.DatasetProgress, *, now: float,
                      baseline: bytes | None, schema: dict[str, list[str]] | None,
-                     hooks: Sequence[WindowHook], alerting: bool = True
+                     hooks: Sequence[WindowHook], alerting: bool = True,
+                     observe: bool = True
                      ) -> tuple[FinalizedWindow, bytes | None, dict[str, list[str]] | None]:
     """Merge, compute, write and hook one window; returns it, with the dataset's baseline
-    and last schema after it."""
+    and last schema after it. ``observe``: False for a window finalized out of order
+    (:func:`finalize_skipped`): no schema observation, and no freshness or consumer lag
+    from the data set's progress, which is that of later windows."""
     window_end = window_start + dataset.window
     blobs = checkpoints.take_partials(conn, dataset=dataset.name, window_start=window_start)
     state = merge_partials(dataset, blobs)
     ctx = FinalizeContext(window_start=window_start, window_end=window_end, now=now,
-                          last_record_at=progress.last_record_at,
-                          consumer_lag_records=progress.consumer_lag_records)
+                          last_record_at=progress.last_record_at if observe else None,
+                          consumer_lag_records=(progress.consumer_lag_records if observe
+                                                else None))
     result = finalize_window(dataset, state, ctx, baseline)
-    if result.observed_schema:
+    if result.observed_schema and observe:
         diff = diff_schema(schema, result.observed_schema)
         schemas.record_observation(conn, dataset=dataset.name, fields=result.observed_schema,
                                    diff=diff, seen_at=window_start)

@@ -33,6 +33,13 @@ from dqpulse.store.tables import metric_points, metric_rollups
 
 Scores = window_write.Scores
 
+def has_window(conn: Connection, *, dataset: str, window_start: float) -> bool:
+    """Whether the history holds any point of this window."""
+    return conn.execute(select(metric_points.c.window_start).where(
+        metric_points.c.dataset == dataset,
+        metric_points.c.window_start == window_start).limit(1)).first() is not None
+
+
 def create_window(
     conn: Connection,
     *,

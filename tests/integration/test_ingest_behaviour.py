@@ -9,7 +9,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from dqpulse.config import Settings
 from dqpulse.doctor import window_checks
@@ -24,6 +24,7 @@ from dqpulse.store.tables import metric_points, window_partials
 from dqpulse.telemetry import Telemetry
 from dqpulse.utc import iso
 from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
+from tests.integration.test_cli import _dqpulse
 from workers.ingest import make_source
 
 pytestmark = pytest.mark.integration
@@ -254,7 +255,7 @@ class FailingHook:
 
 
 def test_a_window_that_fails_every_try_is_finalized_degraded_and_the_rest_go_on(
-        fresh_db, make_topic, kafka_bootstrap):
+        fresh_db, make_topic, kafka_bootstrap, tmp_path):
     """A window whose finalization raises the same error on every try used to stop its
     data set for good (retried for ever, every later window waiting behind it). Now a
     fluke passes on the next try; after 3 tries a window whose alerting fails is scored
@@ -319,6 +320,30 @@ datasets:
         assert sample("dqpulse_windows_degraded_total", outcome=outcome) == 1, outcome
     # 3 tries of `alerting`, 1 of `once`, 4 of `always`, 5 of `corrupt`
     assert sample("dqpulse_finalize_failures_total") == 13
+
+    # once the cause is gone, `dqpulse windows refinalize` writes the skipped window
+    # (unscored); while it is not, the window stays skipped with its partials
+    model = tmp_path / "dqpulse.yaml"
+    model.write_text(f"datasets:\n  - {{name: poison, topic: {topic}, event_time: ts, "
+                     "window: 1m, lateness: 0s}\n")
+    env = {"DQPULSE_DATABASE_URL": fresh_db}
+    again = _dqpulse("windows", "refinalize", "-f", str(model), env=env)
+    assert again.returncode == 1, again.stderr
+    assert f"poison {iso(corrupt)}: still skipped: CorruptState" in again.stdout
+    with engine.begin() as conn:
+        conn.execute(delete(window_partials).where(window_partials.c.partition == 99))
+    fixed = _dqpulse("windows", "refinalize", "--dataset", "poison", "--window",
+                     iso(corrupt), "-f", str(model), env=env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.startswith(f"poison {iso(corrupt)}: written, 120 records,")
+    points = finalized()
+    assert points[corrupt]["value"] == 120 and points[corrupt]["score"] is None
+    with engine.connect() as conn:
+        assert checkpoints.skipped_windows(conn) == {}
+    [windows] = list(window_checks(engine, None, 5.0))
+    assert windows.ok
+    nothing = _dqpulse("windows", "refinalize", "-f", str(model), env=env)
+    assert (nothing.returncode, nothing.stdout.strip()) == (0, "no skipped window")
     engine.dispose()
 
 
