@@ -140,7 +140,8 @@ def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int
 
     engine = make_engine(settings.database_url)
     try:
-        spec = load_spec(args.file) if args.file else current_model(engine).spec
+        spec = (load_spec(args.file, expand_env=False) if args.file
+                else current_model(engine).spec)
         by_name = {dataset.name: dataset for dataset in spec.datasets}
         with engine.connect() as conn:
             skipped = checkpoints.skipped_windows(conn)
