@@ -131,10 +131,9 @@ def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.finalize import finalize_skipped
+    from dqpulse.finalize import finalize_skipped, skipped_windows
     from dqpulse.services.model import current_model
     from dqpulse.spec import load_spec
-    from dqpulse.store import checkpoints
     from dqpulse.store.db import make_engine
     from dqpulse.utc import iso
 
@@ -143,9 +142,7 @@ def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int
         spec = (load_spec(args.file, expand_env=False) if args.file
                 else current_model(engine).spec)
         by_name = {dataset.name: dataset for dataset in spec.datasets}
-        with engine.connect() as conn:
-            skipped = checkpoints.skipped_windows(conn)
-        names = [args.dataset] if args.dataset else sorted(skipped)
+        names = [args.dataset] if args.dataset else sorted(skipped_windows(engine))
         unknown = [name for name in names if name not in by_name]
         if unknown:
             raise NotFoundError(f"dataset {unknown[0]!r} is not in the model"

@@ -18,8 +18,9 @@ from dqpulse.finalize.finalize import (
     WindowHook,
     finalize_ready,
     finalize_skipped,
+    skipped_windows,
     windows_ready,
 )
 
 __all__ = ["MAX_WINDOWS_PER_PASS", "FinalizedWindow", "Recovered", "WindowHook",
-           "finalize_ready", "finalize_skipped", "windows_ready"]
+           "finalize_ready", "finalize_skipped", "skipped_windows", "windows_ready"]

@@ -205,6 +205,13 @@ class Recovered:
     error: str | None = None
 
 
+def skipped_windows(engine: Engine) -> dict[str, list[float]]:
+    """Per data set, the windows finalization skipped after failing every try (their
+    partials are kept), oldest first."""
+    with engine.connect() as conn:
+        return checkpoints.skipped_windows(conn)
+
+
 def finalize_skipped(engine: Engine, dataset: DatasetSpec, *,
                      window_start: float | None = None, now: float | None = None,
                      lock_wait_s: float = 30.0) -> list[Recovered]:
@@ -220,8 +227,7 @@ def finalize_skipped(engine: Engine, dataset: DatasetSpec, *,
     in order). A window that fails again keeps its partials, and the error is returned;
     one that already has points in the history is left alone."""
     now = time.time() if now is None else now
-    with engine.connect() as conn:
-        starts = checkpoints.skipped_windows(conn).get(dataset.name, [])
+    starts = skipped_windows(engine).get(dataset.name, [])
     if window_start is not None:
         starts = [start for start in starts if start == window_start]
     done: list[Recovered] = []
