@@ -156,6 +156,24 @@ class RepeatCounter:
             count -= 1
         return count
 
+    def forget_since(self, index: int) -> None:
+        """Drop what windows from ``index`` on left (a confirmed anomaly is no repeat to
+        hold the next one back with).
+
+        >>> repeats = RepeatCounter(windows=10, floor=0.5)
+        >>> for score in (0.95, 0.2, 0.2, 0.2, 0.2, 0.97, 0.96):
+        ...     repeats.add(score)
+        >>> repeats.as_high(0.9), repeats.alert_runs()
+        (3, 2)
+        >>> repeats.forget_since(5)
+        >>> repeats.as_high(0.9), repeats.alert_runs()
+        (1, 1)
+        """
+        self.recent = deque(item for item in self.recent if item[0] < index)
+        if self._alert_runs is not None:
+            self._alert_runs = deque((last for last in self._alert_runs if last < index),
+                                     maxlen=self.keep)
+
     @staticmethod
     def _log_run(runs: deque[int], index: int) -> None:
         if runs and index - runs[-1] <= RUN_GAP:
@@ -217,6 +235,20 @@ class RunPeaks:
         if score >= self.level:
             self._run = (self.seen, score if run is None else max(run[1], score))
         self.seen += 1
+
+    def forget_since(self, index: int) -> None:
+        """Drop the runs that windows from ``index`` on took part in.
+
+        >>> peaks = RunPeaks(windows=100, keep=4)
+        >>> for score in (0.95, 0.1, 0.1, 0.1, 0.1, 0.97, 0.1, 0.1, 0.1, 0.1, 0.1):
+        ...     peaks.add(score)
+        >>> peaks.forget_since(5)
+        >>> peaks.as_high(0.9)
+        1
+        """
+        if self._run is not None and self._run[0] >= index:
+            self._run = None
+        self.peaks = [item for item in self.peaks if item[0] < index]
 
     def _close(self, run: tuple[int, float]) -> None:
         oldest = self.seen - self.windows
@@ -295,6 +327,25 @@ class DailyRepeat:
         for back in range(1, min(days, 2) + 1):
             lowest = min(lowest, self._highest(t - back * 86400.0, spread))
         return lowest / 65535.0 if days >= 1 else 0.0
+
+    def forget(self, t: float) -> None:
+        """Clear what ``t``'s bucket holds for ``t``'s day (a confirmed anomaly is no
+        daily habit); the bucket's other windows that day go with it.
+
+        >>> daily = DailyRepeat(bucket_seconds=900.0)
+        >>> daily.add(3600.0, 0.95)
+        >>> daily.forget(3600.0 + 300.0)
+        >>> daily.yesterday(86400.0 + 3600.0)
+        0.0
+        """
+        day, bucket = self._slot(t)
+        kept = self.day[bucket]
+        if kept == day:
+            self.today[bucket] = 0
+        elif kept == day + 1:
+            self.before[bucket] = 0
+        elif kept == day + 2:
+            self.before2[bucket] = 0
 
     def add(self, t: float, score: float) -> None:
         day, bucket = self._slot(t)

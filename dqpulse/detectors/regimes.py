@@ -246,6 +246,10 @@ class RegimeAdoption:
         included)."""
         score, capped, reported = evidence
         self._waiting = capped == self.threshold - LONE_GAP and reported < self.threshold
+        if self._hold:
+            # a confirmed episode is no repeat, no daily habit and no past alert to hold
+            # the next one like it back with: its windows leave 0 in those memories
+            score = reported = 0.0
         if self._daily is None and self.daily_repeat_seconds > 0:
             self._daily = DailyRepeat(self.daily_repeat_seconds)
         if self._daily is not None and t is not None:
@@ -325,7 +329,7 @@ class RegimeAdoption:
     def _end_episode(self) -> None:
         points = list(self._episode)
         self._settle(points)
-        if self.spike_memory > 0.0:
+        if self.spike_memory > 0.0 and not self._hold:  # a confirmed burst is no habit
             # a burst that came and went is part of how this series behaves: the next one
             # like it is less surprising (capped, so one huge burst does not mask the rest)
             for _, _, bad, z in points:
@@ -478,8 +482,26 @@ class RegimeAdoption:
         be adopted and would alert on every window."""
         self._mutations += 1  # the window's memo is stale
         if verdict == "confirmed" and in_episode(self._episode, finite(x.get("t"))):
+            if not self._hold:
+                self._forget_episode()
             self._hold = True
         super().feedback(x, verdict)  # type: ignore[misc]
+
+    def _forget_episode(self) -> None:
+        """Take the episode's windows so far out of the memories that hold a window like
+        the recent ones back (the repeat count, the past alerts' peaks, the daily repeat):
+        a user confirmed it, so the next one like it is news, not how the series behaves.
+        Its later windows leave nothing there (:meth:`_observe`), and it does not enter the
+        calibration history as a remembered burst when it ends (:meth:`_end_episode`)."""
+        windows = len(self._episode)
+        if self._repeats is not None:
+            self._repeats.forget_since(self._repeats.seen - windows)
+        if self._peaks is not None:
+            self._peaks.forget_since(self._peaks.seen - windows)
+        if self._daily is not None:
+            for t, *_ in self._episode:
+                if t is not None:
+                    self._daily.forget(t)
 
     def _update(self, value: float, t: float | None) -> None:
         z, _, scale = self._z(value, t)

@@ -317,6 +317,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     # (window ordinal at its end, peak score) of the last short rises that alerted
     _short: tuple[tuple[int, float], ...] = ()
     _rise: tuple[int, float] = (0, 0.0)  # (windows, peak score) of the rise alerting now
+    _rise_confirmed = False  # a user confirmed the rise alerting now: it is no burst to hold
     _ordinal = 0  # warm windows seen
     #: short rises remembered, at most
     _SHORT_KEPT = 16
@@ -600,10 +601,14 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         return explanation
 
     def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
-        """As the base class; ``confirmed`` also keeps a shift in progress from adoption."""
+        """As the base class; ``confirmed`` also keeps a shift in progress from adoption,
+        and a rise in progress that it belongs to out of the short-rise memory: a burst a
+        user confirmed does not hold the next one like it back as a repeat."""
         self._mutations += 1  # the window's memo is stale
         if verdict == "confirmed":
             self._confirm(self._read(x)[1])
+            if self._hold and self._rise[0] > 0:
+                self._rise_confirmed = True
         super().feedback(x, verdict)
 
     def _learning_weight(self, score: float) -> float:
@@ -659,12 +664,13 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         if score >= self.threshold and z > 0.0:
             self._rise = (windows + 1, max(peak, score))
         else:
-            if 0 < windows <= self.burst_windows:
+            if 0 < windows <= self.burst_windows and not self._rise_confirmed:
                 oldest = self._ordinal - self.burst_memory
                 kept = [item for item in self._short if item[0] >= oldest]
                 kept.append((self._ordinal, peak))
                 self._short = tuple(kept[-self._SHORT_KEPT:])
             self._rise = (0, 0.0)
+            self._rise_confirmed = False
         self._ordinal += 1
 
     def explain(self, x: Mapping[str, Any]) -> Explanation:

@@ -540,3 +540,35 @@ def test_a_windows_band_agrees_with_its_alert() -> None:
     # window after a lone marginal one (which opens the alert)
     assert grounds & {"held", "follows_lone"}, grounds
     assert disagreed >= 3  # what the scorer's band corrects
+
+
+@pytest.mark.parametrize("kind", ["distribution", "volume"])
+def test_bursts_a_user_confirmed_are_no_repeats_to_hold_the_next_one_back(kind: str) -> None:
+    """A burst that recurs every few hours is, unconfirmed, how the series behaves: after
+    the first ones, the next is held just under the threshold (a repeat) or scores lower
+    (remembered bursts). Confirmed while its incident is open, a burst is news: it leaves
+    nothing in the repeat memories, so the next one like it alerts again; the verdict
+    survives a save and a load between the burst and its end."""
+
+    def burst_scores(confirm: bool) -> list[float]:
+        name, params = detector_for_kind(kind)[:2]
+        detector = create(name, **params)
+        rng = random.Random(3)
+        bursts = range(2000, 2400, 60)
+        scores = []
+        for i in range(2400):
+            x = {"value": 100.0 + rng.gauss(0.0, 2.0) + (40.0 if i in bursts else 0.0),
+                 "t": i * 300.0}
+            score = detector.score_one(x)
+            if i in bursts:
+                scores.append(score)
+            detector.learn_one(x)
+            if confirm and i in bursts:
+                detector.feedback(x, "confirmed")
+                detector = Detector.from_bytes(detector.to_bytes())
+        return scores
+
+    plain, confirmed = burst_scores(False), burst_scores(True)
+    assert plain[0] >= 0.9 and confirmed[0] >= 0.9
+    assert sum(score >= 0.9 for score in plain) <= 2  # then held back
+    assert all(score >= 0.9 for score in confirmed)  # each one alerts
