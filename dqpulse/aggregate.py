@@ -393,6 +393,8 @@ def add_isolating(aggregator: PartitionAggregator, batch: PartitionBatch, now: f
         try:
             done = trial.add(batch.part(start, stop), now,
                              None if poll_times is None else poll_times[start:stop])
+        except MemoryError:
+            raise  # the process is short of memory: no record's fault, none is dropped
         except Exception as exc:  # noqa: BLE001 - narrowed down to single records
             if stop - start > 1:
                 middle = (start + stop) // 2

@@ -112,6 +112,8 @@ def safe_decode(decoder: Decoder, values: Sequence[bytes],
     lost, and the partition goes on."""
     try:
         return decoder.decode(values, sizes)
+    except MemoryError:
+        raise  # no value's fault: the worker restarts and replays from its checkpoint
     except Exception as exc:  # noqa: BLE001 - contained below, value by value
         log.error("decoding a batch of %d values raised; finding the values that do",
                   len(values), exc_info=exc)
@@ -122,6 +124,8 @@ def safe_decode(decoder: Decoder, values: Sequence[bytes],
     if good:
         try:
             result = decoder.decode([values[i] for i in good])
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - only together: report every one
             failures.update(dict.fromkeys(good, _detail(exc)))
     found = [DecodeFailure(i, "undecodable", detail) for i, detail in failures.items()]
@@ -139,6 +143,8 @@ def _find_raising(decoder: Decoder, values: Sequence[bytes], positions: list[int
                   found: dict[int, str]) -> None:
     try:
         decoder.decode([values[i] for i in positions])
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - narrowed down to single values
         if len(positions) == 1:
             found[positions[0]] = _detail(exc)

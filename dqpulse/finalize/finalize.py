@@ -171,7 +171,9 @@ def finalize_ready(
                         schema=schema, hooks=() if mode is Mode.UNSCORED else hooks,
                         alerting=mode is Mode.FULL)
                 except Exception as exc:
-                    if is_transient(exc):
+                    # short of memory: the process's state, not the window's (retried
+                    # like a transient failure, or the process restarts)
+                    if is_transient(exc) or isinstance(exc, MemoryError):
                         raise
                     raise WindowFailed(dataset.name, window_start, mode) from exc
                 done.append(window)

@@ -402,6 +402,8 @@ class IngestWorker:
                 report = (aggregator.add(job.batch, job.now, job.poll_times)
                           if decoded is None
                           else aggregator.apply(decoded.result(), job.now, job.poll_times))
+            except MemoryError:
+                raise  # no bug of one record: the restart replays from the checkpoint
             except Exception as exc:  # noqa: BLE001 - contained: reload, replay, isolate
                 failed.add(key)
                 self._batch_failed(key, job.batch, exc)

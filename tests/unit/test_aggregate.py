@@ -299,3 +299,15 @@ def test_add_isolating_when_every_record_raises_dead_letters_all_and_logs_a_few(
     assert [b.message.offset for b in report.bad] == list(range(50))
     assert counted.open_windows == []
     assert len(caplog.records) == 4 and "50 records of orders[0]" in caplog.records[-1].message
+
+
+def test_add_isolating_drops_no_record_when_memory_runs_out(monkeypatch):
+    """Running out of memory is no record's fault: it propagates (the worker restarts and
+    replays from its checkpoint) instead of dead-lettering the batch record by record."""
+    def update(self, batch):
+        raise MemoryError
+
+    monkeypatch.setattr(WindowState, "update", update)
+    batch = PartitionBatch.from_messages([message({"ts": 10, "v": 1.0}, 0)])
+    with pytest.raises(MemoryError):
+        add_isolating(PartitionAggregator(SPEC, 0), batch, now=200.0)

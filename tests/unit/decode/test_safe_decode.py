@@ -78,3 +78,12 @@ def test_a_record_nested_deeper_than_pythons_recursion_limit_counts(depth):
         assert report.accepted == 3 - rejected
         assert [(b.message.offset, b.reason) for b in report.bad] == (
             [(1, "invalid_json")] * rejected + [(3, "invalid_json")] * len(tail))
+
+
+def test_running_out_of_memory_is_no_value_s_fault_and_propagates():
+    class OutOfMemory(JsonDecoder):
+        def decode(self, values, sizes=None):
+            raise MemoryError
+
+    with pytest.raises(MemoryError):
+        safe_decode(OutOfMemory(SPEC), [b'{"a": 1}', b'{"a": 2}'])
