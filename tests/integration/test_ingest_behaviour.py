@@ -443,3 +443,46 @@ datasets:
     assert len(dead) == 3 and {reason for reason, _ in dead} == {"unprocessable"}
     assert all(orjson.loads(value)["amount"] == -1e6 for _, value in dead)
     engine.dispose()
+
+
+def test_a_raising_record_of_one_dataset_leaves_another_on_its_topic_counted_once(
+        fresh_db, make_topic, kafka_bootstrap, monkeypatch):
+    """Two datasets read one topic; a bug met by some records raises in one of them only.
+    Its partition is reloaded and the consumer sent back to its checkpoint, which is
+    behind the other dataset's position: the other skips what it counted already, so it
+    counts every record (the poisoned ones included: they are valid for it) exactly once,
+    while the first counts all but those."""
+    real = WindowState.update
+
+    def update(self, batch):
+        real(self, batch)
+        if self.spec.name == "alpha" and (batch.frame["amount"] < 0).any():
+            raise ZeroDivisionError("a bug met by this record in alpha")
+
+    monkeypatch.setattr(WindowState, "update", update)
+    topic = make_topic("shared", partitions=2)
+    now = time.time()
+    stream = []
+    for i in range(900):
+        amount = -1.0 if i in (100, 555, 556) else float(i % 13)
+        stream.append((i % 2, json_bytes({"ts": now - 90 + i * 0.1, "amount": amount})))
+    produce(kafka_bootstrap, topic, stream)
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.3, poll_max_records=64,
+                        coalesce_max_wait_s=0.2)
+    worker, engine, _spec = _worker(settings, f"""
+datasets:
+  - {{name: alpha, topic: {topic}, event_time: ts, window: 10s, lateness: 0s}}
+  - {{name: beta, topic: {topic}, event_time: ts, window: 10s, lateness: 0s}}
+""")
+    with WorkerThread(worker):
+        wait_until(lambda: worker.finalize_ready() >= 0
+                   and _volume(engine, "alpha") == 897 and _volume(engine, "beta") == 900,
+                   90, message="alpha without the 3 raising records, beta with all 900")
+        time.sleep(1.0)
+        worker.finalize_ready()
+    assert (_volume(engine, "alpha"), _volume(engine, "beta")) == (897, 900)
+    assert worker.stats.by_reason == {"unprocessable": 3}
+    assert worker.stats.batch_failures >= 1
+    engine.dispose()
