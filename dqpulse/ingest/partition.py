@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -190,17 +191,14 @@ class AggregatorOptions:
     def new(self, dataset: DatasetSpec, partition: int,
             saved: Checkpoint | None) -> OwnedPartition:
         """The partition's state: from its stored checkpoint, or empty when there is none."""
-        decoder = self.decoders.get(dataset.name)
-        board = self.boards.setdefault(dataset.name, SampleBoard())
+        common: dict[str, Any] = {
+            "max_message_bytes": self.max_message_bytes, "idle_timeout_s": self.idle_timeout_s,
+            "decoder": self.decoders.get(dataset.name),
+            "samples_board": self.boards.setdefault(dataset.name, SampleBoard())}
         if saved is None:
-            aggregator = PartitionAggregator(
-                dataset, partition, max_message_bytes=self.max_message_bytes,
-                idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
-            return OwnedPartition(aggregator, None, None)
+            return OwnedPartition(PartitionAggregator(dataset, partition, **common), None, None)
         try:
-            aggregator = PartitionAggregator.restore(
-                dataset, partition, saved.state, max_message_bytes=self.max_message_bytes,
-                idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
+            aggregator = PartitionAggregator.restore(dataset, partition, saved.state, **common)
         except CorruptState as exc:
             # Its bytes changed since they were written: reading them could crash the
             # process (a sketch deserializer), and a worker that stops on it would stop
@@ -214,9 +212,7 @@ class AggregatorOptions:
                       saved.next_offset, exc)
             if self.on_corrupt is not None:
                 self.on_corrupt(dataset.name)
-            aggregator = PartitionAggregator(
-                dataset, partition, max_message_bytes=self.max_message_bytes,
-                idle_timeout_s=self.idle_timeout_s, decoder=decoder, samples_board=board)
+            aggregator = PartitionAggregator(dataset, partition, **common)
             aggregator.resume(saved.watermark, saved.last_record_at)
             return OwnedPartition(aggregator, saved.version, saved.next_offset)
         return OwnedPartition(aggregator, saved.version, saved.next_offset, dirty=False)

@@ -411,9 +411,8 @@ class IngestWorker:
         self._account(self._by_name[key[0]], report)
 
     def _is_suspect(self, key: PartitionKey, batch: PartitionBatch) -> bool:
-        ranges = self._suspects.get(key)
-        return bool(ranges) and any(first <= batch.last_offset and batch.first_offset <= last
-                                    for first, last in ranges)  # type: ignore[union-attr]
+        return any(first <= batch.last_offset and batch.first_offset <= last
+                   for first, last in self._suspects.get(key, ()))
 
     def _batch_failed(self, key: PartitionKey, batch: PartitionBatch,
                       exc: Exception) -> None:
