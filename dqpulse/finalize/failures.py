@@ -20,13 +20,28 @@ failed and how often:
 Each failed try is logged with its traceback and counted in
 ``dqpulse_finalize_failures_total{dataset}``. A transient failure (the database went
 away, a deadlock) is retried as before and not counted here: it says nothing about the
-window. The count lives in the process: a worker that restarts, or a data set that moves
-to another worker, starts counting again.
+window. Running out of memory is the process's state, not the window's: retried too.
+
+**A try that never ends.** A window whose finalization kills the process (the kernel's
+out-of-memory killer, a crash in native code) raises nothing: counted in the process
+only, it would be tried again after every restart, a crash loop. So before a pass, the
+number of passes begun at the data set's first ready window without committing past it
+is committed in ``dataset_partitions`` (``finalize_try_window``, ``finalize_tries``;
+:meth:`WindowFailures.begin_try`), under a session-scoped advisory lock held across that
+note and the pass. A try that the process saw end (a commit, an error, a stop) is
+accounted for there; one that it did not see end counts as a failed try of that window:
+it is logged, counted like the others, and moves the window along the same ladder
+(alone, unalerted, unscored, skipped). Since the pass that died may have died at any of
+its windows, the process then finalizes the windows it covered one per pass (each
+committed, so each noted) until the failing one is found. A failure raised in Python is
+counted in the process only: after a restart its ladder starts again (it does not loop:
+each try ends).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -73,6 +88,10 @@ class WindowFailures:
         self.max_attempts = max_attempts
         self.telemetry = telemetry
         self._failing: dict[str, _Failing] = {}
+        #: per data set, (window, stored tries) that this process has accounted for
+        self._noted: dict[str, tuple[float, int]] = {}
+        #: per data set, windows before this are finalized one per pass (see careful)
+        self._careful: dict[str, float] = {}
 
     def failing(self, dataset: str) -> float | None:
         """The start of ``dataset``'s failing window, if one is known."""
@@ -85,6 +104,57 @@ class WindowFailures:
         if found is None or found.window_start != window_start:
             return Mode.FULL
         return found.mode
+
+    def careful(self, dataset: str, window_start: float) -> bool:
+        """Whether this window is finalized alone in its pass: it lies in the span of a
+        pass that never ended (see :meth:`begin_try`)."""
+        return window_start < self._careful.get(dataset, -math.inf)
+
+    def begin_try(self, dataset: str, window_start: float, stored: tuple[float | None, int],
+                  span: float) -> int:
+        """Before a pass that begins at ``window_start``: ``stored`` is the data set's
+        stored (window, passes begun there without committing past it), ``span`` how far
+        one pass reaches (seconds). The passes that this process did not account for never
+        ended: each counts as a failed try of the window (logged, counted), and the windows
+        in ``span`` are finalized one per pass from now on. Returns the count to store
+        before the pass (this one included)."""
+        stored_window, stored_tries = stored
+        tries = stored_tries if stored_window == window_start else 0
+        noted = self._noted.get(dataset)
+        seen = noted[1] if noted is not None and noted[0] == window_start else 0
+        if tries > seen:
+            self._unfinished(dataset, window_start, tries - seen, span)
+        self._noted[dataset] = (window_start, tries + 1)
+        return tries + 1
+
+    def end_untried(self, dataset: str, window_start: float, tries: int) -> None:
+        """The pass noted as try ``tries`` at ``window_start`` finalized nothing (it was
+        stopped): the count stored back is ``tries - 1``."""
+        self._noted[dataset] = (window_start, tries - 1)
+
+    def _unfinished(self, dataset: str, window_start: float, count: int, span: float) -> None:
+        found = self._failing.get(dataset)
+        if found is None or found.window_start != window_start:
+            found = self._failing[dataset] = _Failing(window_start)
+        found.attempts += count
+        order = list(Mode)
+        found.mode = max(found.mode, self._ladder(found.attempts), key=order.index)
+        self._careful[dataset] = max(self._careful.get(dataset, -math.inf),
+                                     window_start + span)
+        log.error("%d finalize %s of %s beginning at the window at %s never ended (the "
+                  "process died: killed, out of memory, or a crash in native code); the "
+                  "windows of such a pass are now finalized one by one, and this one "
+                  "%s (%d failed tries)", count, "pass" if count == 1 else "passes",
+                  dataset, iso(window_start), _next(found.mode), found.attempts,
+                  extra={"dataset": dataset})
+        if self.telemetry is not None:
+            self.telemetry.finalize_failures.labels(dataset).inc(count)
+
+    def _ladder(self, attempts: int) -> Mode:
+        """The mode after ``attempts`` failed tries of one window."""
+        beyond = attempts - self.max_attempts
+        return (Mode.FULL if beyond < 0 else Mode.UNALERTED if beyond == 0
+                else Mode.UNSCORED if beyond == 1 else Mode.SKIPPED)
 
     def failed(self, error: WindowFailed) -> None:
         """Count a failed try and decide the next one (the caller logs nothing more)."""
@@ -121,6 +191,12 @@ class WindowFailures:
                       extra={"dataset": dataset})
             if self.telemetry is not None:
                 self.telemetry.windows_degraded.labels(dataset, mode.value).inc()
+
+
+def _next(mode: Mode) -> str:
+    return {Mode.FULL: "is tried alone", Mode.UNALERTED: "is finalized without alerting",
+            Mode.UNSCORED: "is finalized without scoring or alerting",
+            Mode.SKIPPED: "is skipped (its partials stay in window_partials)"}[mode]
 
 
 def _cause(error: BaseException) -> str:

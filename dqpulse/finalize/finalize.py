@@ -5,7 +5,9 @@ window's end plus the allowed lateness. Finalizing a window reads and deletes it
 per-partition partials, merges them, writes the metric points, advances
 ``finalized_until`` and runs the window hooks (scoring, alerting), all in one
 transaction under a per-dataset advisory lock, so a window is finalized exactly once
-even with several workers.
+even with several workers. A worker's passes are noted in the database before they begin
+(:mod:`dqpulse.finalize.failures`: a window whose finalization kills the process must not
+be retried for ever), under a session-scoped lock that spans the note and the pass.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from dqpulse.records import MetricPoint, stored_field, with_stored_fields
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints, schemas
 from dqpulse.store import metrics as metric_store
-from dqpulse.store.db import advisory_lock, is_transient
+from dqpulse.store.db import (
+    advisory_lock,
+    is_transient,
+    relaxed_commit,
+    release_session_lock,
+    session_advisory_lock,
+)
 from dqpulse.telemetry import Telemetry
 
 if TYPE_CHECKING:  # typing only: an ingest worker without hooks never loads the detectors
@@ -134,63 +142,121 @@ def finalize_ready(
     :class:`~dqpulse.finalize.failures.WindowFailed` (from the error), and the pass rolls
     back. With ``failures`` (the process's record of them), the next pass commits the
     windows before that one, then tries it alone, then without alerting, then without
-    hooks, then skips it (:mod:`dqpulse.finalize.failures`)."""
+    hooks, then skips it; and the pass is noted in the database before it begins, so that
+    one that kills the process counts too (:mod:`dqpulse.finalize.failures`)."""
     now = time.time() if now is None else now
-    done: list[FinalizedWindow] = []
-    outcomes: list[tuple[float, Mode]] = []
-    failing = None if failures is None else failures.failing(dataset.name)
-    with engine.begin() as conn:
-        if not advisory_lock(conn, f"dqpulse:finalize:{dataset.name}"):
-            return done
-        progress = checkpoints.get_progress(conn, dataset=dataset.name)
-        if progress is None or progress.min_watermark is None:
-            return done
-        if progress.partitions_seen < progress.partition_count:
-            return done  # some partition was never checkpointed: its data may be pending
-        final_until = progress.min_watermark - dataset.lateness
-        start = progress.finalized_until
-        if start is None:
-            first = checkpoints.first_partial_window(conn, dataset=dataset.name)
-            if first is None:
-                return done
-            start = first
-        baseline = progress.baseline
-        schema = progress.last_schema
-        window_start = start
-        while (window_start + dataset.window <= final_until
-               and len(done) < MAX_WINDOWS_PER_PASS
-               and not (should_stop is not None and should_stop())):
-            if window_start == failing and outcomes:
-                break  # commit the windows before it; the next pass tries it alone
-            mode = Mode.FULL if failures is None else failures.mode(dataset.name,
-                                                                    window_start)
-            if mode is not Mode.SKIPPED:
-                try:
-                    window, baseline, schema = _finalize_window(
-                        conn, dataset, window_start, progress, now=now, baseline=baseline,
-                        schema=schema, hooks=() if mode is Mode.UNSCORED else hooks,
-                        alerting=mode is Mode.FULL)
-                except Exception as exc:
-                    # short of memory: the process's state, not the window's (retried
-                    # like a transient failure, or the process restarts)
-                    if is_transient(exc) or isinstance(exc, MemoryError):
-                        raise
-                    raise WindowFailed(dataset.name, window_start, mode) from exc
-                done.append(window)
-            outcomes.append((window_start, mode))
-            window_start += dataset.window
-            if outcomes[-1][0] == failing:
-                break  # commit it alone: a failure after it must not roll it back
-        if outcomes:
-            checkpoints.mark_finalized(conn, dataset=dataset.name, until=window_start,
-                                       baseline=baseline or b"", last_schema=schema or {})
-    if failures is not None:
+    lock = f"dqpulse:finalize:{dataset.name}"
+    if failures is None:
+        with engine.begin() as conn:
+            if not advisory_lock(conn, lock):
+                return []
+            done, _ = _pass(conn, dataset, now, hooks, should_stop, None)
+    else:
+        with engine.connect() as conn:
+            taken = False
+            try:
+                # the session lock spans the note (committed first) and the pass
+                with conn.begin():
+                    taken = session_advisory_lock(conn, lock)
+                    if not taken:
+                        return []
+                    relaxed_commit(conn)  # a note lost with Postgres itself is no harm
+                    tried = _begin_try(conn, dataset, failures)
+                with conn.begin():
+                    done, outcomes = _pass(conn, dataset, now, hooks, should_stop, failures)
+                    if tried is not None and not outcomes:  # none ready, or stopped
+                        checkpoints.note_finalize_try(conn, dataset=dataset.name,
+                                                      window_start=tried[0],
+                                                      tries=tried[1] - 1)
+                        failures.end_untried(dataset.name, *tried)
+            finally:
+                if taken:
+                    release_session_lock(conn, lock)
         for at, mode in outcomes:
             failures.finalized(dataset.name, at, mode)
     if telemetry is not None:
         for window in done:
             export_window(telemetry, window.dataset, window.points)
     return done
+
+
+def _first_ready(conn: Connection, dataset: DatasetSpec
+                 ) -> tuple[checkpoints.DatasetProgress, float, float] | None:
+    """(progress, first window to finalize, end of the final time) when one is ready."""
+    progress = checkpoints.get_progress(conn, dataset=dataset.name)
+    if progress is None or progress.min_watermark is None:
+        return None
+    if progress.partitions_seen < progress.partition_count:
+        return None  # some partition was never checkpointed: its data may be pending
+    final_until = progress.min_watermark - dataset.lateness
+    start = progress.finalized_until
+    if start is None:
+        start = checkpoints.first_partial_window(conn, dataset=dataset.name)
+        if start is None:
+            return None
+    return progress, start, final_until
+
+
+def _begin_try(conn: Connection, dataset: DatasetSpec,
+               failures: WindowFailures) -> tuple[float, int] | None:
+    """Note the pass about to begin at the data set's first window not finalized, committed
+    before it: (that window, the tries stored), or None when there is none. (Whether it is
+    ready is the pass's to see: a pass that finalizes nothing stores the count back.)"""
+    front = checkpoints.finalize_front(conn, dataset=dataset.name)
+    if front is None:
+        return None
+    start, try_window, stored = front
+    if start is None:
+        return None
+    tries = failures.begin_try(dataset.name, start, (try_window, stored),
+                               span=MAX_WINDOWS_PER_PASS * dataset.window)
+    checkpoints.note_finalize_try(conn, dataset=dataset.name, window_start=start, tries=tries)
+    return start, tries
+
+
+def _pass(conn: Connection, dataset: DatasetSpec, now: float,
+          hooks: Sequence[WindowHook], should_stop: Callable[[], bool] | None,
+          failures: WindowFailures | None
+          ) -> tuple[list[FinalizedWindow], list[tuple[float, Mode]]]:
+    """One finalize pass inside the caller's transaction: the windows finalized, and how
+    each window it went through was (skipped ones included)."""
+    done: list[FinalizedWindow] = []
+    outcomes: list[tuple[float, Mode]] = []
+    ready = _first_ready(conn, dataset)
+    if ready is None:
+        return done, outcomes
+    progress, window_start, final_until = ready
+    failing = None if failures is None else failures.failing(dataset.name)
+    baseline = progress.baseline
+    schema = progress.last_schema
+    while (window_start + dataset.window <= final_until
+           and len(done) < MAX_WINDOWS_PER_PASS
+           and not (should_stop is not None and should_stop())):
+        if outcomes and (window_start == failing or (
+                failures is not None and failures.careful(dataset.name, window_start))):
+            break  # commit the windows before it; the next pass tries it alone
+        mode = Mode.FULL if failures is None else failures.mode(dataset.name, window_start)
+        if mode is not Mode.SKIPPED:
+            try:
+                window, baseline, schema = _finalize_window(
+                    conn, dataset, window_start, progress, now=now, baseline=baseline,
+                    schema=schema, hooks=() if mode is Mode.UNSCORED else hooks,
+                    alerting=mode is Mode.FULL)
+            except Exception as exc:
+                # short of memory: the process's state, not the window's (retried
+                # like a transient failure, or the process restarts)
+                if is_transient(exc) or isinstance(exc, MemoryError):
+                    raise
+                raise WindowFailed(dataset.name, window_start, mode) from exc
+            done.append(window)
+        outcomes.append((window_start, mode))
+        window_start += dataset.window
+        if outcomes[-1][0] == failing:
+            break  # commit it alone: a failure after it must not roll it back
+    if outcomes:
+        checkpoints.mark_finalized(conn, dataset=dataset.name, until=window_start,
+                                   baseline=baseline or b"", last_schema=schema or {})
+    return done, outcomes
 
 
 @dataclass(frozen=True, slots=True)

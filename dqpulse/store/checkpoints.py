@@ -116,6 +116,10 @@ class DatasetProgress:
     finalized_until: float | None
     baseline: bytes | None
     last_schema: dict[str, list[str]] | None
+    #: finalize passes begun at ``finalize_try_window`` that did not commit past it
+    #: (see :func:`note_finalize_try`)
+    finalize_try_window: float | None = None
+    finalize_tries: int = 0
 
 
 def get_progress(conn: Connection, *, dataset: str) -> DatasetProgress | None:
@@ -138,7 +142,9 @@ def get_progress(conn: Connection, *, dataset: str) -> DatasetProgress | None:
         consumer_lag_records=None if agg["lag"] is None else int(agg["lag"]),
         finalized_until=meta["finalized_until"],
         baseline=None if meta["baseline"] is None else bytes(meta["baseline"]),
-        last_schema=meta["last_schema"])
+        last_schema=meta["last_schema"],
+        finalize_try_window=meta["finalize_try_window"],
+        finalize_tries=int(meta["finalize_tries"] or 0))
 
 
 def first_partial_window(conn: Connection, *, dataset: str) -> float | None:
@@ -162,7 +168,33 @@ def take_partials(conn: Connection, *, dataset: str, window_start: float) -> lis
 def mark_finalized(conn: Connection, *, dataset: str, until: float, baseline: bytes,
                    last_schema: dict[str, list[str]]) -> None:
     conn.execute(update(dataset_partitions).where(dataset_partitions.c.dataset == dataset)
-                 .values(finalized_until=until, baseline=baseline, last_schema=last_schema))
+                 .values(finalized_until=until, baseline=baseline, last_schema=last_schema,
+                         finalize_try_window=None, finalize_tries=0))
+
+
+def finalize_front(conn: Connection, *, dataset: str
+                   ) -> tuple[float | None, float | None, int] | None:
+    """(``finalized_until``, or the first window with a partial when none was finalized;
+    the stored try window; its tries) of ``dataset``: one primary-key read, no lock."""
+    row = conn.execute(select(dataset_partitions.c.finalized_until,
+                              dataset_partitions.c.finalize_try_window,
+                              dataset_partitions.c.finalize_tries)
+                       .where(dataset_partitions.c.dataset == dataset)).first()
+    if row is None:
+        return None
+    front = row.finalized_until
+    if front is None:
+        front = first_partial_window(conn, dataset=dataset)
+    return front, row.finalize_try_window, int(row.finalize_tries or 0)
+
+
+def note_finalize_try(conn: Connection, *, dataset: str, window_start: float,
+                      tries: int) -> None:
+    """Store how many finalize passes have begun at ``window_start`` without committing past
+    it (committed before the pass, so that a pass whose process dies still counts;
+    :func:`mark_finalized` clears it)."""
+    conn.execute(update(dataset_partitions).where(dataset_partitions.c.dataset == dataset)
+                 .values(finalize_try_window=window_start, finalize_tries=tries))
 
 
 @dataclass(frozen=True, slots=True)

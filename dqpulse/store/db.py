@@ -79,6 +79,40 @@ def advisory_lock(conn: Connection, key: str) -> bool:
     )
 
 
+def session_advisory_lock(conn: Connection, key: str) -> bool:
+    """Take a session-scoped advisory lock on ``key`` (Postgres), held across the
+    session's transactions (a rollback keeps it) until :func:`release_session_lock`; True
+    if taken. It excludes :func:`advisory_lock` on the same key in other sessions. SQLite
+    (single process) always returns True."""
+    if not is_postgres(conn):
+        return True
+    return bool(conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"),
+                             {"k": key}).scalar())
+
+
+def release_session_lock(conn: Connection, key: str) -> None:
+    """Release :func:`session_advisory_lock` (outside any transaction of the caller's).
+    When that fails (the connection broke), the connection is invalidated instead: its
+    session ends, which releases the lock, and no pooled connection keeps it."""
+    if not is_postgres(conn):
+        return
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        with conn.begin():
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+    except Exception:  # noqa: BLE001 - the session ends instead, which releases it
+        conn.invalidate()
+
+
+def relaxed_commit(conn: Connection) -> None:
+    """Let this transaction's commit return before its WAL reaches the disk (Postgres:
+    ``synchronous_commit`` off for it alone): visible to every session at once and lost
+    only if Postgres itself crashes within a fraction of a second; SQLite: nothing."""
+    if is_postgres(conn):
+        conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 def upgrade_to_head(url: str) -> None:
     """Run the Alembic migrations up to head on ``url``."""
     from alembic import command

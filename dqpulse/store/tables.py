@@ -93,6 +93,11 @@ dataset_partitions = Table(
     Column("finalized_until", Float),
     Column("baseline", LargeBinary),
     Column("last_schema", JSON),
+    # the first window of the last finalize passes that began there without committing
+    # past it, and how many (dqpulse.finalize.failures: a pass its process never saw end
+    # is a crash, counted across restarts)
+    Column("finalize_try_window", Float),
+    Column("finalize_tries", Integer, nullable=False, server_default="0"),
 )
 
 # One row per (dataset, metric, field, window). On Postgres the table is partitioned by
