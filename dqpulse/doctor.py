@@ -180,13 +180,13 @@ def _stored_model(engine: Engine, database_ok: bool, timeout_s: float
 def window_checks(engine: Engine, spec: Spec | None, timeout_s: float) -> Iterator[CheckResult]:
     """Windows that finalization skipped after failing every try, and OpenLineage events
     that were given up (when emission is configured): data that did not go through."""
-    def read() -> tuple[dict[str, list[float]], int]:
+    def read() -> tuple[dict[str, list[float]], dict[str, tuple[float, int]], int]:
         with engine.connect() as conn:
-            return (checkpoints.skipped_windows(conn),
+            return (checkpoints.skipped_windows(conn), checkpoints.unfinished_finalize(conn),
                     openlineage_store.counts(conn).get(openlineage_store.DEAD, 0))
 
     try:
-        skipped, dead = _bounded(read, timeout_s)
+        skipped, unfinished, dead = _bounded(read, timeout_s)
     except Exception as exc:  # noqa: BLE001 - the check reports any failure
         yield CheckResult("windows", False, f"could not read them: {_error(exc)}",
                           "run `dqpulse migrate`, then check again")
@@ -202,6 +202,16 @@ def window_checks(engine: Engine, spec: Spec | None, timeout_s: float) -> Iterat
                           "them (docs/operations.md, failure behaviour)")
     else:
         yield CheckResult("windows", True, "none skipped")
+    if unfinished:
+        listed = "; ".join(f"{name}: {tries - 1} at the window at {iso(start)}"
+                           for name, (start, tries) in sorted(unfinished.items()))
+        yield CheckResult("finalize", False, "finalize passes whose process died (a window "
+                          f"that kills its worker?): {listed}",
+                          "look for worker restarts and the kernel's out-of-memory kills; "
+                          "the window is tried alone, then without alerting, then without "
+                          "scoring, then skipped (docs/operations.md, failure behaviour)")
+    else:
+        yield CheckResult("finalize", True, "no pass retried after its process died")
     if spec is not None and spec.openlineage.emit is not None:
         if dead:
             yield CheckResult("openlineage.outbox", False,

@@ -241,6 +241,19 @@ def ready_windows(frontier: FinalizeFrontier | None, *, window: float,
     return max(0, int((frontier.min_watermark - lateness - frontier.next_window) // window))
 
 
+def unfinished_finalize(conn: Connection, *, at_least: int = 2
+                        ) -> dict[str, tuple[float, int]]:
+    """The data sets whose stored finalize tries (passes begun at one window without
+    committing past it, :func:`note_finalize_try`) are at least ``at_least``: (that window,
+    the tries). One is a pass in flight, or one whose process died; two or more, a pass
+    that died and one after it that has not ended (yet): a window that kills its worker."""
+    d = dataset_partitions.c
+    rows = conn.execute(select(d.dataset, d.finalize_try_window, d.finalize_tries)
+                        .where(d.finalize_tries >= at_least).order_by(d.dataset))
+    return {row.dataset: (float(row.finalize_try_window), int(row.finalize_tries))
+            for row in rows if row.finalize_try_window is not None}
+
+
 def skipped_windows(conn: Connection) -> dict[str, list[float]]:
     """The windows behind each data set's ``finalized_until`` whose partials are still
     stored: windows that finalization skipped after failing every try

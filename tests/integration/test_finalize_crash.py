@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from dqpulse.aggregate import PartitionAggregator
+from dqpulse.doctor import window_checks
 from dqpulse.records import RawMessage
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints
@@ -88,9 +89,12 @@ def test_a_window_that_kills_its_process_is_degraded_after_restarts_not_retried_
              "state": _partial(records, start)} for start, records in zip(WINDOWS, RECORDS)])
     crash_at, calls = WINDOWS[2], tmp_path / "calls.jsonl"
 
-    runs = [subprocess.run([sys.executable, "-c", CHILD, database_url, str(crash_at),
-                            str(calls)], capture_output=True, text=True, timeout=120)
-            for _ in range(6)]
+    runs, doctor = [], {}
+    for k in range(6):
+        runs.append(subprocess.run([sys.executable, "-c", CHILD, database_url, str(crash_at),
+                                    str(calls)], capture_output=True, text=True, timeout=120))
+        if k in (1, 2, 5):  # `dqpulse doctor`'s line between the restarts
+            [doctor[k]] = [c for c in window_checks(engine, None, 5.0) if c.name == "finalize"]
     codes = [run.returncode for run in runs]
     # killed while finalizing it: a pass of all windows, then (1 pass that never ended)
     # alone, then (2) without alerting; then (3 failed tries of 2) without its hooks,
@@ -105,6 +109,13 @@ def test_a_window_that_kills_its_process_is_degraded_after_restarts_not_retried_
     assert "1 finalize pass of crash beginning at the window at 2027-01-15T08:02:00Z " \
            "never ended" in runs[2].stderr
     assert "is finalized without scoring or alerting (3 failed tries)" in runs[4].stderr
+
+    # after the 2nd run one pass had died at the crashing window (its 1st was counted at
+    # the first window); after the 3rd, two; once it went through, none
+    assert doctor[1].ok and "no pass retried" in doctor[1].detail
+    assert not doctor[2].ok
+    assert "crash: 1 at the window at 2027-01-15T08:02:00Z" in doctor[2].detail
+    assert doctor[5].ok
 
     with engine.connect() as conn:
         volume = {p["window_start"]: p["value"] for p in metric_store.get_points(
