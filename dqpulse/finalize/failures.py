@@ -141,12 +141,14 @@ class WindowFailures:
         found.mode = max(found.mode, self._ladder(found.attempts), key=order.index)
         self._careful[dataset] = max(self._careful.get(dataset, -math.inf),
                                      window_start + span)
-        log.error("%d finalize %s of %s beginning at the window at %s never ended (the "
-                  "process died: killed, out of memory, or a crash in native code); the "
-                  "windows of such a pass are now finalized one by one, and this one "
-                  "%s (%d failed tries)", count, "pass" if count == 1 else "passes",
-                  dataset, iso(window_start), _next(found.mode), found.attempts,
-                  extra={"dataset": dataset})
+        # one pass whose worker was killed (kill -9 of a pod) is no bug yet: a warning
+        level = logging.WARNING if found.mode is Mode.FULL else logging.ERROR
+        log.log(level, "%d finalize %s of %s beginning at the window at %s never ended (the "
+                "process died: killed, out of memory, or a crash in native code); the "
+                "windows of such a pass are now finalized one by one, and this one "
+                "%s (%d failed tries)", count, "pass" if count == 1 else "passes",
+                dataset, iso(window_start), _next(found.mode), found.attempts,
+                extra={"dataset": dataset})
         if self.telemetry is not None:
             self.telemetry.finalize_failures.labels(dataset).inc(count)
 

@@ -39,7 +39,7 @@ from dqpulse.finalize import finalize_ready, windows_ready
 from dqpulse.finalize.failures import WindowFailures
 from dqpulse.spec import DatasetSpec
 from dqpulse.store.db import make_engine
-logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 url, crash_at, calls = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 spec = DatasetSpec(name="crash", topic="crash", event_time="ts", window=60, lateness=0)
 
