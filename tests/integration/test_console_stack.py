@@ -224,7 +224,11 @@ def test_console_on_the_real_stack_asks_for_the_token_then_shows_and_acts(
         page.wait_for_function(
             "document.getElementById('action-status').textContent.startsWith('Marked false')",
             timeout=60_000)
-        body = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
-        assert body["feedback"] == "false_positive" and body["status"] == "resolved"
+        after = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
+        # resolved by the verdict; the stream's break goes on, so a window finalized since
+        # may have reopened it (the reopen count says so)
+        assert after["feedback"] == "false_positive"
+        assert after["status"] == "resolved" or (
+            after["status"] == "open" and after["reopen_count"] > body["reopen_count"]), after
         console.close()
         console.assert_no_errors()
