@@ -15,6 +15,7 @@ the traceback.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import re
@@ -220,6 +221,10 @@ def configure_logging(settings: Settings, *, verbose: bool = False,
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_thread_exception
+    try:  # a crash in native code (SIGSEGV, SIGABRT) writes every thread's Python stack
+        faulthandler.enable(file=stream, all_threads=True)
+    except (AttributeError, ValueError, OSError):
+        pass  # a stream without a file descriptor (a test's): no crash dump
     return handler
 
 

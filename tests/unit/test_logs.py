@@ -114,3 +114,28 @@ def test_text_format_on_a_terminal_and_json_otherwise():
         logging.captureWarnings(False)
     assert tty.getvalue().rstrip().endswith('INFO dqpulse.test: hello dataset="orders"')
     assert json.loads(pipe.getvalue())["message"] == "hello"
+
+
+def test_a_crash_in_native_code_writes_every_threads_python_stack_before_the_process_dies():
+    """A segmentation fault raises nothing Python could log: the configured process dumps
+    its threads' Python stacks on stderr (faulthandler), so the log says where it died."""
+    import signal
+    import subprocess
+    import sys
+
+    code = """
+import ctypes, threading, time
+from dqpulse.config import Settings
+from dqpulse.logs import configure_logging
+configure_logging(Settings(log_format="json"))
+threading.Thread(target=time.sleep, args=(60,), name="idle", daemon=True).start()
+def finalize_the_window():
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+finalize_the_window()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "in finalize_the_window" in done.stderr  # the crashing thread's stack
+    assert "Thread 0x" in done.stderr and "Current thread 0x" in done.stderr  # the others'
