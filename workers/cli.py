@@ -177,6 +177,36 @@ def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int
         engine.dispose()
 
 
+def _cmd_partitions_skip(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.ingest.skip import skip_records
+    from dqpulse.services.model import current_model
+    from dqpulse.spec import load_spec
+    from dqpulse.store.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        spec = (load_spec(args.file, expand_env=False) if args.file
+                else current_model(engine).spec)
+        by_name = {dataset.name: dataset for dataset in spec.datasets}
+        if args.dataset not in by_name:
+            raise NotFoundError(f"dataset {args.dataset!r} is not in the model"
+                                + (f" ({args.file})" if args.file else ""))
+        done = skip_records(engine, settings, by_name[args.dataset], args.partition,
+                            args.through, drop=args.drop, max_records=args.max)
+        where = ("dropped" if args.drop else
+                 f"{done.dead_lettered} sent to {settings.dead_letter_topic}")
+        print(f"{done.dataset}[{done.partition}]: offsets {done.first}..{done.last} skipped "
+              f"({where}); the checkpoint reads on at {done.last + 1} (version "
+              f"{done.version}: a worker that owns the partition reloads it)")
+        others = sorted(d.name for d in spec.datasets
+                        if d.topic == by_name[args.dataset].topic and d.name != args.dataset)
+        if others:
+            print(f"the topic also feeds {', '.join(others)}: each has its own checkpoint")
+        return 0
+    finally:
+        engine.dispose()
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.demo import run_demo
 
@@ -402,6 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-f", "--file", help="the datasets of this dqpulse.yaml instead of the "
                                         "model applied to the database")
     w.set_defaults(func=_cmd_windows_refinalize)
+
+    p = sub.add_parser("partitions", help="a data set's partitions as the ingest workers "
+                                          "read them")
+    psub = p.add_subparsers(dest="partitions_command", required=True)
+    w = psub.add_parser(
+        "skip", help="move a partition's checkpoint past records its worker cannot get past "
+                     "(it dies on one, and again after each restart): each is sent "
+                     "unchanged to DQPULSE_DEAD_LETTER_TOPIC (reason `skipped`), counted by "
+                     "no window")
+    w.add_argument("--dataset", required=True)
+    w.add_argument("--partition", type=int, required=True)
+    w.add_argument("--through", type=int, required=True, metavar="OFFSET",
+                   help="the last offset to skip (from the checkpoint's offset on)")
+    w.add_argument("--max", type=int, default=1000,
+                   help="refuse to skip more records than this (1000)")
+    w.add_argument("--drop", action="store_true",
+                   help="do not send them to the dead-letter topic (they are lost)")
+    w.add_argument("-f", "--file", help="the datasets of this dqpulse.yaml instead of the "
+                                        "model applied to the database")
+    w.set_defaults(func=_cmd_partitions_skip)
 
     p = sub.add_parser("demo", help="everything in one process: SQLite + a built-in stream")
     p.add_argument("--port", type=int, default=8000)

@@ -94,6 +94,20 @@ def save(
     return new_version
 
 
+def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_version: int,
+                next_offset: int) -> int | None:
+    """Set a partition's checkpointed offset (``dqpulse partitions skip``), its state left as
+    it is, if its version is still ``loaded_version``; the new version (which fences the
+    worker that owns the partition), or None when it was checkpointed meanwhile."""
+    result = conn.execute(update(partition_checkpoints).where(
+        partition_checkpoints.c.dataset == dataset,
+        partition_checkpoints.c.partition == partition,
+        partition_checkpoints.c.version == loaded_version,
+    ).values(next_offset=next_offset, version=loaded_version + 1,
+             owner_id="dqpulse partitions skip", updated_at=func.now()))
+    return loaded_version + 1 if result.rowcount == 1 else None
+
+
 def set_partition_count(conn: Connection, *, dataset: str, partition_count: int) -> None:
     """Record a dataset's partition count. An upsert: workers assigned partitions of a new
     dataset at the same moment all write it (a select-then-insert would let the second

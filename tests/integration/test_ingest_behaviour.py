@@ -487,3 +487,78 @@ datasets:
     assert worker.stats.by_reason == {"unprocessable": 3}
     assert worker.stats.batch_failures >= 1
     engine.dispose()
+
+
+def test_partitions_skip_moves_the_checkpoint_past_records_and_dead_letters_them(
+        fresh_db, make_topic, kafka_bootstrap, tmp_path):
+    """A record that kills its worker (native code: nothing to catch) is read again after
+    every restart; `dqpulse partitions skip` sends the records from the checkpoint through
+    the given offset to the dead-letter topic and moves the checkpoint past them. The
+    worker then reads on after them: each other record counts once."""
+    topic, dlq = make_topic("skipme", partitions=1), make_topic("skipme-dlq", partitions=1)
+    base = (time.time() - 900) // 60 * 60
+    records = [json_bytes({"ts": base + i, "amount": float(i)}) for i in range(15)]
+    produce(kafka_bootstrap, topic, [(0, r) for r in records[:5]])
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", idle_partition_timeout_s=1.0,
+                        checkpoint_interval_s=0.3, dead_letter_topic=dlq)
+    text = f"datasets:\n  - {{name: skipme, topic: {topic}, event_time: ts, window: 1m, " \
+           "lateness: 0s}\n"
+    model = tmp_path / "dqpulse.yaml"
+    model.write_text(text)
+
+    def offset() -> int | None:
+        with engine.connect() as conn:
+            found = checkpoints.get(conn, dataset="skipme", partition=0)
+        return None if found is None else found.next_offset
+
+    # no idle tick on this run: the window stays open for the records after the skip
+    worker, engine, _ = _worker(settings.model_copy(update={"idle_partition_timeout_s": 600.0}),
+                                text)
+    with WorkerThread(worker):
+        wait_until(lambda: offset() == 5, 60, message="the first 5 records checkpointed")
+    produce(kafka_bootstrap, topic, [(0, r) for r in records[5:]])  # 5..9 "crash" it
+
+    env = {"DQPULSE_DATABASE_URL": fresh_db, "DQPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "DQPULSE_DEAD_LETTER_TOPIC": dlq}
+    too_many = _dqpulse("partitions", "skip", "--dataset", "skipme", "--partition", "0",
+                        "--through", "5000", "-f", str(model), env=env)
+    assert too_many.returncode == 2 and "more than --max 1,000" in too_many.stderr
+    done = _dqpulse("partitions", "skip", "--dataset", "skipme", "--partition", "0",
+                    "--through", "9", "-f", str(model), env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"skipme[0]: offsets 5..9 skipped (5 sent to {dlq}); "
+                                  "the checkpoint reads on at 10"), done.stdout
+    assert offset() == 10
+    again = _dqpulse("partitions", "skip", "--dataset", "skipme", "--partition", "0",
+                     "--through", "9", "-f", str(model), env=env)
+    assert again.returncode == 2 and "at offset 10, past 9 already" in again.stderr
+    unknown = _dqpulse("partitions", "skip", "--dataset", "nope", "--partition", "0",
+                       "--through", "9", "-f", str(model), env=env)
+    assert unknown.returncode == 2 and "dataset 'nope' is not in the model" in unknown.stderr
+
+    worker, engine, _ = _worker(settings, text)
+    with WorkerThread(worker):
+        wait_until(lambda: offset() == 15, 60, message="the records after them read")
+        wait_until(lambda: worker.finalize_ready() >= 0 and _volume(engine, "skipme") == 10,
+                   60, message="the 10 records not skipped counted")
+    with engine.connect() as conn:
+        mean = metric_store.get_points(conn, dataset="skipme", metric="distribution.mean",
+                                       field="amount")
+    assert [p["value"] for p in mean] == [(sum(range(5)) + sum(range(10, 15))) / 10]
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{dlq}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([dlq])
+    dead: list[tuple[bytes, dict[str, bytes]]] = []
+    deadline = time.time() + 30
+    while len(dead) < 5 and time.time() < deadline:
+        for msg in consumer.consume(10, 1.0):
+            if msg.error() is None:
+                dead.append((msg.value(), dict(msg.headers())))
+    consumer.close()
+    assert [value for value, _ in dead] == records[5:10]  # unchanged
+    assert {h["dqpulse.reason"] for _, h in dead} == {b"skipped"}
+    assert [h["dqpulse.source"] for _, h in dead] == [
+        f"{topic}:0:{n}".encode() for n in range(5, 10)]
+    engine.dispose()
