@@ -180,13 +180,15 @@ def _stored_model(engine: Engine, database_ok: bool, timeout_s: float
 def window_checks(engine: Engine, spec: Spec | None, timeout_s: float) -> Iterator[CheckResult]:
     """Windows that finalization skipped after failing every try, and OpenLineage events
     that were given up (when emission is configured): data that did not go through."""
-    def read() -> tuple[dict[str, list[float]], dict[str, tuple[float, int]], int]:
+    def read() -> tuple[dict[str, list[float]], dict[str, tuple[float, int]],
+                        list[tuple[str, int, int, int]], int]:
         with engine.connect() as conn:
             return (checkpoints.skipped_windows(conn), checkpoints.unfinished_finalize(conn),
+                    checkpoints.restored_often(conn),
                     openlineage_store.counts(conn).get(openlineage_store.DEAD, 0))
 
     try:
-        skipped, unfinished, dead = _bounded(read, timeout_s)
+        skipped, unfinished, restored, dead = _bounded(read, timeout_s)
     except Exception as exc:  # noqa: BLE001 - the check reports any failure
         yield CheckResult("windows", False, f"could not read them: {_error(exc)}",
                           "run `dqpulse migrate`, then check again")
@@ -212,6 +214,16 @@ def window_checks(engine: Engine, spec: Spec | None, timeout_s: float) -> Iterat
                           "scoring, then skipped (docs/operations.md, failure behaviour)")
     else:
         yield CheckResult("finalize", True, "no pass retried after its process died")
+    if restored:
+        listed = "; ".join(f"{name}[{partition}] at offset {offset}: {restores} restores"
+                           for name, partition, offset, restores in restored)
+        yield CheckResult("partitions", False, "checkpoints restored again and again with no "
+                          f"newer one (their workers die first): {listed}",
+                          "the worker log has each crash's stack; if a record after that "
+                          "offset kills the worker, `dqpulse partitions skip` moves the "
+                          "checkpoint past it (docs/operations.md)")
+    else:
+        yield CheckResult("partitions", True, "no checkpoint restored 3 times without a newer one")
     if spec is not None and spec.openlineage.emit is not None:
         if dead:
             yield CheckResult("openlineage.outbox", False,

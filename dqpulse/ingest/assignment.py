@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
@@ -49,11 +49,36 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
                 owned[(dataset.name, partition)] = options.new(dataset, partition, saved)
                 if saved is not None:
                     offsets.append(saved.next_offset)
+                    _note_restore(conn, dataset.name, partition, saved)
             # several datasets on one topic: start from the least advanced; the others
             # skip what they already counted (OwnedPartition.add)
             starts[(topic, partition)] = (min(offsets) if offsets
                                           and len(offsets) == len(datasets) else None)
     return starts
+
+
+#: restores of one checkpoint version after which each is logged as an error
+RESTORES_LOGGED = 3
+
+
+def _note_restore(conn: Connection, dataset: str, partition: int,
+                  saved: checkpoints.Checkpoint) -> None:
+    """Count this restore of the checkpoint; from the third of one version (each worker
+    before died before its next checkpoint), say so: a record after its offset may kill
+    the worker as it is read."""
+    restores = checkpoints.note_restore(conn, dataset=dataset, partition=partition,
+                                        version=saved.version)
+    if restores >= RESTORES_LOGGED:
+        log.error("%s[%d] restored from its checkpoint at offset %d for the %d%s time with "
+                  "no newer checkpoint: each worker before died first (a record after that "
+                  "offset that kills the worker as it is read? the log has each crash's "
+                  "stack); `dqpulse partitions skip` moves the checkpoint past records",
+                  dataset, partition, saved.next_offset, restores, _ordinal(restores),
+                  extra={"dataset": dataset, "partitions": [partition]})
+
+
+def _ordinal(n: int) -> str:
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def retry_database_errors(action: Callable[[], T], *, stop: threading.Event,

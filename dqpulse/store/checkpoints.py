@@ -64,7 +64,7 @@ def save(
     """
     values = dict(next_offset=next_offset, watermark=watermark, last_record_at=last_record_at,
                   high_watermark_offset=high_watermark_offset, state=state, owner_id=owner_id,
-                  updated_at=func.now())
+                  updated_at=func.now(), restores=0)
     if loaded_version is None:
         exists = conn.execute(select(partition_checkpoints.c.version).where(
             partition_checkpoints.c.dataset == dataset,
@@ -94,6 +94,26 @@ def save(
     return new_version
 
 
+def note_restore(conn: Connection, *, dataset: str, partition: int, version: int) -> int:
+    """Count a worker's restore of this checkpoint version on assignment; returns how many
+    restored it (0 when it was saved since: the count went with that version)."""
+    c = partition_checkpoints.c
+    found = conn.execute(update(partition_checkpoints).where(
+        c.dataset == dataset, c.partition == partition, c.version == version,
+    ).values(restores=c.restores + 1).returning(c.restores)).scalar()
+    return int(found or 0)
+
+
+def restored_often(conn: Connection, *, at_least: int = 3) -> list[tuple[str, int, int, int]]:
+    """(dataset, partition, next_offset, restores) of the checkpoints that ``at_least``
+    workers restored on assignment without a newer checkpoint after any of them."""
+    c = partition_checkpoints.c
+    rows = conn.execute(select(c.dataset, c.partition, c.next_offset, c.restores)
+                        .where(c.restores >= at_least).order_by(c.dataset, c.partition))
+    return [(row.dataset, int(row.partition), int(row.next_offset), int(row.restores))
+            for row in rows]
+
+
 def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_version: int,
                 next_offset: int) -> int | None:
     """Set a partition's checkpointed offset (``dqpulse partitions skip``), its state left as
@@ -104,7 +124,7 @@ def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_versio
         partition_checkpoints.c.partition == partition,
         partition_checkpoints.c.version == loaded_version,
     ).values(next_offset=next_offset, version=loaded_version + 1,
-             owner_id="dqpulse partitions skip", updated_at=func.now()))
+             owner_id="dqpulse partitions skip", updated_at=func.now(), restores=0))
     return loaded_version + 1 if result.rowcount == 1 else None
 
 

@@ -70,6 +70,9 @@ partition_checkpoints = Table(
     Column("version", BigInteger, nullable=False, server_default="0"),
     Column("owner_id", String(200)),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    # workers that restored this version on assignment (a save sets 0): three or more,
+    # and each died before its next checkpoint (a record that kills the worker?)
+    Column("restores", Integer, nullable=False, server_default="0"),
 )
 
 # Closed per-partition partial states of a window, waiting for every partition to pass
