@@ -50,6 +50,9 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
                 if saved is not None:
                     offsets.append(saved.next_offset)
                     _note_restore(conn, dataset.name, partition, saved)
+                    # its first checkpoint writes it, whatever changed: the save clears
+                    # the count (a worker that got this far did not die of it)
+                    owned[(dataset.name, partition)].dirty = True
             # several datasets on one topic: start from the least advanced; the others
             # skip what they already counted (OwnedPartition.add)
             starts[(topic, partition)] = (min(offsets) if offsets

@@ -70,8 +70,9 @@ partition_checkpoints = Table(
     Column("version", BigInteger, nullable=False, server_default="0"),
     Column("owner_id", String(200)),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
-    # workers that restored this version on assignment (a save sets 0): three or more,
-    # and each died before its next checkpoint (a record that kills the worker?)
+    # workers that restored this version on assignment (a save sets 0, and a worker saves
+    # each partition it restored at its first checkpoint): three or more, and each died
+    # before that checkpoint (a record that kills the worker as it is read?)
     Column("restores", Integer, nullable=False, server_default="0"),
 )
 
