@@ -14,11 +14,16 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dqpulse.config import Settings
 from dqpulse.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from dqpulse.logs import configure_logging
+
+if TYPE_CHECKING:  # typing only: each command imports what it runs
+    from sqlalchemy import Engine
+
+    from dqpulse.spec import DatasetSpec
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,23 +135,31 @@ def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int:
-    from dqpulse.finalize import finalize_skipped, skipped_windows
+def _model_datasets(engine: Engine, file: str | None, names: Sequence[str]
+                    ) -> dict[str, DatasetSpec]:
+    """The datasets of the model applied to the database (or of ``file``), by name; each
+    of ``names`` must be one of them."""
     from dqpulse.services.model import current_model
     from dqpulse.spec import load_spec
+
+    spec = load_spec(file, expand_env=False) if file else current_model(engine).spec
+    by_name = {dataset.name: dataset for dataset in spec.datasets}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise NotFoundError(f"dataset {unknown[0]!r} is not in the model"
+                            + (f" ({file})" if file else ""))
+    return by_name
+
+
+def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int:
+    from dqpulse.finalize import finalize_skipped, skipped_windows
     from dqpulse.store.db import make_engine
     from dqpulse.utc import iso
 
     engine = make_engine(settings.database_url)
     try:
-        spec = (load_spec(args.file, expand_env=False) if args.file
-                else current_model(engine).spec)
-        by_name = {dataset.name: dataset for dataset in spec.datasets}
         names = [args.dataset] if args.dataset else sorted(skipped_windows(engine))
-        unknown = [name for name in names if name not in by_name]
-        if unknown:
-            raise NotFoundError(f"dataset {unknown[0]!r} is not in the model"
-                                + (f" ({args.file})" if args.file else ""))
+        by_name = _model_datasets(engine, args.file, names)
         window = None
         if args.window is not None:
             try:
@@ -179,18 +192,11 @@ def _cmd_windows_refinalize(args: argparse.Namespace, settings: Settings) -> int
 
 def _cmd_partitions_skip(args: argparse.Namespace, settings: Settings) -> int:
     from dqpulse.ingest.skip import skip_records
-    from dqpulse.services.model import current_model
-    from dqpulse.spec import load_spec
     from dqpulse.store.db import make_engine
 
     engine = make_engine(settings.database_url)
     try:
-        spec = (load_spec(args.file, expand_env=False) if args.file
-                else current_model(engine).spec)
-        by_name = {dataset.name: dataset for dataset in spec.datasets}
-        if args.dataset not in by_name:
-            raise NotFoundError(f"dataset {args.dataset!r} is not in the model"
-                                + (f" ({args.file})" if args.file else ""))
+        by_name = _model_datasets(engine, args.file, [args.dataset])
         done = skip_records(engine, settings, by_name[args.dataset], args.partition,
                             args.through, drop=args.drop, max_records=args.max)
         where = ("dropped" if args.drop else
@@ -198,8 +204,8 @@ def _cmd_partitions_skip(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{done.dataset}[{done.partition}]: offsets {done.first}..{done.last} skipped "
               f"({where}); the checkpoint reads on at {done.last + 1} (version "
               f"{done.version}: a worker that owns the partition reloads it)")
-        others = sorted(d.name for d in spec.datasets
-                        if d.topic == by_name[args.dataset].topic and d.name != args.dataset)
+        others = sorted(name for name, d in by_name.items()
+                        if d.topic == by_name[args.dataset].topic and name != args.dataset)
         if others:
             print(f"the topic also feeds {', '.join(others)}: each has its own checkpoint")
         return 0
