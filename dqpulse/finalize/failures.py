@@ -75,8 +75,7 @@ class WindowFailed(Exception):
 @dataclass(slots=True)
 class _Failing:
     window_start: float
-    attempts: int = 0  # failed tries, all modes
-    mode: Mode = Mode.FULL
+    attempts: int = 0  # failed tries, all modes (the mode follows: WindowFailures._ladder)
 
 
 class WindowFailures:
@@ -103,7 +102,7 @@ class WindowFailures:
         found = self._failing.get(dataset)
         if found is None or found.window_start != window_start:
             return Mode.FULL
-        return found.mode
+        return self._ladder(found.attempts)
 
     def careful(self, dataset: str, window_start: float) -> bool:
         """Whether this window is finalized alone in its pass: it lies in the span of a
@@ -132,22 +131,26 @@ class WindowFailures:
         stopped): the count stored back is ``tries - 1``."""
         self._noted[dataset] = (window_start, tries - 1)
 
-    def _unfinished(self, dataset: str, window_start: float, count: int, span: float) -> None:
+    def _count(self, dataset: str, window_start: float, tries: int) -> _Failing:
+        """Add ``tries`` failed tries to the window's record (a new window starts anew)."""
         found = self._failing.get(dataset)
         if found is None or found.window_start != window_start:
             found = self._failing[dataset] = _Failing(window_start)
-        found.attempts += count
-        order = list(Mode)
-        found.mode = max(found.mode, self._ladder(found.attempts), key=order.index)
+        found.attempts += tries
+        return found
+
+    def _unfinished(self, dataset: str, window_start: float, count: int, span: float) -> None:
+        found = self._count(dataset, window_start, count)
+        mode = self._ladder(found.attempts)
         self._careful[dataset] = max(self._careful.get(dataset, -math.inf),
                                      window_start + span)
         # one pass whose worker was killed (kill -9 of a pod) is no bug yet: a warning
-        level = logging.WARNING if found.mode is Mode.FULL else logging.ERROR
+        level = logging.WARNING if mode is Mode.FULL else logging.ERROR
         log.log(level, "%d finalize %s of %s beginning at the window at %s never ended (the "
                 "process died: killed, out of memory, or a crash in native code); the "
                 "windows of such a pass are now finalized one by one, and this one "
                 "%s (%d failed tries)", count, "pass" if count == 1 else "passes",
-                dataset, iso(window_start), _next(found.mode), found.attempts,
+                dataset, iso(window_start), _next(mode), found.attempts,
                 extra={"dataset": dataset})
         if self.telemetry is not None:
             self.telemetry.finalize_failures.labels(dataset).inc(count)
@@ -160,22 +163,17 @@ class WindowFailures:
 
     def failed(self, error: WindowFailed) -> None:
         """Count a failed try and decide the next one (the caller logs nothing more)."""
-        found = self._failing.get(error.dataset)
-        if found is None or found.window_start != error.window_start:
-            found = self._failing[error.dataset] = _Failing(error.window_start)
-        found.attempts += 1
-        if found.mode is Mode.FULL and found.attempts >= self.max_attempts:
-            found.mode = Mode.UNALERTED
+        found = self._count(error.dataset, error.window_start, 1)
+        mode = self._ladder(found.attempts)
+        if mode is Mode.FULL:
+            then = f"try {found.attempts} of {self.max_attempts}; the next pass tries again"
+        elif mode is Mode.UNALERTED:
             then = "it will be finalized and scored without alerting"
-        elif found.mode is Mode.UNALERTED:
-            found.mode = Mode.UNSCORED
+        elif mode is Mode.UNSCORED:
             then = "it will be finalized without scoring or alerting"
-        elif found.mode is Mode.UNSCORED:
-            found.mode = Mode.SKIPPED
+        else:
             then = ("it will be skipped: its partials stay in window_partials and the "
                     "data set's later windows go on")
-        else:
-            then = f"try {found.attempts} of {self.max_attempts}; the next pass tries again"
         log.error("%s (%s); %s", error, _cause(error), then, exc_info=error.__cause__,
                   extra={"dataset": error.dataset})
         if self.telemetry is not None:

@@ -20,6 +20,7 @@ records are counted by no window.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -95,8 +96,6 @@ def _read(settings: Settings, topic: str, partition: int, first: int, last: int,
           timeout_s: float) -> list[RawMessage]:
     """The records of ``topic``'s ``partition`` at offsets ``first``..``last`` (those the
     topic still holds), read without a consumer group's commit."""
-    import time
-
     from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
     from dqpulse.sources.kafka_confluent import client_config
