@@ -473,6 +473,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         for counts in (self._fit_count, self._noise_count):
             counts.append(0)
         self._adopted = None  # an adoption to undo was measured on four forecasters
+        self._confirmable = None
         self._version += 1
 
     def _choose(self, t: float | None) -> tuple[int, float] | None:
@@ -672,6 +673,8 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
             self._episode.append((t, value, False, z))
             if not any(bad for _, _, bad, _ in list(self._episode)[-3:]):
                 self._end_episode()  # three normal windows in a row: the episode is over
+        elif self._hold:
+            self._hold = False  # a verdict undid an adoption, and the level is back
         self._learn(value, t, z, scale, weight, noise_weight)
 
     def _noise_weight(self, weight: float, z: float, seasonal_z: float,

@@ -140,11 +140,12 @@ class TailCalibrator:
         state = dict(self.__dict__)
         del state["_fifo"], state["_sorted"]
         # marks are rare (a remembered burst, for 256 windows): without any, the state
-        # carries neither them nor the count they are numbered by (a load renumbers)
+        # does not carry them; it carries the count they are numbered by, which a verdict
+        # on an episode that is over names its remembered bursts by
         if self._marks:
             state["_marks"] = tuple(self._marks)
         else:
-            del state["_marks"], state["_added"]
+            del state["_marks"]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -214,6 +215,37 @@ class TailCalibrator:
                                self.shape_min, self.shape_max, self.scale_min, self.prior)
         plain._sorted = sorted(v for i, v in enumerate(self._fifo) if i not in marked)
         return plain.deviation_at(log_p)
+
+    def forget_marked(self, first: int, count: int) -> None:
+        """Turn the marked values still kept among the ``count`` added from ordinal
+        ``first`` (``_added`` as it was when each was added) into zero deviations,
+        unmarked: bursts remembered as how the series behaves that a user confirmed as
+        anomalies.
+
+        >>> calibrator = TailCalibrator(size=100)
+        >>> for i in range(100):
+        ...     calibrator.add(0.0)
+        >>> for _ in range(10):
+        ...     calibrator.add(50.0, marked=True)
+        >>> calibrator.forget_marked(101, 10)
+        >>> calibrator.deviation_at(-9.0) < 10.0, len(calibrator), calibrator._marks
+        (True, 100, deque([]))
+        """
+        last = first + count - 1
+        targets = [ordinal for ordinal in self._marks if first <= ordinal <= last]
+        if not targets:
+            return
+        kept_from = self._first_kept()
+        fifo, ordered = self._fifo, self._sorted
+        for ordinal in targets:
+            index = ordinal - kept_from
+            del ordered[bisect_left(ordered, fifo[index])]
+            fifo[index] = 0.0
+            insort(ordered, 0.0)
+        self._marks = deque(ordinal for ordinal in self._marks if not first <= ordinal <= last)
+        self._fit = None
+        if len(ordered) >= self.min_count:
+            self._tail_fit()
 
     def _tail_fit(self) -> tuple[float, float, float, float]:
         """(threshold u, share of points above it, Pareto scale, Pareto shape)."""

@@ -15,6 +15,7 @@ a longer view change how unusual it really is:
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import deque
 
@@ -156,9 +157,9 @@ class RepeatCounter:
             count -= 1
         return count
 
-    def forget_since(self, index: int) -> None:
-        """Drop what windows from ``index`` on left (a confirmed anomaly is no repeat to
-        hold the next one back with).
+    def forget_since(self, index: int, last: float = math.inf) -> None:
+        """Drop what windows from ``index`` on (up to ``last``, inclusive) left: a
+        confirmed anomaly is no repeat to hold the next one back with.
 
         >>> repeats = RepeatCounter(windows=10, floor=0.5)
         >>> for score in (0.95, 0.2, 0.2, 0.2, 0.2, 0.97, 0.96):
@@ -168,11 +169,14 @@ class RepeatCounter:
         >>> repeats.forget_since(5)
         >>> repeats.as_high(0.9), repeats.alert_runs()
         (1, 1)
+        >>> repeats.forget_since(0, last=0)  # an episode that ended before
+        >>> repeats.as_high(0.9), repeats.alert_runs()
+        (0, 0)
         """
-        self.recent = deque(item for item in self.recent if item[0] < index)
+        self.recent = deque(item for item in self.recent if not index <= item[0] <= last)
         if self._alert_runs is not None:
-            self._alert_runs = deque((last for last in self._alert_runs if last < index),
-                                     maxlen=self.keep)
+            self._alert_runs = deque((end for end in self._alert_runs
+                                      if not index <= end <= last), maxlen=self.keep)
 
     @staticmethod
     def _log_run(runs: deque[int], index: int) -> None:
@@ -236,8 +240,10 @@ class RunPeaks:
             self._run = (self.seen, score if run is None else max(run[1], score))
         self.seen += 1
 
-    def forget_since(self, index: int) -> None:
-        """Drop the runs that windows from ``index`` on took part in.
+    def forget_since(self, index: int, last: float = math.inf) -> None:
+        """Drop the runs that ended at a window from ``index`` on (up to ``last``,
+        inclusive): the runs that windows from ``index`` on took part in, or of an episode
+        that ended before.
 
         >>> peaks = RunPeaks(windows=100, keep=4)
         >>> for score in (0.95, 0.1, 0.1, 0.1, 0.1, 0.97, 0.1, 0.1, 0.1, 0.1, 0.1):
@@ -245,10 +251,13 @@ class RunPeaks:
         >>> peaks.forget_since(5)
         >>> peaks.as_high(0.9)
         1
+        >>> peaks.forget_since(0, last=0)
+        >>> peaks.as_high(0.9)
+        0
         """
-        if self._run is not None and self._run[0] >= index:
+        if self._run is not None and index <= self._run[0] <= last:
             self._run = None
-        self.peaks = [item for item in self.peaks if item[0] < index]
+        self.peaks = [item for item in self.peaks if not index <= item[0] <= last]
 
     def _close(self, run: tuple[int, float]) -> None:
         oldest = self.seen - self.windows

@@ -19,8 +19,8 @@ from dqpulse.detectors.forecasters import Forecaster, ew_alpha
 from dqpulse.detectors.seasonal_regimes import SILENT_RATIO, in_episode
 from dqpulse.detectors.seasonal_regimes import upper_median as _median
 
-__all__ = ["LONE_GAP", "RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS", "Episode",
-           "RegimeAdoption"]
+__all__ = ["ENDED_KEPT", "LONE_GAP", "RATIO_BETTER", "UNDO_SECONDS", "UNDO_WINDOWS",
+           "Episode", "RegimeAdoption"]
 
 #: how long after an adoption the level before it may come back and undo it
 UNDO_SECONDS = 86400.0
@@ -33,6 +33,10 @@ RATIO_BETTER = 0.9
 
 #: (window start, value, anomalous, z) of the windows of the current anomaly episode
 Episode = deque[tuple[float | None, float, bool, float]]
+
+#: episodes that ended (or were adopted) kept for a ``confirmed`` verdict that comes after
+#: them: an incident is often judged after it resolved
+ENDED_KEPT = 4
 
 
 #: how far under the threshold a lone marginal window reports (a repeat: 1e-4)
@@ -329,6 +333,7 @@ class RegimeAdoption:
     def _end_episode(self) -> None:
         points = list(self._episode)
         self._settle(points)
+        marks = (self._up._added, self._down._added)
         if self.spike_memory > 0.0 and not self._hold:  # a confirmed burst is no habit
             # a burst that came and went is part of how this series behaves: the next one
             # like it is less surprising (capped, so one huge burst does not mask the rest)
@@ -337,8 +342,80 @@ class RegimeAdoption:
                     bound = self.spike_memory * self._boundary(z)
                     self._calibrate(max(min(z, bound), -bound) if z > 0 else
                                     max(z, bound), drift=False, remembered=True)
+        if not self._hold:  # a confirmed episode left nothing to take back
+            self._log_ended(points, marks, adopted=False)
         self._episode.clear()
         self._hold = False
+
+    #: the last ``ENDED_KEPT`` episodes that ended or were adopted, for a verdict that
+    #: comes after them: (first and last window start, index of the first window in the
+    #: repeat count and in the past alerts' peaks (-1: none), windows, ordinals of the
+    #: calibration histories (up, down) before the bursts remembered at its end, how many
+    #: were, adopted?); empty in states saved before it
+    _ended: tuple[tuple[Any, ...], ...] = ()
+    #: the last adoption, for a ``confirmed`` verdict on its windows: (last window start,
+    #: the move of each forecaster, their noise before); ``None`` for none
+    _confirmable: tuple[Any, ...] | None = None
+
+    def _log_ended(self, points: list[tuple[float | None, float, bool, float]],
+                   marks: tuple[int, int], adopted: bool) -> None:
+        """Keep where an episode's windows went in the memories, so that a verdict that
+        comes after it can take them back (:meth:`_confirm_ended`)."""
+        times = [t for t, *_ in points if t is not None]
+        if not times:
+            return  # a verdict names its windows by their start
+        windows = len(points)
+        repeats = self._repeats.seen - windows if self._repeats is not None else -1
+        peaks = self._peaks.seen - windows if self._peaks is not None else -1
+        remembered = self._up._added - marks[0]
+        entry = (min(times), max(times), repeats, peaks, windows, marks[0], marks[1],
+                 remembered, adopted)
+        self._ended = (*self._ended, entry)[-ENDED_KEPT:]
+        confirmable = self._confirmable
+        if confirmable is not None and not any(
+                e[8] and e[1] == confirmable[0] for e in self._ended):
+            self._confirmable = None  # its episode left the log
+
+    def _confirm_ended(self, t: float) -> None:
+        """A user confirmed a window of an episode that is over (its incident resolved, or
+        the shift was adopted): take the episode's windows back out of the memories that
+        hold a window like them back (the repeat count, the past alerts' peaks, the same
+        time of day, the bursts remembered by the calibration), so the next one like it is
+        news; and when the episode was adopted as the new normal (the last adoption),
+        undo the adoption and hold the old normal: the series alerts until the level
+        before it is back."""
+        entry = next((e for e in self._ended if e[0] <= t <= e[1]), None)
+        if entry is None:
+            return
+        first, last, repeats, peaks, windows, up_from, down_from, remembered, adopted = entry
+        self._ended = tuple(e for e in self._ended if e is not entry)
+        if self._repeats is not None and repeats >= 0:
+            self._repeats.forget_since(repeats, repeats + windows - 1)
+        if self._peaks is not None:
+            self._peaks.forget_since(peaks, peaks + windows - 1)
+        if self._daily is not None:
+            daily = self._daily
+            start = max(first, last - 3 * 86400.0)  # it keeps three days
+            for k in range(int((last - start) // daily.bucket_seconds) + 1):
+                daily.forget(start + k * daily.bucket_seconds)
+            daily.forget(last)
+        if remembered:
+            self._up.forget_marked(up_from + 1, remembered)
+            self._down.forget_marked(down_from + 1, remembered)
+        confirmable = self._confirmable
+        if not adopted or confirmable is None or confirmable[0] != last \
+                or len(confirmable[1]) != len(self._forecasters):
+            return
+        _, moves, noise = confirmable
+        for forecaster, (by_ratio, amount) in zip(self._forecasters, moves, strict=True):
+            _move(forecaster, by_ratio, 1.0 / amount if by_ratio else -amount)
+        self._noise[:] = noise
+        if self._adopted is not None and self._adopted[0] == last:
+            self._adopted = None
+        self._confirmable = None
+        self._episode.clear()
+        self._hold = True  # the old normal, until 3 windows in a row are back at it
+        self._version += 1
 
     #: the last adoption while it may still be undone: [window start, windows since, the
     #: move of each forecaster (by ratio?, ratio or difference), its noise before, windows
@@ -439,6 +516,9 @@ class RegimeAdoption:
             for forecaster in self._forecasters:
                 forecaster.learn(t, value)
         self._last_value = recent[-1][1]
+        self._confirmable = (recent[-1][0], moves, noise_before)
+        self._log_ended(list(self._episode), (self._up._added, self._down._added),
+                        adopted=True)
         self._episode.clear()
         if any(by_ratio for by_ratio, _ in moves):
             self._adopted = [recent[-1][0], 0, moves, noise_before, 0]
@@ -478,13 +558,18 @@ class RegimeAdoption:
         """False positive: learn ``x`` and lower the sensitivity; confirmed: raise it again
         and, when ``x`` belongs to the episode in progress, keep the current normal (the
         shift is not adopted while it lasts). A verdict on an episode that is over holds
-        nothing: held until the next episode ended, a permanent shift after it would never
-        be adopted and would alert on every window."""
+        no later episode (held until the next episode ended, a permanent shift after it
+        would never be adopted and would alert on every window): it takes that episode
+        out of the repeat memories and, when it was the last adoption, undoes the adoption
+        and holds the old normal from then on (:meth:`_confirm_ended`)."""
         self._mutations += 1  # the window's memo is stale
-        if verdict == "confirmed" and in_episode(self._episode, finite(x.get("t"))):
+        t = finite(x.get("t"))
+        if verdict == "confirmed" and in_episode(self._episode, t):
             if not self._hold:
                 self._forget_episode()
             self._hold = True
+        elif verdict == "confirmed" and t is not None:
+            self._confirm_ended(t)
         super().feedback(x, verdict)  # type: ignore[misc]
 
     def _forget_episode(self) -> None:

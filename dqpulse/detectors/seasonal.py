@@ -314,9 +314,11 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     burst_memory = 0
     burst_count = 3
     burst_windows = 2
-    # (window ordinal at its end, peak score) of the last short rises that alerted
-    _short: tuple[tuple[int, float], ...] = ()
+    # (window ordinal at its end, peak score, start of its first window) of the last short
+    # rises that alerted (states saved before the start keep two-item entries)
+    _short: tuple[tuple[Any, ...], ...] = ()
     _rise: tuple[int, float] = (0, 0.0)  # (windows, peak score) of the rise alerting now
+    _rise_t: float | None = None  # the start of the rise's first window
     _rise_confirmed = False  # a user confirmed the rise alerting now: it is no burst to hold
     _ordinal = 0  # warm windows seen
     #: short rises remembered, at most
@@ -538,7 +540,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         # the baseline stays as it is until this window is learned
         fit, score = self._window(value, t)
         if self.burst_memory > 0 and self.is_warm:
-            self._track_rise(score, fit[0])
+            self._track_rise(score, fit[0], t)
         self._mutations += 1
         if score >= self.threshold and self._burst and self._drop_burst(value, t):
             fit, score = self._window(value, t)
@@ -551,6 +553,8 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             if (anomalous or self._shift_episode) and self._episode_window(
                     t, value, fit[1], anomalous, held):
                 return  # the profiles moved to this window's level
+            if self._hold and not anomalous and not self._shift_episode:
+                self._hold = False  # a verdict undid an adoption, and the level is back
         suspicious = self.is_warm and score >= self.learn_below
         weight = self._learning_weight(score)
         if t is not None:
@@ -606,9 +610,14 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         user confirmed does not hold the next one like it back as a repeat."""
         self._mutations += 1  # the window's memo is stale
         if verdict == "confirmed":
-            self._confirm(self._read(x)[1])
+            t = self._read(x)[1]
+            self._confirm(t)
             if self._hold and self._rise[0] > 0:
                 self._rise_confirmed = True
+            elif t is not None:  # a rise that is over: no burst to hold the next one back
+                span = self.burst_windows * (self._step or 0.0)
+                self._short = tuple(item for item in self._short if len(item) < 3
+                                    or not item[2] <= t <= item[2] + span)
         super().feedback(x, verdict)
 
     def _learning_weight(self, score: float) -> float:
@@ -655,19 +664,22 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
                 or self._rise[0] >= self.burst_windows):
             return score
         oldest = self._ordinal - self.burst_memory
-        as_high = sum(1 for end, peak in self._short if end >= oldest and peak >= score)
+        as_high = sum(1 for item in self._short if item[0] >= oldest and item[1] >= score)
         return self.threshold - 1e-4 if as_high >= self.burst_count else score
 
-    def _track_rise(self, score: float, z: float) -> None:
+    def _track_rise(self, score: float, z: float, t: float | None = None) -> None:
         """Move the short-rise memory past a warm window (scored as learning sees it)."""
         windows, peak = self._rise
         if score >= self.threshold and z > 0.0:
+            if not windows:
+                self._rise_t = t
             self._rise = (windows + 1, max(peak, score))
         else:
             if 0 < windows <= self.burst_windows and not self._rise_confirmed:
                 oldest = self._ordinal - self.burst_memory
                 kept = [item for item in self._short if item[0] >= oldest]
-                kept.append((self._ordinal, peak))
+                kept.append((self._ordinal, peak) if self._rise_t is None
+                            else (self._ordinal, peak, self._rise_t))
                 self._short = tuple(kept[-self._SHORT_KEPT:])
             self._rise = (0, 0.0)
             self._rise_confirmed = False

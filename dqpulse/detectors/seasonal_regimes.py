@@ -60,6 +60,7 @@ class SeasonalAdoption:
     _undo_t: float | None = None
     _undo_run: int = 0
     _undo_spread: float = 1.0  # the factor the spreads moved by in those adoptions
+    _undo_since: float | None = None  # the first window of the first of those adoptions
     # per profile, the buckets empty when the current episode / the adopted one began
     _episode_empty: tuple[tuple[int, ...], ...] = ()
     _step: float | None = None  # the series' window width (set by the detector)
@@ -121,6 +122,7 @@ class SeasonalAdoption:
                 return False
             if self._undo == 1.0:
                 self._undo_empty = self._episode_empty
+                self._undo_since = episode[0][0]
             self._undo_spread *= self._rescale(math.exp(shift), 0.0, keep=self._episode_empty)
             self._undo *= math.exp(shift)
             self._undo_t, self._undo_run = recent[-1][0], 0
@@ -157,6 +159,7 @@ class SeasonalAdoption:
         if t - self._undo_t > max(86400.0, span):
             self._undo, self._undo_t, self._undo_spread = 1.0, None, 1.0
             self._undo_empty = ()
+            self._undo_since = None
             return False
         undo = math.log(self._undo)
         near = value > 0.0 and expected > 0.0 and (
@@ -164,16 +167,21 @@ class SeasonalAdoption:
         self._undo_run = self._undo_run + 1 if near else 0
         if self._undo_run < _UNDO_WINDOWS:
             return False
+        self._undo_adoptions()
+        return True
+
+    def _undo_adoptions(self) -> None:
+        """Move the profiles back by what the adoptions of the last day moved them."""
         self._rescale(1.0 / self._undo, 0.0, spread=1.0 / self._undo_spread,
                       keep=self._undo_empty)
         self._undo, self._undo_t, self._undo_run, self._undo_spread = 1.0, None, 0, 1.0
         self._undo_empty = ()
+        self._undo_since = None
         if self._shift_episode is not None:
             self._shift_episode.clear()
         self._episode_empty = ()
         self._drift = 0.0
         self.adoptions -= 1
-        return True
 
     def _spread_exponent(self) -> float:
         """``b`` in ``spread ~ level ** b`` across the hours of the day (1.0 when the
@@ -234,9 +242,22 @@ class SeasonalAdoption:
 
     def _confirm(self, t: float | None = None) -> None:
         """A user confirmed the anomaly at ``t``: keep the old normal while this episode
-        lasts, when ``t`` belongs to it (a verdict on an earlier episode holds nothing)."""
+        lasts, when ``t`` belongs to it. A verdict on an earlier episode holds no later
+        one; on a window of the adoptions that can still be undone (those of the last
+        day, see :meth:`_old_level_back`), it undoes them and keeps the old normal from
+        now on, until 3 windows in a row are back at it."""
         if self._shift_episode is not None and in_episode(self._shift_episode, t):
             self._hold = True
+            return
+        last_t = getattr(self, "_last_t", None)
+        if (t is None or self._undo == 1.0 or self._undo_t is None or last_t is None
+                or not (self._undo_since or -math.inf) <= t <= self._undo_t):
+            return
+        span = _UNDO_SPANS * self._adopt_windows() * (self._step or 0.0)
+        if last_t - self._undo_t > max(86400.0, span):
+            return  # too long ago: the next window's check forgets it
+        self._undo_adoptions()
+        self._hold = True
 
 
 def in_episode(episode: deque[Any], t: float | None) -> bool:

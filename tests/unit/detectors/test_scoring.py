@@ -248,6 +248,77 @@ def test_a_confirmed_verdict_holds_its_own_episode_only(kind: str) -> None:
     assert shift_alerts((2500, 2503)) == 500  # the shift itself: kept alerting
 
 
+@pytest.mark.parametrize("kind", ["distribution", "volume"])
+def test_a_shift_confirmed_after_it_was_adopted_alerts_again_until_the_level_is_back(
+        kind: str) -> None:
+    """An incident is often judged after it resolved: a shift adopted as the new normal
+    (its incident then resolves) and confirmed later is undone, and the series alerts on
+    every window from the verdict until the level before it is back; then the verdict
+    holds nothing, and the next shift is adopted as usual. The verdict survives a save
+    and a load."""
+
+    def alerts(confirm: tuple[int, int] | None) -> list[int]:
+        name, params = detector_for_kind(kind)[:2]
+        detector = create(name, **params)
+        rng = random.Random(1)
+        seen: dict[int, dict[str, float]] = {}
+        alerted = []
+        for i in range(4200):  # ten days; +40 % for 500 windows; back; +60 % from 3300 on
+            level = 140.0 if 2500 <= i < 3000 else 160.0 if i >= 3300 else 100.0
+            x = {"value": level + rng.gauss(0.0, 2.0), "t": i * 300.0}
+            seen[i] = x
+            if detector.score_one(x) >= 0.9:
+                alerted.append(i)
+            detector.learn_one(x)
+            if confirm is not None and i == confirm[1]:
+                detector.feedback(seen[confirm[0]], "confirmed")
+                detector = Detector.from_bytes(detector.to_bytes())
+        return alerted
+
+    def between(alerted: list[int], start: int, end: int) -> int:
+        return sum(start <= i < end for i in alerted)
+
+    plain, late = alerts(None), alerts((2505, 2700))
+    assert 1 <= between(plain, 2500, 2700) <= 30  # one alert, then the new normal
+    assert between(plain, 2700, 3000) == 0
+    assert between(late, 2500, 2701) == between(plain, 2500, 2701)
+    assert between(late, 2701, 3000) == 299  # the old normal again, until it is back
+    assert between(late, 3000, 3300) <= 5
+    assert 1 <= between(late, 3300, 4200) <= 30  # the next shift is adopted as usual
+    assert alerts((1000, 2700)) == plain  # a verdict on no episode changes nothing
+
+
+@pytest.mark.parametrize("kind", ["distribution", "volume"])
+def test_bursts_confirmed_after_their_incident_resolved_are_no_repeats_either(
+        kind: str) -> None:
+    """As for a verdict while the burst lasts: confirmed 10 or 40 windows after it ended,
+    a burst leaves nothing in the repeat memories, and the next one like it alerts."""
+
+    def burst_scores(lag: int | None) -> list[float]:
+        name, params = detector_for_kind(kind)[:2]
+        detector = create(name, **params)
+        rng = random.Random(3)
+        bursts = range(2000, 2400, 60)
+        seen: dict[int, dict[str, float]] = {}
+        scores = []
+        for i in range(2400):
+            x = {"value": 100.0 + rng.gauss(0.0, 2.0) + (40.0 if i in bursts else 0.0),
+                 "t": i * 300.0}
+            seen[i] = x
+            score = detector.score_one(x)
+            if i in bursts:
+                scores.append(score)
+            detector.learn_one(x)
+            if lag is not None and i - lag in bursts:
+                detector.feedback(seen[i - lag], "confirmed")
+                detector = Detector.from_bytes(detector.to_bytes())
+        return scores
+
+    assert sum(score >= 0.9 for score in burst_scores(None)) <= 2  # then held back
+    for lag in (10, 40):
+        assert all(score >= 0.9 for score in burst_scores(lag)), lag
+
+
 @pytest.mark.parametrize("kind", ["distribution", "volume", "ratio", "freshness"])
 @pytest.mark.parametrize("seed", [5, 7])
 def test_absurd_values_and_clocks_never_fail_a_detector(kind: str, seed: int) -> None:

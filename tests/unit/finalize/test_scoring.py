@@ -15,9 +15,11 @@ from dqpulse.finalize import FinalizedWindow
 from dqpulse.finalize.scoring import ScoringHook
 from dqpulse.finalize.watch import AUTOENCODER_SERIES
 from dqpulse.records import MetricPoint
-from dqpulse.services.incidents import teach_series
+from dqpulse.services.incidents import feedback, teach_series
 from dqpulse.spec import parse_spec
+from dqpulse.store import datasets as dataset_store
 from dqpulse.store import detector_states as state_store
+from dqpulse.store import incidents as incident_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine, upgrade_to_head
 from dqpulse.store.tables import detector_states, incidents
@@ -94,6 +96,61 @@ def test_false_positive_feedback_lowers_sensitivity_for_that_series(engine):
     _run(engine, ScoringHook(SPEC, Settings()), [again])
     after = _scores(engine)[-1][0]
     assert before > 0 and after < before
+
+
+SHIFT_SPEC = parse_spec("""
+datasets:
+  - {name: orders, topic: orders, window: 5m}
+""")
+
+
+def _mean_window(i: int, level: float) -> FinalizedWindow:
+    start = 1_700_000_000.0 + 300 * i
+    value = level + 2.0 * math.sin(i * 1.7) + (i * 7919 % 7) * 0.3
+    return FinalizedWindow("orders", start, start + 300,
+                           [MetricPoint("distribution.mean", value, field="amount")])
+
+
+def test_a_shift_confirmed_after_its_incident_resolved_opens_a_new_one(engine):
+    """A shift of a field's mean is adopted as the new normal and its incident resolves;
+    a user confirms that incident afterwards (through the service the API calls): the
+    adoption is undone in the stored detector state, and the next windows, still at the
+    new level, alert again and open a new incident."""
+    with engine.begin() as conn:
+        dataset_store.apply_spec(conn, spec=SHIFT_SPEC)
+    spec = SHIFT_SPEC.datasets[0]
+
+    def run(first: int, last: int, level_from: int) -> None:
+        with engine.begin() as conn:
+            hook = ScoringHook(SHIFT_SPEC, Settings())
+            for i in range(first, last):
+                window = _mean_window(i, 140.0 if i >= level_from else 100.0)
+                metric_store.create_window(conn, dataset="orders",
+                                           window_start=window.window_start,
+                                           window_end=window.window_end, points=window.points)
+                hook(conn, spec, window)
+
+    def alerting(first: int) -> int:
+        with engine.connect() as conn:
+            points = metric_store.get_points(conn, dataset="orders", metric="distribution.mean",
+                                             field="amount", limit=100_000)
+        start = 1_700_000_000.0 + 300 * first
+        return sum(p["anomalous"] for p in points if p["window_start"] >= start)
+
+    run(0, 700, level_from=600)  # two days, then +40 % from window 600 on
+    with engine.connect() as conn:
+        (shift,) = incident_store.get_page(conn, dataset="orders", limit=10)
+    assert shift["status"] == "resolved"  # adopted: the detector stopped alerting
+    assert 1 <= alerting(600) <= 30 and alerting(640) == 0
+    with engine.begin() as conn:
+        target = feedback(conn, incident_id=int(shift["id"]), verdict="confirmed",
+                          comment="a bad deploy", actor="test")
+    assert target.alerts
+    run(700, 720, level_from=600)
+    assert alerting(700) == 20  # the old normal again: every window at the new level
+    with engine.connect() as conn:
+        page = incident_store.get_page(conn, dataset="orders", limit=10)
+    assert len(page) == 2 and any(i["status"] != "resolved" for i in page)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the [ml] extra")
