@@ -629,7 +629,9 @@
         statusLine.textContent = {
           acknowledge: "Acknowledged.", resolve: "Resolved.",
           false_positive: "Marked false positive: the detectors learn this as normal.",
-          confirmed: "Confirmed: kept out of the baseline.",
+          confirmed: incident.status === "resolved"
+            ? "Confirmed: kept out of the baseline; a change already adopted as normal is taken back, so it alerts again until the old level returns."
+            : "Confirmed: kept out of the baseline.",
         }[action];
       } catch (err) {
         statusLine.textContent = `Failed: ${err.message}`;
