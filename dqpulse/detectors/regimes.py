@@ -49,6 +49,7 @@ class RegimeAdoption:
 
     adopt_after: int | None
     adoptions_undone = 0  # adoptions taken back because the old level came back
+    verdict_undos = 0  # adoptions taken back by a ``confirmed`` verdict on their windows
     spike_memory: float
     select_alpha: float
     n_learned: int
@@ -416,6 +417,7 @@ class RegimeAdoption:
         self._episode.clear()
         self._hold = True  # the old normal, until 3 windows in a row are back at it
         self._version += 1
+        self.verdict_undos += 1
 
     #: the last adoption while it may still be undone: [window start, windows since, the
     #: move of each forecaster (by ratio?, ratio or difference), its noise before, windows

@@ -398,10 +398,17 @@ class SeriesScorer:
     def feedback(self, metric: str, field: str, window_start: float, value: float | None,
                  verdict: Verdict, state: bytes | None) -> bytes:
         """Apply a human verdict on one point to the series' state; returns the new state."""
+        return self.teach(metric, field, window_start, value, verdict, state)[0]
+
+    def teach(self, metric: str, field: str, window_start: float, value: float | None,
+              verdict: Verdict, state: bytes | None) -> tuple[bytes, bool]:
+        """:meth:`feedback`, and whether the verdict took back an adoption of a shift as
+        the series' new normal (the series alerts again until its old level is back)."""
         name, params = detector_for(self.spec, metric, field)
         key = series_key(metric, field)
         model = self._detector(key, name, params, {} if state is None else {key: state})
+        undos = getattr(model, "verdict_undos", 0)
         x = {"value": value, "t": window_start}
         if not (value is None or math.isnan(value)):
             model.feedback(x, verdict)
-        return model.to_bytes()
+        return model.to_bytes(), getattr(model, "verdict_undos", 0) > undos

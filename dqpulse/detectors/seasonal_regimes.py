@@ -55,6 +55,7 @@ class SeasonalAdoption:
     _shift_episode: deque[_EpisodePoint] | None = None
     _hold: bool = False
     adoptions: int = 0
+    verdict_undos: int = 0  # adoptions taken back by a ``confirmed`` verdict on their windows
     # the ratio adopted over the last day (1: none), when, and windows back at the old level
     _undo: float = 1.0
     _undo_t: float | None = None
@@ -258,6 +259,7 @@ class SeasonalAdoption:
             return  # too long ago: the next window's check forgets it
         self._undo_adoptions()
         self._hold = True
+        self.verdict_undos += 1
 
 
 def in_episode(episode: deque[Any], t: float | None) -> bool:

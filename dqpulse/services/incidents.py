@@ -4,6 +4,7 @@ cause of an incident."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -25,31 +26,40 @@ from dqpulse.store import metrics as metric_store
 from dqpulse.store import openlineage as openlineage_store
 
 
+@dataclass(frozen=True)
+class Taught:
+    """What a verdict did to the detectors: the series whose states it changed, and those
+    of them where it took back an adoption of a shift as the new normal (``(metric,
+    field)`` each: they alert again until their old level is back)."""
+
+    series: int = 0
+    adoptions_undone: tuple[tuple[str, str], ...] = ()
+
+
 def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
              actor: str, notifications: Sequence[NotificationSpec] = (),
-             public_url: str = "") -> actions.FeedbackTarget:
+             public_url: str = "") -> tuple[actions.FeedbackTarget, Taught]:
     """A human verdict on an incident: recorded (a false positive resolves it) and handed
     to the detectors of the alerted series, in the caller's transaction."""
     target = actions.add_feedback(conn, incident_id=incident_id, verdict=verdict,
                                   comment=comment, actor=actor, notifications=notifications,
                                   public_url=public_url)
-    teach_detectors(conn, target)
-    return target
+    return target, teach_detectors(conn, target)
 
 
-def teach_detectors(conn: Connection, target: actions.FeedbackTarget) -> int:
-    """Hand a verdict to the detectors of the series its incident alerted on; returns how
-    many series states changed (0 when the dataset is no longer declared)."""
+def teach_detectors(conn: Connection, target: actions.FeedbackTarget) -> Taught:
+    """Hand a verdict to the detectors of the series its incident alerted on (nothing
+    when the dataset is no longer declared)."""
     spec = dataset_store.get(conn, name=target.dataset)
     if spec is None or not target.alerts:
-        return 0
+        return Taught()
     return teach_series(conn, spec, alerts=target.alerts, verdict=target.verdict)
 
 
 def teach_series(conn: Connection, spec: DatasetSpec, *,
-                 alerts: Sequence[tuple[str, str, float]], verdict: str) -> int:
+                 alerts: Sequence[tuple[str, str, float]], verdict: str) -> Taught:
     """Hand a human verdict on alerts ``(metric, field, window_start)`` to the detectors of
-    those series; returns how many series states changed."""
+    those series."""
     # Imported on the first verdict, as before this module existed: the detector stack
     # (River, SciPy) costs the API process ~1.3 s and ~75 MiB at start-up otherwise.
     from dqpulse.detectors.scoring import SeriesScorer, series_key
@@ -57,16 +67,19 @@ def teach_series(conn: Connection, spec: DatasetSpec, *,
     scorer = SeriesScorer(spec)
     saved = detector_states.get_all(conn, dataset=spec.name)
     changed: dict[str, bytes] = {}
+    undone: dict[str, tuple[str, str]] = {}
     for metric, field, window_start in alerts:
         key = series_key(metric, field)
         rows = metric_store.get_points(conn, dataset=spec.name, metric=metric, field=field,
                                        start=window_start, end=window_start + 1e-6, limit=1)
         value = rows[0]["value"] if rows else None
         state = changed.get(key, saved.get(key))
-        changed[key] = scorer.feedback(metric, field, window_start, value,
-                                       verdict, state)  # type: ignore[arg-type]
+        changed[key], took_back = scorer.teach(metric, field, window_start, value,
+                                               verdict, state)  # type: ignore[arg-type]
+        if took_back:
+            undone[key] = (metric, field)
     detector_states.save_all(conn, dataset=spec.name, states=changed, known=set(saved))
-    return len(changed)
+    return Taught(series=len(changed), adoptions_undone=tuple(undone.values()))
 
 
 def root_cause(conn: Connection, *, incident_id: int, depth: int = 5) -> dict[str, Any]:

@@ -172,6 +172,11 @@ class FeedbackCreate(BaseModel):
                               description=_ACTOR_NOTE)
 
 
+class TaughtSeriesRead(BaseModel):
+    metric: str
+    field: str = Field(description="the field ('' for a dataset-level metric)")
+
+
 class FeedbackRead(BaseModel):
     incident: IncidentDetailRead
     dataset: str
@@ -179,6 +184,13 @@ class FeedbackRead(BaseModel):
     field: str | None
     verdict: str
     window_starts: list[float]
+    series_taught: int = Field(
+        0, description="how many series' detectors the verdict was handed to")
+    adoptions_undone: list[TaughtSeriesRead] = Field(
+        default_factory=list,
+        description="series where a `confirmed` verdict took back a shift the detector had "
+                    "already adopted as the new normal: they alert again until their level "
+                    "before it is back")
 
 
 def notifications_of(request: Request) -> list[NotificationSpec]:
@@ -332,11 +344,13 @@ def resolve_incident(incident_id: IdPath, conn: ConnDep, scope: ScopeDep, reques
 def incident_feedback(incident_id: IdPath, body: FeedbackCreate, conn: ConnDep,
                       scope: ScopeDep, request: Request, settings: SettingsDep) -> FeedbackRead:
     incident = scope.incident(incident_id)
-    target = incident_service.feedback(conn, incident_id=incident_id, verdict=body.verdict,
-                                       comment=body.comment, actor=_actor(scope.principal, body),
-                                       notifications=notifications_of(request),
-                                       public_url=settings.public_url)
+    target, taught = incident_service.feedback(
+        conn, incident_id=incident_id, verdict=body.verdict, comment=body.comment,
+        actor=_actor(scope.principal, body), notifications=notifications_of(request),
+        public_url=settings.public_url)
     _audit(conn, scope, "incident.feedback", incident, body)
     return FeedbackRead(incident=_detail(conn, incident_id, scope), dataset=target.dataset,
                         metric=target.metric, field=target.field, verdict=target.verdict,
-                        window_starts=target.window_starts)
+                        window_starts=target.window_starts, series_taught=taught.series,
+                        adoptions_undone=[TaughtSeriesRead(metric=metric, field=field)
+                                          for metric, field in taught.adoptions_undone])

@@ -281,3 +281,9 @@ def test_keyboard_alone_reaches_and_runs_every_incident_action(console, demo):
     assert body["feedback"] == "false_positive"
     assert any(e["action"] == "feedback.false_positive" for e in body["events"])
     assert page.evaluate("document.activeElement.id") == "btn-confirmed"
+    # the user changes their mind: the status line reads the API's answer
+    page.keyboard.press("Space")
+    page.wait_for_function(
+        "document.getElementById('action-status').textContent.startsWith('Confirmed: kept')")
+    assert httpx.get(f"{demo}/api/v1/incidents/{incident['id']}").json()["feedback"] == (
+        "confirmed")

@@ -152,7 +152,8 @@ def test_feedback_false_positive_resolves_and_reaches_the_detectors(client, db_e
                                                                      monkeypatch):
     calls = []
     monkeypatch.setattr(incident_service, "teach_detectors",
-                        lambda conn, target: calls.append(target))
+                        lambda conn, target: calls.append(target) or incident_service.Taught(
+                            series=1, adoptions_undone=(("completeness.null_ratio", "x"),)))
     incident_id = open_incident(db_engine, spec, "orders", "completeness.null_ratio", 0)
     response = client.post(f"/api/v1/incidents/{incident_id}/feedback",
                            json={"verdict": "false_positive", "comment": "backfill"})
@@ -162,6 +163,8 @@ def test_feedback_false_positive_resolves_and_reaches_the_detectors(client, db_e
     assert body["incident"]["feedback"] == "false_positive"
     assert body["window_starts"] == [T0.timestamp()]
     assert calls and calls[0].metric == "completeness.null_ratio"
+    assert body["series_taught"] == 1  # what the detectors said, passed on as it is
+    assert body["adoptions_undone"] == [{"metric": "completeness.null_ratio", "field": "x"}]
     bad = client.post(f"/api/v1/incidents/{incident_id}/feedback", json={"verdict": "meh"})
     assert bad.status_code == 422 and "body field 'verdict'" in bad.json()["detail"]
 

@@ -618,20 +618,22 @@
       const from = order.indexOf(buttons[action]);
       statusLine.textContent = "Saving…";
       try {
+        let taught = null;
         if (action === "acknowledge" || action === "resolve") {
           await api(`/incidents/${id}/${action}`, { method: "POST", json: payload });
         } else {
-          await api(`/incidents/${id}/feedback`, { method: "POST", json: Object.assign({ verdict: action }, payload) });
+          taught = await api(`/incidents/${id}/feedback`, { method: "POST", json: Object.assign({ verdict: action }, payload) });
         }
         const fresh = await api(`/incidents/${id}`);
         Object.assign(incident, fresh);
         comment.value = "";
+        const undone = (taught && taught.adoptions_undone) || [];
         statusLine.textContent = {
           acknowledge: "Acknowledged.", resolve: "Resolved.",
           false_positive: "Marked false positive: the detectors learn this as normal.",
-          confirmed: incident.status === "resolved"
-            ? "Confirmed: kept out of the baseline; a change already adopted as normal is taken back, so it alerts again until the old level returns."
-            : "Confirmed: kept out of the baseline.",
+          confirmed: "Confirmed: kept out of the baseline." + (undone.length
+            ? ` The new level of ${undone.map((s) => s.field ? `${s.metric} (${s.field})` : s.metric).join(", ")} is no longer taken as normal: it alerts again until the old level returns.`
+            : ""),
         }[action];
       } catch (err) {
         statusLine.textContent = `Failed: ${err.message}`;

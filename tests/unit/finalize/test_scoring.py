@@ -88,10 +88,10 @@ def test_false_positive_feedback_lowers_sensitivity_for_that_series(engine):
     _run(engine, ScoringHook(SPEC, Settings()), [probe])
     before = _scores(engine)[-1][0]
     with engine.begin() as conn:
-        changed = teach_series(conn, SPEC.datasets[0], verdict="false_positive",
-                                  alerts=[("completeness.null_ratio", "amount",
-                                           probe.window_start)])
-    assert changed == 1
+        taught = teach_series(conn, SPEC.datasets[0], verdict="false_positive",
+                              alerts=[("completeness.null_ratio", "amount",
+                                       probe.window_start)])
+    assert taught.series == 1 and taught.adoptions_undone == ()
     again = _window(41, 0.05)
     _run(engine, ScoringHook(SPEC, Settings()), [again])
     after = _scores(engine)[-1][0]
@@ -143,9 +143,14 @@ def test_a_shift_confirmed_after_its_incident_resolved_opens_a_new_one(engine):
     assert shift["status"] == "resolved"  # adopted: the detector stopped alerting
     assert 1 <= alerting(600) <= 30 and alerting(640) == 0
     with engine.begin() as conn:
-        target = feedback(conn, incident_id=int(shift["id"]), verdict="confirmed",
-                          comment="a bad deploy", actor="test")
+        target, taught = feedback(conn, incident_id=int(shift["id"]), verdict="confirmed",
+                                  comment="a bad deploy", actor="test")
     assert target.alerts
+    assert taught.series == 1 and taught.adoptions_undone == (("distribution.mean", "amount"),)
+    with engine.begin() as conn:  # said again: nothing more to take back
+        _, again = feedback(conn, incident_id=int(shift["id"]), verdict="confirmed",
+                            comment=None, actor="test")
+    assert again.series == 1 and again.adoptions_undone == ()
     run(700, 720, level_from=600)
     assert alerting(700) == 20  # the old normal again: every window at the new level
     with engine.connect() as conn:
