@@ -17,6 +17,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from dqpulse.ingest.careful import CarefulCount
 from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
 from dqpulse.sources.base import Source, TopicPartition
 from dqpulse.spec import DatasetSpec
@@ -33,10 +34,13 @@ T = TypeVar("T")
 def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
             partitions: Sequence[TopicPartition], *,
             by_topic: Mapping[str, Sequence[DatasetSpec]], partition_counts: Mapping[str, int],
-            options: AggregatorOptions) -> dict[TopicPartition, int | None]:
+            options: AggregatorOptions,
+            careful: MutableMapping[PartitionKey, CarefulCount] | None = None,
+            ) -> dict[TopicPartition, int | None]:
     """Load the assigned partitions' checkpoints into ``owned``; returns where to start
     each topic partition (None: no checkpoint for some dataset on it, use the reset
-    policy)."""
+    policy). The partitions whose checkpoint workers restored before and died before
+    their first checkpoint go into ``careful`` (:mod:`dqpulse.ingest.careful`)."""
     starts: dict[TopicPartition, int | None] = {}
     with engine.begin() as conn:
         for topic, partition in partitions:
@@ -47,11 +51,18 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
                                                 partition_count=partition_counts[topic])
                 saved = checkpoints.get(conn, dataset=dataset.name, partition=partition)
                 owned[(dataset.name, partition)] = options.new(dataset, partition, saved)
+                if careful is not None:
+                    careful.pop((dataset.name, partition), None)
                 if saved is not None:
                     offsets.append(saved.next_offset)
-                    _note_restore(conn, dataset.name, partition, saved)
-                    # its first checkpoint writes it, whatever changed: the save clears
-                    # the count (a worker that got this far did not die of it)
+                    restored = _note_restore(conn, dataset.name, partition, saved)
+                    count = CarefulCount.after(restored, saved.next_offset)
+                    if count is not None and careful is not None:
+                        careful[(dataset.name, partition)] = count
+                        _log_careful(dataset.name, partition, saved.next_offset, count)
+                    # its first checkpoint writes it, whatever changed (a save that
+                    # moved past the restored offset clears the count of restores, and so
+                    # does a worker that stops or hands it over in good order)
                     owned[(dataset.name, partition)].dirty = True
             # several datasets on one topic: start from the least advanced; the others
             # skip what they already counted (OwnedPartition.add)
@@ -65,12 +76,13 @@ RESTORES_LOGGED = 3
 
 
 def _note_restore(conn: Connection, dataset: str, partition: int,
-                  saved: checkpoints.Checkpoint) -> None:
+                  saved: checkpoints.Checkpoint) -> checkpoints.Restored:
     """Count this restore of the checkpoint; from the third of one version (each worker
     before died before its next checkpoint), say so: a record after its offset may kill
     the worker as it is read."""
-    restores = checkpoints.note_restore(conn, dataset=dataset, partition=partition,
+    restored = checkpoints.note_restore(conn, dataset=dataset, partition=partition,
                                         version=saved.version)
+    restores = restored.restores
     if restores >= RESTORES_LOGGED:
         log.error("%s[%d] restored from its checkpoint at offset %d for the %d%s time with "
                   "no newer checkpoint: each worker before died first (a record after that "
@@ -78,6 +90,21 @@ def _note_restore(conn: Connection, dataset: str, partition: int,
                   "stack); `dqpulse partitions skip` moves the checkpoint past records",
                   dataset, partition, saved.next_offset, restores, _ordinal(restores),
                   extra={"dataset": dataset, "partitions": [partition]})
+    return restored
+
+
+def _log_careful(dataset: str, partition: int, offset: int, count: CarefulCount) -> None:
+    if count.poison is not None:
+        step = f"dead-lettering offset {count.poison}, which killed the worker counting it alone"
+    elif count.first is not None:
+        step = (f"counting offsets {count.first}-{count.last}, where the worker before died, "
+                "one record at a time")
+    else:
+        step = "noting each run of records in the database before counting it"
+    log.warning("%s[%d]: the worker before died before its first checkpoint after "
+                "restoring offset %d; counting carefully until past where it died: %s",
+                dataset, partition, offset, step,
+                extra={"dataset": dataset, "partitions": [partition]})
 
 
 def _ordinal(n: int) -> str:

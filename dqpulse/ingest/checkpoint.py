@@ -58,6 +58,9 @@ class CheckpointJob:
 
     keys: list[PartitionKey]
     rows: list[CheckpointRow] = field(default_factory=list)
+    #: written as the worker stops or hands the partitions over: their restores are
+    #: forgotten (see dqpulse.ingest.careful)
+    clean: bool = False
     versions: list[int] = field(default_factory=list)
     error: BaseException | None = None
     #: seconds spent on it: the snapshot (consuming thread), the transaction (writer)
@@ -135,7 +138,7 @@ def write(engine: Engine, job: CheckpointJob, *, owner_id: str) -> list[int]:
     Raises ``FencedError`` (nothing written) when another worker saved one of the
     partitions since this one loaded it."""
     versions: list[int] = []
-    if job.rows:
+    if job.rows or job.clean:
         with engine.begin() as conn:
             for row in job.rows:
                 versions.append(checkpoints.save(
@@ -144,6 +147,8 @@ def write(engine: Engine, job: CheckpointJob, *, owner_id: str) -> list[int]:
                     watermark=row.watermark, last_record_at=row.last_record_at,
                     high_watermark_offset=row.end_offset, state=row.state,
                     closed=row.closed, owner_id=owner_id))
+            if job.clean:
+                checkpoints.clear_restores(conn, keys=job.keys)
     return versions
 
 

@@ -50,6 +50,7 @@ from dqpulse.finalize import WindowHook
 from dqpulse.health import Health
 from dqpulse.ingest import assignment
 from dqpulse.ingest import checkpoint as protocol
+from dqpulse.ingest.careful import CarefulCount, count_carefully
 from dqpulse.ingest.checkpoint import CheckpointJob
 from dqpulse.ingest.finalizer import Finalizer
 from dqpulse.ingest.partition import AddJob, AggregatorOptions, OwnedPartition, PartitionKey
@@ -114,6 +115,9 @@ class IngestWorker:
         # offset ranges of batches whose metric update raised, counted record by record
         # when replayed (see _count)
         self._suspects: dict[PartitionKey, list[tuple[int, int]]] = {}
+        # partitions whose workers before died before their first checkpoint, counted
+        # with notes in the database until past where they died (see dqpulse.ingest.careful)
+        self._careful: dict[PartitionKey, CarefulCount] = {}
         self._pending_model: tuple[list[DatasetSpec], list[WindowHook]] | None = None
         self._model_lock = threading.Lock()
         self.stats = IngestStats()
@@ -203,7 +207,7 @@ class IngestWorker:
         starts = assignment.retry_database_errors(
             lambda: assignment.restore(self.engine, self.owned, partitions,
                                        by_topic=self.by_topic, partition_counts=counts,
-                                       options=self._options),
+                                       options=self._options, careful=self._careful),
             stop=self._stop)
         self.telemetry.assigned_partitions.set(len(self.owned))
         self.health.set_condition("partitions", None)
@@ -221,6 +225,7 @@ class IngestWorker:
             log.exception("checkpoint on revoke failed; the next owner replays from the last one")
         for key in keys:
             self.owned.pop(key, None)
+            self._careful.pop(key, None)
         self.telemetry.assigned_partitions.set(len(self.owned))
         log.info("revoked %d partitions", len(partitions),
                  extra={"partitions": [f"{t}[{p}]" for t, p in sorted(partitions)]})
@@ -364,7 +369,10 @@ class IngestWorker:
             sizes.observe(len(job.batch))
         failed: set[PartitionKey] = set()  # reloaded: their later jobs are replayed
         pool = self._decoder
-        if pool is None or len(jobs) < 2:
+        # a careful count decodes on this thread, after its note (a crash in decoding
+        # must happen where the note says)
+        if pool is None or len(jobs) < 2 or (
+                self._careful and any(key in self._careful for key, _ in jobs)):
             for key, job in jobs:
                 if key not in failed:
                     self._count(key, job, None, failed)
@@ -394,14 +402,19 @@ class IngestWorker:
         if owned is None:
             return  # revoked meanwhile: the next owner replays it
         aggregator = owned.aggregator
+        careful = self._careful.get(key)
         if self._is_suspect(key, job.batch):
             owned.aggregator, report = add_isolating(aggregator, job.batch, job.now,
                                                      job.poll_times)
         else:
             try:
-                report = (aggregator.add(job.batch, job.now, job.poll_times)
-                          if decoded is None
-                          else aggregator.apply(decoded.result(), job.now, job.poll_times))
+                if careful is not None:
+                    report = count_carefully(self.engine, key, aggregator, job, careful)
+                else:
+                    report = (aggregator.add(job.batch, job.now, job.poll_times)
+                              if decoded is None
+                              else aggregator.apply(decoded.result(), job.now,
+                                                    job.poll_times))
             except MemoryError:
                 raise  # no bug of one record: the restart replays from the checkpoint
             except Exception as exc:  # noqa: BLE001 - contained: reload, replay, isolate
@@ -468,6 +481,7 @@ class IngestWorker:
         job = self._prepare(only, hold=hold)
         if job is None:
             return
+        job.clean = not hold  # stopping, or handing partitions over: no crash loop
         try:
             job.versions = self._write(job)
         except protocol.FencedError as exc:
@@ -567,6 +581,12 @@ class IngestWorker:
             self._checkpoint_cost_s = job.prepare_s + job.write_s
             self.telemetry.checkpoint_interval.set(self.checkpoint_interval_s)
         commit_offsets = protocol.apply(self.owned, job, self._topic_of)
+        for row in job.rows if self._careful else ():
+            careful, key = self._careful.get(row.key), row.key
+            if careful is not None and not careful.ahead(row.next_offset):
+                del self._careful[key]
+                log.info("%s[%d] is past where its worker died: counted as usual again",
+                         *key, extra={"dataset": key[0], "partitions": [key[1]]})
         self.stats.checkpoints += 1
         self.telemetry.checkpoints.inc()
         self.health.progress()

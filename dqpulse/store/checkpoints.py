@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -62,9 +63,11 @@ def save(
     Raises ``FencedError`` when the stored version is not ``loaded_version`` (the caller
     must roll back, drop the partition's in-memory state and reload).
     """
-    values = dict(next_offset=next_offset, watermark=watermark, last_record_at=last_record_at,
-                  high_watermark_offset=high_watermark_offset, state=state, owner_id=owner_id,
-                  updated_at=func.now(), restores=0)
+    values: dict[str, Any] = dict(
+        next_offset=next_offset, watermark=watermark, last_record_at=last_record_at,
+        high_watermark_offset=high_watermark_offset, state=state, owner_id=owner_id,
+        updated_at=func.now(), restores=0, careful_first=None, careful_last=None,
+        careful_at=None)
     if loaded_version is None:
         exists = conn.execute(select(partition_checkpoints.c.version).where(
             partition_checkpoints.c.dataset == dataset,
@@ -80,10 +83,15 @@ def save(
         new_version = 1
     else:
         new_version = loaded_version + 1
+        c = partition_checkpoints.c
+        # a save that read nothing new (a restored partition is saved at its worker's first
+        # checkpoint) proves nothing about the records after it: the count of restores and
+        # where a careful count was go on with the new version
+        moved = c.next_offset != next_offset
+        for column in ("restores", "careful_first", "careful_last", "careful_at"):
+            values[column] = case((moved, values[column]), else_=c[column])
         result = conn.execute(update(partition_checkpoints).where(
-            partition_checkpoints.c.dataset == dataset,
-            partition_checkpoints.c.partition == partition,
-            partition_checkpoints.c.version == loaded_version,
+            c.dataset == dataset, c.partition == partition, c.version == loaded_version,
         ).values(version=new_version, **values))
         if result.rowcount != 1:
             raise FencedError(f"{dataset}[{partition}] was checkpointed by another worker")
@@ -94,14 +102,55 @@ def save(
     return new_version
 
 
-def note_restore(conn: Connection, *, dataset: str, partition: int, version: int) -> int:
-    """Count a worker's restore of this checkpoint version on assignment; returns how many
-    restored it (0 when it was saved since: the count went with that version)."""
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A restore of a checkpoint version, counted: how many workers restored it, and where
+    the last one counting it carefully was (see :func:`note_careful`)."""
+
+    restores: int
+    careful_first: int | None = None
+    careful_last: int | None = None
+    careful_at: int | None = None
+
+
+def note_restore(conn: Connection, *, dataset: str, partition: int,
+                 version: int) -> Restored:
+    """Count a worker's restore of this checkpoint version on assignment (0 restores when
+    it was saved since: the count went with that version)."""
     c = partition_checkpoints.c
     found = conn.execute(update(partition_checkpoints).where(
         c.dataset == dataset, c.partition == partition, c.version == version,
-    ).values(restores=c.restores + 1).returning(c.restores)).scalar()
-    return int(found or 0)
+    ).values(restores=c.restores + 1).returning(
+        c.restores, c.careful_first, c.careful_last, c.careful_at)).first()
+    if found is None:
+        return Restored(0)
+    return Restored(int(found.restores), found.careful_first, found.careful_last,
+                    found.careful_at)
+
+
+def clear_restores(conn: Connection, *, keys: Sequence[tuple[str, int]]) -> None:
+    """Forget the restores of these partitions and any careful count's notes: their worker
+    is stopping or handing them over in good order (it did not die of them), whether or
+    not it read anything since (an idle partition restored at every deploy is no crash
+    loop)."""
+    c = partition_checkpoints.c
+    for start in range(0, len(keys), 500):
+        conn.execute(update(partition_checkpoints).where(
+            tuple_(c.dataset, c.partition).in_(keys[start:start + 500]),
+            (c.restores > 0) | c.careful_first.is_not(None) | c.careful_at.is_not(None),
+        ).values(restores=0, careful_first=None, careful_last=None, careful_at=None))
+
+
+def note_careful(conn: Connection, *, dataset: str, partition: int,
+                 first: int | None, last: int | None, at: int | None) -> None:
+    """Note what a worker counting a partition carefully counts next: the offsets
+    ``first`` .. ``last``, or the record ``at`` alone (``None`` for each: nothing, it got
+    through). Not fenced by the version: the worker's own checkpoints (a writer thread)
+    move it while it counts, and a note it lost would leave an older one standing."""
+    c = partition_checkpoints.c
+    conn.execute(update(partition_checkpoints).where(
+        c.dataset == dataset, c.partition == partition,
+    ).values(careful_first=first, careful_last=last, careful_at=at))
 
 
 def restored_often(conn: Connection, *, at_least: int = 3) -> list[tuple[str, int, int, int]]:
@@ -124,7 +173,8 @@ def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_versio
         partition_checkpoints.c.partition == partition,
         partition_checkpoints.c.version == loaded_version,
     ).values(next_offset=next_offset, version=loaded_version + 1,
-             owner_id="dqpulse partitions skip", updated_at=func.now(), restores=0))
+             owner_id="dqpulse partitions skip", updated_at=func.now(), restores=0,
+             careful_first=None, careful_last=None, careful_at=None))
     return loaded_version + 1 if result.rowcount == 1 else None
 
 

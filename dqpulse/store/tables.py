@@ -74,6 +74,12 @@ partition_checkpoints = Table(
     # each partition it restored at its first checkpoint): three or more, and each died
     # before that checkpoint (a record that kills the worker as it is read?)
     Column("restores", Integer, nullable=False, server_default="0"),
+    # a worker counting this version carefully (its owners before died before their first
+    # checkpoint): the offsets it was counting, or (``careful_at``) the one record it was
+    # counting alone; a save clears them (dqpulse.ingest.careful)
+    Column("careful_first", BigInteger),
+    Column("careful_last", BigInteger),
+    Column("careful_at", BigInteger),
 )
 
 # Closed per-partition partial states of a window, waiting for every partition to pass

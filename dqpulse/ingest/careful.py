@@ -1,0 +1,135 @@
+"""Counting a partition carefully after its workers died before their first checkpoint.
+
+A record that kills the worker as it is read (a crash in native code: a decoder, a sketch
+library; the kernel's out-of-memory killer on one huge record) raises nothing the worker
+could catch (:func:`dqpulse.aggregate.add_isolating` isolates the records that raise): it
+was read again after every restart, and killed every worker, for ever. Each restore of a
+checkpoint is counted (:func:`dqpulse.store.checkpoints.note_restore`); from the second
+restore of one version (``CAREFUL_AFTER``), the worker before died before its first
+checkpoint, and the new owner counts the partition carefully until it is past the place of
+that death:
+
+1. each run of records is noted in the database (its first and last offset) before it is
+   counted, and decoded on the counting thread;
+2. where a worker died counting a noted run, the next one counts that run's records one at
+   a time, each noted before it is counted;
+3. where a worker died counting one record alone, the next one dead-letters that record
+   (reason ``killed_worker``, its bytes unchanged, like every dead-lettered record) instead
+   of counting it, and goes on.
+
+So a record that kills every worker that reads it costs three deaths after the first
+restore (one before the careful count, one in each of its first two steps) instead of all
+of them. A save that moved past the restored offset clears the count and the notes, and
+so does a worker that stops or hands the partition over in good order (an idle partition
+restored at every deploy is no crash loop); a save that did not move (a worker saves what
+it restored at its first checkpoint) keeps them. A worker that died of something else
+while counting one record alone (killed by its supervisor in those few seconds) costs
+that record, dead-lettered and logged, not silently. A note is a one-row update committed
+without waiting for the disk (the worker's death does not lose it; only a crash of
+Postgres itself could): about a millisecond per run, and per record in step 2 only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from dqpulse.aggregate import AddReport, BadRecord, PartitionAggregator
+from dqpulse.ingest.partition import AddJob, PartitionKey
+from dqpulse.records import RawMessage
+from dqpulse.store import checkpoints
+from dqpulse.store.db import relaxed_commit
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CAREFUL_AFTER", "KILLED_WORKER", "CarefulCount", "count_carefully"]
+
+#: restores of one checkpoint version from which its partition is counted carefully
+CAREFUL_AFTER = 2
+#: the reason of a record that killed the worker counting it alone
+KILLED_WORKER = "killed_worker"
+
+
+@dataclass
+class CarefulCount:
+    """A partition counted carefully, and where the worker before died (if it knew)."""
+
+    #: the offset its checkpoint was restored at
+    since: int
+    #: the run of offsets the worker before died counting: counted one record at a time
+    first: int | None = None
+    last: int | None = None
+    #: the record the worker before died counting alone: dead-lettered, not counted
+    poison: int | None = None
+
+    @classmethod
+    def after(cls, restored: checkpoints.Restored, since: int) -> CarefulCount | None:
+        """The careful count a restore at offset ``since`` calls for (None: as usual)."""
+        if restored.restores < CAREFUL_AFTER:
+            return None
+        return cls(since, restored.careful_first, restored.careful_last,
+                   restored.careful_at)
+
+    def ahead(self, saved: int | None) -> bool:
+        """Whether the partition, saved up to offset ``saved``, may still meet what killed
+        the workers before: it has not moved since the restore (a worker saves what it
+        restored at its first checkpoint), or a place where one died is still ahead."""
+        marks = [mark for mark in (self.last, self.poison) if mark is not None]
+        return saved is None or saved <= self.since or any(mark >= saved for mark in marks)
+
+    def alone(self, offset: int) -> bool:
+        return self.first is not None and self.last is not None and (
+            self.first <= offset <= self.last)
+
+
+def count_carefully(engine: Engine, key: PartitionKey, aggregator: PartitionAggregator,
+                    job: AddJob, careful: CarefulCount) -> AddReport:
+    """Count ``job`` into ``aggregator`` as the module says; the report includes the
+    dead-lettered record, if the job holds it."""
+    batch, offsets = job.batch, job.batch.offsets
+    report = AddReport(0, 0, [], 0, {})
+    start, size = 0, len(batch)
+    while start < size:
+        offset = int(offsets[start])
+        if offset == careful.poison:
+            report = report.combined(_killer(key, aggregator, batch.message(start)))
+            start += 1
+            continue
+        if careful.alone(offset):
+            stop = start + 1
+            _note(engine, key, at=offset)
+        else:
+            stop = start + 1
+            while stop < size and not careful.alone(int(offsets[stop])) \
+                    and int(offsets[stop]) != careful.poison:
+                stop += 1
+            _note(engine, key, first=offset, last=int(offsets[stop - 1]))
+        poll_times = None if job.poll_times is None else job.poll_times[start:stop]
+        report = report.combined(aggregator.add(batch.part(start, stop), job.now, poll_times))
+        start = stop
+    _note(engine, key)  # counted: a death after this is not this job's
+    return report
+
+
+def _killer(key: PartitionKey, aggregator: PartitionAggregator,
+            message: RawMessage) -> AddReport:
+    log.error("%s[%d] offset %d killed the worker counting it alone (and the workers "
+              "before it: one counting the run it is in, one before): it is dead-lettered "
+              "as %s, unchanged, and counted in no metric",
+              message.topic, message.partition, message.offset, KILLED_WORKER,
+              extra={"dataset": key[0], "partitions": [key[1]]})
+    counter = f"bad.{KILLED_WORKER}"
+    aggregator.counters[counter] = aggregator.counters.get(counter, 0) + 1
+    detail = "a worker died (killed, or crashed in native code) counting this record alone"
+    return AddReport(0, 0, [BadRecord(message, KILLED_WORKER, detail)], 0,
+                     {KILLED_WORKER: 1})
+
+
+def _note(engine: Engine, key: PartitionKey, *, first: int | None = None,
+          last: int | None = None, at: int | None = None) -> None:
+    with engine.begin() as conn:
+        relaxed_commit(conn)
+        checkpoints.note_careful(conn, dataset=key[0], partition=key[1], first=first,
+                                 last=last, at=at)

@@ -1,0 +1,146 @@
+"""A record that kills the worker as it is counted (a crash in native code, the kernel's
+out-of-memory killer: nothing the process could catch) was read again after every
+restart, for ever. Now the restores of a checkpoint are counted, and from the second the
+partition is counted carefully, each run of records noted in the database before it is
+counted: the next worker counts the run where one died record by record, and the one
+after it dead-letters the record where that one died (reason ``killed_worker``) and
+reads on. Real processes killed with SIGKILL by the record, a real Kafka and Postgres."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Consumer
+
+from dqpulse.store import checkpoints
+from dqpulse.store import metrics as metric_store
+from dqpulse.store.db import make_engine
+from tests.integration.helpers import json_bytes, produce
+
+pytestmark = pytest.mark.integration
+
+KILLER = -666.0
+
+# one worker process: it reads until the checkpoint reaches ``target`` (then stops as
+# usual) or dies; its window update kills the process when it meets the killer record
+CHILD = f"""
+import logging, os, signal, sys, threading, time
+from prometheus_client import CollectorRegistry
+from dqpulse.config import Settings
+from dqpulse.ingest import IngestWorker
+from dqpulse.metrics import WindowState
+from dqpulse.spec import parse_spec
+from dqpulse.store import checkpoints
+from dqpulse.store.db import make_engine
+from dqpulse.telemetry import Telemetry
+from workers.ingest import make_source
+logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                    format="%(levelname)s %(name)s %(message)s")
+url, bootstrap, topic, dlq, target = sys.argv[1:6]
+real = WindowState.update
+
+def update(self, batch):
+    if (batch.frame["amount"] == {KILLER}).any():
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, batch)
+
+WindowState.update = update
+settings = Settings(database_url=url, kafka_bootstrap=bootstrap, kafka_group="g-" + topic,
+                    dead_letter_topic=dlq, checkpoint_interval_s=0.3,
+                    idle_partition_timeout_s=600.0, poll_max_records=1000)
+spec = parse_spec("datasets:\\n  - {{name: crashy, topic: " + topic
+                  + ", event_time: ts, window: 1h, lateness: 0s}}\\n")
+engine = make_engine(url)
+source, dead_letter = make_source(settings)
+worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                      source=source, dead_letter=dead_letter,
+                      telemetry=Telemetry(CollectorRegistry()))
+thread = threading.Thread(target=worker.run, daemon=True)
+thread.start()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    with engine.connect() as conn:
+        saved = checkpoints.get(conn, dataset="crashy", partition=0)
+    if saved is not None and saved.next_offset >= int(target):
+        break
+    time.sleep(0.2)
+worker.stop()
+thread.join(30)
+print("stats", dict(worker.stats.by_reason), worker.stats.accepted, flush=True)
+"""
+
+
+def _run(url: str, bootstrap: str, topic: str, dlq: str,
+         target: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", CHILD, url, bootstrap, topic, dlq,
+                           str(target)], capture_output=True, text=True, timeout=120)
+
+
+def test_a_record_that_kills_every_worker_is_found_dead_lettered_and_passed(
+        fresh_db, make_topic, kafka_bootstrap):
+    topic, dlq = make_topic("crashy", partitions=1), make_topic("crashy-dlq", partitions=1)
+    base = (time.time() - 7200) // 3600 * 3600
+    records = [json_bytes({"ts": base + i, "amount": KILLER if i == 120 else float(i)})
+               for i in range(200)]
+    produce(kafka_bootstrap, topic, [(0, r) for r in records[:50]])
+    first = _run(fresh_db, kafka_bootstrap, topic, dlq, 50)
+    assert first.returncode == 0, first.stderr[-3000:]
+    produce(kafka_bootstrap, topic, [(0, r) for r in records[50:]])
+
+    runs = []
+    for _ in range(6):
+        runs.append(_run(fresh_db, kafka_bootstrap, topic, dlq, 200))
+        if runs[-1].returncode == 0:
+            break
+    codes = [run.returncode for run in runs]
+    logs = "\n".join(f"-- run {n}: {run.returncode}\n" + "\n".join(
+        line for line in run.stderr.splitlines() if line.startswith(("WARNING", "ERROR")))
+        for n, run in enumerate(runs))
+    print(logs)  # shown when the test fails
+    assert codes == [-9, -9, -9, 0], codes
+    # each careful step said what it does
+    assert "noting each run of records in the database" in runs[1].stderr
+    assert "counting offsets 50-199, where the worker before died, one record at a time" \
+        in runs[2].stderr
+    assert "dead-lettering offset 120, which killed the worker counting it alone" \
+        in runs[3].stderr
+    assert "offset 120 killed the worker counting it alone" in runs[3].stderr
+    assert "stats {'killed_worker': 1} 149" in runs[3].stdout
+
+    engine = make_engine(fresh_db)
+    with engine.connect() as conn:
+        saved = checkpoints.get(conn, dataset="crashy", partition=0)
+        marks = conn.exec_driver_sql(
+            "select restores, careful_first, careful_last, careful_at "
+            "from partition_checkpoints where dataset = 'crashy'").one()
+    assert saved is not None and saved.next_offset == 200
+    assert tuple(marks) == (0, None, None, None)  # passed: a save cleared the notes
+
+    # every other record counted exactly once: the window's count and mean
+    from dqpulse.aggregate import PartitionAggregator
+    from dqpulse.spec import DatasetSpec
+    aggregator = PartitionAggregator.restore(
+        DatasetSpec(name="crashy", topic=topic, event_time="ts", window=3600, lateness=0),
+        0, saved.state)
+    assert aggregator.counters["accepted"] == 199
+    assert aggregator.counters["bad.killed_worker"] == 1
+    with engine.connect() as conn:
+        assert not metric_store.get_points(conn, dataset="crashy", metric="volume.records")
+    engine.dispose()
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{dlq}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([dlq])
+    dead = []
+    deadline = time.time() + 30
+    while not dead and time.time() < deadline:
+        dead += [msg for msg in consumer.consume(10, 1.0) if msg.error() is None]
+    consumer.close()
+    assert len(dead) == 1 and orjson.loads(dead[0].value())["amount"] == KILLER
+    headers = dict(dead[0].headers())
+    assert headers["dqpulse.reason"] == b"killed_worker"
+    assert headers["dqpulse.source"] == f"{topic}:0:120".encode()
