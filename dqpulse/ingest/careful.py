@@ -32,6 +32,7 @@ Postgres itself could): about a millisecond per run, and per record in step 2 on
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -44,12 +45,15 @@ from dqpulse.store.db import relaxed_commit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CAREFUL_AFTER", "KILLED_WORKER", "CarefulCount", "count_carefully"]
+__all__ = ["CAREFUL_AFTER", "CAREFUL_RUN", "KILLED_WORKER", "CarefulCount", "count_carefully"]
 
 #: restores of one checkpoint version from which its partition is counted carefully
 CAREFUL_AFTER = 2
 #: the reason of a record that killed the worker counting it alone
 KILLED_WORKER = "killed_worker"
+#: the most records noted as one run: where a worker died, the next one counts at most
+#: this many records one by one (a second or two; the loop's liveness beats meanwhile)
+CAREFUL_RUN = 1000
 
 
 @dataclass
@@ -85,9 +89,11 @@ class CarefulCount:
 
 
 def count_carefully(engine: Engine, key: PartitionKey, aggregator: PartitionAggregator,
-                    job: AddJob, careful: CarefulCount) -> AddReport:
-    """Count ``job`` into ``aggregator`` as the module says; the report includes the
-    dead-lettered record, if the job holds it."""
+                    job: AddJob, careful: CarefulCount,
+                    beat: Callable[[], None] | None = None) -> AddReport:
+    """Count ``job`` into ``aggregator`` as the module says, in runs of at most
+    ``CAREFUL_RUN`` records, calling ``beat`` after each count (the worker's liveness);
+    the report includes the dead-lettered record, if the job holds it."""
     batch, offsets = job.batch, job.batch.offsets
     report = AddReport(0, 0, [], 0, {})
     start, size = 0, len(batch)
@@ -102,13 +108,16 @@ def count_carefully(engine: Engine, key: PartitionKey, aggregator: PartitionAggr
             _note(engine, key, at=offset)
         else:
             stop = start + 1
-            while stop < size and not careful.alone(int(offsets[stop])) \
+            while stop < size and stop - start < CAREFUL_RUN \
+                    and not careful.alone(int(offsets[stop])) \
                     and int(offsets[stop]) != careful.poison:
                 stop += 1
             _note(engine, key, first=offset, last=int(offsets[stop - 1]))
         poll_times = None if job.poll_times is None else job.poll_times[start:stop]
         report = report.combined(aggregator.add(batch.part(start, stop), job.now, poll_times))
         start = stop
+        if beat is not None:
+            beat()
     _note(engine, key)  # counted: a death after this is not this job's
     return report
 

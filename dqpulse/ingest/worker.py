@@ -409,7 +409,8 @@ class IngestWorker:
         else:
             try:
                 if careful is not None:
-                    report = count_carefully(self.engine, key, aggregator, job, careful)
+                    report = count_carefully(self.engine, key, aggregator, job, careful,
+                                             self.health.beat)
                 else:
                     report = (aggregator.add(job.batch, job.now, job.poll_times)
                               if decoded is None

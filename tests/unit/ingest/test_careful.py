@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 
 from dqpulse.aggregate import PartitionAggregator
+from dqpulse.ingest import careful as careful_module
 from dqpulse.ingest.careful import CarefulCount, count_carefully
 from dqpulse.ingest.partition import AddJob
 from dqpulse.records import PartitionBatch
@@ -103,6 +104,18 @@ def test_runs_are_noted_before_they_are_counted_and_where_one_died_one_by_one(tm
     with engine.connect() as conn:  # counted: the last note is taken back
         assert conn.exec_driver_sql("select careful_first, careful_last, careful_at "
                                     "from partition_checkpoints").one() == (None, None, None)
+
+
+def test_a_long_batch_is_noted_in_runs_of_at_most_careful_run_records(tmp_path, monkeypatch):
+    engine, aggregator = _setup(tmp_path)
+    counted: list = []
+    _spy(engine, aggregator, counted)
+    monkeypatch.setattr(careful_module, "CAREFUL_RUN", 4)
+    beats: list[int] = []
+    count_carefully(engine, ("orders", 0), aggregator, AddJob(_batch(5, 14), now=300.0),
+                    CarefulCount(since=5), beat=lambda: beats.append(1))
+    assert [note for _, note in counted] == [(5, 8, None), (9, 12, None), (13, 14, None)]
+    assert len(beats) == 3  # the loop's liveness, after each run
 
 
 def test_the_record_a_worker_died_counting_alone_is_dead_lettered(tmp_path):
