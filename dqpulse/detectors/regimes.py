@@ -366,8 +366,9 @@ class RegimeAdoption:
         if not times:
             return  # a verdict names its windows by their start
         windows = len(points)
-        repeats = self._repeats.seen - windows if self._repeats is not None else -1
-        peaks = self._peaks.seen - windows if self._peaks is not None else -1
+        repeats = max(self._repeats.seen - windows, 0) if self._repeats is not None else -1
+        # (a memory built during the episode saw fewer windows: its part of it)
+        peaks = max(self._peaks.seen - windows, 0) if self._peaks is not None else -1
         remembered = self._up._added - marks[0]
         entry = (min(times), max(times), repeats, peaks, windows, marks[0], marks[1],
                  remembered, adopted)
@@ -390,9 +391,9 @@ class RegimeAdoption:
             return
         first, last, repeats, peaks, windows, up_from, down_from, remembered, adopted = entry
         self._ended = tuple(e for e in self._ended if e is not entry)
-        if self._repeats is not None and repeats >= 0:
+        if self._repeats is not None and repeats != -1:
             self._repeats.forget_since(repeats, repeats + windows - 1)
-        if self._peaks is not None:
+        if self._peaks is not None and peaks != -1:  # -1: built after the episode
             self._peaks.forget_since(peaks, peaks + windows - 1)
         if self._daily is not None:
             daily = self._daily
