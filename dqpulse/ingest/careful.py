@@ -21,8 +21,10 @@ So a record that kills every worker that reads it costs three deaths after the f
 restore (one before the careful count, one in each of its first two steps) instead of all
 of them. A save that moved past the restored offset clears the count and the notes, and
 so does a worker that stops or hands the partition over in good order (an idle partition
-restored at every deploy is no crash loop); a save that did not move (a worker saves what
-it restored at its first checkpoint) keeps them. A worker that died of something else
+restored at every deploy is no crash loop), or that has owned it for ``SURVIVED_S`` (an
+idle partition of a worker that crash-looped on another one) unless it knows where a
+worker died on it; a save that did not move (a worker saves what it restored at its first
+checkpoint) keeps them. A worker that died of something else
 while counting one record alone (killed by its supervisor in those few seconds) costs
 that record, dead-lettered and logged, not silently. A note is a one-row update committed
 without waiting for the disk (the worker's death does not lose it; only a crash of
@@ -45,7 +47,8 @@ from dqpulse.store.db import relaxed_commit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CAREFUL_AFTER", "CAREFUL_RUN", "KILLED_WORKER", "CarefulCount", "count_carefully"]
+__all__ = ["CAREFUL_AFTER", "CAREFUL_RUN", "KILLED_WORKER", "SURVIVED_S", "CarefulCount",
+           "count_carefully"]
 
 #: restores of one checkpoint version from which its partition is counted carefully
 CAREFUL_AFTER = 2
@@ -54,6 +57,10 @@ KILLED_WORKER = "killed_worker"
 #: the most records noted as one run: where a worker died, the next one counts at most
 #: this many records one by one (a second or two; the loop's liveness beats meanwhile)
 CAREFUL_RUN = 1000
+#: a worker that owned a restored partition this long did not die of it: its count of
+#: restores is cleared (an idle partition of a worker that crash-looped on another one
+#: would otherwise stay named until it next moves)
+SURVIVED_S = 30.0
 
 
 @dataclass
@@ -82,6 +89,11 @@ class CarefulCount:
         restored at its first checkpoint), or a place where one died is still ahead."""
         marks = [mark for mark in (self.last, self.poison) if mark is not None]
         return saved is None or saved <= self.since or any(mark >= saved for mark in marks)
+
+    @property
+    def blind(self) -> bool:
+        """Whether the worker before died without saying where (no place noted)."""
+        return self.first is None and self.poison is None
 
     def alone(self, offset: int) -> bool:
         return self.first is not None and self.last is not None and (
@@ -142,3 +154,10 @@ def _note(engine: Engine, key: PartitionKey, *, first: int | None = None,
         relaxed_commit(conn)
         checkpoints.note_careful(conn, dataset=key[0], partition=key[1], first=first,
                                  last=last, at=at)
+
+
+def clear_restores(engine: Engine, keys: list[PartitionKey]) -> None:
+    """Forget the restores and notes of partitions whose worker did not die of them."""
+    with engine.begin() as conn:
+        relaxed_commit(conn)
+        checkpoints.clear_restores(conn, keys=keys)

@@ -49,6 +49,7 @@ from dqpulse.decode import json as json_decoding
 from dqpulse.finalize import WindowHook
 from dqpulse.health import Health
 from dqpulse.ingest import assignment
+from dqpulse.ingest import careful as careful_module
 from dqpulse.ingest import checkpoint as protocol
 from dqpulse.ingest.careful import CarefulCount, count_carefully
 from dqpulse.ingest.checkpoint import CheckpointJob
@@ -118,6 +119,9 @@ class IngestWorker:
         # partitions whose workers before died before their first checkpoint, counted
         # with notes in the database until past where they died (see dqpulse.ingest.careful)
         self._careful: dict[PartitionKey, CarefulCount] = {}
+        # when each partition was restored on assignment (monotonic): once it has been
+        # owned for careful.SURVIVED_S, its count of restores is cleared
+        self._restored_at: dict[PartitionKey, float] = {}
         self._pending_model: tuple[list[DatasetSpec], list[WindowHook]] | None = None
         self._model_lock = threading.Lock()
         self.stats = IngestStats()
@@ -209,6 +213,10 @@ class IngestWorker:
                                        by_topic=self.by_topic, partition_counts=counts,
                                        options=self._options, careful=self._careful),
             stop=self._stop)
+        restored_at = time.monotonic()
+        for topic, partition in partitions:
+            for dataset in self.by_topic.get(topic, []):
+                self._restored_at[(dataset.name, partition)] = restored_at
         self.telemetry.assigned_partitions.set(len(self.owned))
         self.health.set_condition("partitions", None)
         self.health.beat()
@@ -226,6 +234,7 @@ class IngestWorker:
         for key in keys:
             self.owned.pop(key, None)
             self._careful.pop(key, None)
+            self._restored_at.pop(key, None)
         self.telemetry.assigned_partitions.set(len(self.owned))
         log.info("revoked %d partitions", len(partitions),
                  extra={"partitions": [f"{t}[{p}]" for t, p in sorted(partitions)]})
@@ -588,6 +597,8 @@ class IngestWorker:
                 del self._careful[key]
                 log.info("%s[%d] is past where its worker died: counted as usual again",
                          *key, extra={"dataset": key[0], "partitions": [key[1]]})
+        if self._restored_at:
+            self._clear_survived()
         self.stats.checkpoints += 1
         self.telemetry.checkpoints.inc()
         self.health.progress()
@@ -597,6 +608,27 @@ class IngestWorker:
             except Exception:  # noqa: BLE001 - the checkpoint, not the group, is the truth
                 log.warning("offset commit failed; checkpoints still hold the positions",
                             exc_info=True)
+
+    def _clear_survived(self) -> None:
+        """Clear the restores of the partitions this worker has owned for
+        ``careful.SURVIVED_S`` (it did not die of them), unless a careful count knows where
+        a worker died on one of them: that one goes on until it is past the place."""
+        cutoff = time.monotonic() - careful_module.SURVIVED_S
+        due = [key for key, at in self._restored_at.items() if at <= cutoff]
+        if not due:
+            return
+        keys = [key for key in due
+                if key not in self._careful or self._careful[key].blind]
+        try:
+            if keys:
+                careful_module.clear_restores(self.engine, keys)
+        except DBAPIError as exc:  # the next checkpoint tries again
+            log.warning("clearing the restores of %d partitions failed: %s", len(keys), exc)
+            return
+        for key in due:
+            del self._restored_at[key]
+        for key in keys:
+            self._careful.pop(key, None)
 
     def _fenced(self, job: CheckpointJob, exc: Exception) -> None:
         self.stats.fenced += 1

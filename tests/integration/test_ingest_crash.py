@@ -144,3 +144,71 @@ def test_a_record_that_kills_every_worker_is_found_dead_lettered_and_passed(
     headers = dict(dead[0].headers())
     assert headers["dqpulse.reason"] == b"killed_worker"
     assert headers["dqpulse.source"] == f"{topic}:0:120".encode()
+
+
+def test_a_worker_that_outlives_a_crash_loop_clears_the_restores_of_its_partitions(
+        fresh_db, make_topic, kafka_bootstrap, monkeypatch):
+    """The partitions of a worker that crash-looped were restored again and again, the
+    idle ones too (nothing arrives to move their checkpoints): a worker that has owned
+    them for ``SURVIVED_S`` did not die of them, so their count of restores is cleared
+    and the careful count of the idle one ends (before, `dqpulse doctor` named an idle
+    partition until it next moved)."""
+    from prometheus_client import CollectorRegistry
+
+    from dqpulse.config import Settings
+    from dqpulse.doctor import window_checks
+    from dqpulse.ingest import IngestWorker
+    from dqpulse.ingest import careful as careful_module
+    from dqpulse.spec import parse_spec
+    from dqpulse.telemetry import Telemetry
+    from tests.integration.helpers import WorkerThread, wait_until
+    from workers.ingest import make_source
+
+    monkeypatch.setattr(careful_module, "SURVIVED_S", 2.0)
+    topic = make_topic("survivor", partitions=2)
+    base = (time.time() - 7200) // 3600 * 3600
+    produce(kafka_bootstrap, topic, [(p, json_bytes({"ts": base + i, "amount": float(i)}))
+                                     for i in range(20) for p in (0, 1)])
+    settings = Settings(database_url=fresh_db, kafka_bootstrap=kafka_bootstrap,
+                        kafka_group=f"g-{topic}", checkpoint_interval_s=0.3,
+                        idle_partition_timeout_s=600.0)
+    spec = parse_spec(f"datasets:\n  - {{name: survivor, topic: {topic}, event_time: ts, "
+                      "window: 1h, lateness: 0s}\n")
+    engine = make_engine(fresh_db)
+
+    def worker() -> IngestWorker:
+        source, dead_letter = make_source(settings)
+        return IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
+                            source=source, dead_letter=dead_letter,
+                            telemetry=Telemetry(CollectorRegistry()))
+
+    def restores() -> dict[int, int]:
+        with engine.connect() as conn:
+            return {int(row.partition): int(row.restores) for row in conn.exec_driver_sql(
+                "select partition, restores from partition_checkpoints")}
+
+    first = worker()
+    with WorkerThread(first):
+        wait_until(lambda: len(restores()) == 2 and first.stats.accepted == 40, 60,
+                   message="both partitions read and checkpointed")
+    with engine.begin() as conn:  # two workers restored them and died (as in a crash loop)
+        for partition in (0, 1):
+            for _ in range(2):
+                checkpoints.note_restore(conn, dataset="survivor", partition=partition,
+                                         version=checkpoints.get(
+                                             conn, dataset="survivor",
+                                             partition=partition).version)
+    assert restores() == {0: 2, 1: 2}
+    survivor = worker()
+    with WorkerThread(survivor):
+        wait_until(lambda: len(survivor.owned) == 2 and restores() == {0: 3, 1: 3}, 60,
+                   message="restored a third time")
+        assert set(survivor._careful) == {("survivor", 0), ("survivor", 1)}
+        [line] = [c for c in window_checks(engine, None, 5.0) if c.name == "partitions"]
+        assert not line.ok
+        wait_until(lambda: restores() == {0: 0, 1: 0}, 30,
+                   message="cleared once the worker outlived SURVIVED_S")
+        assert not survivor._careful  # the idle partitions are counted as usual again
+        [line] = [c for c in window_checks(engine, None, 5.0) if c.name == "partitions"]
+        assert line.ok
+    engine.dispose()
