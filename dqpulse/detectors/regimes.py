@@ -408,17 +408,24 @@ class RegimeAdoption:
         if not adopted or confirmable is None or confirmable[0] != last \
                 or len(confirmable[1]) != len(self._forecasters):
             return
-        _, moves, noise = confirmable
+        # an older adoption's own undo record stays (this one moved by a difference)
+        older = self._adopted if self._adopted is not None and self._adopted[0] != last \
+            else None
+        self._take_back(confirmable[1], confirmable[2])
+        self._adopted = older
+        self._confirmable = None
+        self._hold = True  # the old normal, until 3 windows in a row are back at it
+        self.verdict_undos += 1
+
+    def _take_back(self, moves: list[tuple[bool, float]], noise: list[float]) -> None:
+        """Move every forecaster back by exactly what an adoption moved it, restore the
+        errors it had, and forget the adoption (no episode is on at the old level)."""
         for forecaster, (by_ratio, amount) in zip(self._forecasters, moves, strict=True):
             _move(forecaster, by_ratio, 1.0 / amount if by_ratio else -amount)
         self._noise[:] = noise
-        if self._adopted is not None and self._adopted[0] == last:
-            self._adopted = None
-        self._confirmable = None
         self._episode.clear()
-        self._hold = True  # the old normal, until 3 windows in a row are back at it
+        self._adopted = None
         self._version += 1
-        self.verdict_undos += 1
 
     #: the last adoption while it may still be undone: [window start, windows since, the
     #: move of each forecaster (by ratio?, ratio or difference), its noise before, windows
@@ -460,12 +467,7 @@ class RegimeAdoption:
         adopted[4] = back
         if back < UNDO_WINDOWS:
             return False
-        for forecaster, (by_ratio, amount) in zip(self._forecasters, moves, strict=True):
-            _move(forecaster, by_ratio, 1.0 / amount if by_ratio else -amount)
-        self._noise[:] = noise
-        self._episode.clear()
-        self._adopted = None
-        self._version += 1
+        self._take_back(moves, noise)
         self.adoptions_undone += 1
         return True
 
