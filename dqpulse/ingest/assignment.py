@@ -95,7 +95,11 @@ def _note_restore(conn: Connection, dataset: str, partition: int,
 
 def _log_careful(dataset: str, partition: int, offset: int, count: CarefulCount) -> None:
     if count.poison is not None:
-        step = f"dead-lettering offset {count.poison}, which killed the worker counting it alone"
+        step = (f"dead-lettering offset {count.poison}, which killed {count.deaths} workers "
+                "counting it alone")
+    elif count.at is not None:
+        step = (f"counting offset {count.at}, where the worker before died counting it "
+                "alone, alone once more (if this worker dies too, the next dead-letters it)")
     elif count.first is not None:
         step = (f"counting offsets {count.first}-{count.last}, where the worker before died, "
                 "one record at a time")

@@ -67,7 +67,7 @@ def save(
         next_offset=next_offset, watermark=watermark, last_record_at=last_record_at,
         high_watermark_offset=high_watermark_offset, state=state, owner_id=owner_id,
         updated_at=func.now(), restores=0, careful_first=None, careful_last=None,
-        careful_at=None)
+        careful_at=None, careful_tries=None)
     if loaded_version is None:
         exists = conn.execute(select(partition_checkpoints.c.version).where(
             partition_checkpoints.c.dataset == dataset,
@@ -88,7 +88,8 @@ def save(
         # checkpoint) proves nothing about the records after it: the count of restores and
         # where a careful count was go on with the new version
         moved = c.next_offset != next_offset
-        for column in ("restores", "careful_first", "careful_last", "careful_at"):
+        for column in ("restores", "careful_first", "careful_last", "careful_at",
+                       "careful_tries"):
             values[column] = case((moved, values[column]), else_=c[column])
         result = conn.execute(update(partition_checkpoints).where(
             c.dataset == dataset, c.partition == partition, c.version == loaded_version,
@@ -111,6 +112,8 @@ class Restored:
     careful_first: int | None = None
     careful_last: int | None = None
     careful_at: int | None = None
+    #: how many workers began counting ``careful_at`` alone (each died counting it)
+    careful_tries: int = 0
 
 
 def note_restore(conn: Connection, *, dataset: str, partition: int,
@@ -121,11 +124,12 @@ def note_restore(conn: Connection, *, dataset: str, partition: int,
     found = conn.execute(update(partition_checkpoints).where(
         c.dataset == dataset, c.partition == partition, c.version == version,
     ).values(restores=c.restores + 1).returning(
-        c.restores, c.careful_first, c.careful_last, c.careful_at)).first()
+        c.restores, c.careful_first, c.careful_last, c.careful_at,
+        c.careful_tries)).first()
     if found is None:
         return Restored(0)
     return Restored(int(found.restores), found.careful_first, found.careful_last,
-                    found.careful_at)
+                    found.careful_at, int(found.careful_tries or 0))
 
 
 def clear_restores(conn: Connection, *, keys: Sequence[tuple[str, int]]) -> None:
@@ -138,19 +142,22 @@ def clear_restores(conn: Connection, *, keys: Sequence[tuple[str, int]]) -> None
         conn.execute(update(partition_checkpoints).where(
             tuple_(c.dataset, c.partition).in_(keys[start:start + 500]),
             (c.restores > 0) | c.careful_first.is_not(None) | c.careful_at.is_not(None),
-        ).values(restores=0, careful_first=None, careful_last=None, careful_at=None))
+        ).values(restores=0, careful_first=None, careful_last=None, careful_at=None,
+                 careful_tries=None))
 
 
 def note_careful(conn: Connection, *, dataset: str, partition: int,
-                 first: int | None, last: int | None, at: int | None) -> None:
+                 first: int | None, last: int | None, at: int | None,
+                 tries: int | None = None) -> None:
     """Note what a worker counting a partition carefully counts next: the offsets
-    ``first`` .. ``last``, or the record ``at`` alone (``None`` for each: nothing, it got
-    through). Not fenced by the version: the worker's own checkpoints (a writer thread)
-    move it while it counts, and a note it lost would leave an older one standing."""
+    ``first`` .. ``last``, or the record ``at`` alone, the ``tries``-th worker to count it
+    alone (``None`` for each: nothing, it got through). Not fenced by the version: the
+    worker's own checkpoints (a writer thread) move it while it counts, and a note it lost
+    would leave an older one standing."""
     c = partition_checkpoints.c
     conn.execute(update(partition_checkpoints).where(
         c.dataset == dataset, c.partition == partition,
-    ).values(careful_first=first, careful_last=last, careful_at=at))
+    ).values(careful_first=first, careful_last=last, careful_at=at, careful_tries=tries))
 
 
 def restored_often(conn: Connection, *, at_least: int = 3) -> list[tuple[str, int, int, int]]:
@@ -174,7 +181,7 @@ def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_versio
         partition_checkpoints.c.version == loaded_version,
     ).values(next_offset=next_offset, version=loaded_version + 1,
              owner_id="dqpulse partitions skip", updated_at=func.now(), restores=0,
-             careful_first=None, careful_last=None, careful_at=None))
+             careful_first=None, careful_last=None, careful_at=None, careful_tries=None))
     return loaded_version + 1 if result.rowcount == 1 else None
 
 

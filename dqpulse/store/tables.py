@@ -76,10 +76,12 @@ partition_checkpoints = Table(
     Column("restores", Integer, nullable=False, server_default="0"),
     # a worker counting this version carefully (its owners before died before their first
     # checkpoint): the offsets it was counting, or (``careful_at``) the one record it was
-    # counting alone; a save clears them (dqpulse.ingest.careful)
+    # counting alone, and (``careful_tries``) how many workers began counting it alone;
+    # a save clears them (dqpulse.ingest.careful)
     Column("careful_first", BigInteger),
     Column("careful_last", BigInteger),
     Column("careful_at", BigInteger),
+    Column("careful_tries", Integer),
 )
 
 # Closed per-partition partial states of a window, waiting for every partition to pass

@@ -2,9 +2,10 @@
 out-of-memory killer: nothing the process could catch) was read again after every
 restart, for ever. Now the restores of a checkpoint are counted, and from the second the
 partition is counted carefully, each run of records noted in the database before it is
-counted: the next worker counts the run where one died record by record, and the one
-after it dead-letters the record where that one died (reason ``killed_worker``) and
-reads on. Real processes killed with SIGKILL by the record, a real Kafka and Postgres."""
+counted: the next worker counts the run where one died record by record, the one after it
+counts the record where that one died alone once more, and if it dies too, the next one
+dead-letters that record (reason ``killed_worker``) and reads on. Real processes killed
+with SIGKILL by the record, a real Kafka and Postgres."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ KILLER = -666.0
 
 # one worker process: it reads until the checkpoint reaches ``target`` (then stops as
 # usual) or dies; its window update kills the process when it meets the killer record
+# (``kills`` times in all, counted in a file: -1 for ever)
 CHILD = f"""
 import logging, os, signal, sys, threading, time
 from prometheus_client import CollectorRegistry
@@ -40,16 +42,22 @@ from dqpulse.telemetry import Telemetry
 from workers.ingest import make_source
 logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                     format="%(levelname)s %(name)s %(message)s")
-url, bootstrap, topic, dlq, target = sys.argv[1:6]
+url, bootstrap, topic, dlq, target, kills, tally = sys.argv[1:8]
 real = WindowState.update
 
 def update(self, batch):
     if (batch.frame["amount"] == {KILLER}).any():
-        os.kill(os.getpid(), signal.SIGKILL)
+        done = len(open(tally).read()) if os.path.exists(tally) else 0
+        if int(kills) < 0 or done < int(kills):
+            with open(tally, "a") as out:
+                out.write("x")
+            os.kill(os.getpid(), signal.SIGKILL)
     real(self, batch)
 
 WindowState.update = update
-settings = Settings(database_url=url, kafka_bootstrap=bootstrap, kafka_group="g-" + topic,
+# a group of its own: the dead worker before would hold the partition for its session
+settings = Settings(database_url=url, kafka_bootstrap=bootstrap,
+                    kafka_group="g-" + topic + "-" + str(os.getpid()),
                     dead_letter_topic=dlq, checkpoint_interval_s=0.3,
                     idle_partition_timeout_s=600.0, poll_max_records=1000)
 spec = parse_spec("datasets:\\n  - {{name: crashy, topic: " + topic
@@ -74,51 +82,57 @@ print("stats", dict(worker.stats.by_reason), worker.stats.accepted, flush=True)
 """
 
 
-def _run(url: str, bootstrap: str, topic: str, dlq: str,
-         target: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", CHILD, url, bootstrap, topic, dlq,
-                           str(target)], capture_output=True, text=True, timeout=120)
+def _crash_loop(url: str, bootstrap: str, topic: str, dlq: str, tally: str,
+                kills: int) -> list[subprocess.CompletedProcess[str]]:
+    """Workers started one after the other on 200 records (offset 120 the killer, which
+    kills ``kills`` workers in all: -1 every one) until one reads them all and stops."""
+    def run(target: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", CHILD, url, bootstrap, topic, dlq,
+                               str(target), str(kills), tally],
+                              capture_output=True, text=True, timeout=120)
 
-
-def test_a_record_that_kills_every_worker_is_found_dead_lettered_and_passed(
-        fresh_db, make_topic, kafka_bootstrap):
-    topic, dlq = make_topic("crashy", partitions=1), make_topic("crashy-dlq", partitions=1)
     base = (time.time() - 7200) // 3600 * 3600
     records = [json_bytes({"ts": base + i, "amount": KILLER if i == 120 else float(i)})
                for i in range(200)]
-    produce(kafka_bootstrap, topic, [(0, r) for r in records[:50]])
-    first = _run(fresh_db, kafka_bootstrap, topic, dlq, 50)
+    produce(bootstrap, topic, [(0, r) for r in records[:50]])
+    first = run(50)
     assert first.returncode == 0, first.stderr[-3000:]
-    produce(kafka_bootstrap, topic, [(0, r) for r in records[50:]])
-
+    produce(bootstrap, topic, [(0, r) for r in records[50:]])
     runs = []
-    for _ in range(6):
-        runs.append(_run(fresh_db, kafka_bootstrap, topic, dlq, 200))
+    for _ in range(7):
+        runs.append(run(200))
         if runs[-1].returncode == 0:
             break
-    codes = [run.returncode for run in runs]
-    logs = "\n".join(f"-- run {n}: {run.returncode}\n" + "\n".join(
+    print("\n".join(f"-- run {n}: {run.returncode}\n" + "\n".join(
         line for line in run.stderr.splitlines() if line.startswith(("WARNING", "ERROR")))
-        for n, run in enumerate(runs))
-    print(logs)  # shown when the test fails
-    assert codes == [-9, -9, -9, 0], codes
+        for n, run in enumerate(runs)))  # shown when the test fails
+    return runs
+
+
+def test_a_record_that_kills_every_worker_is_found_dead_lettered_and_passed(
+        fresh_db, make_topic, kafka_bootstrap, tmp_path):
+    topic, dlq = make_topic("crashy", partitions=1), make_topic("crashy-dlq", partitions=1)
+    runs = _crash_loop(fresh_db, kafka_bootstrap, topic, dlq, str(tmp_path / "kills"), -1)
+    assert [run.returncode for run in runs] == [-9, -9, -9, -9, 0]
     # each careful step said what it does
     assert "noting each run of records in the database" in runs[1].stderr
     assert "counting offsets 50-199, where the worker before died, one record at a time" \
         in runs[2].stderr
-    assert "dead-lettering offset 120, which killed the worker counting it alone" \
-        in runs[3].stderr
-    assert "offset 120 killed the worker counting it alone" in runs[3].stderr
-    assert "stats {'killed_worker': 1} 149" in runs[3].stdout
+    assert "counting offset 120, where the worker before died counting it alone, alone " \
+        "once more" in runs[3].stderr
+    assert "dead-lettering offset 120, which killed 2 workers counting it alone" \
+        in runs[4].stderr
+    assert "offset 120 killed 2 workers counting it alone" in runs[4].stderr
+    assert "stats {'killed_worker': 1} 149" in runs[4].stdout
 
     engine = make_engine(fresh_db)
     with engine.connect() as conn:
         saved = checkpoints.get(conn, dataset="crashy", partition=0)
         marks = conn.exec_driver_sql(
-            "select restores, careful_first, careful_last, careful_at "
+            "select restores, careful_first, careful_last, careful_at, careful_tries "
             "from partition_checkpoints where dataset = 'crashy'").one()
     assert saved is not None and saved.next_offset == 200
-    assert tuple(marks) == (0, None, None, None)  # passed: a save cleared the notes
+    assert tuple(marks) == (0, None, None, None, None)  # passed: a save cleared the notes
 
     # every other record counted exactly once: the window's count and mean
     from dqpulse.aggregate import PartitionAggregator
@@ -144,6 +158,40 @@ def test_a_record_that_kills_every_worker_is_found_dead_lettered_and_passed(
     headers = dict(dead[0].headers())
     assert headers["dqpulse.reason"] == b"killed_worker"
     assert headers["dqpulse.source"] == f"{topic}:0:120".encode()
+
+
+def test_a_record_one_worker_died_counting_alone_is_counted_when_the_next_survives_it(
+        fresh_db, make_topic, kafka_bootstrap, tmp_path):
+    """The third death, counting offset 120 alone, was the last one (as when something
+    else killed that worker in those few milliseconds, its supervisor say): the next
+    worker counts the record alone once more, survives, and the record is counted like
+    every other, not dead-lettered."""
+    topic, dlq = make_topic("onekill", partitions=1), make_topic("onekill-dlq", partitions=1)
+    runs = _crash_loop(fresh_db, kafka_bootstrap, topic, dlq, str(tmp_path / "kills"), 3)
+    assert [run.returncode for run in runs] == [-9, -9, -9, 0]
+    assert "counting offset 120, where the worker before died counting it alone, alone " \
+        "once more" in runs[3].stderr
+    assert "stats {} 150" in runs[3].stdout
+    assert "killed_worker" not in runs[3].stderr
+
+    engine = make_engine(fresh_db)
+    with engine.connect() as conn:
+        saved = checkpoints.get(conn, dataset="crashy", partition=0)
+    engine.dispose()
+    assert saved is not None and saved.next_offset == 200
+    from dqpulse.aggregate import PartitionAggregator
+    from dqpulse.spec import DatasetSpec
+    aggregator = PartitionAggregator.restore(
+        DatasetSpec(name="crashy", topic=topic, event_time="ts", window=3600, lateness=0),
+        0, saved.state)
+    assert aggregator.counters["accepted"] == 200
+    assert "bad.killed_worker" not in aggregator.counters
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"check-{dlq}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([dlq])
+    dead = [msg for msg in consumer.consume(10, 5.0) if msg.error() is None]
+    consumer.close()
+    assert not dead
 
 
 def test_a_worker_that_outlives_a_crash_loop_clears_the_restores_of_its_partitions(

@@ -1,6 +1,7 @@
 """A careful count (dqpulse.ingest.careful): what it notes in the database before each
-count, how it splits a batch around where a worker died, and the record it dead-letters
-(SQLite at Alembic head; the real aggregator, spied on to read the note at each count)."""
+count, how it splits a batch around where a worker died, the record it counts alone once
+more, and the one it dead-letters (SQLite at Alembic head; the real aggregator, spied on to
+read the note at each count)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def _spy(engine, aggregator, counted):
     def add(batch, now, poll_times=None):
         with engine.connect() as conn:
             note = conn.exec_driver_sql(
-                "select careful_first, careful_last, careful_at from partition_checkpoints"
-            ).one()
+                "select careful_first, careful_last, careful_at, careful_tries "
+                "from partition_checkpoints").one()
         counted.append(([int(o) for o in batch.offsets], tuple(note)))
         return real(batch, now, poll_times)
 
@@ -71,14 +72,25 @@ def test_the_second_restore_counts_carefully_and_a_moved_save_ends_it(tmp_path):
     assert careful.ahead(5) and not careful.ahead(6)  # until a save moved past the restore
     with engine.begin() as conn:
         checkpoints.note_careful(conn, dataset="orders", partition=0, first=None, last=None,
-                                 at=9)
+                                 at=9, tries=1)
         saved = checkpoints.get(conn, dataset="orders", partition=0)
         # the worker's first checkpoint saves what it restored: the count goes on
         checkpoints.save(conn, dataset="orders", partition=0, loaded_version=saved.version,
                          next_offset=5, watermark=104.0, last_record_at=104.0,
                          high_watermark_offset=5, state=saved.state, closed=[],
                          owner_id="w3")
-    assert restore() == CarefulCount(since=5, poison=9)
+    careful = restore()  # one worker died counting offset 9 alone: no blame yet
+    assert careful == CarefulCount(since=5, at=9, deaths=1) and careful.poison is None
+    assert careful.ahead(9) and not careful.ahead(10)
+    with engine.begin() as conn:
+        checkpoints.note_careful(conn, dataset="orders", partition=0, first=None, last=None,
+                                 at=9, tries=2)
+    careful = restore()  # a second one died counting it alone: dead-letter it
+    assert careful == CarefulCount(since=5, at=9, deaths=2) and careful.poison == 9
+    with engine.begin() as conn:  # a note from before migration 0011 is a first try
+        checkpoints.note_careful(conn, dataset="orders", partition=0, first=None, last=None,
+                                 at=9)
+    assert restore() == CarefulCount(since=5, at=9, deaths=1)
     with engine.begin() as conn:  # a save that moved: a worker got past it
         saved = checkpoints.get(conn, dataset="orders", partition=0)
         checkpoints.save(conn, dataset="orders", partition=0, loaded_version=saved.version,
@@ -96,14 +108,15 @@ def test_runs_are_noted_before_they_are_counted_and_where_one_died_one_by_one(tm
     report = count_carefully(engine, ("orders", 0), aggregator,
                              AddJob(_batch(5, 14), now=300.0), careful)
     assert counted == [
-        ([5, 6], (5, 6, None)),
-        ([7], (None, None, 7)), ([8], (None, None, 8)), ([9], (None, None, 9)),
-        ([10, 11, 12, 13, 14], (10, 14, None)),
+        ([5, 6], (5, 6, None, None)),
+        ([7], (None, None, 7, 1)), ([8], (None, None, 8, 1)), ([9], (None, None, 9, 1)),
+        ([10, 11, 12, 13, 14], (10, 14, None, None)),
     ]
     assert report.accepted == 10 and not report.bad
     with engine.connect() as conn:  # counted: the last note is taken back
-        assert conn.exec_driver_sql("select careful_first, careful_last, careful_at "
-                                    "from partition_checkpoints").one() == (None, None, None)
+        assert conn.exec_driver_sql(
+            "select careful_first, careful_last, careful_at, careful_tries "
+            "from partition_checkpoints").one() == (None, None, None, None)
 
 
 def test_a_long_batch_is_noted_in_runs_of_at_most_careful_run_records(tmp_path, monkeypatch):
@@ -114,17 +127,33 @@ def test_a_long_batch_is_noted_in_runs_of_at_most_careful_run_records(tmp_path, 
     beats: list[int] = []
     count_carefully(engine, ("orders", 0), aggregator, AddJob(_batch(5, 14), now=300.0),
                     CarefulCount(since=5), beat=lambda: beats.append(1))
-    assert [note for _, note in counted] == [(5, 8, None), (9, 12, None), (13, 14, None)]
+    assert [note for _, note in counted] == [(5, 8, None, None), (9, 12, None, None),
+                                             (13, 14, None, None)]
     assert len(beats) == 3  # the loop's liveness, after each run
 
 
-def test_the_record_a_worker_died_counting_alone_is_dead_lettered(tmp_path):
+def test_the_record_one_worker_died_counting_alone_is_counted_alone_once_more(tmp_path):
+    """One death there may be something else's (a supervisor's kill, a drained node): the
+    record is counted, alone, noted as its second try; the records after it in runs."""
     engine, aggregator = _setup(tmp_path)
     counted: list = []
     _spy(engine, aggregator, counted)
     report = count_carefully(engine, ("orders", 0), aggregator,
                              AddJob(_batch(5, 14), now=300.0),
-                             CarefulCount(since=5, poison=8))
+                             CarefulCount(since=5, at=8, deaths=1))
+    assert counted == [([5, 6, 7], (5, 7, None, None)), ([8], (None, None, 8, 2)),
+                       ([9, 10, 11, 12, 13, 14], (9, 14, None, None))]
+    assert report.accepted == 10 and not report.bad
+    assert "bad.killed_worker" not in aggregator.counters
+
+
+def test_the_record_two_workers_died_counting_alone_is_dead_lettered(tmp_path):
+    engine, aggregator = _setup(tmp_path)
+    counted: list = []
+    _spy(engine, aggregator, counted)
+    report = count_carefully(engine, ("orders", 0), aggregator,
+                             AddJob(_batch(5, 14), now=300.0),
+                             CarefulCount(since=5, at=8, deaths=2))
     assert [offsets for offsets, _ in counted] == [[5, 6, 7], [9, 10, 11, 12, 13, 14]]
     assert report.accepted == 9
     [bad] = report.bad
