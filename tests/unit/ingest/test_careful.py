@@ -132,15 +132,21 @@ def test_a_long_batch_is_noted_in_runs_of_at_most_careful_run_records(tmp_path, 
     assert len(beats) == 3  # the loop's liveness, after each run
 
 
-def test_the_record_one_worker_died_counting_alone_is_counted_alone_once_more(tmp_path):
-    """One death there may be something else's (a supervisor's kill, a drained node): the
-    record is counted, alone, noted as its second try; the records after it in runs."""
+def _count_after(tmp_path, deaths: int):
+    """Offsets 5-14 counted where ``deaths`` workers died counting offset 8 alone."""
     engine, aggregator = _setup(tmp_path)
     counted: list = []
     _spy(engine, aggregator, counted)
     report = count_carefully(engine, ("orders", 0), aggregator,
                              AddJob(_batch(5, 14), now=300.0),
-                             CarefulCount(since=5, at=8, deaths=1))
+                             CarefulCount(since=5, at=8, deaths=deaths))
+    return aggregator, counted, report
+
+
+def test_the_record_one_worker_died_counting_alone_is_counted_alone_once_more(tmp_path):
+    """One death there may be something else's (a supervisor's kill, a drained node): the
+    record is counted, alone, noted as its second try; the records after it in runs."""
+    aggregator, counted, report = _count_after(tmp_path, 1)
     assert counted == [([5, 6, 7], (5, 7, None, None)), ([8], (None, None, 8, 2)),
                        ([9, 10, 11, 12, 13, 14], (9, 14, None, None))]
     assert report.accepted == 10 and not report.bad
@@ -148,12 +154,7 @@ def test_the_record_one_worker_died_counting_alone_is_counted_alone_once_more(tm
 
 
 def test_the_record_two_workers_died_counting_alone_is_dead_lettered(tmp_path):
-    engine, aggregator = _setup(tmp_path)
-    counted: list = []
-    _spy(engine, aggregator, counted)
-    report = count_carefully(engine, ("orders", 0), aggregator,
-                             AddJob(_batch(5, 14), now=300.0),
-                             CarefulCount(since=5, at=8, deaths=2))
+    aggregator, counted, report = _count_after(tmp_path, 2)
     assert [offsets for offsets, _ in counted] == [[5, 6, 7], [9, 10, 11, 12, 13, 14]]
     assert report.accepted == 9
     [bad] = report.bad
