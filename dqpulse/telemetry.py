@@ -57,6 +57,15 @@ class Telemetry:
             ["dataset"], registry=r)
         self.dead_lettered = Counter("dqpulse_dead_lettered", "Messages sent to the DLQ",
                                      ["dataset"], registry=r)
+        self.offset_resets = Counter(
+            "dqpulse_ingest_offset_resets",
+            "Partitions whose position their log did not hold (reason retention: records "
+            "deleted before they were read; log_shorter: the topic was recreated or its log "
+            "truncated, counted from its start; retried)", ["dataset", "reason"], registry=r)
+        self.records_unread = Counter(
+            "dqpulse_ingest_records_unread",
+            "Records deleted from the topic (retention) before a worker read them",
+            ["dataset"], registry=r)
         self.checkpoints = Counter("dqpulse_checkpoints", "Checkpoints committed", registry=r)
         self.checkpoint_fenced = Counter("dqpulse_checkpoint_fenced",
                                          "Checkpoints refused because another worker owns it",

@@ -55,8 +55,9 @@ from dqpulse.ingest.careful import CarefulCount, count_carefully
 from dqpulse.ingest.checkpoint import CheckpointJob
 from dqpulse.ingest.finalizer import Finalizer
 from dqpulse.ingest.partition import AddJob, AggregatorOptions, OwnedPartition, PartitionKey
+from dqpulse.ingest.resets import apply_reset
 from dqpulse.records import PartitionBatch
-from dqpulse.sources.base import DeadLetterSink, Source, TopicPartition
+from dqpulse.sources.base import DeadLetterSink, OffsetReset, Source, TopicPartition
 from dqpulse.spec import DatasetSpec
 from dqpulse.telemetry import Telemetry
 
@@ -299,6 +300,8 @@ class IngestWorker:
             self._ingest(batches)
         elif self._held:  # a quiet poll: what was held long enough is aggregated now
             self._flush_held(self._due_held(self.clock()))
+        for reset in self.source.take_resets():  # (after the records polled before it)
+            self._offset_reset(reset)
         since = time.monotonic() - self._last_checkpoint
         # Caught up (the poll timed out before filling up) with records not yet
         # checkpointed: checkpoint now rather than at the next interval, so a burst's
@@ -319,6 +322,15 @@ class IngestWorker:
             self._db_failures = 0
             if self.finalize:
                 self.finalize_ready()
+
+    def _offset_reset(self, reset: OffsetReset) -> None:
+        """A partition whose position its log did not hold (dqpulse.ingest.resets)."""
+        keys = [(dataset.name, reset.partition) for dataset in self.by_topic.get(reset.topic, [])
+                if (dataset.name, reset.partition) in self.owned]
+        if reset.reason == "log_shorter":
+            self._flush_held(keys)  # records of the old log, counted before the new one's
+        for key in apply_reset(reset, keys, self.owned, self.telemetry):
+            self._careful.pop(key, None)  # (it was careful of the old log)
 
     def _ingest(self, batches: list[PartitionBatch]) -> None:
         now = self.clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from dqpulse.records import PartitionBatch, RawMessage
@@ -12,6 +13,40 @@ TopicPartition = tuple[str, int]
 # (None = from the beginning of the partition).
 AssignCallback = Callable[[Sequence[TopicPartition]], Mapping[TopicPartition, int | None]]
 RevokeCallback = Callable[[Sequence[TopicPartition]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetReset:
+    """A partition's position that its log did not hold: a fetch at ``at`` was out of
+    range where the log held offsets ``low`` .. ``high`` - 1. The source read on from
+    :attr:`to`, the log's start, in both cases :attr:`reason` tells apart."""
+
+    topic: str
+    partition: int
+    at: int
+    low: int
+    high: int
+
+    @property
+    def reason(self) -> str:
+        """``retention``: the records from ``at`` to ``low`` were deleted (retention, or
+        deleted records) before they were read; ``log_shorter``: the log ends before
+        ``at``, so it is not the log that was read up to there (the topic was deleted and
+        recreated, or an unclean leader election truncated it); ``retried``: the log
+        holds ``at`` after all (it moved while the fetch failed), read on from there."""
+        if self.at < self.low:
+            return "retention"
+        return "log_shorter" if self.at > self.high else "retried"
+
+    @property
+    def to(self) -> int:
+        """Where the partition is read from now."""
+        return self.at if self.reason == "retried" else self.low
+
+    @property
+    def unread(self) -> int:
+        """Records deleted before they were read (``retention``; else 0)."""
+        return self.low - self.at if self.reason == "retention" else 0
 
 
 class Source(Protocol):
@@ -30,6 +65,10 @@ class Source(Protocol):
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit ``next offset`` per partition to the group (after the checkpoint)."""
+
+    def take_resets(self) -> list[OffsetReset]:
+        """The partitions whose position their log did not hold since the last call, each
+        already moved to :attr:`OffsetReset.to` (the consumer never resets one silently)."""
 
     def partition_count(self, topic: str) -> int: ...
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import orjson
 
 from dqpulse.records import PartitionBatch, RawMessage
-from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
+from dqpulse.sources.base import AssignCallback, OffsetReset, RevokeCallback, TopicPartition
 
 INJECTION_KINDS = (
     "silence",            # topic goes silent
@@ -120,6 +120,9 @@ class EmbeddedSource:
             if taken >= max_records:
                 break
         return out
+
+    def take_resets(self) -> list[OffsetReset]:
+        return []  # its positions are always in its log
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         # Keep memory bounded in long demos: nothing before a committed offset is re-read.

@@ -34,7 +34,7 @@ from confluent_kafka import TopicPartition as CkTopicPartition
 
 from dqpulse.config import Settings
 from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
-from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
+from dqpulse.sources.base import AssignCallback, OffsetReset, RevokeCallback, TopicPartition
 from dqpulse.sources.kafka_common import LIBRDKAFKA_NAMES, connection_config, dead_letter_headers
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,10 @@ class ConfluentSource:
             "client.id": client_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            # a position its log does not hold comes back as an error, never reset
+            # silently: a recreated topic's records below the old checkpoint were skipped
+            # as counted before (see _out_of_range)
+            "auto.offset.reset": "error",
             "session.timeout.ms": settings.kafka_session_timeout_ms,
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
@@ -97,6 +100,10 @@ class ConfluentSource:
         self._unreachable = False  # that request was not answered
         # seeks asked for inside a callback: made right after the consume() that ran it
         self._pending_seeks: dict[TopicPartition, int | None] = {}
+        self._resets: list[OffsetReset] = []
+        # where each partition was last asked to start (assigned or sought): a partition
+        # assigned again before it consumed anything starts there
+        self._asked: dict[TopicPartition, int | None] = {}
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
@@ -115,6 +122,7 @@ class ConfluentSource:
                 self._pending_seeks.pop((p.topic, p.partition), None)  # started right below
                 start = starts.get((p.topic, p.partition))
                 p.offset = OFFSET_BEGINNING if start is None else start
+                self._asked[(p.topic, p.partition)] = start
             consumer.assign(partitions)  # not blocking: librdkafka applies it in the background
 
         def revoke(consumer: Consumer, partitions: list[CkTopicPartition]) -> None:
@@ -122,6 +130,7 @@ class ConfluentSource:
             with self._callback():
                 self._on_revoke([(p.topic, p.partition) for p in partitions])
             consumer.unassign()
+            self._asked.clear()
 
         def lost(consumer: Consumer, partitions: list[CkTopicPartition]) -> None:
             # Lost (not revoked): another member may own them already; the checkpoint's
@@ -130,6 +139,7 @@ class ConfluentSource:
             with self._callback():
                 self._on_revoke([(p.topic, p.partition) for p in partitions])
             consumer.unassign()
+            self._asked.clear()
 
         self._consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke,
                                  on_lost=lost)
@@ -176,6 +186,9 @@ class ConfluentSource:
                 error = msg.error()
                 if error is None:
                     good.append(msg)
+                elif error.code() == KafkaError._AUTO_OFFSET_RESET:
+                    self._out_of_range(cast(str, msg.topic()), cast(int, msg.partition()),
+                                       msg.offset())
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consume error: %s", error)
             messages = good
@@ -187,6 +200,50 @@ class ConfluentSource:
             np.fromiter(map(_second, map(_timestamp, messages)), dtype=np.int64, count=n),
             np.fromiter(map(_offset, messages), dtype=np.int64, count=n),
             messages, _key)
+
+    def _out_of_range(self, topic: str, partition: int, at: int | None) -> None:
+        """A fetch at ``at`` was out of range (librdkafka stopped the partition's fetches):
+        move it to where :class:`OffsetReset` says, from the log's bounds now."""
+        if at is None or at < 0:  # (librdkafka gives the offset that failed)
+            at = self._consumer.position([CkTopicPartition(topic, partition)])[0].offset
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                CkTopicPartition(topic, partition), timeout=5.0, cached=False)
+        except KafkaException as exc:
+            log.warning("%s[%d]: offset %d is out of range and the broker did not say "
+                        "where the log is (%s): fetching it again", topic, partition, at, exc)
+            self._assign_at(topic, partition, at)
+            return
+        reset = OffsetReset(topic, partition, at, low, high)
+        if self._assign_at(topic, partition, reset.to):
+            self._resets.append(reset)
+
+    def _assign_at(self, topic: str, partition: int, offset: int) -> bool:
+        """Fetch a stopped partition from ``offset``. seek() is refused there (an
+        erroneous state) and the eager protocol allows no incremental assign: the whole
+        assignment is made again, this partition at ``offset``, the others where they
+        are. False: that failed (the consumer is in a rebalance, which assigns the
+        partition again from its checkpoint, or closing)."""
+        try:
+            assigned = self._consumer.position(self._consumer.assignment())
+            for tp in assigned:
+                key = (tp.topic, tp.partition)
+                if key == (topic, partition):
+                    tp.offset = offset
+                elif tp.offset < 0:  # nothing consumed since it was assigned or sought
+                    start = self._asked.get(key)
+                    tp.offset = OFFSET_BEGINNING if start is None else start
+            self._consumer.assign(assigned)
+        except KafkaException as exc:
+            log.warning("%s[%d]: fetching from offset %d failed (%s); its next assignment "
+                        "starts it again", topic, partition, offset, exc)
+            return False
+        self._asked[(topic, partition)] = offset
+        return True
+
+    def take_resets(self) -> list[OffsetReset]:
+        resets, self._resets = self._resets, []
+        return resets
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Synchronous in the poll loop; asynchronous inside a rebalance callback (no
@@ -207,6 +264,7 @@ class ConfluentSource:
         try:
             self._consumer.seek(CkTopicPartition(topic, partition,
                                                  OFFSET_BEGINNING if offset is None else offset))
+            self._asked[(topic, partition)] = offset
         except Exception:  # noqa: BLE001 - not assigned any more: the new owner resumes
             log.info("seek %s[%s] skipped: partition no longer assigned", topic, partition)
 

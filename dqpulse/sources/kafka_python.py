@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
-from kafka.errors import KafkaConnectionError
+from kafka.errors import KafkaConnectionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from dqpulse.config import Settings
 from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
-from dqpulse.sources.base import AssignCallback, RevokeCallback, TopicPartition
+from dqpulse.sources.base import AssignCallback, OffsetReset, RevokeCallback, TopicPartition
 from dqpulse.sources.kafka_common import KAFKA_PYTHON_NAMES, connection_config, dead_letter_headers
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class KafkaPythonSource:
             group_id=group_id or settings.kafka_group,
             client_id=client_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # a position its log does not hold raises, never resets silently (see poll)
+            auto_offset_reset="none",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=1_000,
             max_poll_records=settings.poll_max_records,
@@ -80,6 +81,7 @@ class KafkaPythonSource:
         self._on_revoke: RevokeCallback | None = None
         self._in_callback = False
         self._partition_counts: dict[str, int] = {}
+        self._resets: list[OffsetReset] = []
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
@@ -101,6 +103,16 @@ class KafkaPythonSource:
             log.warning("kafka poll: %s; retrying", exc)
             time.sleep(min(timeout_s, 0.5))  # as long as a poll would have waited, at most
             return []
+        except OffsetOutOfRangeError as exc:  # {partition: the offset that failed}
+            failed = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            parts = list(failed)
+            lows = self._consumer.beginning_offsets(parts)
+            highs = self._consumer.end_offsets(parts)
+            for tp, at in failed.items():
+                reset = OffsetReset(tp.topic, tp.partition, int(at), lows[tp], highs[tp])
+                self._consumer.seek(tp, reset.to)
+                self._resets.append(reset)
+            return []
         out: list[PartitionBatch] = []
         for tp, records in batches.items():
             if not records:
@@ -113,6 +125,10 @@ class KafkaPythonSource:
                 np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
                 records, _key))
         return out
+
+    def take_resets(self) -> list[OffsetReset]:
+        resets, self._resets = self._resets, []
+        return resets
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:

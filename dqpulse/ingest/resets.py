@@ -1,0 +1,78 @@
+"""A partition whose position its log does not hold (the consumer's fetch was out of range).
+
+The consumers are told never to reset a position silently (``auto.offset.reset`` is
+``error`` for librdkafka, ``none`` for kafka-python): each source moves such a partition to
+its log's start and reports an :class:`~dqpulse.sources.base.OffsetReset`, which the worker
+applies here, per data set reading the partition:
+
+- ``retention``: the log starts after the position (the records between were deleted by
+  the topic's retention, or by deleted records, before a worker read them, typically after
+  workers were down or behind for longer than ``retention.ms``): a warning with the range,
+  ``dqpulse_ingest_records_unread_total`` counts them, and the count goes on from the log's
+  start (nothing there was counted before).
+- ``log_shorter``: the log ends before the position, so it is not the log that was counted
+  up to there: the topic was deleted and recreated (or an unclean leader election truncated
+  the partition). Before session 46 the consumer went back to the log's start silently and
+  the worker skipped every record below its old position as counted before, losing a
+  recreated topic's records until its offsets passed the old ones. Now an error is logged,
+  and the partition is counted from the log's start: every record of a recreated topic
+  counts. (Where an unclean election truncated the log instead, the records that stayed are
+  counted again; such elections are off unless ``unclean.leader.election.enable`` is set.)
+
+Both are counted in ``dqpulse_ingest_offset_resets_total{dataset,reason}`` and alert
+(``DqpulsePartitionLogReset``). A recreated topic that already holds more records than the
+old position when its partition is next read is not out of range and cannot be told apart
+by offsets: docs/operations.md says what to do then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from dqpulse.ingest.partition import OwnedPartition, PartitionKey
+from dqpulse.sources.base import OffsetReset
+from dqpulse.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["apply_reset"]
+
+
+def apply_reset(reset: OffsetReset, keys: Sequence[PartitionKey],
+                owned: Mapping[PartitionKey, OwnedPartition],
+                telemetry: Telemetry) -> list[PartitionKey]:
+    """Log and count ``reset`` for the data sets (``keys``) reading its partition, and move
+    back the ones it says to count from the log's start; returns those (their held records
+    must have been counted first: they are from the old log)."""
+    where = f"{reset.topic}[{reset.partition}]"
+    moved: list[PartitionKey] = []
+    for key in keys:
+        part = owned.get(key)
+        if part is None:
+            continue
+        extra = {"dataset": key[0], "partitions": [reset.partition]}
+        telemetry.offset_resets.labels(key[0], reset.reason).inc()
+        if reset.reason == "retention":
+            first = max(reset.at, part.next_offset or reset.at)
+            unread = max(reset.low - first, 0)
+            telemetry.records_unread.labels(key[0]).inc(unread)
+            log.warning("%s: offsets %d-%d were deleted from the topic (its retention, or "
+                        "deleted records) before they were read: %d records of %s never "
+                        "counted; reading on from offset %d", where, first, reset.low - 1,
+                        unread, key[0], reset.low, extra=extra)
+        elif reset.reason == "log_shorter":
+            log.error("%s: its log holds offsets %d-%d, and %s had read it up to offset %d: "
+                      "the topic was deleted and recreated (or an unclean leader election "
+                      "truncated the partition); counting it from its start, offset %d",
+                      where, reset.low, reset.high - 1, key[0], part.next_offset or reset.at,
+                      reset.low, extra=extra)
+            if part.next_offset is None or part.next_offset > reset.to:
+                part.next_offset = reset.to
+                part.dirty = True
+                moved.append(key)
+        else:
+            log.info("%s: offset %d was out of range and is in the log now (%d-%d): "
+                     "reading on from it", where, reset.at, reset.low, reset.high - 1,
+                     extra=extra)
+    return moved

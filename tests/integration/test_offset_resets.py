@@ -1,0 +1,145 @@
+"""A partition whose position its log does not hold (dqpulse.ingest.resets). Before session
+46 the consumer went back to the log's start silently, and the worker skipped every record
+below its checkpoint as counted before: a deleted and recreated topic lost its records
+until their offsets passed the old ones. Now each source reports the reset and the worker
+says what happened, counts it, and counts every record the log still holds exactly once.
+A real Kafka (topics deleted and recreated, records deleted as retention does) and a real
+Postgres, with both Kafka clients."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import TopicPartition as CkTopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+
+from dqpulse.aggregate import PartitionAggregator
+from dqpulse.config import Settings
+from dqpulse.ingest import IngestWorker
+from dqpulse.spec import DatasetSpec, parse_spec
+from dqpulse.store import checkpoints
+from dqpulse.store.db import make_engine
+from dqpulse.telemetry import Telemetry
+from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
+from workers.ingest import make_source
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = ["confluent", "kafka-python"]
+
+
+def _records(first: int, count: int, base: float,
+             partition: int = 0) -> list[tuple[int, bytes]]:
+    return [(partition, json_bytes({"ts": base + i, "amount": float(i)}))
+            for i in range(first, first + count)]
+
+
+class _Run:
+    """Workers of one data set reading a topic, one after the other."""
+
+    def __init__(self, url: str, bootstrap: str, topic: str, client: str) -> None:
+        self.url, self.topic = url, topic
+        self.settings = Settings(database_url=url, kafka_bootstrap=bootstrap,
+                                 kafka_group=f"g-{topic}", kafka_client=client,
+                                 checkpoint_interval_s=0.3, idle_partition_timeout_s=600.0)
+        self.spec = parse_spec(f"datasets:\n  - {{name: resets, topic: {topic}, "
+                               "event_time: ts, window: 1h, lateness: 0s}\n")
+        self.engine = make_engine(url)
+
+    def worker(self) -> IngestWorker:
+        source, dead_letter = make_source(self.settings)
+        return IngestWorker(settings=self.settings, engine=self.engine,
+                            datasets=self.spec.datasets, source=source,
+                            dead_letter=dead_letter, telemetry=Telemetry(CollectorRegistry()))
+
+    def saved(self, partition: int = 0) -> checkpoints.Checkpoint | None:
+        with self.engine.connect() as conn:
+            return checkpoints.get(conn, dataset="resets", partition=partition)
+
+    def read(self, accepted: int, *offsets: int) -> IngestWorker:
+        """A worker that reads until it accepted ``accepted`` records and checkpointed
+        ``offsets`` (one per partition), then stops."""
+        worker = self.worker()
+
+        def saved(partition: int) -> int | None:
+            checkpoint = self.saved(partition)
+            return None if checkpoint is None else checkpoint.next_offset
+
+        with WorkerThread(worker):
+            wait_until(lambda: worker.stats.accepted >= accepted and all(
+                saved(partition) == offset for partition, offset in enumerate(offsets)), 60,
+                       message=f"{accepted} records accepted and offsets {offsets} saved")
+        return worker
+
+    def counted(self, partition: int = 0) -> float:
+        saved = self.saved(partition)
+        assert saved is not None
+        aggregator = PartitionAggregator.restore(
+            DatasetSpec(name="resets", topic=self.topic, event_time="ts", window=3600,
+                        lateness=0), partition, saved.state)
+        return aggregator.counters["accepted"]
+
+
+def _sample(worker: IngestWorker, name: str, **labels: str) -> float:
+    value = worker.telemetry.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_recreated_topic_is_counted_from_its_start(fresh_db, make_topic, kafka_bootstrap,
+                                                      client, caplog):
+    topic = make_topic("recreated")
+    base = (time.time() - 7200) // 3600 * 3600
+    produce(kafka_bootstrap, topic, _records(0, 100, base))
+    run = _Run(fresh_db, kafka_bootstrap, topic, client)
+    run.read(100, 100)
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+
+    def recreated() -> bool:
+        try:
+            admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+        except Exception:  # noqa: BLE001 - still being deleted
+            return False
+        return True
+
+    wait_until(recreated, 60, interval_s=1.0, message="the topic created again")
+    produce(kafka_bootstrap, topic, _records(100, 30, base))  # offsets 0-29 of the new log
+    worker = run.read(30, 30)
+
+    assert worker.stats.accepted == 30  # every record of the new log, once
+    assert run.counted() == 130
+    assert _sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
+                   reason="log_shorter") == 1
+    assert (f"{topic}[0]: its log holds offsets 0-29, and resets had read it up to offset "
+            "100: the topic was deleted and recreated") in caplog.text
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_records_deleted_before_they_were_read_are_counted_as_unread(
+        fresh_db, make_topic, kafka_bootstrap, client, caplog):
+    """Partition 0 lost records to retention; partition 1, read at the same time, did not
+    (the consumer moved partition 0 and left partition 1 where it was)."""
+    topic = make_topic("retention", partitions=2)
+    base = (time.time() - 7200) // 3600 * 3600
+    produce(kafka_bootstrap, topic, _records(0, 100, base) + _records(0, 100, base, 1))
+    run = _Run(fresh_db, kafka_bootstrap, topic, client)
+    run.read(200, 100, 100)
+    produce(kafka_bootstrap, topic, _records(100, 100, base) + _records(100, 400, base, 1))
+    # the workers were away while retention deleted partition 0's log up to offset 150
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    [future] = admin.delete_records([CkTopicPartition(topic, 0, 150)]).values()
+    assert future.result(timeout=30).low_watermark == 150
+
+    worker = run.read(450, 200, 500)
+    assert worker.stats.accepted == 450  # what the logs still hold, once
+    assert (run.counted(0), run.counted(1)) == (150, 500)
+    assert _sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
+                   reason="retention") == 1
+    assert _sample(worker, "dqpulse_ingest_records_unread_total", dataset="resets") == 50
+    assert (f"{topic}[0]: offsets 100-149 were deleted from the topic (its retention, or "
+            "deleted records) before they were read: 50 records of resets never counted"
+            ) in caplog.text
