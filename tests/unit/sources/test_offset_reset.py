@@ -1,0 +1,69 @@
+"""A partition whose position its log did not hold: what a source reports
+(:class:`OffsetReset`) and what the worker makes of it per data set
+(:func:`dqpulse.ingest.resets.apply_reset`). Pure logic; the real consumers are in
+tests/integration/test_offset_resets.py."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from dqpulse.aggregate import PartitionAggregator
+from dqpulse.ingest.partition import OwnedPartition
+from dqpulse.ingest.resets import apply_reset
+from dqpulse.sources.base import OffsetReset
+from dqpulse.spec import DatasetSpec
+from dqpulse.telemetry import Telemetry
+
+
+def test_the_three_reasons_and_where_each_reads_on():
+    retention = OffsetReset("orders", 3, at=1000, low=1500, high=2000)
+    assert (retention.reason, retention.to, retention.unread) == ("retention", 1500, 500)
+    shorter = OffsetReset("orders", 3, at=1000, low=0, high=30)
+    assert (shorter.reason, shorter.to, shorter.unread) == ("log_shorter", 0, 0)
+    moved = OffsetReset("orders", 3, at=1000, low=900, high=1200)
+    assert (moved.reason, moved.to, moved.unread) == ("retried", 1000, 0)
+    at_end = OffsetReset("orders", 3, at=30, low=0, high=30)  # the next offset to come
+    assert at_end.reason == "retried" and at_end.to == 30
+
+
+def _owned(name: str, next_offset: int | None) -> OwnedPartition:
+    spec = DatasetSpec(name=name, topic="orders", event_time="ts", window=60, lateness=0)
+    return OwnedPartition(PartitionAggregator(spec, 3), 1, next_offset, dirty=False)
+
+
+def _sample(telemetry: Telemetry, name: str, **labels: str) -> float:
+    return telemetry.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_retention_counts_what_each_data_set_had_not_read(caplog):
+    """Two data sets on one topic: the consumer resumed at the least advanced one's
+    offset, so each lost what lay between its own offset and the log's start."""
+    telemetry = Telemetry(CollectorRegistry())
+    owned = {("a", 3): _owned("a", 1000), ("b", 3): _owned("b", 1200)}
+    with caplog.at_level(logging.WARNING):
+        moved = apply_reset(OffsetReset("orders", 3, at=1000, low=1500, high=2000),
+                            [("a", 3), ("b", 3), ("gone", 3)], owned, telemetry)
+    assert moved == []  # records from the log's start were never counted: read on
+    assert owned[("a", 3)].next_offset == 1000 and not owned[("a", 3)].dirty
+    assert _sample(telemetry, "dqpulse_ingest_records_unread_total", dataset="a") == 500
+    assert _sample(telemetry, "dqpulse_ingest_records_unread_total", dataset="b") == 300
+    assert _sample(telemetry, "dqpulse_ingest_offset_resets_total", dataset="b",
+                   reason="retention") == 1
+    assert "orders[3]: offsets 1200-1499 were deleted from the topic" in caplog.text
+
+
+def test_a_log_shorter_than_the_position_is_counted_from_its_start(caplog):
+    telemetry = Telemetry(CollectorRegistry())
+    owned = {("a", 3): _owned("a", 100)}
+    with caplog.at_level(logging.ERROR):
+        moved = apply_reset(OffsetReset("orders", 3, at=100, low=0, high=30), [("a", 3)],
+                            owned, telemetry)
+    assert moved == [("a", 3)]
+    assert owned[("a", 3)].next_offset == 0 and owned[("a", 3)].dirty  # saved at the next
+    assert _sample(telemetry, "dqpulse_ingest_offset_resets_total", dataset="a",
+                   reason="log_shorter") == 1
+    assert _sample(telemetry, "dqpulse_ingest_records_unread_total", dataset="a") == 0
+    assert ("orders[3]: its log holds offsets 0-29, and a had read it up to offset 100: "
+            "the topic was deleted and recreated") in caplog.text
