@@ -52,10 +52,12 @@ def apply_reset(reset: OffsetReset, keys: Sequence[PartitionKey],
         if part is None:
             continue
         extra = {"dataset": key[0], "partitions": [reset.partition]}
+        read_to = reset.at if part.next_offset is None else max(reset.at, part.next_offset)
+        if reset.reason == "retention" and read_to >= reset.low:
+            continue  # another data set of the topic was behind: this one lost nothing
         telemetry.offset_resets.labels(key[0], reset.reason).inc()
         if reset.reason == "retention":
-            first = max(reset.at, part.next_offset or reset.at)
-            unread = max(reset.low - first, 0)
+            first, unread = read_to, reset.low - read_to
             telemetry.records_unread.labels(key[0]).inc(unread)
             log.warning("%s: offsets %d-%d were deleted from the topic (its retention, or "
                         "deleted records) before they were read: %d records of %s never "
@@ -65,8 +67,8 @@ def apply_reset(reset: OffsetReset, keys: Sequence[PartitionKey],
             log.error("%s: its log holds offsets %d-%d, and %s had read it up to offset %d: "
                       "the topic was deleted and recreated (or an unclean leader election "
                       "truncated the partition); counting it from its start, offset %d",
-                      where, reset.low, reset.high - 1, key[0], part.next_offset or reset.at,
-                      reset.low, extra=extra)
+                      where, reset.low, reset.high - 1, key[0], read_to, reset.low,
+                      extra=extra)
             if part.next_offset is None or part.next_offset > reset.to:
                 part.next_offset = reset.to
                 part.dirty = True

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
-from kafka.errors import KafkaConnectionError, OffsetOutOfRangeError
+from kafka.errors import KafkaConnectionError, KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from dqpulse.config import Settings
@@ -106,8 +106,13 @@ class KafkaPythonSource:
         except OffsetOutOfRangeError as exc:  # {partition: the offset that failed}
             failed = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
             parts = list(failed)
-            lows = self._consumer.beginning_offsets(parts)
-            highs = self._consumer.end_offsets(parts)
+            try:
+                lows = self._consumer.beginning_offsets(parts)
+                highs = self._consumer.end_offsets(parts)
+            except KafkaError as error:  # the next poll raises again: tried again then
+                log.warning("offsets %s are out of range and the broker did not say where "
+                            "the logs are (%s)", failed, error)
+                return []
             for tp, at in failed.items():
                 reset = OffsetReset(tp.topic, tp.partition, int(at), lows[tp], highs[tp])
                 self._consumer.seek(tp, reset.to)

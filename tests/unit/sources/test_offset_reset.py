@@ -52,6 +52,13 @@ def test_retention_counts_what_each_data_set_had_not_read(caplog):
     assert _sample(telemetry, "dqpulse_ingest_offset_resets_total", dataset="b",
                    reason="retention") == 1
     assert "orders[3]: offsets 1200-1499 were deleted from the topic" in caplog.text
+    # a data set already past the log's start lost nothing: not counted, not logged
+    owned[("c", 3)] = _owned("c", 1600)
+    apply_reset(OffsetReset("orders", 3, at=1000, low=1500, high=2000), [("c", 3)], owned,
+                telemetry)
+    assert _sample(telemetry, "dqpulse_ingest_offset_resets_total", dataset="c",
+                   reason="retention") == 0
+    assert "of c never counted" not in caplog.text
 
 
 def test_a_log_shorter_than_the_position_is_counted_from_its_start(caplog):
