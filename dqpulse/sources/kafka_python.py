@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
-from kafka.errors import KafkaConnectionError, KafkaError, OffsetOutOfRangeError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from dqpulse.config import Settings
@@ -102,6 +107,12 @@ class KafkaPythonSource:
             # retries. Uncaught, it ended the worker (found by tests/chaos).
             log.warning("kafka poll: %s; retrying", exc)
             time.sleep(min(timeout_s, 0.5))  # as long as a poll would have waited, at most
+            return []
+        except NoOffsetForPartitionError as exc:  # (every assigned partition is sought)
+            log.warning("kafka poll: partitions %s have no position: reading them from "
+                        "their start (what was counted before is skipped)", exc)
+            for tp in exc.args[0] if exc.args else ():
+                self._consumer.seek_to_beginning(tp)
             return []
         except OffsetOutOfRangeError as exc:  # {partition: the offset that failed}
             failed = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
