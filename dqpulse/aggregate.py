@@ -326,6 +326,11 @@ class PartitionAggregator:
         """The current partial state of one open window (for inspection and tests)."""
         return self._windows[start].to_bytes()
 
+    def pop_all(self) -> list[tuple[float, bytes]]:
+        """Every window, closed or not, as a partial: the partition is gone (its topic
+        was recreated with fewer partitions) and nothing more can come to them."""
+        return [(start, self._windows.pop(start).to_bytes()) for start in sorted(self._windows)]
+
     def pop_closed(self) -> list[tuple[float, bytes]]:
         closed = sorted(s for s in self._windows if self._clock.is_closed(s))
         return [(start, self._windows.pop(start).to_bytes()) for start in closed]

@@ -47,8 +47,11 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
             datasets = by_topic.get(topic, [])
             offsets: list[int] = []
             for dataset in datasets:
-                checkpoints.set_partition_count(conn, dataset=dataset.name,
-                                                partition_count=partition_counts[topic])
+                now_has = partition_counts[topic]
+                before = checkpoints.set_partition_count(conn, dataset=dataset.name,
+                                                         partition_count=now_has)
+                if before is not None and now_has < before:
+                    retire_gone(conn, dataset, topic, before, now_has, options)
                 saved = checkpoints.get(conn, dataset=dataset.name, partition=partition)
                 owned[(dataset.name, partition)] = options.new(dataset, partition, saved)
                 if careful is not None:
@@ -69,6 +72,26 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
             starts[(topic, partition)] = (min(offsets) if offsets
                                           and len(offsets) == len(datasets) else None)
     return starts
+
+
+def retire_gone(conn: Connection, dataset: DatasetSpec, topic: str, before: int, count: int,
+                options: AggregatorOptions) -> None:
+    """The topic has fewer partitions than before: it was deleted and created again (Kafka
+    adds partitions, never removes them). The checkpoints of the partitions it no longer
+    has would hold every window back for ever (a window is finalized once every partition
+    passed it): each is deleted, the windows it held open handed to the finalizer as they
+    are (what they counted stays counted)."""
+    retired = []
+    for saved in checkpoints.beyond(conn, dataset=dataset.name, partition_count=count):
+        aggregator = options.new(dataset, saved.partition, saved).aggregator
+        if checkpoints.retire(conn, dataset=dataset.name, partition=saved.partition,
+                              version=saved.version, closed=aggregator.pop_all()):
+            retired.append(saved.partition)
+    log.error("topic %s has %d partitions, fewer than the %d of dataset %s's checkpoints: "
+              "it was deleted and created again; the checkpoints of partitions %s are "
+              "retired (their open windows finalized as they are)", topic, count, before,
+              dataset.name, ", ".join(map(str, retired)) or "none (retired already)",
+              extra={"dataset": dataset.name, "partitions": retired})
 
 
 #: restores of one checkpoint version after which each is logged as an error

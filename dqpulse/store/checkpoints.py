@@ -185,16 +185,52 @@ def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_versio
     return loaded_version + 1 if result.rowcount == 1 else None
 
 
-def set_partition_count(conn: Connection, *, dataset: str, partition_count: int) -> None:
-    """Record a dataset's partition count. An upsert: workers assigned partitions of a new
-    dataset at the same moment all write it (a select-then-insert would let the second
-    one fail on the primary key and take its worker down in the middle of a rebalance)."""
+def set_partition_count(conn: Connection, *, dataset: str,
+                        partition_count: int) -> int | None:
+    """Record a dataset's partition count; returns the one recorded before (None: none).
+    An upsert: workers assigned partitions of a new dataset at the same moment all write
+    it (a select-then-insert would let the second one fail on the primary key and take its
+    worker down in the middle of a rebalance)."""
+    previous = conn.execute(select(dataset_partitions.c.partition_count).where(
+        dataset_partitions.c.dataset == dataset)).scalar()
     insert_fn = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = insert_fn(dataset_partitions).values(dataset=dataset,
                                                 partition_count=partition_count)
     conn.execute(stmt.on_conflict_do_update(
         index_elements=["dataset"], set_={"partition_count": stmt.excluded.partition_count},
         where=dataset_partitions.c.partition_count != stmt.excluded.partition_count))
+    return None if previous is None else int(previous)
+
+
+def beyond(conn: Connection, *, dataset: str, partition_count: int) -> list[Checkpoint]:
+    """The checkpoints of partitions from ``partition_count`` on (a topic has no fewer
+    partitions than before unless it was deleted and created again), locked until the
+    transaction ends: a worker retiring them concurrently waits, then finds none."""
+    c = partition_checkpoints.c
+    query = select(partition_checkpoints).where(
+        c.dataset == dataset, c.partition >= partition_count).order_by(c.partition)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return [Checkpoint(dataset, int(row["partition"]), row["next_offset"], row["watermark"],
+                       row["last_record_at"], bytes(row["state"]), row["version"])
+            for row in conn.execute(query).mappings()]
+
+
+def retire(conn: Connection, *, dataset: str, partition: int, version: int,
+           closed: Sequence[tuple[float, bytes]]) -> bool:
+    """Delete a partition's checkpoint, its open windows handed to the finalizer as
+    ``closed`` partials (its topic no longer has it); False when another worker saved or
+    retired it since it was read."""
+    c = partition_checkpoints.c
+    gone = conn.execute(delete(partition_checkpoints).where(
+        c.dataset == dataset, c.partition == partition, c.version == version))
+    if gone.rowcount != 1:
+        return False
+    if closed:
+        conn.execute(insert(window_partials), [
+            {"dataset": dataset, "partition": partition, "window_start": start, "state": blob}
+            for start, blob in closed])
+    return True
 
 
 @dataclass(frozen=True, slots=True)

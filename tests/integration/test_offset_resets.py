@@ -4,7 +4,8 @@ below its checkpoint as counted before: a deleted and recreated topic lost its r
 until their offsets passed the old ones. Now each source reports the reset and the worker
 says what happened, counts it, and counts every record the log still holds exactly once.
 A real Kafka (topics deleted and recreated, records deleted as retention does) and a real
-Postgres, with both Kafka clients."""
+Postgres, with both Kafka clients. And a topic recreated with fewer partitions: the
+checkpoints of the partitions it lost held every later window back, for ever."""
 
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ def _records(first: int, count: int, base: float,
              partition: int = 0) -> list[tuple[int, bytes]]:
     return [(partition, json_bytes({"ts": base + i, "amount": float(i)}))
             for i in range(first, first + count)]
+
+
+def _recreate(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+
+    def created() -> bool:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
+        except Exception:  # noqa: BLE001 - still being deleted
+            return False
+        return True
+
+    wait_until(created, 60, interval_s=1.0, message="the topic created again")
 
 
 class _Run:
@@ -96,17 +111,7 @@ def test_a_recreated_topic_is_counted_from_its_start(fresh_db, make_topic, kafka
     run = _Run(fresh_db, kafka_bootstrap, topic, client)
     run.read(100, 100)
 
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.delete_topics([topic])[topic].result(timeout=30)
-
-    def recreated() -> bool:
-        try:
-            admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-        except Exception:  # noqa: BLE001 - still being deleted
-            return False
-        return True
-
-    wait_until(recreated, 60, interval_s=1.0, message="the topic created again")
+    _recreate(kafka_bootstrap, topic)
     produce(kafka_bootstrap, topic, _records(100, 30, base))  # offsets 0-29 of the new log
     worker = run.read(30, 30)
 
@@ -143,3 +148,38 @@ def test_records_deleted_before_they_were_read_are_counted_as_unread(
     assert (f"{topic}[0]: offsets 100-149 were deleted from the topic (its retention, or "
             "deleted records) before they were read: 50 records of resets never counted"
             ) in caplog.text
+
+
+def test_a_topic_recreated_with_fewer_partitions_lets_its_windows_close(
+        fresh_db, make_topic, kafka_bootstrap, caplog):
+    """Partition 1 is gone: its checkpoint is retired, the window it held open is
+    finalized with what it had counted, and the windows after it close as partition 0
+    reads on."""
+    from dqpulse.store import metrics as metric_store
+
+    topic = make_topic("shrunk", partitions=2)
+    base = (time.time() - 7200) // 60 * 60
+    # minutes 0-4: 60 records a minute on each partition (minute 4 still open at the end)
+    produce(kafka_bootstrap, topic, _records(0, 300, base) + _records(0, 300, base, 1))
+    run = _Run(fresh_db, kafka_bootstrap, topic, "confluent")
+    run.spec = parse_spec(f"datasets:\n  - {{name: resets, topic: {topic}, "
+                          "event_time: ts, window: 1m, lateness: 0s}\n")
+    run.read(600, 300, 300)
+
+    _recreate(kafka_bootstrap, topic, partitions=1)
+    # minutes 5-14 on the one partition left: 10 records a minute, offsets 0-99
+    produce(kafka_bootstrap, topic, [(0, json_bytes({"ts": base + 300 + 6 * j, "amount": 1.0}))
+                                     for j in range(100)])
+    worker = run.worker()
+    with WorkerThread(worker):
+        def finalized() -> list[dict]:
+            with run.engine.connect() as conn:
+                return metric_store.get_points(conn, dataset="resets", metric="volume.records")
+
+        wait_until(lambda: len(finalized()) >= 14, 60, message="windows 0-13 finalized")
+    assert run.saved(1) is None  # retired
+    counts = [point["value"] for point in finalized()][:14]
+    assert counts == [120.0] * 5 + [10.0] * 9  # partition 1's open minute 4 included
+    assert (f"topic {topic} has 1 partitions, fewer than the 2 of dataset resets's "
+            "checkpoints: it was deleted and created again; the checkpoints of partitions "
+            "1 are retired") in caplog.text
