@@ -22,7 +22,8 @@ applies here, per data set reading the partition:
 Both are counted in ``dqpulse_ingest_offset_resets_total{dataset,reason}`` and alert
 (``DqpulsePartitionLogReset``). A recreated topic that already holds more records than the
 old position when its partition is next read is not out of range and cannot be told apart
-by offsets: docs/operations.md says what to do then.
+by offsets: docs/operations.md says what to do then. (A topic recreated with fewer
+partitions is met on assignment instead: :func:`dqpulse.ingest.assignment.retire_gone`.)
 """
 
 from __future__ import annotations
