@@ -38,10 +38,13 @@ def get(conn: Connection, *, dataset: str, partition: int) -> Checkpoint | None:
     row = conn.execute(select(partition_checkpoints).where(
         partition_checkpoints.c.dataset == dataset,
         partition_checkpoints.c.partition == partition)).mappings().first()
-    if row is None:
-        return None
-    return Checkpoint(dataset, partition, row["next_offset"], row["watermark"],
-                      row["last_record_at"], bytes(row["state"]), row["version"])
+    return None if row is None else _checkpoint(row)
+
+
+def _checkpoint(row: Any) -> Checkpoint:
+    return Checkpoint(row["dataset"], int(row["partition"]), row["next_offset"],
+                      row["watermark"], row["last_record_at"], bytes(row["state"]),
+                      row["version"])
 
 
 def save(
@@ -211,9 +214,7 @@ def beyond(conn: Connection, *, dataset: str, partition_count: int) -> list[Chec
         c.dataset == dataset, c.partition >= partition_count).order_by(c.partition)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    return [Checkpoint(dataset, int(row["partition"]), row["next_offset"], row["watermark"],
-                       row["last_record_at"], bytes(row["state"]), row["version"])
-            for row in conn.execute(query).mappings()]
+    return [_checkpoint(row) for row in conn.execute(query).mappings()]
 
 
 def retire(conn: Connection, *, dataset: str, partition: int, version: int,
