@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
@@ -44,8 +45,13 @@ def _recreate(bootstrap: str, topic: str, partitions: int = 1) -> None:
     def created() -> bool:
         try:
             admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
-        except Exception:  # noqa: BLE001 - still being deleted
-            return False
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                return False  # still being deleted
+            # the local broker creates a topic a client asks metadata of (a closing
+            # consumer did, once the delete had ended): a new log all the same
+            described = admin.list_topics(topic, timeout=10).topics.get(topic)
+            return described is not None and len(described.partitions) == partitions
         return True
 
     wait_until(created, 60, interval_s=1.0, message="the topic created again")
