@@ -61,7 +61,9 @@ class Telemetry:
             "dqpulse_ingest_offset_resets",
             "Partitions whose position their log did not hold (reason retention: records "
             "deleted before they were read; log_shorter: the topic was recreated or its log "
-            "truncated, counted from its start; retried)", ["dataset", "reason"], registry=r)
+            "truncated, counted from its start; replaced: the record a checkpoint counted at "
+            "an offset is another one now, the topic was recreated, counted from its start; "
+            "retried)", ["dataset", "reason"], registry=r)
         self.records_unread = Counter(
             "dqpulse_ingest_records_unread",
             "Records deleted from the topic (retention) before a worker read them",

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dqpulse.ingest.careful import CarefulCount
 from dqpulse.ingest.partition import AggregatorOptions, OwnedPartition, PartitionKey
+from dqpulse.ingest.witness import Witness
 from dqpulse.sources.base import Source, TopicPartition
 from dqpulse.spec import DatasetSpec
 from dqpulse.store import checkpoints
@@ -36,11 +37,14 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
             by_topic: Mapping[str, Sequence[DatasetSpec]], partition_counts: Mapping[str, int],
             options: AggregatorOptions,
             careful: MutableMapping[PartitionKey, CarefulCount] | None = None,
+            witnesses: bool = False,
             ) -> dict[TopicPartition, int | None]:
     """Load the assigned partitions' checkpoints into ``owned``; returns where to start
     each topic partition (None: no checkpoint for some dataset on it, use the reset
     policy). The partitions whose checkpoint workers restored before and died before
-    their first checkpoint go into ``careful`` (:mod:`dqpulse.ingest.careful`)."""
+    their first checkpoint go into ``careful`` (:mod:`dqpulse.ingest.careful`).
+    ``witnesses``: a checkpoint that names a record it counted starts its partition at
+    that record, to be compared with what the log holds there (:mod:`dqpulse.ingest.witness`)."""
     starts: dict[TopicPartition, int | None] = {}
     with engine.begin() as conn:
         for topic, partition in partitions:
@@ -57,7 +61,11 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
                 if careful is not None:
                     careful.pop((dataset.name, partition), None)
                 if saved is not None:
-                    offsets.append(saved.next_offset)
+                    if witnesses and saved.witness is not None:
+                        owned[(dataset.name, partition)].verify = Witness(*saved.witness)
+                        offsets.append(saved.witness[0])
+                    else:
+                        offsets.append(saved.next_offset)
                     restored = _note_restore(conn, dataset.name, partition, saved)
                     count = CarefulCount.after(restored, saved.next_offset)
                     if count is not None and careful is not None:

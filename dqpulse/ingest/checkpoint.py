@@ -50,6 +50,8 @@ class CheckpointRow:
     end_offset: int | None
     state: bytes
     closed: list[tuple[float, bytes]]
+    #: (offset, hash) of a record the state counted (dqpulse.ingest.witness)
+    witness: tuple[int, int] | None = None
 
 
 @dataclass
@@ -122,12 +124,15 @@ def prepare(owned: Mapping[PartitionKey, OwnedPartition], keys: Sequence[Partiti
         if (not closed and not partition.dirty and partition.version is not None
                 and partition.saved_watermark == partition.aggregator.watermark):
             continue
+        next_offset = partition.checkpoint_offset or 0
+        witness = partition.witness
         job.rows.append(CheckpointRow(
             key=key, owned=partition, loaded_version=partition.version,
-            next_offset=partition.checkpoint_offset or 0,
+            next_offset=next_offset,
             watermark=partition.aggregator.watermark,
             last_record_at=partition.aggregator.last_record_at, end_offset=end,
-            state=partition.aggregator.snapshot(), closed=closed))
+            state=partition.aggregator.snapshot(), closed=closed,
+            witness=witness if witness is not None and witness[0] < next_offset else None))
         partition.dirty = False  # records ingested from here on set it again
     return job
 
@@ -146,7 +151,7 @@ def write(engine: Engine, job: CheckpointJob, *, owner_id: str) -> list[int]:
                     loaded_version=row.loaded_version, next_offset=row.next_offset,
                     watermark=row.watermark, last_record_at=row.last_record_at,
                     high_watermark_offset=row.end_offset, state=row.state,
-                    closed=row.closed, owner_id=owner_id))
+                    closed=row.closed, owner_id=owner_id, witness=row.witness))
             if job.clean:
                 checkpoints.clear_restores(conn, keys=job.keys)
     return versions

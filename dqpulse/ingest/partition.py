@@ -15,6 +15,7 @@ from dqpulse.aggregate import AddReport, PartitionAggregator
 from dqpulse.config import Settings
 from dqpulse.decode import Decoder, decoder_for
 from dqpulse.errors import ConfigError
+from dqpulse.ingest.witness import Witness, witness_of
 from dqpulse.metrics.codec import CorruptState
 from dqpulse.metrics.samples import SampleBoard
 from dqpulse.records import PartitionBatch
@@ -61,6 +62,11 @@ class OwnedPartition:
     held_until: float = math.inf
     held_deadline: float = math.inf
     held_newest: float = -math.inf  # the newest Kafka timestamp held (seconds)
+    #: (offset, hash) of the last record aggregated: below :attr:`checkpoint_offset`, saved
+    #: with the checkpoint (dqpulse.ingest.witness)
+    witness: tuple[int, int] | None = None
+    #: the restored checkpoint's witness, until the log read has been compared with it
+    verify: Witness | None = None
 
     @property
     def checkpoint_offset(self) -> int | None:
@@ -107,6 +113,7 @@ class OwnedPartition:
                 else [])
         if not self.held and len(todo) >= coalesce:
             jobs.append(AddJob(todo, now))
+            self.witness = witness_of(todo, len(todo) - 1)
             self.dirty = True  # (records held back change neither state nor saved offset)
         else:
             self._hold(todo, now)
@@ -143,6 +150,7 @@ class OwnedPartition:
         self.held_until = self.held_deadline = math.inf
         self.held_newest = -math.inf
         self.dirty = True  # a checkpoint taken while they were held did not save them
+        self.witness = witness_of(held[-1][0], len(held[-1][0]) - 1)
         if len(held) == 1:
             return [AddJob(held[0][0], held[0][1])]
         batches = [batch for batch, _ in held]
@@ -214,8 +222,10 @@ class AggregatorOptions:
                 self.on_corrupt(dataset.name)
             aggregator = PartitionAggregator(dataset, partition, **common)
             aggregator.resume(saved.watermark, saved.last_record_at)
-            return OwnedPartition(aggregator, saved.version, saved.next_offset)
-        return OwnedPartition(aggregator, saved.version, saved.next_offset, dirty=False)
+            return OwnedPartition(aggregator, saved.version, saved.next_offset,
+                                  witness=saved.witness)
+        return OwnedPartition(aggregator, saved.version, saved.next_offset, dirty=False,
+                              witness=saved.witness)
 
 
 def make_decoders(datasets: Sequence[DatasetSpec], settings: Settings) -> dict[str, Decoder]:

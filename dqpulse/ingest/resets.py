@@ -10,6 +10,9 @@ applies here, per data set reading the partition:
   workers were down or behind for longer than ``retention.ms``): a warning with the range,
   ``dqpulse_ingest_records_unread_total`` counts them, and the count goes on from the log's
   start (nothing there was counted before).
+- ``replaced`` (session 47): the log holds another record than the one the checkpoint
+  named as counted (:mod:`dqpulse.ingest.witness`): a recreated topic that already holds
+  more records than the position. As ``log_shorter``, read again from offset 0.
 - ``log_shorter``: the log ends before the position, so it is not the log that was counted
   up to there: the topic was deleted and recreated (or an unclean leader election truncated
   the partition). Before session 46 the consumer went back to the log's start silently and
@@ -19,11 +22,11 @@ applies here, per data set reading the partition:
   counts. (Where an unclean election truncated the log instead, the records that stayed are
   counted again; such elections are off unless ``unclean.leader.election.enable`` is set.)
 
-Both are counted in ``dqpulse_ingest_offset_resets_total{dataset,reason}`` and alert
+Each is counted in ``dqpulse_ingest_offset_resets_total{dataset,reason}`` and alerts
 (``DqpulsePartitionLogReset``). A recreated topic that already holds more records than the
-old position when its partition is next read is not out of range and cannot be told apart
-by offsets: docs/operations.md says what to do then. (A topic recreated with fewer
-partitions is met on assignment instead: :func:`dqpulse.ingest.assignment.retire_gone`.)
+old position when its partition is next read is not out of range: the checkpoint's witness
+tells it apart (``replaced``). (A topic recreated with fewer partitions is met on
+assignment instead: :func:`dqpulse.ingest.assignment.retire_gone`.)
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ def apply_reset(reset: OffsetReset, keys: Sequence[PartitionKey],
                         "deleted records) before they were read: %d records of %s never "
                         "counted; reading on from offset %d", where, first, reset.low - 1,
                         unread, key[0], reset.low, extra=extra)
+        elif reset.reason == "replaced":
+            log.error("%s: the record at offset %d is not the one %s counted there: the "
+                      "topic was deleted and recreated (or an unclean leader election "
+                      "truncated the partition and it was written since), and %s had read "
+                      "the old log up to offset %d; counting it from offset %d",
+                      where, reset.replaced_at, key[0], key[0], read_to, reset.to,
+                      extra=extra)
+            part.next_offset = reset.to
+            part.dirty = True
+            moved.append(key)
         elif reset.reason == "log_shorter":
             log.error("%s: its log holds offsets %d-%d, and %s had read it up to offset %d: "
                       "the topic was deleted and recreated (or an unclean leader election "

@@ -123,6 +123,9 @@ class IngestWorker:
         # when each partition was restored on assignment (monotonic): once it has been
         # owned for careful.SURVIVED_S, its count of restores is cleared
         self._restored_at: dict[PartitionKey, float] = {}
+        # partitions started at their checkpoint's witness, not yet compared with it
+        # (dqpulse.ingest.witness)
+        self._unverified: set[TopicPartition] = set()
         self._pending_model: tuple[list[DatasetSpec], list[WindowHook]] | None = None
         self._model_lock = threading.Lock()
         self.stats = IngestStats()
@@ -212,12 +215,16 @@ class IngestWorker:
         starts = assignment.retry_database_errors(
             lambda: assignment.restore(self.engine, self.owned, partitions,
                                        by_topic=self.by_topic, partition_counts=counts,
-                                       options=self._options, careful=self._careful),
+                                       options=self._options, careful=self._careful,
+                                       witnesses=getattr(self.source, "witnesses", False)),
             stop=self._stop)
         restored_at = time.monotonic()
         for topic, partition in partitions:
             for dataset in self.by_topic.get(topic, []):
                 self._restored_at[(dataset.name, partition)] = restored_at
+                owned = self.owned.get((dataset.name, partition))
+                if owned is not None and owned.verify is not None:
+                    self._unverified.add((topic, partition))
         self.telemetry.assigned_partitions.set(len(self.owned))
         self.health.set_condition("partitions", None)
         self.health.beat()
@@ -236,6 +243,7 @@ class IngestWorker:
             self.owned.pop(key, None)
             self._careful.pop(key, None)
             self._restored_at.pop(key, None)
+        self._unverified.difference_update(partitions)
         self.telemetry.assigned_partitions.set(len(self.owned))
         log.info("revoked %d partitions", len(partitions),
                  extra={"partitions": [f"{t}[{p}]" for t, p in sorted(partitions)]})
@@ -327,10 +335,47 @@ class IngestWorker:
         """A partition whose position its log did not hold (dqpulse.ingest.resets)."""
         keys = [(dataset.name, reset.partition) for dataset in self.by_topic.get(reset.topic, [])
                 if (dataset.name, reset.partition) in self.owned]
-        if reset.reason == "log_shorter":
+        if reset.reason in ("log_shorter", "replaced"):
             self._flush_held(keys)  # records of the old log, counted before the new one's
+        if reset.reason != "retried":
+            # read on from the log's start: a witness of the old log is no longer where the
+            # partition reads (compared with a record of a new log, it would reset it again)
+            for key in keys:
+                self.owned[key].verify = None
+            self._unverified.discard((reset.topic, reset.partition))
         for key in apply_reset(reset, keys, self.owned, self.telemetry):
             self._careful.pop(key, None)  # (it was careful of the old log)
+
+    def _witnessed(self, batch: PartitionBatch) -> bool:
+        """Compare a partition started at its checkpoint's witness with what its log holds
+        there (dqpulse.ingest.witness); False when the log was replaced: the batch is
+        not counted, and the partition is read again from offset 0."""
+        keys = [(dataset.name, batch.partition) for dataset in self.by_topic.get(batch.topic, [])
+                if (dataset.name, batch.partition) in self.owned]
+        replaced: tuple[int, int] | None = None
+        pending = False
+        for key in keys:
+            owned = self.owned[key]
+            if owned.verify is None:
+                continue
+            verdict = owned.verify.check(batch)
+            if verdict is None:
+                pending = True
+                continue
+            if verdict is False and replaced is None:
+                replaced = (owned.verify.offset, owned.next_offset or 0)
+            owned.verify = None
+        if replaced is None:
+            if not pending:
+                self._unverified.discard((batch.topic, batch.partition))
+            return True
+        witness, read_to = replaced
+        self._offset_reset(OffsetReset(batch.topic, batch.partition, read_to, 0,
+                                       batch.last_offset + 1, replaced_at=witness))
+        seek = getattr(self.source, "seek", None)
+        if seek is not None:
+            seek(batch.topic, batch.partition, 0)
+        return False
 
     def _ingest(self, batches: list[PartitionBatch]) -> None:
         now = self.clock()
@@ -338,8 +383,12 @@ class IngestWorker:
         max_wait = self.settings.coalesce_max_wait_s
         held = self._held
         jobs: list[tuple[PartitionKey, AddJob]] = []
+        unverified = self._unverified
         for batch in batches:
             self.stats.polled += len(batch)
+            if unverified and (batch.topic, batch.partition) in unverified and (
+                    not self._witnessed(batch)):
+                continue
             for dataset in self.by_topic.get(batch.topic, []):
                 key = (dataset.name, batch.partition)
                 owned = self.owned.get(key)

@@ -19,13 +19,16 @@ RevokeCallback = Callable[[Sequence[TopicPartition]], None]
 class OffsetReset:
     """A partition's position that its log did not hold: a fetch at ``at`` was out of
     range where the log held offsets ``low`` .. ``high`` - 1. The source read on from
-    :attr:`to`, the log's start, in both cases :attr:`reason` tells apart."""
+    :attr:`to`, the log's start, in both cases :attr:`reason` tells apart. Or, with
+    ``replaced_at``: the log holds another record at that offset than the one a checkpoint
+    read up to ``at`` counted there (dqpulse.ingest.witness); read again from ``low``."""
 
     topic: str
     partition: int
     at: int
     low: int
     high: int
+    replaced_at: int | None = None
 
     @property
     def reason(self) -> str:
@@ -33,7 +36,12 @@ class OffsetReset:
         deleted records) before they were read; ``log_shorter``: the log ends before
         ``at``, so it is not the log that was read up to there (the topic was deleted and
         recreated, or an unclean leader election truncated it); ``retried``: the log
-        holds ``at`` after all (it moved while the fetch failed), read on from there."""
+        holds ``at`` after all (it moved while the fetch failed), read on from there;
+        ``replaced``: the log holds another record at ``replaced_at`` than the one counted
+        there, so it is not the log that was read up to ``at`` either (the topic was
+        deleted and recreated and holds more records than that by now)."""
+        if self.replaced_at is not None:
+            return "replaced"
         if self.at < self.low:
             return "retention"
         return "log_shorter" if self.at > self.high else "retried"
@@ -50,6 +58,10 @@ class OffsetReset:
 
 
 class Source(Protocol):
+    # Optional, read with getattr: ``witnesses`` (True: a restored partition may start at
+    # its checkpoint's witness, one record before its next offset, and a log found replaced
+    # is read again after ``seek(topic, partition, 0)``; dqpulse.ingest.witness) and
+    # ``seek(topic, partition, offset)``.
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None: ...
 

@@ -66,6 +66,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaPythonSource:
+    #: a restored partition starts at its checkpoint's witness, compared with what the log
+    #: holds there (dqpulse.ingest.witness): offsets in a Kafka log name one record for ever
+    witnesses = True
+
     def __init__(self, settings: Settings, *, group_id: str | None = None,
                  client_id: str = "dqpulse-ingest") -> None:
         config = client_config(settings)

@@ -32,6 +32,9 @@ class Checkpoint:
     last_record_at: float | None
     state: bytes
     version: int
+    #: (offset, hash) of a record the state counted, below ``next_offset`` (None: none
+    #: named, as in checkpoints saved before migration 0012): dqpulse.ingest.witness
+    witness: tuple[int, int] | None = None
 
 
 def get(conn: Connection, *, dataset: str, partition: int) -> Checkpoint | None:
@@ -42,9 +45,12 @@ def get(conn: Connection, *, dataset: str, partition: int) -> Checkpoint | None:
 
 
 def _checkpoint(row: Any) -> Checkpoint:
+    witness = (None if row["witness_offset"] is None or row["witness_hash"] is None
+               or row["witness_offset"] >= row["next_offset"]
+               else (int(row["witness_offset"]), int(row["witness_hash"])))
     return Checkpoint(row["dataset"], int(row["partition"]), row["next_offset"],
                       row["watermark"], row["last_record_at"], bytes(row["state"]),
-                      row["version"])
+                      row["version"], witness)
 
 
 def save(
@@ -60,8 +66,10 @@ def save(
     state: bytes,
     closed: Sequence[tuple[float, bytes]],
     owner_id: str,
+    witness: tuple[int, int] | None = None,
 ) -> int:
     """Write a partition's checkpoint and its newly closed window partials; return the version.
+    ``witness``: (offset, hash) of a record the state counted (dqpulse.ingest.witness).
 
     Raises ``FencedError`` when the stored version is not ``loaded_version`` (the caller
     must roll back, drop the partition's in-memory state and reload).
@@ -70,7 +78,9 @@ def save(
         next_offset=next_offset, watermark=watermark, last_record_at=last_record_at,
         high_watermark_offset=high_watermark_offset, state=state, owner_id=owner_id,
         updated_at=func.now(), restores=0, careful_first=None, careful_last=None,
-        careful_at=None, careful_tries=None)
+        careful_at=None, careful_tries=None,
+        witness_offset=None if witness is None else witness[0],
+        witness_hash=None if witness is None else witness[1])
     if loaded_version is None:
         exists = conn.execute(select(partition_checkpoints.c.version).where(
             partition_checkpoints.c.dataset == dataset,
@@ -184,7 +194,8 @@ def move_offset(conn: Connection, *, dataset: str, partition: int, loaded_versio
         partition_checkpoints.c.version == loaded_version,
     ).values(next_offset=next_offset, version=loaded_version + 1,
              owner_id="dqpulse partitions skip", updated_at=func.now(), restores=0,
-             careful_first=None, careful_last=None, careful_at=None, careful_tries=None))
+             careful_first=None, careful_last=None, careful_at=None, careful_tries=None,
+             witness_offset=None, witness_hash=None))
     return loaded_version + 1 if result.rowcount == 1 else None
 
 

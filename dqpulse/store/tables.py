@@ -82,6 +82,11 @@ partition_checkpoints = Table(
     Column("careful_last", BigInteger),
     Column("careful_at", BigInteger),
     Column("careful_tries", Integer),
+    # one record the saved state counted, below ``next_offset``: its offset and a hash of
+    # its key, value and timestamp, checked when a worker restores the checkpoint (a log
+    # that holds another record there replaced the one counted: dqpulse.ingest.witness)
+    Column("witness_offset", BigInteger),
+    Column("witness_hash", BigInteger),
 )
 
 # Closed per-partition partial states of a window, waiting for every partition to pass

@@ -79,18 +79,18 @@ class _Run:
         with self.engine.connect() as conn:
             return checkpoints.get(conn, dataset="resets", partition=partition)
 
+    def saved_offset(self, partition: int = 0) -> int | None:
+        checkpoint = self.saved(partition)
+        return None if checkpoint is None else checkpoint.next_offset
+
     def read(self, accepted: int, *offsets: int) -> IngestWorker:
         """A worker that reads until it accepted ``accepted`` records and checkpointed
         ``offsets`` (one per partition), then stops."""
         worker = self.worker()
-
-        def saved(partition: int) -> int | None:
-            checkpoint = self.saved(partition)
-            return None if checkpoint is None else checkpoint.next_offset
-
         with WorkerThread(worker):
             wait_until(lambda: worker.stats.accepted >= accepted and all(
-                saved(partition) == offset for partition, offset in enumerate(offsets)), 60,
+                self.saved_offset(partition) == offset
+                for partition, offset in enumerate(offsets)), 60,
                        message=f"{accepted} records accepted and offsets {offsets} saved")
         return worker
 
@@ -119,14 +119,54 @@ def test_a_recreated_topic_is_counted_from_its_start(fresh_db, make_topic, kafka
 
     _recreate(kafka_bootstrap, topic)
     produce(kafka_bootstrap, topic, _records(100, 30, base))  # offsets 0-29 of the new log
-    worker = run.read(30, 30)
+    worker = run.worker()
+    with WorkerThread(worker):
+        wait_until(lambda: worker.stats.accepted >= 30, 60, message="30 records accepted")
+        # the new log passes the checkpoint's witness (offset 99) while this worker reads
+        # it: compared with a record of the new log, the old witness would reset it again
+        produce(kafka_bootstrap, topic, _records(130, 100, base))  # offsets 30-129
+        wait_until(lambda: run.saved_offset() == 130, 60, message="offset 130 saved")
 
-    assert worker.stats.accepted == 30  # every record of the new log, once
-    assert run.counted() == 130
+    assert worker.stats.accepted == 130  # every record of the new log, once
+    assert run.counted() == 230
     assert _sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
                    reason="log_shorter") == 1
     assert (f"{topic}[0]: its log holds offsets 0-29, and resets had read it up to offset "
             "100: the topic was deleted and recreated") in caplog.text
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_recreated_topic_longer_than_the_old_position_is_counted_from_its_start(
+        fresh_db, make_topic, kafka_bootstrap, client, caplog):
+    """The topic was deleted and recreated while no worker read it, and holds more records
+    than the checkpoint's offset when one comes back: not out of range, so offsets alone
+    took it for the old log and skipped its first 100 records as counted (session 46's
+    known limit). The checkpoint's witness, the record it counted at offset 99, tells the
+    logs apart (dqpulse.ingest.witness)."""
+    topic = make_topic("outgrown")
+    base = (time.time() - 7200) // 3600 * 3600
+    produce(kafka_bootstrap, topic, _records(0, 100, base))
+    run = _Run(fresh_db, kafka_bootstrap, topic, client)
+    run.read(100, 100)
+    saved = run.saved()
+    assert saved is not None and saved.witness is not None and saved.witness[0] == 99
+
+    # the same log, restarted: the witness is read again, matches, and is not counted
+    produce(kafka_bootstrap, topic, _records(100, 20, base))
+    worker = run.read(20, 120)
+    assert worker.stats.accepted == 20 and run.counted() == 120
+    assert _sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
+                   reason="replaced") == 0
+
+    _recreate(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, _records(120, 150, base))  # offsets 0-149 of the new log
+    worker = run.read(150, 150)
+    assert worker.stats.accepted == 150  # every record of the new log, once
+    assert run.counted() == 270
+    assert _sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
+                   reason="replaced") == 1
+    assert (f"{topic}[0]: the record at offset 119 is not the one resets counted there: the "
+            "topic was deleted and recreated") in caplog.text
 
 
 @pytest.mark.parametrize("client", CLIENTS)
