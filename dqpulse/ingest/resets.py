@@ -22,6 +22,10 @@ applies here, per data set reading the partition:
   counts. (Where an unclean election truncated the log instead, the records that stayed are
   counted again; such elections are off unless ``unclean.leader.election.enable`` is set.)
 
+A ``retried`` reset is checked with the partition's witness all the same: a log that was
+shorter than the position a moment ago and holds it again may be a recreated topic
+refilled meanwhile (``IngestWorker._witness_again``).
+
 Each is counted in ``dqpulse_ingest_offset_resets_total{dataset,reason}`` and alerts
 (``DqpulsePartitionLogReset``). A recreated topic that already holds more records than the
 old position when its partition is next read is not out of range: the checkpoint's witness
@@ -78,11 +82,12 @@ def apply_reset(reset: OffsetReset, keys: Sequence[PartitionKey],
             part.dirty = True
             moved.append(key)
         elif reset.reason == "log_shorter":
-            log.error("%s: its log holds offsets %d-%d, and %s had read it up to offset %d: "
-                      "the topic was deleted and recreated (or an unclean leader election "
-                      "truncated the partition); counting it from its start, offset %d",
-                      where, reset.low, reset.high - 1, key[0], read_to, reset.low,
-                      extra=extra)
+            held = (f"holds offsets {reset.low}-{reset.high - 1}" if reset.high > reset.low
+                    else f"is empty (next offset {reset.high})")
+            log.error("%s: its log %s, and %s had read it up to offset %d: the topic was "
+                      "deleted and recreated (or an unclean leader election truncated the "
+                      "partition); counting it from its start, offset %d",
+                      where, held, key[0], read_to, reset.low, extra=extra)
             if part.next_offset is None or part.next_offset > reset.to:
                 part.next_offset = reset.to
                 part.dirty = True

@@ -56,6 +56,7 @@ from dqpulse.ingest.checkpoint import CheckpointJob
 from dqpulse.ingest.finalizer import Finalizer
 from dqpulse.ingest.partition import AddJob, AggregatorOptions, OwnedPartition, PartitionKey
 from dqpulse.ingest.resets import apply_reset
+from dqpulse.ingest.witness import Witness
 from dqpulse.records import PartitionBatch
 from dqpulse.sources.base import DeadLetterSink, OffsetReset, Source, TopicPartition
 from dqpulse.spec import DatasetSpec
@@ -345,6 +346,26 @@ class IngestWorker:
             self._unverified.discard((reset.topic, reset.partition))
         for key in apply_reset(reset, keys, self.owned, self.telemetry):
             self._careful.pop(key, None)  # (it was careful of the old log)
+        if reset.reason == "retried":
+            self._witness_again(reset.topic, reset.partition, keys)
+
+    def _witness_again(self, topic: str, partition: int, keys: Sequence[PartitionKey]) -> None:
+        """The log holds the position it was out of range at a moment ago: a log that
+        grew back past it (a topic recreated while this worker read it, refilled before
+        the source read its bounds), or a fetch that failed while the log moved. Read
+        again from the last record counted, and compare it (dqpulse.ingest.witness)."""
+        seek = getattr(self.source, "seek", None)
+        if seek is None or not getattr(self.source, "witnesses", False):
+            return
+        starts = []
+        for key in keys:
+            witness = self.owned[key].witness
+            if witness is not None:
+                self.owned[key].verify = Witness(*witness)
+                starts.append(witness[0])
+        if starts:
+            self._unverified.add((topic, partition))
+            seek(topic, partition, min(starts))
 
     def _witnessed(self, batch: PartitionBatch) -> bool:
         """Compare a partition started at its checkpoint's witness with what its log holds

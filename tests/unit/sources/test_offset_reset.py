@@ -74,3 +74,14 @@ def test_a_log_shorter_than_the_position_is_counted_from_its_start(caplog):
     assert _sample(telemetry, "dqpulse_ingest_records_unread_total", dataset="a") == 0
     assert ("orders[3]: its log holds offsets 0-29, and a had read it up to offset 100: "
             "the topic was deleted and recreated") in caplog.text
+
+
+def test_an_empty_log_says_so(caplog):
+    """A topic recreated a moment ago holds nothing yet: no range ``0--1`` in the log."""
+    owned = {("a", 3): _owned("a", 100)}
+    with caplog.at_level(logging.ERROR):
+        apply_reset(OffsetReset("orders", 3, at=100, low=0, high=0), [("a", 3)], owned,
+                    Telemetry(CollectorRegistry()))
+    assert owned[("a", 3)].next_offset == 0
+    assert ("orders[3]: its log is empty (next offset 0), and a had read it up to offset "
+            "100: the topic was deleted and recreated") in caplog.text
