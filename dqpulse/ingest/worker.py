@@ -332,10 +332,14 @@ class IngestWorker:
             if self.finalize:
                 self.finalize_ready()
 
+    def _owned_keys(self, topic: str, partition: int) -> list[PartitionKey]:
+        """The owned (dataset, partition)s that read this topic partition."""
+        return [(dataset.name, partition) for dataset in self.by_topic.get(topic, [])
+                if (dataset.name, partition) in self.owned]
+
     def _offset_reset(self, reset: OffsetReset) -> None:
         """A partition whose position its log did not hold (dqpulse.ingest.resets)."""
-        keys = [(dataset.name, reset.partition) for dataset in self.by_topic.get(reset.topic, [])
-                if (dataset.name, reset.partition) in self.owned]
+        keys = self._owned_keys(reset.topic, reset.partition)
         if reset.reason in ("log_shorter", "replaced"):
             self._flush_held(keys)  # records of the old log, counted before the new one's
         if reset.reason != "retried":
@@ -371,8 +375,7 @@ class IngestWorker:
         """Compare a partition started at its checkpoint's witness with what its log holds
         there (dqpulse.ingest.witness); False when the log was replaced: the batch is
         not counted, and the partition is read again from offset 0."""
-        keys = [(dataset.name, batch.partition) for dataset in self.by_topic.get(batch.topic, [])
-                if (dataset.name, batch.partition) in self.owned]
+        keys = self._owned_keys(batch.topic, batch.partition)
         replaced: tuple[int, int] | None = None
         pending = False
         for key in keys:
