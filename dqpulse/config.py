@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # the longest wait between reconnects to a broker that is away (both clients back off
+    # exponentially up to it; kafka-python's own default is 30 s, librdkafka's 10 s)
+    kafka_reconnect_backoff_max_ms: int = Field(default=5_000, ge=100)
     dead_letter_topic: str | None = None
     schema_registry_url: str | None = None
 

@@ -82,6 +82,7 @@ class ConfluentSource:
             "auto.offset.reset": "error",
             "session.timeout.ms": settings.kafka_session_timeout_ms,
             "heartbeat.interval.ms": 1_000,
+            "reconnect.backoff.max.ms": settings.kafka_reconnect_backoff_max_ms,
             "max.poll.interval.ms": 300_000,
             "fetch.max.bytes": 52_428_800,
             "max.partition.fetch.bytes": 4_194_304,

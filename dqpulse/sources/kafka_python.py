@@ -81,6 +81,9 @@ class KafkaPythonSource:
             auto_offset_reset="none",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=1_000,
+            # a bounced broker is met again within seconds, not after up to 30 s (its own
+            # default back-off, which stalled ingest that long in tests/chaos)
+            reconnect_backoff_max_ms=settings.kafka_reconnect_backoff_max_ms,
             max_poll_records=settings.poll_max_records,
             fetch_max_bytes=52_428_800,
             max_partition_fetch_bytes=4_194_304,

@@ -187,3 +187,25 @@ def test_a_partition_beyond_the_cached_count_stops_rather_than_guesses(
     source._consumer.events = [("on_assign", [_tp("t", 5)])]
     with pytest.raises(RuntimeError, match="had 4 partitions"):
         source.poll(100, 0.1)
+
+
+def test_both_clients_back_off_from_an_absent_broker_at_most_the_setting(monkeypatch):
+    """kafka-python's own default is 30 s between reconnects: a bounced broker stalled its
+    workers that long (tests/chaos). Both clients get ``kafka_reconnect_backoff_max_ms``."""
+    seen: dict[str, Any] = {}
+
+    class Capture(FakeConsumer):
+        def __init__(self, config: dict[str, Any]) -> None:
+            seen.update(config)
+            super().__init__(config)
+
+    monkeypatch.setattr(kafka_confluent, "Consumer", Capture)
+    ConfluentSource(Settings(kafka_reconnect_backoff_max_ms=2_500))
+    assert seen["reconnect.backoff.max.ms"] == 2_500
+    assert Settings().kafka_reconnect_backoff_max_ms == 5_000
+
+    from dqpulse.sources import kafka_python
+
+    monkeypatch.setattr(kafka_python, "KafkaConsumer", lambda **config: seen.update(config))
+    kafka_python.KafkaPythonSource(Settings(kafka_reconnect_backoff_max_ms=2_500))
+    assert seen["reconnect_backoff_max_ms"] == 2_500
