@@ -94,17 +94,46 @@ class KafkaPythonSource:
         self._in_callback = False
         self._partition_counts: dict[str, int] = {}
         self._resets: list[OffsetReset] = []
+        # topics to subscribe to once the broker answers (it was away at subscribe())
+        self._unsubscribed: list[str] | None = None
+        self._retry_at = 0.0
+
+    #: seconds between tries to subscribe while the broker does not answer
+    SUBSCRIBE_RETRY_S = 2.0
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        # Rebalance callbacks may run on kafka-python's network thread, where no blocking
-        # call is allowed: learn the partition counts now, on the caller's thread.
-        for topic in topics:
-            self._partition_counts[topic] = self._fetch_partition_count(topic)
+        self._unsubscribed = list(topics)
+        self._try_subscribe()
+
+    def _try_subscribe(self) -> bool:
+        """Subscribe, once every topic's partition count is known. Rebalance callbacks may
+        run on kafka-python's network thread, where no blocking call is allowed: the
+        counts are learned first, on the caller's thread. A broker that is away (a worker
+        started, or its model reloaded, while the broker restarts) leaves the worker
+        consuming nothing, retried from :meth:`poll` every ``SUBSCRIBE_RETRY_S``; before
+        session 47 the connection error ended the worker (found by tests/chaos)."""
+        topics = self._unsubscribed
+        if topics is None:
+            return True
+        try:
+            for topic in topics:
+                self._partition_counts[topic] = self._fetch_partition_count(topic)
+        except KafkaError as exc:
+            log.warning("kafka: the partition counts of %s were not read (%s); subscribing "
+                        "once the broker answers", ", ".join(topics), exc)
+            self._retry_at = time.monotonic() + self.SUBSCRIBE_RETRY_S
+            return False
         self._consumer.subscribe(list(topics), listener=_Listener(self))
+        self._unsubscribed = None
+        return True
 
     def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
+        if self._unsubscribed is not None and (
+                time.monotonic() < self._retry_at or not self._try_subscribe()):
+            time.sleep(min(timeout_s, 0.5))  # as long as a poll would have waited, at most
+            return []
         try:
             batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
                                           max_records=max_records)
