@@ -19,7 +19,7 @@ from dqpulse.finalize.scoring import default_hooks
 from dqpulse.ingest import IngestWorker
 from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelVersion, ModelWatch, current_model
-from dqpulse.sources.base import DeadLetterSink, Source
+from dqpulse.sources.base import DeadLetterSink, Source, SourceStopped
 from dqpulse.spec import Spec
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
@@ -29,18 +29,22 @@ from workers.signals import stop_event_on_signals
 log = logging.getLogger(__name__)
 
 
-def make_source(settings: Settings, client: str | None = None
+def make_source(settings: Settings, client: str | None = None, *,
+                stop: threading.Event | None = None
                 ) -> tuple[Source, DeadLetterSink | None]:
     """The Kafka source of ``client`` (default: ``DQPULSE_KAFKA_CLIENT``) and, when a
-    dead-letter topic is set, its dead-letter sink."""
+    dead-letter topic is set, its dead-letter sink. With ``stop``, a kafka-python source
+    waits for a broker until it is set (:class:`SourceStopped`); librdkafka's constructors
+    need none."""
     kind = client or settings.kafka_client
     if kind == "kafka-python":
         from dqpulse.sources.kafka_python import KafkaPythonDeadLetterSink, KafkaPythonSource
 
+        source = KafkaPythonSource(settings, stop=stop)
         dlq: DeadLetterSink | None = (
-            KafkaPythonDeadLetterSink(settings, settings.dead_letter_topic)
+            KafkaPythonDeadLetterSink(settings, settings.dead_letter_topic, stop=stop)
             if settings.dead_letter_topic else None)
-        return KafkaPythonSource(settings), dlq
+        return source, dlq
     from dqpulse.sources.kafka_confluent import ConfluentDeadLetterSink, ConfluentSource
 
     dlq = (ConfluentDeadLetterSink(settings, settings.dead_letter_topic)
@@ -64,7 +68,11 @@ def run_ingest(settings: Settings, *, client: str | None = None,
         telemetry = Telemetry(field_metric_budget=settings.field_metric_budget)
         health = make_health(settings, progress_interval_s=settings.checkpoint_interval_s)
         with probes(settings, "ingest", registry=telemetry.registry, health=health):
-            source, dead_letter = make_source(settings, client)
+            try:
+                source, dead_letter = make_source(settings, client, stop=stop)
+            except SourceStopped as exc:
+                log.info("ingest stopped before it started: %s", exc)
+                return 0
             worker = IngestWorker(settings=settings, engine=engine,
                                   datasets=model.spec.datasets, source=source,
                                   dead_letter=dead_letter, telemetry=telemetry,

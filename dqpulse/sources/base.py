@@ -15,6 +15,10 @@ AssignCallback = Callable[[Sequence[TopicPartition]], Mapping[TopicPartition, in
 RevokeCallback = Callable[[Sequence[TopicPartition]], None]
 
 
+class SourceStopped(Exception):
+    """Asked to stop (SIGTERM) while the source was still waiting for its brokers."""
+
+
 @dataclass(frozen=True, slots=True)
 class OffsetReset:
     """A partition's position that its log did not hold: a fetch at ``at`` was out of

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -14,18 +15,70 @@ from kafka import TopicPartition as KpTopicPartition
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
+from kafka.net.compat import KafkaNetClient
 from kafka.structs import OffsetAndMetadata
 
 from dqpulse.config import Settings
 from dqpulse.records import PartitionBatch, RawMessage, group_by_partition
-from dqpulse.sources.base import AssignCallback, OffsetReset, RevokeCallback, TopicPartition
+from dqpulse.sources.base import (
+    AssignCallback,
+    OffsetReset,
+    RevokeCallback,
+    SourceStopped,
+    TopicPartition,
+)
 from dqpulse.sources.kafka_common import KAFKA_PYTHON_NAMES, connection_config, dead_letter_headers
 
 log = logging.getLogger(__name__)
 _key = attrgetter("key")
+_Client = TypeVar("_Client")
+
+#: how long one try to reach a broker waits (kafka-python reads the brokers' API versions
+#: in its constructors, and its own default gives up after 30 s)
+BOOTSTRAP_TIMEOUT_MS = 10_000
+#: how long a caller with no stop event waits, once (kafka-python's default)
+ONE_TRY_TIMEOUT_MS = 30_000
+#: seconds between tries while no broker answers
+BOOTSTRAP_RETRY_S = 2.0
+
+
+def bootstrapped(build: Callable[..., _Client], what: str, servers: Sequence[str],
+                 stop: threading.Event | None, **options: Any) -> _Client:
+    """``build(**options)`` (a KafkaConsumer or KafkaProducer), tried again every
+    ``BOOTSTRAP_RETRY_S`` while no broker answers, until ``stop`` is set (then
+    :class:`SourceStopped`). kafka-python's constructors contact a broker and raise
+    KafkaTimeoutError when none answers; a worker started before its broker (a host
+    reboot, a deployment that starts both) used to exit there. The network client of a
+    failed try is closed, so its I/O thread does not outlive it. Without ``stop``, one
+    try of ``ONE_TRY_TIMEOUT_MS`` and its failure is raised, as before."""
+    made: list[KafkaNetClient] = []
+
+    def client(**config: Any) -> KafkaNetClient:
+        made.append(KafkaNetClient(**config))
+        return made[-1]
+
+    tries = 0
+    while True:
+        made.clear()
+        try:
+            return build(**options, kafka_client=client, bootstrap_timeout_ms=(
+                BOOTSTRAP_TIMEOUT_MS if stop is not None else ONE_TRY_TIMEOUT_MS))
+        except KafkaTimeoutError as exc:
+            for net in made:
+                net.close()
+            if stop is None:
+                raise
+            tries += 1
+            if tries == 1 or tries % 10 == 0:
+                log.warning("kafka: no broker of %s answered the %s (%s, try %d); trying "
+                            "again every %gs", ",".join(servers), what, exc, tries,
+                            BOOTSTRAP_RETRY_S)
+        if stop.wait(BOOTSTRAP_RETRY_S):
+            raise SourceStopped(f"stopped while waiting for a broker of {','.join(servers)}")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -71,9 +124,13 @@ class KafkaPythonSource:
     witnesses = True
 
     def __init__(self, settings: Settings, *, group_id: str | None = None,
-                 client_id: str = "dqpulse-ingest") -> None:
+                 client_id: str = "dqpulse-ingest",
+                 stop: threading.Event | None = None) -> None:
+        """``stop``: wait for a broker until it is set (see :func:`bootstrapped`);
+        without it, no broker within ``BOOTSTRAP_TIMEOUT_MS`` raises KafkaTimeoutError."""
         config = client_config(settings)
-        self._consumer = KafkaConsumer(
+        self._consumer = bootstrapped(
+            KafkaConsumer, "consumer", config["bootstrap_servers"], stop,
             group_id=group_id or settings.kafka_group,
             client_id=client_id,
             enable_auto_commit=False,
@@ -239,9 +296,12 @@ class KafkaPythonSource:
 
 
 class KafkaPythonDeadLetterSink:
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self._producer = KafkaProducer(max_request_size=16_777_216, linger_ms=20,
-                                       **client_config(settings))
+    def __init__(self, settings: Settings, topic: str, *,
+                 stop: threading.Event | None = None) -> None:
+        config = client_config(settings)
+        self._producer = bootstrapped(
+            KafkaProducer, "dead-letter producer", config["bootstrap_servers"], stop,
+            max_request_size=16_777_216, linger_ms=20, **config)
         self._topic = topic
 
     def send(self, message: RawMessage, reason: str, detail: str) -> None:

@@ -5,14 +5,18 @@ there. A fake consumer stands in for the broker's answers (pure logic)."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaConnectionError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from dqpulse.config import Settings
 from dqpulse.sources import kafka_python
-from dqpulse.sources.kafka_python import KafkaPythonSource
+from dqpulse.sources.base import SourceStopped
+from dqpulse.sources.kafka_python import KafkaPythonDeadLetterSink, KafkaPythonSource
 
 
 class FakeConsumer:
@@ -48,3 +52,59 @@ def test_a_broker_away_at_subscribe_is_retried_from_poll(monkeypatch: pytest.Mon
     assert source.poll(100, 0.01) == []
     assert consumer.subscribed == ["orders"] and consumer.polls == 1
     assert source.partition_count("orders") == 3
+
+
+# ---- no broker at all when the worker starts --------------------------------------------
+# kafka-python's constructors contact a broker (to learn its API versions) and raise
+# KafkaTimeoutError when none answers; a worker started before its broker used to exit
+# there. Port 1 on loopback refuses every connection: a broker that is down.
+
+def _io_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("kafka-io")]
+
+
+def test_without_a_stop_event_the_first_failure_is_raised(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(kafka_python, "ONE_TRY_TIMEOUT_MS", 200)
+    before = len(_io_threads())
+    with pytest.raises(KafkaTimeoutError):
+        KafkaPythonSource(Settings(kafka_bootstrap="127.0.0.1:1"))
+    assert len(_io_threads()) == before  # the failed try's network thread was closed
+
+
+def test_a_worker_waits_for_its_broker_until_stopped(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture):
+    monkeypatch.setattr(kafka_python, "BOOTSTRAP_TIMEOUT_MS", 200)
+    monkeypatch.setattr(kafka_python, "BOOTSTRAP_RETRY_S", 0.05)
+    before = len(_io_threads())
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="dqpulse.sources.kafka_python"), \
+            pytest.raises(SourceStopped, match="127.0.0.1:1"):
+        KafkaPythonDeadLetterSink(Settings(kafka_bootstrap="127.0.0.1:1"), "dlq", stop=stop)
+    assert time.monotonic() - started >= 1.4  # it kept trying until told to stop
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("dqpulse")]
+    assert warnings and "no broker of 127.0.0.1:1 answered the dead-letter producer" \
+        in warnings[0], warnings
+    assert len(warnings) < 5  # the first try is logged, then every 10th
+    assert len(_io_threads()) == before
+
+
+def test_a_broker_that_answers_on_a_later_try_is_used(monkeypatch: pytest.MonkeyPatch):
+    tries: list[dict[str, Any]] = []
+
+    class LateConsumer(FakeConsumer):
+        def __init__(self, **config: Any) -> None:
+            tries.append(config)
+            if len(tries) < 3:
+                config["kafka_client"](bootstrap_servers=["127.0.0.1:1"])  # a real client
+                raise KafkaTimeoutError("Unable to bootstrap")
+            super().__init__(**config)
+
+    monkeypatch.setattr(kafka_python, "KafkaConsumer", LateConsumer)
+    monkeypatch.setattr(kafka_python, "BOOTSTRAP_RETRY_S", 0.0)
+    before = len(_io_threads())
+    source = KafkaPythonSource(Settings(kafka_group="g"), stop=threading.Event())
+    assert isinstance(source._consumer, LateConsumer) and len(tries) == 3
+    assert all(t["group_id"] == "g" and t["bootstrap_timeout_ms"] == 10_000 for t in tries)
+    assert len(_io_threads()) == before  # the two failed tries' clients were closed
