@@ -108,3 +108,35 @@ def test_a_broker_that_answers_on_a_later_try_is_used(monkeypatch: pytest.Monkey
     assert isinstance(source._consumer, LateConsumer) and len(tries) == 3
     assert all(t["group_id"] == "g" and t["bootstrap_timeout_ms"] == 10_000 for t in tries)
     assert len(_io_threads()) == before  # the two failed tries' clients were closed
+
+
+def test_a_partition_without_a_position_is_read_from_its_start(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture):
+    """auto_offset_reset="none": a partition kafka-python holds no position for (the
+    listener seeks every assigned one, so a defensive path) raises from poll(); the source
+    seeks it to its log's start and the worker skips what its checkpoint counted."""
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.errors import NoOffsetForPartitionError
+
+    sought: list[Any] = []
+
+    class NoPosition(FakeConsumer):
+        def poll(self, timeout_ms: int, max_records: int) -> dict:
+            self.polls += 1
+            if self.polls == 1:
+                raise NoOffsetForPartitionError({KpTopicPartition("orders", 2)})
+            return {}
+
+        def seek_to_beginning(self, *parts: Any) -> None:
+            sought.extend(parts)
+
+    monkeypatch.setattr(kafka_python, "KafkaConsumer", NoPosition)
+    monkeypatch.setattr(FakeConsumer, "away", False)
+    source = KafkaPythonSource(Settings())
+    source.subscribe(["orders"], on_assign=lambda parts: {}, on_revoke=lambda parts: None)
+    with caplog.at_level(logging.WARNING, logger="dqpulse.sources.kafka_python"):
+        assert source.poll(100, 0.01) == []
+    assert sought == [KpTopicPartition("orders", 2)]
+    assert any("have no position" in r.getMessage() for r in caplog.records)
+    assert source.poll(100, 0.01) == [] and source._consumer.polls == 2  # reads on
+    assert source.take_resets() == []  # not a reset: nothing was counted or lost
