@@ -269,6 +269,17 @@ def _line_of(root: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def line_in(path: str | Path, loc: tuple[int | str, ...]) -> int | None:
+    """The line of ``loc`` (e.g. ``("datasets", 2, "window")``) in the YAML file at ``path``,
+    for a problem found after validation (against the database); None when the file cannot
+    be read or parsed."""
+    try:
+        root = YAML(typ="rt").load(Path(path).read_text(encoding="utf-8-sig"))
+    except Exception:  # noqa: BLE001 - a hint only: the problem is reported without a line
+        return None
+    return _line_of(root, loc) if isinstance(root, CommentedMap) else None
+
+
 def _expand_env(value: Any, environ: dict[str, str], where: str, problems: list[str]) -> Any:
     if isinstance(value, str):
         def repl(match: re.Match[str]) -> str:

@@ -52,7 +52,7 @@ def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
               "database; write it as ${VAR} and set VAR where the notifier runs",
               file=sys.stderr)
     if args.dry_run:
-        plan = plan_apply(engine, spec)
+        plan = plan_apply(engine, spec, source=str(args.file))
         print("\n".join(plan.lines()) or "nothing to apply")
         print("dry run: nothing applied" if not plan.empty else "dry run: no change")
         return 0

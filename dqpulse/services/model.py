@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from dqpulse.spec import Spec, has_env_reference
+from dqpulse.errors import ConfigError
+from dqpulse.spec import Spec, has_env_reference, line_in
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import models as model_store
+from dqpulse.store.tables import partition_checkpoints, window_partials
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +141,55 @@ def latest_version(engine: Engine) -> int:
         return model_store.latest_version(conn)
 
 
-def plan_apply(engine: Engine, spec: Spec) -> Plan:
-    return plan_model(current_model(engine).spec, spec)
+def _seconds(value: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
+
+
+def window_changes(conn: Connection, spec: Spec, source: str = "") -> list[str]:
+    """A problem for each dataset of ``spec`` whose ``window`` differs from the one its
+    stored windows were cut with (its definition in the database: the current model's, or
+    a removed dataset's kept row) while it has stored state (checkpoints or open windows).
+
+    A window cannot change in place: the open windows of the old width would share their
+    start, and so their key, with windows of the new one (a running worker's checkpoints
+    then failed for ever on a duplicate key, and ingest stopped: found in session 48), and
+    the history would mix windows of both widths under one series. Before any worker has
+    consumed the dataset, its window may change freely."""
+    stored = {d.name: d for d in dataset_store.get_all(conn)}
+    problems = []
+    for index, dataset in enumerate(spec.datasets):
+        old = stored.get(dataset.name)
+        if old is None or old.window == dataset.window:
+            continue
+        has_state = conn.execute(select(
+            exists().where(partition_checkpoints.c.dataset == dataset.name)
+            | exists().where(window_partials.c.dataset == dataset.name))).scalar()
+        if not has_state:
+            continue
+        line = line_in(source, ("datasets", index, "window")) if source else None
+        where = f"{source}:{line}: " if line is not None else (f"{source}: " if source else "")
+        problems.append(
+            f"{where}datasets[{index}].window: dataset {dataset.name!r} has been measured in "
+            f"{_seconds(old.window)} windows and cannot change to {_seconds(dataset.window)} "
+            f"in place (its open windows would collide with the new ones, and its history "
+            f"would mix both widths): add it under a new name with the new window (e.g. "
+            f"{dataset.name}_{_seconds(dataset.window)}, same topic), and remove "
+            f"{dataset.name!r} once the new one has history, or keep "
+            f"window: {_seconds(old.window)}")
+    return problems
+
+
+def plan_apply(engine: Engine, spec: Spec, *, source: str = "") -> Plan:
+    """What :func:`apply_model` would change; raises its ConfigError (a window changed in
+    place, :func:`window_changes`) as apply would."""
+    with engine.begin() as conn:
+        problems = window_changes(conn, spec, source)
+        if problems:
+            raise ConfigError(problems)
+        return plan_model(_read(conn).spec, spec)
 
 
 def apply_model(engine: Engine, spec: Spec, *, applied_by: str, source: str = "",
@@ -148,10 +197,15 @@ def apply_model(engine: Engine, spec: Spec, *, applied_by: str, source: str = ""
     """Store ``spec`` (secrets unexpanded) as a new model version, all or nothing, unless
     it equals the newest one; datasets and declared lineage are upserted for the API
     (``prune`` also deletes the rows of datasets not in ``spec``; without it a removed
-    dataset stays listed with its history, and no process consumes it)."""
+    dataset stays listed with its history, and no process consumes it). A dataset whose
+    window changes after it was measured is refused (:func:`window_changes`): ConfigError,
+    naming ``source``'s line, and nothing is applied."""
     document = model_document(spec)
     digest = _digest(document)
     with engine.begin() as conn:
+        problems = window_changes(conn, spec, source)
+        if problems:
+            raise ConfigError(problems)  # nothing applied
         current = _read(conn)
         plan = plan_model(current.spec, spec)
         dataset_store.apply_spec(conn, spec=spec, prune=prune)

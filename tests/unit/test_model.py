@@ -127,3 +127,61 @@ def test_the_api_shows_references_and_masks_literal_secrets():
     assert by_name["chat"]["url"] == "https://hooks.slack.example/***"
     assert by_name["chat"]["secret"] == "***"
     assert "tok3n" not in json.dumps(shown) and "literal-s3cret" not in json.dumps(shown)
+
+
+# ---- a window changed in place ------------------------------------------------------------
+# Session 48: applying `window: 5m` over a measured `window: 1m` made a running worker's
+# checkpoints fail for ever (an open 1m window and a new 5m one share their start, and so
+# the key of window_partials) and its ingest stop. Apply now refuses it, naming the line.
+
+def _measured(engine: Engine, dataset: str) -> None:
+    from sqlalchemy import insert
+
+    from dqpulse.store.tables import partition_checkpoints
+
+    with engine.begin() as conn:
+        conn.execute(insert(partition_checkpoints).values(
+            dataset=dataset, partition=0, next_offset=10, watermark=1.7e9, state=b""))
+
+
+def test_a_window_may_change_until_the_dataset_is_measured(engine: Engine):
+    apply_model(engine, _spec(), applied_by="ana")
+    second = apply_model(engine, _spec(MODEL.replace("window: 1m", "window: 5m")),
+                         applied_by="ana")
+    assert second.new_version and second.plan.dataset_changes["orders"] == ["window"]
+
+
+def test_a_measured_dataset_s_window_cannot_change_in_place(engine: Engine, tmp_path):
+    apply_model(engine, _spec(), applied_by="ana")
+    _measured(engine, "orders")
+    changed = tmp_path / "dqpulse.yaml"
+    changed.write_text(MODEL.replace("window: 1m", "window: 5m"))
+    for attempt in (lambda s: apply_model(engine, s, applied_by="ana", source=str(changed)),
+                    lambda s: plan_apply(engine, s, source=str(changed))):
+        with pytest.raises(ConfigError) as caught:
+            attempt(_spec(changed.read_text()))
+        (problem,) = caught.value.problems
+        assert problem.startswith(f"{changed}:5: datasets[0].window: dataset 'orders' has "
+                                  "been measured in 1m windows and cannot change to 5m"), problem
+        assert "orders_5m" in problem and "keep window: 1m" in problem
+    assert current_model(engine).version == 1  # nothing applied
+    # the way out it names: the new window under a new name, beside the old dataset
+    renamed = MODEL.replace("window: 1m", "window: 1m\n  - name: orders_5m\n    topic: orders"
+                                          "\n    window: 5m")
+    assert apply_model(engine, _spec(renamed), applied_by="ana").version == 2
+    # other changes to the measured dataset apply as before
+    looser = renamed.replace("min: 0", "min: -1")
+    assert apply_model(engine, _spec(looser), applied_by="ana").version == 3
+
+
+def test_a_removed_dataset_comes_back_with_its_old_window_only(engine: Engine):
+    apply_model(engine, _spec(), applied_by="ana")
+    _measured(engine, "orders")
+    without = MODEL.replace("  - name: orders\n    topic: orders\n    window: 1m\n"
+                            "    fields:\n      amount: {type: number, min: 0}\n", "")
+    without = without.replace("lineage:\n  - {from: clicks, to: orders}\n", "")
+    assert "orders" not in [d.name for d in _spec(without).datasets]
+    apply_model(engine, _spec(without), applied_by="ana")  # removed; its row and state kept
+    with pytest.raises(ConfigError, match="'orders' has been measured in 1m windows"):
+        apply_model(engine, _spec(MODEL.replace("window: 1m", "window: 30s")), applied_by="ana")
+    assert apply_model(engine, _spec(), applied_by="ana").version == 3  # as it was: fine
