@@ -22,6 +22,10 @@ applies here, per data set reading the partition:
   counts. (Where an unclean election truncated the log instead, the records that stayed are
   counted again; such elections are off unless ``unclean.leader.election.enable`` is set.)
 
+A ``log_shorter`` reset for an offset beyond where the data set reads now is from a fetch
+made before an earlier reset of the partition, reported late: ignored (applying it again
+counted the records since that reset twice).
+
 A ``retried`` reset is checked with the partition's witness all the same: a log that was
 shorter than the position a moment ago and holds it again may be a recreated topic
 refilled meanwhile (``IngestWorker._witness_again``).
@@ -63,6 +67,18 @@ def apply_reset(reset: OffsetReset, keys: Sequence[PartitionKey],
         read_to = reset.at if part.next_offset is None else max(reset.at, part.next_offset)
         if reset.reason == "retention" and read_to >= reset.low:
             continue  # another data set of the topic was behind: this one lost nothing
+        if (reset.reason == "log_shorter" and part.next_offset is not None
+                and reset.at > part.next_offset):
+            # a fetch from before a reset this data set has applied already (librdkafka
+            # reported offset 95 out of range twice for one partition of a topic moved
+            # with its log shorter, the second after the partition was counted from 0 to
+            # 10: applied again, it counted 0-9 twice; session 48). The source has moved
+            # the consumer to the log's start again; the records below next_offset are
+            # skipped as counted.
+            log.info("%s: a second report that offset %d is out of range, from before %s "
+                     "was moved back to offset %d: nothing to do", where, reset.at, key[0],
+                     part.next_offset, extra=extra)
+            continue
         telemetry.offset_resets.labels(key[0], reset.reason).inc()
         if reset.reason == "retention":
             first, unread = read_to, reset.low - read_to

@@ -85,3 +85,26 @@ def test_an_empty_log_says_so(caplog):
     assert owned[("a", 3)].next_offset == 0
     assert ("orders[3]: its log is empty (next offset 0), and a had read it up to offset "
             "100: the topic was deleted and recreated") in caplog.text
+
+
+def test_a_late_second_report_of_the_same_fetch_is_not_applied_again(caplog):
+    """librdkafka reported offset 95 out of range twice for one partition of a topic moved
+    to a shorter log (the second after re-assigning its neighbour restarted the stale
+    fetch): applied again, it moved the data set back to 0 after it had counted 0-9, and
+    counted them twice (tests/integration/test_topic_change.py, session 48)."""
+    telemetry = Telemetry(CollectorRegistry())
+    owned = {("a", 0): _owned("a", 96)}
+    first = OffsetReset("orders", 0, at=95, low=0, high=10)  # the fetch at the witness
+    assert apply_reset(first, [("a", 0)], owned, telemetry) == [("a", 0)]
+    owned[("a", 0)].next_offset = 10  # records 0-9 of the new log counted since
+    with caplog.at_level(logging.INFO):
+        again = apply_reset(OffsetReset("orders", 0, at=95, low=0, high=25), [("a", 0)],
+                            owned, telemetry)
+    assert again == [] and owned[("a", 0)].next_offset == 10  # 0-9 skipped as counted
+    assert _sample(telemetry, "dqpulse_ingest_offset_resets_total", dataset="a",
+                   reason="log_shorter") == 1
+    assert "a second report that offset 95 is out of range" in caplog.text
+    # a new log shorter than where it reads now is a reset again
+    assert apply_reset(OffsetReset("orders", 0, at=10, low=0, high=4), [("a", 0)], owned,
+                       telemetry) == [("a", 0)]
+    assert owned[("a", 0)].next_offset == 0

@@ -1,0 +1,113 @@
+"""A dataset moved to another topic, with fewer partitions, while a worker measures it: the
+worker follows the model, reads the new topic from its start, and the dataset's windows
+go on being finalized (the old topic's partitions 2 and 3, which the new one lacks, do
+not hold its watermark back), every record counted once on either side of the move."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from dqpulse.store.db import make_engine
+from dqpulse.store.tables import metric_points
+from tests.integration.helpers import json_bytes, stop_processes, wait_until
+
+pytestmark = pytest.mark.integration
+RATE = 40  # records per second
+WINDOW = 2
+
+
+def _model(topic: str) -> str:
+    return (f"datasets:\n  - name: moved\n    topic: {topic}\n    event_time: ts\n"
+            f"    window: {WINDOW}s\n    lateness: 2s\n")
+
+
+def test_a_dataset_moved_to_a_topic_with_fewer_partitions_keeps_finalizing(
+        fresh_db: str, make_topic: Any, kafka_bootstrap: str, tmp_path: Path) -> None:
+    old, new = make_topic("moved-from", partitions=4), make_topic("moved-to", partitions=2)
+    env = {**os.environ, "DQPULSE_DATABASE_URL": fresh_db,
+           "DQPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DQPULSE_KAFKA_CLIENT": "confluent",
+           "DQPULSE_KAFKA_GROUP": f"g-{old}", "DQPULSE_WORKER_METRICS_PORT": "0",
+           "DQPULSE_IDLE_PARTITION_TIMEOUT_S": "3", "DQPULSE_CHECKPOINT_INTERVAL_S": "0.5",
+           "DQPULSE_MODEL_POLL_INTERVAL_S": "1", "DQPULSE_AUTOENCODER": "off"}
+    config = tmp_path / "dqpulse.yaml"
+
+    def apply(text: str) -> None:
+        config.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "workers.cli", "apply", "-f", str(config)],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+
+    apply(_model(old))
+    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    produced: Counter[float] = Counter()
+    target: dict[str, Any] = {"topic": old, "partitions": 4}
+    stop = threading.Event()
+
+    def producer() -> None:
+        from confluent_kafka import Producer
+
+        client = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5,
+                           "enable.idempotence": True})
+        step, start = 0.25, time.time()
+        while not stop.is_set():
+            while time.time() < start + step:
+                time.sleep(0.02)
+            topic, partitions = target["topic"], target["partitions"]
+            for i in range(int(RATE * step) if topic else 0):
+                ts = start + i / RATE
+                produced[math.floor(ts / WINDOW) * WINDOW] += 1
+                client.produce(topic, json_bytes({"ts": ts}), partition=i % partitions)
+            client.poll(0)
+            start += step
+        assert client.flush(30) == 0
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    engine = make_engine(fresh_db)
+
+    def volumes() -> dict[float, float]:
+        with engine.connect() as conn:
+            rows = conn.execute(select(metric_points.c.window_start, metric_points.c.value)
+                                .where(metric_points.c.dataset == "moved",
+                                       metric_points.c.metric == "volume.records",
+                                       metric_points.c.field == "")).all()
+        return {float(r.window_start): float(r.value) for r in rows if r.value}
+
+    try:
+        wait_until(lambda: len(volumes()) >= 3, 60, interval_s=0.5, message="first windows")
+        target.update(topic=None)  # a pause: what the old topic holds is all of its part
+        time.sleep(0.5)
+        before = max(produced)
+        wait_until(lambda: before in volumes(), 60, interval_s=0.5,
+                   message="the old topic's last window finalized")
+        apply(_model(new))
+        wait_until(lambda: "model applied" in (tmp_path / "worker.log").read_text(), 30,
+                   interval_s=0.2, message="the worker following the new model")
+        target.update(topic=new, partitions=2)
+        time.sleep(8)
+        stop.set()
+        thread.join(30)
+        last = max(produced)
+        wait_until(lambda: last in volumes(), 60, interval_s=0.5,
+                   message="the windows after the move finalized")
+    finally:
+        stop.set()
+        stop_processes([worker])
+        log.close()
+    got = volumes()
+    assert any(start > before for start in got)  # windows of the new topic
+    assert got == {k: float(v) for k, v in produced.items()}
+    engine.dispose()
