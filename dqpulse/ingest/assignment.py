@@ -60,7 +60,9 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
                 owned[(dataset.name, partition)] = options.new(dataset, partition, saved)
                 if careful is not None:
                     careful.pop((dataset.name, partition), None)
-                if saved is not None:
+                if saved is not None and saved.topic is not None and saved.topic != topic:
+                    _moved(owned[(dataset.name, partition)], dataset, partition, saved.topic)
+                elif saved is not None:
                     if witnesses and saved.witness is not None:
                         owned[(dataset.name, partition)].verify = Witness(*saved.witness)
                         offsets.append(saved.witness[0])
@@ -82,6 +84,21 @@ def restore(engine: Engine, owned: MutableMapping[PartitionKey, OwnedPartition],
     return starts
 
 
+def _moved(part: OwnedPartition, dataset: DatasetSpec, partition: int, old_topic: str) -> None:
+    """The checkpoint's offsets are positions in another topic: the dataset was moved
+    (its ``topic`` changed by ``dqpulse apply``). Its windows and watermark go on; the new
+    topic's partition is read from its start, no record of it skipped as counted (before
+    session 48 the old offsets were taken for positions in the new topic, and the move
+    for the old topic deleted and recreated: logged as errors, alerting)."""
+    part.next_offset = None
+    part.witness = None  # a record of the old topic
+    part.dirty = True  # its first checkpoint names the new topic
+    log.info("dataset %s moved from topic %s to %s: partition %d is read from the start "
+             "of %s (its open windows and watermark go on)", dataset.name, old_topic,
+             dataset.topic, partition, dataset.topic,
+             extra={"dataset": dataset.name, "partitions": [partition]})
+
+
 def retire_gone(conn: Connection, dataset: DatasetSpec, topic: str, before: int, count: int,
                 options: AggregatorOptions) -> None:
     """The topic has fewer partitions than before: it was deleted and created again (Kafka
@@ -89,12 +106,21 @@ def retire_gone(conn: Connection, dataset: DatasetSpec, topic: str, before: int,
     has would hold every window back for ever (a window is finalized once every partition
     passed it): each is deleted, the windows it held open handed to the finalizer as they
     are (what they counted stays counted)."""
-    retired = []
+    retired, moved_from = [], set()
     for saved in checkpoints.beyond(conn, dataset=dataset.name, partition_count=count):
         aggregator = options.new(dataset, saved.partition, saved).aggregator
         if checkpoints.retire(conn, dataset=dataset.name, partition=saved.partition,
                               version=saved.version, closed=aggregator.pop_all()):
             retired.append(saved.partition)
+        if saved.topic is not None and saved.topic != topic:
+            moved_from.add(saved.topic)
+    if moved_from:  # the dataset moved to a topic with fewer partitions: meant, no error
+        log.info("dataset %s moved from topic %s (%d partitions) to %s (%d): the checkpoints "
+                 "of partitions %s are retired (their open windows finalized as they are)",
+                 dataset.name, ", ".join(sorted(moved_from)), before, topic, count,
+                 ", ".join(map(str, retired)) or "none (retired already)",
+                 extra={"dataset": dataset.name, "partitions": retired})
+        return
     log.error("topic %s has %d partitions, fewer than the %d of dataset %s's checkpoints: "
               "it was deleted and created again; the checkpoints of partitions %s are "
               "retired (their open windows finalized as they are)", topic, count, before,

@@ -52,6 +52,8 @@ class CheckpointRow:
     closed: list[tuple[float, bytes]]
     #: (offset, hash) of a record the state counted (dqpulse.ingest.witness)
     witness: tuple[int, int] | None = None
+    #: the topic ``next_offset`` is a position in
+    topic: str | None = None
 
 
 @dataclass
@@ -132,7 +134,8 @@ def prepare(owned: Mapping[PartitionKey, OwnedPartition], keys: Sequence[Partiti
             watermark=partition.aggregator.watermark,
             last_record_at=partition.aggregator.last_record_at, end_offset=end,
             state=partition.aggregator.snapshot(), closed=closed,
-            witness=witness if witness is not None and witness[0] < next_offset else None))
+            witness=witness if witness is not None and witness[0] < next_offset else None,
+            topic=tp[0]))
         partition.dirty = False  # records ingested from here on set it again
     return job
 
@@ -151,7 +154,8 @@ def write(engine: Engine, job: CheckpointJob, *, owner_id: str) -> list[int]:
                     loaded_version=row.loaded_version, next_offset=row.next_offset,
                     watermark=row.watermark, last_record_at=row.last_record_at,
                     high_watermark_offset=row.end_offset, state=row.state,
-                    closed=row.closed, owner_id=owner_id, witness=row.witness))
+                    closed=row.closed, owner_id=owner_id, witness=row.witness,
+                    topic=row.topic))
             if job.clean:
                 checkpoints.clear_restores(conn, keys=job.keys)
     return versions

@@ -186,16 +186,17 @@ class ConfluentSource:
         if not messages:
             return []
         if any(map(_error, messages)):
-            good = []
+            good, failed = [], {}
             for msg in messages:
                 error = msg.error()
                 if error is None:
                     good.append(msg)
                 elif error.code() == KafkaError._AUTO_OFFSET_RESET:
-                    self._out_of_range(cast(str, msg.topic()), cast(int, msg.partition()),
-                                       msg.offset())
+                    failed[(cast(str, msg.topic()), cast(int, msg.partition()))] = msg.offset()
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consume error: %s", error)
+            if failed:
+                self._out_of_range(failed)
             messages = good
         n = len(messages)
         return group_by_partition(
@@ -206,44 +207,54 @@ class ConfluentSource:
             np.fromiter(map(_offset, messages), dtype=np.int64, count=n),
             messages, _key)
 
-    def _out_of_range(self, topic: str, partition: int, at: int | None) -> None:
-        """A fetch at ``at`` was out of range (librdkafka stopped the partition's fetches):
-        move it to where :class:`OffsetReset` says, from the log's bounds now."""
-        if at is None or at < 0:  # (librdkafka gives the offset that failed)
-            at = self._consumer.position([CkTopicPartition(topic, partition)])[0].offset
-        try:
-            low, high = self._consumer.get_watermark_offsets(
-                CkTopicPartition(topic, partition), timeout=5.0, cached=False)
-        except KafkaException as exc:
-            log.warning("%s[%d]: offset %d is out of range and the broker did not say "
-                        "where the log is (%s): fetching it again", topic, partition, at, exc)
-            self._assign_at(topic, partition, at)
-            return
-        reset = OffsetReset(topic, partition, at, low, high)
-        if self._assign_at(topic, partition, reset.to):
-            self._resets.append(reset)
+    def _out_of_range(self, failed: Mapping[TopicPartition, int | None]) -> None:
+        """Fetches at these offsets were out of range (librdkafka stopped the partitions'
+        fetches): move each where :class:`OffsetReset` says, from its log's bounds now, in
+        one assignment. (One at a time, the assignment that moved the first put the
+        second back at its failed offset, whose fetch failed again: a second report of
+        one failure, which the worker then applied twice; session 48.)"""
+        moves: dict[TopicPartition, int] = {}
+        resets: list[OffsetReset] = []
+        for (topic, partition), at in failed.items():
+            if at is None or at < 0:  # (librdkafka gives the offset that failed)
+                at = self._consumer.position([CkTopicPartition(topic, partition)])[0].offset
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    CkTopicPartition(topic, partition), timeout=5.0, cached=False)
+            except KafkaException as exc:
+                log.warning("%s[%d]: offset %d is out of range and the broker did not say "
+                            "where the log is (%s): fetching it again", topic, partition,
+                            at, exc)
+                moves[(topic, partition)] = at
+                continue
+            reset = OffsetReset(topic, partition, at, low, high)
+            moves[(topic, partition)] = reset.to
+            resets.append(reset)
+        if self._assign_at(moves):
+            self._resets.extend(resets)
 
-    def _assign_at(self, topic: str, partition: int, offset: int) -> bool:
-        """Fetch a stopped partition from ``offset``. seek() is refused there (an
+    def _assign_at(self, moves: Mapping[TopicPartition, int]) -> bool:
+        """Fetch stopped partitions from these offsets. seek() is refused there (an
         erroneous state) and the eager protocol allows no incremental assign: the whole
-        assignment is made again, this partition at ``offset``, the others where they
-        are. False: that failed (the consumer is in a rebalance, which assigns the
-        partition again from its checkpoint, or closing)."""
+        assignment is made again, these partitions at their offsets, the others where
+        they are. False: that failed (the consumer is in a rebalance, which assigns the
+        partitions again from their checkpoints, or closing)."""
         try:
             assigned = self._consumer.position(self._consumer.assignment())
             for tp in assigned:
                 key = (tp.topic, tp.partition)
-                if key == (topic, partition):
-                    tp.offset = offset
+                if key in moves:
+                    tp.offset = moves[key]
                 elif tp.offset < 0:  # nothing consumed since it was assigned or sought
                     start = self._asked.get(key)
                     tp.offset = OFFSET_BEGINNING if start is None else start
             self._consumer.assign(assigned)
         except KafkaException as exc:
-            log.warning("%s[%d]: fetching from offset %d failed (%s); its next assignment "
-                        "starts it again", topic, partition, offset, exc)
+            log.warning("%s: fetching from offsets %s failed (%s); their next assignment "
+                        "starts them again", ", ".join(f"{t}[{p}]" for t, p in moves),
+                        ", ".join(map(str, moves.values())), exc)
             return False
-        self._asked[(topic, partition)] = offset
+        self._asked.update(moves)
         return True
 
     def take_resets(self) -> list[OffsetReset]:

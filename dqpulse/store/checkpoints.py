@@ -35,6 +35,8 @@ class Checkpoint:
     #: (offset, hash) of a record the state counted, below ``next_offset`` (None: none
     #: named, as in checkpoints saved before migration 0012): dqpulse.ingest.witness
     witness: tuple[int, int] | None = None
+    #: the topic ``next_offset`` is a position in (None: saved before migration 0013)
+    topic: str | None = None
 
 
 def get(conn: Connection, *, dataset: str, partition: int) -> Checkpoint | None:
@@ -50,7 +52,7 @@ def _checkpoint(row: Any) -> Checkpoint:
                else (int(row["witness_offset"]), int(row["witness_hash"])))
     return Checkpoint(row["dataset"], int(row["partition"]), row["next_offset"],
                       row["watermark"], row["last_record_at"], bytes(row["state"]),
-                      row["version"], witness)
+                      row["version"], witness, row["topic"])
 
 
 def save(
@@ -67,9 +69,11 @@ def save(
     closed: Sequence[tuple[float, bytes]],
     owner_id: str,
     witness: tuple[int, int] | None = None,
+    topic: str | None = None,
 ) -> int:
     """Write a partition's checkpoint and its newly closed window partials; return the version.
     ``witness``: (offset, hash) of a record the state counted (dqpulse.ingest.witness).
+    ``topic``: the topic ``next_offset`` is a position in.
 
     Raises ``FencedError`` when the stored version is not ``loaded_version`` (the caller
     must roll back, drop the partition's in-memory state and reload).
@@ -80,7 +84,7 @@ def save(
         updated_at=func.now(), restores=0, careful_first=None, careful_last=None,
         careful_at=None, careful_tries=None,
         witness_offset=None if witness is None else witness[0],
-        witness_hash=None if witness is None else witness[1])
+        witness_hash=None if witness is None else witness[1], topic=topic)
     if loaded_version is None:
         exists = conn.execute(select(partition_checkpoints.c.version).where(
             partition_checkpoints.c.dataset == dataset,

@@ -87,6 +87,9 @@ partition_checkpoints = Table(
     # that holds another record there replaced the one counted: dqpulse.ingest.witness)
     Column("witness_offset", BigInteger),
     Column("witness_hash", BigInteger),
+    # the topic whose offsets these are (NULL: saved before migration 0013): a dataset
+    # whose topic changed reads the new one from its start (dqpulse.ingest.assignment)
+    Column("topic", String(249)),
 )
 
 # Closed per-partition partial states of a window, waiting for every partition to pass

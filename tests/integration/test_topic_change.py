@@ -1,7 +1,11 @@
 """A dataset moved to another topic, with fewer partitions, while a worker measures it: the
 worker follows the model, reads the new topic from its start, and the dataset's windows
 go on being finalized (the old topic's partitions 2 and 3, which the new one lacks, do
-not hold its watermark back), every record counted once on either side of the move."""
+not hold its watermark back), every record counted once on either side of the move.
+
+Found in session 48: the move was taken for the old topic deleted and recreated (errors,
+the log-reset alert), and librdkafka's second report of one failed fetch counted 19
+records twice. The checkpoints now name their topic (migration 0013)."""
 
 from __future__ import annotations
 
@@ -109,5 +113,9 @@ def test_a_dataset_moved_to_a_topic_with_fewer_partitions_keeps_finalizing(
         log.close()
     got = volumes()
     assert any(start > before for start in got)  # windows of the new topic
+    logged = (tmp_path / "worker.log").read_text()
+    assert "moved from topic" in logged, logged[-3000:]
+    errors = [line for line in logged.splitlines() if '"level": "ERROR"' in line]
+    assert not errors, errors[:3]  # a move meant is no recreated topic
     assert got == {k: float(v) for k, v in produced.items()}
     engine.dispose()

@@ -66,3 +66,54 @@ def test_the_third_restore_of_one_checkpoint_is_an_error_and_a_save_clears_it(
                          owner_id="w4")
     assert doctor_line().ok
     engine.dispose()
+
+
+def test_a_dataset_moved_to_another_topic_reads_it_from_its_start(tmp_path, caplog):
+    """The checkpoint names the topic its offsets are positions in (migration 0013): a
+    dataset whose topic changed keeps its windows and watermark, and its new topic is
+    read from the start, with no record skipped as counted and no error (before session
+    48 the move was taken for the old topic deleted and recreated). Partitions the new
+    topic lacks are retired, said as a move."""
+    url = f"sqlite:///{tmp_path / 'moved.db'}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    aggregator = PartitionAggregator(SPEC, 0)
+    aggregator.add([RawMessage("orders", 0, i, 1_000, orjson.dumps({"ts": 100.0 + i}))
+                    for i in range(5)], now=200.0)
+    with engine.begin() as conn:
+        for partition in (0, 1):
+            checkpoints.save(conn, dataset="orders", partition=partition,
+                             loaded_version=None, next_offset=5, watermark=104.0,
+                             last_record_at=104.0, high_watermark_offset=5,
+                             state=aggregator.snapshot(), closed=[], owner_id="w1",
+                             witness=(4, 123), topic="orders")
+        checkpoints.set_partition_count(conn, dataset="orders", partition_count=2)
+    moved = SPEC.model_copy(update={"topic": "orders-v2"})
+    options = AggregatorOptions.from_settings(Settings(database_url=url), [moved])
+    owned: dict = {}
+    with caplog.at_level(logging.INFO, logger="dqpulse.ingest.assignment"):
+        starts = assignment.restore(engine, owned, [("orders-v2", 0)],
+                                    by_topic={"orders-v2": [moved]},
+                                    partition_counts={"orders-v2": 1}, options=options,
+                                    witnesses=True)
+    assert starts == {("orders-v2", 0): None}  # the new topic's start
+    part = owned[("orders", 0)]
+    assert part.next_offset is None and part.verify is None and part.witness is None
+    assert part.aggregator.watermark == 104.0 and part.dirty  # its windows go on
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert ("dataset orders moved from topic orders to orders-v2: partition 0 is read from "
+            "the start of orders-v2") in caplog.text
+    assert ("dataset orders moved from topic orders (2 partitions) to orders-v2 (1): the "
+            "checkpoints of partitions 1 are retired") in caplog.text
+    # once saved with the new topic, a restore starts where it stands
+    with engine.begin() as conn:
+        checkpoints.save(conn, dataset="orders", partition=0, loaded_version=1,
+                         next_offset=3, watermark=110.0, last_record_at=110.0,
+                         high_watermark_offset=3, state=aggregator.snapshot(), closed=[],
+                         owner_id="w2", topic="orders-v2")
+    owned = {}
+    assert assignment.restore(engine, owned, [("orders-v2", 0)],
+                              by_topic={"orders-v2": [moved]},
+                              partition_counts={"orders-v2": 1},
+                              options=options) == {("orders-v2", 0): 3}
+    engine.dispose()

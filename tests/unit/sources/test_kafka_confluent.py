@@ -209,3 +209,33 @@ def test_both_clients_back_off_from_an_absent_broker_at_most_the_setting(monkeyp
     monkeypatch.setattr(kafka_python, "KafkaConsumer", lambda **config: seen.update(config))
     kafka_python.KafkaPythonSource(Settings(kafka_reconnect_backoff_max_ms=2_500))
     assert seen["reconnect_backoff_max_ms"] == 2_500
+
+
+def test_partitions_out_of_range_in_one_batch_are_moved_in_one_assignment(
+        source: ConfluentSource) -> None:
+    """Two partitions of a topic moved to a shorter log fail in one consume(). Moved one
+    at a time, the assignment that moved partition 1 put partition 0 back at its failed
+    offset (its position), whose fetch failed again: librdkafka reported offset 95 out of
+    range twice for it, and the worker applied the second after counting records of the
+    new log, counting them twice (tests/integration/test_topic_change.py, session 48)."""
+    consumer = source._consumer
+    assigned: list[list[tuple[str, int, int]]] = []
+
+    def failed(partition: int, offset: int) -> Message:
+        return Message(topic="t", partition=partition, offset=offset,
+                       error=KafkaError(KafkaError._AUTO_OFFSET_RESET))
+
+    consumer.messages = [failed(1, 95), failed(0, 95)]
+    consumer.assignment = lambda: [_tp("t", 0), _tp("t", 1), _tp("t", 2)]
+    consumer.position = lambda tps: [kafka_confluent.CkTopicPartition(
+        tp.topic, tp.partition, {0: 95, 1: 95, 2: 40}[tp.partition]) for tp in tps]
+    consumer.assign = lambda tps: assigned.append(
+        sorted((tp.topic, tp.partition, tp.offset) for tp in tps))
+    source.subscribe(["t"], on_assign=lambda parts: {}, on_revoke=lambda parts: None)
+    assert source.poll(100, 0.01) == []
+    # one assignment: both failed partitions at their log's start (0-9), the third where
+    # it was
+    assert assigned == [[("t", 0, 0), ("t", 1, 0), ("t", 2, 40)]]
+    resets = source.take_resets()
+    assert sorted((r.partition, r.at, r.reason, r.to) for r in resets) == [
+        (0, 95, "log_shorter", 0), (1, 95, "log_shorter", 0)]
