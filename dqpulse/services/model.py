@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.errors import ConfigError
-from dqpulse.spec import Spec, has_env_reference, line_in
+from dqpulse.spec import DatasetSpec, Spec, has_env_reference, line_in
 from dqpulse.store import datasets as dataset_store
 from dqpulse.store import models as model_store
 from dqpulse.store.tables import partition_checkpoints, window_partials
@@ -150,35 +150,43 @@ def _seconds(value: float) -> str:
 
 def window_changes(conn: Connection, spec: Spec, source: str = "") -> list[str]:
     """A problem for each dataset of ``spec`` whose ``window`` differs from the one its
-    stored windows were cut with (its definition in the database: the current model's, or
-    a removed dataset's kept row) while it has stored state (checkpoints or open windows).
+    stored windows were cut with (its definition in the database: the current model's, a
+    removed dataset's kept row, or for one removed with ``--prune`` the newest model
+    version that had it) while it has stored state (checkpoints or open windows).
 
     A window cannot change in place: the open windows of the old width would share their
     start, and so their key, with windows of the new one (a running worker's checkpoints
     then failed for ever on a duplicate key, and ingest stopped: found in session 48), and
     the history would mix windows of both widths under one series. Before any worker has
     consumed the dataset, its window may change freely."""
-    stored = {d.name: d for d in dataset_store.get_all(conn)}
+    stored = {d.name: d.window for d in dataset_store.get_all(conn)}
     problems = []
     for index, dataset in enumerate(spec.datasets):
-        old = stored.get(dataset.name)
-        if old is None or old.window == dataset.window:
+        old_window = stored.get(dataset.name)
+        if old_window == dataset.window:
             continue
         has_state = conn.execute(select(
             exists().where(partition_checkpoints.c.dataset == dataset.name)
             | exists().where(window_partials.c.dataset == dataset.name))).scalar()
         if not has_state:
             continue
+        if old_window is None:  # removed with --prune: its state stayed; what was it?
+            before = model_store.last_dataset(conn, name=dataset.name)
+            if before is None:
+                continue
+            old_window = DatasetSpec.model_validate(before).window
+            if old_window == dataset.window:
+                continue
         line = line_in(source, ("datasets", index, "window")) if source else None
         where = f"{source}:{line}: " if line is not None else (f"{source}: " if source else "")
         problems.append(
             f"{where}datasets[{index}].window: dataset {dataset.name!r} has been measured in "
-            f"{_seconds(old.window)} windows and cannot change to {_seconds(dataset.window)} "
+            f"{_seconds(old_window)} windows and cannot change to {_seconds(dataset.window)} "
             f"in place (its open windows would collide with the new ones, and its history "
             f"would mix both widths): add it under a new name with the new window (e.g. "
             f"{dataset.name}_{_seconds(dataset.window)}, same topic), and remove "
             f"{dataset.name!r} once the new one has history, or keep "
-            f"window: {_seconds(old.window)}")
+            f"window: {_seconds(old_window)}")
     return problems
 
 

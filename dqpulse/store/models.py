@@ -46,3 +46,15 @@ def get_page(conn: Connection, *, before: int | None = None,
     if before is not None:
         query = query.where(model_versions.c.version < before)
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def last_dataset(conn: Connection, *, name: str) -> dict[str, Any] | None:
+    """The dataset ``name`` as the newest model version that had it defined it (None: no
+    version did): what a dataset removed with ``--prune`` was."""
+    rows = conn.execute(select(model_versions.c.spec)
+                        .order_by(model_versions.c.version.desc()))
+    for (spec,) in rows:
+        for dataset in (spec or {}).get("datasets", []):
+            if dataset.get("name") == name:
+                return dict(dataset)
+    return None

@@ -185,3 +185,17 @@ def test_a_removed_dataset_comes_back_with_its_old_window_only(engine: Engine):
     with pytest.raises(ConfigError, match="'orders' has been measured in 1m windows"):
         apply_model(engine, _spec(MODEL.replace("window: 1m", "window: 30s")), applied_by="ana")
     assert apply_model(engine, _spec(), applied_by="ana").version == 3  # as it was: fine
+
+
+def test_a_dataset_pruned_and_added_again_keeps_its_window(engine: Engine):
+    """`apply --prune` deletes a removed dataset's row but not its checkpoints: its window
+    is read from the newest model version that had it."""
+    apply_model(engine, _spec(), applied_by="ana")
+    _measured(engine, "orders")
+    without = MODEL.replace("  - name: orders\n    topic: orders\n    window: 1m\n"
+                            "    fields:\n      amount: {type: number, min: 0}\n", "")
+    without = without.replace("lineage:\n  - {from: clicks, to: orders}\n", "")
+    apply_model(engine, _spec(without), applied_by="ana", prune=True)
+    with pytest.raises(ConfigError, match="'orders' has been measured in 1m windows"):
+        apply_model(engine, _spec(MODEL.replace("window: 1m", "window: 2m")), applied_by="ana")
+    assert apply_model(engine, _spec(), applied_by="ana").version == 3
