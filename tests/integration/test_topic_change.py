@@ -101,7 +101,7 @@ def test_a_dataset_moved_to_a_topic_with_fewer_partitions_keeps_finalizing(
         wait_until(lambda: "model applied" in (tmp_path / "worker.log").read_text(), 30,
                    interval_s=0.2, message="the worker following the new model")
         target.update(topic=new, partitions=2)
-        time.sleep(8)
+        time.sleep(5)
         stop.set()
         thread.join(30)
         last = max(produced)
