@@ -190,6 +190,15 @@ datasets:
         assert not self.delivery_errors, self.delivery_errors[:3]
         assert sum(self.acked.values()) == self.sent
 
+    def finish(self) -> None:
+        """Stop producing, wait until every window is final, and check them."""
+        say("stop producing")
+        self.stop_producing()
+        self.wait_final()
+        say("all windows final")
+        self.check()
+        say("checked")
+
     # -- checks -------------------------------------------------------------------------
     def volumes(self) -> dict[float, int]:
         with self.engine.connect() as conn:

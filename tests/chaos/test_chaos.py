@@ -52,12 +52,7 @@ def test_broker_sigkilled_twice_mid_stream(client, private_stack, tmp_path):
             say("broker back")
             run.assert_workers_alive()
         _progress(run, len(run.volumes()) + 2, timeout_s=90)  # the pipeline runs again
-        say("stop producing")
-        run.stop_producing()
-        run.wait_final()
-        say("all windows final")
-        run.check()
-        say("checked")
+        run.finish()
     finally:
         run.close()
 
@@ -87,12 +82,7 @@ def test_workers_started_while_the_broker_is_down(client, private_stack, tmp_pat
         _progress(run, 2, timeout_s=120)
         run.assert_workers_alive()
         assert "answered the consumer" in run.worker_logs(), run.log_tail()  # it waited
-        say("stop producing")
-        run.stop_producing()
-        run.wait_final()
-        say("all windows final")
-        run.check()
-        say("checked")
+        run.finish()
     finally:
         run.close()
 
@@ -114,12 +104,7 @@ def test_postgres_restarted_mid_stream(client, private_stack, tmp_path):
         _progress(run, len(run.volumes()) + 2, timeout_s=90)
         # the fault reached the workers: their checkpoints failed and were retried
         assert "OperationalError" in run.worker_logs()
-        say("stop producing")
-        run.stop_producing()
-        run.wait_final()
-        say("all windows final")
-        run.check()
-        say("checked")
+        run.finish()
     finally:
         run.close()
 
@@ -150,12 +135,7 @@ def test_worker_storm_of_sigkills_and_starts(client, private_stack, tmp_path):
         while len(run.workers) < 4:
             run.start_worker()
         _progress(run, len(run.volumes()), timeout_s=90)
-        say("stop producing")
-        run.stop_producing()
-        run.wait_final()
-        say("all windows final")
-        run.check()
-        say("checked")
+        run.finish()
         say(f"storm: {kills} SIGKILLs, {starts} starts")
         assert kills >= 2, (kills, starts)
     finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -135,3 +137,76 @@ class WorkerThread:
         self.thread.join(30)
         if self.error is not None:
             raise self.error
+
+
+class PacedProducer:
+    """A live stream for a running worker: ``rate`` records a second, event time now
+    (``{"ts": ...}``), spread over ``partitions``, a batch every quarter second, counted
+    per ``window`` (``produced``). ``topic`` may change while it runs (None: a pause)."""
+
+    def __init__(self, bootstrap: str, topic: str | None, *, rate: int, window: float,
+                 partitions: int = 2) -> None:
+        self.bootstrap, self.rate, self.window = bootstrap, rate, window
+        self.topic, self.partitions = topic, partitions
+        self.produced: Counter[float] = Counter()
+        self.failures: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PacedProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.stop()
+        else:
+            self.halt()  # the test failed already: no second failure over it
+
+    def halt(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def stop(self) -> None:
+        """Stop and wait until the broker has acknowledged every record."""
+        self.halt()
+        assert not self._thread.is_alive() and not self.failures, self.failures[:3]
+
+    def _run(self) -> None:
+        client = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
+                           "enable.idempotence": True})
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                self.failures.append(err)
+
+        step, start = 0.25, time.time()
+        while not self._stop.is_set():
+            while time.time() < start + step:
+                time.sleep(0.02)
+            topic, partitions = self.topic, self.partitions
+            for i in range(int(self.rate * step) if topic else 0):
+                ts = start + i / self.rate
+                self.produced[math.floor(ts / self.window) * self.window] += 1
+                client.produce(topic, json_bytes({"ts": ts}), partition=i % partitions,
+                               on_delivery=delivered)
+            client.poll(0)
+            start += step
+        if client.flush(30) != 0:
+            self.failures.append("records not acknowledged")
+
+
+def volumes(engine: Any, dataset: str) -> dict[float, float]:
+    """``{window_start: volume.records}`` of a dataset's finalized windows that counted
+    something (windows after a stream stopped close empty)."""
+    from sqlalchemy import select
+
+    from dqpulse.store.tables import metric_points
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(metric_points.c.window_start, metric_points.c.value)
+                            .where(metric_points.c.dataset == dataset,
+                                   metric_points.c.metric == "volume.records",
+                                   metric_points.c.field == "")).all()
+    return {float(r.window_start): float(r.value) for r in rows if r.value}

@@ -9,25 +9,19 @@ records twice. The checkpoints now name their topic (migration 0013)."""
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from dqpulse.store.db import make_engine
-from dqpulse.store.tables import metric_points
-from tests.integration.helpers import json_bytes, stop_processes, wait_until
+from tests.integration.helpers import PacedProducer, stop_processes, volumes, wait_until
 
 pytestmark = pytest.mark.integration
-RATE = 40  # records per second
 WINDOW = 2
 
 
@@ -56,66 +50,34 @@ def test_a_dataset_moved_to_a_topic_with_fewer_partitions_keeps_finalizing(
     log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest"],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    produced: Counter[float] = Counter()
-    target: dict[str, Any] = {"topic": old, "partitions": 4}
-    stop = threading.Event()
-
-    def producer() -> None:
-        from confluent_kafka import Producer
-
-        client = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5,
-                           "enable.idempotence": True})
-        step, start = 0.25, time.time()
-        while not stop.is_set():
-            while time.time() < start + step:
-                time.sleep(0.02)
-            topic, partitions = target["topic"], target["partitions"]
-            for i in range(int(RATE * step) if topic else 0):
-                ts = start + i / RATE
-                produced[math.floor(ts / WINDOW) * WINDOW] += 1
-                client.produce(topic, json_bytes({"ts": ts}), partition=i % partitions)
-            client.poll(0)
-            start += step
-        assert client.flush(30) == 0
-
-    thread = threading.Thread(target=producer, daemon=True)
-    thread.start()
     engine = make_engine(fresh_db)
-
-    def volumes() -> dict[float, float]:
-        with engine.connect() as conn:
-            rows = conn.execute(select(metric_points.c.window_start, metric_points.c.value)
-                                .where(metric_points.c.dataset == "moved",
-                                       metric_points.c.metric == "volume.records",
-                                       metric_points.c.field == "")).all()
-        return {float(r.window_start): float(r.value) for r in rows if r.value}
-
+    stream = PacedProducer(kafka_bootstrap, old, rate=40, window=WINDOW, partitions=4)
     try:
-        wait_until(lambda: len(volumes()) >= 3, 60, interval_s=0.5, message="first windows")
-        target.update(topic=None)  # a pause: what the old topic holds is all of its part
-        time.sleep(0.5)
-        before = max(produced)
-        wait_until(lambda: before in volumes(), 60, interval_s=0.5,
-                   message="the old topic's last window finalized")
-        apply(_model(new))
-        wait_until(lambda: "model applied" in (tmp_path / "worker.log").read_text(), 30,
-                   interval_s=0.2, message="the worker following the new model")
-        target.update(topic=new, partitions=2)
-        time.sleep(5)
-        stop.set()
-        thread.join(30)
-        last = max(produced)
-        wait_until(lambda: last in volumes(), 60, interval_s=0.5,
+        with stream:
+            wait_until(lambda: len(volumes(engine, "moved")) >= 3, 60, interval_s=0.5,
+                       message="first windows")
+            stream.topic = None  # a pause: what the old topic holds is all of its part
+            time.sleep(0.5)
+            before = max(stream.produced)
+            wait_until(lambda: before in volumes(engine, "moved"), 60, interval_s=0.5,
+                       message="the old topic's last window finalized")
+            apply(_model(new))
+            wait_until(lambda: "model applied" in (tmp_path / "worker.log").read_text(), 30,
+                       interval_s=0.2, message="the worker following the new model")
+            stream.partitions, stream.topic = 2, new
+            time.sleep(5)
+        last = max(stream.produced)
+        wait_until(lambda: last in volumes(engine, "moved"), 60, interval_s=0.5,
                    message="the windows after the move finalized")
     finally:
-        stop.set()
+        stream.halt()
         stop_processes([worker])
         log.close()
-    got = volumes()
+    got = volumes(engine, "moved")
     assert any(start > before for start in got)  # windows of the new topic
     logged = (tmp_path / "worker.log").read_text()
     assert "moved from topic" in logged, logged[-3000:]
     errors = [line for line in logged.splitlines() if '"level": "ERROR"' in line]
     assert not errors, errors[:3]  # a move meant is no recreated topic
-    assert got == {k: float(v) for k, v in produced.items()}
+    assert got == {k: float(v) for k, v in stream.produced.items()}
     engine.dispose()

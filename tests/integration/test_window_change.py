@@ -9,13 +9,10 @@ way out (the new window under a new name, same topic) is measured beside it."""
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +20,10 @@ import pytest
 from sqlalchemy import select
 
 from dqpulse.store.db import make_engine
-from dqpulse.store.tables import metric_points, model_versions
-from tests.integration.helpers import json_bytes, stop_processes, wait_until
+from dqpulse.store.tables import model_versions
+from tests.integration.helpers import PacedProducer, stop_processes, volumes, wait_until
 
 pytestmark = pytest.mark.integration
-RATE = 40  # records per second
 
 
 def _model(topic: str, *datasets: tuple[str, int]) -> str:
@@ -55,66 +51,35 @@ def test_a_window_changed_in_place_is_refused_and_ingest_goes_on(
     log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "ingest"],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    produced: Counter[float] = Counter()
-    stop = threading.Event()
-
-    def producer() -> None:
-        from confluent_kafka import Producer
-
-        client = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5,
-                           "enable.idempotence": True})
-        step, start = 0.25, time.time()
-        while not stop.is_set():
-            while time.time() < start + step:
-                time.sleep(0.02)
-            for i in range(int(RATE * step)):
-                ts = start + i / RATE
-                produced[math.floor(ts / 2) * 2] += 1
-                client.produce(topic, json_bytes({"ts": ts}), partition=i % 2)
-            client.poll(0)
-            start += step
-        assert client.flush(30) == 0
-
-    thread = threading.Thread(target=producer, daemon=True)
-    thread.start()
     engine = make_engine(fresh_db)
-
-    def volumes(name: str) -> dict[float, float]:
-        with engine.connect() as conn:
-            rows = conn.execute(select(metric_points.c.window_start, metric_points.c.value)
-                                .where(metric_points.c.dataset == name,
-                                       metric_points.c.metric == "volume.records",
-                                       metric_points.c.field == "")).all()
-        return {float(r.window_start): float(r.value) for r in rows if r.value}
-
+    stream = PacedProducer(kafka_bootstrap, topic, rate=40, window=2)
     try:
-        wait_until(lambda: len(volumes("w")) >= 3, 60, interval_s=0.5,
-                   message="the first windows")
-        refused = apply(_model(topic, ("w", 5)))
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert (f"error: {config}:5: datasets[0].window: dataset 'w' has been measured in "
-                "2s windows and cannot change to 5s in place") in refused.stderr
-        with engine.connect() as conn:
-            assert conn.execute(select(model_versions.c.version)).scalars().all() == [1]
-        # the way out it names: the 5 s windows under a new name, on the same topic
-        renamed = apply(_model(topic, ("w", 2), ("w_5s", 5)))
-        assert renamed.returncode == 0 and "dataset w_5s: created" in renamed.stdout
-        wait_until(lambda: len(volumes("w_5s")) >= 2, 60, interval_s=0.5,
-                   message="the new name's windows")
-        time.sleep(3)
-        stop.set()
-        thread.join(30)
-        last = max(produced)
-        wait_until(lambda: last in volumes("w"), 60, interval_s=0.5,
+        with stream:
+            wait_until(lambda: len(volumes(engine, "w")) >= 3, 60, interval_s=0.5,
+                       message="the first windows")
+            refused = apply(_model(topic, ("w", 5)))
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert (f"error: {config}:5: datasets[0].window: dataset 'w' has been measured "
+                    "in 2s windows and cannot change to 5s in place") in refused.stderr
+            with engine.connect() as conn:
+                assert conn.execute(select(model_versions.c.version)).scalars().all() == [1]
+            # the way out it names: the 5 s windows under a new name, on the same topic
+            renamed = apply(_model(topic, ("w", 2), ("w_5s", 5)))
+            assert renamed.returncode == 0 and "dataset w_5s: created" in renamed.stdout
+            wait_until(lambda: len(volumes(engine, "w_5s")) >= 2, 60, interval_s=0.5,
+                       message="the new name's windows")
+            time.sleep(3)
+        last = max(stream.produced)
+        wait_until(lambda: last in volumes(engine, "w"), 60, interval_s=0.5,
                    message="the last window finalized")
     finally:
-        stop.set()
+        stream.halt()
         stop_processes([worker])
         log.close()
     logged = (tmp_path / "worker.log").read_text()
     assert "UniqueViolation" not in logged and "checkpoint failed" not in logged
     # every record counted once, in its 2 s window, across the refused and the added model
-    assert volumes("w") == {k: float(v) for k, v in produced.items()}
-    five = volumes("w_5s")
+    assert volumes(engine, "w") == {k: float(v) for k, v in stream.produced.items()}
+    five = volumes(engine, "w_5s")
     assert all(start % 5 == 0 for start in five) and len(five) >= 2
     engine.dispose()

@@ -6,6 +6,7 @@ restore is logged as an error and `dqpulse doctor` names the partition; a save c
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 
@@ -22,14 +23,19 @@ from dqpulse.store.db import make_engine, upgrade_to_head
 SPEC = DatasetSpec(name="orders", topic="orders", event_time="ts", window=60, lateness=0)
 
 
-def test_the_third_restore_of_one_checkpoint_is_an_error_and_a_save_clears_it(
-        tmp_path, caplog):
+def _database_and_state(tmp_path) -> tuple[str, Any, PartitionAggregator]:
+    """A database at Alembic head, and a partition state that counted 5 records."""
     url = f"sqlite:///{tmp_path / 'restores.db'}"
     upgrade_to_head(url)
-    engine = make_engine(url)
     aggregator = PartitionAggregator(SPEC, 0)
     aggregator.add([RawMessage("orders", 0, i, 1_000, orjson.dumps({"ts": 100.0 + i}))
                     for i in range(5)], now=200.0)
+    return url, make_engine(url), aggregator
+
+
+def test_the_third_restore_of_one_checkpoint_is_an_error_and_a_save_clears_it(
+        tmp_path, caplog):
+    url, engine, aggregator = _database_and_state(tmp_path)
     with engine.begin() as conn:
         checkpoints.save(conn, dataset="orders", partition=0, loaded_version=None,
                          next_offset=5, watermark=104.0, last_record_at=104.0,
@@ -74,12 +80,7 @@ def test_a_dataset_moved_to_another_topic_reads_it_from_its_start(tmp_path, capl
     read from the start, with no record skipped as counted and no error (before session
     48 the move was taken for the old topic deleted and recreated). Partitions the new
     topic lacks are retired, said as a move."""
-    url = f"sqlite:///{tmp_path / 'moved.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    aggregator = PartitionAggregator(SPEC, 0)
-    aggregator.add([RawMessage("orders", 0, i, 1_000, orjson.dumps({"ts": 100.0 + i}))
-                    for i in range(5)], now=200.0)
+    url, engine, aggregator = _database_and_state(tmp_path)
     with engine.begin() as conn:
         for partition in (0, 1):
             checkpoints.save(conn, dataset="orders", partition=partition,
