@@ -37,6 +37,7 @@ from dqpulse.store import checkpoints, schemas
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import (
     advisory_lock,
+    finalize_lock,
     is_transient,
     relaxed_commit,
     release_session_lock,
@@ -145,7 +146,7 @@ def finalize_ready(
     hooks, then skips it; and the pass is noted in the database before it begins, so that
     one that kills the process counts too (:mod:`dqpulse.finalize.failures`)."""
     now = time.time() if now is None else now
-    lock = f"dqpulse:finalize:{dataset.name}"
+    lock = finalize_lock(dataset.name)
     if failures is None:
         with engine.begin() as conn:
             if not advisory_lock(conn, lock):
@@ -312,7 +313,7 @@ def _finalize_skipped(engine: Engine, dataset: DatasetSpec, start: float, now: f
     deadline = time.monotonic() + lock_wait_s
     while True:
         with engine.begin() as conn:
-            if advisory_lock(conn, f"dqpulse:finalize:{dataset.name}"):
+            if advisory_lock(conn, finalize_lock(dataset.name)):
                 if metric_store.has_window(conn, dataset=dataset.name, window_start=start):
                     return Recovered(dataset.name, start,
                                      error="it has points in the history already; its "

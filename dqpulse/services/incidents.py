@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from dqpulse.alerts import actions
-from dqpulse.errors import NotFoundError
+from dqpulse.errors import ConflictError, NotFoundError
 from dqpulse.finalize.watch import AUTOENCODER_METRIC
 from dqpulse.rca import attribution
 from dqpulse.rca.jobs import job_failure_suspects, onset_of, with_job_failures
@@ -24,6 +24,10 @@ from dqpulse.store import detector_states
 from dqpulse.store import incidents as incident_store
 from dqpulse.store import metrics as metric_store
 from dqpulse.store import openlineage as openlineage_store
+from dqpulse.store.db import finalize_lock, wait_advisory_lock
+
+# how long a verdict waits for a finalize pass of its dataset (normally well under 1 s)
+VERDICT_LOCK_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,22 @@ class Taught:
 
 def feedback(conn: Connection, *, incident_id: int, verdict: str, comment: str | None,
              actor: str, notifications: Sequence[NotificationSpec] = (),
-             public_url: str = "") -> tuple[actions.FeedbackTarget, Taught]:
+             public_url: str = "", lock_wait_s: float = VERDICT_LOCK_WAIT_S,
+             ) -> tuple[actions.FeedbackTarget, Taught]:
     """A human verdict on an incident: recorded (a false positive resolves it) and handed
-    to the detectors of the alerted series, in the caller's transaction."""
+    to the detectors of the alerted series, in the caller's transaction.
+
+    It first waits for a finalize pass of the incident's dataset in progress (its lock,
+    taken for the rest of the transaction): a pass writes the detector states it read
+    before the verdict's, which it would otherwise overwrite, and locks the detector
+    states before the incident that the verdict locks first (a deadlock). A pass that
+    holds the lock past ``lock_wait_s`` is a :class:`ConflictError` (409, try again)."""
+    found = incident_store.get_or_raise(conn, incident_id=incident_id)
+    if not wait_advisory_lock(conn, finalize_lock(found["dataset"]), lock_wait_s):
+        raise ConflictError(
+            f"incident {incident_id}: a finalize pass of dataset {found['dataset']!r} has "
+            f"held its detectors for {lock_wait_s:g}s (it is catching up on many windows); "
+            "nothing was recorded, try again in a minute")
     target = actions.add_feedback(conn, incident_id=incident_id, verdict=verdict,
                                   comment=comment, actor=actor, notifications=notifications,
                                   public_url=public_url)

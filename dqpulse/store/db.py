@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,6 +78,26 @@ def advisory_lock(conn: Connection, key: str) -> bool:
     return bool(
         conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": key}).scalar()
     )
+
+
+def finalize_lock(dataset: str) -> str:
+    """The advisory-lock key a finalize pass of ``dataset`` holds while it reads, scores
+    and writes back the dataset's detector states and incidents; a human verdict that
+    teaches those detectors takes it too (:func:`wait_advisory_lock`)."""
+    return f"dqpulse:finalize:{dataset}"
+
+
+def wait_advisory_lock(conn: Connection, key: str, timeout_s: float,
+                       poll_s: float = 0.05) -> bool:
+    """:func:`advisory_lock` on ``key``, tried until it is taken or ``timeout_s`` has
+    passed (False then). Polled rather than waited on in the server, so that running out
+    of time leaves the caller's transaction usable."""
+    deadline = time.monotonic() + timeout_s
+    while not advisory_lock(conn, key):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def session_advisory_lock(conn: Connection, key: str) -> bool:

@@ -7,6 +7,7 @@ own form, then reads the pages and acts on an incident, and the API reflects it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -221,9 +222,17 @@ def test_console_on_the_real_stack_asks_for_the_token_then_shows_and_acts(
         body = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
         assert body["status"] == "acknowledged"
         page.click("#btn-false-positive")
-        page.wait_for_function(
-            "document.getElementById('action-status').textContent.startsWith('Marked false')",
-            timeout=60_000)
+        # the line says "Saving…" until the API answers, then the outcome or "Failed: why";
+        # a wait that runs out says which (still saving, failed, or the click not taken)
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(
+                "!document.getElementById('action-status').textContent.startsWith('Saving')"
+                " && document.getElementById('action-status').textContent !== 'Acknowledged.'",
+                timeout=120_000)
+        outcome = page.locator("#action-status").text_content() or ""
+        assert outcome.startswith("Marked false"), outcome
         after = httpx.get(f"{base_url}/api/v1/incidents/{incident_id}", headers=headers).json()
         # resolved by the verdict; the stream's break goes on, so a window finalized since
         # may have reopened it (the reopen count says so)
