@@ -13,6 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "deploy" / "local" / "stack"
 
+# Worker processes and in-process workers serve no probes unless a test asks for a port:
+# the default (9108 and up) would collide between tests run side by side (pytest-xdist).
+os.environ.setdefault("DQPULSE_WORKER_METRICS_PORT", "0")
+
 
 def _stack_env() -> dict[str, str]:
     """Start (idempotently) the local stack and return the DQPULSE_* settings it prints."""
