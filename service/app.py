@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                     "root cause and lineage of the datasets dqpulse watches.",
         docs_url="/docs",
         openapi_url="/openapi.json",
+        responses=errors.problems(503),  # any route, when the database fails under it
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)

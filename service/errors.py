@@ -9,6 +9,7 @@ over ``DQPULSE_API_MAX_BODY_BYTES`` (413).
 
 from __future__ import annotations
 
+import logging
 import re
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +42,9 @@ _STATUS: list[tuple[type[DqpulseError], int]] = [
     (AuthError, 401),
     (ForbiddenError, 403),
 ]
+log = logging.getLogger(__name__)
+# seconds a client is asked to wait after a 503 (a pool slot or a failover's reconnect)
+DATABASE_RETRY_AFTER_S = 2
 _HTTP_ERROR_NAMES = {404: "NotFoundError", 405: "MethodNotAllowedError",
                      413: "PayloadTooLargeError", 401: "AuthError"}
 _MODEL_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
@@ -69,7 +75,9 @@ _DESCRIPTIONS = {400: "the request body is not JSON",
                  404: "no such object (or not one of the token's teams)",
                  409: "the request contradicts the object's state",
                  413: "request body too large",
-                 422: "a parameter or body field is invalid"}
+                 422: "a parameter or body field is invalid",
+                 503: "the database did not answer or aborted the request: try again "
+                      "after Retry-After seconds"}
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -121,6 +129,21 @@ def _allowed_methods(request: Request, reported: str) -> list[str]:
 
 
 def install(app: FastAPI) -> None:
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # a restart, a failover, a full pool, a deadlock: the request's transaction was
+        # rolled back (unless the connection broke in its commit), so it can be sent
+        # again; the driver's message (hosts, ports) goes to the log, not to the client
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        log.warning("%s %s: the database failed (%s), answered 503: %s", request.method,
+                    request.url.path, cause, str(exc).splitlines()[0] if str(exc) else cause)
+        return problem_response(
+            503, "DatabaseUnavailable",
+            f"the database did not answer or aborted this request ({cause}): try again",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+    for transient in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(transient, _database_unavailable)
+
     @app.exception_handler(DqpulseError)
     async def _dqpulse_error(_request: Request, exc: DqpulseError) -> JSONResponse:
         status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)

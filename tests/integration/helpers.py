@@ -88,6 +88,20 @@ def throwaway_database(admin_url: str, prefix: str = "dqpulse_t") -> Iterator[st
         drop_database(admin_url, url)
 
 
+def set_connections(admin_url: str, database: str, allowed: bool) -> None:
+    """Let ``database`` take connections or not; refusing also ends the open ones (an
+    outage of that database alone: the server and other tests' databases go on)."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+        if not allowed:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database})
+    admin.dispose()
+
+
 def stop_processes(processes: Iterable[subprocess.Popen[Any]], timeout_s: float = 20) -> None:
     """SIGTERM every process (a graceful stop: final checkpoint), SIGKILL the stragglers."""
     processes = list(processes)

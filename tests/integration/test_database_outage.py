@@ -7,7 +7,6 @@ import time
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, text
 
 from dqpulse.config import Settings
 from dqpulse.finalize import finalize_ready
@@ -16,20 +15,16 @@ from dqpulse.spec import parse_spec
 from dqpulse.store import metrics as metric_store
 from dqpulse.store.db import make_engine
 from dqpulse.telemetry import Telemetry
-from tests.integration.helpers import WorkerThread, json_bytes, produce, wait_until
+from tests.integration.helpers import (
+    WorkerThread,
+    json_bytes,
+    produce,
+    set_connections,
+    wait_until,
+)
 from workers.ingest import make_source
 
 pytestmark = pytest.mark.integration
-
-
-def _set_connections(admin_url: str, database: str, allowed: bool) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
-        if not allowed:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database})
-    admin.dispose()
 
 
 def _outage_worker(url: str, kafka_bootstrap: str, topic: str, name: str
@@ -73,7 +68,7 @@ def test_worker_survives_a_database_outage_without_losing_records(
 
     with WorkerThread(worker) as running:
         wait_until(lambda: worker.stats.checkpoints >= 2, 30, message="first checkpoints")
-        _set_connections(pg_admin_url, database, allowed=False)
+        set_connections(pg_admin_url, database, allowed=False)
         try:
             time.sleep(2.0)  # longer than the idle timeout: idle ticks run during the outage
             producer = threading.Thread(target=produce,
@@ -85,7 +80,7 @@ def test_worker_survives_a_database_outage_without_losing_records(
             time.sleep(3)
             assert running.thread.is_alive()
         finally:
-            _set_connections(pg_admin_url, database, allowed=True)
+            set_connections(pg_admin_url, database, allowed=True)
         counted: list[int] = []
 
         def all_counted() -> bool:
@@ -109,17 +104,17 @@ def test_partition_assignment_waits_out_a_short_database_outage(
     produce(kafka_bootstrap, topic,
             ((i % 2, json_bytes({"ts": time.time(), "i": i})) for i in range(5_000)))
     worker, engine, _, _ = _outage_worker(fresh_db, kafka_bootstrap, topic, "outage_assign")
-    _set_connections(pg_admin_url, database, allowed=False)
+    set_connections(pg_admin_url, database, allowed=False)
     try:
         with WorkerThread(worker) as running:
             time.sleep(4.0)  # the assignment arrives and its restore fails meanwhile
             assert running.thread.is_alive()
             assert worker.stats.polled == 0  # nothing consumed before the restore
-            _set_connections(pg_admin_url, database, allowed=True)
+            set_connections(pg_admin_url, database, allowed=True)
             wait_until(lambda: worker.stats.accepted == 5_000 and worker.stats.checkpoints > 0,
                        60, message="every record consumed once the database is back")
             assert running.thread.is_alive()
     finally:
-        _set_connections(pg_admin_url, database, allowed=True)
+        set_connections(pg_admin_url, database, allowed=True)
     assert worker.stats.accepted == 5_000
     engine.dispose()

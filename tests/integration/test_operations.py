@@ -35,6 +35,7 @@ from tests.integration.helpers import (
     drop_database,
     json_bytes,
     produce,
+    set_connections,
     wait_until,
 )
 from tests.integration.receivers import webhook_receiver
@@ -326,16 +327,6 @@ class _BlockablePoll:
         return getattr(self._source, name)
 
 
-def _set_connections(admin_url: str, database: str, allowed: bool) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
-        if not allowed:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database})
-    admin.dispose()
-
-
 PROBE_INTERVAL_S = 1.0
 
 
@@ -382,13 +373,13 @@ def test_probes_follow_the_database_and_a_stuck_loop(fresh_db, pg_admin_url, mak
             assert _probe_until(f"{base}/healthz", 200, 0)["alive"] is True
             assert "dqpulse_checkpoints_total" in httpx.get(f"{base}/metrics").text
 
-            _set_connections(pg_admin_url, database, allowed=False)
+            set_connections(pg_admin_url, database, allowed=False)
             try:
                 body = _probe_until(f"{base}/readyz", 503, 2 * PROBE_INTERVAL_S)
                 assert "database" in body["checks"], body
                 assert _probe_until(f"{base}/healthz", 200, 0)["alive"] is True
             finally:
-                _set_connections(pg_admin_url, database, allowed=True)
+                set_connections(pg_admin_url, database, allowed=True)
             _probe_until(f"{base}/readyz", 200, 2 * PROBE_INTERVAL_S)
 
             blockable.unblocked.clear()  # the loop is stuck in poll()
