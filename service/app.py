@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,12 +11,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.config import Settings
 from dqpulse.services.exposition import DatasetMetricsCollector
 from dqpulse.services.model import ModelCache
 from dqpulse.spec import Spec
-from dqpulse.store.db import make_engine
+from dqpulse.store.db import make_engine, schema_behind
 from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
@@ -30,6 +32,8 @@ from service.routers import (
     tokens,
 )
 from service.ui import install as install_console
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 
@@ -59,7 +63,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # dataset's newest window): one collection in the background as the server starts
     threading.Thread(target=app.state.exporter.warm, name="exporter-warm",
                      daemon=True).start()
+    threading.Thread(target=_say_if_schema_behind, args=(app.state.engine,),
+                     name="schema-check", daemon=True).start()
     yield
+
+
+def _say_if_schema_behind(engine: Engine) -> None:
+    """At start: a database this version cannot serve is logged as what to do (its
+    requests and /readyz answer 503 saying the same)."""
+    try:
+        behind = schema_behind(engine)
+    except SQLAlchemyError:
+        return  # not reachable now: each request and /readyz say so
+    if behind is not None:
+        log.error("the API cannot serve this database: %s", behind)
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,

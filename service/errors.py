@@ -18,8 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +35,7 @@ from dqpulse.errors import (
     NotFoundError,
     ValidationError,
 )
+from dqpulse.store.db import is_transient, schema_behind
 
 _STATUS: list[tuple[type[DqpulseError], int]] = [
     (NotFoundError, 404),
@@ -128,8 +131,33 @@ def _allowed_methods(request: Request, reported: str) -> list[str]:
     return sorted(methods)
 
 
+def _lacks_schema(exc: Exception) -> bool:
+    """A table or column that is not there (Postgres 42P01/42703, SQLite's wording)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("42P01", "42703"):
+        return True
+    said = str(orig or exc)
+    return "no such table" in said or "no such column" in said
+
+
+def _schema_behind(engine: Engine) -> str | None:
+    try:
+        return schema_behind(engine)
+    except SQLAlchemyError:
+        return None  # the database cannot even be asked
+
+
 def install(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # a schema never migrated, or behind this version: no table or column it needs
+        behind = (await run_in_threadpool(_schema_behind, request.app.state.engine)
+                  if _lacks_schema(exc) else None)
+        if behind is not None:
+            log.error("%s %s: %s", request.method, request.url.path, behind)
+            return problem_response(503, "DatabaseUnavailable", behind,
+                                    headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+        if not is_transient(exc):
+            raise exc  # a fault of ours: a 500, logged with its traceback
         # a restart, a failover, a full pool, a deadlock: the request's transaction was
         # rolled back (unless the connection broke in its commit), so it can be sent
         # again; the driver's message (hosts, ports) goes to the log, not to the client
@@ -141,8 +169,8 @@ def install(app: FastAPI) -> None:
             f"the database did not answer or aborted this request ({cause}): try again",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
-    for transient in (OperationalError, InterfaceError, PoolTimeout):
-        app.add_exception_handler(transient, _database_unavailable)
+    for kind in (OperationalError, InterfaceError, PoolTimeout, ProgrammingError):
+        app.add_exception_handler(kind, _database_unavailable)
 
     @app.exception_handler(DqpulseError)
     async def _dqpulse_error(_request: Request, exc: DqpulseError) -> JSONResponse:

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from dqpulse.config import Settings
 from dqpulse.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from dqpulse.logs import configure_logging
@@ -534,8 +536,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConflictError, NotFoundError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SQLAlchemyError:
+        behind = _schema_behind(settings)
+        if behind is None:
+            raise  # not the schema: logged whole, with its traceback
+        print(f"error: {behind}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _schema_behind(settings: Settings) -> str | None:
+    """Why a database error came from a schema this version cannot use (never migrated,
+    or migrations missing), or None (that, or the database cannot even be asked)."""
+    from dqpulse.store.db import make_engine, schema_behind
+
+    engine = make_engine(settings.database_url)
+    try:
+        return schema_behind(engine)
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelVersion, ModelWatch, current_model
 from dqpulse.sources.base import DeadLetterSink, Source, SourceStopped
 from dqpulse.spec import Spec
-from dqpulse.store.db import make_engine
+from dqpulse.store.db import make_engine, schema_behind
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
 
 log = logging.getLogger(__name__)
+# a worker that cannot read its model says why on the first try, then every this many
+MODEL_FAILURE_LOG_EVERY = 30
 
 
 def make_source(settings: Settings, client: str | None = None, *,
@@ -97,11 +99,15 @@ def _first_model(engine: Engine, settings: Settings,
     """The current model once it has a dataset (a worker may start before the first
     `dqpulse apply`: it waits, and says so); None when asked to stop first."""
     told = False
+    failed = 0
     while not stop.is_set():
         try:
             model = current_model(engine)
         except SQLAlchemyError as exc:
-            log.warning("cannot read the model (%s); retrying", type(exc).__name__)
+            if failed % MODEL_FAILURE_LOG_EVERY == 0:  # the first, then about once a minute
+                log.warning("cannot read the model (%s); retrying every %gs",
+                            _why_no_model(engine, exc), settings.model_poll_interval_s)
+            failed += 1
         else:
             if model.spec.datasets:
                 return model
@@ -110,6 +116,19 @@ def _first_model(engine: Engine, settings: Settings,
                 told = True
         stop.wait(settings.model_poll_interval_s)
     return None
+
+
+def _why_no_model(engine: Engine, exc: SQLAlchemyError) -> str:
+    """What a user can act on: a schema never migrated or behind this version, else the
+    database's own first line (the log redacts any secret in it)."""
+    try:
+        behind = schema_behind(engine)
+    except SQLAlchemyError:
+        behind = None
+    if behind is not None:
+        return behind
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
 
 
 def _follow_model(stop: threading.Event, watch: ModelWatch, worker: IngestWorker,

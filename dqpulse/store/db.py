@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -143,3 +149,43 @@ def upgrade_to_head(url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+def schema_behind(engine: Engine) -> str | None:
+    """Why this database cannot serve this version of dqpulse: no schema yet, or one
+    missing migrations this version has (``dqpulse migrate`` fixes both); None when it is
+    at this version's head, or at a revision this version does not know (a newer
+    dqpulse migrated it: a rolling upgrade, not a fault here). Raises what the database
+    raises when it cannot be asked."""
+    quiet = logging.getLogger("alembic")  # its INFO lines say nothing to a user here
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        from alembic.runtime.migration import MigrationContext
+
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        script = _migration_scripts()
+    finally:
+        quiet.setLevel(level)
+    heads = set(script.get_heads())
+    if current == heads:
+        return None
+    if not current:
+        return ("the database has no dqpulse schema yet (no migration applied): "
+                "run `dqpulse migrate`")
+    known = {revision.revision for revision in script.walk_revisions()}
+    if not current <= known:
+        return None
+    return (f"the database schema is at revision {', '.join(sorted(current))} and this "
+            f"version of dqpulse needs {', '.join(sorted(heads))}: run `dqpulse migrate`")
+
+
+@functools.cache
+def _migration_scripts() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 
 from dqpulse.services.exposition import render
+from dqpulse.store.db import schema_behind
 from service.deps import EngineDep, TelemetryDep
 
 router = APIRouter(tags=["health"])
@@ -21,11 +21,13 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The database answers and is migrated")
 def readyz(engine: EngineDep) -> Response:
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1 FROM datasets LIMIT 1"))
+        behind = schema_behind(engine)
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure
         return JSONResponse(status_code=503,
                             content={"status": "unavailable", "detail": type(exc).__name__})
+    if behind is not None:  # "run `dqpulse migrate`"
+        return JSONResponse(status_code=503, content={"status": "unavailable",
+                                                      "detail": behind})
     return JSONResponse({"status": "ready"})
 
 
