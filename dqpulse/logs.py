@@ -21,7 +21,8 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
@@ -107,6 +108,51 @@ class Redactor(logging.Filter):
 
 _FORMATTER = logging.Formatter()
 _REDACTOR = Redactor()
+
+#: loggers of the Kafka client libraries, which log a line per reconnect while a broker is
+#: down (librdkafka through ``dqpulse.sources.librdkafka``; kafka-python under ``kafka``)
+CLIENT_LOGGERS = ("kafka", "dqpulse.sources.librdkafka")
+_NUMBERS = re.compile(r"\d+")
+
+
+class RepeatLimiter(logging.Filter):
+    """Writes a line of the client libraries once per ``period_s``: a broker that is down
+    makes librdkafka log every reconnect (843 identical ERROR lines in 45 s, measured) and
+    kafka-python five lines per try. Lines are alike when their logger, level and text
+    with its numbers masked are; the first one written after a period says how many like
+    it were not. Other loggers pass untouched (dqpulse's own say once what goes on)."""
+
+    def __init__(self, prefixes: tuple[str, ...] = CLIENT_LOGGERS, period_s: float = 60.0,
+                 max_lines: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.period_s = period_s
+        self.max_lines = max_lines
+        self.clock = clock
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [written at, hidden]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        text = record.getMessage()
+        key = (record.name, record.levelno, _NUMBERS.sub("#", text))
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.period_s:
+                seen[1] += 1
+                return False
+            hidden = int(seen[1]) if seen is not None else 0
+            self._seen.pop(key, None)
+            if len(self._seen) >= self.max_lines:  # the line written longest ago goes
+                del self._seen[next(iter(self._seen))]
+            self._seen[key] = [now, 0]
+        if hidden:
+            record.msg = (f"{text} ({hidden} more like this in the last "
+                          f"{self.period_s:g}s not shown)")
+            record.args = ()
+        return True
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:
@@ -210,6 +256,7 @@ def configure_logging(settings: Settings, *, verbose: bool = False,
         kind = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if kind == "json" else TextFormatter())
+    handler.addFilter(RepeatLimiter())
     handler.addFilter(_REDACTOR)
     register_secrets(settings_secrets(settings))
     root = logging.getLogger()

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from dqpulse.config import Settings
-from dqpulse.logs import configure_logging, register_secrets, spec_secrets
+from dqpulse.logs import RepeatLimiter, configure_logging, register_secrets, spec_secrets
 from dqpulse.spec import parse_spec
 
 SASL = "sasl-pass-0c9d"
@@ -139,3 +139,47 @@ finalize_the_window()
     assert "Fatal Python error: Segmentation fault" in done.stderr
     assert "in finalize_the_window" in done.stderr  # the crashing thread's stack
     assert "Thread 0x" in done.stderr and "Current thread 0x" in done.stderr  # the others'
+
+
+def test_a_client_library_line_repeated_is_written_once_a_period_with_the_count(captured):
+    """A broker down: librdkafka's reconnect line, hundreds a minute (measured: 843 in
+    45 s), is written once per period, the next one saying how many were not; other
+    lines, and dqpulse's own, pass untouched."""
+    stream, _ = captured
+    now = [0.0]
+    limiter = next(f for f in logging.getLogger().handlers[0].filters
+                   if isinstance(f, RepeatLimiter))
+    limiter.clock = lambda: now[0]
+    client = logging.getLogger("dqpulse.sources.librdkafka")
+    ours = logging.getLogger("dqpulse.sources.kafka_confluent")
+    for attempt in range(500):  # the numbers in a line do not make it another line
+        now[0] = attempt * 0.1
+        client.error("%s [%s] %s", "FAIL", "consumer-1",
+                     f"Connect to 127.0.0.1:19999 failed (after {attempt}ms in state CONNECT)")
+        if attempt % 100 == 0:
+            client.warning("%s", "another line: written once too")
+            ours.warning("partition counts of t: broker transport failure")
+    now[0] = 61.0
+    client.error("%s [%s] %s", "FAIL", "consumer-1",
+                 "Connect to 127.0.0.1:19999 failed (after 7ms in state CONNECT)")
+    lines = [(r["logger"], r["message"]) for r in _records(stream)]
+    fails = [m for name, m in lines if "Connect to" in m]
+    assert fails == [
+        "FAIL [consumer-1] Connect to 127.0.0.1:19999 failed (after 0ms in state CONNECT)",
+        "FAIL [consumer-1] Connect to 127.0.0.1:19999 failed (after 7ms in state CONNECT) "
+        "(499 more like this in the last 60s not shown)"]
+    assert sum("another line" in m for _, m in lines) == 1
+    assert lines.count(("dqpulse.sources.kafka_confluent",
+                        "partition counts of t: broker transport failure")) == 5
+
+
+def test_the_repeat_limiter_forgets_the_line_written_longest_ago_past_its_bound():
+    limiter = RepeatLimiter(period_s=60, max_lines=2, clock=lambda: 0.0)
+
+    def passes(text: str) -> bool:
+        return limiter.filter(logging.LogRecord("kafka.net", logging.ERROR, "", 0, text,
+                                                (), None))
+
+    assert passes("a") and passes("b") and not passes("a")
+    assert passes("c")  # "a" (written first) is forgotten to make room
+    assert passes("a") and not passes("c")
