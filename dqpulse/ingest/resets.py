@@ -33,8 +33,12 @@ refilled meanwhile (``IngestWorker._witness_again``).
 Each is counted in ``dqpulse_ingest_offset_resets_total{dataset,reason}`` and alerts
 (``DqpulsePartitionLogReset``). A recreated topic that already holds more records than the
 old position when its partition is next read is not out of range: the checkpoint's witness
-tells it apart (``replaced``). (A topic recreated with fewer partitions is met on
-assignment instead: :func:`dqpulse.ingest.assignment.retire_gone`.)
+tells it apart (``replaced``) when the partition is next restored; a running worker
+whose next fetch (librdkafka) already finds the old position held is not told (a known
+limit, docs/operations.md). kafka-python 3 reports a log that diverges from the records
+read (KIP-320) itself: its source reports that as ``replaced``. (A topic recreated with
+fewer partitions is met on assignment instead:
+:func:`dqpulse.ingest.assignment.retire_gone`.)
 """
 
 from __future__ import annotations

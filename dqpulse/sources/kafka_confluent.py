@@ -99,6 +99,8 @@ class ConfluentSource:
         self._on_revoke: RevokeCallback | None = None
         self._in_callback = False
         self._topics: list[str] = []
+        # a subscription waiting for its topics' partition counts: (topics, callbacks)
+        self._subscription: tuple[list[str], Any, Any, Any] | None = None
         # topic -> partition count, as the broker last gave it
         self._partition_counts: dict[str, int] = {}
         self._counted_at = 0.0  # monotonic time of the last metadata request
@@ -112,11 +114,15 @@ class ConfluentSource:
 
     def subscribe(self, topics: Sequence[str], *, on_assign: AssignCallback,
                   on_revoke: RevokeCallback) -> None:
+        """Subscribe to ``topics`` once their partition counts are known: the callbacks
+        read them from the cache, filled here, on the caller's thread and outside any
+        callback; when the broker does not answer, :meth:`poll` asks again and subscribes
+        then. Until then the consumer keeps its earlier subscription (topics counted
+        before), so ``consume()`` never runs an assignment without its counts and can
+        always be called: it also serves librdkafka's log lines, which would otherwise
+        wait in memory for as long as the broker is away."""
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._topics = list(topics)
-        # the callbacks read partition counts from the cache: fill it now, on the caller's
-        # thread and outside any callback (poll() retries what the broker did not answer)
-        self._refresh_partition_counts(force=True)
 
         def assign(consumer: Consumer, partitions: list[CkTopicPartition]) -> None:
             assert self._on_assign is not None
@@ -146,8 +152,15 @@ class ConfluentSource:
             consumer.unassign()
             self._asked.clear()
 
-        self._consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke,
-                                 on_lost=lost)
+        self._subscription = (list(topics), assign, revoke, lost)
+        if self._refresh_partition_counts(force=True):
+            self._subscribe_now()
+
+    def _subscribe_now(self) -> None:
+        assert self._subscription is not None
+        topics, assign, revoke, lost = self._subscription
+        self._consumer.subscribe(topics, on_assign=assign, on_revoke=revoke, on_lost=lost)
+        self._subscription = None
 
     def _check_counts(self, partitions: list[CkTopicPartition]) -> None:
         """A partition beyond the cached count: the topic grew since the last refresh and
@@ -168,12 +181,10 @@ class ConfluentSource:
             self._in_callback = False
 
     def poll(self, max_records: int, timeout_s: float) -> list[PartitionBatch]:
-        if not self._refresh_partition_counts():
-            # a subscribed topic's partition count is unknown because the broker did not
-            # answer: consume nothing, so that no assignment (whose callback needs the
-            # count) is served before it is known
-            time.sleep(min(timeout_s, 0.5))
-            return []
+        if self._refresh_partition_counts() and self._subscription is not None:
+            self._subscribe_now()  # the counts the broker did not give at subscribe()
+        # without a subscription yet (the broker away since the start) this returns
+        # nothing and serves the log lines
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         if self._pending_seeks:
             # a callback of this consume() reloaded partitions from their checkpoints: what
@@ -323,9 +334,9 @@ class ConfluentSource:
     def _refresh_partition_counts(self, *, force: bool = False) -> bool:
         """Refresh the cached partition counts of the subscribed topics when due (outside
         callbacks; one metadata request every ``PARTITION_COUNT_REFRESH_S``, or every
-        ``UNKNOWN_COUNT_RETRY_S`` while a topic has none). Whether consuming may go on:
-        not while a topic lacks its count because the broker did not answer (a topic
-        that does not exist yet gets no assignment, so it holds nothing up)."""
+        ``UNKNOWN_COUNT_RETRY_S`` while a topic has none). Whether the topics may be
+        subscribed to: not while one lacks its count because the broker did not answer
+        (a topic that does not exist yet gets no assignment, so it holds nothing up)."""
         missing = any(topic not in self._partition_counts for topic in self._topics)
         every = UNKNOWN_COUNT_RETRY_S if missing else PARTITION_COUNT_REFRESH_S
         if self._topics and (force or time.monotonic() - self._counted_at >= every):

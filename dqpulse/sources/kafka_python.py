@@ -16,6 +16,7 @@ from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    LogTruncationError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
@@ -222,6 +223,9 @@ class KafkaPythonSource:
                 self._consumer.seek(tp, reset.to)
                 self._resets.append(reset)
             return []
+        except LogTruncationError as exc:  # KIP-320, kafka-python >= 3
+            self._diverged(exc.divergent_offsets)
+            return []
         out: list[PartitionBatch] = []
         for tp, records in batches.items():
             if not records:
@@ -234,6 +238,27 @@ class KafkaPythonSource:
                 np.fromiter((r.offset for r in records), dtype=np.int64, count=n),
                 records, _key))
         return out
+
+    def _diverged(self, diverged: Mapping[KpTopicPartition, OffsetAndMetadata | None]) -> None:
+        """The broker says a partition's log diverges from the records read (its leader
+        epoch's log ends before the position): the topic was deleted and recreated, or an
+        unclean leader election truncated it. Uncaught, this ended the worker (found in
+        session 49: a recreated topic, kafka-python 3). Read as a replaced log: again from
+        the log's start, reported as ``replaced`` at the first diverging offset."""
+        parts = list(diverged)
+        try:
+            lows = self._consumer.beginning_offsets(parts)
+            highs = self._consumer.end_offsets(parts)
+        except KafkaError as error:  # the next poll validates again: tried again then
+            log.warning("partitions %s diverge from what was read and the broker did not "
+                        "say where their logs are (%s)", parts, error)
+            return
+        for tp, point in diverged.items():
+            at = lows[tp] if point is None else int(point.offset)
+            reset = OffsetReset(tp.topic, tp.partition, at, lows[tp], highs[tp],
+                                replaced_at=at)
+            self._consumer.seek(tp, reset.to)
+            self._resets.append(reset)
 
     def take_resets(self) -> list[OffsetReset]:
         resets, self._resets = self._resets, []

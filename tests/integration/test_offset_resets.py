@@ -173,26 +173,36 @@ def test_a_recreated_topic_longer_than_the_old_position_is_counted_from_its_star
 def test_a_topic_recreated_and_refilled_while_a_worker_reads_it_is_counted_from_its_start(
         fresh_db, make_topic, kafka_bootstrap, client):
     """The worker reads on while its topic is deleted, recreated and refilled past its
-    position. Its fetch at offset 100 fails out of range while the new log is short, but
-    by the time the source reads the log's bounds, the log holds 0-149: offsets alone
-    took that for a fetch retried on the old log (``retried``) and read on from 100,
-    losing the new log's first 100 records (found with librdkafka, session 47). The
-    witness is compared again after a retried fetch (dqpulse.ingest.witness)."""
+    position: its fetch at offset 100 fails out of range while the new log is short
+    (10 records), and the log is refilled to 0-149 once the worker has said so. Every
+    record of the new log counts once. (Session 47 found a timing of this where the log
+    already held 0-149 when the source read its bounds: offsets alone took it for a
+    fetch retried on the old log, ``retried``, and read on from 100; the witness is now
+    compared again after a retried fetch, dqpulse.ingest.witness, unit-tested. Where the
+    new log is refilled past the position before the worker's next fetch at all, nothing
+    fails and its first 100 records are not counted: a known limit, docs/operations.md;
+    under CPU load this test met that timing in 1 run of 2 to 8 before it waited for the
+    report, session 49.)"""
     topic = make_topic("refilled")
     base = (time.time() - 7200) // 3600 * 3600
     produce(kafka_bootstrap, topic, _records(0, 100, base))
     run = _Run(fresh_db, kafka_bootstrap, topic, client)
     worker = run.worker()
+
+    def resets() -> float:
+        return sum(_sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
+                           reason=reason) for reason in ("log_shorter", "replaced"))
+
     with WorkerThread(worker):
         wait_until(lambda: run.saved_offset() == 100, 60, message="offset 100 saved")
         _recreate(kafka_bootstrap, topic)
-        produce(kafka_bootstrap, topic, _records(100, 150, base))  # offsets 0-149
+        produce(kafka_bootstrap, topic, _records(100, 10, base))  # offsets 0-9
+        wait_until(lambda: resets() == 1, 60, message="the short new log reported")
+        produce(kafka_bootstrap, topic, _records(110, 140, base))  # offsets 10-149
         wait_until(lambda: run.saved_offset() == 150 and worker.stats.accepted >= 250, 60,
                    message="the new log's 150 records accepted and offset 150 saved")
     assert worker.stats.accepted == 250 and run.counted() == 250  # each record once
-    # out of range while the new log was short (log_shorter), or found by the witness
-    assert sum(_sample(worker, "dqpulse_ingest_offset_resets_total", dataset="resets",
-                       reason=reason) for reason in ("log_shorter", "replaced")) == 1
+    assert resets() == 1
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -140,3 +140,45 @@ def test_a_partition_without_a_position_is_read_from_its_start(monkeypatch: pyte
     assert any("have no position" in r.getMessage() for r in caplog.records)
     assert source.poll(100, 0.01) == [] and source._consumer.polls == 2  # reads on
     assert source.take_resets() == []  # not a reset: nothing was counted or lost
+
+
+def test_a_log_that_diverges_from_what_was_read_is_read_again_from_its_start(monkeypatch):
+    """kafka-python 3 validates positions against the leader's epochs (KIP-320) and
+    raises LogTruncationError from poll() when the log diverges from the records read (a
+    recreated topic; an unclean election). Uncaught, it ended the worker (session 49, a
+    recreated topic under load). The source reads the partition again from its log's
+    start and reports it as replaced, so the worker counts the new log from there."""
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.errors import LogTruncationError
+    from kafka.structs import OffsetAndMetadata
+
+    sought: list[Any] = []
+    orders0, orders1 = KpTopicPartition("orders", 0), KpTopicPartition("orders", 1)
+
+    class Diverged(FakeConsumer):
+        def poll(self, timeout_ms: int, max_records: int) -> dict:
+            self.polls += 1
+            if self.polls == 1:
+                raise LogTruncationError({orders0: OffsetAndMetadata(0, "", 0),
+                                          orders1: None})
+            return {}
+
+        def beginning_offsets(self, parts: list[Any]) -> dict:
+            return dict.fromkeys(parts, 0)
+
+        def end_offsets(self, parts: list[Any]) -> dict:
+            return dict.fromkeys(parts, 150)
+
+        def seek(self, tp: Any, offset: int) -> None:
+            sought.append((tp, offset))
+
+    monkeypatch.setattr(kafka_python, "KafkaConsumer", Diverged)
+    monkeypatch.setattr(FakeConsumer, "away", False)
+    source = KafkaPythonSource(Settings())
+    source.subscribe(["orders"], on_assign=lambda parts: {}, on_revoke=lambda parts: None)
+    assert source.poll(100, 0.01) == []
+    assert sought == [(orders0, 0), (orders1, 0)]
+    resets = source.take_resets()
+    assert [(r.topic, r.partition, r.reason, r.to) for r in resets] == [
+        ("orders", 0, "replaced", 0), ("orders", 1, "replaced", 0)]
+    assert source.poll(100, 0.01) == [] and source.take_resets() == []  # reads on
