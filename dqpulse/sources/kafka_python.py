@@ -210,21 +210,18 @@ class KafkaPythonSource:
             return []
         except OffsetOutOfRangeError as exc:  # {partition: the offset that failed}
             failed = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-            parts = list(failed)
-            try:
-                lows = self._consumer.beginning_offsets(parts)
-                highs = self._consumer.end_offsets(parts)
-            except KafkaError as error:  # the next poll raises again: tried again then
-                log.warning("offsets %s are out of range and the broker did not say where "
-                            "the logs are (%s)", failed, error)
-                return []
-            for tp, at in failed.items():
-                reset = OffsetReset(tp.topic, tp.partition, int(at), lows[tp], highs[tp])
-                self._consumer.seek(tp, reset.to)
-                self._resets.append(reset)
+            self._reset(failed, replaced=False, why="are out of range")
             return []
         except LogTruncationError as exc:  # KIP-320, kafka-python >= 3
-            self._diverged(exc.divergent_offsets)
+            # the broker says a partition's log diverges from the records read (its
+            # leader epoch's log ends before the position): the topic was deleted and
+            # recreated, or an unclean leader election truncated it. Uncaught, this ended
+            # the worker (found in session 49: a recreated topic, kafka-python 3). Read as
+            # a replaced log: again from the log's start, reported as ``replaced`` at the
+            # first diverging offset
+            self._reset({tp: None if point is None else point.offset
+                         for tp, point in exc.divergent_offsets.items()},
+                        replaced=True, why="diverge from the records read")
             return []
         out: list[PartitionBatch] = []
         for tp, records in batches.items():
@@ -239,24 +236,24 @@ class KafkaPythonSource:
                 records, _key))
         return out
 
-    def _diverged(self, diverged: Mapping[KpTopicPartition, OffsetAndMetadata | None]) -> None:
-        """The broker says a partition's log diverges from the records read (its leader
-        epoch's log ends before the position): the topic was deleted and recreated, or an
-        unclean leader election truncated it. Uncaught, this ended the worker (found in
-        session 49: a recreated topic, kafka-python 3). Read as a replaced log: again from
-        the log's start, reported as ``replaced`` at the first diverging offset."""
-        parts = list(diverged)
+    def _reset(self, failed: Mapping[KpTopicPartition, int | None], *, replaced: bool,
+               why: str) -> None:
+        """Move each partition of ``failed`` (the offset where its log failed it; None:
+        not known) to where its :class:`OffsetReset` says, and keep the reset for the
+        worker. A broker that does not say where the logs are leaves them as they are:
+        the next poll fails the same way, and this is tried again."""
+        parts = list(failed)
         try:
             lows = self._consumer.beginning_offsets(parts)
             highs = self._consumer.end_offsets(parts)
-        except KafkaError as error:  # the next poll validates again: tried again then
-            log.warning("partitions %s diverge from what was read and the broker did not "
-                        "say where their logs are (%s)", parts, error)
+        except KafkaError as error:
+            log.warning("offsets %s %s and the broker did not say where the logs are (%s)",
+                        dict(failed), why, error)
             return
-        for tp, point in diverged.items():
-            at = lows[tp] if point is None else int(point.offset)
+        for tp, failed_at in failed.items():
+            at = lows[tp] if failed_at is None else int(failed_at)
             reset = OffsetReset(tp.topic, tp.partition, at, lows[tp], highs[tp],
-                                replaced_at=at)
+                                replaced_at=at if replaced else None)
             self._consumer.seek(tp, reset.to)
             self._resets.append(reset)
 

@@ -50,8 +50,9 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[int | None, byte
     return count
 
 
-def create_database(admin_url: str, prefix: str = "dqpulse_t") -> str:
-    """A new, empty Postgres database at ``alembic upgrade head``; returns its URL."""
+def create_database(admin_url: str, prefix: str = "dqpulse_t", *, migrate: bool = True) -> str:
+    """A new, empty Postgres database at ``alembic upgrade head`` (``migrate=False``: with
+    no schema at all); returns its URL."""
     from sqlalchemy import create_engine, text
 
     from dqpulse.store.db import upgrade_to_head
@@ -62,7 +63,8 @@ def create_database(admin_url: str, prefix: str = "dqpulse_t") -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     url = admin_url.rsplit("/", 1)[0] + "/" + name
-    upgrade_to_head(url)
+    if migrate:
+        upgrade_to_head(url)
     return url
 
 

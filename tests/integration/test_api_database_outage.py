@@ -4,15 +4,13 @@ answers again as soon as the database is back (real Postgres, its database alone
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from fastapi.testclient import TestClient
 
 from dqpulse.config import Settings
 from dqpulse.store.db import make_engine
 from service.app import create_app
-from tests.integration.helpers import set_connections
+from tests.integration.helpers import create_database, drop_database, set_connections
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +41,7 @@ def test_the_api_answers_503_while_its_database_is_down_and_recovers(fresh_db, p
 def test_the_api_on_a_postgres_database_never_migrated_says_to_migrate(pg_admin_url):
     """Postgres names a missing table differently (42P01, a ProgrammingError) from SQLite
     (tests/unit/test_schema_behind.py): the same 503 and readiness say what to do."""
-    from sqlalchemy import create_engine, text
-
-    from tests.integration.helpers import drop_database
-
-    name = f"dqpulse_t_empty_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = pg_admin_url.rsplit("/", 1)[0] + "/" + name
+    url = create_database(pg_admin_url, "dqpulse_t_empty", migrate=False)
     engine = make_engine(url)
     try:
         client = TestClient(create_app(Settings(database_url=url, auth="open"), engine=engine))
