@@ -11,13 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from dqpulse.config import Settings
 from dqpulse.services.exposition import DatasetMetricsCollector
 from dqpulse.services.model import ModelCache
 from dqpulse.spec import Spec
-from dqpulse.store.db import make_engine, schema_behind
+from dqpulse.store.db import make_engine, schema_behind_if_known
 from dqpulse.telemetry import Telemetry
 from service import errors
 from service.auth import TokenAuth
@@ -72,10 +71,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _say_if_schema_behind(engine: Engine) -> None:
     """At start: a database this version cannot serve is logged as what to do (its
     requests and /readyz answer 503 saying the same)."""
-    try:
-        behind = schema_behind(engine)
-    except SQLAlchemyError:
-        return  # not reachable now: each request and /readyz say so
+    behind = schema_behind_if_known(engine)  # not reachable now: requests, /readyz say so
     if behind is not None:
         log.error("the API cannot serve this database: %s", behind)
 

@@ -18,8 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -35,7 +34,7 @@ from dqpulse.errors import (
     NotFoundError,
     ValidationError,
 )
-from dqpulse.store.db import is_transient, schema_behind
+from dqpulse.store.db import is_transient, schema_behind_if_known
 
 _STATUS: list[tuple[type[DqpulseError], int]] = [
     (NotFoundError, 404),
@@ -140,17 +139,10 @@ def _lacks_schema(exc: Exception) -> bool:
     return "no such table" in said or "no such column" in said
 
 
-def _schema_behind(engine: Engine) -> str | None:
-    try:
-        return schema_behind(engine)
-    except SQLAlchemyError:
-        return None  # the database cannot even be asked
-
-
 def install(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # a schema never migrated, or behind this version: no table or column it needs
-        behind = (await run_in_threadpool(_schema_behind, request.app.state.engine)
+        behind = (await run_in_threadpool(schema_behind_if_known, request.app.state.engine)
                   if _lacks_schema(exc) else None)
         if behind is not None:
             log.error("%s %s: %s", request.method, request.url.path, behind)

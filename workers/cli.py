@@ -549,13 +549,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _schema_behind(settings: Settings) -> str | None:
     """Why a database error came from a schema this version cannot use (never migrated,
     or migrations missing), or None (that, or the database cannot even be asked)."""
-    from dqpulse.store.db import make_engine, schema_behind
+    from dqpulse.store.db import make_engine, schema_behind_if_known
 
     engine = make_engine(settings.database_url)
     try:
-        return schema_behind(engine)
-    except SQLAlchemyError:
-        return None
+        return schema_behind_if_known(engine)
     finally:
         engine.dispose()
 

@@ -21,7 +21,7 @@ from dqpulse.logs import register_secrets, spec_secrets
 from dqpulse.services.model import ModelVersion, ModelWatch, current_model
 from dqpulse.sources.base import DeadLetterSink, Source, SourceStopped
 from dqpulse.spec import Spec
-from dqpulse.store.db import make_engine, schema_behind
+from dqpulse.store.db import make_engine, schema_behind_if_known
 from dqpulse.telemetry import Telemetry
 from workers.probes import make_health, probes
 from workers.signals import stop_event_on_signals
@@ -121,10 +121,7 @@ def _first_model(engine: Engine, settings: Settings,
 def _why_no_model(engine: Engine, exc: SQLAlchemyError) -> str:
     """What a user can act on: a schema never migrated or behind this version, else the
     database's own first line (the log redacts any secret in it)."""
-    try:
-        behind = schema_behind(engine)
-    except SQLAlchemyError:
-        behind = None
+    behind = schema_behind_if_known(engine)
     if behind is not None:
         return behind
     first = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
@@ -179,6 +179,15 @@ def schema_behind(engine: Engine) -> str | None:
         return None
     return (f"the database schema is at revision {', '.join(sorted(current))} and this "
             f"version of dqpulse needs {', '.join(sorted(heads))}: run `dqpulse migrate`")
+
+
+def schema_behind_if_known(engine: Engine) -> str | None:
+    """:func:`schema_behind`, or None when the database cannot even be asked (its
+    callers report that failure on their own)."""
+    try:
+        return schema_behind(engine)
+    except SQLAlchemyError:
+        return None
 
 
 @functools.cache
