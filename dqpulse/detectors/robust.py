@@ -13,11 +13,14 @@ from scipy.special import bdtr, bdtrc, ndtri
 
 from dqpulse.detectors.base import (
     MAD_TO_SIGMA,
+    Explanation,
     UnivariateDetector,
+    Verdict,
     check_side,
     finite,
     register,
 )
+from dqpulse.detectors.evidence import RepeatCounter
 
 __all__ = ["RobustDetector"]
 
@@ -53,6 +56,16 @@ class RobustDetector(UnivariateDetector):
         (a share of records); off for other series.
     learn_anomalies, relearn_after
         As in :class:`SeasonalDetector`.
+    repeat_windows, repeat_count, repeat_runs
+        A window that would open an alert while ``repeat_count`` others of the last
+        ``repeat_windows`` scored as high, in at least ``repeat_runs`` separate alert runs
+        (windows at most 3 apart are one run), reports just under the threshold: a defect
+        seen once earlier today still alerts, a third time (or a fifth, for defects of one
+        window) is how the series behaves (a
+        field whose nulls come in bursts, one producer's batch at a time). The windows of
+        an alert run that is on are not held back, and a ``confirmed`` verdict clears the
+        memory. Anomalies are never learned, so without it such a series alerts on every
+        burst however often they come. ``0`` off.
 
     Examples
     --------
@@ -72,11 +85,32 @@ class RobustDetector(UnivariateDetector):
     True
     >>> shares.score_one({"value": 20 / 300, "n": 300}) >= 0.9
     True
+
+    Bursts of two windows at the same height: the first two alert, the third is how the
+    series behaves (four windows as high, in two runs, came before it); a higher one
+    alerts again.
+
+    >>> bursty = RobustDetector(warm_up=10, side="up")
+    >>> alerts = []
+    >>> for i in range(160):
+    ...     x = {"value": 0.2 if i % 40 >= 38 else 0.0}
+    ...     alerts.append(bursty.score_one(x) >= 0.9)
+    ...     bursty.learn_one(x)
+    >>> [i for i, alert in enumerate(alerts) if alert]
+    [38, 39, 78, 79]
+    >>> bursty.score_one({"value": 0.5}) >= 0.9
+    True
     """
 
     state_version = 1
     binomial = False  # states saved before the parameter existed
     _records: float | None = None
+    # states saved before the repeat rule: on with the defaults from their next window
+    repeat_windows = 288
+    repeat_count = 4
+    repeat_runs = 2
+    _repeats: RepeatCounter | None = None
+    _alerting = False  # the last window learned was reported as an anomaly
 
     def __init__(
         self,
@@ -89,6 +123,9 @@ class RobustDetector(UnivariateDetector):
         binomial: bool = False,
         learn_anomalies: bool = False,
         relearn_after: int | None = None,
+        repeat_windows: int = 288,
+        repeat_count: int = 4,
+        repeat_runs: int = 2,
     ) -> None:
         check_side(side)
         self.z_threshold = z_threshold
@@ -100,6 +137,11 @@ class RobustDetector(UnivariateDetector):
         self.binomial = binomial
         self.learn_anomalies = learn_anomalies
         self.relearn_after = relearn_after
+        self.repeat_windows = repeat_windows
+        self.repeat_count = repeat_count
+        self.repeat_runs = repeat_runs
+        self._repeats = None
+        self._alerting = False
         self._init_learner()
         self._window: deque[float] = deque(maxlen=window_size)
         self._stats: tuple[float, float, float] | None = None
@@ -109,6 +151,49 @@ class RobustDetector(UnivariateDetector):
         records = finite(x.get("n"))
         self._records = records if records is not None and records > 0.0 else None
         return super()._read(x)
+
+    def _raw_score(self, x: Mapping[str, Any]) -> float:
+        return super().score_one(x)
+
+    def _repeated(self, score: float) -> bool:
+        """Whether a window of ``score`` would open an alert that earlier windows of the
+        last ``repeat_windows`` make a repeat (see the class docstring)."""
+        repeats = self._repeats
+        return (repeats is not None and not self._alerting and score >= self.threshold
+                and self.repeat_count > 0
+                and repeats.as_high(score) >= self.repeat_count
+                and repeats.runs(score) >= self.repeat_runs)
+
+    def score_one(self, x: Mapping[str, Any]) -> float:
+        score = self._raw_score(x)
+        return self.threshold - 1e-4 if self._repeated(score) else score
+
+    def learn_one(self, x: Mapping[str, Any]) -> None:
+        value, t = self._read(x)
+        if value is None:
+            return
+        score = self._raw_score(x)
+        reported = self.threshold - 1e-4 if self._repeated(score) else score
+        if self.repeat_windows > 0:
+            if self._repeats is None:
+                self._repeats = RepeatCounter(self.repeat_windows)
+            self._repeats.add(score)
+        self._alerting = reported >= self.threshold
+        if self._should_learn(score):  # learning follows the window's own score
+            self._update(value, t)
+            self.n_learned += 1
+
+    def explain(self, x: Mapping[str, Any]) -> Explanation:
+        explanation = super().explain(x)
+        if self._repeated(self._raw_score(x)):
+            explanation = {**explanation, "evidence": ["repeat"]}
+        return explanation
+
+    def feedback(self, x: Mapping[str, Any], verdict: Verdict) -> None:
+        super().feedback(x, verdict)
+        if verdict == "confirmed" and self._repeats is not None:
+            # a confirmed defect is no habit to hold the next one like it back with
+            self._repeats = RepeatCounter(self.repeat_windows)
 
     def _median_mad(self) -> tuple[float, float, float]:
         """Median, MAD and mean of the learned values."""

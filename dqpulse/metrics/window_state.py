@@ -7,10 +7,11 @@ fields first); ``schema.untracked_fields`` counts them.
 
 ``finalize_window`` turns a merged state into metric points, comparing it with the
 ``baseline`` bytes returned for the previous window (``None`` for the first window):
-the previous non-empty window's drift sketches and observed schema, and the sketches of
-up to ``TRAILING_WINDOWS`` recent non-empty windows, merged on use as the trailing
-baseline. Drift metrics vs the previous window are ``distribution.<psi|ks|js|wasserstein|
-linf|chi2>``; vs the trailing baseline ``distribution.<name>_baseline``.
+the previous non-empty window's drift sketches, the known schema with each field's presence
+(``dqpulse.metrics.schema.track_schema``), and the sketches of up to
+``TRAILING_WINDOWS`` recent non-empty windows, merged on use as the trailing baseline.
+Drift metrics vs the previous window are ``distribution.<psi|ks|js|wasserstein|linf|chi2>``;
+vs the trailing baseline ``distribution.<name>_baseline``.
 An empty window (no records) keeps the baseline as it was and reports 0 schema changes.
 """
 
@@ -27,7 +28,7 @@ from dqpulse.metrics.completeness import CompletenessState
 from dqpulse.metrics.distribution import DistributionState
 from dqpulse.metrics.drift import categorical_drift, numeric_drift
 from dqpulse.metrics.freshness import FreshnessState
-from dqpulse.metrics.schema import SchemaState
+from dqpulse.metrics.schema import SchemaState, track_schema
 from dqpulse.metrics.segments import SegmentState
 from dqpulse.metrics.uniqueness import UniquenessState
 from dqpulse.metrics.validity import ValidityState
@@ -216,7 +217,7 @@ def _summary(state: DistributionState) -> _Summary:
 
 
 def _pack_baseline(schema: dict[str, list[str]] | None, windows: list[_Summary],
-                   segments: list[bytes]) -> bytes:
+                   segments: list[bytes], presence: dict[str, list[float]]) -> bytes:
     blobs = BlobTable()
     encoded = []
     for summary in windows:
@@ -228,12 +229,12 @@ def _pack_baseline(schema: dict[str, list[str]] | None, windows: list[_Summary],
                 entry[path] = ["categorical", [list(i) for i in item[1]], item[2]]
         encoded.append(entry)
     segment_blobs = [blobs.add(blob) for blob in segments]
-    return pack({"schema": schema, "windows": encoded, "segments": segment_blobs}, blobs.blobs,
-                checked=True)
+    return pack({"schema": schema, "windows": encoded, "segments": segment_blobs,
+                 "presence": presence}, blobs.blobs, checked=True)
 
 
 def _unpack_baseline(data: bytes) -> tuple[dict[str, list[str]] | None, list[_Summary],
-                                            list[bytes]]:
+                                            list[bytes], dict[str, list[float]]]:
     header, blobs = unpack(data)
     windows: list[_Summary] = []
     for entry in header["windows"]:
@@ -245,7 +246,8 @@ def _unpack_baseline(data: bytes) -> tuple[dict[str, list[str]] | None, list[_Su
                 summary[path] = ("categorical", [(str(i), float(c)) for i, c in item[1]],
                                  int(item[2]))
         windows.append(summary)
-    return header["schema"], windows, [blobs[i] for i in header.get("segments", [])]
+    return (header["schema"], windows, [blobs[i] for i in header.get("segments", [])],
+            {path: list(entry) for path, entry in (header.get("presence") or {}).items()})
 
 
 def _segment_reference(spec: DatasetSpec, blobs: list[bytes]) -> SegmentState | None:
@@ -307,26 +309,29 @@ def finalize_window(spec: DatasetSpec, state: WindowState, ctx: FinalizeContext,
     lag = None if ctx.consumer_lag_records is None else float(ctx.consumer_lag_records)
     points.append(MetricPoint("freshness.consumer_lag_records", lag))
 
-    previous_schema, windows, segment_blobs = (
-        (None, [], []) if baseline is None else _unpack_baseline(baseline))
+    previous_schema, windows, segment_blobs, presence = (
+        (None, [], [], {}) if baseline is None else _unpack_baseline(baseline))
     segment_reference = _segment_reference(spec, segment_blobs)
     observed = state.observed_schema()
-    has_records = state.volume.records > 0
-
-    # schema versus the previous non-empty window
-    diff = diff_schema(previous_schema, observed) if has_records else diff_schema(None, {})
     records = state.volume.records
+    has_records = records > 0
+
+    # schema versus the known one (the fields of earlier windows, sparse ones included)
+    if has_records:
+        known, diff, presence = track_schema(previous_schema, presence, observed,
+                                             state.schema.present(), records)
+    else:
+        known, diff = previous_schema or {}, diff_schema(None, {})
     added = {path: "|".join([*(observed.get(path) or []),
                              *(["null"] if state.completeness.present.get(path, 0) < records
                                else [])]) or "null"
              for path in diff["added"]}
-    removed = {path: "|".join((previous_schema or {}).get(path) or []) or "null"
-               for path in diff["removed"]}
+    removed = {path: "|".join(diff["removed"][path]) or "null" for path in diff["removed"]}
     points += [
         MetricPoint("schema.new_fields", float(len(diff["added"])),
                     extra={"paths": diff["added"], "fields": added}),
         MetricPoint("schema.removed_fields", float(len(diff["removed"])),
-                    extra={"paths": diff["removed"], "fields": removed}),
+                    extra={"paths": list(diff["removed"]), "fields": removed}),
         MetricPoint("schema.type_changes", float(len(diff["type_changed"])),
                     extra={"changes": diff["type_changed"]}),
     ]
@@ -347,11 +352,13 @@ def finalize_window(spec: DatasetSpec, state: WindowState, ctx: FinalizeContext,
 
     if has_records:
         windows = [*windows, current][-TRAILING_WINDOWS:]
-        previous_schema = observed
+        previous_schema = known
         segment_blobs = [*segment_blobs, state.segments.to_bytes()][-SEGMENT_WINDOWS:]
     return WindowResult(points=points,
-                        baseline=_pack_baseline(previous_schema, windows, segment_blobs),
-                        observed_schema=observed, segments=state.segments,
+                        baseline=_pack_baseline(previous_schema, windows, segment_blobs,
+                                                presence),
+                        observed_schema=known if has_records else {},
+                        segments=state.segments,
                         segment_reference=segment_reference)
 
 

@@ -98,6 +98,62 @@ def test_robust_noisy_ratio_keeps_a_low_false_positive_rate() -> None:
     assert flagged <= 2
 
 
+def _null_bursts(detector: RobustDetector, bursts: list[tuple[int, float]],
+                 windows: int = 300, width: int = 2) -> list[int]:
+    """Windows of a share at 0, with bursts of ``width`` windows at (start, value); the
+    windows that alert."""
+    at = {start + k: value for start, value in bursts for k in range(width)}
+    alerts = []
+    for i in range(windows):
+        x = {"value": at.get(i, 0.0), "n": 100}
+        if detector.score_one(x) >= detector.threshold:
+            alerts.append(i)
+        detector.learn_one(x)
+    return alerts
+
+
+def test_robust_a_defect_that_recurs_within_a_day_alerts_twice_then_is_how_it_behaves(
+) -> None:
+    # nulls that come in bursts (one producer's batch at a time) were never learned, so
+    # every burst alerted however often they came
+    detector = RobustDetector(**default_params_for("completeness.null_ratio"))
+    alerts = _null_bursts(detector, [(50, 0.2), (100, 0.2), (150, 0.2), (200, 0.15),
+                                     (250, 0.6)])
+    assert alerts == [50, 51, 100, 101, 250, 251]
+    explanation = detector.explain({"value": 0.2, "n": 100})
+    assert explanation["evidence"] == ["repeat"]
+
+
+def test_robust_repeat_rule_never_cuts_an_alert_run_short_and_confirmed_clears_it() -> None:
+    detector = RobustDetector(side="up")
+    assert _null_bursts(detector, [(50, 0.2)], windows=100) == [50, 51]
+    # a long defect: from its third window it has four windows as high in two runs
+    # behind it, and it is not held back (a run that is on goes on)
+    alerts = _null_bursts(detector, [(10, 0.2)], windows=40, width=12)
+    assert alerts == list(range(10, 22))
+    assert _null_bursts(detector, [(5, 0.2)], windows=10) == []  # a third time
+    detector.feedback({"value": 0.2}, "confirmed")
+    assert _null_bursts(detector, [(5, 0.2)], windows=10) == [5, 6]
+
+
+def test_robust_repeat_rule_off_alerts_every_burst() -> None:
+    detector = RobustDetector(side="up", repeat_windows=0)
+    alerts = _null_bursts(detector, [(50, 0.2), (100, 0.2), (150, 0.2)], windows=200)
+    assert alerts == [50, 51, 100, 101, 150, 151]
+
+
+def test_robust_state_saved_before_the_repeat_rule_loads_and_takes_it_up() -> None:
+    detector = RobustDetector(side="up")
+    for _ in range(40):
+        detector.learn_one({"value": 0.0})
+    for name in ("repeat_windows", "repeat_count", "repeat_runs", "_repeats", "_alerting"):
+        del detector.__dict__[name]  # as pickled before session 50
+    restored = RobustDetector.from_bytes(detector.to_bytes())
+    assert restored._get_params()["repeat_windows"] == 288
+    alerts = _null_bursts(restored, [(10, 0.2), (60, 0.2), (110, 0.2)], windows=150)
+    assert alerts == [10, 11, 60, 61]
+
+
 @pytest.mark.parametrize("cls", [SeasonalDetector, RobustDetector])
 def test_false_positive_feedback_lowers_sensitivity_boundedly(cls: type) -> None:
     detector = cls(warm_up=5)

@@ -189,6 +189,58 @@ def test_schema_diff_against_the_previous_window_and_empty_windows_keep_it():
         "a": {"from": ["integer"], "to": ["string"]}}
 
 
+def _windows_of_a_sparse_field(baseline, windows, seed, share=0.05, records=60):
+    """Windows of ``records`` records, each with ``a``, ``e`` in about ``share`` of them."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for _ in range(windows):
+        rows = [{"a": 1, **({"e": "E1"} if rng.random() < share else {})}
+                for _ in range(records)]
+        result = finalize(state_of(rows), baseline)
+        baseline = result.baseline
+        results.append(result)
+    return results, baseline
+
+
+def test_a_field_in_few_records_is_not_removed_by_a_window_without_it():
+    # 5 % of 60 records: about 1 window in 20 has no `e`, and used to report it removed
+    # (and new again in the next window): an alert and a schema version each time
+    results, baseline = _windows_of_a_sparse_field(None, 400, seed=1)
+    missing = sum(1 for r in results if points(r)["schema.observed_fields", ""].value == 1)
+    assert missing >= 5  # the test has windows without `e`
+    assert all(points(r)["schema.removed_fields", ""].value == 0 for r in results)
+    assert all(points(r)["schema.new_fields", ""].value == 0 for r in results)
+    assert all(r.observed_schema == {"a": ["integer"], "e": ["string"]} for r in results)
+
+
+def test_a_sparse_field_that_stops_is_removed_once_and_new_when_back():
+    _, baseline = _windows_of_a_sparse_field(None, 50, seed=2)
+    gone, baseline = _windows_of_a_sparse_field(baseline, 20, seed=3, share=0.0)
+    removed = [i for i, r in enumerate(gone) if points(r)["schema.removed_fields", ""].value]
+    # 5 % of the records carried it: about 270 records without it (5 windows of 60)
+    assert len(removed) == 1 and 2 <= removed[0] <= 8, removed
+    assert points(gone[removed[0]])["schema.removed_fields", ""].extra["fields"] == {
+        "e": "string"}
+    back = finalize(state_of([{"a": 1, "e": "E2"}]), baseline)
+    assert points(back)["schema.new_fields", ""].extra["paths"] == ["e"]
+
+
+def test_a_field_in_every_record_is_removed_by_the_first_window_without_it():
+    _, baseline = _windows_of_a_sparse_field(None, 5, seed=4, share=1.0)
+    result = finalize(state_of([{"a": 1}]), baseline)
+    assert points(result)["schema.removed_fields", ""].extra["paths"] == ["e"]
+
+
+def test_a_baseline_without_presence_removes_an_absent_field_at_once():
+    from dqpulse.metrics import window_state
+
+    first = finalize(state_of([{"a": 1, "e": "x"}]))
+    schema, windows, segments, _presence = window_state._unpack_baseline(first.baseline)
+    old = window_state._pack_baseline(schema, windows, segments, {})
+    result = finalize(state_of([{"a": 1}] * 50), old)
+    assert points(result)["schema.removed_fields", ""].extra["paths"] == ["e"]
+
+
 def test_diff_schema_shape():
     assert diff_schema(None, {"a": ["string"]}) == {"added": [], "removed": [], "type_changed": {}}
     assert diff_schema({"a": []}, {"a": ["string"]})["type_changed"] == {}
