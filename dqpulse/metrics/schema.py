@@ -33,6 +33,10 @@ REMOVED_LOG_P = math.log(1e-6)
 #: Per-window decay of the short and long memories of a field's share of records with a
 #: value (about 10 and 200 non-empty windows).
 PRESENCE_DECAY = (0.9, 0.995)
+#: At most this many known fields: beyond it the absent ones with the smallest share are
+#: forgotten, unreported (a map keyed by ids makes new paths every window; they are
+#: counted as new, as they are, and a forgotten one that returns is new again).
+MAX_KNOWN_FIELDS = 1000
 _SHARE_MAX = 1.0 - 1e-9
 
 
@@ -190,6 +194,10 @@ def track_schema(known: Mapping[str, list[str]] | None,
         effective[path] = list(types)
         kept[path] = [entry[0] * short, entry[1] * short + records,
                       entry[2] * long, entry[3] * long + records, min(log_p, -1e-12), share]
+    if len(effective) > MAX_KNOWN_FIELDS:
+        absent = sorted((entry[5], path) for path, entry in kept.items() if entry[4] < 0.0)
+        for _, path in absent[:len(effective) - MAX_KNOWN_FIELDS]:
+            del effective[path], kept[path]
     diff = {"added": sorted(added), "removed": dict(sorted(removed.items())),
             "type_changed": dict(sorted(changed.items()))}
     return effective, diff, kept

@@ -312,3 +312,19 @@ def test_a_changed_byte_in_a_stored_window_state_raises_instead_of_crashing():
     old = pack({"a": 1}, [b"xy"])
     assert old[:4] == _MAGIC_V1 and unpack(old) == ({"a": 1}, [b"xy"])
     assert unpack(pack({"a": 1}, [b"xy"], checked=True)) == ({"a": 1}, [b"xy"])
+
+
+def test_the_known_schema_is_bounded_when_every_window_brings_new_paths():
+    from dqpulse.metrics.schema import MAX_KNOWN_FIELDS
+
+    baseline = None
+    for window in range(12):
+        # a map keyed by ids: 200 new paths a window, each in one record of 400
+        rows = [{"a": 1, "attrs": {f"u{window}_{i}": 1}} if i < 200 else {"a": 1}
+                for i in range(400)]
+        result = finalize(state_of(rows), baseline)
+        baseline = result.baseline
+        if window:
+            assert points(result)["schema.new_fields", ""].value == 200
+    assert len(result.observed_schema) == MAX_KNOWN_FIELDS
+    assert "a" in result.observed_schema and "attrs.u11_0" in result.observed_schema
