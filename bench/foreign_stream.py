@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -55,7 +56,6 @@ from dqpulse.store.db import make_engine, upgrade_to_head  # noqa: E402
 from dqpulse.store.tables import incidents, metric_points  # noqa: E402
 from dqpulse.telemetry import Telemetry  # noqa: E402
 
-DATASET = "telemetry"
 START = 1_767_225_600.0  # Thursday 2026-01-01 00:00:00Z
 
 SPEC_TEMPLATE = """
@@ -74,6 +74,23 @@ datasets:
       reading.humidity: {{type: number, min: 0, max: 100}}
       battery:          {{type: number, min: 0, max: 100}}
       status:           {{type: string, allowed: [ok, degraded, offline]}}
+"""
+
+CLICKS_SPEC_TEMPLATE = """
+datasets:
+  - name: clicks
+    topic: web-clicks
+    format: json
+    event_time: ts
+    window: {window}s
+    lateness: 1m
+    owner: web
+    freshness_sla: 15m
+    key: event_id
+    fields:
+      latency_ms: {{type: number, min: 0}}
+      country:    {{type: string}}
+      page:       {{type: string}}
 """
 
 KINDS = ("silence", "volume_drop", "null_spike", "type_change", "removed_field",
@@ -180,8 +197,95 @@ class DeviceSource(EmbeddedSource):
         return record
 
 
+COUNTRIES = [f"C{i:02d}" for i in range(60)]
+COUNTRY_WEIGHTS = [1.0 / (i + 1) for i in range(60)]
+DOMAINS = [f"site{i}.example" for i in range(50)]
+
+
+class ClickSource(EmbeddedSource):
+    """Web clicks: a strong daily and weekly cycle, quiet nights, independent events with
+    heavy-tailed latencies, ids of high cardinality, a long tail of pages where new ones
+    turn up all the time, a referrer null in 30 % of the events, revenue in 5 %."""
+
+    _test_start = START
+
+    def _generate_second(self, profile: StreamProfile, t: float) -> None:
+        active = {i.kind: i for i in self.active(profile.topic, t)}
+        if "silence" in active:
+            return
+        rng = self._rng
+        hour = (t / 3600.0) % 24.0
+        daily = 1.0 + 0.8 * math.sin((hour - 10.0) / 24.0 * 2 * math.pi)
+        weekday = int((t - START) // 86400.0 + 3) % 7  # 2026-01-01 is a Thursday
+        rate = profile.base_rate * daily * (0.4 if weekday >= 5 else 1.0)
+        if "volume_drop" in active:
+            rate *= 0.2
+        if "volume_spike" in active:
+            rate *= 3.0
+        for _ in range(poisson(rng, rate)):
+            event_time = t + rng.random()
+            partition = rng.randrange(profile.partitions)
+            tp = (profile.topic, partition)
+            log = self._log.setdefault(tp, [])
+            offset = self._base.get(tp, 0) + len(log)
+            log.append(RawMessage(profile.topic, partition, offset, int(t * 1000),
+                                  orjson.dumps(self._click(event_time, active)), None))
+
+    def _click(self, t: float, active: Mapping[str, Injection]) -> dict[str, object]:
+        rng = self._rng
+        latency: object = round(rng.lognormvariate(5.0, 1.0), 1)
+        if rng.random() < 0.001:
+            latency = 30000.0  # a timeout
+        if "distribution_shift" in active:
+            latency = round(float(latency) * 3.0, 1)  # type: ignore[arg-type]
+        record: dict[str, object] = {
+            "event_id": f"{rng.getrandbits(64):016x}",
+            "ts": datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z"),
+            "user_id": f"u{int(rng.paretovariate(1.1) * 1000)}",
+            "session_id": f"{rng.getrandbits(40):010x}",
+            "page": f"/p/{int(rng.paretovariate(0.8) * 10)}",
+            "referrer": None if rng.random() < 0.3 else rng.choice(DOMAINS),
+            "latency_ms": latency,
+            "is_bot": rng.random() < 0.03,
+            "country": rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS)[0],
+            "device": {"os": rng.choices(["ios", "android", "web"], weights=[3, 4, 5])[0],
+                       "version": f"{rng.randint(10, 17)}.{rng.randint(0, 4)}"},
+            "items": [rng.randint(1, 500) for _ in range(rng.randint(0, 5))],
+        }
+        if rng.random() < 0.05:
+            record["revenue"] = round(rng.lognormvariate(3.0, 1.2), 2)
+        if "null_spike" in active and rng.random() < 0.5:
+            record["country"] = None
+        if "duplicate_burst" in active and rng.random() < 0.3:
+            record["event_id"] = "0000000000000042"
+        if "type_change" in active:
+            record["latency_ms"] = f"{record['latency_ms']}ms"
+        if "removed_field" in active:
+            record.pop("page", None)
+        if "new_field" in active:
+            record["experiment"] = {"id": "exp-7", "arm": rng.choice(["a", "b"])}
+        if "category_explosion" in active and rng.random() < 0.5:
+            record["country"] = "".join(rng.choices(string.ascii_uppercase, k=3))
+        return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    dataset: str
+    topic: str
+    spec: str
+    source: type[EmbeddedSource]
+    partitions: int
+
+
+STREAMS = {
+    "devices": Stream("telemetry", "device-telemetry", SPEC_TEMPLATE, DeviceSource, 3),
+    "clicks": Stream("clicks", "web-clicks", CLICKS_SPEC_TEMPLATE, ClickSource, 4),
+}
+
+
 def plan(seed: int, test_start: float, test_days: float, per_kind: int, window: float,
-         clean: bool) -> list[Injection]:
+         clean: bool, topic: str = "device-telemetry") -> list[Injection]:
     if clean:
         return []
     rng = random.Random(seed)
@@ -193,12 +297,12 @@ def plan(seed: int, test_start: float, test_days: float, per_kind: int, window: 
         start = test_start + i * slots + rng.uniform(0.2, 0.6) * slots
         start -= start % window
         windows = 3 if kind == "volume_drop" else rng.randint(3, 6)
-        out.append(Injection(kind, "device-telemetry", start, start + windows * window))
+        out.append(Injection(kind, topic, start, start + windows * window))
     return out
 
 
-def run(database: str, injections: list[Injection], days: float, window: float,
-        rate: float, seed: int) -> dict[str, float]:
+def run(stream: Stream, database: str, injections: list[Injection], days: float,
+        window: float, rate: float, seed: int, test_start: float) -> dict[str, float]:
     settings = Settings(database_url=database, checkpoint_interval_s=1e9, poll_timeout_s=0.01,
                         poll_max_records=100_000, idle_partition_timeout_s=window,
                         worker_metrics_port=0)
@@ -209,14 +313,14 @@ def run(database: str, injections: list[Injection], days: float, window: float,
     def _no_fsync(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         dbapi_conn.execute("PRAGMA synchronous=OFF")
 
-    spec = parse_spec(SPEC_TEMPLATE.format(window=int(window)), source="foreign.yaml")
+    spec = parse_spec(stream.spec.format(window=int(window)), source="foreign.yaml")
     with engine.begin() as conn:
         dataset_store.apply_spec(conn, spec=spec)
     now = [START]
-    profile = StreamProfile("device-telemetry", base_rate=rate, partitions=3)
-    source = DeviceSource([profile], start=START, clock=lambda: now[0],
-                          injections=injections, seed=seed)
-    source._test_start = injections[0].start if injections else START  # noqa: SLF001
+    profile = StreamProfile(stream.topic, base_rate=rate, partitions=stream.partitions)
+    source = stream.source([profile], start=START, clock=lambda: now[0],
+                           injections=injections, seed=seed)
+    source._test_start = test_start  # noqa: SLF001  # where the firmware rollout begins
     telemetry = Telemetry()
     worker = IngestWorker(settings=settings, engine=engine, datasets=spec.datasets,
                           source=source, telemetry=telemetry, clock=lambda: now[0],
@@ -233,21 +337,23 @@ def run(database: str, injections: list[Injection], days: float, window: float,
     return {"seconds": time.perf_counter() - started, "records": float(worker.stats.accepted)}
 
 
-def evaluate(database: str, injections: list[Injection], window: float, test_start: float,
-             end: float) -> dict[str, object]:
-    spec = parse_spec(SPEC_TEMPLATE.format(window=int(window)), source="foreign.yaml").datasets[0]
+def evaluate(stream: Stream, database: str, injections: list[Injection], window: float,
+             test_start: float, end: float) -> dict[str, object]:
+    spec = parse_spec(stream.spec.format(window=int(window)),
+                      source="foreign.yaml").datasets[0]
     engine = make_engine(database)
     alerts: dict[float, set[str]] = defaultdict(set)
     with engine.connect() as conn:
         for metric, field, window_start, anomalous in conn.execute(
                 select(metric_points.c.metric, metric_points.c.field,
                        metric_points.c.window_start, metric_points.c.anomalous)
-                .where(metric_points.c.dataset == DATASET)):
+                .where(metric_points.c.dataset == stream.dataset)):
             if anomalous and is_watched(spec, metric, field) and window_start >= test_start:
                 alerts[window_start].add(f"{metric}|{field}")
         # an incident's first window (opened_at is the wall clock, not the simulated one)
         opened = [(row.first_window_start, row.kind, row.metric, row.field)
-                  for row in conn.execute(select(incidents).where(incidents.c.dataset == DATASET))]
+                  for row in conn.execute(
+                      select(incidents).where(incidents.c.dataset == stream.dataset))]
     engine.dispose()
 
     # an upload carries readings of the minute before it, so an injection shows from the
@@ -286,9 +392,11 @@ def evaluate(database: str, injections: list[Injection], window: float, test_sta
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stream", choices=sorted(STREAMS), default="devices")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--window", type=float, default=300.0)
-    parser.add_argument("--rate", type=float, default=1.5, help="readings per second")
+    parser.add_argument("--rate", type=float, default=1.5,
+                        help="records per second (the mean; clicks: at the daily mean)")
     parser.add_argument("--warmup-days", type=float, default=4.0)
     parser.add_argument("--test-days", type=float, default=3.0)
     parser.add_argument("--per-kind", type=int, default=2)
@@ -297,15 +405,16 @@ def main() -> int:
     args = parser.parse_args()
     test_start = START + args.warmup_days * 86400.0
     end = test_start + args.test_days * 86400.0
+    stream = STREAMS[args.stream]
     injections = plan(args.seed, test_start, args.test_days, args.per_kind, args.window,
-                      args.clean)
+                      args.clean, stream.topic)
     with tempfile.TemporaryDirectory() as tmp:
         database = args.database or f"sqlite:///{tmp}/foreign.db"
-        cost = run(database, injections, args.warmup_days + args.test_days, args.window,
-                   args.rate, args.seed)
-        result = evaluate(database, injections, args.window, test_start, end)
+        cost = run(stream, database, injections, args.warmup_days + args.test_days,
+                   args.window, args.rate, args.seed, test_start)
+        result = evaluate(stream, database, injections, args.window, test_start, end)
     found = sum(len(v) for v in result["caught"].values())  # type: ignore[union-attr]
-    print(f"foreign stream, seed {args.seed}, {args.window:g}s windows, "
+    print(f"foreign stream {args.stream}, seed {args.seed}, {args.window:g}s windows, "
           f"{cost['records']:.0f} records in {cost['seconds']:.0f}s")
     print(f"caught {found}/{len(injections)}; delays (windows) {result['caught']}; "
           f"missed {result['missed']}")
