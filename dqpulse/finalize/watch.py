@@ -19,6 +19,7 @@ WATCHED_METRICS = frozenset({
     "distribution.mean",
     "distribution.p50",
     "distribution.distinct_count",
+    "distribution.unseen_share",
     "schema.new_fields",
     "schema.removed_fields",
     "schema.type_changes",

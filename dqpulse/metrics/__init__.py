@@ -44,6 +44,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "distribution.p01", "distribution.p05", "distribution.p25", "distribution.p50",
     "distribution.p75", "distribution.p95", "distribution.p99",
     "distribution.distinct_count", "distribution.top_k_share", "distribution.length_mean",
+    "distribution.unseen_share",
     *(f"distribution.{name}" for name in _DRIFT),
     *(f"distribution.{name}_baseline" for name in _DRIFT),
     "schema.observed_fields", "schema.untracked_fields", "schema.new_fields",

@@ -59,6 +59,8 @@ QUANTILE = _family("distribution_quantile", True, "Field value quantile in field
 DISTINCT = _family("distribution_distinct_values", True, "Estimated distinct values of a field")
 TOP_K = _family("distribution_top_k_share_ratio", True,
                 "Share of values taken by the most frequent ones")
+UNSEEN = _family("distribution_unseen_ratio", True,
+                 "Share of a field's values not among the trailing windows' frequent values")
 DRIFT = _family("distribution_drift", True,
                 "Drift of the field's distribution against the previous window or the baseline",
                 "statistic", "reference")
@@ -103,6 +105,7 @@ MAPPINGS: dict[str, Mapping] = {
     **{f"distribution.{p}": Mapping(QUANTILE, (q,)) for p, q in _QUANTILES.items()},
     "distribution.distinct_count": Mapping(DISTINCT),
     "distribution.top_k_share": Mapping(TOP_K),
+    "distribution.unseen_share": Mapping(UNSEEN),
     **{f"distribution.{s}": Mapping(DRIFT, (s, "previous")) for s in _DRIFT},
     **{f"distribution.{s}_baseline": Mapping(DRIFT, (s, "baseline")) for s in _DRIFT},
     "validity.violation_ratio": Mapping(VIOLATION),

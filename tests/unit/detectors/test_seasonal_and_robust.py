@@ -892,3 +892,22 @@ def test_a_counts_state_saved_before_the_burst_memory_loads_with_it_off() -> Non
     assert {"burst_memory", "burst_count", "burst_windows"} <= SeasonalDetector.live_params
     with pytest.raises(ValueError, match="burst_memory"):
         SeasonalDetector(burst_memory=-1)
+
+
+def test_a_category_explosion_on_a_quiet_stream_alerts_by_its_unseen_share() -> None:
+    # 20 records a window: half of them with new values is a distinct count within its
+    # noise (13 -> 20), and a share of unseen values far beyond the field's usual 0-5 %
+    detector = RobustDetector(**default_params_for("distribution.unseen_share"))
+    rng = random.Random(3)
+    flagged = 0
+    for _ in range(500):
+        x = {"value": rng.choice([0.0] * 8 + [0.05, 0.1]), "n": 20}
+        flagged += detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+    assert flagged <= 1
+    for _ in range(3):  # every one of a recurring explosion alerts: no repeat rule
+        x = {"value": 0.5, "n": 20}
+        assert detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+        for _ in range(30):
+            detector.learn_one({"value": 0.0, "n": 20})

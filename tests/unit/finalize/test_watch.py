@@ -13,7 +13,8 @@ EXPECTED_WATCHED = {
     "volume.records", "freshness.seconds_since_last_record",
     "freshness.event_lag_p95_seconds", "volume.late_records", "completeness.null_ratio",
     "completeness.required_violations", "distribution.mean", "distribution.p50",
-    "distribution.distinct_count", "schema.new_fields", "schema.removed_fields",
+    "distribution.distinct_count", "distribution.unseen_share",
+    "schema.new_fields", "schema.removed_fields",
     "schema.type_changes", "schema.contract_violations", "validity.violation_ratio",
     "uniqueness.duplicate_ratio", "ml_data.parity_difference",
 }

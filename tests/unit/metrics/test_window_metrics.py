@@ -328,3 +328,41 @@ def test_the_known_schema_is_bounded_when_every_window_brings_new_paths():
             assert points(result)["schema.new_fields", ""].value == 200
     assert len(result.observed_schema) == MAX_KNOWN_FIELDS
     assert "a" in result.observed_schema and "attrs.u11_0" in result.observed_schema
+
+
+def test_unseen_share_is_the_share_of_values_no_trailing_window_had():
+    rng = np.random.default_rng(5)
+    baseline = None
+    for _ in range(4):
+        rows = [{"a": 1, "c": str(rng.choice(["DE", "FR", "US"]))} for _ in range(20)]
+        result = finalize(state_of(rows), baseline)
+        baseline = result.baseline
+    assert points(result)["distribution.unseen_share", "c"].value == 0.0
+    exploded = [{"a": 1, "c": "DE" if i % 2 else f"X{i}"} for i in range(20)]
+    result = finalize(state_of(exploded), baseline)
+    assert points(result)["distribution.unseen_share", "c"].value == pytest.approx(0.5)
+    assert ("distribution.unseen_share", "a") not in points(result)  # numeric: none
+
+
+def test_unseen_share_is_left_out_for_identifiers_and_free_text():
+    # a sketch of an identifier keeps its ~190 most frequent values: which values a
+    # window "had" is noise (an email field's share swung between 0.01 and 1.0)
+    baseline = None
+    for window in range(3):
+        rows = [{"a": 1, "c": "DE", "email": f"u{window * 1000 + i}@x"} for i in range(300)]
+        result = finalize(state_of(rows), baseline)
+        baseline = result.baseline
+    got = points(result)
+    assert ("distribution.unseen_share", "email") not in got
+    assert got["distribution.unseen_share", "c"].value == 0.0
+
+
+def test_unseen_share_counts_what_a_batch_of_new_values_left_out_of_its_sketch():
+    baseline = None
+    for _ in range(3):
+        result = finalize(state_of([{"a": 1, "c": c} for c in ["DE", "FR"] * 150]), baseline)
+        baseline = result.baseline
+    # 150 new values in one batch: its sketch keeps the batch's 100 most frequent
+    exploded = [{"a": 1, "c": f"X{i}" if i % 2 else "DE"} for i in range(300)]
+    result = finalize(state_of(exploded), baseline)
+    assert points(result)["distribution.unseen_share", "c"].value == pytest.approx(0.5)
