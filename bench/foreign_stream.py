@@ -111,6 +111,15 @@ class Device:
     faulty_until: float = 0.0  # sends null temperatures until then
 
 
+def _append(source: EmbeddedSource, topic: str, partition: int, t: float,
+            record: dict[str, object], key: bytes | None) -> None:
+    """Append ``record``, produced at ``t``, to the end of a partition's log."""
+    tp = (topic, partition)
+    log = source._log.setdefault(tp, [])  # noqa: SLF001
+    offset = source._base.get(tp, 0) + len(log)  # noqa: SLF001
+    log.append(RawMessage(topic, partition, offset, int(t * 1000), orjson.dumps(record), key))
+
+
 class DeviceSource(EmbeddedSource):
     """``EmbeddedSource``'s log, offsets and protocol, with device uploads as records."""
 
@@ -141,14 +150,10 @@ class DeviceSource(EmbeddedSource):
                 device.faulty_until = t + rng.uniform(60.0, 1800.0)  # a sensor fault
             size = min(30, 1 + int(rng.expovariate(1.0 / 7.0)))
             partition = rng.randrange(profile.partitions)
-            tp = (profile.topic, partition)
-            log = self._log.setdefault(tp, [])
             for k in range(size):
                 event_time = t - rng.uniform(0.0, 60.0) + k * 0.01
-                record = self._reading(device, event_time, active)
-                offset = self._base.get(tp, 0) + len(log)
-                log.append(RawMessage(profile.topic, partition, offset, int(t * 1000),
-                                      orjson.dumps(record), device.name.encode()))
+                _append(self, profile.topic, partition, t,
+                        self._reading(device, event_time, active), device.name.encode())
 
     def _reading(self, device: Device, t: float,
                  active: Mapping[str, Injection]) -> dict[str, object]:
@@ -224,12 +229,8 @@ class ClickSource(EmbeddedSource):
             rate *= 3.0
         for _ in range(poisson(rng, rate)):
             event_time = t + rng.random()
-            partition = rng.randrange(profile.partitions)
-            tp = (profile.topic, partition)
-            log = self._log.setdefault(tp, [])
-            offset = self._base.get(tp, 0) + len(log)
-            log.append(RawMessage(profile.topic, partition, offset, int(t * 1000),
-                                  orjson.dumps(self._click(event_time, active)), None))
+            _append(self, profile.topic, rng.randrange(profile.partitions), t,
+                    self._click(event_time, active), None)
 
     def _click(self, t: float, active: Mapping[str, Injection]) -> dict[str, object]:
         rng = self._rng
