@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dqpulse.config import Settings  # noqa: E402
 from dqpulse.finalize.scoring import default_hooks  # noqa: E402
-from dqpulse.finalize.watch import is_watched  # noqa: E402
+from dqpulse.finalize.watch import AUTOENCODER_METRIC, is_watched  # noqa: E402
 from dqpulse.ingest import IngestWorker  # noqa: E402
 from dqpulse.records import RawMessage  # noqa: E402
 from dqpulse.sources.embedded import EmbeddedSource, Injection, StreamProfile, poisson  # noqa: E402
@@ -344,13 +344,18 @@ def evaluate(stream: Stream, database: str, injections: list[Injection], window:
                       source="foreign.yaml").datasets[0]
     engine = make_engine(database)
     alerts: dict[float, set[str]] = defaultdict(set)
+    autoencoder: list[tuple[float, bool]] = []  # (window, anomalous) in the test days
     with engine.connect() as conn:
         for metric, field, window_start, anomalous in conn.execute(
                 select(metric_points.c.metric, metric_points.c.field,
                        metric_points.c.window_start, metric_points.c.anomalous)
                 .where(metric_points.c.dataset == stream.dataset)):
-            if anomalous and is_watched(spec, metric, field) and window_start >= test_start:
+            if window_start < test_start:
+                continue
+            if anomalous and is_watched(spec, metric, field):
                 alerts[window_start].add(f"{metric}|{field}")
+            elif metric == AUTOENCODER_METRIC:
+                autoencoder.append((window_start, bool(anomalous)))
         # an incident's first window (opened_at is the wall clock, not the simulated one)
         opened = [(row.first_window_start, row.kind, row.metric, row.field)
                   for row in conn.execute(
@@ -381,12 +386,16 @@ def evaluate(stream: Stream, database: str, injections: list[Injection], window:
             by_series.update(alerts[t])
         last = t
     false_incidents = [o for o in opened if o[0] >= test_start and covered(o[0]) is None]
+    # the autoencoder scores (no alerts by default): its share of anomalous windows
+    # outside the injections, which should be about as rare as its threshold says
+    quiet = [anomalous for t, anomalous in autoencoder if covered(t) is None]
     warmup_incidents = [o for o in opened if o[0] < test_start]
     test_days = (end - test_start) / 86400.0
     return {"caught": dict(caught), "missed": dict(missed), "false_episodes": episodes,
             "false_per_day": episodes / test_days, "by_series": by_series.most_common(12),
             "false_incidents": len(false_incidents),
             "warmup_incidents": len(warmup_incidents),
+            "autoencoder_anomalous": sum(quiet) / len(quiet) if quiet else None,
             "false_incident_kinds": Counter(f"{k}:{m}|{f}" for _, k, m, f in false_incidents)
             .most_common(12)}
 
@@ -423,6 +432,9 @@ def main() -> int:
           f"({result['false_per_day']:.2f}/day); series {result['by_series']}")
     print(f"incidents opened outside injections {result['false_incidents']}: "
           f"{result['false_incident_kinds']}; in the warm-up days {result['warmup_incidents']}")
+    share = result["autoencoder_anomalous"]
+    print("autoencoder (scores, no alerts): anomalous windows outside injections "
+          + ("-" if share is None else f"{share:.1%}"))
     return 0
 
 

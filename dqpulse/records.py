@@ -69,9 +69,18 @@ class RawMessage(NamedTuple):
     key: bytes | None = None
 
 
+#: The key of :attr:`MetricPoint.extra` holding how many values a share is of, when not
+#: of the window's records.
+SHARE_OF = "values"
+
+
 @dataclass(frozen=True, slots=True)
 class MetricPoint:
-    """One metric value of one dataset window; ``field`` is ``""`` for dataset-level metrics."""
+    """One metric value of one dataset window; ``field`` is ``""`` for dataset-level metrics.
+
+    A share of something other than the window's records (a field's values) says how many
+    it is a share of in ``extra[SHARE_OF]``: the detectors weigh its counting noise by it.
+    """
 
     metric: str
     value: float | None

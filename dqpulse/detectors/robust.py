@@ -103,6 +103,9 @@ class RobustDetector(UnivariateDetector):
     """
 
     state_version = 1
+    # the repeat rule's memory follows the configuration (the scorer gives a data set of
+    # narrow windows a day's worth of them): a change keeps the learned median and MAD
+    live_params = frozenset({"repeat_windows", "repeat_count", "repeat_runs"})
     binomial = False  # states saved before the parameter existed
     _records: float | None = None
     # states saved before the repeat rule: on with the defaults from their next window
@@ -158,11 +161,19 @@ class RobustDetector(UnivariateDetector):
     def _repeated(self, score: float) -> bool:
         """Whether a window of ``score`` would open an alert that earlier windows of the
         last ``repeat_windows`` make a repeat (see the class docstring)."""
-        repeats = self._repeats
+        repeats = self._repeat_memory()
         return (repeats is not None and not self._alerting and score >= self.threshold
                 and self.repeat_count > 0
                 and repeats.as_high(score) >= self.repeat_count
                 and repeats.runs(score) >= self.repeat_runs)
+
+    def _repeat_memory(self) -> RepeatCounter | None:
+        """The repeat rule's memory over the last ``repeat_windows`` (``None``: off)."""
+        repeats = self._repeats
+        if repeats is None or self.repeat_windows <= 0:
+            return None
+        repeats.windows = self.repeat_windows  # a live param: the configured memory
+        return repeats
 
     def score_one(self, x: Mapping[str, Any]) -> float:
         score = self._raw_score(x)
@@ -177,6 +188,7 @@ class RobustDetector(UnivariateDetector):
         if self.repeat_windows > 0:
             if self._repeats is None:
                 self._repeats = RepeatCounter(self.repeat_windows)
+            self._repeats.windows = self.repeat_windows
             self._repeats.add(score)
         self._alerting = reported >= self.threshold
         if self._should_learn(score):  # learning follows the window's own score

@@ -33,7 +33,7 @@ from dqpulse.metrics.segments import SegmentState
 from dqpulse.metrics.uniqueness import UniquenessState
 from dqpulse.metrics.validity import ValidityState
 from dqpulse.metrics.volume import VolumeState
-from dqpulse.records import ColumnBatch, MetricPoint
+from dqpulse.records import SHARE_OF, ColumnBatch, MetricPoint
 from dqpulse.spec import DatasetSpec
 
 MAX_FIELDS = 500
@@ -304,8 +304,13 @@ def _unseen_points(current: _Summary, reference: _Summary) -> list[MetricPoint]:
 
     >>> cur = {"c": ("categorical", [("DE", 6.0), ("XQ1", 3.0), ("ZZ9", 1.0)], 10)}
     >>> ref = {"c": ("categorical", [("DE", 50.0), ("FR", 30.0)], 80)}
-    >>> _unseen_points(cur, ref)[0].value
-    0.4
+    >>> point = _unseen_points(cur, ref)[0]
+    >>> point.value, point.extra
+    (0.4, {'values': 10.0})
+
+    The share is of the field's values, not of the window's records: ``extra`` carries
+    their number (:data:`SHARE_OF`), which the detector weighs as counting noise (1 value
+    of a sparse field's 2 is no 50 % of a window's 90 records).
     """
     points = []
     for path, item in sorted(current.items()):
@@ -319,7 +324,8 @@ def _unseen_points(current: _Summary, reference: _Summary) -> list[MetricPoint]:
         unseen = sum(count for value, count in item[1] if value not in known)
         unseen += max(0.0, item[2] - kept)
         points.append(MetricPoint("distribution.unseen_share",
-                                  min(1.0, max(0.0, unseen / item[2])), path))
+                                  min(1.0, max(0.0, unseen / item[2])), path,
+                                  extra={SHARE_OF: float(item[2])}))
     return points
 
 
