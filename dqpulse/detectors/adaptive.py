@@ -272,7 +272,6 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     level_seconds = 0.0  # states saved before the param: no levelled weekly profile
     _held_since: tuple[float, float] | None = None  # (side, t) the EWMA began to hold
     live_params = frozenset({"report_share", "record_boost", "record_margin", "repeat_count",
-                             "repeat_windows",
                              "repeat_runs", "burst_runs",
                              "spike_memory", "hold", "hold_from", "confirm_below",
                              "daily_job_days", "daily_job_seconds", "daily_job_margin",

@@ -108,7 +108,6 @@ class RegimeAdoption:
     burst_runs: int = 0  # what states saved before it did: off
     _records: RecordRange | None
     _repeats: RepeatCounter | None
-    repeat_windows: int
     _run_held = -1  # windows held up in the current alert run; -1: no run
     confirm_below = 0.0  # states saved before the param: off
     _waiting = False  # the window before was a lone marginal one, held back
@@ -150,7 +149,7 @@ class RegimeAdoption:
         if log_p < 0.0 and self._beyond_range(value):
             log_p -= math.log(self.record_boost)
         score = capped = log_p_to_score(log_p)
-        repeats = self._repeat_memory()
+        repeats = self._repeats
         opens = score >= self.threshold and self._run_held < 0 and not self._hold
         # after a lone marginal window (judged no repeat itself) the run goes on: as if
         # it had opened the alert, the window after it is not judged again
@@ -176,22 +175,12 @@ class RegimeAdoption:
         back: it scores at least ``hold_from`` and no alert is on."""
         return self._waiting and self._run_held < 0 and self.hold_from <= capped < self.threshold
 
-    def _repeat_memory(self) -> RepeatCounter | None:
-        """The repeat count over the last ``repeat_windows`` (``None``: off). A live param:
-        the scorer gives a data set of narrow windows a day's worth of them, and a saved
-        state follows a change from its next window, keeping what it counted."""
-        repeats = self._repeats
-        if repeats is None or self.repeat_windows <= 0:
-            return None
-        repeats.windows = self.repeat_windows
-        return repeats
-
     def _burst_pattern(self, value: float) -> bool:
         """Whether the last ``repeat_windows`` alerted in at least ``burst_runs`` separate
         runs and ``value`` is inside the range of the last ``record_windows`` (those bursts
         included): bursts that come that often are how the series behaves, however far
         out each one scores."""
-        repeats, records = self._repeat_memory(), self._records
+        repeats, records = self._repeats, self._records
         if self.burst_runs <= 0 or repeats is None or records is None \
                 or records.seen < records.min_history \
                 or records.outside(value, self.record_margin) != 0:
@@ -272,11 +261,8 @@ class RegimeAdoption:
             self._daily.add(t, score)
         if self._records is not None:
             self._records.add(value)
-        if self._repeats is None and self.repeat_windows > 0:  # turned on since
-            self._repeats = RepeatCounter(self.repeat_windows)
-        repeats = self._repeat_memory()
-        if repeats is not None:
-            repeats.add(score)
+        if self._repeats is not None:
+            self._repeats.add(score)
         if self._peaks is None and self.long_repeat_runs > 0 and self.record_windows > 0:
             self._peaks = RunPeaks(self.record_windows)
         if self._peaks is not None:

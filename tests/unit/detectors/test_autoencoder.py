@@ -79,3 +79,37 @@ def test_values_whose_squares_overflow_leave_the_model_finite() -> None:
             detector.learn_one(x)
     assert np.isfinite(detector._mean).all() and np.isfinite(detector._m2).all()
     assert 0.0 <= detector.score_one(window(rng)) <= 1.0
+
+
+def test_a_lasting_change_is_adopted_though_some_windows_score_under_the_threshold() -> None:
+    # relearn_after (the finalize step sets two hours of windows) learns anomalies once
+    # they are most of the recent windows: a change interrupted by a normal-looking
+    # window every eighth one is adopted all the same (a run counted window by window
+    # started over at each of them and never reached relearn_after).
+    detector = trained()
+    detector.relearn_after = 24
+    rng = random.Random(11)
+    flags = []
+    for i in range(500):
+        x = window(rng, None if i % 8 == 7 else {"m3": 150.0})
+        flags.append(detector.score_one(x) >= detector.threshold)
+        detector.learn_one(x)
+    assert all(flags[:20:8]) and sum(flags[:23]) >= 18
+    assert sum(flags[-100:]) <= 5
+
+
+def test_a_short_incident_is_not_learned() -> None:
+    detector = trained()
+    detector.relearn_after = 24
+    rng = random.Random(12)
+    for _ in range(10):  # ten windows of a defect, then normal ones
+        x = window(rng, {"m3": 150.0})
+        assert detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+    for _ in range(20):
+        x = window(rng)
+        detector.score_one(x)
+        detector.learn_one(x)
+    assert detector.score_one(window(rng, {"m3": 150.0})) >= detector.threshold
+    restored = AutoencoderDetector.from_bytes(detector.to_bytes())
+    assert restored._anomaly_share == detector._anomaly_share > 0.0
