@@ -338,6 +338,40 @@ def run(stream: Stream, database: str, injections: list[Injection], days: float,
     return {"seconds": time.perf_counter() - started, "records": float(worker.stats.accepted)}
 
 
+def covering(injections: list[Injection], window: float, t: float) -> Injection | None:
+    """The injection whose alerts a window starting at ``t`` counts for: an upload carries
+    readings of the minute before it, so an injection shows from the window before its
+    start, and the two windows after its end are its slack."""
+    return next((i for i in injections if i.start - window <= t < i.end + 2 * window), None)
+
+
+def count_alerts(alerts: Mapping[float, set[str]], injections: list[Injection],
+                 window: float) -> dict[str, object]:
+    """Recall and false alert episodes of the test days' alert windows (window start ->
+    the watched series that alerted): what each injection took to be caught (windows),
+    what was missed, and the episodes (a gap of 3 quiet windows ends one) that start
+    outside every injection, with the series that raised them."""
+    caught: dict[str, list[int]] = defaultdict(list)
+    missed: Counter[str] = Counter()
+    for injection in injections:
+        hits = sorted(t for t in alerts
+                      if injection.start - window <= t < injection.end + 2 * window)
+        if hits:
+            caught[injection.kind].append(max(0, int((hits[0] - injection.start) // window)))
+        else:
+            missed[injection.kind] += 1
+    episodes = 0
+    by_series: Counter[str] = Counter()
+    last = -math.inf
+    for t in sorted(alerts):
+        if covering(injections, window, t) is None and t - last > 3 * window:
+            episodes += 1
+            by_series.update(alerts[t])
+        last = t
+    return {"caught": dict(caught), "missed": dict(missed), "false_episodes": episodes,
+            "by_series": by_series.most_common(12)}
+
+
 def evaluate(stream: Stream, database: str, injections: list[Injection], window: float,
              test_start: float, end: float) -> dict[str, object]:
     spec = parse_spec(stream.spec.format(window=int(window)),
@@ -361,38 +395,16 @@ def evaluate(stream: Stream, database: str, injections: list[Injection], window:
                   for row in conn.execute(
                       select(incidents).where(incidents.c.dataset == stream.dataset))]
     engine.dispose()
-
-    # an upload carries readings of the minute before it, so an injection shows from the
-    # window before its start
-    def covered(t: float) -> Injection | None:
-        return next((i for i in injections if i.start - window <= t < i.end + 2 * window),
-                    None)
-
-    caught: dict[str, list[int]] = defaultdict(list)
-    missed: Counter[str] = Counter()
-    for injection in injections:
-        hits = sorted(t for t in alerts
-                      if injection.start - window <= t < injection.end + 2 * window)
-        if hits:
-            caught[injection.kind].append(max(0, int((hits[0] - injection.start) // window)))
-        else:
-            missed[injection.kind] += 1
-    episodes = 0
-    by_series: Counter[str] = Counter()
-    last = -math.inf
-    for t in sorted(alerts):
-        if covered(t) is None and t - last > 3 * window:
-            episodes += 1
-            by_series.update(alerts[t])
-        last = t
-    false_incidents = [o for o in opened if o[0] >= test_start and covered(o[0]) is None]
+    result = count_alerts(alerts, injections, window)
+    false_incidents = [o for o in opened
+                       if o[0] >= test_start and covering(injections, window, o[0]) is None]
     # the autoencoder scores (no alerts by default): its share of anomalous windows
     # outside the injections, which should be about as rare as its threshold says
-    quiet = [anomalous for t, anomalous in autoencoder if covered(t) is None]
+    quiet = [anomalous for t, anomalous in autoencoder
+             if covering(injections, window, t) is None]
     warmup_incidents = [o for o in opened if o[0] < test_start]
     test_days = (end - test_start) / 86400.0
-    return {"caught": dict(caught), "missed": dict(missed), "false_episodes": episodes,
-            "false_per_day": episodes / test_days, "by_series": by_series.most_common(12),
+    return {**result, "false_per_day": result["false_episodes"] / test_days,  # type: ignore[operator]
             "false_incidents": len(false_incidents),
             "warmup_incidents": len(warmup_incidents),
             "autoencoder_anomalous": sum(quiet) / len(quiet) if quiet else None,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
+from dqpulse.records import SHARE_OF
 from dqpulse.spec import DatasetSpec
 
 KINDS = ("freshness", "volume", "completeness", "distribution", "schema", "validity",
@@ -152,6 +153,14 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     ...              "direction": "down"})
     >>> summarize("orders", a)
     'orders: volume.records dropped to 12 (expected 950 .. 1,050)'
+
+    A share of a field's values says how many values it is of:
+
+    >>> a = Anomaly("orders", "distribution", "distribution.unseen_share", "country", 0, 60,
+    ...             0.95, None, {"observed": 0.5, "expected_low": None, "expected_high": 0.2,
+    ...                          "direction": "up", "values": 40})
+    >>> summarize("orders", a)
+    'orders: distribution.unseen_share of country rose to 0.5 of 40 values (expected <= 0.2)'
     """
     what = anomaly.metric + (f" of {anomaly.field}" if anomaly.field else "")
     exp = anomaly.explanation or {}
@@ -172,7 +181,9 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
         parts.append(f"expected {_number(low)} .. {_number(high)}")
     parts += grounds_text(exp)
     detail = f" ({'; '.join(parts)})" if parts else ""
-    return f"{dataset}: {what} {verb} {_number(observed)}{detail}"
+    values = exp.get(SHARE_OF)  # a share of a field's values: how many
+    of = f" of {_number(values)} values" if isinstance(values, int | float) else ""
+    return f"{dataset}: {what} {verb} {_number(observed)}{of}{detail}"
 
 
 def _snapped(explanation: Mapping[str, Any], key: str) -> Any:

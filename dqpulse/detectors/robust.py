@@ -237,6 +237,19 @@ class RobustDetector(UnivariateDetector):
                     z = 0.0
         return z, median, scale
 
+    def _explanation(self, value: float, fit: tuple[float, float, float]) -> Explanation:
+        """The base band; a share of records (``binomial``) lies in 0 .. 1, and so does
+        its band: a share of the 2 values of a sparse field's window reads "expected up
+        to 100 %", not "up to 217 %"."""
+        explanation = super()._explanation(value, fit)
+        if self.binomial:
+            low, high = explanation["expected_low"], explanation["expected_high"]
+            if low is not None:
+                explanation["expected_low"] = min(max(low, 0.0), 1.0)
+            if high is not None:
+                explanation["expected_high"] = min(max(high, 0.0), 1.0)
+        return explanation
+
     def _update(self, value: float, t: float | None) -> None:
         self._window.append(value)
         self._stats = None

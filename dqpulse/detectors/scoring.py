@@ -426,6 +426,8 @@ class SeriesScorer:
                 top, score = max(results, key=lambda item: item[1])
                 explanation = decision_band(top, x, top.explain(x), score)
                 explanation["scores"] = {detector.name: s for detector, s in results}
+                if isinstance(of, int | float):
+                    explanation[SHARE_OF] = of  # what the share is of: "1 new of 2"
                 model.learn_one(x)
                 updated[key] = model.to_bytes()
             except Exception as exc:  # noqa: BLE001 - one series must not fail the window

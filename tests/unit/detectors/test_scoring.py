@@ -752,3 +752,39 @@ def test_the_unseen_share_of_a_sparse_field_is_counted_on_its_values() -> None:
     assert _sparse_unseen_alerts(with_count=True) == (0, True)
     alerts, explosion = _sparse_unseen_alerts(with_count=False)
     assert alerts > 20 and explosion
+
+
+def test_a_share_of_a_few_values_names_them_and_its_band_stays_within_one() -> None:
+    # One unseen code among 2 values: the explanation says what the share is of (the
+    # incident summary reads "rose to 0.5 of 2 values"), and the band of a share of 2
+    # values, wide by its counting noise, ends at 100 % (it read "expected <= 2.17").
+    scorer, states = SeriesScorer(DatasetSpec(name="devices", topic="devices", window=60)), {}
+    rng = random.Random(11)
+    for i in range(300):
+        values = rng.randint(1, 4)
+        unseen = 1.0 if rng.random() < 0.15 else 0.0
+        _, states = scorer.score_window(i * 60.0, [
+            MetricPoint("volume.records", 90.0),
+            MetricPoint("distribution.unseen_share", unseen / values, "error_code",
+                        {SHARE_OF: float(values)})], states)
+    scored, _ = scorer.score_window(300 * 60.0, [
+        MetricPoint("volume.records", 90.0),
+        MetricPoint("distribution.unseen_share", 0.5, "error_code", {SHARE_OF: 2.0})], states)
+    explanation = scored[1].explanation
+    assert explanation[SHARE_OF] == 2.0
+    assert explanation["expected_high"] is not None and explanation["expected_high"] <= 1.0
+    assert "values" not in scored[0].explanation  # a record count is of nothing
+
+
+def test_a_binomial_share_band_is_clipped_to_zero_and_one() -> None:
+    detector = create("robust", warm_up=10, binomial=True)
+    for i in range(60):  # 0, 1, 2 or 3 of 3 values: a band wider than 0 .. 1 unclipped
+        detector.learn_one({"value": (i % 4) / 3, "n": 3})
+    explanation = detector.explain({"value": 1.0, "n": 3})
+    assert 0.0 <= explanation["expected_low"] <= explanation["expected"]
+    assert explanation["expected"] <= explanation["expected_high"] <= 1.0
+    unbounded = create("robust", warm_up=10)  # not a share: its band is the detector's own
+    for i in range(60):
+        unbounded.learn_one({"value": (i % 4) / 3})
+    band = unbounded.explain({"value": 1.0})
+    assert band["expected_low"] < 0.0 and band["expected_high"] > 1.0
