@@ -116,6 +116,14 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         jump that recurs daily (a nightly batch) alerts on its first days only. ``0`` off.
     calibration_size
         Normal residuals kept per side for calibration.
+    calibration_stride
+        Once the point calibration history is full, every how many-th normal window
+        enters it (the deviations of an ended burst, ``spike_memory``, always enter): the
+        scorer sets ``300 / window`` for windows narrower than 5 minutes, so the history
+        spans the hours it spans at 5-minute windows (256 windows: 21 hours) instead of 4
+        at 1-minute windows, where a heavy tail that shows a few times a day (a field's
+        mean with a timeout of 30 s among 20 latencies) was news each time. ``1``: every
+        window.
     error_alpha
         Step of the exponentially weighted one-step error that sets the scale.
     select_alpha
@@ -277,7 +285,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
                              "daily_job_days", "daily_job_seconds", "daily_job_margin",
                              "long_repeat_runs",
                              "sustain_windows", "held_noise_from", "held_noise_weight",
-                             "weekly_memory"})
+                             "weekly_memory", "calibration_stride"})
 
     def __getstate__(self) -> dict[str, Any]:
         # each side pair as one signed history (FoldedPair): 4 KB less, under 16 KiB on
@@ -314,6 +322,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         season_seconds: float = 3600.0,
         fine_seconds: float = 300.0,
         calibration_size: int = 256,
+        calibration_stride: int = 1,
         error_alpha: float = 0.05,
         select_alpha: float = 0.003,
         persistence: float = 0.3,
@@ -370,6 +379,9 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self.season_seconds = season_seconds
         self.fine_seconds = fine_seconds
         self.calibration_size = calibration_size
+        if calibration_stride < 1:
+            raise ValueError("calibration_stride is a number of windows >= 1 (1: every one)")
+        self.calibration_stride = calibration_stride
         self.error_alpha = error_alpha
         self.select_alpha = select_alpha
         self.persistence = persistence

@@ -260,14 +260,30 @@ def memory_windows(window_seconds: float) -> int:
     return max(DAY_AT_FIVE_MINUTES, math.ceil(86400.0 / max(window_seconds, 1.0)))
 
 
+def calibration_stride(window_seconds: float) -> int:
+    """Every how many-th normal window of a data set of ``window_seconds`` windows enters
+    the ``adaptive`` detector's calibration history: so many that it spans the hours it
+    spans at 5-minute windows.
+
+    >>> calibration_stride(300.0), calibration_stride(60.0), calibration_stride(10.0)
+    (1, 5, 30)
+    """
+    return max(1, round(300.0 / max(window_seconds, 1.0)))
+
+
 def _for_window(name: str, params: dict[str, Any], window_seconds: float,
                 given: Mapping[str, Any] = types.MappingProxyType({})) -> dict[str, Any]:
     """``params`` with the memory of recurring defects of detector ``name``
     (:data:`_DAY_MEMORY`), when it holds its default (a day at 5-minute windows), turned
-    into a day of ``window_seconds`` windows; a param in ``given`` (set in dqpulse.yaml)
-    stays as it is."""
+    into a day of ``window_seconds`` windows, and the ``adaptive`` detector's calibration
+    stride (:func:`calibration_stride`); a param in ``given`` (set in dqpulse.yaml) stays
+    as it is."""
+    if window_seconds >= 300.0:
+        return params
+    if name == "adaptive" and "calibration_stride" not in given:
+        params = {**params, "calibration_stride": calibration_stride(window_seconds)}
     param = _DAY_MEMORY.get(name)
-    if window_seconds >= 300.0 or param is None or param in given:
+    if param is None or param in given:
         return params
     if _configured_params(name, params).get(param) != DAY_AT_FIVE_MINUTES:
         return params  # off (0), or set otherwise

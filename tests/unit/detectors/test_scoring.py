@@ -576,7 +576,7 @@ def test_a_windows_band_agrees_with_its_alert() -> None:
     # 4,961)" cannot happen; an alert's explanation says what decided it
     from dqpulse.detectors.base import Detector
 
-    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders"))
+    scorer = SeriesScorer(DatasetSpec(name="orders", topic="orders", window=300))
     rng = random.Random(7)
     states: dict[str, bytes] = {}
     disagreed = alerts = 0
@@ -788,3 +788,71 @@ def test_a_binomial_share_band_is_clipped_to_zero_and_one() -> None:
         unbounded.learn_one({"value": (i % 4) / 3})
     band = unbounded.explain({"value": 1.0})
     assert band["expected_low"] < 0.0 and band["expected_high"] > 1.0
+
+
+def _spike_alerts(stride: int, seed: int) -> tuple[int, bool]:
+    """Alerts of a 1-minute series whose spikes (about 4 a day, at random) are how it
+    behaves, over its days 3-6, and whether a held shift on day 6 alerts."""
+    rng = random.Random(seed)
+    detector = create("adaptive", **{**default_params_for("distribution.mean"),
+                                     "calibration_stride": stride})
+    alerts, shift_alerted = 0, False
+    for i in range(6 * 1440):
+        value = 250.0 + rng.gauss(0.0, 10.0)
+        if rng.random() < 1 / 360:
+            value += rng.uniform(150.0, 300.0)
+        shifted = 5 * 1440 + 600 <= i < 5 * 1440 + 604
+        value += 300.0 if shifted else 0.0
+        x = {"value": value, "t": i * 60.0}
+        if i >= 2 * 1440 and detector.score_one(x) >= 0.9:
+            shift_alerted |= shifted
+            alerts += not shifted
+        detector.learn_one(x)
+    return alerts, shift_alerted
+
+
+def test_at_one_minute_windows_the_calibration_spans_the_hours_of_five_minute_ones() -> None:
+    # 256 windows a side are 21 hours at 5-minute windows and 4 at 1-minute ones, where a
+    # spike that comes a few times a day was news each time (a latency mean with a 30 s
+    # timeout among 20 latencies: bench/foreign_stream.py's clicks at 1-minute windows).
+    # Every 5th normal window (and every ended burst) spans the 21 hours again.
+    every = [_spike_alerts(1, seed) for seed in (1, 2, 4)]
+    fifth = [_spike_alerts(5, seed) for seed in (1, 2, 4)]
+    assert sum(a for a, _ in fifth) < 0.75 * sum(a for a, _ in every)
+    assert all(shift for _, shift in every + fifth)  # a held shift still alerts
+    spec = DatasetSpec(name="clicks", topic="clicks", window=60)
+    assert detector_for(spec, "distribution.mean")[1]["calibration_stride"] == 5
+    assert detector_for(spec, "freshness.seconds_since_last_record")[1][
+        "calibration_stride"] == 5
+    assert "calibration_stride" not in detector_for(spec, "completeness.null_ratio")[1]
+    assert "calibration_stride" not in detector_for(spec, "volume.records")[1]  # seasonal
+    five = DatasetSpec(name="clicks", topic="clicks", window=300)
+    assert "calibration_stride" not in detector_for(five, "distribution.mean")[1]
+    given = DatasetSpec(name="clicks", topic="clicks", window=60, detectors=[
+        DetectorOverride(metric="distribution.mean", detector="adaptive",
+                         params={"calibration_stride": 1})])
+    assert detector_for(given, "distribution.mean")[1]["calibration_stride"] == 1
+
+
+def test_the_calibration_stride_keeps_every_nth_normal_window_and_every_ended_burst() -> None:
+    detector = create("adaptive", calibration_stride=5, calibration_size=64, warm_up=10)
+    rng = random.Random(3)
+    for i in range(400):
+        x = {"value": 100.0 + rng.gauss(0.0, 1.0), "t": i * 60.0}
+        detector.score_one(x)
+        detector.learn_one(x)
+        if i == 40:  # a young series fills its history window by window
+            assert detector._calibration_seen == 0  # type: ignore[attr-defined]
+            assert len(detector._up) >= 35  # type: ignore[attr-defined]
+    up = detector._up  # type: ignore[attr-defined]
+    offered = detector._calibration_seen  # type: ignore[attr-defined]
+    assert offered >= 300 and up._added == 64 + offered // 5
+    for i in range(400, 403):  # a burst that comes and goes: it enters whole
+        detector.learn_one({"value": 160.0, "t": i * 60.0})
+    for i in range(403, 406):
+        detector.learn_one({"value": 100.0, "t": i * 60.0})
+    assert detector._calibration_seen == offered + 3  # type: ignore[attr-defined]
+    # the burst's 3 windows, and every 5th of the 3 normal windows after it
+    assert up._added == 64 + offered // 5 + 3 + ((offered + 3) // 5 - offered // 5)
+    with pytest.raises(ValueError, match="calibration_stride"):
+        create("adaptive", calibration_stride=0)
