@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"changed flags {changed.total()}; caught {caught}/{len(injections)}; missed "
           f"{result['missed'] or 'none'}; false alert episodes {result['false_episodes']} "
           f"in {args.test_days:g} days")
+    print(f"  delays (windows) {delays}")
     print(f"  by series {result['by_series']}")
     if changed.total():
         print(f"  changed flags by series {(+changed).most_common(8)}")

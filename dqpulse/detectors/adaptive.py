@@ -119,11 +119,10 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     calibration_stride
         Once the point calibration history is full, every how many-th normal window
         enters it (the deviations of an ended burst, ``spike_memory``, always enter): the
-        scorer sets ``300 / window`` for windows narrower than 5 minutes, so the history
-        spans the hours it spans at 5-minute windows (256 windows: 21 hours) instead of 4
-        at 1-minute windows, where a heavy tail that shows a few times a day (a field's
-        mean with a timeout of 30 s among 20 latencies) was news each time. ``1``: every
-        window.
+        scorer sets enough for the history to span half a day at windows under 3 minutes
+        (3 at 1-minute windows: 13 hours instead of 4, where a heavy tail that shows a few
+        times a day, a field's mean with a timeout of 30 s among 20 latencies, was news
+        each time). ``1``: every window.
     error_alpha
         Step of the exponentially weighted one-step error that sets the scale.
     select_alpha

@@ -314,7 +314,7 @@ class RegimeAdoption:
         until the history is full, then every ``calibration_stride``-th (the deviations of
         an ended burst always enter). A young series fills it window by window: until it
         holds ``min_count`` values its tail is the cautious prior (a z of 15 scores 0.79),
-        which a stride from the start would have kept five times as long."""
+        which a stride from the start would have kept several times as long."""
         stride = self.calibration_stride
         if stride <= 1 or len(self._up) < self._up.size:
             return True
