@@ -41,10 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "incidents"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import foreign_stream as foreign  # noqa: E402
-from replay import parse_param  # noqa: E402
+from replay import Replayed, parse_param  # noqa: E402
 
-from dqpulse.detectors.base import create  # noqa: E402
-from dqpulse.detectors.scoring import detector_for, rules_for  # noqa: E402
 from dqpulse.finalize.watch import is_watched  # noqa: E402
 from dqpulse.records import SHARE_OF  # noqa: E402
 from dqpulse.spec import DatasetSpec, parse_spec  # noqa: E402
@@ -90,18 +88,10 @@ def replay(spec: DatasetSpec, series: dict[tuple[str, str], list[Point]],
     alerts: dict[float, set[str]] = defaultdict(set)
     changed: Counter[str] = Counter()
     for (metric, field), points in series.items():
-        name, params = detector_for(spec, metric, field)
-        params = {**params, **{key: value for prefix, key, value in overrides
-                               if (prefix == "*" and name == "adaptive" and key not in params)
-                               or (prefix != "*" and metric.startswith(prefix))}}
-        model = create(name, **params)
-        rules = rules_for(spec, metric, field)
+        replayed = Replayed(spec, metric, field, overrides)
         for t, value, stored, of in points:
-            x = {"value": value, "t": t, "n": of if of is not None else records.get(t)}
-            results = [(model, model.score_one(x))] + [(rule, rule.score_one(x))
-                                                       for rule in rules]
-            model.learn_one(x)
-            flag = any(detector.is_anomalous(score) for detector, score in results)
+            flag = replayed.flag(
+                {"value": value, "t": t, "n": of if of is not None else records.get(t)})
             changed[f"{metric}|{field}"] += flag != stored
             if flag:
                 alerts[t].add(f"{metric}|{field}")

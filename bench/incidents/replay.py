@@ -37,7 +37,7 @@ import run as bench  # noqa: E402
 
 from dqpulse.detectors.base import create  # noqa: E402
 from dqpulse.detectors.scoring import detector_for, rules_for  # noqa: E402
-from dqpulse.spec import parse_spec  # noqa: E402
+from dqpulse.spec import DatasetSpec, parse_spec  # noqa: E402
 
 
 def _value(text: str) -> Any:
@@ -57,6 +57,28 @@ def parse_param(text: str) -> tuple[str, str, Any]:
     return prefix, name, _value(value)
 
 
+class Replayed:
+    """One series' production detector and rules (``detector_for`` / ``rules_for`` of
+    ``spec``) with ``overrides`` over the defaults; :meth:`flag` scores a window before
+    learning it, as ``SeriesScorer`` does. ``*`` overrides every adaptive series' param
+    unless the metric's own defaults set it."""
+
+    def __init__(self, spec: DatasetSpec, metric: str, field: str,
+                 overrides: Sequence[tuple[str, str, Any]]) -> None:
+        name, params = detector_for(spec, metric, field)
+        params = {**params, **{key: value for prefix, key, value in overrides
+                               if (prefix == "*" and name == "adaptive" and key not in params)
+                               or (prefix != "*" and metric.startswith(prefix))}}
+        self.model = create(name, **params)
+        self.rules = rules_for(spec, metric, field)
+
+    def flag(self, x: dict[str, Any]) -> bool:
+        results = [(self.model, self.model.score_one(x))] + [
+            (rule, rule.score_one(x)) for rule in self.rules]
+        self.model.learn_one(x)
+        return any(detector.is_anomalous(score) for detector, score in results)
+
+
 def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]]
            ) -> tuple[bench.Series, int]:
     """Every series scored again (score before learn); returns them and how many flags
@@ -66,19 +88,10 @@ def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]]
     scored: bench.Series = {}
     changed = 0
     for (metric, field), points in series.items():
-        name, params = detector_for(spec, metric, field)
-        params = {**params, **{key: value for prefix, key, value in overrides
-                               if (prefix == "*" and name == "adaptive" and key not in params)
-                               or (prefix != "*" and metric.startswith(prefix))}}
-        model = create(name, **params)
-        rules = rules_for(spec, metric, field)
+        replayed = Replayed(spec, metric, field, overrides)
         out = []
         for t, value, stored in points:
-            x = {"value": value, "t": t, "n": records.get(t)}
-            results = [(model, model.score_one(x))] + [(rule, rule.score_one(x))
-                                                       for rule in rules]
-            model.learn_one(x)
-            flag = any(detector.is_anomalous(score) for detector, score in results)
+            flag = replayed.flag({"value": value, "t": t, "n": records.get(t)})
             changed += flag != stored
             out.append((t, value, flag))
         scored[(metric, field)] = out
