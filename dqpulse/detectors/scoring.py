@@ -274,8 +274,9 @@ def calibration_stride(window_seconds: float) -> int:
     At 1-minute windows every 3rd (13 hours instead of 4). Replaying the kept runs of
     ``bench/foreign_stream.py`` at 1-minute windows (docs/benchmarks.md, session 52),
     every 3rd and every 5th (the 21 hours of 5-minute windows) removed as many false
-    alert episodes (65 -> 58 over six runs, all on the clicks), but every 5th caught
-    distribution shifts later (the sum of the delays 7 -> 15 windows; every 3rd, 9).
+    alert episodes (65 -> 58 over six runs: the clicks' 32 -> 23 and 24, the devices'
+    33 -> 35 and 34), but every 5th caught distribution shifts later (the sum of the
+    delays 7 -> 15 windows; every 3rd, 9).
 
     >>> calibration_stride(300.0), calibration_stride(120.0), calibration_stride(60.0)
     (1, 2, 3)
