@@ -130,7 +130,8 @@ _DAY_MEMORY = {"robust": "repeat_windows", "seasonal": "burst_memory"}
 _SEASONAL_VOLUME_PARAMS: dict[str, Any] = {"z_threshold": 4.0, "persistence": 0.2,
                                            "taper_learning_from": 0.7, "adopt_after": 24,
                                            "adopt_min_seconds": 7200.0,
-                                           "counts": True, "count_run": 3,
+                                           "counts": True, "count_upper_tail": True,
+                                           "count_run": 3,
                                            "burst_memory": DAY_AT_FIVE_MINUTES,
                                            "burst_count": 1}
 # Late records are data that no window counts: every burst is a loss, however often it
@@ -213,8 +214,8 @@ def default_params_for(metric: str) -> dict[str, Any]:
     {'side': 'up', 'lower': 0.0}
     >>> default_params_for("volume.records")  # doctest: +NORMALIZE_WHITESPACE
     {'z_threshold': 4.0, 'persistence': 0.2, 'taper_learning_from': 0.7, 'adopt_after': 24,
-     'adopt_min_seconds': 7200.0, 'counts': True, 'count_run': 3, 'burst_memory': 288,
-     'burst_count': 1}
+     'adopt_min_seconds': 7200.0, 'counts': True, 'count_upper_tail': True, 'count_run': 3,
+     'burst_memory': 288, 'burst_count': 1}
     >>> default_params_for("volume.bytes")
     {'lower': 0.0, 'count_noise': 1.0}
     >>> default_params_for("volume.late_records")["repeat_windows"]

@@ -45,6 +45,55 @@ def _count_low_z(value: float, expected: float, scale: float) -> float:
     return float(special.ndtri(max(tail, 1e-300)))
 
 
+#: a count whose scaled Poisson mean is above this is normal to within its skew of 0.001
+_NEARLY_NORMAL = 1e6
+#: the count's upper tail widens the normal band at most this many times: a series whose
+#: spread is many times its level (a trickle with rare floods) keeps a band that can alert
+_UPPER_TAIL_WIDEST = 2.0
+
+
+def _count_high_z(value: float, expected: float, scale: float) -> float:
+    """The z (positive) with the upper tail probability of a count of ``value`` where
+    ``expected`` is expected with standard deviation ``scale``: ``P(X >= value)`` of a
+    Poisson count scaled to that spread (``X = phi * Y``, ``Y`` Poisson with mean
+    ``expected / phi``, ``phi = scale ** 2 / expected``), so its skew is the one a count
+    of that spread has. On a bursty series (a spread well above a Poisson's) a window far
+    above the expected value is less rare than the normal band says; a series as steady as
+    a Poisson one or steadier is nearly normal (``inf`` when it is).
+
+    >>> round(_count_high_z(181.0, 80.0, 23.0), 2)  # the normal band says z 4.39
+    3.69
+    >>> round(_count_high_z(6000.0, 5000.0, 200.0), 2)  # many records: nearly normal
+    4.83
+    >>> round(_count_high_z(110.0, 100.0, 2.0), 2)  # steadier than a Poisson count
+    4.91
+    """
+    phi = scale * scale / expected
+    if expected / phi > _NEARLY_NORMAL:
+        return math.inf
+    tail = float(special.gammainc(value / phi, expected / phi))  # P(X >= value)
+    return -float(special.ndtri(max(tail, 1e-300)))
+
+
+def _count_high_bound(expected: float, scale: float, z_threshold: float) -> float:
+    """The count above which :func:`_count_high_z` passes ``z_threshold``: the upper end
+    of a count's band.
+
+    >>> bound = _count_high_bound(80.0, 23.0, 4.0)
+    >>> round(bound, 1), round(_count_high_z(bound, 80.0, 23.0), 3)
+    (190.4, 4.0)
+    >>> _count_high_bound(3.0, 1000.0, 4.0)  # at most twice as far as the normal band
+    8003.0
+    """
+    phi = scale * scale / expected
+    widest = expected + _UPPER_TAIL_WIDEST * z_threshold * scale
+    if expected / phi > _NEARLY_NORMAL:
+        return expected + z_threshold * scale
+    tail = float(special.ndtr(-z_threshold))
+    # P(X >= v) = 1 - P(X <= v - 1), and scipy's pdtrik inverts P(X <= k) = p in k
+    return min(widest, (float(special.pdtrik(1.0 - tail, expected / phi)) + 1.0) * phi)
+
+
 def _count_low_bound(expected: float, scale: float, z_threshold: float) -> float:
     """The count below which :func:`_count_low_z` passes ``-z_threshold`` (0 when even an
     empty window does not): the lower end of a count's band.
@@ -259,6 +308,14 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         of 4.7, but a Poisson tail of 1.1e-5 (z -4.2). The tail is a Poisson one scaled to
         the series' own spread (variance ``scale ** 2`` against a Poisson's ``expected``),
         so overdispersed counts get a wider one.
+    count_upper_tail
+        The series counts events, and above the expected value too the z is the count's
+        own upper tail (the same overdispersed Poisson as ``counts``') when that is less
+        extreme than the normal band's: counts are skewed, and on a bursty stream (device
+        uploads, an hourly batch) the normal band put a window of 181 records where 80
+        were expected at z 4.4, about once in 200,000 windows, where the count's tail says
+        z 3.7. A stream of many records a window is nearly normal and keeps its band. The
+        band's upper end is where the tail alerts.
     count_run
         With ``counts``, a window below its expected value is also judged together with
         the windows just before it that were below theirs (up to ``count_run`` windows in
@@ -323,10 +380,10 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     _ordinal = 0  # warm windows seen
     #: short rises remembered, at most
     _SHORT_KEPT = 16
-    # they weigh how a count's low windows are judged, not what the profiles learned: a
-    # saved baseline keeps its state when they change
-    live_params = frozenset({"counts", "count_run", "adopt_min_seconds", "burst_memory",
-                             "burst_count", "burst_windows"})
+    # they weigh how a count's windows are judged, not what the profiles learned: a saved
+    # baseline keeps its state when they change
+    live_params = frozenset({"counts", "count_upper_tail", "count_run", "adopt_min_seconds",
+                             "burst_memory", "burst_count", "burst_windows"})
 
     def __init__(
         self,
@@ -349,6 +406,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         adopt_after: int | None = None,
         adopt_min_seconds: float = 0.0,
         counts: bool = False,
+        count_upper_tail: bool = False,
         count_run: int = 1,
         burst_memory: int = 0,
         burst_count: int = 3,
@@ -377,6 +435,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         self.burst_count = burst_count
         self.burst_windows = burst_windows
         self.counts = counts
+        self.count_upper_tail = count_upper_tail
         self.count_run = count_run
         self.learn_below = learn_below
         self.taper_learning_from = taper_learning_from
@@ -576,7 +635,8 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             self._update(value, t, cold_only=True)
 
     def _explanation(self, value: float, fit: tuple[float, float, float]) -> Explanation:
-        """As the base class; a count's band ends below where its own lower tail alerts,
+        """As the base class; a count's band ends where its own tails alert (below, and
+        above with ``count_upper_tail``),
         and an alert by the run of low windows names the run."""
         explanation = super()._explanation(value, fit)
         z, expected, scale = fit
@@ -584,10 +644,16 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         if self.counts and low is not None and expected > 0.0:
             explanation["expected_low"] = max(
                 low, _count_low_bound(expected, scale, self.effective_z_threshold))
+        high = explanation["expected_high"]
+        if self.count_upper_tail and high is not None and expected > 0.0:
+            explanation["expected_high"] = max(
+                high, _count_high_bound(expected, scale, self.effective_z_threshold))
         if not self.is_warm:
             return explanation
         run_z, point = self._point_score(value, fit)
-        if run_z < z:
+        if run_z < z and z > 0.0:  # the count's upper tail
+            explanation["z"] = run_z
+        elif run_z < z:
             explanation["z"] = run_z
             explanation["run_windows"] = len(self._low_run) + 1
             explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
@@ -598,7 +664,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
             # persistence EWMA of recent windows; ``repeat``: held back as a recurring burst
             explanation["evidence"] = (["point"] if point >= self.threshold
                                        else ["persistence"])
-            if run_z < z and point >= self.threshold:
+            if run_z < z < 0.0 and point >= self.threshold:
                 explanation["evidence"].append("low_run")
             if self._burst_cap(score, z) < score:
                 explanation["evidence"].append("repeat")
@@ -632,6 +698,7 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
     learn_below: float = 1.0
     taper_learning_from: float = 1.0
     counts: bool = False
+    count_upper_tail: bool = False
     count_run: int = 1
     _low_run: tuple[tuple[float, float, float], ...] = ()
     _DRIFT_WARM = 50       # normal points before the persistence score speaks
@@ -718,6 +785,8 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         """(z with the low run, its score): the window's own evidence, without persistence."""
         z, expected, scale = fit
         run_z = self._run_z(value, z, expected, scale)
+        if self.count_upper_tail and z > 1.0 and expected > 0.0:
+            run_z = min(z, max(_count_high_z(value, expected, scale), z / _UPPER_TAIL_WIDEST))
         return run_z, z_to_score(self._one_sided(run_z), self.effective_z_threshold,
                                  self.threshold)
 

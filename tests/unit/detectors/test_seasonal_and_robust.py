@@ -630,6 +630,74 @@ def test_a_counts_band_ends_where_its_lower_tail_alerts_and_never_below_zero() -
     assert detector._z(low - 0.5, t)[0] <= -z_threshold < detector._z(low + 0.5, t)[0]
 
 
+def _bursty_upload_alerts(detector: SeasonalDetector, seed: int, spike: int, factor: float
+                          ) -> tuple[bool, int]:
+    """15 days of 5-minute counts of records uploaded in batches (a Poisson number of
+    uploads, about 8 a window over a daily cycle of +-60 %, each of about 10 records), the
+    uploads ``factor`` times as many for the two windows from ``spike``: whether the spike
+    (or the window after it) alerted, and the alert episodes elsewhere after the first
+    week."""
+    rng = np.random.default_rng(seed)
+    hit, elsewhere, before = False, 0, False
+    for i in range(288 * 15):
+        t = i * 300.0
+        level = 8.0 * (1.0 + 0.6 * math.sin(2.0 * math.pi * (t / 86400.0 - 0.25)))
+        uploads = rng.poisson(level * (factor if spike <= i < spike + 2 else 1.0))
+        x = {"value": float(rng.poisson(10.0 * uploads)), "t": t}
+        alert = detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+        if spike <= i < spike + 3:
+            hit |= alert
+        elif i >= 288 * 7 and alert and not before:
+            elsewhere += 1
+        before = alert
+    return hit, elsewhere
+
+
+def test_a_bursty_count_rises_are_judged_by_the_counts_own_upper_tail() -> None:
+    # records that arrive in batches are overdispersed counts, and skewed: a window of
+    # twice its expected records is far less rare than the normal band says
+    def alerts(upper_tail: bool, factor: float) -> tuple[int, int]:
+        caught = elsewhere = 0
+        for seed in range(1, 11):
+            detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True,
+                                        count_upper_tail=upper_tail)
+            hit, noise = _bursty_upload_alerts(detector, seed, 288 * 14 + 150, factor)
+            caught += hit
+            elsewhere += noise
+        return caught, elsewhere
+
+    (with_tail, noise_with), (plain, noise_plain) = alerts(True, 3.0), alerts(False, 3.0)
+    # three times the uploads for two windows is caught either way
+    assert with_tail == plain == 10, (with_tail, plain)
+    # over 80 series-days the normal band alerts on the batches' own tail about every
+    # other day; the count's tail a quarter as often (41 and 10 when written)
+    assert noise_with * 3 <= noise_plain, (noise_with, noise_plain)
+
+
+def test_a_counts_band_ends_above_where_its_upper_tail_alerts() -> None:
+    detector = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True,
+                                count_upper_tail=True)
+    plain = SeasonalDetector(**VOLUME_PARAMS, adopt_after=24, counts=True)
+    for x in _daily_counts(14, seed=4):
+        detector.learn_one(x)
+        plain.learn_one(x)
+    noon = {"value": 0.0, "t": 14 * 86400.0 + 3600.0 * 6}  # the peak: ~400 a window
+    band, plain_band = detector.explain(noon), plain.explain(noon)
+    high = band["expected_high"]
+    # the count's upper tail is the longer one: its band ends further up, as it alerts
+    assert high > plain_band["expected_high"] > band["expected"]
+    assert band["expected"] - band["expected_low"] < high - band["expected"]
+    def point_z(value: float) -> float:
+        return detector._point_score(value, detector._z(value, noon["t"]))[0]
+
+    assert point_z(high - 0.5) < detector.effective_z_threshold <= point_z(high + 0.5)
+    assert detector.score_one({**noon, "value": high + 1.0}) >= detector.threshold
+    assert detector.score_one({**noon, "value": high - 1.0}) < detector.threshold
+    # a plain series (no counts) keeps the normal band
+    assert SeasonalDetector(**VOLUME_PARAMS).count_upper_tail is False
+
+
 def test_a_quiet_drop_held_for_windows_is_judged_by_the_run_s_summed_counts() -> None:
     # ~10 records a window on average (4 .. 16 over the day, 10 % extra noise): an 80 % drop
     # held for three windows is, window by window, within counting noise (2 where 10 are
