@@ -42,7 +42,7 @@ def detector_for_kind(kind: str = DEFAULT_KIND, detector: str | None = None,
     defaults; ``params`` apply on top either way.
 
     >>> detector_for_kind("ratio")
-    ('robust', {'side': 'up', 'binomial': True})
+    ('robust', {'side': 'up', 'binomial': True, 'repeat_margin': 0.2})
     >>> detector_for_kind("volume", "robust", z_threshold=8)
     ('robust', {'z_threshold': 8})
     """

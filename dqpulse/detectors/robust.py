@@ -19,6 +19,7 @@ from dqpulse.detectors.base import (
     check_side,
     finite,
     register,
+    z_to_score,
 )
 from dqpulse.detectors.evidence import RepeatCounter
 
@@ -105,13 +106,14 @@ class RobustDetector(UnivariateDetector):
     state_version = 1
     # the repeat rule's memory follows the configuration (the scorer gives a data set of
     # narrow windows a day's worth of them): a change keeps the learned median and MAD
-    live_params = frozenset({"repeat_windows", "repeat_count", "repeat_runs"})
+    live_params = frozenset({"repeat_windows", "repeat_count", "repeat_runs", "repeat_margin"})
     binomial = False  # states saved before the parameter existed
     _records: float | None = None
     # states saved before the repeat rule: on with the defaults from their next window
     repeat_windows = 288
     repeat_count = 4
     repeat_runs = 2
+    repeat_margin = 0.0
     _repeats: RepeatCounter | None = None
     _alerting = False  # the last window learned was reported as an anomaly
 
@@ -129,8 +131,11 @@ class RobustDetector(UnivariateDetector):
         repeat_windows: int = 288,
         repeat_count: int = 4,
         repeat_runs: int = 2,
+        repeat_margin: float = 0.0,
     ) -> None:
         check_side(side)
+        if not repeat_margin >= 0.0:
+            raise ValueError("repeat_margin is a share of a window's z >= 0 (0: as high)")
         self.z_threshold = z_threshold
         self.window_size = window_size
         self.warm_up = warm_up
@@ -143,6 +148,7 @@ class RobustDetector(UnivariateDetector):
         self.repeat_windows = repeat_windows
         self.repeat_count = repeat_count
         self.repeat_runs = repeat_runs
+        self.repeat_margin = repeat_margin
         self._repeats = None
         self._alerting = False
         self._init_learner()
@@ -158,14 +164,29 @@ class RobustDetector(UnivariateDetector):
     def _raw_score(self, x: Mapping[str, Any]) -> float:
         return super().score_one(x)
 
-    def _repeated(self, score: float) -> bool:
-        """Whether a window of ``score`` would open an alert that earlier windows of the
+    def _repeated(self, score: float, x: Mapping[str, Any]) -> bool:
+        """Whether window ``x`` of ``score`` would open an alert that earlier windows of the
         last ``repeat_windows`` make a repeat (see the class docstring)."""
         repeats = self._repeat_memory()
-        return (repeats is not None and not self._alerting and score >= self.threshold
-                and self.repeat_count > 0
-                and repeats.as_high(score) >= self.repeat_count
+        if (repeats is None or self._alerting or score < self.threshold
+                or self.repeat_count <= 0):
+            return False
+        score = self._compared(score, x)
+        return (repeats.as_high(score) >= self.repeat_count
                 and repeats.runs(score) >= self.repeat_runs)
+
+    def _compared(self, score: float, x: Mapping[str, Any]) -> float:
+        """The score earlier windows must reach to make window ``x`` a repeat: its own, or
+        with ``repeat_margin`` the score of its z shrunk by that share (never under the
+        threshold)."""
+        if self.repeat_margin <= 0.0:
+            return score
+        value, t = self._read(x)
+        if value is None:
+            return score
+        z = self._one_sided(self._z(value, t)[0]) / (1.0 + self.repeat_margin)
+        return max(self.threshold, min(score, z_to_score(z, self.effective_z_threshold,
+                                                         self.threshold)))
 
     def _repeat_memory(self) -> RepeatCounter | None:
         """The repeat rule's memory over the last ``repeat_windows`` (``None``: off)."""
@@ -177,14 +198,14 @@ class RobustDetector(UnivariateDetector):
 
     def score_one(self, x: Mapping[str, Any]) -> float:
         score = self._raw_score(x)
-        return self.threshold - 1e-4 if self._repeated(score) else score
+        return self.threshold - 1e-4 if self._repeated(score, x) else score
 
     def learn_one(self, x: Mapping[str, Any]) -> None:
         value, t = self._read(x)
         if value is None:
             return
         score = self._raw_score(x)
-        reported = self.threshold - 1e-4 if self._repeated(score) else score
+        reported = self.threshold - 1e-4 if self._repeated(score, x) else score
         if self.repeat_windows > 0:
             if self._repeats is None:
                 self._repeats = RepeatCounter(self.repeat_windows)
@@ -197,7 +218,7 @@ class RobustDetector(UnivariateDetector):
 
     def explain(self, x: Mapping[str, Any]) -> Explanation:
         explanation = super().explain(x)
-        if self._repeated(self._raw_score(x)):
+        if self._repeated(self._raw_score(x), x):
             explanation = {**explanation, "evidence": ["repeat"]}
         return explanation
 

@@ -100,7 +100,8 @@ def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
     assert detector_for(SPEC, "distribution.mean", "price") == (
         "robust", {"z_threshold": 4, "repeat_windows": 1440})
     assert detector_for(SPEC, "completeness.null_ratio", "amount") == (
-        "robust", {"side": "up", "binomial": True, "repeat_windows": 1440})
+        "robust", {"side": "up", "binomial": True, "repeat_margin": 0.2,
+                   "repeat_windows": 1440})
 
 
 def test_rules_come_from_the_spec() -> None:
