@@ -67,6 +67,11 @@ class RobustDetector(UnivariateDetector):
         an alert run that is on are not held back, and a ``confirmed`` verdict clears the
         memory. Anomalies are never learned, so without it such a series alerts on every
         burst however often they come. ``0`` off.
+    repeat_margin
+        How much higher than the earlier windows a window may score and still be a
+        repeat: they need only reach its z divided by ``1 + repeat_margin`` (``0``: as
+        high). Nulls come in one producer's batches whose sizes vary, and the highest of
+        each day's bursts would otherwise alert as news every day.
 
     Examples
     --------

@@ -177,7 +177,7 @@ _SHARE_METRICS = frozenset({"completeness.null_ratio", "completeness.empty_ratio
 _EVERY_BURST_SHARES = frozenset({"distribution.unseen_share"})
 # Nulls come in one producer's batches (a faulty sensor's readings, a broken client's
 # events), whose sizes vary: a burst is a repeat when four windows of the last day, in two
-# runs, reached four fifths of its z (`repeat_margin`), not all of it. Without it, on
+# runs, reached its z over 1.2 (`repeat_margin` 0.2), not all of it. Without it, on
 # bench/foreign_stream.py's device uploads (a faulty sensor's batch of up to 30 readings
 # puts 5-46 % nulls in a window 30-45 times a day) the highest bursts of each day kept
 # alerting: 21 false alert episodes in 8 test days over three runs -> 3, all six injected

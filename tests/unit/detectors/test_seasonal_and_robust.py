@@ -139,13 +139,13 @@ def test_robust_repeat_rule_never_cuts_an_alert_run_short_and_confirmed_clears_i
 def test_a_null_burst_a_little_higher_than_the_recent_ones_is_still_a_repeat() -> None:
     # a producer's batches of nulls vary in size: with ``repeat_margin`` 0.2 (null shares'
     # default) a burst is a repeat when four windows of the last day, in two runs, reached
-    # four fifths of its z; without it, of all of it
+    # its z over 1.2; without it, all of it
     bursts = [(50, 0.2), (100, 0.2), (150, 0.23), (200, 0.3)]
     as_high = RobustDetector(side="up", binomial=True)
     assert _null_bursts(as_high, bursts) == [50, 51, 100, 101, 150, 151, 200, 201]
     margin = RobustDetector(**default_params_for("completeness.null_ratio"))
     assert margin.repeat_margin == 0.2
-    # 0.23 is within a fifth of 0.2's z: held; 0.3 is half again as high: news
+    # 0.23 over 1.2 is under 0.2: held; 0.3 is half again as high: news
     assert _null_bursts(margin, bursts) == [50, 51, 100, 101, 200, 201]
     assert margin.explain({"value": 0.23, "n": 100})["evidence"] == ["repeat"]
     with pytest.raises(ValueError, match="repeat_margin"):
