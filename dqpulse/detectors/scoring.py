@@ -279,11 +279,12 @@ def memory_windows(window_seconds: float) -> int:
 CALIBRATION_SPAN_SECONDS = 43200.0
 
 
-def calibration_stride(window_seconds: float) -> int:
+def calibration_stride(window_seconds: float, size: int = 256) -> int:
     """Every how many-th normal window of a data set of ``window_seconds`` windows enters
-    the ``adaptive`` detector's full calibration history (256 windows): so many that it
-    spans half a day (:data:`CALIBRATION_SPAN_SECONDS`). Windows of 3 minutes or more
-    span it window by window.
+    the ``adaptive`` detector's full calibration history (``size`` windows, its
+    ``calibration_size``): so many that it spans half a day
+    (:data:`CALIBRATION_SPAN_SECONDS`). Windows of 3 minutes or more span the default 256
+    window by window.
 
     At 1-minute windows every 3rd (13 hours instead of 4). Replaying the kept runs of
     ``bench/foreign_stream.py`` at 1-minute windows (docs/benchmarks.md, session 52),
@@ -294,10 +295,11 @@ def calibration_stride(window_seconds: float) -> int:
 
     >>> calibration_stride(300.0), calibration_stride(120.0), calibration_stride(60.0)
     (1, 2, 3)
-    >>> calibration_stride(10.0)
-    17
+    >>> calibration_stride(10.0), calibration_stride(60.0, size=1024)
+    (17, 1)
     """
-    return max(1, math.ceil(CALIBRATION_SPAN_SECONDS / (256 * max(window_seconds, 1.0))))
+    return max(1, math.ceil(CALIBRATION_SPAN_SECONDS
+                            / (max(size, 1) * max(window_seconds, 1.0))))
 
 
 def _for_window(name: str, params: dict[str, Any], window_seconds: float,
@@ -310,7 +312,8 @@ def _for_window(name: str, params: dict[str, Any], window_seconds: float,
     if window_seconds >= 300.0:
         return params
     if name == "adaptive" and "calibration_stride" not in given:
-        params = {**params, "calibration_stride": calibration_stride(window_seconds)}
+        size = _configured_params(name, params)["calibration_size"]
+        params = {**params, "calibration_stride": calibration_stride(window_seconds, size)}
     param = _DAY_MEMORY.get(name)
     if param is None or param in given:
         return params

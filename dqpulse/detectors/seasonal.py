@@ -651,10 +651,9 @@ class SeasonalDetector(UnsavedCaches, SeasonalAdoption, UnivariateDetector):
         if not self.is_warm:
             return explanation
         run_z, point = self._point_score(value, fit)
-        if run_z < z and z > 0.0:  # the count's upper tail
+        if run_z < z:  # the count's upper tail, or the run of low windows
             explanation["z"] = run_z
-        elif run_z < z:
-            explanation["z"] = run_z
+        if run_z < z < 0.0:
             explanation["run_windows"] = len(self._low_run) + 1
             explanation["run_observed"] = value + sum(v for v, _, _ in self._low_run)
             explanation["run_expected"] = expected + sum(e for _, e, _ in self._low_run)
