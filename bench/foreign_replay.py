@@ -20,7 +20,10 @@ code: seconds per variant.
 the replay must reproduce the stored flags ("changed flags 0") when run by the code that
 made the run: that is the check that the replay is faithful (runs kept before session 52
 stored no count of values for ``distribution.unseen_share``: its replay counts it on the
-records and is not faithful there; ``--leave-out distribution.unseen_share``). ``--seed``,
+records and is not faithful there; ``--leave-out distribution.unseen_share``; runs kept
+before session 54 stored no count of values for a field's mean and quantiles either: their
+replay counts them from the window's records and the field's null ratio, which is the
+count the run would have stored). ``--seed``,
 ``--window`` and the plan's days must be the run's own.
 """
 
@@ -43,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import foreign_stream as foreign  # noqa: E402
 from replay import Replayed, parse_param  # noqa: E402
 
+from dqpulse.detectors.scoring import _OF_VALUES as OF_VALUES  # noqa: E402
 from dqpulse.finalize.watch import is_watched  # noqa: E402
 from dqpulse.records import SHARE_OF  # noqa: E402
 from dqpulse.spec import DatasetSpec, parse_spec  # noqa: E402
@@ -58,6 +62,7 @@ def load(database: str, stream: foreign.Stream, spec: DatasetSpec
     """The run's watched series in window order, and its record count per window."""
     series: dict[tuple[str, str], list[Point]] = defaultdict(list)
     records: dict[float, float] = {}
+    nulls: dict[tuple[str, float], float] = {}
     engine = make_engine(database)
     with engine.connect() as conn:
         rows = conn.execute(
@@ -69,6 +74,8 @@ def load(database: str, stream: foreign.Stream, spec: DatasetSpec
         for metric, field, start, value, anomalous, explanation in rows:
             if metric == "volume.records" and not field and value is not None:
                 records[start] = value
+            if metric == "completeness.null_ratio" and value is not None:
+                nulls[(field, start)] = value
             if not is_watched(spec, metric, field):
                 continue
             if isinstance(explanation, str | bytes):
@@ -77,6 +84,12 @@ def load(database: str, stream: foreign.Stream, spec: DatasetSpec
             series[(metric, field)].append(
                 (start, value, bool(anomalous), of if isinstance(of, int | float) else None))
     engine.dispose()
+    for (metric, field), points in series.items():
+        if metric in OF_VALUES:  # a run kept before its points stored their count
+            series[(metric, field)] = [
+                (t, value, flag, of if of is not None or (field, t) not in nulls
+                 else float(round(records.get(t, 0.0) * (1.0 - nulls[(field, t)]))))
+                for t, value, flag, of in points]
     return series, records
 
 

@@ -161,6 +161,14 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
     ...                          "direction": "up", "values": 40})
     >>> summarize("orders", a)
     'orders: distribution.unseen_share of country rose to 0.5 of 40 values (expected <= 0.2)'
+
+    and a statistic of a field's values how many it is over:
+
+    >>> a = Anomaly("orders", "distribution", "distribution.mean", "amount", 0, 60, 0.95,
+    ...             None, {"observed": 910.5, "expected_low": None, "expected_high": 700,
+    ...                    "direction": "up", "values": 1})
+    >>> summarize("orders", a)
+    'orders: distribution.mean of amount rose to 910.5 over 1 value (expected <= 700)'
     """
     what = anomaly.metric + (f" of {anomaly.field}" if anomaly.field else "")
     exp = anomaly.explanation or {}
@@ -181,8 +189,11 @@ def summarize(dataset: str, anomaly: Anomaly) -> str:
         parts.append(f"expected {_number(low)} .. {_number(high)}")
     parts += grounds_text(exp)
     detail = f" ({'; '.join(parts)})" if parts else ""
-    values = exp.get(SHARE_OF)  # a share of a field's values: how many
-    of = f" of {_number(values)} values" if isinstance(values, int | float) else ""
+    values = exp.get(SHARE_OF)  # a share of a field's values, or a statistic's: how many
+    of = ""
+    if isinstance(values, int | float):
+        share = anomaly.metric.endswith(("_share", "_ratio"))
+        of = f" {'of' if share else 'over'} {_number(values)} value{'' if values == 1 else 's'}"
     return f"{dataset}: {what} {verb} {_number(observed)}{of}{detail}"
 
 

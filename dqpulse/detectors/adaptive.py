@@ -28,6 +28,7 @@ from dqpulse.detectors.base import (
     UnivariateDetector,
     UnsavedCaches,
     check_side,
+    finite,
     register,
 )
 from dqpulse.detectors.calibration import (
@@ -45,6 +46,7 @@ from dqpulse.detectors.forecasters import (
     ew_alpha,
 )
 from dqpulse.detectors.regimes import LONE_GAP, RegimeAdoption
+from dqpulse.detectors.sampling import SamplingFit
 
 __all__ = ["AdaptiveDetector"]
 
@@ -57,6 +59,11 @@ __all__ = ["AdaptiveDetector"]
 #: 0.87; it alerted in 12 of 20 such series, and in 20 of 20 with the cap).
 YOUNG_WINDOWS = 3
 YOUNG_Z_CAP = 3.0
+_read_value = UnivariateDetector._read
+#: Step of the fit of how the noise follows a window's count of values (``sample_noise``):
+#: about a day of 1-minute windows, so that the typical window it widens against is the
+#: whole day's, not the last hours' (a night of few values is then as wide as it is).
+SAMPLING_ALPHA = 1.0 / 1440.0
 #: See ``AdaptiveDetector._restart_calibration_at_first_season``. Measured on NAB visible
 #: and its copies cut to 1,600-2,500 rows and resampled hourly: 0.7 left the 5-minute
 #: corpus unchanged (0.870 / 9.5) and caught 2 more of 69 windows hourly; 1.0 (every first
@@ -123,6 +130,15 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         (3 at 1-minute windows: 13 hours instead of 4, where a heavy tail that shows a few
         times a day, a field's mean with a timeout of 30 s among 20 latencies, was news
         each time). ``1``: every window.
+    sample_noise
+        The value is a statistic of ``x["n"]`` values (a field's mean or median in a
+        window): the detector learns how much of its noise is sampling error, which
+        shrinks as ``1 / n``, and how much moves between windows whatever their size
+        (:class:`~dqpulse.detectors.sampling.SamplingFit`, over about 1,440 windows). A window
+        of fewer values than usual has its scale widened by the noise its ``n`` adds, and
+        teaches the scale and the calibration its residual shrunk by the same factor; a
+        window of more values is judged as a typical one (never narrower). The mean of
+        one value of a heavy-tailed field is that value. ``False`` (or no ``n``): off.
     error_alpha
         Step of the exponentially weighted one-step error that sets the scale.
     select_alpha
@@ -266,10 +282,14 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
     state_version = 2  # 2: time-of-day memory, long-view evidence; version-1 states reset
     # what a loaded state starts with (the caches are not saved; old states had no step)
     _mutations = 0  # learn_one and feedback calls: what invalidates ``_memo``
-    _memo: tuple[tuple[float, float | None, int], Window] | None = None
+    _memo: tuple[tuple[float, float | None, int, float], Window] | None = None
     _cache: tuple[float | None, int, list[float | None]] | None = None
-    _z_cache: tuple[float, float | None, int, tuple[float, float, float]] | None = None
-    _unsaved = ("_cache", "_z_cache", "_memo")
+    _z_cache: (tuple[float, float | None, tuple[int, float], tuple[float, float, float]]
+               | None) = None
+    _unsaved = ("_cache", "_z_cache", "_memo", "_sample_widen")
+    sample_noise = False  # states saved before the param
+    _sampling: SamplingFit | None = None  # how the noise follows n (``sample_noise``)
+    _sample_widen = 1.0  # the window being read: the noise its count of values adds
     # Saved states from before the flag: their calibration is long past its first season.
     _season_found = True
     unit = 0.0  # states saved before the param (the scorer sets the configured value)
@@ -284,7 +304,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
                              "daily_job_days", "daily_job_seconds", "daily_job_margin",
                              "long_repeat_runs",
                              "sustain_windows", "held_noise_from", "held_noise_weight",
-                             "weekly_memory", "calibration_stride"})
+                             "weekly_memory", "calibration_stride", "sample_noise"})
 
     def __getstate__(self) -> dict[str, Any]:
         # each side pair as one signed history (FoldedPair): 4 KB less, under 16 KiB on
@@ -322,6 +342,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         fine_seconds: float = 300.0,
         calibration_size: int = 256,
         calibration_stride: int = 1,
+        sample_noise: bool = False,
         error_alpha: float = 0.05,
         select_alpha: float = 0.003,
         persistence: float = 0.3,
@@ -381,6 +402,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         if calibration_stride < 1:
             raise ValueError("calibration_stride is a number of windows >= 1 (1: every one)")
         self.calibration_stride = calibration_stride
+        self.sample_noise = sample_noise
         self.error_alpha = error_alpha
         self.select_alpha = select_alpha
         self.persistence = persistence
@@ -456,6 +478,27 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         self._daily = DailyRepeat(daily_repeat_seconds) if daily_repeat_seconds > 0 else None
 
     # ---- forecast and scale -------------------------------------------------------------
+    def _read(self, x: Mapping[str, Any]) -> tuple[float | None, float | None]:  # type: ignore[override]
+        """(value, t) of a window; with ``sample_noise`` it also sets the window's widening
+        from its count of values ``x["n"]``."""
+        sampling = self._sampling
+        if sampling is not None and sampling.fitted is not None and self.sample_noise:
+            n = finite(x.get("n"))
+            self._sample_widen = 1.0 if n is None else sampling.widen(n)
+        elif self._sample_widen != 1.0:
+            self._sample_widen = 1.0
+        return _read_value(x)
+
+    def _learn_sampling(self, x: Mapping[str, Any], z: float, scale: float) -> None:
+        """A normal window's residual (``z * scale``) teaches how the noise follows its
+        count of values (``sample_noise``)."""
+        n = finite(x.get("n")) if self.sample_noise else None
+        if n is None or n <= 0.0 or scale <= 0.0:
+            return
+        if self._sampling is None:
+            self._sampling = SamplingFit(SAMPLING_ALPHA)
+        self._sampling.learn(n, max(min(z, 6.0), -6.0) * scale)
+
     def _forecasts(self, t: float | None) -> list[float | None]:
         """Every forecaster's forecast for ``t``: score_one and learn_one of one window share
         them (the detector does not change in between)."""
@@ -523,15 +566,16 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         resolution = min(self._resolution, self.unit) if self.unit > 0.0 else self._resolution
         if resolution == math.inf:
             resolution = 0.0
-        return max(MEAN_ABS_TO_SIGMA * noise, self.min_scale, self.rel_scale * abs(forecast),
-                   self.count_noise * math.sqrt(max(forecast, 1.0)),
-                   self.resolution_floor * resolution,
-                   self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread, 1e-12)
+        return self._sample_widen * max(
+            MEAN_ABS_TO_SIGMA * noise, self.min_scale, self.rel_scale * abs(forecast),
+            self.count_noise * math.sqrt(max(forecast, 1.0)), self.resolution_floor * resolution,
+            self.spread_floor * MEAN_ABS_TO_SIGMA * self._spread, 1e-12)
 
     def _z(self, value: float, t: float | None) -> tuple[float, float, float]:
         cached = self._z_cache
+        version = (self._version, self._sample_widen)
         if (cached is not None and cached[0] == value and cached[1] == t
-                and cached[2] == self._version):
+                and cached[2] == version):
             return cached[3]
         chosen = self._choose(t)
         if chosen is None:
@@ -542,7 +586,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
             scale = self._scale_of(index, forecast, t)
             result = (self._remembered(value - forecast, value, t, index) / scale, forecast,
                       scale)
-        self._z_cache = (value, t, self._version, result)
+        self._z_cache = (value, t, version, result)
         return result
 
     def _side_log_p(self, z: float, up: TailCalibrator, down: TailCalibrator) -> float:
@@ -636,7 +680,7 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         score_one, explain and learn_one of one window share it: nothing changes the
         detector in between (``_mutations`` counts what does: learn_one and feedback).
         """
-        key = (value, t, self._mutations)
+        key = (value, t, self._mutations, self._sample_widen)
         memo = self._memo
         if memo is not None and memo[0] == key:
             return memo[1]
@@ -669,7 +713,10 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
             self._memory.learn(t, value)
         weight = self._learning_weight(score)
         noise_weight = self._noise_weight(weight, z, seasonal_z, t) if scale > 0.0 else weight
-        self._track_errors(value, t, scale, learned=not anomalous, weight=noise_weight)
+        self._track_errors(value, t, scale, learned=not anomalous, weight=noise_weight,
+                           shrink=self._sample_widen)
+        if not anomalous:
+            self._learn_sampling(x, z, scale)
         if not self._season_found:
             self._restart_calibration_at_first_season(t)
         if scale > 0.0 and not anomalous:
@@ -765,9 +812,11 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
             hour = int((t % 86400.0) // 3600.0)
             count = min(self._hour_count[hour] + 1, 65535)
             self._hour_count[hour] = count
-            residual = abs(z) * scale / MEAN_ABS_TO_SIGMA
+            # as a window of the typical count of values (``sample_noise``)
+            unwidened = scale / self._sample_widen
+            residual = abs(z) * unwidened / MEAN_ABS_TO_SIGMA
             self._hour_noise[hour] += noise_weight * ew_alpha(count, self.error_alpha) * (
-                min(residual, 6.0 * scale) - self._hour_noise[hour])
+                min(residual, 6.0 * unwidened) - self._hour_noise[hour])
         # a window just under the threshold moves the forecasts only a little: a drop that
         # scores 0.89 must not become the next window's forecast (and so never alert)
         for forecaster in self._forecasters:

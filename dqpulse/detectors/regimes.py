@@ -545,9 +545,14 @@ class RegimeAdoption:
         self.n_learned += len(recent)
 
     def _track_errors(self, value: float, t: float | None, scale: float, learned: bool,
-                      weight: float = 1.0) -> None:
+                      weight: float = 1.0, shrink: float = 1.0) -> None:
+        """Every forecaster's one-step error (its choice) and noise (the scale) learn the
+        window; ``shrink`` > 1 divides its errors, ``scale`` included: a window whose own
+        sampling error widened its scale by that factor teaches as a typical one."""
         if not learned:
             return  # anomalies are not learned, not even into the model choice (see _settle)
+        if shrink != 1.0:
+            scale /= shrink
         # one wild window moves the errors by at most a few scales
         cap = 6.0 * scale if scale > 0.0 else math.inf
         lower, upper = self.lower, self.upper
@@ -562,7 +567,7 @@ class RegimeAdoption:
                 forecast = lower
             if upper is not None and forecast > upper:
                 forecast = upper
-            error = abs(value - forecast)
+            error = abs(value - forecast) / shrink
             if error > cap:
                 error = cap
             count = fit_count[index] = fit_count[index] + 1

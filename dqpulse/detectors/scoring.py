@@ -72,6 +72,14 @@ _SAMPLE_STATISTICS = frozenset({
     "distribution.p99", "distribution.top_k_share", "distribution.length_mean",
 })
 _SEASONAL_METRICS = _DRIFT_METRICS | _SAMPLE_STATISTICS | {"distribution.distinct_count"}
+# Statistics of a field's numeric values, each over the window's own count of them (the
+# point's ``extra[SHARE_OF]``): a window of fewer values than usual is judged by a band
+# widened by its sampling error (the adaptive detector's ``sample_noise``). The mean of
+# one value of a heavy-tailed field (an order amount in 5 % of the events, four a minute)
+# is that value, which lands in the tail several times a day.
+_OF_VALUES = frozenset({"distribution.mean", "distribution.std", "distribution.p01",
+                        "distribution.p05", "distribution.p25", "distribution.p50",
+                        "distribution.p75", "distribution.p95", "distribution.p99"})
 # The adaptive detector's absolute floor per kind of series: drift scores live in [0, ~2]
 # and ignore drift below ~0.005. Sample statistics take any unit, so they have none (their
 # floors are relative: the series' resolution, 1 % of the forecast, a share of its spread).
@@ -259,6 +267,8 @@ def default_params_for(metric: str) -> dict[str, Any]:
         params.update(_CATEGORY_COUNT_PARAMS)
     if metric in _MIN_SCALE:
         params["min_scale"] = _MIN_SCALE[metric]
+    if metric in _OF_VALUES:
+        params["sample_noise"] = True
     if metric in _EVERY_BURST_METRICS:
         params.update(_EVERY_BURST_PARAMS)
     return params

@@ -26,7 +26,7 @@ from dqpulse.metrics import sketches
 from dqpulse.metrics.base import FamilyState, register_family
 from dqpulse.metrics.batchstats import ColumnStats, column_stats, value_counts
 from dqpulse.metrics.codec import BlobTable, pack, unpack
-from dqpulse.records import NUMERIC_TYPES, ColumnBatch, MetricPoint
+from dqpulse.records import NUMERIC_TYPES, SHARE_OF, ColumnBatch, MetricPoint
 from dqpulse.spec import DatasetSpec
 
 TOP_K = 10
@@ -180,16 +180,19 @@ class FieldDistribution:
     def points(self, path: str) -> list[MetricPoint]:
         points: list[MetricPoint] = []
         if self.count:
+            # how many values a statistic is over: the detectors weigh its sampling error
+            count = float(self.count)
             points += [
                 MetricPoint("distribution.min", self.minimum, path),
                 MetricPoint("distribution.max", self.maximum, path),
-                MetricPoint("distribution.mean", self.mean, path),
-                MetricPoint("distribution.std", self.std(), path),
+                MetricPoint("distribution.mean", self.mean, path, extra={SHARE_OF: count}),
+                MetricPoint("distribution.std", self.std(), path, extra={SHARE_OF: count}),
             ]
             if self.kll is not None:
                 values = sketches.quantiles(self.kll, list(QUANTILES.values()))
                 for name, value in zip(QUANTILES, values, strict=True):
-                    points.append(MetricPoint(f"distribution.{name}", float(value), path))
+                    points.append(MetricPoint(f"distribution.{name}", float(value), path,
+                                              extra={SHARE_OF: count}))
         distinct = self.distinct_count()
         if distinct is not None:
             points.append(MetricPoint("distribution.distinct_count", distinct[0], path,

@@ -4,6 +4,7 @@ import io
 import math
 import random
 
+import numpy as np
 import pytest
 
 from dqpulse.detectors.base import _REGISTRY, Detector, create, register
@@ -44,7 +45,10 @@ def test_default_detectors_by_metric_family() -> None:
 def test_sample_statistics_get_scale_floors_in_their_own_units() -> None:
     assert default_params_for("distribution.psi") == {"side": "up", "lower": 0.0,
                                                       "min_scale": 0.005}
-    assert default_params_for("distribution.mean") == {}  # no absolute floor: any unit
+    # no absolute floor (any unit); a window's sampling error weighs by its count of values
+    assert default_params_for("distribution.mean") == {"sample_noise": True}
+    assert default_params_for("distribution.p50") == {"sample_noise": True}
+    assert "sample_noise" not in default_params_for("distribution.max")
     assert default_params_for("distribution.distinct_count") == {
         "lower": 0.0, "unit": 1.0, "spike_memory": 0.0, "repeat_windows": 0,
         "daily_repeat_seconds": 0.0}
@@ -92,6 +96,77 @@ def test_a_mean_that_is_noisier_at_night_does_not_alert_but_a_shift_does() -> No
     shifted, _ = scorer.score_window(288 * 9 * 300.0, [
         MetricPoint("distribution.mean", 120.0, field="amount")], states)
     assert shifted[0].anomalous
+
+
+def _sensor_mean_alerts(sample_noise: bool, seed: int, shift_at: int) -> tuple[int, bool]:
+    """Four days of 1-minute windows of a sensor field's mean (readings ~ N(55, 12)), each
+    window over a Poisson count of readings: ~1 at night, ~9 by day; the readings doubled
+    for three windows from minute ``shift_at`` of the last day. (false alert episodes from
+    the third day on, the shift caught)."""
+    spec = DatasetSpec(name="sensors", topic="sensors", window=60)
+    name, params = detector_for(spec, "distribution.mean", "humidity")
+    detector = create(name, **{**params, "sample_noise": sample_noise})
+    rng = np.random.default_rng(seed)
+    start = 3 * 1440 + shift_at
+    false, caught, before = 0, False, False
+    for i in range(4 * 1440):
+        t = i * 60.0
+        count = int(rng.poisson(5.0 * (1.0 + 0.8 * math.sin(2 * math.pi * (t / 86400 - 0.25)))))
+        if count == 0:
+            continue  # no readings: no mean
+        shifted = start <= i < start + 3
+        readings = rng.normal(55.0 * (2.0 if shifted else 1.0), 12.0, count)
+        x = {"value": float(readings.mean()), "t": t, "n": float(count)}
+        alert = detector.score_one(x) >= detector.threshold
+        detector.learn_one(x)
+        caught |= shifted and alert
+        if alert and not before and not shifted and i >= 2 * 1440:
+            false += 1
+        before = alert
+    return false, caught
+
+
+def test_a_mean_over_fewer_values_than_usual_is_judged_by_its_sampling_error() -> None:
+    # a window's mean over 1 reading moves 3 times as far as one over 9: judged by the
+    # scale of the day's mixed windows it alerts, about once a week
+    def over_seeds(sample_noise: bool) -> tuple[int, int, int]:
+        noon = [_sensor_mean_alerts(sample_noise, seed, 720) for seed in range(0, 24, 2)]
+        night = [_sensor_mean_alerts(sample_noise, seed, 120) for seed in range(1, 24, 2)]
+        return (sum(false for false, _ in noon + night), sum(hit for _, hit in noon),
+                sum(hit for _, hit in night))
+
+    (false, noon, night), (false_plain, noon_plain, night_plain) = (
+        over_seeds(True), over_seeds(False))
+    # over 48 series-days: 1 false episode against 7 when written
+    assert false * 3 <= false_plain, (false, false_plain)
+    # doubled readings: caught at noon either way; at night, where the band widens, no
+    # fewer (11 and 6 of 12 when written: the typical windows teach a tighter scale than
+    # the mixed ones did)
+    assert noon == noon_plain == 12, (noon, noon_plain)
+    assert night >= night_plain, (night, night_plain)
+
+
+def test_a_field_statistic_s_count_of_values_reaches_the_detector_and_its_band() -> None:
+    scorer = SeriesScorer(DatasetSpec(name="sensors", topic="sensors", window=60))
+    rng = random.Random(8)
+    states: dict[str, bytes] = {}
+    for i in range(1440):
+        count = 2 + i % 9
+        value = sum(rng.gauss(55.0, 12.0) for _ in range(count)) / count
+        _, states = scorer.score_window(i * 60.0, [MetricPoint(
+            "distribution.mean", value, field="humidity", extra={SHARE_OF: float(count)})],
+            states)
+    bands = {}
+    for count in (1.0, 12.0, 40.0):
+        scored, _ = scorer.score_window(1440 * 60.0, [MetricPoint(
+            "distribution.mean", 55.0, field="humidity", extra={SHARE_OF: count})], states)
+        explanation = scored[0].explanation
+        assert explanation[SHARE_OF] == count  # "rose to 90 over 1 value"
+        bands[count] = explanation["expected_high"] - explanation["expected"]
+    # one reading: a band sqrt(typical / 1) as wide (typical ~6); more readings than usual:
+    # a typical window's band, no narrower (variation between windows does not shrink with them)
+    assert bands[1.0] > 2.0 * bands[12.0]
+    assert bands[40.0] == bands[12.0]
 
 
 def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
