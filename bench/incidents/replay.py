@@ -33,11 +33,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import orjson  # noqa: E402
 import run as bench  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 from dqpulse.detectors.base import create  # noqa: E402
 from dqpulse.detectors.scoring import detector_for, rules_for  # noqa: E402
+from dqpulse.records import SHARE_OF  # noqa: E402
 from dqpulse.spec import DatasetSpec, parse_spec  # noqa: E402
+from dqpulse.store.db import make_engine  # noqa: E402
+from dqpulse.store.tables import metric_points  # noqa: E402
 
 
 def _value(text: str) -> Any:
@@ -79,7 +84,29 @@ class Replayed:
         return any(detector.is_anomalous(score) for detector, score in results)
 
 
-def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]]
+def load_counts(database: str) -> dict[tuple[str, str, float], float]:
+    """The count of values each point is a share or a statistic of, where its stored
+    explanation names one (``SHARE_OF``; runs kept before session 54 stored none for a
+    field's mean and median: those replay on the window's record count)."""
+    counts: dict[tuple[str, str, float], float] = {}
+    engine = make_engine(database)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(metric_points.c.metric, metric_points.c.field, metric_points.c.window_start,
+                   metric_points.c.explanation)
+            .where(metric_points.c.dataset == bench.DATASET))
+        for metric, field, start, explanation in rows:
+            if isinstance(explanation, str | bytes):
+                explanation = orjson.loads(explanation)
+            of = explanation.get(SHARE_OF) if isinstance(explanation, dict) else None
+            if isinstance(of, int | float):
+                counts[(metric, field, start)] = float(of)
+    engine.dispose()
+    return counts
+
+
+def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]],
+           counts: dict[tuple[str, str, float], float] | None = None
            ) -> tuple[bench.Series, int]:
     """Every series scored again (score before learn); returns them and how many flags
     differ from the stored ones."""
@@ -91,7 +118,8 @@ def replay(series: bench.Series, overrides: Sequence[tuple[str, str, Any]]
         replayed = Replayed(spec, metric, field, overrides)
         out = []
         for t, value, stored in points:
-            flag = replayed.flag({"value": value, "t": t, "n": records.get(t)})
+            n = (counts or {}).get((metric, field, t), records.get(t))
+            flag = replayed.flag({"value": value, "t": t, "n": n})
             changed += flag != stored
             out.append((t, value, flag))
         scored[(metric, field)] = out
@@ -122,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     series = bench.load_series(args.database)
     if not series:
         sys.exit(f"no watched series of {bench.DATASET!r} in {args.database}")
-    scored, changed = replay(series, args.param)
+    scored, changed = replay(series, args.param, load_counts(args.database))
     test_start = bench.START + cfg.warmup_days * 86400.0
     test_end = test_start + cfg.test_days * 86400.0
     scores = bench.evaluate(bench.dqpulse_alerts(scored), injections, test_start, test_end)

@@ -169,6 +169,24 @@ def test_a_field_statistic_s_count_of_values_reaches_the_detector_and_its_band()
     assert bands[40.0] == bands[12.0]
 
 
+def test_a_state_saved_without_sample_noise_takes_it_and_keeps_its_baseline() -> None:
+    from dqpulse.detectors.base import Detector
+
+    spec = DatasetSpec(name="sensors", topic="sensors", window=60)
+    name, params = detector_for(spec, "distribution.mean", "humidity")
+    old = create(name, **{**params, "sample_noise": False})
+    del old.__dict__["sample_noise"]  # as saved by a dqpulse before the param
+    for i in range(100):
+        old.learn_one({"value": 55.0 + i % 5, "t": i * 60.0, "n": float(1 + i % 9)})
+    states = {"distribution.mean|humidity": old.to_bytes()}
+    _, updated = SeriesScorer(spec).score_window(100 * 60.0, [MetricPoint(
+        "distribution.mean", 56.0, field="humidity", extra={SHARE_OF: 4.0})], states)
+    loaded = Detector.from_bytes(updated["distribution.mean|humidity"])
+    assert loaded.sample_noise is True  # type: ignore[attr-defined]
+    assert loaded.n_learned == 101  # the baseline kept: no new warm-up
+    assert loaded._sampling is not None  # type: ignore[attr-defined]
+
+
 def test_overrides_match_metric_and_prefer_the_exact_field() -> None:
     assert detector_for(SPEC, "distribution.mean", "amount") == ("threshold", {"max": 500})
     # (SPEC's windows are 1 minute: the repeat rule remembers a day of them, 1,440)
