@@ -180,19 +180,21 @@ class FieldDistribution:
     def points(self, path: str) -> list[MetricPoint]:
         points: list[MetricPoint] = []
         if self.count:
-            # how many values a statistic is over: the detectors weigh its sampling error
-            count = float(self.count)
+            # how many values the watched statistics (mean, median) are over: the detectors
+            # weigh their sampling error by it (the others are history only: no extra to
+            # store for them)
+            counted: dict[str, object] = {SHARE_OF: float(self.count)}
             points += [
                 MetricPoint("distribution.min", self.minimum, path),
                 MetricPoint("distribution.max", self.maximum, path),
-                MetricPoint("distribution.mean", self.mean, path, extra={SHARE_OF: count}),
-                MetricPoint("distribution.std", self.std(), path, extra={SHARE_OF: count}),
+                MetricPoint("distribution.mean", self.mean, path, extra=counted),
+                MetricPoint("distribution.std", self.std(), path),
             ]
             if self.kll is not None:
                 values = sketches.quantiles(self.kll, list(QUANTILES.values()))
                 for name, value in zip(QUANTILES, values, strict=True):
                     points.append(MetricPoint(f"distribution.{name}", float(value), path,
-                                              extra={SHARE_OF: count}))
+                                              extra=dict(counted) if name == "p50" else {}))
         distinct = self.distinct_count()
         if distinct is not None:
             points.append(MetricPoint("distribution.distinct_count", distinct[0], path,

@@ -14,6 +14,7 @@ from dqpulse.metrics import (
     merge_partials,
 )
 from dqpulse.metrics.validity import ExpressionError, compile_expression
+from dqpulse.records import SHARE_OF
 from dqpulse.spec import DatasetSpec, FieldSpec
 
 SPEC = DatasetSpec(
@@ -74,6 +75,10 @@ def test_exact_counts_ratios_and_moments():
     assert got["distribution.mean", "amount"].value == pytest.approx(160 / 3)
     assert got["distribution.std", "amount"].value == pytest.approx(np.std([10, 20, 130], ddof=1))
     assert got["distribution.p50", "amount"].value == 20.0
+    # the watched statistics say how many values they are over (the null one is none)
+    assert got["distribution.mean", "amount"].extra == {SHARE_OF: 3.0}
+    assert got["distribution.p50", "amount"].extra == {SHARE_OF: 3.0}
+    assert got["distribution.p95", "amount"].extra == {}
     # DataSketches' HLL ignores the empty string
     assert got["distribution.distinct_count", "country"].value == pytest.approx(3, abs=0.01)
     assert got["distribution.length_mean", "country"].value == 1.5
