@@ -132,13 +132,14 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         each time). ``1``: every window.
     sample_noise
         The value is a statistic of ``x["n"]`` values (a field's mean or median in a
-        window): the detector learns how much of its noise is sampling error, which
-        shrinks as ``1 / n``, and how much moves between windows whatever their size
-        (:class:`~dqpulse.detectors.sampling.SamplingFit`, over about 1,440 windows). A window
-        of fewer values than usual has its scale widened by the noise its ``n`` adds, and
-        teaches the scale and the calibration its residual shrunk by the same factor; a
-        window of more values is judged as a typical one (never narrower). The mean of
-        one value of a heavy-tailed field is that value. ``False`` (or no ``n``): off.
+        window): the detector learns how much of its noise is sampling error, whose
+        spread shrinks as ``1 / sqrt(n)``, and how much moves between windows whatever
+        their size (:class:`~dqpulse.detectors.sampling.SamplingFit`, over about 1,440
+        windows). A window of fewer values than usual has its scale widened by the noise
+        its ``n`` adds, teaches the scale and the calibration its residual shrunk by the
+        same factor, and is no record for ``record_boost`` (the range was set mostly by
+        windows of many values); a window of more values is judged as a typical one
+        (never narrower). ``False`` (or no ``n``): off.
     error_alpha
         Step of the exponentially weighted one-step error that sets the scale.
     select_alpha
@@ -488,6 +489,12 @@ class AdaptiveDetector(UnsavedCaches, RegimeAdoption, UnivariateDetector):
         elif self._sample_widen != 1.0:
             self._sample_widen = 1.0
         return _read_value(x)
+
+    def _beyond_range(self, value: float) -> bool:
+        """As :class:`RegimeAdoption`'s, but never for a window widened by its few values
+        (``sample_noise``): the range was set mostly by windows of many values, and a
+        statistic of one or two of them leaves it by sampling alone."""
+        return self._sample_widen == 1.0 and super()._beyond_range(value)
 
     def _learn_sampling(self, x: Mapping[str, Any], z: float, scale: float) -> None:
         """A normal window's residual (``z * scale``) teaches how the noise follows its
